@@ -1,0 +1,87 @@
+#include "model/snapshot.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+namespace aimesh {
+namespace {
+constexpr std::array<uint8_t, 12> kV4MappedPrefix{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+}  // namespace
+
+bool IpAddr::isV4() const { return std::equal(kV4MappedPrefix.begin(), kV4MappedPrefix.end(), bytes.begin()); }
+
+std::string IpAddr::toString() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (isV4()) {
+    inet_ntop(AF_INET, bytes.data() + 12, buf, sizeof(buf));
+  } else {
+    inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
+  }
+  return buf;
+}
+
+std::optional<IpAddr> IpAddr::parse(const std::string& text) {
+  IpAddr a;
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    std::copy(kV4MappedPrefix.begin(), kV4MappedPrefix.end(), a.bytes.begin());
+    std::memcpy(a.bytes.data() + 12, &v4, 4);
+    return a;
+  }
+  if (inet_pton(AF_INET6, text.c_str(), a.bytes.data()) == 1) return a;
+  return std::nullopt;
+}
+
+const char* toString(Protocol p) { return p == Protocol::kUdp ? "UDP" : "TCP"; }
+
+const char* toString(Algorithm a) {
+  switch (a) {
+    case Algorithm::kRandom: return "random";
+    case Algorithm::kMaglev: return "maglev";
+    case Algorithm::kLeastConn: return "least_conn";
+    case Algorithm::kLatency: return "latency";
+    case Algorithm::kBoundedHash: return "bounded_hash";
+  }
+  return "random";
+}
+
+const char* toString(EndpointState s) {
+  switch (s) {
+    case EndpointState::kActive: return "active";
+    case EndpointState::kDraining: return "draining";
+    case EndpointState::kTerminating: return "terminating";
+  }
+  return "active";
+}
+
+std::optional<Protocol> parseProtocol(const std::string& s) {
+  auto l = lower(s);
+  if (l == "tcp") return Protocol::kTcp;
+  if (l == "udp") return Protocol::kUdp;
+  return std::nullopt;
+}
+
+std::optional<Algorithm> parseAlgorithm(const std::string& s) {
+  for (auto a : {Algorithm::kRandom, Algorithm::kMaglev, Algorithm::kLeastConn, Algorithm::kLatency,
+                 Algorithm::kBoundedHash}) {
+    if (s == toString(a)) return a;
+  }
+  return std::nullopt;
+}
+
+std::optional<EndpointState> parseEndpointState(const std::string& s) {
+  for (auto st : {EndpointState::kActive, EndpointState::kDraining, EndpointState::kTerminating}) {
+    if (s == toString(st)) return st;
+  }
+  return std::nullopt;
+}
+
+}  // namespace aimesh

@@ -1,0 +1,72 @@
+// Cluster state as plain value types: what the sources (state file,
+// Kubernetes) produce and what the reconciler consumes. No kernel ids here;
+// id assignment lives in agent/reconcile/.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace aimesh {
+
+// An IP address in IPv4-mapped IPv6 form (::ffff:a.b.c.d for IPv4), the same
+// representation the BPF maps use.
+struct IpAddr {
+  std::array<uint8_t, 16> bytes{};
+  bool isV4() const;
+  std::string toString() const;  // dotted quad for IPv4, RFC 5952 for IPv6
+  static std::optional<IpAddr> parse(const std::string& text);
+  auto operator<=>(const IpAddr&) const = default;
+};
+
+enum class Protocol : uint8_t { kTcp = 6, kUdp = 17 };
+enum class Algorithm : uint8_t { kRandom = 0, kMaglev = 1, kLeastConn = 2, kLatency = 3, kBoundedHash = 4 };
+enum class EndpointState : uint8_t { kActive = 0, kDraining = 1, kTerminating = 2 };
+
+const char* toString(Protocol p);         // "TCP" / "UDP"
+const char* toString(Algorithm a);        // "random", "maglev", ...
+const char* toString(EndpointState s);    // "active", "draining", "terminating"
+std::optional<Protocol> parseProtocol(const std::string& s);        // case-insensitive TCP/UDP
+std::optional<Algorithm> parseAlgorithm(const std::string& s);      // as in toString
+std::optional<EndpointState> parseEndpointState(const std::string& s);
+
+struct PortSpec {
+  uint16_t port = 0;
+  Protocol protocol = Protocol::kTcp;
+  auto operator<=>(const PortSpec&) const = default;
+};
+
+struct Endpoint {
+  IpAddr address;
+  uint16_t port = 0;    // 0 = the same port as the frontend
+
+  uint16_t weight = 1;  // 0 = no new connections (like draining)
+  EndpointState state = EndpointState::kActive;
+  auto operator<=>(const Endpoint&) const = default;
+};
+
+// One service may have several ports; the kernel gets one service record per
+// (service, port), all sharing the endpoints.
+struct Service {
+  std::string name;
+  std::string nameSpace = "default";  // "namespace" is a keyword
+  std::string model;                  // optional model metadata for labels
+  std::vector<IpAddr> vips;
+  std::vector<PortSpec> ports;
+  Algorithm algorithm = Algorithm::kRandom;
+  std::vector<Endpoint> endpoints;
+
+  std::string key() const { return nameSpace + "/" + name; }
+  auto operator<=>(const Service&) const = default;
+};
+
+// The whole desired state. Services are kept sorted by key() so that two
+// snapshots of the same state compare equal.
+struct Snapshot {
+  std::vector<Service> services;
+  auto operator<=>(const Snapshot&) const = default;
+};
+
+}  // namespace aimesh

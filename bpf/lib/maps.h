@@ -1,0 +1,89 @@
+/* Every map of the socket data plane, defined once. Names are the pin names
+ * (LIBBPF_PIN_BY_NAME under the agent's pin dir), so a restarted agent and
+ * every object share the same maps. Key/value types come from aimesh/abi.h. */
+#ifndef AIMESH_BPF_MAPS_H
+#define AIMESH_BPF_MAPS_H
+
+#include "lib/common.h"
+
+/* service address (addr, port, proto) -> service id */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_FRONTENDS);
+	__type(key, struct aimesh_frontend_key);
+	__type(value, struct aimesh_frontend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_frontends SEC(".maps");
+
+/* service id -> service record; HASH so an update swaps the whole value */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct aimesh_service);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_services SEC(".maps");
+
+/* (service id, generation * MAX_SLOTS_PER_SVC + index) -> backend id */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_SLOTS);
+	__type(key, struct aimesh_slot_key);
+	__type(value, struct aimesh_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_slots SEC(".maps");
+
+/* backend id -> address, port, state, weight */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct aimesh_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_backends SEC(".maps");
+
+/* (socket cookie, backend addr, port) -> frontend, for getpeername/recvmsg */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, AIMESH_MAX_REVNAT);
+	__type(key, struct aimesh_revnat_key);
+	__type(value, struct aimesh_revnat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_revnat SEC(".maps");
+
+/* per-service counters, indexed by service id */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AIMESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct aimesh_svc_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_svc_stats SEC(".maps");
+
+/* per-backend counters, indexed by backend id */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AIMESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct aimesh_be_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_be_stats SEC(".maps");
+
+/* drop/deny/skip counters, indexed by enum aimesh_reason */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AIMESH_R_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_reasons SEC(".maps");
+
+static __always_inline void count_reason(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&aimesh_reasons, &reason);
+
+	if (v)
+		*v += 1; /* per-CPU: no atomics needed */
+}
+
+#endif

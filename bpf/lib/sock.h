@@ -1,0 +1,129 @@
+/* Socket-address translation for the cgroup sock_addr hooks: forward
+ * (service address -> backend) at connect/sendmsg, reverse (backend ->
+ * service address) at recvmsg/getpeername. Entry points in sock_lb.bpf.c are
+ * one line each; everything here works on struct bpf_sock_addr. */
+#ifndef AIMESH_BPF_SOCK_H
+#define AIMESH_BPF_SOCK_H
+
+#include "lib/lb.h"
+
+/* Read the destination (or, for recvmsg/getpeername, the peer) of the call as
+ * an IPv4-mapped 16-byte address. */
+static __always_inline void sock_read_addr(struct bpf_sock_addr *ctx, int family, __u8 addr[16])
+{
+	__u32 w[4];
+
+	if (family == AIMESH_FAMILY_V4) {
+		w[0] = 0;
+		w[1] = 0;
+		w[2] = bpf_htonl(0x0000ffff);
+		w[3] = ctx->user_ip4;
+	} else {
+		w[0] = ctx->user_ip6[0];
+		w[1] = ctx->user_ip6[1];
+		w[2] = ctx->user_ip6[2];
+		w[3] = ctx->user_ip6[3];
+	}
+	__builtin_memcpy(addr, w, 16);
+}
+
+/* Write an IPv4-mapped address and port back into the call. An IPv6 socket
+ * reaching an IPv4 backend gets the ::ffff: form, which the kernel routes as
+ * IPv4 unless the socket is IPV6_V6ONLY. */
+static __always_inline void sock_write_addr(struct bpf_sock_addr *ctx, int family,
+					    const __u8 addr[16], __be16 port)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, addr, 16);
+	if (family == AIMESH_FAMILY_V4) {
+		ctx->user_ip4 = w[3];
+	} else {
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+	}
+	ctx->user_port = (__u32)port;
+}
+
+/* connect4/6 (is_connect) and sendmsg4/6: service address -> backend.
+ * Unknown destinations pass untouched (fail open); a service with no usable
+ * backend fails the call with ECONNREFUSED instead of sending into a void. */
+static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, int is_connect)
+{
+	struct aimesh_frontend_key fk = {};
+	struct aimesh_revnat_key rk = {};
+	struct aimesh_revnat rv = {};
+	struct aimesh_frontend *fe;
+	struct aimesh_backend *be = 0;
+	struct aimesh_svc_stats *ss;
+	struct aimesh_be_stats *bs;
+	__u32 svc_id, be_id = 0;
+	int err;
+
+	if (ctx->protocol != AIMESH_PROTO_TCP && ctx->protocol != AIMESH_PROTO_UDP)
+		return SYS_PROCEED;
+	sock_read_addr(ctx, family, fk.addr);
+	fk.port = (__be16)ctx->user_port;
+	fk.proto = (__u8)ctx->protocol;
+	fe = bpf_map_lookup_elem(&aimesh_frontends, &fk);
+	if (!fe)
+		return SYS_PROCEED;
+	svc_id = fe->service_id;
+
+	err = lb_select(svc_id, bpf_get_prandom_u32(), family == AIMESH_FAMILY_V4, &be_id, &be);
+	if (err || !be) {
+		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
+		if (ss)
+			ss->refused += 1;
+		bpf_set_retval(-ECONNREFUSED);
+		return SYS_REJECT;
+	}
+
+	/* Remember the frontend for this socket and backend so the reverse
+	 * hooks can show the service address to the application. */
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	__builtin_memcpy(rk.addr, be->addr, 16);
+	rk.port = be->port;
+	__builtin_memcpy(rv.addr, fk.addr, 16);
+	rv.port = fk.port;
+	rv.service_id = svc_id;
+	if (bpf_map_update_elem(&aimesh_revnat, &rk, &rv, BPF_ANY))
+		count_reason(AIMESH_R_REVNAT_FAILED);
+
+	sock_write_addr(ctx, family, be->addr, be->port);
+
+	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
+	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);
+	if (is_connect) {
+		if (ss)
+			ss->connects += 1;
+		if (bs)
+			bs->connects += 1;
+	} else {
+		if (ss)
+			ss->datagrams += 1;
+		if (bs)
+			bs->datagrams += 1;
+	}
+	return SYS_PROCEED;
+}
+
+/* recvmsg4/6 and getpeername4/6: backend -> service address, if this socket
+ * was sent to that backend through a service. Always proceeds. */
+static __always_inline int sock_reverse(struct bpf_sock_addr *ctx, int family)
+{
+	struct aimesh_revnat_key rk = {};
+	struct aimesh_revnat *rv;
+
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	sock_read_addr(ctx, family, rk.addr);
+	rk.port = (__be16)ctx->user_port;
+	rv = bpf_map_lookup_elem(&aimesh_revnat, &rk);
+	if (rv)
+		sock_write_addr(ctx, family, rv->addr, rv->port);
+	return SYS_PROCEED;
+}
+
+#endif

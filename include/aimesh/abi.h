@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * aimesh ABI: every key, value, enum and limit that the BPF programs and the
+ * C++ agent both see. This is the only copy; it compiles under
+ * `clang -target bpf` and `g++ -std=c++20`.
+ *
+ * Rules (see docs/architecture.md): fixed-width types only, explicit padding,
+ * no bitfields, bools, enum-typed fields or pointers; every struct has its
+ * size and key offsets asserted. Hash keys compare raw bytes, so callers
+ * zero-initialise keys (padding included).
+ *
+ * What does not live here: map definitions (bpf/lib/maps.h) and agent-side
+ * value types (agent/model/).
+ */
+#ifndef AIMESH_ABI_H
+#define AIMESH_ABI_H
+
+#include <linux/types.h>
+
+#ifdef __cplusplus
+#define AIMESH_STATIC_ASSERT static_assert
+#else
+#define AIMESH_STATIC_ASSERT _Static_assert
+#endif
+#define AIMESH_OFFSETOF(t, f) __builtin_offsetof(t, f)
+
+/* ---- limits ------------------------------------------------------------ */
+
+/* Ids are dense and start at 1; 0 means "none". */
+#define AIMESH_MAX_SERVICES 4096
+#define AIMESH_MAX_BACKENDS 16384
+#define AIMESH_MAX_FRONTENDS 16384
+/* Weighted slots per service and generation. Weights are expanded into this
+ * many slots (scaled down proportionally when they do not fit). */
+#define AIMESH_MAX_SLOTS_PER_SVC 1024
+/* Two generations of slots per service, so a new slot set is written beside
+ * the live one and switched in with one update of the service record. */
+#define AIMESH_MAX_SLOTS (AIMESH_MAX_SERVICES * 32)
+#define AIMESH_MAX_REVNAT 65536
+/* Random picks tried before a service is declared to have no usable backend
+ * (a pick can hit a backend that was drained a moment ago). */
+#define AIMESH_SELECT_TRIES 4
+
+#define AIMESH_PROTO_TCP 6
+#define AIMESH_PROTO_UDP 17
+
+#define AIMESH_FAMILY_V4 4
+#define AIMESH_FAMILY_V6 6
+
+/* ---- enums (stored in __u8 fields) ---------------------------------------- */
+
+enum aimesh_algorithm {
+	AIMESH_ALG_RANDOM = 0,
+	AIMESH_ALG_MAGLEV = 1,
+	AIMESH_ALG_LEAST_CONN = 2,
+	AIMESH_ALG_LATENCY = 3,
+	AIMESH_ALG_BOUNDED_HASH = 4,
+	AIMESH_ALG_MAX,
+};
+
+enum aimesh_backend_state {
+	AIMESH_BE_ACTIVE = 0,
+	AIMESH_BE_DRAINING = 1,
+	AIMESH_BE_TERMINATING = 2,
+	AIMESH_BE_STATE_MAX,
+};
+
+/* Why the data plane refused, skipped or could not record something.
+ * Indexes the per-CPU aimesh_reasons array. Keep reasonName() in
+ * agent/telemetry/metrics.cc and docs/metrics.md in step. */
+enum aimesh_reason {
+	AIMESH_R_NO_BACKEND = 0,       /* service has no usable backend: ECONNREFUSED */
+	AIMESH_R_SERVICE_MISSING = 1,  /* frontend names a service id with no record */
+	AIMESH_R_SLOT_MISSING = 2,     /* slot lookup failed (update in flight) */
+	AIMESH_R_BACKEND_MISSING = 3,  /* slot names a backend with no record */
+	AIMESH_R_BACKEND_INACTIVE = 4, /* picked a draining/terminating backend, retried */
+	AIMESH_R_FAMILY_MISMATCH = 5,  /* IPv4 socket picked an IPv6 backend, retried */
+	AIMESH_R_REVNAT_FAILED = 6,    /* could not record the reverse translation */
+	AIMESH_R_MAX,
+};
+
+/* ---- maps: keys and values --------------------------------------------- */
+
+/* aimesh_frontends key: a service address. IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d) so one key type serves both families. */
+struct aimesh_frontend_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto; /* AIMESH_PROTO_* */
+	__u8 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_frontend_key) == 20, "frontend_key size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_frontend_key, port) == 16, "frontend_key.port");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_frontend_key, proto) == 18, "frontend_key.proto");
+
+struct aimesh_frontend {
+	__u32 service_id;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_frontend) == 4, "frontend size");
+
+/* aimesh_services value. Replaced whole (hash map update is an RCU swap), so
+ * slot_gen and slot_count always change together. */
+struct aimesh_service {
+	__u32 slot_count;    /* live slots in generation slot_gen; 0 = no usable backend */
+	__u32 backend_count; /* distinct active backends behind the slots */
+	__u8 algorithm;      /* enum aimesh_algorithm */
+	__u8 flags;
+	__u8 slot_gen;       /* 0 or 1: which half of the slot space is live */
+	__u8 pad0;
+	__u32 affinity_timeout_s;
+	__u32 maglev_gen;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_service) == 20, "service size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, algorithm) == 8, "service.algorithm");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, slot_gen) == 10, "service.slot_gen");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, maglev_gen) == 16, "service.maglev_gen");
+
+/* aimesh_slots key. slot = slot_gen * AIMESH_MAX_SLOTS_PER_SVC + index. */
+struct aimesh_slot_key {
+	__u32 service_id;
+	__u32 slot;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_slot_key) == 8, "slot_key size");
+
+struct aimesh_slot {
+	__u32 backend_id;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_slot) == 4, "slot size");
+
+/* aimesh_backends value, keyed by __u32 backend id. A backend belongs to one
+ * service, so per-backend counters are per (service, endpoint). */
+struct aimesh_backend {
+	__u8 addr[16]; /* IPv4-mapped for IPv4 */
+	__be16 port;
+	__u8 family;   /* AIMESH_FAMILY_V4 / _V6 */
+	__u8 state;    /* enum aimesh_backend_state */
+	__u32 service_id;
+	__u16 weight;
+	__u16 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_backend) == 28, "backend size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_backend, port) == 16, "backend.port");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_backend, state) == 19, "backend.state");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_backend, service_id) == 20, "backend.service_id");
+
+/* aimesh_revnat: (socket, backend address) -> service address, so that
+ * getpeername() and recvmsg() on a rewritten socket report the frontend. */
+struct aimesh_revnat_key {
+	__u64 cookie; /* bpf_get_socket_cookie() */
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad0;
+	__u32 pad1;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_revnat_key) == 32, "revnat_key size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_revnat_key, addr) == 8, "revnat_key.addr");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_revnat_key, port) == 24, "revnat_key.port");
+
+struct aimesh_revnat {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad0;
+	__u32 service_id;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_revnat) == 24, "revnat size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_revnat, service_id) == 20, "revnat.service_id");
+
+/* aimesh_svc_stats (per-CPU array indexed by service id). */
+struct aimesh_svc_stats {
+	__u64 connects;   /* connect() rewritten to a backend */
+	__u64 datagrams;  /* unconnected sendmsg() rewritten to a backend */
+	__u64 refused;    /* no usable backend: ECONNREFUSED */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_svc_stats) == 24, "svc_stats size");
+
+/* aimesh_be_stats (per-CPU array indexed by backend id). */
+struct aimesh_be_stats {
+	__u64 connects;
+	__u64 datagrams;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_stats) == 16, "be_stats size");
+
+/* Context of the SEC("syscall") selection harness used by the bpf test tier:
+ * the test fills service_id and rnd, the program fills the rest. */
+struct aimesh_select_ctx {
+	__u32 service_id;
+	__u32 rnd;
+	__u8 v4_only;
+	__u8 pad[3];
+	__s32 err;        /* 0 or -errno */
+	__u32 backend_id; /* out */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_select_ctx) == 20, "select_ctx size");
+
+#endif /* AIMESH_ABI_H */

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Test-only object: runs the real selection code (lib/lb.h) under
+ * BPF_PROG_TEST_RUN, which socket hooks do not support. The test fills the
+ * maps through the skeleton and passes a struct aimesh_select_ctx. */
+#include "lib/lb.h"
+
+SEC("syscall")
+int aimesh_select(struct aimesh_select_ctx *ctx)
+{
+	struct aimesh_backend *be = 0;
+	__u32 id = 0;
+
+	ctx->err = lb_select(ctx->service_id, ctx->rnd, ctx->v4_only, &id, &be);
+	ctx->backend_id = id;
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
