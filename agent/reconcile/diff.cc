@@ -1,0 +1,86 @@
+#include "reconcile/diff.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+namespace aimesh {
+namespace {
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+std::string slotStr(const SlotKey& k) { return fmt::format("{}/{}", k.serviceId, k.slot); }
+
+// Upserts for keys whose value is new or changed; deletes for keys gone.
+template <class K, class V, class Up, class Del>
+void diffMap(const std::map<K, V>& cur, const std::map<K, V>& want, std::vector<MapOp>& ups,
+             std::vector<MapOp>& dels, Up up, Del del) {
+  for (auto& [k, v] : want) {
+    auto it = cur.find(k);
+    if (it == cur.end() || !(it->second == v)) ups.push_back(up(k, v));
+  }
+  for (auto& [k, v] : cur)
+    if (!want.count(k)) dels.push_back(del(k));
+}
+
+}  // namespace
+
+std::string describe(const MapOp& op) {
+  return std::visit(
+      Overloaded{
+          [](const ResetServiceStats& o) { return fmt::format("reset-service-stats {}", o.id); },
+          [](const ResetBackendStats& o) { return fmt::format("reset-backend-stats {}", o.id); },
+          [](const UpsertBackend& o) {
+            return fmt::format("upsert-backend {} svc={} {}:{} {} w={}", o.id, o.rec.serviceId,
+                               o.rec.addr.toString(), o.rec.port, toString(o.rec.state), o.rec.weight);
+          },
+          [](const UpsertSlot& o) { return fmt::format("upsert-slot {} -> {}", slotStr(o.key), o.backendId); },
+          [](const UpsertService& o) {
+            return fmt::format("upsert-service {} slots={} backends={} gen={} alg={}", o.id, o.rec.slotCount,
+                               o.rec.backendCount, o.rec.slotGen, toString(o.rec.algorithm));
+          },
+          [](const UpsertFrontend& o) {
+            return fmt::format("upsert-frontend {} -> {}", o.key.toString(), o.serviceId);
+          },
+          [](const DeleteFrontend& o) { return fmt::format("delete-frontend {}", o.key.toString()); },
+          [](const DeleteService& o) { return fmt::format("delete-service {}", o.id); },
+          [](const DeleteSlot& o) { return fmt::format("delete-slot {}", slotStr(o.key)); },
+          [](const DeleteBackend& o) { return fmt::format("delete-backend {}", o.id); },
+      },
+      op);
+}
+
+std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
+                        const std::vector<uint32_t>& newServiceIds, const std::vector<uint32_t>& newBackendIds) {
+  std::vector<MapOp> resets, upBe, upSlot, upSvc, upFe, delFe, delSvc, delSlot, delBe;
+  auto sorted = [](std::vector<uint32_t> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  for (uint32_t id : sorted(newServiceIds)) resets.push_back(ResetServiceStats{id});
+  for (uint32_t id : sorted(newBackendIds)) resets.push_back(ResetBackendStats{id});
+
+  diffMap(current.backends, desired.backends, upBe, delBe,
+          [](uint32_t k, const BackendRecord& v) { return MapOp{UpsertBackend{k, v}}; },
+          [](uint32_t k) { return MapOp{DeleteBackend{k}}; });
+  diffMap(current.slots, desired.slots, upSlot, delSlot,
+          [](const SlotKey& k, uint32_t v) { return MapOp{UpsertSlot{k, v}}; },
+          [](const SlotKey& k) { return MapOp{DeleteSlot{k}}; });
+  diffMap(current.services, desired.services, upSvc, delSvc,
+          [](uint32_t k, const ServiceRecord& v) { return MapOp{UpsertService{k, v}}; },
+          [](uint32_t k) { return MapOp{DeleteService{k}}; });
+  diffMap(current.frontends, desired.frontends, upFe, delFe,
+          [](const FrontendKey& k, uint32_t v) { return MapOp{UpsertFrontend{k, v}}; },
+          [](const FrontendKey& k) { return MapOp{DeleteFrontend{k}}; });
+
+  std::vector<MapOp> out;
+  for (auto* group : {&resets, &upBe, &upSlot, &upSvc, &upFe, &delFe, &delSvc, &delSlot, &delBe})
+    out.insert(out.end(), group->begin(), group->end());
+  return out;
+}
+
+}  // namespace aimesh

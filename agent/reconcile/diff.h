@@ -1,0 +1,42 @@
+// diff(): the ordered map operations that take the kernel from `current` to
+// `desired`. Pure and deterministic: the same inputs give the same list.
+//
+// Order (so that no reader ever follows a reference to something missing, and
+// a service never appears with half its backends):
+//   1. reset counters of new service and backend ids
+//   2. upsert backends         4. upsert services (a slot-generation flip)
+//   3. upsert slots            5. upsert frontends (the service goes live)
+//   6. delete frontends  7. delete services  8. delete slots  9. delete backends
+// Within a step, operations are sorted by key.
+#pragma once
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "reconcile/kernel_state.h"
+
+namespace aimesh {
+
+struct ResetServiceStats { uint32_t id; auto operator<=>(const ResetServiceStats&) const = default; };
+struct ResetBackendStats { uint32_t id; auto operator<=>(const ResetBackendStats&) const = default; };
+struct UpsertBackend { uint32_t id; BackendRecord rec; auto operator<=>(const UpsertBackend&) const = default; };
+struct UpsertSlot { SlotKey key; uint32_t backendId; auto operator<=>(const UpsertSlot&) const = default; };
+struct UpsertService { uint32_t id; ServiceRecord rec; auto operator<=>(const UpsertService&) const = default; };
+struct UpsertFrontend { FrontendKey key; uint32_t serviceId; auto operator<=>(const UpsertFrontend&) const = default; };
+struct DeleteFrontend { FrontendKey key; auto operator<=>(const DeleteFrontend&) const = default; };
+struct DeleteService { uint32_t id; auto operator<=>(const DeleteService&) const = default; };
+struct DeleteSlot { SlotKey key; auto operator<=>(const DeleteSlot&) const = default; };
+struct DeleteBackend { uint32_t id; auto operator<=>(const DeleteBackend&) const = default; };
+
+using MapOp = std::variant<ResetServiceStats, ResetBackendStats, UpsertBackend, UpsertSlot, UpsertService,
+                           UpsertFrontend, DeleteFrontend, DeleteService, DeleteSlot, DeleteBackend>;
+
+// One line per op, for logs and golden tests, e.g. "upsert-slot 3/1024 -> 7".
+std::string describe(const MapOp& op);
+
+std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
+                        const std::vector<uint32_t>& newServiceIds = {},
+                        const std::vector<uint32_t>& newBackendIds = {});
+
+}  // namespace aimesh

@@ -1,0 +1,55 @@
+// What the BPF maps hold (or should hold), in id space, as comparable C++
+// values. The reconciler computes a desired KernelState from a Snapshot and
+// diffs it against the state read back from the maps; nothing here touches
+// the kernel. Conversion to the ABI structs is in bpf_map_writer.cc.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "aimesh/abi.h"
+#include "model/snapshot.h"
+
+namespace aimesh {
+
+struct FrontendKey {
+  IpAddr addr;
+  uint16_t port = 0;  // host byte order
+  Protocol proto = Protocol::kTcp;
+  auto operator<=>(const FrontendKey&) const = default;
+  std::string toString() const;  // "10.96.0.20:8000/TCP", "[fd00::20]:8000/TCP"
+};
+
+struct ServiceRecord {
+  uint32_t slotCount = 0;
+  uint32_t backendCount = 0;
+  Algorithm algorithm = Algorithm::kRandom;
+  uint8_t slotGen = 0;
+  auto operator<=>(const ServiceRecord&) const = default;
+};
+
+struct SlotKey {
+  uint32_t serviceId = 0;
+  uint32_t slot = 0;  // generation * AIMESH_MAX_SLOTS_PER_SVC + index
+  auto operator<=>(const SlotKey&) const = default;
+};
+
+struct BackendRecord {
+  IpAddr addr;
+  uint16_t port = 0;  // host byte order
+  EndpointState state = EndpointState::kActive;
+  uint32_t serviceId = 0;
+  uint16_t weight = 1;
+  auto operator<=>(const BackendRecord&) const = default;
+};
+
+struct KernelState {
+  std::map<FrontendKey, uint32_t> frontends;  // -> service id
+  std::map<uint32_t, ServiceRecord> services;
+  std::map<SlotKey, uint32_t> slots;          // -> backend id
+  std::map<uint32_t, BackendRecord> backends;
+  auto operator<=>(const KernelState&) const = default;
+};
+
+}  // namespace aimesh

@@ -1,0 +1,51 @@
+// From a desired Snapshot and the current KernelState to the desired
+// KernelState: stable id assignment (an existing service keeps its id through
+// any of its frontends; an existing backend keeps its id through (service id,
+// address, port)), weight expansion into slots, and slot generations. Pure.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/snapshot.h"
+#include "reconcile/kernel_state.h"
+
+namespace aimesh {
+
+// What a kernel service or backend id stands for, for metrics and the API.
+struct ServiceInfo {
+  std::string name, nameSpace, model;
+  Algorithm algorithm = Algorithm::kRandom;
+  PortSpec port;
+  std::vector<FrontendKey> frontends;
+  std::vector<uint32_t> backendIds;  // in endpoint order
+};
+struct BackendInfo {
+  uint32_t serviceId = 0;
+  Endpoint endpoint;       // as in the snapshot
+  uint16_t targetPort = 0; // resolved port
+};
+struct IdIndex {
+  std::map<uint32_t, ServiceInfo> services;
+  std::map<uint32_t, BackendInfo> backends;
+};
+
+struct Plan {
+  KernelState desired;
+  IdIndex index;
+  std::vector<uint32_t> newServiceIds;  // ids not in the current state: counters to reset
+  std::vector<uint32_t> newBackendIds;
+};
+
+// Expand weights into at most `maxSlots` slots: weights are divided by their
+// gcd, scaled down proportionally if their sum does not fit (each active
+// backend keeps at least one slot), and laid out in the given order.
+// Entries with weight 0 get no slots. Returns backend ids, one per slot.
+std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t>>& weighted,
+                                  uint32_t maxSlots);
+
+Plan makePlan(const Snapshot& desired, const KernelState& current);
+
+}  // namespace aimesh

@@ -1,0 +1,28 @@
+#include "reconcile/reconciler.h"
+
+#include <fmt/format.h>
+
+namespace aimesh {
+
+Result<ReconcileReport> Reconciler::reconcile(const Snapshot& desired, IdIndex& index) {
+  auto start = std::chrono::steady_clock::now();
+  auto current = writer_.read();
+  if (!current) return current.error();
+  Plan plan = makePlan(desired, current.value());
+
+  size_t wanted = 0;
+  for (auto& s : desired.services) wanted += s.ports.size();
+  if (plan.index.services.size() != wanted)
+    return Error::msg(fmt::format("out of service ids: {} of {} service ports fit (limit {})",
+                                  plan.index.services.size(), wanted, AIMESH_MAX_SERVICES - 1));
+
+  auto ops = diff(current.value(), plan.desired, plan.newServiceIds, plan.newBackendIds);
+  for (auto& op : ops) {
+    auto st = writer_.apply(op);
+    if (!st) return Error{st.error().code, describe(op) + ": " + st.error().context};
+  }
+  index = std::move(plan.index);
+  return ReconcileReport{ops.size(), std::chrono::steady_clock::now() - start};
+}
+
+}  // namespace aimesh

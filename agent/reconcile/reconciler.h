@@ -1,0 +1,34 @@
+// Reconciler: read the kernel state back, plan against the desired snapshot,
+// diff, and apply the operations in order through a MapWriter. Level
+// triggered: a failed apply leaves the kernel consistent (every step keeps the
+// invariants) and the next run starts again from what the kernel holds.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "model/snapshot.h"
+#include "reconcile/diff.h"
+#include "reconcile/map_writer.h"
+#include "reconcile/plan.h"
+
+namespace aimesh {
+
+struct ReconcileReport {
+  size_t ops = 0;
+  std::chrono::nanoseconds duration{0};
+};
+
+class Reconciler {
+ public:
+  explicit Reconciler(MapWriter& writer) : writer_(writer) {}
+  // On success, returns what was done and fills `index` with the id index of
+  // the applied state.
+  Result<ReconcileReport> reconcile(const Snapshot& desired, IdIndex& index);
+
+ private:
+  MapWriter& writer_;
+};
+
+}  // namespace aimesh

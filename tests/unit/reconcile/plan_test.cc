@@ -1,0 +1,140 @@
+#include "reconcile/plan.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace aimesh {
+namespace {
+
+IpAddr ip(const char* s) { return *IpAddr::parse(s); }
+
+Service svc(std::string name, const char* vip, uint16_t port, std::vector<Endpoint> eps) {
+  Service s;
+  s.name = std::move(name);
+  s.nameSpace = "ml";
+  s.vips = {ip(vip)};
+  s.ports = {PortSpec{port, Protocol::kTcp}};
+  s.endpoints = std::move(eps);
+  return s;
+}
+
+Endpoint ep(const char* addr, uint16_t weight = 1, EndpointState st = EndpointState::kActive) {
+  return Endpoint{ip(addr), 8000, weight, st};
+}
+
+std::map<uint32_t, int> countSlots(const std::vector<uint32_t>& slots) {
+  std::map<uint32_t, int> c;
+  for (auto id : slots) c[id]++;
+  return c;
+}
+
+TEST(ExpandSlots, ReducesByGcd) {
+  auto s = expandSlots({{1, 2}, {2, 4}}, 1024);
+  EXPECT_EQ(s, (std::vector<uint32_t>{1, 2, 2}));
+}
+
+TEST(ExpandSlots, ZeroWeightGetsNoSlot) {
+  EXPECT_EQ(expandSlots({{1, 0}, {2, 3}}, 1024), (std::vector<uint32_t>{2}));
+  EXPECT_TRUE(expandSlots({{1, 0}}, 1024).empty());
+  EXPECT_TRUE(expandSlots({}, 1024).empty());
+}
+
+TEST(ExpandSlots, ScalesDownProportionallyKeepingOneEach) {
+  auto s = expandSlots({{1, 1000}, {2, 3000}, {3, 1}}, 100);
+  ASSERT_LE(s.size(), 100u);
+  auto c = countSlots(s);
+  EXPECT_EQ(c[3], 1);
+  EXPECT_NEAR(static_cast<double>(c[2]) / c[1], 3.0, 0.15);
+}
+
+TEST(ExpandSlots, MoreBackendsThanSlots) {
+  std::vector<std::pair<uint32_t, uint16_t>> w;
+  for (uint32_t i = 1; i <= 10; ++i) w.emplace_back(i, 1);
+  EXPECT_EQ(expandSlots(w, 4).size(), 4u);
+}
+
+TEST(MakePlan, AssignsDenseIdsFromOne) {
+  Snapshot snap{{svc("a", "10.96.0.1", 80, {ep("10.0.0.1"), ep("10.0.0.2", 2)})}};
+  Plan p = makePlan(snap, {});
+  ASSERT_EQ(p.desired.services.size(), 1u);
+  EXPECT_EQ(p.desired.services.begin()->first, 1u);
+  EXPECT_EQ(p.desired.backends.size(), 2u);
+  EXPECT_EQ(p.newServiceIds, (std::vector<uint32_t>{1}));
+  EXPECT_EQ(p.newBackendIds, (std::vector<uint32_t>{1, 2}));
+  const ServiceRecord& r = p.desired.services.at(1);
+  EXPECT_EQ(r.slotCount, 3u);
+  EXPECT_EQ(r.backendCount, 2u);
+  EXPECT_EQ(p.desired.frontends.at(FrontendKey{ip("10.96.0.1"), 80, Protocol::kTcp}), 1u);
+  EXPECT_EQ(p.index.services.at(1).name, "a");
+  EXPECT_EQ(p.index.backends.at(2).endpoint.weight, 2);
+}
+
+TEST(MakePlan, IdsStableAcrossChanges) {
+  Snapshot s1{{svc("a", "10.96.0.1", 80, {ep("10.0.0.1"), ep("10.0.0.2")}),
+               svc("b", "10.96.0.2", 80, {ep("10.0.0.3")})}};
+  Plan p1 = makePlan(s1, {});
+  // Remove service a's first endpoint and add one to b: untouched objects keep ids.
+  Snapshot s2{{svc("a", "10.96.0.1", 80, {ep("10.0.0.2")}),
+               svc("b", "10.96.0.2", 80, {ep("10.0.0.3"), ep("10.0.0.4")})}};
+  Plan p2 = makePlan(s2, p1.desired);
+  EXPECT_EQ(p2.desired.frontends, p1.desired.frontends);
+  auto idOf = [](const Plan& p, const char* addr) {
+    for (auto& [id, be] : p.desired.backends)
+      if (be.addr == ip(addr)) return id;
+    return 0u;
+  };
+  EXPECT_EQ(idOf(p2, "10.0.0.2"), idOf(p1, "10.0.0.2"));
+  EXPECT_EQ(idOf(p2, "10.0.0.3"), idOf(p1, "10.0.0.3"));
+  // The new backend does not reuse the removed backend's id (its counters).
+  EXPECT_NE(idOf(p2, "10.0.0.4"), idOf(p1, "10.0.0.1"));
+  EXPECT_EQ(p2.newBackendIds, (std::vector<uint32_t>{idOf(p2, "10.0.0.4")}));
+  EXPECT_TRUE(p2.newServiceIds.empty());
+}
+
+TEST(MakePlan, DrainingAndZeroWeightGetNoSlots) {
+  Snapshot s{{svc("a", "10.96.0.1", 80,
+                  {ep("10.0.0.1"), ep("10.0.0.2", 1, EndpointState::kDraining), ep("10.0.0.3", 0)})}};
+  Plan p = makePlan(s, {});
+  EXPECT_EQ(p.desired.backends.size(), 3u);  // drained backends stay known
+  EXPECT_EQ(p.desired.services.at(1).slotCount, 1u);
+  EXPECT_EQ(p.desired.slots.at(SlotKey{1, 0}), 1u);
+}
+
+TEST(MakePlan, NoEndpointsMeansZeroSlots) {
+  Plan p = makePlan(Snapshot{{svc("a", "10.96.0.1", 80, {})}}, {});
+  EXPECT_EQ(p.desired.services.at(1).slotCount, 0u);
+  EXPECT_EQ(p.desired.frontends.size(), 1u);
+}
+
+TEST(MakePlan, SlotChangeFlipsGenerationAndKeepsOldOne) {
+  Snapshot s1{{svc("a", "10.96.0.1", 80, {ep("10.0.0.1"), ep("10.0.0.2")})}};
+  Plan p1 = makePlan(s1, {});
+  EXPECT_EQ(p1.desired.services.at(1).slotGen, 0);
+  Snapshot s2{{svc("a", "10.96.0.1", 80, {ep("10.0.0.1"), ep("10.0.0.2", 3)})}};
+  Plan p2 = makePlan(s2, p1.desired);
+  EXPECT_EQ(p2.desired.services.at(1).slotGen, 1);
+  EXPECT_EQ(p2.desired.services.at(1).slotCount, 4u);
+  // generation 0 is still there for readers holding the old record
+  EXPECT_TRUE(p2.desired.slots.count(SlotKey{1, 0}));
+  EXPECT_TRUE(p2.desired.slots.count(SlotKey{1, AIMESH_MAX_SLOTS_PER_SVC + 3}));
+  // Same state again: nothing flips.
+  Plan p3 = makePlan(s2, p2.desired);
+  EXPECT_EQ(p3.desired, p2.desired);
+}
+
+TEST(MakePlan, MultiplePortsAndVipsShareEndpoints) {
+  Service s = svc("a", "10.96.0.1", 80, {ep("10.0.0.1")});
+  s.vips.push_back(ip("fd00::1"));
+  s.ports.push_back(PortSpec{81, Protocol::kUdp});
+  s.endpoints[0].port = 0;  // same as frontend port
+  Plan p = makePlan(Snapshot{{s}}, {});
+  EXPECT_EQ(p.desired.services.size(), 2u);
+  EXPECT_EQ(p.desired.frontends.size(), 4u);
+  ASSERT_EQ(p.desired.backends.size(), 2u);
+  EXPECT_EQ(p.desired.backends.at(1).port, 80);
+  EXPECT_EQ(p.desired.backends.at(2).port, 81);
+}
+
+}  // namespace
+}  // namespace aimesh
