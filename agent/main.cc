@@ -1,1 +1,81 @@
-int main() { return 0; }
+// aimesh-agent: flags, signals, and the Agent's run loop.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+
+#include "agent.h"
+#include "bpf/system.h"
+
+namespace {
+std::atomic<bool> gStop{false};
+void onSignal(int) { gStop.store(true); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace aimesh;
+  CLI::App app{"aimesh-agent: loads the aimesh data plane and keeps it in step with cluster state"};
+  AgentOptions opts;
+  std::string logLevel = "info", bpffs = "/sys/fs/bpf";
+  bool cleanup = false;
+  int resyncSeconds = 30;
+  app.add_option("--cgroup", opts.cgroup, "cgroup v2 directory to attach to (default: the cgroup v2 root)");
+  app.add_option("--state-file", opts.stateFile, "YAML cluster state file (docs/state-file.md)");
+  app.add_option("--metrics-addr", opts.metricsAddr, "HOST:PORT for /metrics, /healthz, /readyz (port 0: any)")
+      ->capture_default_str();
+  app.add_option("--api-socket", opts.apiSocket, "Unix socket of the local API (meshctl)")->capture_default_str();
+  app.add_option("--pin-dir", opts.pinDir, "where maps and links are pinned")->capture_default_str();
+  app.add_option("--bpffs", bpffs, "bpffs mount point (mounted if missing)")->capture_default_str();
+  app.add_option("--resync-seconds", resyncSeconds, "re-apply the last good state this often")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_flag("--cleanup", cleanup, "detach and remove everything pinned under --pin-dir, then exit");
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(logLevel));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  routeLibbpfLogs();
+  opts.resync = std::chrono::seconds(resyncSeconds);
+
+  if (cleanup) {
+    auto n = Datapath::cleanup(opts.pinDir);
+    if (!n) {
+      spdlog::error("cleanup: {}", n.error().message());
+      return 1;
+    }
+    spdlog::info("cleanup: removed {} pin(s) under {}", *n, opts.pinDir);
+    return 0;
+  }
+
+  auto mounted = ensureBpffs(bpffs);
+  if (!mounted) {
+    spdlog::error("{} (is this running as root with CAP_SYS_ADMIN?)", mounted.error().message());
+    return 1;
+  }
+  if (*mounted) spdlog::info("mounted bpffs at {}", bpffs);
+  if (opts.cgroup.empty()) {
+    auto root = findCgroup2Root();
+    if (!root) {
+      spdlog::error("{}", root.error().message());
+      return 1;
+    }
+    opts.cgroup = *root;
+  }
+
+  std::signal(SIGINT, onSignal);
+  std::signal(SIGTERM, onSignal);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto agent = Agent::start(opts);
+  if (!agent) {
+    spdlog::error("start: {}", agent.error().message());
+    return 1;
+  }
+  (*agent)->run(gStop);
+  spdlog::info("stopping; the data plane stays attached (run --cleanup to remove it)");
+  return 0;
+}

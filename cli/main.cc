@@ -1,1 +1,78 @@
-int main() { return 0; }
+// meshctl: inspect the aimesh agent on this node through its local API.
+// Flag parsing and dispatch only; the commands live in commands/.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "client/api_client.h"
+#include "commands/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace aimesh;
+
+  CLI::App app{"meshctl: inspect the aimesh agent on this node"};
+  app.name("meshctl");
+  app.require_subcommand(1);
+  // Global flags may also follow the subcommand: `meshctl services -o json`.
+  app.fallthrough();
+
+  const char* env = std::getenv("AIMESH_SOCKET");
+  std::string socketPath = (env != nullptr && *env != '\0') ? env : kDefaultAgentSocket;
+  app.add_option("--socket", socketPath,
+                 "agent API socket (default " + std::string(kDefaultAgentSocket) +
+                     ", or $AIMESH_SOCKET)")
+      ->capture_default_str();
+  std::string output = "table";
+  app.add_option("-o,--output", output, "output format")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  double timeoutSeconds = 5.0;
+  app.add_option("--timeout", timeoutSeconds, "seconds to wait for the agent")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  auto* status = app.add_subcommand("status", "agent state: readiness, programs, reconciles");
+  auto* services = app.add_subcommand("services", "services the agent balances");
+  std::string servicesNs;
+  services->add_option("-n,--namespace", servicesNs, "only this namespace");
+  auto* endpoints = app.add_subcommand("endpoints", "backends of every service, or of SERVICE");
+  EndpointsFilter filter;
+  endpoints->add_option("SERVICE", filter.service, "service name");
+  endpoints->add_option("-n,--namespace", filter.ns, "namespace of the service");
+  auto* version = app.add_subcommand("version", "meshctl and agent versions");
+  bool clientOnly = false;
+  version->add_flag("--client", clientOnly, "do not ask the agent");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help prints and exits 0; usage errors exit kExitError (2 is reserved
+    // for "agent not running").
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitError;
+  }
+
+  auto format = parseOutputFormat(output);
+  if (!format) {
+    std::cerr << "meshctl: " << format.error().message() << "\n";
+    return kExitError;
+  }
+  auto timeout = std::chrono::milliseconds(static_cast<long long>(timeoutSeconds * 1000));
+  AgentCall call = agentAt(socketPath, timeout);
+
+  CommandOutput result;
+  if (*status) {
+    result = runStatus(call, *format);
+  } else if (*services) {
+    result = runServices(call, servicesNs, *format);
+  } else if (*endpoints) {
+    result = runEndpoints(call, filter, *format);
+  } else if (*version) {
+    result = runVersion(clientOnly ? nullptr : &call, *format);
+  }
+  std::cout << result.out << std::flush;
+  std::cerr << result.err << std::flush;
+  return result.exitCode;
+}

@@ -1,0 +1,230 @@
+#include "agent.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "source/file_watcher.h"
+#include "source/state_file.h"
+#include "telemetry/stats.h"
+
+namespace aimesh {
+
+using json = nlohmann::json;
+
+Agent::Agent(AgentOptions opts, Datapath dp)
+    : opts_(std::move(opts)), dp_(std::move(dp)), writer_(dp_.maps()), reconciler_(writer_),
+      started_(std::chrono::steady_clock::now()) {
+  counters_.startTimeSeconds =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
+  auto dp = Datapath::open(DatapathOptions{opts.pinDir, opts.cgroup});
+  if (!dp) return dp.error();
+  for (auto& p : dp->programs())
+    spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
+
+  std::unique_ptr<Agent> a(new Agent(opts, std::move(dp.value())));
+  if (!opts.stateFile.empty()) a->reload();
+
+  auto http = HttpServer::start(opts.metricsAddr, HttpHandlers{[p = a.get()] { return p->metricsText(); },
+                                                               [p = a.get()] { return p->ready(); }});
+  if (!http) return http.error();
+  a->http_.emplace(std::move(http.value()));
+  spdlog::info("metrics on http://{}/metrics", a->http_->address());
+
+  auto api = ApiServer::create(opts.apiSocket, [p = a.get()](const json& req) { return p->handleApi(req); });
+  if (!api) return api.error();
+  a->api_.emplace(std::move(api.value()));
+  spdlog::info("API on unix:{}", opts.apiSocket);
+  return a;
+}
+
+bool Agent::reload() {
+  ParseResult pr = parseStateFile(opts_.stateFile);
+  std::lock_guard lk(mu_);
+  if (!pr.ok()) {
+    counters_.stateFileErrors++;
+    counters_.lastStateFileOk = false;
+    lastError_.clear();
+    for (auto& e : pr.errors) {
+      spdlog::error("{}", e.toString());
+      if (!lastError_.empty()) lastError_ += "; ";
+      lastError_ += e.toString();
+    }
+    spdlog::warn("state file rejected ({} error(s)); the last good state stays in force", pr.errors.size());
+    return false;
+  }
+  counters_.lastStateFileOk = true;
+  return applyLocked(*pr.snapshot);
+}
+
+bool Agent::applyLocked(const Snapshot& snap) {
+  IdIndex idx;
+  auto r = reconciler_.reconcile(snap, idx);
+  if (!r) {
+    counters_.reconcileErrors++;
+    lastError_ = "apply: " + r.error().message();
+    spdlog::error("reconcile failed: {}", r.error().message());
+    return false;
+  }
+  lastGood_ = snap;
+  index_ = std::move(idx);
+  counters_.reconciles++;
+  counters_.ready = true;
+  double secs = std::chrono::duration<double>(r->duration).count();
+  counters_.lastReconcileSeconds = secs;
+  counters_.reconcileSecondsTotal += secs;
+  lastError_.clear();
+  if (r->ops > 0)
+    spdlog::info("applied {} service port(s), {} endpoint(s): {} map operation(s) in {:.3f} ms", index_.services.size(),
+                 index_.backends.size(), r->ops, secs * 1e3);
+  return true;
+}
+
+void Agent::run(const std::atomic<bool>& stop) {
+  std::optional<FileWatcher> watcher;
+  if (!opts_.stateFile.empty()) {
+    auto w = FileWatcher::create(opts_.stateFile);
+    if (w) watcher.emplace(std::move(w.value()));
+    else spdlog::error("cannot watch {}: {}", opts_.stateFile, w.error().message());
+  }
+  auto lastSync = std::chrono::steady_clock::now();
+  while (!stop.load()) {
+    bool changed = false;
+    if (watcher) changed = watcher->waitForChange(std::chrono::milliseconds(200));
+    else std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (changed) {
+      spdlog::info("{} changed", opts_.stateFile);
+      reload();
+      lastSync = std::chrono::steady_clock::now();
+    } else if (std::chrono::steady_clock::now() - lastSync >= opts_.resync) {
+      // Level-triggered: re-apply the last good state to repair drift.
+      std::lock_guard lk(mu_);
+      if (lastGood_) applyLocked(*lastGood_);
+      lastSync = std::chrono::steady_clock::now();
+    }
+  }
+}
+
+bool Agent::ready() {
+  std::lock_guard lk(mu_);
+  return counters_.ready;
+}
+
+namespace {
+std::vector<uint32_t> keysOf(const auto& m) {
+  std::vector<uint32_t> v;
+  for (auto& [k, _] : m) v.push_back(k);
+  return v;
+}
+}  // namespace
+
+std::string Agent::metricsText() {
+  std::lock_guard lk(mu_);
+  auto st = readStats(dp_.maps(), keysOf(index_.services), keysOf(index_.backends));
+  DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
+  if (!st) spdlog::warn("read counters: {}", st.error().message());
+  const MapFds& m = dp_.maps();
+  std::vector<MapOccupancy> maps;
+  for (auto [name, fd, cap] : {std::tuple{"aimesh_frontends", m.frontends, AIMESH_MAX_FRONTENDS},
+                               {"aimesh_services", m.services, AIMESH_MAX_SERVICES},
+                               {"aimesh_slots", m.slots, AIMESH_MAX_SLOTS},
+                               {"aimesh_backends", m.backends, AIMESH_MAX_BACKENDS},
+                               {"aimesh_revnat", m.revnat, AIMESH_MAX_REVNAT}}) {
+    auto n = countEntries(fd);
+    maps.push_back(MapOccupancy{name, n ? *n : 0, static_cast<uint64_t>(cap)});
+  }
+  MetricsInput in{&index_, &stats, counters_, std::move(maps), AIMESH_VERSION};
+  return renderMetrics(in);
+}
+
+json Agent::handleApi(const json& req) {
+  std::string method = req.value("method", "");
+  if (method == "status") return statusJson();
+  if (method == "services") return servicesJson();
+  if (method == "endpoints") return endpointsJson(req);
+  return json{{"error", "unknown method '" + method + "' (status, services, endpoints)"}};
+}
+
+json Agent::statusJson() {
+  std::lock_guard lk(mu_);
+  json progs = json::array();
+  for (auto& p : dp_.programs())
+    progs.push_back({{"name", p.name}, {"attached", true}, {"link_id", p.linkId}, {"adopted", p.adopted}});
+  return json{
+      {"version", AIMESH_VERSION},
+      {"pid", ::getpid()},
+      {"ready", counters_.ready},
+      {"uptime_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
+      {"cgroup", opts_.cgroup},
+      {"pin_dir", opts_.pinDir},
+      {"state_file", opts_.stateFile},
+      {"metrics_addr", http_ ? http_->address() : opts_.metricsAddr},
+      {"reconciles", counters_.reconciles},
+      {"reconcile_errors", counters_.reconcileErrors},
+      {"state_file_errors", counters_.stateFileErrors},
+      {"last_error", lastError_},
+      {"services", index_.services.size()},
+      {"endpoints", index_.backends.size()},
+      {"programs", progs},
+  };
+}
+
+json Agent::servicesJson() {
+  std::lock_guard lk(mu_);
+  auto st = readStats(dp_.maps(), keysOf(index_.services), {});
+  json out = json::array();
+  for (auto& [id, s] : index_.services) {
+    json fes = json::array();
+    for (auto& f : s.frontends) fes.push_back(f.toString());
+    size_t active = 0;
+    for (auto bid : s.backendIds) {
+      auto& ep = index_.backends.at(bid).endpoint;
+      active += ep.state == EndpointState::kActive && ep.weight > 0;
+    }
+    ServiceCounters c = st && st->services.count(id) ? st->services.at(id) : ServiceCounters{};
+    out.push_back({{"name", s.name},
+                   {"namespace", s.nameSpace},
+                   {"model", s.model},
+                   {"algorithm", toString(s.algorithm)},
+                   {"service_id", id},
+                   {"frontends", fes},
+                   {"endpoints", s.backendIds.size()},
+                   {"active_endpoints", active},
+                   {"connections", c.connects},
+                   {"datagrams", c.datagrams},
+                   {"refused", c.refused}});
+  }
+  return json{{"services", out}};
+}
+
+json Agent::endpointsJson(const json& req) {
+  std::lock_guard lk(mu_);
+  std::string wantSvc = req.value("service", ""), wantNs = req.value("namespace", "");
+  auto st = readStats(dp_.maps(), {}, keysOf(index_.backends));
+  json out = json::array();
+  for (auto& [sid, s] : index_.services) {
+    if (!wantSvc.empty() && s.name != wantSvc) continue;
+    if (!wantNs.empty() && s.nameSpace != wantNs) continue;
+    for (auto bid : s.backendIds) {
+      const BackendInfo& b = index_.backends.at(bid);
+      BackendCounters c = st && st->backends.count(bid) ? st->backends.at(bid) : BackendCounters{};
+      out.push_back({{"service", s.name},
+                     {"namespace", s.nameSpace},
+                     {"address", b.endpoint.address.toString()},
+                     {"port", b.targetPort},
+                     {"protocol", toString(s.port.protocol)},
+                     {"weight", b.endpoint.weight},
+                     {"state", toString(b.endpoint.state)},
+                     {"backend_id", bid},
+                     {"connections", c.connects},
+                     {"datagrams", c.datagrams}});
+    }
+  }
+  return json{{"endpoints", out}};
+}
+
+}  // namespace aimesh

@@ -1,0 +1,73 @@
+// Agent: ties the data plane, the state source, the reconciler and the
+// telemetry endpoints together. main.cc only parses flags and runs it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "bpf/datapath.h"
+#include "model/snapshot.h"
+#include "reconcile/bpf_map_writer.h"
+#include "reconcile/plan.h"
+#include "reconcile/reconciler.h"
+#include "telemetry/api_server.h"
+#include "telemetry/http_server.h"
+#include "telemetry/metrics.h"
+
+namespace aimesh {
+
+struct AgentOptions {
+  std::string cgroup;        // cgroup v2 directory to attach to
+  std::string stateFile;
+  std::string metricsAddr = "0.0.0.0:9464";
+  std::string apiSocket = "/run/aimesh/agent.sock";
+  std::string pinDir = "/sys/fs/bpf/aimesh";
+  std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
+};
+
+class Agent {
+ public:
+  // Loads and attaches (or adopts) the data plane, applies the state file if
+  // it is valid, and starts the metrics and API servers. Errors here are
+  // fatal and say what to fix.
+  static Result<std::unique_ptr<Agent>> start(const AgentOptions& opts);
+
+  // Watches the state file and re-applies it until `stop` becomes true.
+  void run(const std::atomic<bool>& stop);
+
+  // Parses the state file and applies it; a bad file keeps the last good
+  // state. Returns false if the file was rejected or applying failed.
+  bool reload();
+
+  nlohmann::json handleApi(const nlohmann::json& req);
+  std::string metricsText();
+  bool ready();
+
+ private:
+  explicit Agent(AgentOptions opts, Datapath dp);
+  bool applyLocked(const Snapshot& snap);
+  nlohmann::json statusJson();
+  nlohmann::json servicesJson();
+  nlohmann::json endpointsJson(const nlohmann::json& req);
+
+  AgentOptions opts_;
+  Datapath dp_;
+  BpfMapWriter writer_;
+  Reconciler reconciler_;
+  std::mutex mu_;  // guards everything below
+  std::optional<Snapshot> lastGood_;
+  IdIndex index_;
+  AgentCounters counters_;
+  std::string lastError_;
+  std::chrono::steady_clock::time_point started_;
+  std::optional<HttpServer> http_;
+  std::optional<ApiServer> api_;
+};
+
+}  // namespace aimesh

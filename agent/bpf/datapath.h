@@ -1,0 +1,68 @@
+// The loaded socket data plane: the sock_lb skeleton with its maps pinned by
+// name under the pin dir and its programs attached to one cgroup through
+// pinned bpf_links, so traffic keeps being served when the agent is gone.
+//
+// open() adopts what an earlier agent pinned: maps are reused by name, and a
+// pinned link has its program replaced in place (bpf_link_update), so a
+// restart never attaches twice and never leaves a gap. cleanup() detaches and
+// removes everything under the pin dir that aimesh created.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bpf/unique_fd.h"
+#include "util/result.h"
+
+struct sock_lb;
+struct bpf_link;
+
+namespace aimesh {
+
+struct DatapathOptions {
+  std::string pinDir = "/sys/fs/bpf/aimesh";
+  std::string cgroupPath;  // cgroup v2 directory to attach to
+};
+
+struct ProgramStatus {
+  std::string name;      // e.g. "connect4"
+  std::string attachTo;  // cgroup path
+  uint32_t linkId = 0;
+  bool adopted = false;  // the link existed before this agent started
+};
+
+struct MapFds {
+  int frontends = -1, services = -1, slots = -1, backends = -1;
+  int revnat = -1, svcStats = -1, beStats = -1, reasons = -1;
+};
+
+class Datapath {
+ public:
+  static Result<Datapath> open(const DatapathOptions& opts);
+  // Detach every pinned link and remove every pin aimesh made under pinDir.
+  // Succeeds when there is nothing to remove. Returns how many pins it removed.
+  static Result<int> cleanup(const std::string& pinDir);
+
+  Datapath(Datapath&&) noexcept;
+  Datapath& operator=(Datapath&&) noexcept;
+  ~Datapath();
+
+  const MapFds& maps() const { return maps_; }
+  const std::vector<ProgramStatus>& programs() const { return programs_; }
+
+ private:
+  Datapath();
+  struct SkelDeleter {
+    void operator()(sock_lb* s) const;
+  };
+  struct LinkDeleter {
+    void operator()(bpf_link* l) const;
+  };
+  std::unique_ptr<sock_lb, SkelDeleter> skel_;
+  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::vector<ProgramStatus> programs_;
+  MapFds maps_;
+};
+
+}  // namespace aimesh

@@ -1,0 +1,27 @@
+// MapWriter over the real pinned BPF maps.
+#pragma once
+
+#include "bpf/datapath.h"
+#include "reconcile/map_writer.h"
+
+namespace aimesh {
+
+class BpfMapWriter : public MapWriter {
+ public:
+  explicit BpfMapWriter(const MapFds& fds) : fds_(fds) {}
+  Status apply(const MapOp& op) override;
+  Result<KernelState> read() const override;
+
+ private:
+  MapFds fds_;
+};
+
+// Conversions between the ABI structs and the reconciler's values.
+aimesh_frontend_key toAbi(const FrontendKey& k);
+FrontendKey fromAbi(const aimesh_frontend_key& k);
+aimesh_backend toAbi(const BackendRecord& b);
+BackendRecord fromAbi(const aimesh_backend& b);
+aimesh_service toAbi(const ServiceRecord& s);
+ServiceRecord fromAbi(const aimesh_service& s);
+
+}  // namespace aimesh

@@ -1,0 +1,567 @@
+#include "source/state_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <string_view>
+#include <tuple>
+
+namespace aimesh {
+
+std::string ParseError::toString() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": ";
+  if (!field.empty()) out += field + ": ";
+  out += message;
+  return out;
+}
+
+namespace {
+
+constexpr size_t kMaxLabelLength = 63;
+// A state file is a few KiB; anything far bigger is a mistake (wrong path, a
+// log file) and not worth holding in memory.
+constexpr off_t kMaxFileSize = 16 * 1024 * 1024;
+
+// Numbers with more digits are out of every range we accept; they are
+// reported as out of range without converting (std::stoll would overflow).
+constexpr size_t kMaxIntDigits = 18;
+
+std::string join(const std::string& base, std::string_view key) {
+  if (base.empty()) return std::string(key);
+  return base + "." + std::string(key);
+}
+
+std::string indexed(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
+
+// How a node is named in "must be X, got Y" messages.
+std::string describe(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Scalar:
+      // yaml-cpp tags plain scalars "?" and quoted ones "!".
+      if (n.Tag() == "!") return "string \"" + n.Scalar() + "\"";
+      return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Undefined: break;
+  }
+  return "nothing";
+}
+
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// RFC 1123 label, as Kubernetes uses for names and namespaces.
+std::optional<std::string> checkLabel(const std::string& s) {
+  if (s.empty()) return "must not be empty";
+  if (s.size() > kMaxLabelLength) {
+    return "must be at most " + std::to_string(kMaxLabelLength) + " characters, got " + std::to_string(s.size());
+  }
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool ok = alnum(s.front()) && alnum(s.back()) &&
+            std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
+  if (!ok) {
+    return "must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit), "
+           "got '" + s + "'";
+  }
+  return std::nullopt;
+}
+
+std::string hostPort(const IpAddr& a, uint16_t port) {
+  std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
+  return host + ":" + std::to_string(port);
+}
+
+// One key/value pair of a YAML map.
+struct Field {
+  YAML::Node key;
+  YAML::Node value;
+};
+
+using Fields = std::map<std::string, Field, std::less<>>;
+
+class StateParser {
+ public:
+  explicit StateParser(std::string fileName) : fileName_(std::move(fileName)) {}
+
+  ParseResult run(const std::string& text) {
+    ParseResult result;
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(text);
+    } catch (const YAML::Exception& e) {
+      error(e.mark, "", e.msg.empty() ? std::string(e.what()) : e.msg);
+      result.errors = std::move(errors_);
+      return result;
+    }
+
+    Snapshot snap;
+    if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
+      error(YAML::Mark::null_mark(), "services", "the document is empty; expected a top-level 'services' list");
+    } else {
+      if (docs.size() > 1) {
+        error(docs[1].Mark(), "", "only one YAML document is allowed, found " + std::to_string(docs.size()));
+      }
+      parseRoot(docs[0], snap);
+    }
+
+    // Cross-service checks run last; report in file order regardless.
+    std::stable_sort(errors_.begin(), errors_.end(), [](const ParseError& x, const ParseError& y) {
+      return std::tie(x.line, x.column) < std::tie(y.line, y.column);
+    });
+    if (errors_.empty()) {
+      std::sort(snap.services.begin(), snap.services.end(),
+                [](const Service& a, const Service& b) { return a.key() < b.key(); });
+      result.snapshot = std::move(snap);
+    }
+    result.errors = std::move(errors_);
+    return result;
+  }
+
+ private:
+  // What the cross-service checks need to know about one parsed service.
+  struct Vip {
+    IpAddr addr;
+    YAML::Mark mark;
+    size_t index = 0;  // position in the file's list
+  };
+  struct ServiceInfo {
+    std::string path;  // "services[3]"
+    std::string key;   // namespace/name, empty if either is invalid
+    YAML::Mark nameMark;
+    std::vector<Vip> vips;        // unique within the service
+    std::vector<PortSpec> ports;  // unique within the service
+  };
+
+  void error(const YAML::Mark& mark, std::string field, std::string message) {
+    ParseError e;
+    e.file = fileName_;
+    // yaml-cpp marks are 0-based; editors count from 1.
+    e.line = mark.is_null() ? 1 : mark.line + 1;
+    e.column = mark.is_null() ? 1 : mark.column + 1;
+    e.field = std::move(field);
+    e.message = std::move(message);
+    errors_.push_back(std::move(e));
+  }
+
+  // A null value ("port:" with nothing after it) is marked at the next token,
+  // often on the next line; the key is where the reader should look.
+  static YAML::Mark markOf(const Field& f) { return f.value.IsNull() ? f.key.Mark() : f.value.Mark(); }
+
+  static const Field* find(const Fields& fields, std::string_view name) {
+    auto it = fields.find(name);
+    return it == fields.end() ? nullptr : &it->second;
+  }
+
+  // Collects a map's fields, reporting unknown and repeated keys.
+  Fields collect(const YAML::Node& map, const std::string& path, std::initializer_list<std::string_view> allowed) {
+    Fields fields;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const YAML::Node& key = it->first;
+      if (!key.IsScalar()) {
+        error(key.Mark(), path, "field names must be plain strings, got " + describe(key));
+        continue;
+      }
+      const std::string& name = key.Scalar();
+      std::string fieldPath = join(path, name);
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        std::string msg = "unknown field '" + name + "'";
+        for (auto a : allowed) {
+          if (editDistance(name, a) <= 2) {
+            msg += " (did you mean '" + std::string(a) + "'?)";
+            break;
+          }
+        }
+        error(key.Mark(), fieldPath, msg);
+        continue;
+      }
+      if (auto prev = fields.find(name); prev != fields.end()) {
+        // yaml-cpp keeps both copies; silently taking one would hide an edit.
+        error(key.Mark(), fieldPath,
+              "duplicate field '" + name + "' (first at line " + std::to_string(prev->second.key.Mark().line + 1) +
+                  ")");
+        continue;
+      }
+      fields.emplace(name, Field{key, it->second});
+    }
+    return fields;
+  }
+
+  std::optional<std::string> readString(const Field& f, const std::string& path) {
+    if (!f.value.IsScalar()) {
+      error(markOf(f), path, "must be a string, got " + describe(f.value));
+      return std::nullopt;
+    }
+    return f.value.Scalar();
+  }
+
+  std::optional<long long> readInt(const Field& f, const std::string& path, long long min, long long max) {
+    const YAML::Node& v = f.value;
+    std::string range = std::to_string(min) + ".." + std::to_string(max);
+    if (!v.IsScalar() || v.Tag() == "!") {
+      error(markOf(f), path, "must be an integer " + range + ", got " + describe(v));
+      return std::nullopt;
+    }
+    const std::string& s = v.Scalar();
+    size_t start = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+    bool digits = s.size() > start && std::all_of(s.begin() + start, s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) {
+      error(markOf(f), path, "must be an integer " + range + ", got " + describe(v));
+      return std::nullopt;
+    }
+    long long n = 0;
+    bool huge = s.size() - start > kMaxIntDigits;
+    if (!huge) {
+      n = std::stoll(s.substr(start));
+      if (s[0] == '-') n = -n;
+    }
+    if (huge || n < min || n > max) {
+      error(markOf(f), path, "must be " + range + ", got " + s);
+      return std::nullopt;
+    }
+    return n;
+  }
+
+  std::optional<IpAddr> readAddr(const YAML::Node& v, const YAML::Mark& mark, const std::string& path) {
+    if (!v.IsScalar()) {
+      error(mark, path, "must be an IPv4 or IPv6 address, got " + describe(v));
+      return std::nullopt;
+    }
+    auto a = IpAddr::parse(v.Scalar());
+    if (!a) error(mark, path, "must be an IPv4 or IPv6 address, got '" + v.Scalar() + "'");
+    return a;
+  }
+
+  // True if the field holds a list; reports the wrong type otherwise.
+  bool expectList(const Field& f, const std::string& path) {
+    if (f.value.IsSequence()) return true;
+    error(markOf(f), path, "must be a list, got " + describe(f.value));
+    return false;
+  }
+
+  bool expectMap(const YAML::Node& n, const std::string& path, const char* example) {
+    if (n.IsMap()) return true;
+    error(n.Mark(), path, std::string("must be a map like ") + example + ", got " + describe(n));
+    return false;
+  }
+
+  void parseRoot(const YAML::Node& root, Snapshot& snap) {
+    if (!root.IsMap()) {
+      error(root.Mark(), "", "the top level must be a map with a 'services' key, got " + describe(root));
+      return;
+    }
+    Fields fields = collect(root, "", {"services"});
+    const Field* services = find(fields, "services");
+    if (services == nullptr) {
+      error(root.Mark(), "services", "required field is missing (use 'services: []' for none)");
+      return;
+    }
+    if (!expectList(*services, "services")) return;
+
+    std::vector<ServiceInfo> infos;
+    for (size_t i = 0; i < services->value.size(); ++i) {
+      ServiceInfo info;
+      info.path = indexed("services", i);
+      Service svc;
+      if (parseService(services->value[i], svc, info)) snap.services.push_back(std::move(svc));
+      // Cross checks also run on services that had errors of their own, so
+      // one run reports as much as possible.
+      infos.push_back(std::move(info));
+    }
+    checkAcrossServices(infos);
+  }
+
+  // Returns false if the service could not be read at all.
+  bool parseService(const YAML::Node& node, Service& svc, ServiceInfo& info) {
+    const std::string& path = info.path;
+    if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
+    Fields fields = collect(node, path, {"name", "namespace", "model", "vips", "ports", "algorithm", "endpoints"});
+
+    bool nameOk = false;
+    if (const Field* f = find(fields, "name")) {
+      std::string p = join(path, "name");
+      if (auto s = readString(*f, p)) {
+        if (auto bad = checkLabel(*s)) {
+          error(markOf(*f), p, *bad);
+        } else {
+          svc.name = *s;
+          nameOk = true;
+          info.nameMark = markOf(*f);
+        }
+      }
+    } else {
+      error(node.Mark(), join(path, "name"), "required field is missing");
+    }
+
+    bool nsOk = true;
+    if (const Field* f = find(fields, "namespace"); f != nullptr && !f->value.IsNull()) {
+      std::string p = join(path, "namespace");
+      nsOk = false;
+      if (auto s = readString(*f, p)) {
+        if (auto bad = checkLabel(*s)) {
+          error(markOf(*f), p, *bad);
+        } else {
+          svc.nameSpace = *s;
+          nsOk = true;
+        }
+      }
+    }
+    if (nameOk && nsOk) info.key = svc.key();
+
+    if (const Field* f = find(fields, "model"); f != nullptr && !f->value.IsNull()) {
+      if (auto s = readString(*f, join(path, "model"))) svc.model = *s;
+    }
+
+    if (const Field* f = find(fields, "vips")) {
+      parseVips(*f, join(path, "vips"), svc, info);
+    } else {
+      error(node.Mark(), join(path, "vips"), "required field is missing");
+    }
+
+    if (const Field* f = find(fields, "ports")) {
+      parsePorts(*f, join(path, "ports"), svc, info);
+    } else {
+      error(node.Mark(), join(path, "ports"), "required field is missing");
+    }
+
+    if (const Field* f = find(fields, "algorithm"); f != nullptr && !f->value.IsNull()) {
+      std::string p = join(path, "algorithm");
+      if (auto s = readString(*f, p)) {
+        if (auto a = parseAlgorithm(*s)) {
+          svc.algorithm = *a;
+        } else {
+          error(markOf(*f), p,
+                "must be one of random, maglev, least_conn, latency, bounded_hash, got '" + *s + "'");
+        }
+      }
+    }
+
+    // Absent or null endpoints: a service with no backends, which is valid.
+    if (const Field* f = find(fields, "endpoints"); f != nullptr && !f->value.IsNull()) {
+      parseEndpoints(*f, join(path, "endpoints"), svc);
+    }
+    return true;
+  }
+
+  void parseVips(const Field& f, const std::string& path, Service& svc, ServiceInfo& info) {
+    if (!expectList(f, path)) return;
+    if (f.value.size() == 0) {
+      error(markOf(f), path, "must list at least one address");
+      return;
+    }
+    for (size_t i = 0; i < f.value.size(); ++i) {
+      YAML::Node v = f.value[i];
+      std::string p = indexed(path, i);
+      auto a = readAddr(v, v.Mark(), p);
+      if (!a) continue;
+      auto dup = std::find_if(info.vips.begin(), info.vips.end(), [&](const Vip& x) { return x.addr == *a; });
+      if (dup != info.vips.end()) {
+        error(v.Mark(), p, "duplicate vip " + a->toString() + " (also " + indexed(path, dup->index) + ")");
+        continue;
+      }
+      info.vips.push_back(Vip{*a, v.Mark(), i});
+      svc.vips.push_back(*a);
+    }
+  }
+
+  void parsePorts(const Field& f, const std::string& path, Service& svc, ServiceInfo& info) {
+    if (!expectList(f, path)) return;
+    if (f.value.size() == 0) {
+      error(markOf(f), path, "must list at least one port");
+      return;
+    }
+    for (size_t i = 0; i < f.value.size(); ++i) {
+      YAML::Node item = f.value[i];
+      std::string p = indexed(path, i);
+      if (!expectMap(item, p, "{port: 8000, protocol: TCP}")) continue;
+      Fields pf = collect(item, p, {"port", "protocol"});
+      PortSpec spec;
+      bool ok = true;
+      if (const Field* port = find(pf, "port")) {
+        if (auto n = readInt(*port, join(p, "port"), 1, 65535)) {
+          spec.port = static_cast<uint16_t>(*n);
+        } else {
+          ok = false;
+        }
+      } else {
+        error(item.Mark(), join(p, "port"), "required field is missing");
+        ok = false;
+      }
+      if (const Field* proto = find(pf, "protocol"); proto != nullptr && !proto->value.IsNull()) {
+        std::string pp = join(p, "protocol");
+        if (auto s = readString(*proto, pp)) {
+          if (auto pr = parseProtocol(*s)) {
+            spec.protocol = *pr;
+          } else {
+            error(markOf(*proto), pp, "must be TCP or UDP, got '" + *s + "'");
+            ok = false;
+          }
+        } else {
+          ok = false;
+        }
+      }
+      if (!ok) continue;
+      if (std::find(info.ports.begin(), info.ports.end(), spec) != info.ports.end()) {
+        error(item.Mark(), p,
+              "duplicate port " + std::to_string(spec.port) + "/" + toString(spec.protocol));
+        continue;
+      }
+      info.ports.push_back(spec);
+      svc.ports.push_back(spec);
+    }
+  }
+
+  void parseEndpoints(const Field& f, const std::string& path, Service& svc) {
+    if (!expectList(f, path)) return;
+    std::map<std::pair<IpAddr, uint16_t>, size_t> seen;
+    for (size_t i = 0; i < f.value.size(); ++i) {
+      YAML::Node item = f.value[i];
+      std::string p = indexed(path, i);
+      if (!expectMap(item, p, "{address: 10.0.1.5, port: 8000}")) continue;
+      Fields ef = collect(item, p, {"address", "port", "weight", "state"});
+      Endpoint ep;
+      bool ok = true;
+      if (const Field* a = find(ef, "address")) {
+        if (auto addr = readAddr(a->value, markOf(*a), join(p, "address"))) {
+          ep.address = *addr;
+        } else {
+          ok = false;
+        }
+      } else {
+        error(item.Mark(), join(p, "address"), "required field is missing");
+        ok = false;
+      }
+      if (const Field* port = find(ef, "port"); port != nullptr && !port->value.IsNull()) {
+        if (auto n = readInt(*port, join(p, "port"), 1, 65535)) {
+          ep.port = static_cast<uint16_t>(*n);
+        } else {
+          ok = false;
+        }
+      }
+      if (const Field* w = find(ef, "weight"); w != nullptr && !w->value.IsNull()) {
+        if (auto n = readInt(*w, join(p, "weight"), 0, 65535)) {
+          ep.weight = static_cast<uint16_t>(*n);
+        } else {
+          ok = false;
+        }
+      }
+      if (const Field* st = find(ef, "state"); st != nullptr && !st->value.IsNull()) {
+        std::string sp = join(p, "state");
+        if (auto s = readString(*st, sp)) {
+          if (auto state = parseEndpointState(*s)) {
+            ep.state = *state;
+          } else {
+            error(markOf(*st), sp, "must be one of active, draining, terminating, got '" + *s + "'");
+            ok = false;
+          }
+        } else {
+          ok = false;
+        }
+      }
+      if (!ok) continue;
+      auto [it, inserted] = seen.emplace(std::make_pair(ep.address, ep.port), i);
+      if (!inserted) {
+        std::string what = ep.port == 0 ? ep.address.toString() + " (frontend port)" : hostPort(ep.address, ep.port);
+        error(item.Mark(), p, "duplicate endpoint " + what + " (also " + indexed(path, it->second) + ")");
+        continue;
+      }
+      svc.endpoints.push_back(ep);
+    }
+  }
+
+  // Duplicate services, and frontends (vip, port, protocol) claimed twice.
+  void checkAcrossServices(const std::vector<ServiceInfo>& infos) {
+    std::map<std::string, size_t> byKey;
+    using Frontend = std::tuple<IpAddr, uint16_t, Protocol>;
+    std::map<Frontend, size_t> owners;
+    for (size_t i = 0; i < infos.size(); ++i) {
+      const ServiceInfo& info = infos[i];
+      if (!info.key.empty()) {
+        auto [it, inserted] = byKey.emplace(info.key, i);
+        if (!inserted) {
+          error(info.nameMark, join(info.path, "name"),
+                "duplicate service " + info.key + " (also " + infos[it->second].path + ")");
+        }
+      }
+      for (const Vip& vip : info.vips) {
+        for (const PortSpec& port : info.ports) {
+          auto [it, inserted] = owners.emplace(Frontend{vip.addr, port.port, port.protocol}, i);
+          if (inserted || it->second == i) continue;
+          const ServiceInfo& other = infos[it->second];
+          std::string owner = other.key.empty() ? other.path : other.key + " (" + other.path + ")";
+          error(vip.mark, indexed(join(info.path, "vips"), vip.index),
+                hostPort(vip.addr, port.port) + "/" + toString(port.protocol) + " is already used by service " + owner);
+        }
+      }
+    }
+  }
+
+  std::string fileName_;
+  std::vector<ParseError> errors_;
+};
+
+}  // namespace
+
+ParseResult parseStateText(const std::string& text, const std::string& fileName) {
+  return StateParser(fileName).run(text);
+}
+
+ParseResult parseStateFile(const std::string& path) {
+  auto readError = [&](const std::string& msg) {
+    ParseResult r;
+    r.errors.push_back(ParseError{path, 0, 0, "", msg});
+    return r;
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return readError(std::string("cannot open state file: ") + std::strerror(errno));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return readError(std::string("cannot stat state file: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return readError("cannot read state file: is a directory");
+  if (st.st_size > kMaxFileSize) {
+    return readError("state file is too large (" + std::to_string(st.st_size) + " bytes, limit " +
+                     std::to_string(kMaxFileSize) + ")");
+  }
+
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return readError(std::string("cannot read state file: ") + std::strerror(errno));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (static_cast<off_t>(text.size()) > kMaxFileSize) {
+      return readError("state file is too large (limit " + std::to_string(kMaxFileSize) + " bytes)");
+    }
+  }
+  return parseStateText(text, path);
+}
+
+}  // namespace aimesh

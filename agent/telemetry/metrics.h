@@ -1,0 +1,45 @@
+// Prometheus text exposition (format 0.0.4) of the data-plane counters and
+// the agent's own metrics. Pure: takes values, returns text. docs/metrics.md
+// lists every family printed here.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "reconcile/plan.h"
+#include "telemetry/stats.h"
+
+namespace aimesh {
+
+struct AgentCounters {
+  uint64_t reconciles = 0;
+  uint64_t reconcileErrors = 0;
+  uint64_t stateFileErrors = 0;
+  double lastReconcileSeconds = 0;
+  double reconcileSecondsTotal = 0;
+  bool ready = false;
+  bool lastStateFileOk = true;
+  double startTimeSeconds = 0;  // unix time
+};
+
+struct MapOccupancy {
+  std::string map;
+  uint64_t entries = 0;
+  uint64_t capacity = 0;
+};
+
+struct MetricsInput {
+  const IdIndex* index = nullptr;
+  const DatapathStats* stats = nullptr;
+  AgentCounters agent;
+  std::vector<MapOccupancy> maps;
+  std::string version;
+};
+
+std::string renderMetrics(const MetricsInput& in);
+
+// Escapes a label value (backslash, double quote, newline).
+std::string escapeLabel(const std::string& v);
+
+}  // namespace aimesh

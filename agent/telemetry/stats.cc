@@ -1,0 +1,84 @@
+#include "telemetry/stats.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cstring>
+
+namespace aimesh {
+namespace {
+
+// Per-CPU values come back as one 8-byte-aligned slot per possible CPU.
+template <class V>
+Result<std::vector<V>> lookupPerCpu(int fd, uint32_t key) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
+  constexpr size_t stride = (sizeof(V) + 7) & ~size_t{7};
+  std::vector<uint8_t> buf(stride * ncpu);
+  if (bpf_map_lookup_elem(fd, &key, buf.data()) != 0) return Error::fromErrno("lookup per-CPU counters");
+  std::vector<V> out(ncpu);
+  for (int i = 0; i < ncpu; ++i) std::memcpy(&out[i], buf.data() + i * stride, sizeof(V));
+  return out;
+}
+
+}  // namespace
+
+const char* reasonName(uint32_t reason) {
+  switch (reason) {
+    case AIMESH_R_NO_BACKEND: return "no_backend";
+    case AIMESH_R_SERVICE_MISSING: return "service_missing";
+    case AIMESH_R_SLOT_MISSING: return "slot_missing";
+    case AIMESH_R_BACKEND_MISSING: return "backend_missing";
+    case AIMESH_R_BACKEND_INACTIVE: return "backend_inactive";
+    case AIMESH_R_FAMILY_MISMATCH: return "family_mismatch";
+    case AIMESH_R_REVNAT_FAILED: return "revnat_failed";
+    default: return "unknown";
+  }
+}
+
+Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& serviceIds,
+                                const std::vector<uint32_t>& backendIds) {
+  DatapathStats st;
+  for (uint32_t id : serviceIds) {
+    auto v = lookupPerCpu<aimesh_svc_stats>(fds.svcStats, id);
+    if (!v) return v.error();
+    ServiceCounters& c = st.services[id];
+    for (auto& s : *v) {
+      c.connects += s.connects;
+      c.datagrams += s.datagrams;
+      c.refused += s.refused;
+    }
+  }
+  for (uint32_t id : backendIds) {
+    auto v = lookupPerCpu<aimesh_be_stats>(fds.beStats, id);
+    if (!v) return v.error();
+    BackendCounters& c = st.backends[id];
+    for (auto& s : *v) {
+      c.connects += s.connects;
+      c.datagrams += s.datagrams;
+    }
+  }
+  for (uint32_t r = 0; r < AIMESH_R_MAX; ++r) {
+    auto v = lookupPerCpu<uint64_t>(fds.reasons, r);
+    if (!v) return v.error();
+    for (auto x : *v) st.reasons[r] += x;
+  }
+  return st;
+}
+
+Result<uint64_t> countEntries(int mapFd, uint64_t limit) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(mapFd, &info, &len) != 0) return Error::fromErrno("map info");
+  std::vector<uint8_t> key(info.key_size), next(info.key_size);
+  uint64_t n = 0;
+  void* prev = nullptr;
+  while (n < limit && bpf_map_get_next_key(mapFd, prev, next.data()) == 0) {
+    ++n;
+    key.swap(next);
+    prev = key.data();
+  }
+  return n;
+}
+
+}  // namespace aimesh

@@ -1,0 +1,334 @@
+// e2e: the real agent binary, attached to a test cgroup, balancing real TCP
+// and UDP connections from a client namespace to name servers in a backend
+// namespace. Needs root.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include <bpf/bpf.h>
+#include <fcntl.h>
+
+#include "client/api_client.h"
+#include "fixtures/net_client.h"
+#include "fixtures/sandbox.h"
+
+namespace aimesh::testing {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Ep {
+  std::string addr;
+  int weight = 1;
+  std::string state = "active";
+};
+
+std::string stateYaml(const std::vector<std::string>& vips, const std::string& proto, const std::vector<Ep>& eps,
+                      uint16_t port = 8000) {
+  std::ostringstream y;
+  y << "services:\n  - name: chat\n    namespace: ml\n    model: llama-3-8b\n    vips: [";
+  for (size_t i = 0; i < vips.size(); ++i) y << (i ? ", " : "") << '"' << vips[i] << '"';
+  y << "]\n    ports: [{port: " << port << ", protocol: " << proto << "}]\n    endpoints:";
+  if (eps.empty()) y << " []";
+  y << "\n";
+  for (auto& e : eps)
+    y << "      - {address: \"" << e.addr << "\", port: " << port << ", weight: " << e.weight << ", state: " << e.state
+      << "}\n";
+  return y.str();
+}
+
+class SockLbE2e : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    dir_ = tempDir();
+    sandbox_ = std::make_unique<Sandbox>();
+    state_ = dir_ + "/state.yaml";
+  }
+  void TearDown() override {
+    agent_.reset();
+    servers_.clear();
+    sandbox_.reset();
+    if (!dir_.empty()) removeTree(dir_);
+  }
+
+  void serve(const std::string& addr, const std::string& name, uint16_t port = 8000) {
+    servers_.push_back(startNameServer(sandbox_->backend().name(), addr, port, name));
+  }
+  void startAgent(const std::string& yaml) {
+    writeFile(state_, yaml);
+    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), state_, dir_);
+    agent_->start();
+  }
+  // Runs fn as a client in the test cgroup and the client namespace.
+  std::string client(const std::function<std::string()>& fn) {
+    int st = 0;
+    std::string out = runIn(sandbox_->cgroup().path(), sandbox_->client().name(), [&](int fd) {
+      std::string s = fn();
+      (void)!::write(fd, s.data(), s.size());
+      return 0;
+    }, &st);
+    EXPECT_EQ(st, 0);
+    return out;
+  }
+  json api(const std::string& method) {
+    auto r = callAgent(agent_->apiSocket(), {{"method", method}}, 2000ms);
+    EXPECT_TRUE(r.ok());
+    return r ? *r : json{};
+  }
+  // Counts answers by server name over n TCP connections.
+  std::map<std::string, int> spread(const std::string& vip, int n) {
+    json j = json::parse(client([&] {
+      std::map<std::string, int> m;
+      for (int i = 0; i < n; ++i) {
+        Reply r = tcpAsk(vip, 8000);
+        m[r.err ? "error:" + std::to_string(r.err) : r.name]++;
+      }
+      return json(m).dump();
+    }));
+    return j.get<std::map<std::string, int>>();
+  }
+
+  std::string dir_, state_;
+  std::unique_ptr<Sandbox> sandbox_;
+  std::vector<Child> servers_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(SockLbE2e, TcpIpv4ReachesBackendAndPeerIsServiceAddress) {
+  serve("10.77.0.2", "a");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
+  json r = json::parse(client([] {
+    Reply x = tcpAsk("10.96.0.20", 8000);
+    return json{{"err", x.err}, {"name", x.name}, {"peer", x.peer}}.dump();
+  }));
+  EXPECT_EQ(r["err"], 0);
+  EXPECT_EQ(r["name"], "a");
+  EXPECT_EQ(r["peer"], "10.96.0.20:8000");
+  json eps = api("endpoints")["endpoints"];
+  ASSERT_EQ(eps.size(), 1u);
+  EXPECT_EQ(eps[0]["connections"], 1);
+}
+
+TEST_F(SockLbE2e, TcpIpv6ReachesBackendAndPeerIsServiceAddress) {
+  serve("fd77::2", "a6");
+  startAgent(stateYaml({"fd96::20"}, "TCP", {{"fd77::2"}}));
+  json r = json::parse(client([] {
+    Reply x = tcpAsk("fd96::20", 8000);
+    return json{{"err", x.err}, {"name", x.name}, {"peer", x.peer}}.dump();
+  }));
+  EXPECT_EQ(r["err"], 0);
+  EXPECT_EQ(r["name"], "a6");
+  EXPECT_EQ(r["peer"], "[fd96::20]:8000");
+}
+
+TEST_F(SockLbE2e, UdpIpv4AndIpv6RecvfromShowsServiceAddress) {
+  serve("10.77.0.2", "u4");
+  serve("fd77::2", "u6");
+  startAgent(stateYaml({"10.96.0.30", "fd96::30"}, "UDP", {{"10.77.0.2"}, {"fd77::2"}}));
+  json r = json::parse(client([] {
+    // An IPv4 socket can only use the IPv4 backend; IPv6 sockets may get either
+    // (an IPv4 backend through its ::ffff: form).
+    Reply v4 = udpAsk("10.96.0.30", 8000);
+    Reply v6 = udpAsk("fd96::30", 8000);
+    Reply c4 = udpConnectedAsk("10.96.0.30", 8000);
+    return json{{"v4", {v4.err, v4.name, v4.peer}}, {"v6", {v6.err, v6.name, v6.peer}},
+                {"c4", {c4.err, c4.name, c4.peer}}}
+        .dump();
+  }));
+  EXPECT_EQ(r["v4"], json({0, "u4", "10.96.0.30:8000"}));
+  EXPECT_EQ(r["v6"][0], 0);
+  EXPECT_EQ(r["v6"][2], "[fd96::30]:8000");
+  EXPECT_EQ(r["c4"], json({0, "u4", "10.96.0.30:8000"}));
+  json svcs = api("services")["services"];
+  ASSERT_EQ(svcs.size(), 1u);
+  EXPECT_EQ(svcs[0]["datagrams"], 2);    // two unconnected sendto()
+  EXPECT_EQ(svcs[0]["connections"], 1);  // one connected UDP socket
+}
+
+TEST_F(SockLbE2e, NonServiceDestinationPassesUntouched) {
+  serve("10.77.0.3", "direct");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
+  json r = json::parse(client([] {
+    Reply x = tcpAsk("10.77.0.3", 8000);
+    return json{{"err", x.err}, {"name", x.name}, {"peer", x.peer}}.dump();
+  }));
+  EXPECT_EQ(r["name"], "direct");
+  EXPECT_EQ(r["peer"], "10.77.0.3:8000");
+  EXPECT_EQ(api("services")["services"][0]["connections"], 0);
+}
+
+TEST_F(SockLbE2e, SpreadFollowsWeights) {
+  serve("10.77.0.2", "a");
+  serve("10.77.0.3", "b");
+  serve("10.77.0.4", "c");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2", 1}, {"10.77.0.3", 2}, {"10.77.0.4", 1}}));
+  const int n = 1200;
+  auto m = spread("10.96.0.20", n);
+  std::map<std::string, double> p{{"a", 0.25}, {"b", 0.5}, {"c", 0.25}};
+  int total = 0;
+  for (auto& [name, prob] : p) {
+    double expect = n * prob, sd = std::sqrt(n * prob * (1 - prob));
+    // 5 standard deviations: a false failure about once in 3 million runs.
+    EXPECT_NEAR(m[name], expect, 5 * sd) << name;
+    total += m[name];
+  }
+  EXPECT_EQ(total, n) << json(m).dump();
+  json eps = api("endpoints")["endpoints"];
+  int counted = 0;
+  for (auto& e : eps) counted += e["connections"].get<int>();
+  EXPECT_EQ(counted, n);
+}
+
+TEST_F(SockLbE2e, NoBackendsRefusesTcpAndUdp) {
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {}) +
+             "  - name: dns\n    vips: [10.96.0.53]\n    ports: [{port: 53, protocol: UDP}]\n    endpoints: []\n");
+  json r = json::parse(client([] {
+    Reply t = tcpAsk("10.96.0.20", 8000);
+    Reply u = udpAsk("10.96.0.53", 53);
+    return json{{"tcp", t.err}, {"udp", u.err}}.dump();
+  }));
+  EXPECT_EQ(r["tcp"], ECONNREFUSED);
+  EXPECT_EQ(r["udp"], ECONNREFUSED);
+  json svcs = api("services");
+  int refused = 0;
+  for (auto& s : svcs["services"]) refused += s["refused"].get<int>();
+  EXPECT_EQ(refused, 2) << svcs.dump();
+}
+
+TEST_F(SockLbE2e, DrainingBackendGetsNoNewConnectionsButKeepsOpenOnes) {
+  serve("10.77.0.2", "a");
+  serve("10.77.0.3", "b");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}, {"10.77.0.3"}}));
+  std::string sock = agent_->apiSocket(), statePath = state_;
+  json r = json::parse(client([&] {
+    TcpConn held("10.96.0.20", 8000);
+    std::string first = held.ask();
+    std::string drainAddr = first == "a" ? "10.77.0.2" : "10.77.0.3";
+    std::string otherAddr = first == "a" ? "10.77.0.3" : "10.77.0.2";
+    writeFile(statePath, stateYaml({"10.96.0.20"}, "TCP", {{drainAddr, 1, "draining"}, {otherAddr}}));
+    // Wait until the agent reports the drain.
+    for (int i = 0; i < 100; ++i) {
+      auto e = callAgent(sock, {{"method", "endpoints"}}, 1000ms);
+      bool drained = false;
+      if (e)
+        for (auto& ep : (*e)["endpoints"])
+          drained |= ep["address"] == drainAddr && ep["state"] == "draining";
+      if (drained) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    std::map<std::string, int> m;
+    for (int i = 0; i < 200; ++i) m[tcpAsk("10.96.0.20", 8000).name]++;
+    std::string again = held.ask();
+    return json{{"first", first}, {"spread", m}, {"again", again}}.dump();
+  }));
+  std::string drained = r["first"];
+  EXPECT_FALSE(drained.empty());
+  EXPECT_EQ(r["spread"].value(drained, 0), 0) << r.dump();
+  EXPECT_EQ(r["spread"].value(drained == "a" ? "b" : "a", 0), 200) << r.dump();
+  EXPECT_EQ(r["again"], drained) << "the open connection to the draining backend must keep working";
+}
+
+TEST_F(SockLbE2e, EditingStateFileChangesRoutingWithinASecond) {
+  serve("10.77.0.2", "a");
+  serve("10.77.0.3", "b");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
+  std::string statePath = state_;
+  json r = json::parse(client([&] {
+    std::string before = tcpAsk("10.96.0.20", 8000).name;
+    auto t0 = std::chrono::steady_clock::now();
+    writeFile(statePath, stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.3"}}));
+    double ms = -1;
+    while (std::chrono::steady_clock::now() - t0 < 3s) {
+      if (tcpAsk("10.96.0.20", 8000).name == "b") {
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        break;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return json{{"before", before}, {"ms", ms}}.dump();
+  }));
+  EXPECT_EQ(r["before"], "a");
+  EXPECT_GE(r["ms"].get<double>(), 0) << "routing never changed";
+  EXPECT_LT(r["ms"].get<double>(), 1000);
+}
+
+TEST_F(SockLbE2e, BrokenStateFileLeavesRoutingUnchanged) {
+  serve("10.77.0.2", "a");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
+  writeFile(state_, "services:\n  - name: chat\n    vips: [not-an-ip]\n    ports: [{port: 99999}]\n");
+  json st;
+  for (int i = 0; i < 100; ++i) {
+    st = api("status");
+    if (st.value("state_file_errors", 0) > 0) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(st["state_file_errors"], 1);
+  EXPECT_NE(st["last_error"].get<std::string>().find("state.yaml:3"), std::string::npos) << st.dump();
+  json r = json::parse(client([] {
+    std::map<std::string, int> m;
+    for (int i = 0; i < 20; ++i) m[tcpAsk("10.96.0.20", 8000).name]++;
+    return json(m).dump();
+  }));
+  EXPECT_EQ(r.value("a", 0), 20) << r.dump();
+  EXPECT_EQ(api("services")["services"].size(), 1u);
+}
+
+// Programs attached to the cgroup, as the kernel reports them.
+int attachedCount(const std::string& cgroup) {
+  int fd = ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY);
+  int total = 0;
+  for (auto type : {BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_UDP4_SENDMSG,
+                    BPF_CGROUP_UDP6_SENDMSG, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP6_RECVMSG,
+                    BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_INET6_GETPEERNAME}) {
+    __u32 ids[8], cnt = 8;
+    if (bpf_prog_query(fd, type, 0, nullptr, ids, &cnt) == 0) total += static_cast<int>(cnt);
+  }
+  ::close(fd);
+  return total;
+}
+
+TEST_F(SockLbE2e, KillNineKeepsRoutingAndRestartAdoptsWithoutDuplicates) {
+  serve("10.77.0.2", "a");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
+  std::vector<int> linksBefore;
+  json st = api("status");
+  for (auto& p : st["programs"]) linksBefore.push_back(p["link_id"]);
+  EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8);
+
+  agent_->kill9();
+  json r = json::parse(client([] {
+    Reply x = tcpAsk("10.96.0.20", 8000);
+    return json{{"name", x.name}, {"peer", x.peer}}.dump();
+  }));
+  EXPECT_EQ(r["name"], "a") << "routing must survive the agent";
+  EXPECT_EQ(r["peer"], "10.96.0.20:8000");
+
+  agent_->start();
+  std::vector<int> linksAfter;
+  bool allAdopted = true;
+  st = api("status");
+  for (auto& p : st["programs"]) {
+    linksAfter.push_back(p["link_id"]);
+    allAdopted &= p["adopted"].get<bool>();
+  }
+  EXPECT_EQ(linksAfter, linksBefore);
+  EXPECT_TRUE(allAdopted);
+  EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8) << "a restart must not attach twice";
+  // Counters survived in the pinned maps: the connection made while the agent was dead is counted.
+  EXPECT_EQ(api("services")["services"][0]["connections"], 1);
+  r = json::parse(client([] { return json{{"name", tcpAsk("10.96.0.20", 8000).name}}.dump(); }));
+  EXPECT_EQ(r["name"], "a");
+}
+
+}  // namespace
+}  // namespace aimesh::testing

@@ -1,0 +1,323 @@
+#include "telemetry/api_server.h"
+
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "client/api_client.h"
+
+namespace aimesh {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// A private temporary directory, removed with everything in it.
+class ApiServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/aimesh-api-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/agent.sock";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  static json echo(const json& request) { return json{{"echo", request}}; }
+
+  std::string dir_;
+  std::string path_;
+};
+
+// Raw client for what callAgent will not send: sends `bytes`, half-closes,
+// returns everything the server wrote.
+std::string rawExchange(const std::string& path, const std::string& bytes) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::copy(path.begin(), path.end(), addr.sun_path);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  timeval tv{3, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<std::size_t>(n);
+  }
+  ::shutdown(fd, SHUT_WR);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+int connectRaw(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::copy(path.begin(), path.end(), addr.sun_path);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST_F(ApiServerTest, RoundTrip) {
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  EXPECT_EQ(server->path(), path_);
+  json request = {{"method", "endpoints"}, {"service", "llama-chat"}, {"namespace", "ml"}};
+  auto response = callAgent(path_, request, 2s);
+  ASSERT_TRUE(response.ok()) << response.error().message();
+  EXPECT_EQ(*response, json({{"echo", request}}));
+}
+
+TEST_F(ApiServerTest, WireFormatIsOneLineAndClose) {
+  auto server = ApiServer::create(path_, [](const json&) { return json{{"ready", true}}; });
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  EXPECT_EQ(rawExchange(path_, "{\"method\":\"status\"}\n"), "{\"ready\":true}\n");
+  // A client that half-closes without the newline still gets its answer.
+  EXPECT_EQ(rawExchange(path_, "{\"method\":\"status\"}"), "{\"ready\":true}\n");
+}
+
+TEST_F(ApiServerTest, SocketFileIsMode0600AndNewDirectory0700) {
+  std::string nested = dir_ + "/run/aimesh/agent.sock";
+  mode_t old = ::umask(0);  // the server must not rely on the caller's umask
+  auto server = ApiServer::create(nested, echo);
+  ::umask(old);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  struct stat st {};
+  ASSERT_EQ(::stat(nested.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(::stat((dir_ + "/run/aimesh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  ASSERT_EQ(::stat((dir_ + "/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_TRUE(callAgent(nested, json{{"method", "status"}}, 2s).ok());
+}
+
+TEST_F(ApiServerTest, HandlerExceptionBecomesErrorJson) {
+  auto server = ApiServer::create(path_, [](const json& r) -> json {
+    if (r.value("method", "") == "boom") throw std::runtime_error("no snapshot yet");
+    return json{{"ok", true}};
+  });
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  auto response = callAgent(path_, json{{"method", "boom"}}, 2s);
+  ASSERT_TRUE(response.ok()) << response.error().message();
+  EXPECT_EQ(*response, json({{"error", "no snapshot yet"}}));
+  // The server keeps serving after a throwing handler.
+  auto next = callAgent(path_, json{{"method", "status"}}, 2s);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(*next, json({{"ok", true}}));
+}
+
+TEST_F(ApiServerTest, OversizeRequestGetsError) {
+  std::atomic<int> calls{0};
+  auto server = ApiServer::create(path_, [&](const json&) {
+    ++calls;
+    return json{{"ok", true}};
+  });
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  json big = {{"method", "status"}, {"pad", std::string(100 * 1024, 'x')}};
+  auto response = callAgent(path_, big, 3s);
+  ASSERT_TRUE(response.ok()) << response.error().message();
+  ASSERT_TRUE(response->contains("error"));
+  EXPECT_NE((*response)["error"].get<std::string>().find("too large"), std::string::npos);
+  EXPECT_EQ(calls.load(), 0);
+
+  // Just under the limit is fine.
+  json fits = {{"method", "status"}, {"pad", std::string(60 * 1024, 'x')}};
+  auto ok = callAgent(path_, fits, 3s);
+  ASSERT_TRUE(ok.ok()) << ok.error().message();
+  EXPECT_EQ(*ok, json({{"ok", true}}));
+}
+
+TEST_F(ApiServerTest, NotJsonAndNotObjectGetErrors) {
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  json notJson = json::parse(rawExchange(path_, "hello\n"));
+  EXPECT_TRUE(notJson.contains("error"));
+  json notObject = json::parse(rawExchange(path_, "[1,2]\n"));
+  EXPECT_EQ(notObject, json({{"error", "request must be a JSON object"}}));
+}
+
+TEST_F(ApiServerTest, StopUnlinksSocketAndClientSaysNotRunning) {
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  ASSERT_TRUE(std::filesystem::exists(path_));
+  auto start = std::chrono::steady_clock::now();
+  server->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_FALSE(std::filesystem::exists(path_));
+  server->stop();  // idempotent
+
+  auto response = callAgent(path_, json{{"method", "status"}}, 1s);
+  ASSERT_FALSE(response.ok());
+  std::string msg = response.error().message();
+  EXPECT_NE(msg.find("not running at " + path_), std::string::npos) << msg;
+  EXPECT_NE(msg.find("aimesh-agent"), std::string::npos) << msg;
+}
+
+TEST_F(ApiServerTest, DestructorUnlinksSocket) {
+  {
+    auto server = ApiServer::create(path_, echo);
+    ASSERT_TRUE(server.ok()) << server.error().message();
+    ApiServer moved = std::move(server.value());  // moving is safe with the thread running
+    EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST_F(ApiServerTest, StopReturnsPromptlyWithIdleClientConnected) {
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  int idle = connectRaw(path_);
+  ASSERT_GE(idle, 0);
+  std::this_thread::sleep_for(50ms);
+  auto start = std::chrono::steady_clock::now();
+  server->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  ::close(idle);
+}
+
+TEST_F(ApiServerTest, IdleClientDoesNotBlockOthers) {
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  int idle = connectRaw(path_);  // connects, never sends
+  ASSERT_GE(idle, 0);
+  auto start = std::chrono::steady_clock::now();
+  auto response = callAgent(path_, json{{"method", "status"}}, 2s);
+  EXPECT_TRUE(response.ok()) << response.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  ::close(idle);
+}
+
+TEST_F(ApiServerTest, ManyConcurrentClients) {
+  std::atomic<int> calls{0};
+  auto server = ApiServer::create(path_, [&](const json& r) {
+    ++calls;
+    return json{{"n", r["n"]}};
+  });
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        auto r = callAgent(path_, json{{"n", t * 100 + i}}, 5s);
+        if (r.ok() && (*r)["n"] == t * 100 + i) ++good;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good.load(), 200);
+  EXPECT_EQ(calls.load(), 200);
+}
+
+TEST_F(ApiServerTest, RemovesStaleSocketFile) {
+  // A socket file nobody listens on, as a killed agent leaves behind.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::copy(path_.begin(), path_.end(), addr.sun_path);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(fd);
+  ASSERT_TRUE(std::filesystem::exists(path_));
+
+  auto stale = callAgent(path_, json{{"method", "status"}}, 1s);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_NE(stale.error().message().find("not running at " + path_), std::string::npos);
+
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
+}
+
+TEST_F(ApiServerTest, RefusesWhileAnotherServerIsRunning) {
+  auto first = ApiServer::create(path_, [](const json&) { return json{{"who", 1}}; });
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  auto second = ApiServer::create(path_, [](const json&) { return json{{"who", 2}}; });
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, EADDRINUSE);
+  auto r = callAgent(path_, json{{"method", "status"}}, 2s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, json({{"who", 1}}));
+}
+
+TEST_F(ApiServerTest, RefusesToReplaceNonSocketFile) {
+  { std::ofstream(path_) << "precious"; }
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_FALSE(server.ok());
+  std::ifstream in(path_);
+  std::string content;
+  in >> content;
+  EXPECT_EQ(content, "precious");
+}
+
+TEST_F(ApiServerTest, StopDoesNotUnlinkAnotherServersSocket) {
+  auto old = ApiServer::create(path_, echo);
+  ASSERT_TRUE(old.ok());
+  // Someone replaced the file (e.g. a new agent after removing ours).
+  ASSERT_EQ(::unlink(path_.c_str()), 0);
+  auto fresh = ApiServer::create(path_, echo);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message();
+  old->stop();
+  EXPECT_TRUE(std::filesystem::exists(path_));
+  EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
+}
+
+TEST_F(ApiServerTest, RejectsBadPaths) {
+  EXPECT_FALSE(ApiServer::create("", echo).ok());
+  EXPECT_FALSE(ApiServer::create(dir_ + "/" + std::string(200, 'a'), echo).ok());
+  EXPECT_FALSE(ApiServer::create(path_, nullptr).ok());
+}
+
+TEST_F(ApiServerTest, ClientTimesOutOnSilentServer) {
+  // Listens but never answers.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::copy(path_.begin(), path_.end(), addr.sun_path);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  auto start = std::chrono::steady_clock::now();
+  auto r = callAgent(path_, json{{"method", "status"}}, 200ms);
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ETIMEDOUT);
+  EXPECT_NE(r.error().message().find(path_), std::string::npos);
+  EXPECT_GE(took, 150ms);
+  EXPECT_LT(took, 2s);
+  ::close(fd);
+}
+
+TEST_F(ApiServerTest, ClientErrorWhenNothingListens) {
+  auto r = callAgent(dir_ + "/missing.sock", json{{"method", "status"}}, 1s);
+  ASSERT_FALSE(r.ok());
+  std::string msg = r.error().message();
+  EXPECT_NE(msg.find("not running at " + dir_ + "/missing.sock"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("sudo aimesh-agent --api-socket"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace aimesh
