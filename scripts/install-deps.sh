@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, the tests and the demo need.
+# Idempotent: apt-get skips what is already installed.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake make pkg-config git
+  clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
+  libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libbrotli-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and demo
+  iproute2 curl procps python3
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (apt-get)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"

@@ -1,0 +1,443 @@
+// bpf tier: backend selection (bpf/lib/lb.h) run in the kernel through the
+// SEC("syscall") harness tests/bpf/lb_harness.bpf.c and BPF_PROG_TEST_RUN.
+// The test fills the maps, passes a struct aimesh_select_ctx with a chosen
+// random number, and checks the pick, the error and the per-CPU reason
+// counters. Because the random number is an input (and retries use the LCG in
+// lb.h), every expectation here is exact.
+//
+// Safety: each test loads its own copy of the harness with every map's pin
+// path cleared (nothing lands in /sys/fs/bpf) and attaches nothing.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aimesh/abi.h"
+#include "lb_harness.skel.h"
+
+namespace aimesh {
+namespace {
+
+constexpr int kEconnrefused = -111;
+constexpr uint32_t kGen1 = AIMESH_MAX_SLOTS_PER_SVC;  // slot number offset of generation 1
+
+using Reasons = std::array<uint64_t, AIMESH_R_MAX>;
+
+// Same constants as lb_next_rnd() in bpf/lib/lb.h.
+uint32_t lcgNext(uint32_t rnd) { return rnd * 1664525u + 1013904223u; }
+
+std::string& libbpfLog() {
+  static std::string s;
+  return s;
+}
+
+int captureLibbpf(enum libbpf_print_level level, const char* fmt, va_list ap) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char line[8192];
+  std::vsnprintf(line, sizeof(line), fmt, ap);
+  libbpfLog() += line;
+  return 0;
+}
+
+enum class Family { kV4, kV6 };
+
+class Select : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    libbpfLog().clear();
+    prevPrint_ = libbpf_set_print(captureLibbpf);
+    skel_ = lb_harness__open();
+    ASSERT_NE(skel_, nullptr) << "lb_harness__open: errno " << errno << "\n" << libbpfLog();
+    bpf_map* m;
+    bpf_object__for_each_map(m, skel_->obj) ASSERT_EQ(bpf_map__set_pin_path(m, nullptr), 0) << bpf_map__name(m);
+    ASSERT_EQ(lb_harness__load(skel_), 0) << "lb_harness__load (verifier log):\n" << libbpfLog();
+  }
+  void TearDown() override {
+    lb_harness__destroy(skel_);
+    libbpf_set_print(prevPrint_);
+  }
+
+  void putService(uint32_t id, uint32_t slotCount, uint8_t gen = 0, uint32_t backendCount = 1) {
+    aimesh_service s{};
+    s.slot_count = slotCount;
+    s.backend_count = backendCount;
+    s.algorithm = AIMESH_ALG_RANDOM;
+    s.slot_gen = gen;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &id, sizeof(id), &s, sizeof(s), BPF_ANY), 0);
+  }
+
+  void putSlot(uint32_t svc, uint32_t slot, uint32_t backendId) {
+    aimesh_slot_key k{};
+    k.service_id = svc;
+    k.slot = slot;
+    aimesh_slot v{};
+    v.backend_id = backendId;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_slots, &k, sizeof(k), &v, sizeof(v), BPF_ANY), 0);
+  }
+
+  // Slots index 0..n-1 of generation `gen`.
+  void putSlots(uint32_t svc, uint8_t gen, const std::vector<uint32_t>& backends) {
+    for (uint32_t i = 0; i < backends.size(); ++i) putSlot(svc, gen * kGen1 + i, backends[i]);
+  }
+
+  void putBackend(uint32_t id, uint32_t svc, Family fam, uint8_t state = AIMESH_BE_ACTIVE, uint16_t weight = 1) {
+    aimesh_backend b{};
+    if (fam == Family::kV4) {
+      b.addr[10] = 0xff;  // ::ffff:10.0.<id>
+      b.addr[11] = 0xff;
+      b.addr[12] = 10;
+      b.addr[14] = static_cast<uint8_t>(id >> 8);
+      b.addr[15] = static_cast<uint8_t>(id);
+      b.family = AIMESH_FAMILY_V4;
+    } else {
+      b.addr[0] = 0xfd;  // fd00::<id>
+      b.addr[14] = static_cast<uint8_t>(id >> 8);
+      b.addr[15] = static_cast<uint8_t>(id);
+      b.family = AIMESH_FAMILY_V6;
+    }
+    b.port = htons(8000);
+    b.state = state;
+    b.service_id = svc;
+    b.weight = weight;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_backends, &id, sizeof(id), &b, sizeof(b), BPF_ANY), 0);
+  }
+
+  // Runs the harness once. BPF_PROG_TEST_RUN for syscall programs copies the
+  // context back into ctx_in (ctx_out is rejected with EINVAL).
+  aimesh_select_ctx select(uint32_t svc, uint32_t rnd, bool v4Only = false) {
+    aimesh_select_ctx ctx{};
+    ctx.service_id = svc;
+    ctx.rnd = rnd;
+    ctx.v4_only = v4Only ? 1 : 0;
+    ctx.err = 12345;            // sentinel: the program must overwrite it
+    ctx.backend_id = 0xdeadbeef;
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+    int rc = bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.aimesh_select), &opts);
+    EXPECT_EQ(rc, 0) << "BPF_PROG_TEST_RUN: " << std::strerror(-rc);
+    EXPECT_EQ(opts.retval, 0u);
+    EXPECT_NE(ctx.err, 12345) << "program did not write err";
+    return ctx;
+  }
+
+  // aimesh_reasons summed over every possible CPU (per-CPU array of __u64).
+  Reasons reasons() {
+    Reasons out{};
+    int ncpu = libbpf_num_possible_cpus();
+    EXPECT_GT(ncpu, 0);
+    if (ncpu <= 0) return out;
+    std::vector<uint64_t> perCpu(static_cast<size_t>(ncpu));
+    for (uint32_t r = 0; r < AIMESH_R_MAX; ++r) {
+      int rc = bpf_map__lookup_elem(skel_->maps.aimesh_reasons, &r, sizeof(r), perCpu.data(),
+                                    perCpu.size() * sizeof(uint64_t), 0);
+      EXPECT_EQ(rc, 0) << "lookup reason " << r;
+      for (uint64_t v : perCpu) out[r] += v;
+    }
+    return out;
+  }
+
+  static Reasons only(std::map<int, uint64_t> nonZero) {
+    Reasons r{};
+    for (auto [k, v] : nonZero) r[static_cast<size_t>(k)] = v;
+    return r;
+  }
+
+  lb_harness* skel_ = nullptr;
+  libbpf_print_fn_t prevPrint_ = nullptr;
+};
+
+// Weights 1:2:1 expanded to 4 slots: the pick is slots[rnd % 4], so over
+// rnd = 0..N-1 the backends are hit exactly 1:2:1.
+TEST_F(Select, WeightedSlotsFollowRndModuloSlotCount) {
+  constexpr uint32_t kSvc = 7;
+  const std::vector<uint32_t> slots = {1, 2, 2, 3};
+  putBackend(1, kSvc, Family::kV4, AIMESH_BE_ACTIVE, 1);
+  putBackend(2, kSvc, Family::kV4, AIMESH_BE_ACTIVE, 2);
+  putBackend(3, kSvc, Family::kV4, AIMESH_BE_ACTIVE, 1);
+  putSlots(kSvc, 0, slots);
+  putService(kSvc, 4, 0, 3);
+
+  std::map<uint32_t, int> hits;
+  constexpr uint32_t kN = 1024;
+  for (uint32_t rnd = 0; rnd < kN; ++rnd) {
+    auto ctx = select(kSvc, rnd);
+    ASSERT_EQ(ctx.err, 0) << "rnd " << rnd;
+    ASSERT_EQ(ctx.backend_id, slots[rnd % 4]) << "rnd " << rnd;
+    hits[ctx.backend_id]++;
+  }
+  for (uint32_t rnd : {0xfffffffcu, 0xfffffffdu, 0xfffffffeu, 0xffffffffu, 0x80000001u}) {
+    auto ctx = select(kSvc, rnd);
+    EXPECT_EQ(ctx.err, 0);
+    EXPECT_EQ(ctx.backend_id, slots[rnd % 4]) << "rnd " << rnd;
+  }
+  EXPECT_EQ(hits[1], 256);
+  EXPECT_EQ(hits[2], 512);
+  EXPECT_EQ(hits[3], 256);
+  EXPECT_EQ(reasons(), Reasons{}) << "no skip or refusal expected";
+}
+
+// Only the live generation's half of the slot space is read: the other one
+// may hold a half-written next slot set.
+TEST_F(Select, UsesLiveSlotGeneration) {
+  constexpr uint32_t kSvc = 3;
+  putBackend(10, kSvc, Family::kV4);
+  putBackend(20, kSvc, Family::kV4);
+  putBackend(21, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {10, 10});
+  const std::vector<uint32_t> gen1 = {20, 21, 20};
+  putSlots(kSvc, 1, gen1);
+
+  putService(kSvc, 3, 1, 2);
+  for (uint32_t rnd = 0; rnd < 300; ++rnd) {
+    auto ctx = select(kSvc, rnd);
+    ASSERT_EQ(ctx.err, 0);
+    ASSERT_EQ(ctx.backend_id, gen1[rnd % 3]) << "rnd " << rnd << ": generation 0 slot used";
+  }
+  // Flip back: one service update switches every pick to generation 0.
+  putService(kSvc, 2, 0, 1);
+  for (uint32_t rnd = 0; rnd < 300; ++rnd) {
+    auto ctx = select(kSvc, rnd);
+    ASSERT_EQ(ctx.err, 0);
+    ASSERT_EQ(ctx.backend_id, 10u) << "rnd " << rnd;
+  }
+  EXPECT_EQ(reasons(), Reasons{});
+}
+
+// A live generation with a missing slot does not fall back to the other one.
+TEST_F(Select, LiveGenerationSlotMissingDoesNotFallBack) {
+  constexpr uint32_t kSvc = 3;
+  putBackend(10, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {10});
+  putService(kSvc, 1, 1);
+  auto ctx = select(kSvc, 0);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_SLOT_MISSING, AIMESH_SELECT_TRIES}, {AIMESH_R_NO_BACKEND, 1}}));
+}
+
+TEST_F(Select, DrainingBackendSkippedWithNextRnd) {
+  constexpr uint32_t kSvc = 1;
+  putBackend(1, kSvc, Family::kV4, AIMESH_BE_DRAINING);
+  putBackend(2, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {1, 2});
+  putService(kSvc, 2);
+
+  // rnd 0 -> slot 0 (draining) -> lcgNext(0) = 1013904223, odd -> slot 1.
+  ASSERT_EQ(lcgNext(0) % 2, 1u);
+  auto ctx = select(kSvc, 0);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 2u);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_BACKEND_INACTIVE, 1}}));
+
+  // rnd 1 -> slot 1 directly, nothing skipped.
+  ctx = select(kSvc, 1);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 2u);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_BACKEND_INACTIVE, 1}}));
+}
+
+// Terminating and zero-weight backends are skipped like draining ones.
+TEST_F(Select, TerminatingAndZeroWeightSkipped) {
+  constexpr uint32_t kSvc = 2;
+  putBackend(1, kSvc, Family::kV4, AIMESH_BE_TERMINATING);
+  putBackend(2, kSvc, Family::kV4, AIMESH_BE_ACTIVE, 0);
+  putBackend(3, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {1, 2, 3, 3});
+  putService(kSvc, 4);
+  uint64_t skipped = 0;
+  for (uint32_t rnd = 0; rnd < 64; ++rnd) {
+    auto ctx = select(kSvc, rnd);
+    ASSERT_EQ(ctx.err, 0) << "rnd " << rnd;
+    ASSERT_EQ(ctx.backend_id, 3u) << "rnd " << rnd;
+    // Power-of-two slot count: the LCG's low bits visit all 4 slots in 4 tries.
+    for (uint32_t r = rnd; r % 4 < 2; r = lcgNext(r)) ++skipped;
+  }
+  EXPECT_EQ(reasons(), only({{AIMESH_R_BACKEND_INACTIVE, skipped}}));
+}
+
+TEST_F(Select, AllDrainingRefused) {
+  constexpr uint32_t kSvc = 4;
+  putBackend(1, kSvc, Family::kV4, AIMESH_BE_DRAINING);
+  putBackend(2, kSvc, Family::kV4, AIMESH_BE_DRAINING);
+  putSlots(kSvc, 0, {1, 2, 1});
+  putService(kSvc, 3, 0, 0);
+  auto ctx = select(kSvc, 42);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_BACKEND_INACTIVE, AIMESH_SELECT_TRIES}, {AIMESH_R_NO_BACKEND, 1}}));
+}
+
+TEST_F(Select, ZeroSlotCountRefused) {
+  constexpr uint32_t kSvc = 5;
+  putBackend(1, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {1});  // present, but slot_count says no slot is live
+  putService(kSvc, 0, 0, 0);
+  auto ctx = select(kSvc, 0);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_NO_BACKEND, 1}}));
+}
+
+TEST_F(Select, SlotCountAboveLimitRefused) {
+  constexpr uint32_t kSvc = 5;
+  putBackend(1, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {1});
+  putService(kSvc, AIMESH_MAX_SLOTS_PER_SVC + 1);
+  auto ctx = select(kSvc, 0);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_NO_BACKEND, 1}}));
+}
+
+TEST_F(Select, UnknownServiceRefused) {
+  putBackend(1, 1, Family::kV4);
+  putSlots(1, 0, {1});
+  putService(1, 1);
+  auto ctx = select(99, 0);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_SERVICE_MISSING, 1}}));
+}
+
+TEST_F(Select, V4OnlyWithIpv6OnlyBackendRefused) {
+  constexpr uint32_t kSvc = 6;
+  putBackend(1, kSvc, Family::kV6);
+  putSlots(kSvc, 0, {1});
+  putService(kSvc, 1);
+  auto ctx = select(kSvc, 0, /*v4Only=*/true);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_FAMILY_MISMATCH, AIMESH_SELECT_TRIES}, {AIMESH_R_NO_BACKEND, 1}}));
+
+  // An IPv6 socket may use it.
+  ctx = select(kSvc, 0, /*v4Only=*/false);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 1u);
+}
+
+TEST_F(Select, V4OnlyWithMixedBackendsPicksIpv4) {
+  constexpr uint32_t kSvc = 8;
+  putBackend(1, kSvc, Family::kV6);
+  putBackend(2, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {1, 2});
+  putService(kSvc, 2, 0, 2);
+  constexpr uint32_t kN = 1000;
+  for (uint32_t rnd = 0; rnd < kN; ++rnd) {
+    auto ctx = select(kSvc, rnd * 2654435761u, /*v4Only=*/true);
+    ASSERT_EQ(ctx.err, 0) << "rnd " << rnd * 2654435761u;
+    ASSERT_EQ(ctx.backend_id, 2u) << "rnd " << rnd * 2654435761u;
+  }
+  // Every even rnd lands on the IPv6 slot first (2654435761 is odd, so half
+  // of the inputs are even).
+  EXPECT_EQ(reasons(), only({{AIMESH_R_FAMILY_MISMATCH, kN / 2}}));
+  // Without v4_only both are used.
+  EXPECT_EQ(select(kSvc, 0).backend_id, 1u);
+  EXPECT_EQ(select(kSvc, 1).backend_id, 2u);
+}
+
+TEST_F(Select, MissingSlotCountedAndRetried) {
+  constexpr uint32_t kSvc = 9;
+  putBackend(5, kSvc, Family::kV4);
+  putSlot(kSvc, 1, 5);  // slot 0 missing (update in flight)
+  putService(kSvc, 2);
+  auto ctx = select(kSvc, 0);  // slot 0, then lcgNext(0) is odd -> slot 1
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 5u);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_SLOT_MISSING, 1}}));
+}
+
+TEST_F(Select, MissingBackendCountedAndRetried) {
+  constexpr uint32_t kSvc = 9;
+  putBackend(5, kSvc, Family::kV4);
+  putSlots(kSvc, 0, {77, 5});  // backend 77 has no record
+  putService(kSvc, 2);
+  auto ctx = select(kSvc, 0);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 5u);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_BACKEND_MISSING, 1}}));
+}
+
+// The kernel agrees with a C++ model of lb_select on a messy service (odd
+// slot count, missing slots and backends, drained and IPv6 backends) for many
+// random numbers, both socket families, including the reason totals.
+TEST_F(Select, MatchesModelOnMixedService) {
+  constexpr uint32_t kSvc = 11;
+  struct Be {
+    bool present;
+    bool usable;
+    bool v4;
+  };
+  const std::map<uint32_t, Be> backends = {
+      {1, {true, true, true}},    {2, {true, true, false}}, {3, {true, false, true}},
+      {4, {false, false, false}}, {5, {true, true, true}},
+  };
+  putBackend(1, kSvc, Family::kV4);
+  putBackend(2, kSvc, Family::kV6);
+  putBackend(3, kSvc, Family::kV4, AIMESH_BE_DRAINING);
+  putBackend(5, kSvc, Family::kV4);
+  // slot index -> backend id; 0 = slot entry missing
+  const std::vector<uint32_t> slots = {3, 2, 0, 4, 2, 1, 3, 2, 3, 3, 5};
+  for (uint32_t i = 0; i < slots.size(); ++i)
+    if (slots[i] != 0) putSlot(kSvc, kGen1 + i, slots[i]);
+  putService(kSvc, static_cast<uint32_t>(slots.size()), 1, 3);
+
+  Reasons want{};
+  std::mt19937 gen(20240601);
+  for (int iter = 0; iter < 2000; ++iter) {
+    const uint32_t rnd0 = gen();
+    const bool v4Only = iter % 2 == 0;
+    // Model of lb_select.
+    int wantErr = kEconnrefused;
+    uint32_t wantBe = 0;
+    uint32_t rnd = rnd0;
+    for (int t = 0; t < AIMESH_SELECT_TRIES; ++t) {
+      uint32_t id = slots[rnd % slots.size()];
+      rnd = lcgNext(rnd);
+      if (id == 0) {
+        want[AIMESH_R_SLOT_MISSING]++;
+        continue;
+      }
+      const Be& b = backends.at(id);
+      if (!b.present) {
+        want[AIMESH_R_BACKEND_MISSING]++;
+        continue;
+      }
+      if (!b.usable) {
+        want[AIMESH_R_BACKEND_INACTIVE]++;
+        continue;
+      }
+      if (v4Only && !b.v4) {
+        want[AIMESH_R_FAMILY_MISMATCH]++;
+        continue;
+      }
+      wantErr = 0;
+      wantBe = id;
+      break;
+    }
+    if (wantErr != 0) want[AIMESH_R_NO_BACKEND]++;
+
+    auto ctx = select(kSvc, rnd0, v4Only);
+    ASSERT_EQ(ctx.err, wantErr) << "rnd " << rnd0 << " v4_only " << v4Only;
+    ASSERT_EQ(ctx.backend_id, wantBe) << "rnd " << rnd0 << " v4_only " << v4Only;
+  }
+  EXPECT_EQ(reasons(), want);
+  // The service is messy enough that every skip reason and refusals happen.
+  for (int r : {AIMESH_R_NO_BACKEND, AIMESH_R_SLOT_MISSING, AIMESH_R_BACKEND_MISSING, AIMESH_R_BACKEND_INACTIVE,
+                AIMESH_R_FAMILY_MISMATCH})
+    EXPECT_GT(want[static_cast<size_t>(r)], 0u) << "reason " << r << " never exercised";
+}
+
+// Counter reads use the per-CPU layout: one 8-byte value per possible CPU.
+TEST_F(Select, ReasonsMapIsPerCpuU64) {
+  EXPECT_EQ(bpf_map__type(skel_->maps.aimesh_reasons), BPF_MAP_TYPE_PERCPU_ARRAY);
+  EXPECT_EQ(bpf_map__value_size(skel_->maps.aimesh_reasons), sizeof(uint64_t));
+  EXPECT_EQ(bpf_map__max_entries(skel_->maps.aimesh_reasons), static_cast<uint32_t>(AIMESH_R_MAX));
+}
+
+}  // namespace
+}  // namespace aimesh
