@@ -70,6 +70,10 @@ bool Agent::applyLocked(const Snapshot& snap) {
     spdlog::error("reconcile failed: {}", r.error().message());
     return false;
   }
+  for (auto& s : snap.services)
+    if (s.algorithm != Algorithm::kRandom && warnedAlgorithm_.insert(s.key()).second)
+      spdlog::warn("service {}: algorithm '{}' is not in the data plane yet; connections use weighted random",
+                   s.key(), toString(s.algorithm));
   lastGood_ = snap;
   index_ = std::move(idx);
   counters_.reconciles++;
@@ -123,10 +127,8 @@ std::vector<uint32_t> keysOf(const auto& m) {
 }  // namespace
 
 std::string Agent::metricsText() {
-  std::lock_guard lk(mu_);
-  auto st = readStats(dp_.maps(), keysOf(index_.services), keysOf(index_.backends));
-  DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
-  if (!st) spdlog::warn("read counters: {}", st.error().message());
+  // Occupancy walks the maps key by key (revnat can be large): do it before
+  // taking the lock so a scrape does not hold up reconciles.
   const MapFds& m = dp_.maps();
   std::vector<MapOccupancy> maps;
   for (auto [name, fd, cap] : {std::tuple{"aimesh_frontends", m.frontends, AIMESH_MAX_FRONTENDS},
@@ -137,6 +139,10 @@ std::string Agent::metricsText() {
     auto n = countEntries(fd);
     maps.push_back(MapOccupancy{name, n ? *n : 0, static_cast<uint64_t>(cap)});
   }
+  std::lock_guard lk(mu_);
+  auto st = readStats(dp_.maps(), keysOf(index_.services), keysOf(index_.backends));
+  DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
+  if (!st) spdlog::warn("read counters: {}", st.error().message());
   MetricsInput in{&index_, &stats, counters_, std::move(maps), AIMESH_VERSION};
   return renderMetrics(in);
 }

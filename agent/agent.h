@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -65,6 +66,7 @@ class Agent {
   IdIndex index_;
   AgentCounters counters_;
   std::string lastError_;
+  std::set<std::string> warnedAlgorithm_;
   std::chrono::steady_clock::time_point started_;
   std::optional<HttpServer> http_;
   std::optional<ApiServer> api_;

@@ -2,6 +2,9 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
+#include <chrono>
 #include <thread>
 
 namespace aimesh {
@@ -57,6 +60,12 @@ Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h) {
   HttpServer s;
   s.impl_ = std::make_unique<Impl>();
   auto& srv = s.impl_->server;
+  // httplib's default sets SO_REUSEPORT, which would let a second agent bind
+  // the same port and silently split scrapes; plain SO_REUSEADDR only.
+  srv.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   srv.set_payload_max_length(8 * 1024);
   srv.set_read_timeout(5, 0);
   srv.set_write_timeout(5, 0);
@@ -78,6 +87,10 @@ Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h) {
     s.port_ = hp->second;
   }
   s.impl_->thread = std::thread([&srv] { srv.listen_after_bind(); });
+  // httplib's stop() is a no-op until the listener loop runs; wait for it so
+  // that stopping right after start() cannot leave the thread in accept().
+  for (int i = 0; i < 500 && !srv.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  if (!srv.is_running()) return Error::msg("metrics listener on " + addr + " did not start");
   return s;
 }
 

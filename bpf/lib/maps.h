@@ -1,4 +1,11 @@
-/* Every map of the socket data plane, defined once. Names are the pin names
+/* Every map of the socket data plane, defined once.
+ *
+ * The maps the agent updates while programs read them are BPF_F_NO_PREALLOC
+ * hash maps: an update links in a new element and frees the old one after an
+ * RCU grace period, so a reader holding a value pointer sees the old record
+ * or the new one, never a mix (a preallocated map recycles the old element at
+ * once, and a concurrent update could overwrite it under the reader).
+ * Names are the pin names
  * (LIBBPF_PIN_BY_NAME under the agent's pin dir), so a restarted agent and
  * every object share the same maps. Key/value types come from aimesh/abi.h. */
 #ifndef AIMESH_BPF_MAPS_H
@@ -12,6 +19,7 @@ struct {
 	__uint(max_entries, AIMESH_MAX_FRONTENDS);
 	__type(key, struct aimesh_frontend_key);
 	__type(value, struct aimesh_frontend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_frontends SEC(".maps");
 
@@ -21,6 +29,7 @@ struct {
 	__uint(max_entries, AIMESH_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct aimesh_service);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_services SEC(".maps");
 
@@ -30,6 +39,7 @@ struct {
 	__uint(max_entries, AIMESH_MAX_SLOTS);
 	__type(key, struct aimesh_slot_key);
 	__type(value, struct aimesh_slot);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_slots SEC(".maps");
 
@@ -39,6 +49,7 @@ struct {
 	__uint(max_entries, AIMESH_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct aimesh_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_backends SEC(".maps");
 

@@ -60,7 +60,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	struct aimesh_svc_stats *ss;
 	struct aimesh_be_stats *bs;
 	__u32 svc_id, be_id = 0;
-	int err;
+	int err, need;
 
 	if (ctx->protocol != AIMESH_PROTO_TCP && ctx->protocol != AIMESH_PROTO_UDP)
 		return SYS_PROCEED;
@@ -72,7 +72,12 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 		return SYS_PROCEED;
 	svc_id = fe->service_id;
 
-	err = lb_select(svc_id, bpf_get_prandom_u32(), family == AIMESH_FAMILY_V4, &be_id, &be);
+	/* An IPv4 socket can only reach IPv4 backends. An IPv6 socket reaches an
+	 * IPv4 backend through its ::ffff: form at connect(), but the kernel
+	 * refuses an unconnected UDPv6 send rewritten to a mapped address
+	 * (ENOTSUPP in udpv6_sendmsg), so sendmsg6 needs an IPv6 backend. */
+	need = family == AIMESH_FAMILY_V4 ? AIMESH_FAMILY_V4 : (is_connect ? 0 : AIMESH_FAMILY_V6);
+	err = lb_select(svc_id, bpf_get_prandom_u32(), need, &be_id, &be);
 	if (err || !be) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)

@@ -74,7 +74,7 @@ enum aimesh_reason {
 	AIMESH_R_SLOT_MISSING = 2,     /* slot lookup failed (update in flight) */
 	AIMESH_R_BACKEND_MISSING = 3,  /* slot names a backend with no record */
 	AIMESH_R_BACKEND_INACTIVE = 4, /* picked a draining/terminating backend, retried */
-	AIMESH_R_FAMILY_MISMATCH = 5,  /* IPv4 socket picked an IPv6 backend, retried */
+	AIMESH_R_FAMILY_MISMATCH = 5,  /* picked a backend of a family the call cannot use, retried */
 	AIMESH_R_REVNAT_FAILED = 6,    /* could not record the reverse translation */
 	AIMESH_R_MAX,
 };
@@ -98,8 +98,9 @@ struct aimesh_frontend {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_frontend) == 4, "frontend size");
 
-/* aimesh_services value. Replaced whole (hash map update is an RCU swap), so
- * slot_gen and slot_count always change together. */
+/* aimesh_services value. Replaced whole: the map is BPF_F_NO_PREALLOC, so an
+ * update is an RCU swap and slot_gen and slot_count always change together
+ * for a reader (bpf/lib/maps.h says why). */
 struct aimesh_service {
 	__u32 slot_count;    /* live slots in generation slot_gen; 0 = no usable backend */
 	__u32 backend_count; /* distinct active backends behind the slots */
@@ -185,7 +186,7 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_stats) == 16, "be_stats size");
 struct aimesh_select_ctx {
 	__u32 service_id;
 	__u32 rnd;
-	__u8 v4_only;
+	__u8 family;      /* 0: any backend; else only backends of this AIMESH_FAMILY_* */
 	__u8 pad[3];
 	__s32 err;        /* 0 or -errno */
 	__u32 backend_id; /* out */

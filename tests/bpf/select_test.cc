@@ -120,7 +120,7 @@ class Select : public ::testing::Test {
     aimesh_select_ctx ctx{};
     ctx.service_id = svc;
     ctx.rnd = rnd;
-    ctx.v4_only = v4Only ? 1 : 0;
+    ctx.family = v4Only ? AIMESH_FAMILY_V4 : 0;
     ctx.err = 12345;            // sentinel: the program must overwrite it
     ctx.backend_id = 0xdeadbeef;
     LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));

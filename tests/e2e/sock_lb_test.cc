@@ -136,23 +136,30 @@ TEST_F(SockLbE2e, UdpIpv4AndIpv6RecvfromShowsServiceAddress) {
   serve("fd77::2", "u6");
   startAgent(stateYaml({"10.96.0.30", "fd96::30"}, "UDP", {{"10.77.0.2"}, {"fd77::2"}}));
   json r = json::parse(client([] {
-    // An IPv4 socket can only use the IPv4 backend; IPv6 sockets may get either
-    // (an IPv4 backend through its ::ffff: form).
+    // An IPv4 socket can only use the IPv4 backend. An unconnected IPv6 send
+    // must get the IPv6 one (the kernel refuses a send rewritten to ::ffff:),
+    // every time; a connected IPv6 socket may get either.
     Reply v4 = udpAsk("10.96.0.30", 8000);
-    Reply v6 = udpAsk("fd96::30", 8000);
+    std::map<std::string, int> v6;
+    for (int i = 0; i < 20; ++i) {
+      Reply x = udpAsk("fd96::30", 8000);
+      v6[x.err ? "error:" + std::to_string(x.err) : x.name + " from " + x.peer]++;
+    }
     Reply c4 = udpConnectedAsk("10.96.0.30", 8000);
-    return json{{"v4", {v4.err, v4.name, v4.peer}}, {"v6", {v6.err, v6.name, v6.peer}},
-                {"c4", {c4.err, c4.name, c4.peer}}}
+    Reply c6 = udpConnectedAsk("fd96::30", 8000);
+    return json{{"v4", {v4.err, v4.name, v4.peer}}, {"v6", v6}, {"c4", {c4.err, c4.name, c4.peer}},
+                {"c6", {c6.err, c6.name, c6.peer}}}
         .dump();
   }));
   EXPECT_EQ(r["v4"], json({0, "u4", "10.96.0.30:8000"}));
-  EXPECT_EQ(r["v6"][0], 0);
-  EXPECT_EQ(r["v6"][2], "[fd96::30]:8000");
+  EXPECT_EQ(r["v6"], json({{"u6 from [fd96::30]:8000", 20}}));
   EXPECT_EQ(r["c4"], json({0, "u4", "10.96.0.30:8000"}));
+  EXPECT_EQ(r["c6"][0], 0);
+  EXPECT_EQ(r["c6"][2], "[fd96::30]:8000");
   json svcs = api("services")["services"];
   ASSERT_EQ(svcs.size(), 1u);
-  EXPECT_EQ(svcs[0]["datagrams"], 2);    // two unconnected sendto()
-  EXPECT_EQ(svcs[0]["connections"], 1);  // one connected UDP socket
+  EXPECT_EQ(svcs[0]["datagrams"], 21);   // unconnected sendto()
+  EXPECT_EQ(svcs[0]["connections"], 2);  // connected UDP sockets
 }
 
 TEST_F(SockLbE2e, NonServiceDestinationPassesUntouched) {

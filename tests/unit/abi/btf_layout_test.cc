@@ -86,7 +86,7 @@ const std::vector<StructLayout>& cxxLayouts() {
       {"aimesh_select_ctx",
        sizeof(aimesh_select_ctx),
        {AIMESH_MEMBER(aimesh_select_ctx, service_id), AIMESH_MEMBER(aimesh_select_ctx, rnd),
-        AIMESH_MEMBER(aimesh_select_ctx, v4_only), AIMESH_MEMBER(aimesh_select_ctx, pad),
+        AIMESH_MEMBER(aimesh_select_ctx, family), AIMESH_MEMBER(aimesh_select_ctx, pad),
         AIMESH_MEMBER(aimesh_select_ctx, err), AIMESH_MEMBER(aimesh_select_ctx, backend_id)}},
   };
   return t;

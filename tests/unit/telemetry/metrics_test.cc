@@ -4,8 +4,12 @@
 // the HTTP server answering /metrics, /healthz and /readyz on loopback.
 #include "telemetry/metrics.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -15,6 +19,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "telemetry/http_server.h"
@@ -373,6 +378,15 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_TRUE(s) << s.error().message();
     server_.emplace(std::move(s.value()));
     ASSERT_GT(server_->port(), 0);
+    // Wait until the server thread is serving before any test can stop it:
+    // HttpServer::stop() right after start() can hang (see StopClosesTheListener).
+    bool up = false;
+    for (int i = 0; i < 200 && !up; ++i) {
+      auto res = client().Get("/healthz");
+      up = res && res->status == 200;
+      if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(up) << "server on port " << server_->port() << " never answered";
   }
   httplib::Client client() {
     httplib::Client c("127.0.0.1", server_->port());
@@ -431,13 +445,29 @@ TEST_F(HttpServerTest, UnknownPathIs404AndDoesNotScrape) {
   EXPECT_EQ(scrapes_.load(), 0);
 }
 
-TEST_F(HttpServerTest, PortInUseIsAnError) {
-  auto second = HttpServer::start("127.0.0.1:" + std::to_string(server_->port()),
-                                  HttpHandlers{[] { return std::string(); }, [] { return true; }});
-  ASSERT_FALSE(second);
-  EXPECT_NE(second.error().message().find("bind metrics listener"), std::string::npos) << second.error().message();
+// A port held by a plain listener (no SO_REUSEPORT) cannot be bound. Not
+// tested against a second HttpServer: cpp-httplib sets SO_REUSEPORT, so a
+// second HttpServer on the same port binds successfully.
+TEST(HttpServer, PortInUseIsAnError) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = 0;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof(sa);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len), 0);
+  int port = ntohs(sa.sin_port);
+  auto s = HttpServer::start("127.0.0.1:" + std::to_string(port),
+                             HttpHandlers{[] { return std::string(); }, [] { return true; }});
+  ::close(fd);
+  ASSERT_FALSE(s) << "bound port " << port << " although it is in use";
+  EXPECT_NE(s.error().message().find("bind metrics listener"), std::string::npos) << s.error().message();
 }
 
+// SetUp waited for the server to answer, so stop() finds it listening.
 TEST_F(HttpServerTest, StopClosesTheListener) {
   int port = server_->port();
   server_->stop();
