@@ -23,7 +23,8 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (BPF, cgroups, namespaces)" >&2; exit 1; }
 [ $INSTALL -eq 1 ] && scripts/install-deps.sh
 scripts/build.sh
-B=$ROOT/${BUILD_DIR:-build}
+B=${BUILD_DIR:-build}
+case $B in /*) ;; *) B=$ROOT/$B ;; esac
 
 CG_ROOT=$(awk '$3=="cgroup2"{print $2; exit}' /proc/self/mounts)
 [ -n "$CG_ROOT" ] || { echo "demo: no cgroup v2 mount" >&2; exit 1; }

@@ -3,7 +3,10 @@
 // namespace. Needs root.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include <chrono>
 #include <cmath>
@@ -335,6 +338,76 @@ TEST_F(SockLbE2e, KillNineKeepsRoutingAndRestartAdoptsWithoutDuplicates) {
   EXPECT_EQ(api("services")["services"][0]["connections"], 1);
   r = json::parse(client([] { return json{{"name", tcpAsk("10.96.0.20", 8000).name}}.dump(); }));
   EXPECT_EQ(r["name"], "a");
+}
+
+}  // namespace
+}  // namespace aimesh::testing
+
+namespace aimesh::testing {
+namespace {
+
+// Runs a command, returns {exit status, stdout}.
+std::pair<int, std::string> capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+TEST_F(SockLbE2e, MeshctlShowsServicesAndEndpointsAndFailsClearlyWithoutAgent) {
+  serve("10.77.0.2", "a");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2", 3}, {"10.77.0.3", 1, "draining"}}));
+  client([] { return tcpAsk("10.96.0.20", 8000).name; });
+  std::string meshctl = std::string(AIMESH_BINARY_DIR) + "/meshctl --socket " + agent_->apiSocket();
+
+  auto [rc, out] = capture(meshctl + " -o json endpoints chat");
+  ASSERT_EQ(rc, 0) << out;
+  json eps = json::parse(out)["endpoints"];
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_EQ(eps[0]["address"], "10.77.0.2");
+  EXPECT_EQ(eps[0]["weight"], 3);
+  EXPECT_EQ(eps[0]["connections"], 1);
+  EXPECT_EQ(eps[1]["state"], "draining");
+
+  std::tie(rc, out) = capture(meshctl + " services");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(out.find("llama-3-8b"), std::string::npos) << out;
+  EXPECT_NE(out.find("10.96.0.20:8000/TCP"), std::string::npos) << out;
+
+  std::tie(rc, out) = capture(meshctl + " -o json status");
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(json::parse(out)["ready"], true);
+
+  std::tie(rc, out) = capture(meshctl + " endpoints no-such-service 2>&1");
+  EXPECT_EQ(rc, 1) << out;
+
+  agent_->kill9();
+  std::tie(rc, out) = capture(meshctl + " status 2>&1");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find(agent_->apiSocket()), std::string::npos) << "the message names the socket: " << out;
+}
+
+TEST_F(SockLbE2e, CleanupRemovesEverythingAndTheServiceAddressIsNoLongerRewritten) {
+  serve("10.77.0.2", "a");
+  startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
+  EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8);
+  agent_->kill9();
+  auto [rc, out] = capture(std::string(AIMESH_BINARY_DIR) + "/aimesh-agent --cleanup --pin-dir " +
+                           agent_->pinDir() + " 2>&1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 0);
+  EXPECT_FALSE(std::filesystem::exists(agent_->pinDir()));
+  // Without the data plane the VIP is just an address with no route.
+  json r = json::parse(client([] { return json{{"err", tcpAsk("10.96.0.20", 8000, 500).err}}.dump(); }));
+  EXPECT_EQ(r["err"], ENETUNREACH);
+  // A second cleanup has nothing to do and still succeeds.
+  std::tie(rc, out) = capture(std::string(AIMESH_BINARY_DIR) + "/aimesh-agent --cleanup --pin-dir " +
+                              agent_->pinDir() + " 2>&1");
+  EXPECT_EQ(rc, 0) << out;
 }
 
 }  // namespace
