@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "bpf/unique_fd.h"
+#include "util/unique_fd.h"
 #include "util/result.h"
 
 struct sock_lb;

@@ -1,4 +1,5 @@
 #include "reconcile/bpf_map_writer.h"
+#include "util/overloaded.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -60,12 +61,6 @@ ServiceRecord fromAbi(const aimesh_service& a) {
 }
 
 namespace {
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 Status update(int fd, const void* k, const void* v, const char* map) {
   if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) return Error::fromErrno(std::string("update ") + map);

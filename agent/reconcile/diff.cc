@@ -1,4 +1,5 @@
 #include "reconcile/diff.h"
+#include "util/overloaded.h"
 
 #include <algorithm>
 #include <fmt/format.h>
@@ -6,12 +7,6 @@
 namespace aimesh {
 namespace {
 
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 std::string slotStr(const SlotKey& k) { return fmt::format("{}/{}", k.serviceId, k.slot); }
 

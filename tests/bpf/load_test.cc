@@ -9,6 +9,8 @@
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
 
+#include "fixtures/bpf_objects.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdarg>
@@ -73,16 +75,7 @@ struct ObjectDeleter {
 };
 using ObjectPtr = std::unique_ptr<bpf_object, ObjectDeleter>;
 
-std::vector<std::string> bpfObjects() {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(AIMESH_BPF_DIR, ec)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_regular_file() && name.size() > 6 && name.ends_with(".bpf.o")) out.push_back(e.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+using testing::bpfObjects;
 
 // Opens `path` with every map's pinning turned off. kernel_log_level comes from
 // AIMESH_BPF_LOG_LEVEL (default 0: libbpf still fetches the log on failure).

@@ -9,6 +9,8 @@
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
 
+#include "fixtures/bpf_objects.h"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -94,16 +96,7 @@ const std::vector<StructLayout>& cxxLayouts() {
 
 #undef AIMESH_MEMBER
 
-std::vector<std::string> bpfObjects() {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(AIMESH_BPF_DIR, ec)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_regular_file() && name.size() > 6 && name.ends_with(".bpf.o")) out.push_back(e.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+using testing::bpfObjects;
 
 struct BtfDeleter {
   void operator()(btf* b) const { btf__free(b); }
