@@ -21,16 +21,20 @@ Agent::Agent(AgentOptions opts, Datapath dp)
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
-  auto dp = Datapath::open(DatapathOptions{opts.pinDir, opts.cgroup});
+  auto dp = Datapath::open(DatapathOptions{opts.pinDir, opts.cgroup, opts.telemetry});
   if (!dp) return dp.error();
   for (auto& p : dp->programs())
     spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
 
   std::unique_ptr<Agent> a(new Agent(opts, std::move(dp.value())));
+  auto events = EventLog::start(a->dp_.maps().events);
+  if (!events) return events.error();
+  a->events_ = std::move(events.value());
   if (!opts.stateFile.empty()) a->reload();
 
-  auto http = HttpServer::start(opts.metricsAddr, HttpHandlers{[p = a.get()] { return p->metricsText(); },
-                                                               [p = a.get()] { return p->ready(); }});
+  auto http = HttpServer::start(opts.metricsAddr, HttpHandlers{[p = a.get()] { return p->metricsText(false); },
+                                                               [p = a.get()] { return p->ready(); },
+                                                               [p = a.get()] { return p->metricsText(true); }});
   if (!http) return http.error();
   a->http_.emplace(std::move(http.value()));
   spdlog::info("metrics on http://{}/metrics", a->http_->address());
@@ -126,7 +130,7 @@ std::vector<uint32_t> keysOf(const auto& m) {
 }
 }  // namespace
 
-std::string Agent::metricsText() {
+std::string Agent::metricsText(bool openMetrics) {
   // Occupancy walks the maps key by key (revnat can be large): do it before
   // taking the lock so a scrape does not hold up reconciles.
   const MapFds& m = dp_.maps();
@@ -143,7 +147,12 @@ std::string Agent::metricsText() {
   auto st = readStats(dp_.maps(), keysOf(index_.services), keysOf(index_.backends));
   DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
   if (!st) spdlog::warn("read counters: {}", st.error().message());
+  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends));
+  if (!tel) spdlog::warn("read telemetry: {}", tel.error().message());
   MetricsInput in{&index_, &stats, counters_, std::move(maps), AIMESH_VERSION};
+  if (opts_.telemetry && tel) in.telemetry = &tel.value();
+  in.events = events_ ? events_->total() : 0;
+  in.openMetrics = openMetrics;
   return renderMetrics(in);
 }
 
@@ -152,7 +161,10 @@ json Agent::handleApi(const json& req) {
   if (method == "status") return statusJson();
   if (method == "services") return servicesJson();
   if (method == "endpoints") return endpointsJson(req);
-  return json{{"error", "unknown method '" + method + "' (status, services, endpoints)"}};
+  if (method == "latency") return latencyJson(req);
+  if (method == "top") return topJson();
+  if (method == "flows") return flowsJson(req);
+  return json{{"error", "unknown method '" + method + "' (status, services, endpoints, latency, top, flows)"}};
 }
 
 json Agent::statusJson() {
@@ -231,6 +243,107 @@ json Agent::endpointsJson(const json& req) {
     }
   }
   return json{{"endpoints", out}};
+}
+
+}  // namespace aimesh
+
+namespace aimesh {
+
+std::string Agent::endpointName(uint32_t backendId) const {
+  auto it = index_.backends.find(backendId);
+  if (it == index_.backends.end()) return "backend#" + std::to_string(backendId);
+  const IpAddr& a = it->second.endpoint.address;
+  return (a.isV4() ? a.toString() : "[" + a.toString() + "]") + ":" + std::to_string(it->second.targetPort);
+}
+
+namespace {
+json histJson(const Histogram& h) {
+  json buckets = json::array();
+  for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b)
+    if (h.buckets[b])
+      buckets.push_back({histBucketLower(b) / 1e9, histBucketUpper(b) / 1e9, h.buckets[b]});
+  return json{{"count", h.count},
+              {"sum_seconds", h.sumNs / 1e9},
+              {"p50", h.quantileNs(0.5) / 1e9},
+              {"p90", h.quantileNs(0.9) / 1e9},
+              {"p99", h.quantileNs(0.99) / 1e9},
+              {"buckets", buckets}};
+}
+}  // namespace
+
+json Agent::latencyJson(const json& req) {
+  std::lock_guard lk(mu_);
+  std::string want = req.value("service", ""), ns = req.value("namespace", "");
+  std::vector<uint32_t> ids;
+  for (auto& [sid, s] : index_.services) {
+    if (s.name != want || (!ns.empty() && s.nameSpace != ns)) continue;
+    ids.insert(ids.end(), s.backendIds.begin(), s.backendIds.end());
+  }
+  if (ids.empty()) {
+    bool known = false;
+    for (auto& [sid, s] : index_.services) known |= s.name == want && (ns.empty() || s.nameSpace == ns);
+    if (!known) return json{{"error", "unknown service '" + want + "'"}};
+  }
+  auto tel = readTelemetry(dp_.maps(), ids);
+  if (!tel) return json{{"error", tel.error().message()}};
+  json eps = json::array();
+  for (uint32_t id : ids) {
+    const BackendInfo& b = index_.backends.at(id);
+    const ServiceInfo& s = index_.services.at(b.serviceId);
+    const BackendTelemetry& t = tel->at(id);
+    json metrics = json::object();
+    if (t.hasHistograms)
+      for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) metrics[metricName(m)] = histJson(t.hist[m]);
+    eps.push_back({{"service", s.name}, {"namespace", s.nameSpace}, {"model", s.model}, {"endpoint", endpointName(id)},
+                   {"backend_id", id}, {"metrics", metrics}});
+  }
+  return json{{"endpoints", eps}};
+}
+
+json Agent::topJson() {
+  std::lock_guard lk(mu_);
+  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends));
+  if (!tel) return json{{"error", tel.error().message()}};
+  json eps = json::array();
+  for (auto& [id, b] : index_.backends) {
+    const ServiceInfo& s = index_.services.at(b.serviceId);
+    const BackendTelemetry& t = tel->at(id);
+    const aimesh_be_tel& c = t.counters;
+    eps.push_back({{"service", s.name}, {"namespace", s.nameSpace}, {"model", s.model}, {"endpoint", endpointName(id)},
+                   {"backend_id", id}, {"active", std::max<int64_t>(0, t.active)}, {"opened", c.opened},
+                   {"requests", c.requests}, {"responses", c.responses},
+                   {"errors", c.failed_refused + c.failed_timeout + c.reset},
+                   {"ttft_p50", t.hist[AIMESH_M_TTFT].quantileNs(0.5) / 1e9},
+                   {"ttft_p99", t.hist[AIMESH_M_TTFT].quantileNs(0.99) / 1e9},
+                   {"gap_p50", t.hist[AIMESH_M_GAP].quantileNs(0.5) / 1e9}});
+  }
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return json{{"time_seconds", ts.tv_sec + ts.tv_nsec / 1e9}, {"endpoints", eps}};
+}
+
+json Agent::flowsJson(const json& req) {
+  uint64_t since = req.value("since", uint64_t{0}), next = 0, dropped = 0;
+  if (!events_) return json{{"error", "no event log"}};
+  auto evs = events_->since(since, 1000, &next, &dropped);
+  std::lock_guard lk(mu_);
+  json out = json::array();
+  for (auto& fe : evs) {
+    const aimesh_event& e = fe.ev;
+    auto sit = index_.services.find(e.service_id);
+    out.push_back({{"seq", fe.seq},
+                   {"time_seconds", e.ts_ns / 1e9},
+                   {"type", eventTypeName(e.type)},
+                   {"service", sit == index_.services.end() ? "" : sit->second.name},
+                   {"namespace", sit == index_.services.end() ? "" : sit->second.nameSpace},
+                   {"endpoint", e.backend_id ? endpointName(e.backend_id) : ""},
+                   {"duration_seconds", e.duration_ns / 1e9},
+                   {"bytes_sent", e.bytes_sent},
+                   {"bytes_received", e.bytes_received},
+                   {"requests", e.requests},
+                   {"retransmits", e.retransmits}});
+  }
+  return json{{"next", next}, {"dropped", dropped}, {"events", out}};
 }
 
 }  // namespace aimesh

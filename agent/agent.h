@@ -20,6 +20,7 @@
 #include "telemetry/api_server.h"
 #include "telemetry/http_server.h"
 #include "telemetry/metrics.h"
+#include "telemetry/telemetry.h"
 
 namespace aimesh {
 
@@ -30,6 +31,7 @@ struct AgentOptions {
   std::string apiSocket = "/run/aimesh/agent.sock";
   std::string pinDir = "/sys/fs/bpf/aimesh";
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
+  bool telemetry = true;                     // attach sock_ops + cgroup_skb telemetry
 };
 
 class Agent {
@@ -47,7 +49,7 @@ class Agent {
   bool reload();
 
   nlohmann::json handleApi(const nlohmann::json& req);
-  std::string metricsText();
+  std::string metricsText(bool openMetrics = false);
   bool ready();
 
  private:
@@ -56,6 +58,10 @@ class Agent {
   nlohmann::json statusJson();
   nlohmann::json servicesJson();
   nlohmann::json endpointsJson(const nlohmann::json& req);
+  nlohmann::json latencyJson(const nlohmann::json& req);
+  nlohmann::json topJson();
+  nlohmann::json flowsJson(const nlohmann::json& req);
+  std::string endpointName(uint32_t backendId) const;  // "10.77.0.2:8000" or "[fd77::2]:8000"
 
   AgentOptions opts_;
   Datapath dp_;
@@ -68,6 +74,7 @@ class Agent {
   std::string lastError_;
   std::set<std::string> warnedAlgorithm_;
   std::chrono::steady_clock::time_point started_;
+  std::unique_ptr<EventLog> events_;
   std::optional<HttpServer> http_;
   std::optional<ApiServer> api_;
 };

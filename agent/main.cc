@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--telemetry", opts.telemetry,
+                 "attach the latency/lifecycle telemetry programs (sock_ops, cgroup_skb)")
+      ->capture_default_str();
   app.add_flag("--cleanup", cleanup, "detach and remove everything pinned under --pin-dir, then exit");
   CLI11_PARSE(app, argc, argv);
 

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 
 #include "client/api_client.h"
@@ -45,6 +47,25 @@ int main(int argc, char** argv) {
   bool clientOnly = false;
   version->add_flag("--client", clientOnly, "do not ask the agent");
 
+  auto* latency = app.add_subcommand("latency", "latency histograms of SERVICE's endpoints");
+  LatencyQuery latencyQuery;
+  latency->add_option("SERVICE", latencyQuery.service, "service name")->required();
+  latency->add_option("-n,--namespace", latencyQuery.ns, "namespace of the service");
+  auto* top = app.add_subcommand("top", "live per-endpoint load and latency, redrawn until Ctrl-C");
+  TopOptions topOptions;
+  top->add_option("--interval", topOptions.intervalSeconds, "seconds between polls")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  top->add_option("--iterations", topOptions.iterations, "frames to draw (0: until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  auto* flows = app.add_subcommand("flows", "connection events: open, close, refused, ...");
+  FlowsOptions flowsOptions;
+  flows->add_flag("-f,--follow", flowsOptions.follow, "keep printing new events until Ctrl-C");
+  flows->add_option("--interval", flowsOptions.intervalSeconds, "seconds between polls with -f")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -71,6 +92,15 @@ int main(int argc, char** argv) {
     result = runEndpoints(call, filter, *format);
   } else if (*version) {
     result = runVersion(clientOnly ? nullptr : &call, *format);
+  } else if (*latency) {
+    result = runLatency(call, latencyQuery, *format);
+  } else if (*top) {
+    // Frames stream out as they come, so these two write directly.
+    topOptions.clearScreen = ::isatty(STDOUT_FILENO) == 1;
+    return runTop(call, topOptions, *format, std::cout, std::cerr, sigintPollLoop());
+  } else if (*flows) {
+    return runFlows(call, flowsOptions, *format, systemFlowClock(), std::cout, std::cerr,
+                    sigintPollLoop());
   }
   std::cout << result.out << std::flush;
   std::cerr << result.err << std::flush;

@@ -10,20 +10,21 @@
 
 #include "bpf/system.h"
 #include "sock_lb.skel.h"
+#include "sock_ops.skel.h"
+#include "sock_telemetry.skel.h"
 
 namespace aimesh {
 namespace fs = std::filesystem;
 
 namespace {
+
 std::string linksDir(const std::string& pinDir) { return pinDir + "/links"; }
 
-std::vector<std::pair<std::string, bpf_program*>> programsOf(sock_lb* s) {
-  return {
-      {"connect4", s->progs.aimesh_connect4},   {"connect6", s->progs.aimesh_connect6},
-      {"sendmsg4", s->progs.aimesh_sendmsg4},   {"sendmsg6", s->progs.aimesh_sendmsg6},
-      {"recvmsg4", s->progs.aimesh_recvmsg4},   {"recvmsg6", s->progs.aimesh_recvmsg6},
-      {"getpeername4", s->progs.aimesh_getpeer4}, {"getpeername6", s->progs.aimesh_getpeer6},
-  };
+// Short program name: the function name without "aimesh_"; also the link's
+// pin name, e.g. "connect4", "sockops", "skb_ingress".
+std::string shortName(const bpf_program* p) {
+  std::string n = bpf_program__name(p);
+  return n.rfind("aimesh_", 0) == 0 ? n.substr(7) : n;
 }
 
 Result<bpf_link_info> linkInfo(int fd) {
@@ -32,16 +33,97 @@ Result<bpf_link_info> linkInfo(int fd) {
   if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return Error::fromErrno("bpf_obj_get_info_by_fd(link)");
   return info;
 }
+
+// Opens a skeleton with maps pinned by name under pinDir and loads it.
+template <class Skel>
+Result<void*> openSkel(const char* what, Skel* (*open)(const bpf_object_open_opts*), int (*load)(Skel*),
+                       void (*destroy)(Skel*), const std::string& pinDir) {
+  LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
+  Skel* s = open(&oo);
+  if (!s) return Error::fromErrno(std::string("open BPF object ") + what);
+  if (int err = load(s); err != 0) {
+    destroy(s);
+    return Error::fromCode(err, std::string("load BPF object ") + what +
+                                    " (verifier log above; if pinned maps under " + pinDir +
+                                    " are from an incompatible version, run aimesh-agent --cleanup)");
+  }
+  return static_cast<void*>(s);
+}
+
+// The telemetry programs, detached when telemetry is off.
+bool isTelemetryLink(const std::string& name) {
+  return name == "sockops" || name == "skb_egress" || name == "skb_ingress";
+}
+
 }  // namespace
 
-void Datapath::SkelDeleter::operator()(sock_lb* s) const { sock_lb__destroy(s); }
+Datapath::Object::Object(Object&& o) noexcept
+    : skel(std::exchange(o.skel, nullptr)), destroy(o.destroy), obj(std::exchange(o.obj, nullptr)) {}
+Datapath::Object& Datapath::Object::operator=(Object&& o) noexcept {
+  if (this != &o) {
+    if (skel) destroy(skel);
+    skel = std::exchange(o.skel, nullptr);
+    destroy = o.destroy;
+    obj = std::exchange(o.obj, nullptr);
+  }
+  return *this;
+}
+Datapath::Object::~Object() {
+  if (skel) destroy(skel);
+}
+
 // Closing our fd of a pinned link leaves it attached (the pin holds it).
 void Datapath::LinkDeleter::operator()(bpf_link* l) const { bpf_link__destroy(l); }
 
 Datapath::Datapath() = default;
 Datapath::Datapath(Datapath&&) noexcept = default;
 Datapath& Datapath::operator=(Datapath&&) noexcept = default;
-Datapath::~Datapath() = default;
+Datapath::~Datapath() {
+  links_.clear();  // before the objects their programs belong to
+}
+
+Status Datapath::attachAll(const Object& o, const DatapathOptions& opts, int cgFd, uint64_t cgId) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, o.obj) {
+    std::string name = shortName(prog);
+    std::string pin = linksDir(opts.pinDir) + "/" + name;
+    ProgramStatus st{name, opts.cgroupPath, 0, false};
+    bpf_link* link = nullptr;
+    if (fs::exists(pin)) {
+      link = bpf_link__open(pin.c_str());
+      if (!link) return Error::fromErrno("open pinned link " + pin);
+      auto info = linkInfo(bpf_link__fd(link));
+      if (info && info->type == BPF_LINK_TYPE_CGROUP && info->cgroup.cgroup_id == cgId) {
+        // Same hook: swap the program in place, no moment without one.
+        if (int err = bpf_link__update_program(link, prog); err != 0) {
+          bpf_link__destroy(link);
+          return Error::fromCode(err, "replace program of pinned link " + pin);
+        }
+        st.adopted = true;
+      } else {
+        spdlog::warn("pinned link {} belongs to another cgroup; re-attaching to {}", pin, opts.cgroupPath);
+        bpf_link__detach(link);
+        bpf_link__unpin(link);
+        bpf_link__destroy(link);
+        link = nullptr;
+      }
+    }
+    if (!link) {
+      link = bpf_program__attach_cgroup(prog, cgFd);
+      if (!link) return Error::fromErrno("attach " + name + " to cgroup " + opts.cgroupPath);
+      if (int err = bpf_link__pin(link, pin.c_str()); err != 0) {
+        bpf_link__detach(link);
+        bpf_link__destroy(link);
+        return Error::fromCode(err, "pin link " + pin);
+      }
+    }
+    links_.emplace_back(link);
+    auto info = linkInfo(bpf_link__fd(link));
+    st.linkId = info ? info->id : 0;
+    programs_.push_back(st);
+  }
+  return {};
+}
 
 Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   std::error_code ec;
@@ -56,57 +138,54 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   if (!cgFd.valid()) return Error::fromErrno("open cgroup " + opts.cgroupPath);
 
   Datapath dp;
-  LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pinDir.c_str());
-  dp.skel_.reset(sock_lb__open_opts(&oo));
-  if (!dp.skel_) return Error::fromErrno("open sock_lb BPF object");
-  if (int err = sock_lb__load(dp.skel_.get()); err != 0)
-    return Error::fromCode(err,
-                           "load sock_lb BPF programs (verifier log above; if pinned maps under " + opts.pinDir +
-                               " are from an incompatible version, run aimesh-agent --cleanup)");
+  // sock_lb first: it creates and pins every map; the others reuse the pins.
+  auto lb = openSkel("sock_lb", sock_lb__open_opts, sock_lb__load, sock_lb__destroy, opts.pinDir);
+  if (!lb) return lb.error();
+  Object o;
+  o.skel = *lb;
+  o.destroy = [](void* s) { sock_lb__destroy(static_cast<sock_lb*>(s)); };
+  o.obj = static_cast<sock_lb*>(*lb)->obj;
+  dp.objects_.push_back(std::move(o));
 
-  for (auto& [name, prog] : programsOf(dp.skel_.get())) {
-    std::string pin = linksDir(opts.pinDir) + "/" + name;
-    ProgramStatus st{name, opts.cgroupPath, 0, false};
-    bpf_link* link = nullptr;
-    if (fs::exists(pin)) {
-      link = bpf_link__open(pin.c_str());
-      if (!link) return Error::fromErrno("open pinned link " + pin);
-      auto info = linkInfo(bpf_link__fd(link));
-      if (info && info->type == BPF_LINK_TYPE_CGROUP && info->cgroup.cgroup_id == *cgId) {
-        // Same hook: swap the program in place, no moment without one.
-        if (int err = bpf_link__update_program(link, prog); err != 0) {
-          bpf_link__destroy(link);
-          return Error::fromCode(err, "replace program of pinned link " + pin);
-        }
-        st.adopted = true;
-      } else {
-        // Pinned for another cgroup: detach it and attach where asked.
-        spdlog::warn("pinned link {} belongs to another cgroup; re-attaching to {}", pin, opts.cgroupPath);
-        bpf_link__detach(link);
-        bpf_link__unpin(link);
-        bpf_link__destroy(link);
-        link = nullptr;
+  if (opts.telemetry) {
+    auto ops = openSkel("sock_ops", sock_ops__open_opts, sock_ops__load, sock_ops__destroy, opts.pinDir);
+    if (!ops) return ops.error();
+    Object a;
+    a.skel = *ops;
+    a.destroy = [](void* s) { sock_ops__destroy(static_cast<sock_ops*>(s)); };
+    a.obj = static_cast<sock_ops*>(*ops)->obj;
+    dp.objects_.push_back(std::move(a));
+    auto tel = openSkel("sock_telemetry", sock_telemetry__open_opts, sock_telemetry__load, sock_telemetry__destroy,
+                        opts.pinDir);
+    if (!tel) return tel.error();
+    Object b;
+    b.skel = *tel;
+    b.destroy = [](void* s) { sock_telemetry__destroy(static_cast<sock_telemetry*>(s)); };
+    b.obj = static_cast<sock_telemetry*>(*tel)->obj;
+    dp.objects_.push_back(std::move(b));
+  } else {
+    // Telemetry off: detach telemetry links an earlier agent pinned.
+    for (auto& e : fs::directory_iterator(linksDir(opts.pinDir), ec)) {
+      if (!isTelemetryLink(e.path().filename())) continue;
+      int fd = bpf_obj_get(e.path().c_str());
+      if (fd >= 0) {
+        bpf_link_detach(fd);
+        ::close(fd);
       }
+      ::unlink(e.path().c_str());
     }
-    if (!link) {
-      link = bpf_program__attach_cgroup(prog, cgFd.get());
-      if (!link) return Error::fromErrno("attach " + name + " to cgroup " + opts.cgroupPath);
-      if (int err = bpf_link__pin(link, pin.c_str()); err != 0) {
-        bpf_link__detach(link);
-        bpf_link__destroy(link);
-        return Error::fromCode(err, "pin link " + pin);
-      }
-    }
-    dp.links_.emplace_back(link);
-    auto info = linkInfo(bpf_link__fd(link));
-    st.linkId = info ? info->id : 0;
-    dp.programs_.push_back(st);
   }
 
-  auto* m = &dp.skel_->maps;
+  for (auto& obj : dp.objects_) {
+    Status st = dp.attachAll(obj, opts, cgFd.get(), *cgId);
+    if (!st) return st.error();
+  }
+
+  auto* m = &static_cast<sock_lb*>(dp.objects_[0].skel)->maps;
   dp.maps_ = MapFds{bpf_map__fd(m->aimesh_frontends), bpf_map__fd(m->aimesh_services), bpf_map__fd(m->aimesh_slots),
                     bpf_map__fd(m->aimesh_backends),  bpf_map__fd(m->aimesh_revnat),   bpf_map__fd(m->aimesh_svc_stats),
-                    bpf_map__fd(m->aimesh_be_stats),  bpf_map__fd(m->aimesh_reasons)};
+                    bpf_map__fd(m->aimesh_be_stats),  bpf_map__fd(m->aimesh_reasons),  bpf_map__fd(m->aimesh_hist),
+                    bpf_map__fd(m->aimesh_be_tel),    bpf_map__fd(m->aimesh_be_load),  bpf_map__fd(m->aimesh_events)};
   return dp;
 }
 

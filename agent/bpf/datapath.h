@@ -15,14 +15,17 @@
 #include "util/unique_fd.h"
 #include "util/result.h"
 
-struct sock_lb;
 struct bpf_link;
+struct bpf_object;
 
 namespace aimesh {
 
 struct DatapathOptions {
   std::string pinDir = "/sys/fs/bpf/aimesh";
   std::string cgroupPath;  // cgroup v2 directory to attach to
+  // Attach the telemetry objects (sock_ops, sock_telemetry). When false, any
+  // pinned telemetry links are detached.
+  bool telemetry = true;
 };
 
 struct ProgramStatus {
@@ -35,6 +38,7 @@ struct ProgramStatus {
 struct MapFds {
   int frontends = -1, services = -1, slots = -1, backends = -1;
   int revnat = -1, svcStats = -1, beStats = -1, reasons = -1;
+  int hist = -1, beTel = -1, beLoad = -1, events = -1;
 };
 
 class Datapath {
@@ -53,13 +57,21 @@ class Datapath {
 
  private:
   Datapath();
-  struct SkelDeleter {
-    void operator()(sock_lb* s) const;
+  // One loaded object: its skeleton (type-erased) and the bpf_object inside.
+  struct Object {
+    void* skel = nullptr;
+    void (*destroy)(void*) = nullptr;
+    bpf_object* obj = nullptr;
+    Object() = default;
+    Object(Object&& o) noexcept;
+    Object& operator=(Object&& o) noexcept;
+    ~Object();
   };
   struct LinkDeleter {
     void operator()(bpf_link* l) const;
   };
-  std::unique_ptr<sock_lb, SkelDeleter> skel_;
+  Status attachAll(const Object& o, const DatapathOptions& opts, int cgFd, uint64_t cgId);
+  std::vector<Object> objects_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
   std::vector<ProgramStatus> programs_;
   MapFds maps_;

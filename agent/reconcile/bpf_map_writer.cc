@@ -1,4 +1,5 @@
 #include "reconcile/bpf_map_writer.h"
+#include "telemetry/telemetry.h"
 #include "util/overloaded.h"
 
 #include <arpa/inet.h>
@@ -102,7 +103,9 @@ Status BpfMapWriter::apply(const MapOp& op) {
             return zeroPerCpu(fds_.svcStats, o.id, sizeof(aimesh_svc_stats), "aimesh_svc_stats");
           },
           [&](const ResetBackendStats& o) {
-            return zeroPerCpu(fds_.beStats, o.id, sizeof(aimesh_be_stats), "aimesh_be_stats");
+            Status st = zeroPerCpu(fds_.beStats, o.id, sizeof(aimesh_be_stats), "aimesh_be_stats");
+            if (!st || fds_.beTel < 0) return st;
+            return resetTelemetry(fds_, o.id);
           },
           [&](const UpsertBackend& o) {
             auto v = toAbi(o.rec);

@@ -69,7 +69,11 @@ Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h) {
   srv.set_payload_max_length(8 * 1024);
   srv.set_read_timeout(5, 0);
   srv.set_write_timeout(5, 0);
-  srv.Get("/metrics", [h](const httplib::Request&, httplib::Response& res) {
+  srv.Get("/metrics", [h](const httplib::Request& req, httplib::Response& res) {
+    if (h.openMetrics && req.get_header_value("Accept").find("application/openmetrics-text") != std::string::npos) {
+      res.set_content(h.openMetrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8");
+      return;
+    }
     res.set_content(h.metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
   srv.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });

@@ -17,6 +17,9 @@ namespace aimesh {
 struct HttpHandlers {
   std::function<std::string()> metrics;
   std::function<bool()> ready;
+  // OpenMetrics text, served when the scraper's Accept header asks for
+  // application/openmetrics-text; optional.
+  std::function<std::string()> openMetrics = {};
 };
 
 class HttpServer {

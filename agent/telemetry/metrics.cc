@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <string_view>
+
 namespace aimesh {
 
 std::string escapeLabel(const std::string& v) {
@@ -17,8 +20,17 @@ std::string escapeLabel(const std::string& v) {
 
 namespace {
 
+// Set at the start of each render; thread_local because scrapes run on
+// several HTTP worker threads at once.
+thread_local bool gOpenMetrics = false;
+
+// HELP and TYPE of a family. OpenMetrics names a counter family without its
+// _total suffix (the samples keep it).
 void family(std::string& out, const char* name, const char* type, const char* help) {
-  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  std::string n = name;
+  if (gOpenMetrics && std::string_view(type) == "counter" && n.size() > 6 && n.ends_with("_total"))
+    n.resize(n.size() - 6);
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", n, help, n, type);
 }
 
 std::string serviceLabels(const ServiceInfo& s) {
@@ -32,10 +44,88 @@ std::string endpointLabel(const BackendInfo& b) {
                   : fmt::format("[{}]:{}", a.toString(), b.targetPort);
 }
 
+std::string fmtSeconds(double s) { return fmt::format("{}", s); }
+
+void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel) {
+  // Each endpoint with its labels, in index order.
+  std::vector<std::pair<std::string, const BackendTelemetry*>> eps;
+  for (auto& [id, b] : idx.backends) {
+    auto sit = idx.services.find(b.serviceId);
+    auto tit = tel.find(id);
+    if (sit == idx.services.end() || tit == tel.end()) continue;
+    eps.emplace_back(fmt::format("{},endpoint=\"{}\"", serviceLabels(sit->second), endpointLabel(b)), &tit->second);
+  }
+  auto counter = [&](const char* name, const char* help, __u64 aimesh_be_tel::*field) {
+    family(out, name, "counter", help);
+    for (auto& [labels, t] : eps) out += fmt::format("{}{{{}}} {}\n", name, labels, t->counters.*field);
+  };
+  family(out, "aimesh_endpoint_active_connections", "gauge", "Open TCP connections to the endpoint through a service.");
+  for (auto& [labels, t] : eps)
+    out += fmt::format("aimesh_endpoint_active_connections{{{}}} {}\n", labels, std::max<int64_t>(0, t->active));
+  counter("aimesh_endpoint_connections_opened_total", "TCP connections to the endpoint that reached ESTABLISHED.",
+          &aimesh_be_tel::opened);
+  counter("aimesh_endpoint_connections_closed_total", "Established TCP connections to the endpoint that closed.",
+          &aimesh_be_tel::closed);
+  family(out, "aimesh_endpoint_connection_failures_total", "counter",
+         "Connections that failed: refused (RST to the SYN), timeout (no answer), reset (RST after ESTABLISHED).");
+  for (auto& [labels, t] : eps) {
+    out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"refused\"}} {}\n", labels,
+                       t->counters.failed_refused);
+    out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"timeout\"}} {}\n", labels,
+                       t->counters.failed_timeout);
+    out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"reset\"}} {}\n", labels,
+                       t->counters.reset);
+  }
+  counter("aimesh_endpoint_requests_total", "Requests started (first payload sent after the previous response began).",
+          &aimesh_be_tel::requests);
+  counter("aimesh_endpoint_responses_total", "Responses ended (by the next request or the close).",
+          &aimesh_be_tel::responses);
+  counter("aimesh_endpoint_response_chunks_total", "Response payload segments received.", &aimesh_be_tel::chunks);
+  counter("aimesh_endpoint_sent_bytes_total", "Bytes sent to the endpoint and acknowledged (counted at close).",
+          &aimesh_be_tel::bytes_sent);
+  counter("aimesh_endpoint_received_bytes_total", "Bytes received from the endpoint (counted at close).",
+          &aimesh_be_tel::bytes_received);
+  counter("aimesh_endpoint_retransmits_total", "TCP retransmissions on connections to the endpoint (at close).",
+          &aimesh_be_tel::retransmits);
+  family(out, "aimesh_endpoint_connection_seconds_total", "counter",
+         "Time connections to the endpoint spent established (at close).");
+  for (auto& [labels, t] : eps)
+    out += fmt::format("aimesh_endpoint_connection_seconds_total{{{}}} {}\n", labels, t->counters.conn_ns / 1e9);
+
+  struct H {
+    uint32_t metric;
+    const char* name;
+    const char* help;
+  };
+  for (const H& h : {H{AIMESH_M_CONNECT, "aimesh_endpoint_connect_seconds", "Time from connect() to ESTABLISHED."},
+                     H{AIMESH_M_TTFB, "aimesh_endpoint_ttfb_seconds", "Time from request start to the first response byte."},
+                     H{AIMESH_M_TTFT, "aimesh_endpoint_ttft_seconds",
+                       "Time from request start to the first response body byte (first token when streaming)."},
+                     H{AIMESH_M_GAP, "aimesh_endpoint_chunk_gap_seconds",
+                       "Time between response payload segments (inter-token latency when streaming)."},
+                     H{AIMESH_M_DURATION, "aimesh_endpoint_response_duration_seconds",
+                       "Time from request start to the last response byte."},
+                     H{AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}}) {
+    family(out, h.name, "histogram", h.help);
+    const auto& bounds = promBoundsSeconds();
+    for (auto& [labels, t] : eps) {
+      if (!t->hasHistograms) continue;
+      const Histogram& hist = t->hist[h.metric];
+      auto cum = promCumulative(hist);
+      for (size_t i = 0; i < bounds.size(); ++i)
+        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, fmtSeconds(bounds[i]), cum[i]);
+      out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", h.name, labels, hist.count);
+      out += fmt::format("{}_sum{{{}}} {}\n", h.name, labels, hist.sumNs / 1e9);
+      out += fmt::format("{}_count{{{}}} {}\n", h.name, labels, hist.count);
+    }
+  }
+}
+
 }  // namespace
 
 std::string renderMetrics(const MetricsInput& in) {
   std::string out;
+  gOpenMetrics = in.openMetrics;
   const IdIndex& idx = *in.index;
   const DatapathStats& st = *in.stats;
 
@@ -76,6 +166,8 @@ std::string renderMetrics(const MetricsInput& in) {
              return static_cast<uint64_t>(b.endpoint.state == EndpointState::kActive && b.endpoint.weight > 0);
            });
 
+  if (in.telemetry) renderTelemetry(out, idx, *in.telemetry);
+
   family(out, "aimesh_datapath_reasons_total", "counter",
          "Data-plane events by reason: refusals, skipped picks, failed bookkeeping.");
   for (uint32_t r = 0; r < AIMESH_R_MAX; ++r)
@@ -109,8 +201,11 @@ std::string renderMetrics(const MetricsInput& in) {
   out += fmt::format("aimesh_agent_ready {}\n", a.ready ? 1 : 0);
   family(out, "aimesh_agent_start_time_seconds", "gauge", "Start time of the agent since the Unix epoch.");
   out += fmt::format("aimesh_agent_start_time_seconds {:.3f}\n", a.startTimeSeconds);
+  family(out, "aimesh_agent_flow_events_total", "counter", "Connection events read from the kernel ring buffer.");
+  out += fmt::format("aimesh_agent_flow_events_total {}\n", in.events);
   family(out, "aimesh_build_info", "gauge", "Build information; always 1.");
   out += fmt::format("aimesh_build_info{{version=\"{}\"}} 1\n", escapeLabel(in.version));
+  if (in.openMetrics) out += "# EOF\n";
   return out;
 }
 

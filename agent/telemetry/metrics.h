@@ -1,5 +1,6 @@
-// Prometheus text exposition (format 0.0.4) of the data-plane counters and
-// the agent's own metrics. Pure: takes values, returns text. docs/metrics.md
+// Prometheus text exposition (format 0.0.4), or OpenMetrics 1.0 text when
+// asked, of the data-plane counters, the kernel-measured latency histograms
+// and the agent's own metrics. Pure: takes values, returns text. docs/metrics.md
 // lists every family printed here.
 #pragma once
 
@@ -9,6 +10,7 @@
 
 #include "reconcile/plan.h"
 #include "telemetry/stats.h"
+#include "telemetry/telemetry.h"
 
 namespace aimesh {
 
@@ -35,6 +37,10 @@ struct MetricsInput {
   AgentCounters agent;
   std::vector<MapOccupancy> maps;
   std::string version;
+  // Per-backend telemetry (sock_ops, cgroup_skb); null when not attached.
+  const std::map<uint32_t, BackendTelemetry>* telemetry = nullptr;
+  uint64_t events = 0;       // flow events read from the ring buffer
+  bool openMetrics = false;  // OpenMetrics 1.0 text instead of Prometheus 0.0.4
 };
 
 std::string renderMetrics(const MetricsInput& in);

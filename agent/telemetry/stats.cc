@@ -32,6 +32,9 @@ const char* reasonName(uint32_t reason) {
     case AIMESH_R_BACKEND_INACTIVE: return "backend_inactive";
     case AIMESH_R_FAMILY_MISMATCH: return "family_mismatch";
     case AIMESH_R_REVNAT_FAILED: return "revnat_failed";
+    case AIMESH_R_SOCK_STORAGE_FAILED: return "sock_storage_failed";
+    case AIMESH_R_HIST_RANGE: return "hist_range";
+    case AIMESH_R_EVENT_DROPPED: return "event_dropped";
     default: return "unknown";
   }
 }

@@ -89,6 +89,50 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_reasons SEC(".maps");
 
+/* per-socket state of sockets connected through a service (freed with the
+ * socket); created by the connect hook, used by sock_ops and cgroup_skb */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct aimesh_sock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_sockets SEC(".maps");
+
+/* latency histograms, indexed by backend id * AIMESH_M_MAX + metric */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AIMESH_MAX_HIST_BACKENDS * AIMESH_M_MAX);
+	__type(key, __u32);
+	__type(value, struct aimesh_hist);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_hist SEC(".maps");
+
+/* per-backend connection lifecycle counters, indexed by backend id */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AIMESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct aimesh_be_tel);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_be_tel SEC(".maps");
+
+/* live load per backend (open connections); shared with the balancer */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIMESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct aimesh_be_load);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_be_load SEC(".maps");
+
+/* connection open/close/failure records for meshctl flows */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, AIMESH_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_events SEC(".maps");
+
 static __always_inline void count_reason(__u32 reason)
 {
 	__u64 *v = bpf_map_lookup_elem(&aimesh_reasons, &reason);

@@ -6,6 +6,7 @@
 #define AIMESH_BPF_SOCK_H
 
 #include "lib/lb.h"
+#include "lib/telemetry.h"
 
 /* Read the destination (or, for recvmsg/getpeername, the peer) of the call as
  * an IPv4-mapped 16-byte address. */
@@ -47,6 +48,29 @@ static __always_inline void sock_write_addr(struct bpf_sock_addr *ctx, int famil
 	ctx->user_port = (__u32)port;
 }
 
+/* Give a TCP socket connected through a service its telemetry state, so
+ * sock_ops and cgroup_skb follow it (and only it). */
+static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id)
+{
+	struct aimesh_sock *s;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk) {
+		count_reason(AIMESH_R_SOCK_STORAGE_FAILED);
+		return;
+	}
+	s = bpf_sk_storage_get(&aimesh_sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_reason(AIMESH_R_SOCK_STORAGE_FAILED);
+		return;
+	}
+	/* A socket may connect again after a failed attempt: start afresh. */
+	__builtin_memset(s, 0, sizeof(*s));
+	s->service_id = svc_id;
+	s->backend_id = be_id;
+	s->connect_ns = bpf_ktime_get_ns();
+}
+
 /* connect4/6 (is_connect) and sendmsg4/6: service address -> backend.
  * Unknown destinations pass untouched (fail open); a service with no usable
  * backend fails the call with ECONNREFUSED instead of sending into a void. */
@@ -82,6 +106,8 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
 			ss->refused += 1;
+		struct aimesh_sock ev = { .service_id = svc_id };
+		tel_event(&ev, bpf_get_socket_cookie(ctx), AIMESH_EV_NO_BACKEND, 0, 0, 0, 0);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
@@ -98,6 +124,9 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 		count_reason(AIMESH_R_REVNAT_FAILED);
 
 	sock_write_addr(ctx, family, be->addr, be->port);
+
+	if (is_connect && fk.proto == AIMESH_PROTO_TCP)
+		sock_track(ctx, svc_id, be_id);
 
 	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
+#include <optional>
+#include <ostream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -72,6 +75,89 @@ CommandOutput runEndpoints(const AgentCall& call, const EndpointsFilter& filter,
                            OutputFormat format);
 // `call` nullptr: client version only.
 CommandOutput runVersion(const AgentCall* call, OutputFormat format);
+
+// ---- latency, top, flows: the kernel's telemetry ---------------------------------
+
+struct LatencyQuery {
+  std::string service;  // required
+  std::string ns;       // empty: whichever namespace the agent finds it in
+};
+
+// At most this many bar rows per histogram; adjacent buckets are merged.
+inline constexpr std::size_t kLatencyMaxRows = 12;
+// Per endpoint: a line naming it, then for each metric with samples a header
+// ("connect  n=120  p50=1.2ms p90=2.0ms p99=3.1ms") and bars over its
+// non-empty buckets (format/bars.h). json: the agent's response as is.
+CommandOutput formatLatency(const nlohmann::json& response, const LatencyQuery& query,
+                            OutputFormat format);
+CommandOutput runLatency(const AgentCall& call, const LatencyQuery& query, OutputFormat format);
+
+// How the polling commands (top, flows -f) wait and learn they should stop.
+// Injected so tests run without a clock or signals.
+struct PollLoop {
+  std::function<bool()> stopped;             // true once the user asked to stop
+  std::function<void(double seconds)> sleep;  // may return early once stopped
+};
+// The real clock, stopped by SIGINT: installs a handler (first Ctrl-C stops
+// the loop, a second one exits the process at once with status 0).
+PollLoop sigintPollLoop();
+
+struct TopOptions {
+  double intervalSeconds = 1.0;
+  int iterations = 0;        // frames to draw; 0: until stopped
+  bool clearScreen = false;  // stdout is a terminal: redraw each frame in place
+};
+// Requests per second of `endpoint` (an entry of current["endpoints"]) since
+// the same endpoint in `previous`: the requests delta over the time_seconds
+// delta. nullopt when there is no previous poll, the endpoint is new, time did
+// not advance, or the counter went backwards (the agent restarted).
+std::optional<double> requestRate(const nlohmann::json& previous, const nlohmann::json& current,
+                                  const nlohmann::json& endpoint);
+// One frame of `meshctl top` (pure): a table SERVICE ENDPOINT ACTIVE REQ/S
+// TTFT_P50 TTFT_P99 GAP_P50 ERRORS, sorted by namespace/service then
+// endpoint. `previous` is the last poll's response, null for the first frame
+// (REQ/S "-"). json: `current` on one line. An error response fails as in
+// checkResponse().
+CommandOutput formatTopFrame(const nlohmann::json& previous, const nlohmann::json& current,
+                             OutputFormat format);
+// Polls the agent every options.intervalSeconds and writes frames to `out`:
+// each preceded by "\x1b[H\x1b[2J" with clearScreen, else separated by a blank
+// line (json: one line per poll). Returns the exit code: kExitOk when stopped
+// or after `iterations` frames; the failure's code (message on `err`) when the
+// agent cannot be reached or answers with an error.
+int runTop(const AgentCall& call, const TopOptions& options, OutputFormat format,
+           std::ostream& out, std::ostream& err, const PollLoop& loop);
+
+// Turns the agent's monotonic event times into wall-clock time of day.
+struct FlowClock {
+  double offsetSeconds = 0;  // CLOCK_REALTIME - CLOCK_MONOTONIC
+  bool utc = false;          // UTC instead of the local time zone (tests)
+};
+// The offset read now from this host's clocks (the agent shares them).
+FlowClock systemFlowClock();
+
+struct FlowsOptions {
+  bool follow = false;
+  double intervalSeconds = 1.0;
+};
+// One event as a line, e.g.
+//   12:00:01.123 open   ml/llama-chat -> 10.77.0.2:8000 connect=400µs
+//   12:00:05.001 close  ml/llama-chat -> 10.77.0.2:8000 duration=3.9s requests=2
+//                sent=1.2KiB received=48.0KiB retransmits=0   (one line)
+// refused/timeout show after=<time to failure>; no_backend names no endpoint.
+std::string formatFlowEvent(const nlohmann::json& event, const FlowClock& clock);
+// The events of one flows response: a line each (json: JSON Lines, one event
+// per line). "dropped" > 0 adds a note on `err`.
+CommandOutput formatFlows(const nlohmann::json& response, const FlowClock& clock,
+                          OutputFormat format);
+// Asks for events since 0 and prints them, asking again at once with `since`
+// = the previous response's "next" while responses bring events (the agent
+// pages its answers); without follow it stops at the first empty response (or
+// after kFlowsMaxPages), with follow it waits intervalSeconds after an empty
+// response and goes on until stopped.
+inline constexpr int kFlowsMaxPages = 1000;
+int runFlows(const AgentCall& call, const FlowsOptions& options, OutputFormat format,
+             const FlowClock& clock, std::ostream& out, std::ostream& err, const PollLoop& loop);
 
 // ---- helpers shared by the commands (exposed for tests) ------------------------
 // A JSON value as a table cell: strings bare, numbers as JSON prints them,

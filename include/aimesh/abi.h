@@ -76,6 +76,9 @@ enum aimesh_reason {
 	AIMESH_R_BACKEND_INACTIVE = 4, /* picked a draining/terminating backend, retried */
 	AIMESH_R_FAMILY_MISMATCH = 5,  /* picked a backend of a family the call cannot use, retried */
 	AIMESH_R_REVNAT_FAILED = 6,    /* could not record the reverse translation */
+	AIMESH_R_SOCK_STORAGE_FAILED = 7, /* no per-socket state: connection not measured */
+	AIMESH_R_HIST_RANGE = 8,       /* backend id >= AIMESH_MAX_HIST_BACKENDS: sample dropped */
+	AIMESH_R_EVENT_DROPPED = 9,    /* events ring buffer full */
 	AIMESH_R_MAX,
 };
 
@@ -181,6 +184,131 @@ struct aimesh_be_stats {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_stats) == 16, "be_stats size");
 
+
+/* ---- telemetry (sock_ops, cgroup_skb) ----------------------------------- */
+
+/* Latency histograms are log-linear: 2^AIMESH_HIST_SUB_BITS sub-buckets per
+ * power of two of nanoseconds, so a bucket is at most 12.5% wide and a
+ * percentile interpolated inside it is within ~6% of the exact value.
+ *   bucket 0                      v < 2^MIN_SHIFT ns (~1 us)
+ *   bucket 1 + (k-MIN)*8 + sub    2^k <= v < 2^(k+1), sub = (v >> (k-3)) & 7
+ *   bucket AIMESH_HIST_BUCKETS-1  v >= 2^MAX_SHIFT ns (~137 s)
+ * agent/telemetry/histogram.h has the same arithmetic for the reader. */
+#define AIMESH_HIST_SUB_BITS 3
+#define AIMESH_HIST_SUBS (1 << AIMESH_HIST_SUB_BITS)
+#define AIMESH_HIST_MIN_SHIFT 10
+#define AIMESH_HIST_MAX_SHIFT 37
+#define AIMESH_HIST_BUCKETS (2 + (AIMESH_HIST_MAX_SHIFT - AIMESH_HIST_MIN_SHIFT) * AIMESH_HIST_SUBS)
+/* Backends with an id below this get histograms (per CPU: this many x
+ * AIMESH_M_MAX x sizeof(struct aimesh_hist), ~2.7 MB at 256). */
+#define AIMESH_MAX_HIST_BACKENDS 256
+#define AIMESH_EVENTS_BYTES (256 * 1024)
+
+/* What a histogram measures. Index: backend_id * AIMESH_M_MAX + metric. */
+enum aimesh_metric {
+	AIMESH_M_CONNECT = 0,  /* connect() hook -> TCP established */
+	AIMESH_M_TTFB = 1,     /* request start -> first response payload */
+	AIMESH_M_TTFT = 2,     /* request start -> first body payload (first token) */
+	AIMESH_M_GAP = 3,      /* between response payload segments (inter-token) */
+	AIMESH_M_DURATION = 4, /* request start -> last response payload */
+	AIMESH_M_RTT = 5,      /* smoothed RTT at close */
+	AIMESH_M_MAX,
+};
+
+struct aimesh_hist {
+	__u64 buckets[AIMESH_HIST_BUCKETS];
+	__u64 count;
+	__u64 sum_ns;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_hist) == (AIMESH_HIST_BUCKETS + 2) * 8, "hist size");
+
+/* aimesh_be_tel (per-CPU array indexed by backend id): lifecycle counters
+ * kept by sock_ops and cgroup_skb for sockets connected through a service. */
+struct aimesh_be_tel {
+	__u64 opened;          /* reached ESTABLISHED */
+	__u64 closed;          /* established connections that closed */
+	__u64 failed_refused;  /* RST in answer to our SYN */
+	__u64 failed_timeout;  /* closed in SYN_SENT without an RST */
+	__u64 reset;           /* established connections ended by a received RST */
+	__u64 requests;        /* request starts seen (first payload out after idle) */
+	__u64 responses;       /* responses ended (next request or close) */
+	__u64 chunks;          /* response payload segments */
+	__u64 bytes_sent;      /* bytes acked by the peer, at close */
+	__u64 bytes_received;  /* at close */
+	__u64 retransmits;     /* total_retrans, at close */
+	__u64 conn_ns;         /* summed established->close time */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_tel) == 96, "be_tel size");
+
+/* aimesh_be_load (array indexed by backend id): the live load of a backend,
+ * shared by telemetry (writer) and the balancer (reader). */
+struct aimesh_be_load {
+	__s64 active;          /* open connections (atomic add) */
+	__u64 ewma_ttfb_ns;    /* reserved for the latency-aware balancer */
+	__u32 penalty;
+	__u32 queue_depth;     /* agent-fed model-server signal */
+	__u32 kv_cache_pct;
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_load) == 32, "be_load size");
+
+enum aimesh_sock_phase {
+	AIMESH_PH_IDLE = 0,        /* no request in flight */
+	AIMESH_PH_AWAIT_FIRST = 1, /* request sent, nothing back yet */
+	AIMESH_PH_AWAIT_BODY = 2,  /* HTTP headers back, waiting for the first body byte */
+	AIMESH_PH_STREAMING = 3,   /* body arriving */
+};
+
+#define AIMESH_SKF_ESTABLISHED 0x01
+#define AIMESH_SKF_RST_SEEN 0x02
+#define AIMESH_SKF_H2 0x04
+#define AIMESH_SKF_CLOSED 0x08
+
+/* aimesh_sockets (SK_STORAGE): per-socket state, created by the connect hook
+ * for TCP sockets sent to a backend, read and updated by sock_ops and
+ * cgroup_skb. Freed with the socket. */
+struct aimesh_sock {
+	__u32 service_id;
+	__u32 backend_id;
+	__u64 connect_ns;
+	__u64 established_ns;
+	__u64 req_start_ns;
+	__u64 last_in_ns;
+	__u32 chunks;     /* of the response in flight */
+	__u32 requests;   /* on this connection */
+	__u8 phase;       /* enum aimesh_sock_phase */
+	__u8 flags;       /* AIMESH_SKF_* */
+	__u8 pad[6];
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_sock) == 56, "sock size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, phase) == 48, "sock.phase");
+
+enum aimesh_event_type {
+	AIMESH_EV_OPEN = 1,       /* established */
+	AIMESH_EV_CLOSE = 2,      /* established connection closed */
+	AIMESH_EV_REFUSED = 3,    /* backend answered the SYN with RST */
+	AIMESH_EV_TIMEOUT = 4,    /* connect gave up without an answer */
+	AIMESH_EV_RESET = 5,      /* established connection reset by the peer */
+	AIMESH_EV_NO_BACKEND = 6, /* service had no usable backend (ECONNREFUSED) */
+};
+
+/* aimesh_events (ring buffer) record. */
+struct aimesh_event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 cookie;         /* socket cookie */
+	__u64 duration_ns;    /* connect latency (OPEN) or connection time (CLOSE/RESET) */
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u32 service_id;
+	__u32 backend_id;
+	__u32 requests;
+	__u32 retransmits;
+	__u8 type;            /* enum aimesh_event_type */
+	__u8 pad[7];
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_event) == 64, "event size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_event, type) == 56, "event.type");
+
 /* Context of the SEC("syscall") selection harness used by the bpf test tier:
  * the test fills service_id and rnd, the program fills the rest. */
 struct aimesh_select_ctx {
@@ -192,5 +320,14 @@ struct aimesh_select_ctx {
 	__u32 backend_id; /* out */
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_select_ctx) == 20, "select_ctx size");
+
+/* Context of the SEC("syscall") histogram harness: the kernel's bucket for
+ * a value, so a test can compare it with the agent's histBucket(). */
+struct aimesh_hist_ctx {
+	__u64 ns;
+	__u32 bucket; /* out */
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_hist_ctx) == 16, "hist_ctx size");
 
 #endif /* AIMESH_ABI_H */

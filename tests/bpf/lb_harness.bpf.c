@@ -3,6 +3,7 @@
  * BPF_PROG_TEST_RUN, which socket hooks do not support. The test fills the
  * maps through the skeleton and passes a struct aimesh_select_ctx. */
 #include "lib/lb.h"
+#include "lib/hist.h"
 
 SEC("syscall")
 int aimesh_select(struct aimesh_select_ctx *ctx)
@@ -12,6 +13,13 @@ int aimesh_select(struct aimesh_select_ctx *ctx)
 
 	ctx->err = lb_select(ctx->service_id, ctx->rnd, ctx->family, &id, &be);
 	ctx->backend_id = id;
+	return 0;
+}
+
+SEC("syscall")
+int aimesh_hist_bucket(struct aimesh_hist_ctx *ctx)
+{
+	ctx->bucket = hist_bucket(ctx->ns);
 	return 0;
 }
 

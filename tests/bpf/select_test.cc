@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+
+#include "telemetry/histogram.h"
 #include <map>
 #include <random>
 #include <string>
@@ -437,6 +439,39 @@ TEST_F(Select, ReasonsMapIsPerCpuU64) {
   EXPECT_EQ(bpf_map__type(skel_->maps.aimesh_reasons), BPF_MAP_TYPE_PERCPU_ARRAY);
   EXPECT_EQ(bpf_map__value_size(skel_->maps.aimesh_reasons), sizeof(uint64_t));
   EXPECT_EQ(bpf_map__max_entries(skel_->maps.aimesh_reasons), static_cast<uint32_t>(AIMESH_R_MAX));
+}
+
+}  // namespace
+}  // namespace aimesh
+
+namespace aimesh {
+namespace {
+
+// The kernel's hist_bucket() and the agent's histBucket() are two copies of
+// one layout (abi.h); they must agree on every bucket edge and in between.
+TEST_F(Select, KernelHistogramBucketsMatchTheAgentReader) {
+  auto kernelBucket = [&](uint64_t ns) {
+    aimesh_hist_ctx ctx{};
+    ctx.ns = ns;
+    ctx.bucket = 0xffffffff;
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+    EXPECT_EQ(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.aimesh_hist_bucket), &opts), 0);
+    return ctx.bucket;
+  };
+  std::vector<uint64_t> values = {0, 1, 1023, 1024, 1025, 50'000'000, 10'000'000, (1ULL << 37) - 1, 1ULL << 37,
+                                  ~0ULL};
+  for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b) {
+    values.push_back(histBucketLower(b));
+    if (histBucketUpper(b) > histBucketLower(b)) values.push_back(histBucketUpper(b) - 1);
+  }
+  uint64_t x = 88172645463325252ULL;  // xorshift: values of every magnitude
+  for (int i = 0; i < 2000; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    values.push_back(x >> (x % 64));
+  }
+  for (uint64_t v : values) ASSERT_EQ(kernelBucket(v), histBucket(v)) << "value " << v;
 }
 
 }  // namespace

@@ -97,7 +97,16 @@ struct Fixture {
     in.maps = {MapOccupancy{"aimesh_frontends", 2, AIMESH_MAX_FRONTENDS},
                MapOccupancy{"aimesh_revnat", 10, AIMESH_MAX_REVNAT}};
     in.version = "0.1.0";
+
+    // Kernel telemetry for backends 1 and 2: counters and a few samples.
+    telemetry[1].counters.opened = 3;
+    telemetry[1].active = 2;
+    telemetry[1].hasHistograms = true;
+    telemetry[1].hist[AIMESH_M_TTFT].record(50'000'000);
+    telemetry[2].hasHistograms = true;
+    in.telemetry = &telemetry;
   }
+  std::map<uint32_t, BackendTelemetry> telemetry;
 };
 
 constexpr const char* kChat = R"(service="chat",namespace="ml",model="llama-3-8b",port="8000",protocol="TCP")";
@@ -195,9 +204,11 @@ TEST(MetricsRender, BackendOfUnknownServiceIsSkipped) {
 TEST(MetricsRender, EmptyStateStillPrintsEveryFamily) {
   IdIndex idx;
   DatapathStats st;
+  std::map<uint32_t, BackendTelemetry> noTelemetry;  // attached, nothing measured yet
   MetricsInput in;
   in.index = &idx;
   in.stats = &st;
+  in.telemetry = &noTelemetry;
   std::string out = renderMetrics(in);
   Fixture f;
   std::string full = renderMetrics(f.in);
@@ -222,6 +233,7 @@ TEST(MetricsRender, OneHelpAndTypePerFamilyBeforeItsSamples) {
   EXPECT_EQ(out.back(), '\n');
   std::map<std::string, int> help, type;
   std::set<std::string> closed;  // families whose samples are over
+  std::set<std::string> histograms;
   std::string current;
   bool sawHelp = false;
   for (auto& l : lines(out)) {
@@ -241,14 +253,19 @@ TEST(MetricsRender, OneHelpAndTypePerFamilyBeforeItsSamples) {
       EXPECT_EQ(name, current) << "TYPE without its HELP just before: " << l;
       EXPECT_TRUE(sawHelp);
       EXPECT_EQ(++type[name], 1) << "second TYPE for " << name;
-      EXPECT_TRUE(t == "counter" || t == "gauge") << l;
+      EXPECT_TRUE(t == "counter" || t == "gauge" || t == "histogram") << l;
+      if (t == "histogram") histograms.insert(name);
       if (t == "counter") {
         EXPECT_TRUE(name.ends_with("_total")) << name;
       }
       sawHelp = false;
     } else {
       ASSERT_NE(l[0], '#') << "unexpected comment: " << l;
-      EXPECT_EQ(sampleName(l), current) << "sample outside its family: " << l;
+      std::string sn = sampleName(l);
+      if (histograms.count(current))
+        for (const char* suffix : {"_bucket", "_sum", "_count"})
+          if (sn == current + suffix) sn = current;
+      EXPECT_EQ(sn, current) << "sample outside its family: " << l;
       EXPECT_EQ(type.count(current), 1u) << "sample before TYPE: " << l;
       // Every sample has a value after the last space.
       auto sp = l.rfind(' ');
@@ -480,6 +497,34 @@ TEST(HttpServer, BadAddressIsAnError) {
   auto s = HttpServer::start("nope", HttpHandlers{[] { return std::string(); }, [] { return true; }});
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message().find("nope"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace aimesh
+
+namespace aimesh {
+namespace {
+
+// OpenMetrics 1.0: counter families are named without _total (the samples
+// keep it) and the exposition ends with "# EOF".
+TEST(MetricsRender, OpenMetricsNamesCounterFamiliesWithoutTotalAndEndsWithEof) {
+  IdIndex idx;
+  DatapathStats st;
+  std::map<uint32_t, BackendTelemetry> tel;
+  MetricsInput in;
+  in.index = &idx;
+  in.stats = &st;
+  in.telemetry = &tel;
+  in.openMetrics = true;
+  std::string out = renderMetrics(in);
+  ASSERT_TRUE(out.ends_with("# EOF\n"));
+  EXPECT_NE(out.find("# TYPE aimesh_agent_reconciles counter\n"), std::string::npos);
+  EXPECT_NE(out.find("\naimesh_agent_reconciles_total 0\n"), std::string::npos);
+  EXPECT_EQ(out.find("_total counter"), std::string::npos);
+  EXPECT_NE(out.find("# TYPE aimesh_endpoint_ttft_seconds histogram\n"), std::string::npos);
+  // The Prometheus text format is unchanged by an OpenMetrics render on the same thread.
+  in.openMetrics = false;
+  EXPECT_NE(renderMetrics(in).find("# TYPE aimesh_agent_reconciles_total counter\n"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,146 @@
+#include "telemetry/telemetry.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cstring>
+
+namespace aimesh {
+
+const char* metricName(uint32_t metric) {
+  switch (metric) {
+    case AIMESH_M_CONNECT: return "connect";
+    case AIMESH_M_TTFB: return "ttfb";
+    case AIMESH_M_TTFT: return "ttft";
+    case AIMESH_M_GAP: return "gap";
+    case AIMESH_M_DURATION: return "duration";
+    case AIMESH_M_RTT: return "rtt";
+    default: return "unknown";
+  }
+}
+
+const char* eventTypeName(uint8_t type) {
+  switch (type) {
+    case AIMESH_EV_OPEN: return "open";
+    case AIMESH_EV_CLOSE: return "close";
+    case AIMESH_EV_REFUSED: return "refused";
+    case AIMESH_EV_TIMEOUT: return "timeout";
+    case AIMESH_EV_RESET: return "reset";
+    case AIMESH_EV_NO_BACKEND: return "no_backend";
+    default: return "unknown";
+  }
+}
+
+namespace {
+
+// Per-CPU values come back as one 8-byte-aligned slot per possible CPU.
+template <class V, class F>
+Status forEachCpu(int fd, uint32_t key, F f) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
+  constexpr size_t stride = (sizeof(V) + 7) & ~size_t{7};
+  std::vector<uint8_t> buf(stride * ncpu);
+  if (bpf_map_lookup_elem(fd, &key, buf.data()) != 0) return Error::fromErrno("lookup per-CPU telemetry");
+  for (int i = 0; i < ncpu; ++i) {
+    V v;
+    std::memcpy(&v, buf.data() + i * stride, sizeof(V));
+    f(v);
+  }
+  return {};
+}
+
+Status zeroPerCpu(int fd, uint32_t key, size_t valueSize) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
+  std::vector<uint8_t> zeros(((valueSize + 7) & ~size_t{7}) * ncpu, 0);
+  if (bpf_map_update_elem(fd, &key, zeros.data(), BPF_ANY) != 0) return Error::fromErrno("zero per-CPU telemetry");
+  return {};
+}
+
+}  // namespace
+
+Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& ids) {
+  std::map<uint32_t, BackendTelemetry> out;
+  for (uint32_t id : ids) {
+    BackendTelemetry& bt = out[id];
+    Status st = forEachCpu<aimesh_be_tel>(fds.beTel, id, [&](const aimesh_be_tel& t) {
+      auto* dst = reinterpret_cast<uint64_t*>(&bt.counters);
+      auto* src = reinterpret_cast<const uint64_t*>(&t);
+      for (size_t i = 0; i < sizeof(t) / sizeof(uint64_t); ++i) dst[i] += src[i];
+    });
+    if (!st) return st.error();
+    aimesh_be_load load{};
+    if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) bt.active = load.active;
+    if (id >= AIMESH_MAX_HIST_BACKENDS) continue;
+    bt.hasHistograms = true;
+    for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
+      st = forEachCpu<aimesh_hist>(fds.hist, id * AIMESH_M_MAX + m, [&](const aimesh_hist& h) { bt.hist[m].add(h); });
+      if (!st) return st.error();
+    }
+  }
+  return out;
+}
+
+Status resetTelemetry(const MapFds& fds, uint32_t id) {
+  Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel));
+  if (!st) return st;
+  aimesh_be_load zero{};
+  if (bpf_map_update_elem(fds.beLoad, &id, &zero, BPF_ANY) != 0) return Error::fromErrno("zero aimesh_be_load");
+  if (id >= AIMESH_MAX_HIST_BACKENDS) return {};
+  for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
+    st = zeroPerCpu(fds.hist, id * AIMESH_M_MAX + m, sizeof(aimesh_hist));
+    if (!st) return st;
+  }
+  return {};
+}
+
+int EventLog::onEvent(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<EventLog*>(ctx);
+  if (size < sizeof(aimesh_event)) return 0;
+  FlowEvent fe;
+  std::memcpy(&fe.ev, data, sizeof(aimesh_event));
+  std::lock_guard lk(self->mu_);
+  fe.seq = self->nextSeq_++;
+  self->events_.push_back(fe);
+  while (self->events_.size() > self->capacity_) self->events_.pop_front();
+  return 0;
+}
+
+Result<std::unique_ptr<EventLog>> EventLog::start(int fd, size_t capacity) {
+  std::unique_ptr<EventLog> log(new EventLog());
+  log->capacity_ = capacity;
+  log->rb_ = ring_buffer__new(fd, &EventLog::onEvent, log.get(), nullptr);
+  if (!log->rb_) return Error::fromErrno("open events ring buffer");
+  log->thread_ = std::thread([p = log.get()] {
+    while (!p->stop_.load()) ring_buffer__poll(p->rb_, 200);
+  });
+  return log;
+}
+
+EventLog::~EventLog() {
+  stop_.store(true);
+  if (thread_.joinable()) thread_.join();
+  if (rb_) ring_buffer__free(rb_);
+}
+
+std::vector<FlowEvent> EventLog::since(uint64_t since, size_t max, uint64_t* next, uint64_t* dropped) const {
+  std::lock_guard lk(mu_);
+  std::vector<FlowEvent> out;
+  uint64_t first = events_.empty() ? nextSeq_ : events_.front().seq;
+  *dropped = since < first && since > 0 ? first - since : 0;
+  for (auto& e : events_) {
+    if (e.seq < since) continue;
+    if (out.size() >= max) break;
+    out.push_back(e);
+  }
+  *next = out.empty() ? std::max(since, first) : out.back().seq + 1;
+  if (out.empty() && since > nextSeq_) *next = nextSeq_;
+  return out;
+}
+
+uint64_t EventLog::total() const {
+  std::lock_guard lk(mu_);
+  return nextSeq_ - 1;
+}
+
+}  // namespace aimesh

@@ -1,0 +1,70 @@
+// Reads what the telemetry programs keep per backend: lifecycle counters
+// (per-CPU, summed), the active-connection gauge, and latency histograms
+// (per-CPU, merged). Also the consumer of the events ring buffer.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aimesh/abi.h"
+#include "bpf/datapath.h"
+#include "telemetry/histogram.h"
+#include "util/result.h"
+
+struct ring_buffer;
+
+namespace aimesh {
+
+// "connect", "ttfb", "ttft", "gap", "duration", "rtt".
+const char* metricName(uint32_t metric);
+// "open", "close", "refused", "timeout", "reset", "no_backend".
+const char* eventTypeName(uint8_t type);
+
+struct BackendTelemetry {
+  aimesh_be_tel counters{};
+  int64_t active = 0;
+  bool hasHistograms = false;  // id < AIMESH_MAX_HIST_BACKENDS
+  std::array<Histogram, AIMESH_M_MAX> hist{};
+};
+
+Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& backendIds);
+
+// Zeroes a backend's telemetry (a new backend id must not inherit counters).
+Status resetTelemetry(const MapFds& fds, uint32_t backendId);
+
+struct FlowEvent {
+  uint64_t seq = 0;
+  aimesh_event ev{};
+};
+
+// Polls the ring buffer on its own thread and keeps the last `capacity`
+// events with increasing sequence numbers.
+class EventLog {
+ public:
+  static Result<std::unique_ptr<EventLog>> start(int ringbufFd, size_t capacity = 4096);
+  ~EventLog();
+  // Events with seq >= since (at most `max`), the next seq to ask for, and how
+  // many events older than `since` were dropped from the log.
+  std::vector<FlowEvent> since(uint64_t since, size_t max, uint64_t* next, uint64_t* dropped) const;
+  uint64_t total() const;
+
+ private:
+  EventLog() = default;
+  static int onEvent(void* ctx, void* data, size_t size);
+  ring_buffer* rb_ = nullptr;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;
+  std::deque<FlowEvent> events_;
+  size_t capacity_ = 4096;
+  uint64_t nextSeq_ = 1;
+};
+
+}  // namespace aimesh

@@ -1,0 +1,593 @@
+// telemetry-overhead: what the telemetry programs (sock_ops, cgroup_skb
+// egress/ingress) cost a client. The same workloads run through a service VIP
+// with (a) the agent's default data plane, telemetry attached, (b) the agent
+// restarted with --telemetry=false, and (c) straight to the backend address
+// from a cgroup with no aimesh program at all. A last pass with BPF run-time
+// statistics on gives each attached program's average run time.
+// See docs/benchmarks.md.
+//
+// Everything runs in a sandbox of its own (tests/fixtures/sandbox.h): a child
+// cgroup, client and backend network namespaces joined by a veth pair, a
+// temporary work dir and per-agent pin dirs; all removed at exit, on error and
+// on SIGINT/SIGTERM.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fmt/format.h>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/api_client.h"
+#include "fixtures/sandbox.h"
+
+namespace aimesh {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using testing::AgentProcess;
+using testing::Child;
+using testing::Sandbox;
+using testing::TestCgroup;
+
+volatile sig_atomic_t gInterrupted = 0;
+void onSignal(int) { gInterrupted = 1; }
+
+struct Interrupted : std::runtime_error {
+  Interrupted() : std::runtime_error("interrupted") {}
+};
+void checkInterrupted() {
+  if (gInterrupted) throw Interrupted();
+}
+
+constexpr const char* kVip = "10.96.0.40";
+constexpr const char* kBackend = "10.77.0.2";
+constexpr uint16_t kPort = 8000;
+constexpr double kWarmupSeconds = 0.3;
+constexpr long kMaxErrors = 1000;  // a client gives up after this many failures
+
+const char* kState = R"(services:
+  - name: echo
+    namespace: bench
+    vips: [10.96.0.40]
+    ports: [{port: 8000}]
+    endpoints:
+      - {address: 10.77.0.2, port: 8000}
+)";
+
+enum class Workload { ConnectClose, KeepAlive };
+enum class Mode { Attached, Detached, Direct };
+constexpr std::array<Workload, 2> kWorkloads{Workload::ConnectClose, Workload::KeepAlive};
+constexpr std::array<Mode, 3> kModes{Mode::Attached, Mode::Detached, Mode::Direct};
+
+const char* key(Workload w) { return w == Workload::ConnectClose ? "connect_close" : "keep_alive"; }
+const char* label(Workload w) { return w == Workload::ConnectClose ? "connect+close" : "keep-alive req"; }
+const char* key(Mode m) {
+  return m == Mode::Attached ? "attached" : m == Mode::Detached ? "detached" : "direct";
+}
+const char* label(Mode m) {
+  return m == Mode::Attached   ? "(a) telemetry attached"
+         : m == Mode::Detached ? "(b) telemetry detached"
+                               : "(c) direct, no aimesh";
+}
+
+// ---- the client, run inside the client namespace ------------------------------
+
+struct Sample {
+  double rate = 0;  // operations per second
+  long ops = 0, errors = 0;
+  long warmupOps = 0;  // done before the timed part
+  int firstErrno = 0;
+};
+
+// Pins the calling process (pid 0) or `pid` to one CPU; cpu < 0: no-op.
+void pinTo(int cpu, pid_t pid = 0) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(pid, sizeof(set), &set) != 0)
+    throw std::runtime_error(fmt::format("sched_setaffinity(cpu {}): {}", cpu, std::strerror(errno)));
+}
+
+int connectTo(const sockaddr_in& sa) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  timeval tv{2, 0};  // bounds connect, send and recv
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+// One request line, one answer line.
+bool roundTrip(int fd) {
+  if (::send(fd, "hi\n", 3, MSG_NOSIGNAL) != 3) return false;
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) errno = EPIPE;
+    if (n <= 0) return false;
+    if (std::memchr(buf, '\n', n)) return true;
+  }
+}
+
+Sample clientLoop(Workload w, const std::string& addr, double seconds) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(kPort);
+  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+  int conn = -1;  // keep-alive connection
+  Sample s;
+  auto one = [&]() -> bool {
+    if (w == Workload::ConnectClose) {
+      int fd = connectTo(sa);
+      if (fd < 0) return false;
+      bool ok = roundTrip(fd);
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      return ok;
+    }
+    if (conn < 0 && (conn = connectTo(sa)) < 0) return false;
+    if (roundTrip(conn)) return true;
+    int e = errno;
+    ::close(conn);
+    conn = -1;
+    errno = e;
+    return false;
+  };
+  auto phase = [&](double secs, bool record) {
+    auto start = Clock::now();
+    auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+    long ops = 0, errors = 0;
+    Clock::time_point now;
+    while (!gInterrupted && (now = Clock::now()) < end && errors < kMaxErrors) {
+      errno = 0;
+      if (one()) {
+        ++ops;
+      } else {
+        if (!s.firstErrno) s.firstErrno = errno ? errno : EIO;
+        ++errors;
+      }
+    }
+    if (!record) {
+      s.warmupOps = ops;
+      return;
+    }
+    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    s.ops = ops;
+    s.errors = errors;
+    s.rate = elapsed > 0 ? ops / elapsed : 0;
+  };
+  phase(kWarmupSeconds, false);
+  phase(seconds, true);
+  if (conn >= 0) ::close(conn);
+  return s;
+}
+
+// Runs the client in `cgroup` + the client namespace, in a forked child.
+Sample measure(const Sandbox& sb, const std::string& cgroup, Workload w, const std::string& addr, double seconds,
+               int cpu) {
+  int status = 0;
+  std::string out = testing::runIn(
+      cgroup, sb.client().name(),
+      [&](int fd) {
+        try {
+          pinTo(cpu);
+          Sample s = clientLoop(w, addr, seconds);
+          std::string t = json{{"rate", s.rate},
+                               {"ops", s.ops},
+                               {"errors", s.errors},
+                               {"warmup_ops", s.warmupOps},
+                               {"errno", s.firstErrno}}
+                              .dump();
+          return ::write(fd, t.data(), t.size()) == static_cast<ssize_t>(t.size()) ? 0 : 2;
+        } catch (...) {  // never unwind into the parent's objects in the child
+          return 3;
+        }
+      },
+      &status);
+  checkInterrupted();
+  if (status != 0) throw std::runtime_error(fmt::format("client exited with status {}", status));
+  json j = json::parse(out);
+  Sample s{j["rate"].get<double>(), j["ops"].get<long>(), j["errors"].get<long>(), j["warmup_ops"].get<long>(),
+           j["errno"].get<int>()};
+  if (s.ops == 0)
+    throw std::runtime_error(fmt::format("{} to {}: no successful operation (first error: {})", label(w), addr,
+                                         std::strerror(s.firstErrno)));
+  return s;
+}
+
+// ---- the agent -------------------------------------------------------------
+
+struct Env {
+  std::string dir;  // temporary work dir, removed at exit
+  int agentStarts = 0;
+};
+
+json agentStatus(const AgentProcess& a) {
+  auto r = callAgent(a.apiSocket(), {{"method", "status"}}, 3000ms);
+  if (!r) throw std::runtime_error("agent status: " + r.error().message());
+  return *r;
+}
+
+std::vector<std::string> programNames(const json& status) {
+  std::vector<std::string> out;
+  for (auto& p : status.value("programs", json::array())) out.push_back(p.value("name", "?"));
+  return out;
+}
+
+bool isTelemetry(const std::string& n) { return n == "sockops" || n == "skb_egress" || n == "skb_ingress"; }
+
+std::unique_ptr<AgentProcess> startAgent(Env& env, const Sandbox& sb, Mode m) {
+  std::string work = env.dir + "/agent-" + std::to_string(env.agentStarts++);
+  ::mkdir(work.c_str(), 0700);
+  std::vector<std::string> extra;
+  if (m == Mode::Detached) extra.push_back("--telemetry=false");
+  auto a = std::make_unique<AgentProcess>(sb.cgroup().path(), env.dir + "/state.yaml", work, extra);
+  a->start();
+  // The data plane must be what the mode says.
+  auto names = programNames(agentStatus(*a));
+  int tel = std::count_if(names.begin(), names.end(), isTelemetry);
+  if ((m == Mode::Attached && tel != 3) || (m == Mode::Detached && tel != 0))
+    throw std::runtime_error(fmt::format("agent ({}) has {} telemetry program(s) attached; log: {}/agent.log",
+                                         key(m), tel, work));
+  return a;
+}
+
+// ---- BPF run-time statistics ------------------------------------------------
+
+// Turns on kernel-wide BPF run-time statistics while alive. BPF_ENABLE_STATS
+// keeps them on only while its fd is open, so they go off even if this
+// process is killed; the sysctl (saved and restored) is the fallback.
+class BpfStatsOn {
+ public:
+  BpfStatsOn() {
+    fd_ = bpf_enable_stats(BPF_STATS_RUN_TIME);
+    if (fd_ >= 0) {
+      how_ = "BPF_ENABLE_STATS";
+      return;
+    }
+    std::ifstream in(kSysctl);
+    if (!(in >> prev_)) throw std::runtime_error(std::string("cannot read ") + kSysctl);
+    write("1");
+    restore_ = true;
+    how_ = "sysctl kernel.bpf_stats_enabled";
+  }
+  ~BpfStatsOn() {
+    if (fd_ >= 0) ::close(fd_);
+    if (restore_) write(prev_);
+  }
+  BpfStatsOn(const BpfStatsOn&) = delete;
+  BpfStatsOn& operator=(const BpfStatsOn&) = delete;
+  const std::string& how() const { return how_; }
+
+ private:
+  static constexpr const char* kSysctl = "/proc/sys/kernel/bpf_stats_enabled";
+  static void write(const std::string& v) {
+    std::ofstream out(kSysctl);
+    out << v << "\n";
+  }
+  int fd_ = -1;
+  bool restore_ = false;
+  std::string prev_, how_;
+};
+
+struct Prog {
+  std::string name, attach;
+  uint32_t id = 0;
+  int fd = -1;
+};
+
+struct ProgCounters {
+  uint64_t cnt = 0, ns = 0;
+};
+
+// The programs the agent attached to our cgroup: status `programs` link ids
+// -> link info -> program id -> program fd.
+std::vector<Prog> attachedPrograms(const json& status) {
+  std::vector<Prog> out;
+  for (auto& p : status.value("programs", json::array())) {
+    uint32_t linkId = p.value("link_id", 0u);
+    int lfd = bpf_link_get_fd_by_id(linkId);
+    if (lfd < 0) throw std::runtime_error(fmt::format("bpf_link_get_fd_by_id({}): {}", linkId, std::strerror(errno)));
+    bpf_link_info li{};
+    uint32_t len = sizeof(li);
+    int rc = bpf_obj_get_info_by_fd(lfd, &li, &len);
+    ::close(lfd);
+    if (rc != 0) throw std::runtime_error(fmt::format("link {} info: {}", linkId, std::strerror(errno)));
+    Prog g;
+    g.name = p.value("name", "?");
+    const char* at = li.type == BPF_LINK_TYPE_CGROUP
+                         ? libbpf_bpf_attach_type_str(static_cast<bpf_attach_type>(li.cgroup.attach_type))
+                         : nullptr;
+    g.attach = at ? at : "?";
+    g.id = li.prog_id;
+    g.fd = bpf_prog_get_fd_by_id(li.prog_id);
+    if (g.fd < 0)
+      throw std::runtime_error(fmt::format("bpf_prog_get_fd_by_id({}): {}", li.prog_id, std::strerror(errno)));
+    out.push_back(g);
+  }
+  return out;
+}
+
+ProgCounters readCounters(const Prog& p) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(p.fd, &info, &len) != 0)
+    throw std::runtime_error(fmt::format("prog {} info: {}", p.id, std::strerror(errno)));
+  return {info.run_cnt, info.run_time_ns};
+}
+
+// ---- reporting ----------------------------------------------------------------
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string readFirstLine(const std::string& path, const std::string& prefix = "") {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (prefix.empty() || line.rfind(prefix, 0) == 0) return line;
+  return "";
+}
+
+json machineFacts() {
+  utsname u{};
+  ::uname(&u);
+  std::string cpu = readFirstLine("/proc/cpuinfo", "model name");
+  if (auto c = cpu.find(':'); c != std::string::npos) cpu = cpu.substr(c + 2);
+  char date[64];
+  std::time_t t = std::time(nullptr);
+  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+  return json{{"date", date},
+              {"nproc", ::sysconf(_SC_NPROCESSORS_ONLN)},
+              {"kernel", std::string(u.release)},
+              {"kernel_version", std::string(u.version)},
+              {"machine", std::string(u.machine)},
+              {"cpu", cpu},
+              {"loadavg_at_start", readFirstLine("/proc/loadavg")}};
+}
+
+struct Results {
+  // rates[workload][mode] = one value per round
+  std::map<Workload, std::map<Mode, std::vector<double>>> rates;
+  std::map<Workload, std::map<Mode, long>> errors;
+};
+
+int run(int runs, double seconds, int cpu, bool wantJson) {
+  json facts = machineFacts();
+  fmt::print("telemetry-overhead: {} run(s) of {:g} s per workload and mode\n", runs, seconds);
+  fmt::print("machine: nproc {}, kernel {} ({}), {}\n", facts["nproc"].get<long>(), facts["kernel"].get<std::string>(),
+             facts["machine"].get<std::string>(), facts["cpu"].get<std::string>());
+  fmt::print("date: {}; loadavg at start: {}\n", facts["date"].get<std::string>(),
+             facts["loadavg_at_start"].get<std::string>());
+  fmt::print("client and echo server pinned to {}\n", cpu < 0 ? std::string("no CPU (--cpu -1)")
+                                                              : fmt::format("CPU {}", cpu));
+  std::fflush(stdout);
+
+  std::string agentBin = std::string(AIMESH_BINARY_DIR) + "/aimesh-agent";
+  if (::access(agentBin.c_str(), X_OK) != 0)
+    throw std::runtime_error(agentBin + " not found: build the aimesh-agent target first");
+
+  Env env;
+  env.dir = testing::tempDir();
+  struct DirGuard {
+    std::string d;
+    ~DirGuard() { testing::removeTree(d); }
+  } dirGuard{env.dir};
+  testing::writeFile(env.dir + "/state.yaml", kState);
+
+  Sandbox sb;
+  TestCgroup directCg;  // nothing is ever attached here: baseline (c)
+  // Connect-and-close would leave tens of thousands of client ports in
+  // TIME_WAIT, and connect()'s search for a free port would slow down run
+  // after run (whichever mode ran later would pay). In the client namespace
+  // (ours) keep at most 256 TIME_WAIT sockets; a closing socket beyond that
+  // goes straight to CLOSED. Wide port range and reuse on top.
+  if (testing::sh("ip netns exec " + sb.client().name() +
+                  " sysctl -qw net.ipv4.tcp_max_tw_buckets=256 net.ipv4.tcp_tw_reuse=1"
+                  " net.ipv4.ip_local_port_range='1024 65535'") != 0)
+    throw std::runtime_error("cannot set the client namespace's TCP sysctls");
+  Child server = testing::startNameServer(sb.backend().name(), kBackend, kPort, "backend");
+  pinTo(cpu, server.pid());
+
+  // Orders per round: (a) and (b) alternate who goes first, (c) moves around.
+  const std::array<std::array<Mode, 3>, 6> orders{{{Mode::Attached, Mode::Detached, Mode::Direct},
+                                                    {Mode::Detached, Mode::Attached, Mode::Direct},
+                                                    {Mode::Direct, Mode::Attached, Mode::Detached},
+                                                    {Mode::Direct, Mode::Detached, Mode::Attached},
+                                                    {Mode::Attached, Mode::Direct, Mode::Detached},
+                                                    {Mode::Detached, Mode::Direct, Mode::Attached}}};
+  Results res;
+  for (int r = 0; r < runs; ++r) {
+    std::string line = fmt::format("run {}/{}:", r + 1, runs);
+    for (Mode m : orders[r % orders.size()]) {
+      checkInterrupted();
+      std::unique_ptr<AgentProcess> agent;
+      if (m != Mode::Direct) agent = startAgent(env, sb, m);
+      const std::string& cg = m == Mode::Direct ? directCg.path() : sb.cgroup().path();
+      const char* addr = m == Mode::Direct ? kBackend : kVip;
+      for (Workload w : kWorkloads) {
+        Sample s = measure(sb, cg, w, addr, seconds, cpu);
+        res.rates[w][m].push_back(s.rate);
+        res.errors[w][m] += s.errors;
+        line += fmt::format(" {}/{} {:.0f}/s", key(m), w == Workload::ConnectClose ? "cc" : "ka", s.rate);
+        if (s.errors) line += fmt::format(" ({} errors, first: {})", s.errors, std::strerror(s.firstErrno));
+      }
+      agent.reset();  // SIGKILL and cleanup of its pin dir
+    }
+    fmt::print(stderr, "{}\n", line);
+  }
+
+  // Profile pass: a fresh attached agent, BPF run-time statistics on.
+  checkInterrupted();
+  auto agent = startAgent(env, sb, Mode::Attached);
+  auto progs = attachedPrograms(agentStatus(*agent));
+  struct ProgRow {
+    std::map<Workload, ProgCounters> delta;
+  };
+  std::vector<ProgRow> progRows(progs.size());
+  std::map<Workload, Sample> statsSample;
+  std::string statsHow;
+  {
+    BpfStatsOn stats;
+    statsHow = stats.how();
+    for (Workload w : kWorkloads) {
+      std::vector<ProgCounters> before;
+      for (auto& p : progs) before.push_back(readCounters(p));
+      statsSample[w] = measure(sb, sb.cgroup().path(), w, kVip, seconds, cpu);
+      for (size_t i = 0; i < progs.size(); ++i) {
+        ProgCounters after = readCounters(progs[i]);
+        progRows[i].delta[w] = {after.cnt - before[i].cnt, after.ns - before[i].ns};
+      }
+    }
+  }
+  for (auto& p : progs) ::close(p.fd);
+  agent.reset();
+
+  // ---- the table ----
+  json out{{"machine", facts}, {"runs", runs}, {"seconds", seconds}};
+  fmt::print("\n{:<15} {:<24} {:>12} {:>12} {:>12}  {}\n", "workload", "mode", "median ops/s", "min", "max",
+             "errors");
+  for (Workload w : kWorkloads) {
+    for (Mode m : kModes) {
+      auto& v = res.rates[w][m];
+      double med = median(v);
+      fmt::print("{:<15} {:<24} {:>12.0f} {:>12.0f} {:>12.0f}  {}\n", label(w), label(m), med,
+                 *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()), res.errors[w][m]);
+      out["results"][key(w)][key(m)] = {{"median", med}, {"runs", v}, {"errors", res.errors[w][m]}};
+    }
+    auto& a = res.rates[w][Mode::Attached];
+    auto& b = res.rates[w][Mode::Detached];
+    auto& c = res.rates[w][Mode::Direct];
+    double ab = median(a) / median(b), bc = median(b) / median(c);
+    std::vector<double> pairedAb, pairedBc;
+    for (size_t i = 0; i < a.size(); ++i) {
+      pairedAb.push_back(a[i] / b[i]);
+      pairedBc.push_back(b[i] / c[i]);
+    }
+    fmt::print("{:<15} attached/detached {:.3f} (goal >= 0.97: {}; per-run ratios, median {:.3f})\n", "", ab,
+               ab >= 0.97 ? "met" : "NOT met", median(pairedAb));
+    fmt::print("{:<15} detached/direct   {:.3f} (per-run ratios, median {:.3f})\n", "", bc, median(pairedBc));
+    out["ratios"][key(w)] = {{"attached_over_detached", ab},
+                             {"detached_over_direct", bc},
+                             {"attached_over_detached_paired_median", median(pairedAb)},
+                             {"detached_over_direct_paired_median", median(pairedBc)},
+                             {"goal_attached_over_detached", 0.97},
+                             {"goal_met", ab >= 0.97}};
+  }
+
+  fmt::print("\nBPF programs on the cgroup, telemetry attached, one {:g} s run per workload with run-time stats on\n"
+             "({}; these runs: connect+close {:.0f}/s, keep-alive {:.0f}/s, not in the medians above)\n",
+             seconds, statsHow, statsSample[Workload::ConnectClose].rate, statsSample[Workload::KeepAlive].rate);
+  fmt::print("{:<12} {:<22} {:>6} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8}\n", "program", "attach type", "id",
+             "cc runs", "avg ns", "runs/op", "ka runs", "avg ns", "runs/op");
+  std::map<Workload, double> nsPerOpAll, nsPerOpTel;
+  for (size_t i = 0; i < progs.size(); ++i) {
+    std::string row = fmt::format("{:<12} {:<22} {:>6}", progs[i].name, progs[i].attach, progs[i].id);
+    json jp{{"name", progs[i].name}, {"attach_type", progs[i].attach}, {"prog_id", progs[i].id}};
+    for (Workload w : kWorkloads) {
+      auto d = progRows[i].delta[w];
+      double avg = d.cnt ? double(d.ns) / d.cnt : 0;
+      double ops = double(statsSample[w].ops + statsSample[w].warmupOps);  // the counters cover both
+      row += fmt::format(" | {:>10} {:>8.0f} {:>8.2f}", d.cnt, avg, ops > 0 ? d.cnt / ops : 0);
+      jp[key(w)] = {{"run_cnt", d.cnt}, {"run_time_ns", d.ns}, {"avg_ns", avg}};
+      if (ops > 0) {
+        nsPerOpAll[w] += d.ns / ops;
+        if (isTelemetry(progs[i].name)) nsPerOpTel[w] += d.ns / ops;
+      }
+    }
+    fmt::print("{}\n", row);
+    out["programs"].push_back(jp);
+  }
+  fmt::print("BPF ns per operation: connect+close {:.0f} (telemetry {:.0f}), keep-alive request {:.0f} "
+             "(telemetry {:.0f})\n",
+             nsPerOpAll[Workload::ConnectClose], nsPerOpTel[Workload::ConnectClose], nsPerOpAll[Workload::KeepAlive],
+             nsPerOpTel[Workload::KeepAlive]);
+  for (Workload w : kWorkloads) {
+    out["bpf_stats"][key(w)] = {{"ops_per_second", statsSample[w].rate},
+                                {"ops", statsSample[w].ops + statsSample[w].warmupOps},
+                                {"bpf_ns_per_op", nsPerOpAll[w]},
+                                {"telemetry_bpf_ns_per_op", nsPerOpTel[w]}};
+  }
+  out["bpf_stats"]["enabled_with"] = statsHow;
+  out["cpu"] = cpu;
+  if (wantJson) fmt::print("\n{}\n", out.dump());
+  return 0;
+}
+
+}  // namespace
+}  // namespace aimesh
+
+int main(int argc, char** argv) {
+  CLI::App app{"telemetry-overhead: request rates with aimesh telemetry attached, detached, and without aimesh"};
+  int runs = 5;
+  double seconds = 2;
+  bool wantJson = false;
+  int cpu = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)) - 1;
+  app.add_option("--runs", runs, "measured runs per workload and mode (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 50));
+  app.add_option("--seconds", seconds, "length of one run")->capture_default_str()->check(CLI::Range(0.1, 60.0));
+  app.add_option("--cpu", cpu, "pin the client and the echo server to this CPU (-1: no pinning)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1023));
+  app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
+  CLI11_PARSE(app, argc, argv);
+
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "telemetry-overhead: needs root (cgroups, network namespaces, BPF)\n");
+    return 1;
+  }
+  struct sigaction sa{};
+  sa.sa_handler = aimesh::onSignal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    return aimesh::run(runs, seconds, cpu, wantJson);
+  } catch (const aimesh::Interrupted&) {
+    std::fprintf(stderr, "telemetry-overhead: interrupted; sandbox removed\n");
+    return 130;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "telemetry-overhead: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,109 @@
+/* Connection lifecycle and request/response timing for sockets connected
+ * through a service. Shared by sock_ops (lifecycle) and cgroup_skb (payload
+ * timing); both find the socket's state in aimesh_sockets, which the connect
+ * hook created. Sockets without that state are not ours: untouched. */
+#ifndef AIMESH_BPF_TELEMETRY_H
+#define AIMESH_BPF_TELEMETRY_H
+
+#include "lib/hist.h"
+
+/* Keeps struct aimesh_event in the object's BTF (the ring buffer has no value
+ * type), so tools and the ABI test can see its layout. */
+const struct aimesh_event *aimesh_event_type __attribute__((unused));
+
+static __always_inline struct aimesh_be_tel *tel_of(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&aimesh_be_tel, &backend_id);
+}
+
+static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie, __u8 type,
+				      __u64 duration_ns, __u64 sent, __u64 received, __u32 retrans)
+{
+	struct aimesh_event *e = bpf_ringbuf_reserve(&aimesh_events, sizeof(*e), 0);
+
+	if (!e) {
+		count_reason(AIMESH_R_EVENT_DROPPED);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = cookie;
+	e->duration_ns = duration_ns;
+	e->bytes_sent = sent;
+	e->bytes_received = received;
+	e->service_id = s->service_id;
+	e->backend_id = s->backend_id;
+	e->requests = s->requests;
+	e->retransmits = retrans;
+	e->type = type;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* The response in flight (if any) ends: at the next request or at close. */
+static __always_inline void tel_end_response(struct aimesh_sock *s, struct aimesh_be_tel *t)
+{
+	if (s->phase == AIMESH_PH_IDLE || s->phase == AIMESH_PH_AWAIT_FIRST)
+		return;
+	hist_record(s->backend_id, AIMESH_M_DURATION, s->last_in_ns - s->req_start_ns);
+	if (t)
+		t->responses += 1;
+	s->phase = AIMESH_PH_IDLE;
+}
+
+/* A payload segment leaves the socket: the first one after the response
+ * started (or with nothing in flight) starts a request. More payload while
+ * waiting for the answer belongs to the same request (a body in pieces). */
+static __always_inline void tel_egress_payload(struct aimesh_sock *s, __u64 now)
+{
+	struct aimesh_be_tel *t;
+
+	if (s->phase == AIMESH_PH_AWAIT_FIRST)
+		return;
+	t = tel_of(s->backend_id);
+	tel_end_response(s, t);
+	s->phase = AIMESH_PH_AWAIT_FIRST;
+	s->req_start_ns = now;
+	s->chunks = 0;
+	s->requests += 1;
+	if (t)
+		t->requests += 1;
+}
+
+/* A payload segment arrives. `headers_only` says it is an HTTP/1.x response
+ * head with no body byte (the next segment is then the first token);
+ * `has_body` is false for HTTP/2 segments that carry no DATA frame. */
+static __always_inline void tel_ingress_payload(struct aimesh_sock *s, __u64 now, int headers_only,
+						int has_body)
+{
+	struct aimesh_be_tel *t;
+
+	switch (s->phase) {
+	case AIMESH_PH_AWAIT_FIRST:
+		hist_record(s->backend_id, AIMESH_M_TTFB, now - s->req_start_ns);
+		if (headers_only || !has_body) {
+			s->phase = AIMESH_PH_AWAIT_BODY;
+		} else {
+			hist_record(s->backend_id, AIMESH_M_TTFT, now - s->req_start_ns);
+			s->phase = AIMESH_PH_STREAMING;
+		}
+		break;
+	case AIMESH_PH_AWAIT_BODY:
+		if (!has_body)
+			break;
+		hist_record(s->backend_id, AIMESH_M_TTFT, now - s->req_start_ns);
+		s->phase = AIMESH_PH_STREAMING;
+		break;
+	case AIMESH_PH_STREAMING:
+		hist_record(s->backend_id, AIMESH_M_GAP, now - s->last_in_ns);
+		break;
+	default:
+		return; /* nothing asked: not a response */
+	}
+	s->last_in_ns = now;
+	s->chunks += 1;
+	t = tel_of(s->backend_id);
+	if (t)
+		t->chunks += 1;
+}
+
+#endif

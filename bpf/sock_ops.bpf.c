@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Connection lifecycle of sockets connected through a service: established
+ * (connect latency, active +1), close (active -1, bytes, retransmits, RTT,
+ * duration) and failed connects (refused by RST, or timed out). Only sockets
+ * that the connect hook gave state to are followed; others cost one lookup
+ * at connect time and nothing after. */
+#include "lib/telemetry.h"
+
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+
+static __always_inline void on_established(struct bpf_sock_ops *skops, struct aimesh_sock *s)
+{
+	struct aimesh_be_load *load;
+	struct aimesh_be_tel *t;
+	__u64 now = bpf_ktime_get_ns();
+
+	s->established_ns = now;
+	s->flags |= AIMESH_SKF_ESTABLISHED;
+	hist_record(s->backend_id, AIMESH_M_CONNECT, now - s->connect_ns);
+	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
+	if (load)
+		__sync_fetch_and_add(&load->active, 1);
+	t = tel_of(s->backend_id);
+	if (t)
+		t->opened += 1;
+	tel_event(s, bpf_get_socket_cookie(skops), AIMESH_EV_OPEN, now - s->connect_ns, 0, 0, 0);
+}
+
+static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_sock *s, __u32 old_state)
+{
+	struct aimesh_be_load *load;
+	struct aimesh_be_tel *t;
+	__u64 now = bpf_ktime_get_ns(), cookie = bpf_get_socket_cookie(skops);
+
+	if (s->flags & AIMESH_SKF_CLOSED)
+		return;
+	s->flags |= AIMESH_SKF_CLOSED;
+	t = tel_of(s->backend_id);
+
+	if (!(s->flags & AIMESH_SKF_ESTABLISHED)) {
+		if (old_state != TCP_SYN_SENT)
+			return;
+		/* Never established: the backend refused (RST) or never answered. */
+		if (s->flags & AIMESH_SKF_RST_SEEN) {
+			if (t)
+				t->failed_refused += 1;
+			tel_event(s, cookie, AIMESH_EV_REFUSED, now - s->connect_ns, 0, 0, 0);
+		} else {
+			if (t)
+				t->failed_timeout += 1;
+			tel_event(s, cookie, AIMESH_EV_TIMEOUT, now - s->connect_ns, 0, 0, 0);
+		}
+		return;
+	}
+
+	tel_end_response(s, t);
+	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
+	if (load)
+		__sync_fetch_and_add(&load->active, -1);
+	hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * 1000);
+	if (t) {
+		t->closed += 1;
+		t->bytes_sent += skops->bytes_acked;
+		t->bytes_received += skops->bytes_received;
+		t->retransmits += skops->total_retrans;
+		t->conn_ns += now - s->established_ns;
+		if (s->flags & AIMESH_SKF_RST_SEEN)
+			t->reset += 1;
+	}
+	tel_event(s, cookie, (s->flags & AIMESH_SKF_RST_SEEN) ? AIMESH_EV_RESET : AIMESH_EV_CLOSE,
+		  now - s->established_ns, skops->bytes_acked, skops->bytes_received, skops->total_retrans);
+}
+
+SEC("sockops")
+int aimesh_sockops(struct bpf_sock_ops *skops)
+{
+	struct aimesh_sock *s;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return 1;
+	s = bpf_sk_storage_get(&aimesh_sockets, sk, 0, 0);
+	if (!s)
+		return 1;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* Ours: ask for state changes so close and failure are seen. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		on_established(skops, s);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == TCP_CLOSE)
+			on_close(skops, s, skops->args[0]);
+		break;
+	}
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Request/response timing for sockets connected through a service, from the
+ * payload segments they send and receive (cgroup_skb egress/ingress). Always
+ * allows the packet. The cost for a socket that is not ours is one storage
+ * lookup; for ours, a header parse and a few map updates per segment. */
+#include "lib/telemetry.h"
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP_ 6
+#define TCP_FLAG_RST 0x04
+
+/* Payload offset and length of a TCP segment, and its flags; 0 if not TCP. */
+static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *len, __u8 *flags)
+{
+	__u8 ip[40];
+	__u8 tcp[14];
+	__u32 l3;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 20))
+			return 0;
+		if (ip[9] != IPPROTO_TCP_)
+			return 0;
+		if (ip[6] & 0x3f || ip[7]) /* fragment: not a whole segment */
+			return 0;
+		l3 = (ip[0] & 0x0f) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 40))
+			return 0;
+		if (ip[6] != IPPROTO_TCP_) /* extension headers: not parsed */
+			return 0;
+		l3 = 40;
+	} else {
+		return 0;
+	}
+	if (bpf_skb_load_bytes(skb, l3, tcp, sizeof(tcp)))
+		return 0;
+	*off = l3 + (tcp[12] >> 4) * 4;
+	*len = skb->len > *off ? skb->len - *off : 0;
+	*flags = tcp[13];
+	return 1;
+}
+
+/* "HTTP/1.x" at the start and "\r\n\r\n" at the end: a response head with no
+ * body byte in this segment. */
+static __always_inline int h1_headers_only(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	char head[8], tail[4];
+
+	if (len < 12 || bpf_skb_load_bytes(skb, off, head, 8) ||
+	    bpf_skb_load_bytes(skb, off + len - 4, tail, 4))
+		return 0;
+	return head[0] == 'H' && head[1] == 'T' && head[2] == 'T' && head[3] == 'P' && head[4] == '/' &&
+	       head[5] == '1' && tail[0] == '\r' && tail[1] == '\n' && tail[2] == '\r' && tail[3] == '\n';
+}
+
+/* HTTP/2: does the segment carry a DATA frame (type 0)? Walks up to 8 frame
+ * headers (9 bytes: length[3], type, flags, stream[4]). A frame that starts in
+ * an earlier segment is not seen; then the segment counts as body. */
+static __always_inline int h2_has_data(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	__u8 fh[4];
+	__u32 pos = 0, flen;
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		if (pos + 9 > len)
+			return i == 0;
+		if (bpf_skb_load_bytes(skb, off + pos, fh, 4))
+			return 1;
+		if (fh[3] == 0)
+			return 1;
+		flen = ((__u32)fh[0] << 16) | ((__u32)fh[1] << 8) | fh[2];
+		pos += 9 + flen;
+	}
+	return 1;
+}
+
+/* "PRI * HTTP/2.0" opens an HTTP/2 connection (RFC 9113, section 3.4). */
+static __always_inline int h2_preface(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	char p[8];
+
+	if (len < 24 || bpf_skb_load_bytes(skb, off, p, 8))
+		return 0;
+	return p[0] == 'P' && p[1] == 'R' && p[2] == 'I' && p[3] == ' ' && p[4] == '*' && p[6] == 'H';
+}
+
+static __always_inline struct aimesh_sock *sock_state(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	return bpf_sk_storage_get(&aimesh_sockets, sk, 0, 0);
+}
+
+SEC("cgroup_skb/egress")
+int aimesh_skb_egress(struct __sk_buff *skb)
+{
+	struct aimesh_sock *s = sock_state(skb);
+	__u32 off, len;
+	__u8 flags;
+
+	if (!s || !parse_tcp(skb, &off, &len, &flags) || len == 0)
+		return 1;
+	if (s->requests == 0 && h2_preface(skb, off, len)) {
+		/* The preface and SETTINGS are not a request. */
+		s->flags |= AIMESH_SKF_H2;
+		return 1;
+	}
+	tel_egress_payload(s, bpf_ktime_get_ns());
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int aimesh_skb_ingress(struct __sk_buff *skb)
+{
+	struct aimesh_sock *s = sock_state(skb);
+	__u32 off, len;
+	__u8 flags;
+	int body;
+
+	if (!s || !parse_tcp(skb, &off, &len, &flags))
+		return 1;
+	if (flags & TCP_FLAG_RST) {
+		s->flags |= AIMESH_SKF_RST_SEEN;
+		return 1;
+	}
+	if (len == 0)
+		return 1;
+	if (s->flags & AIMESH_SKF_H2) {
+		body = h2_has_data(skb, off, len);
+		tel_ingress_payload(s, bpf_ktime_get_ns(), 0, body);
+	} else {
+		tel_ingress_payload(s, bpf_ktime_get_ns(), h1_headers_only(skb, off, len), 1);
+	}
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,233 @@
+// e2e: kernel-measured latency and connection lifecycle for model traffic.
+// A model-server stand-in with known delays runs in the backend namespace;
+// clients stream completions through a service address; the agent's API and
+// /metrics must show what the client saw.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "client/api_client.h"
+#include "fixtures/net_client.h"
+#include "fixtures/sandbox.h"
+
+namespace aimesh::testing {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+double median(std::vector<double> v) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+class TelemetryE2e : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    dir_ = tempDir();
+    sandbox_ = std::make_unique<Sandbox>();
+  }
+  void TearDown() override {
+    agent_.reset();
+    procs_.clear();
+    sandbox_.reset();
+    if (!dir_.empty()) removeTree(dir_);
+  }
+  void startModelServer(const std::string& addr, int ttftMs, int tpotMs, int tokens) {
+    procs_.push_back(startIn(sandbox_->backend().name(),
+                             {std::string(AIMESH_BINARY_DIR) + "/model-server", "--listen", addr, "--port", "8000",
+                              "--name", addr, "--ttft-ms", std::to_string(ttftMs), "--tpot-ms",
+                              std::to_string(tpotMs), "--tokens", std::to_string(tokens)},
+                             dir_ + "/model-" + addr + ".log"));
+    // Wait until it answers (from inside the backend namespace).
+    for (int i = 0; i < 100; ++i) {
+      int st = 0;
+      runIn("", sandbox_->backend().name(), [&](int) { return tcpAsk(addr, 8000, 200).err == 0 ? 0 : 1; }, &st);
+      if (st == 0 || i == 99) break;
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  void startAgent(const std::string& yaml) {
+    writeFile(dir_ + "/state.yaml", yaml);
+    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), dir_ + "/state.yaml", dir_);
+    agent_->start();
+  }
+  json api(const json& req) {
+    auto r = callAgent(agent_->apiSocket(), req, 3000ms);
+    EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message());
+    return r ? *r : json{};
+  }
+
+  std::string dir_;
+  std::unique_ptr<Sandbox> sandbox_;
+  std::vector<Child> procs_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+const char* kState = R"(services:
+  - name: llm
+    namespace: ml
+    model: stand-in
+    vips: [10.96.0.40]
+    ports: [{port: 8000}]
+    endpoints:
+      - {address: 10.77.0.2, port: 8000}
+  - name: dead
+    namespace: ml
+    vips: [10.96.0.41]
+    ports: [{port: 8000}]
+    endpoints:
+      - {address: 10.77.0.3, port: 8000}
+)";
+
+TEST_F(TelemetryE2e, KernelMeasuredTtftAndGapsMatchTheModelServerAndTheClient) {
+  const int ttftMs = 50, tpotMs = 10, tokens = 12, requests = 16;
+  startModelServer("10.77.0.2", ttftMs, tpotMs, tokens);
+  startAgent(kState);
+
+  // The client measures what it sees: time to the first body bytes, and the
+  // gaps between body reads (one SSE event per token, flushed one by one).
+  json client = json::parse(runIn(sandbox_->cgroup().path(), sandbox_->client().name(), [&](int fd) {
+    std::vector<double> ttft, gaps;
+    int ok = 0;
+    for (int i = 0; i < requests; ++i) {
+      httplib::Client c("10.96.0.40", 8000);
+      c.set_read_timeout(5, 0);
+      auto t0 = std::chrono::steady_clock::now();
+      auto last = t0;
+      bool first = true;
+      std::string body = R"({"prompt":"hi","stream":true,"max_tokens":)" + std::to_string(tokens) + "}";
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/completions";
+      req.headers = {{"Content-Type", "application/json"}};
+      req.body = body;
+      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+        auto now = std::chrono::steady_clock::now();
+        if (first) ttft.push_back(std::chrono::duration<double>(now - t0).count());
+        else gaps.push_back(std::chrono::duration<double>(now - last).count());
+        first = false;
+        last = now;
+        return true;
+      };
+      auto res = c.send(req);
+      ok += res && res->status == 200;
+    }
+    std::string out = json{{"ok", ok}, {"ttft_p50", median(ttft)}, {"gap_p50", median(gaps)}}.dump();
+    (void)!::write(fd, out.data(), out.size());
+    return 0;
+  }));
+  ASSERT_EQ(client["ok"], requests) << client.dump();
+
+  // Close events are emitted at close; give the last one a moment.
+  json lat;
+  for (int i = 0; i < 50; ++i) {
+    lat = api({{"method", "latency"}, {"service", "llm"}});
+    if (lat["endpoints"][0]["metrics"]["duration"]["count"] == requests) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(lat["endpoints"].size(), 1u) << lat.dump();
+  json m = lat["endpoints"][0]["metrics"];
+  EXPECT_EQ(m["ttft"]["count"], requests);
+  EXPECT_EQ(m["connect"]["count"], requests);
+  EXPECT_EQ(m["duration"]["count"], requests);
+  double kTtft = m["ttft"]["p50"], kGap = m["gap"]["p50"];
+  double cTtft = client["ttft_p50"], cGap = client["gap_p50"];
+  RecordProperty("kernel_ttft_p50_ms", std::to_string(kTtft * 1e3));
+  RecordProperty("kernel_gap_p50_ms", std::to_string(kGap * 1e3));
+  std::cout << "TTFT p50: kernel " << kTtft * 1e3 << " ms, client " << cTtft * 1e3 << " ms, configured " << ttftMs
+            << " ms\nchunk gap p50: kernel " << kGap * 1e3 << " ms, client " << cGap * 1e3 << " ms, configured "
+            << tpotMs << " ms\n";
+  EXPECT_NEAR(kTtft, ttftMs / 1e3, 0.10 * ttftMs / 1e3);
+  EXPECT_NEAR(kGap, tpotMs / 1e3, 0.10 * tpotMs / 1e3);
+  EXPECT_NEAR(kTtft, cTtft, 0.10 * cTtft);
+  EXPECT_NEAR(kGap, cGap, 0.10 * cGap);
+  // Response duration ≈ ttft + (tokens - 1) * tpot.
+  EXPECT_NEAR(m["duration"]["p50"].get<double>(), (ttftMs + (tokens - 1) * tpotMs) / 1e3,
+              0.15 * (ttftMs + (tokens - 1) * tpotMs) / 1e3);
+
+  json top = api({{"method", "top"}});
+  json ep;
+  for (auto& e : top["endpoints"])
+    if (e["service"] == "llm") ep = e;
+  EXPECT_EQ(ep["opened"], requests);
+  EXPECT_EQ(ep["requests"], requests);
+  EXPECT_EQ(ep["responses"], requests);
+  EXPECT_EQ(ep["active"], 0);
+  EXPECT_EQ(ep["errors"], 0);
+
+  json flows = api({{"method", "flows"}, {"since", 0}});
+  int opens = 0, closes = 0;
+  for (auto& e : flows["events"]) {
+    opens += e["type"] == "open";
+    closes += e["type"] == "close";
+    if (e["type"] == "close") {
+      EXPECT_EQ(e["endpoint"], "10.77.0.2:8000");
+      EXPECT_EQ(e["requests"], 1);
+      EXPECT_GT(e["bytes_received"].get<int>(), 0);
+    }
+  }
+  EXPECT_EQ(opens, requests);
+  EXPECT_EQ(closes, requests);
+}
+
+TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {
+  startModelServer("10.77.0.2", 1, 1, 1);
+  startAgent(kState);
+  json r = json::parse(runIn(sandbox_->cgroup().path(), sandbox_->client().name(), [&](int fd) {
+    // Three connections held open while the agent is asked, then closed.
+    auto held = std::make_unique<std::vector<std::unique_ptr<TcpConn>>>();
+    for (int i = 0; i < 3; ++i) held->push_back(std::make_unique<TcpConn>("10.96.0.40", 8000));
+    std::this_thread::sleep_for(100ms);
+    auto top = callAgent(agent_->apiSocket(), {{"method", "top"}}, 2000ms);
+    int active = -1;
+    if (top)
+      for (auto& e : (*top)["endpoints"])
+        if (e["service"] == "llm") active = e["active"];
+    held.reset();
+    // Nothing listens on 10.77.0.3:8000: the backend's kernel answers RST.
+    int err = tcpAsk("10.96.0.41", 8000).err;
+    std::string out = json{{"active", active}, {"refused_err", err}}.dump();
+    (void)!::write(fd, out.data(), out.size());
+    return 0;
+  }));
+  EXPECT_EQ(r["active"], 3);
+  EXPECT_EQ(r["refused_err"], ECONNREFUSED);
+  json ep, flows;
+  for (int i = 0; i < 50; ++i) {
+    json top = api({{"method", "top"}});
+    for (auto& e : top["endpoints"])
+      if (e["service"] == "dead") ep = e;
+    json llm;
+    for (auto& e : top["endpoints"])
+      if (e["service"] == "llm") llm = e;
+    if (ep["errors"] == 1 && llm["active"] == 0) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(ep["errors"], 1);
+  flows = api({{"method", "flows"}, {"since", 0}});
+  int refused = 0;
+  for (auto& e : flows["events"]) refused += e["type"] == "refused";
+  EXPECT_EQ(refused, 1) << flows.dump();
+
+  // /metrics carries the failure with its reason label.
+  std::string addr = agent_->metricsUrlPath();
+  auto colon = addr.rfind(':');
+  httplib::Client c(addr.substr(0, colon), std::stoi(addr.substr(colon + 1)));
+  auto res = c.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->body.find("aimesh_endpoint_connection_failures_total{service=\"dead\",namespace=\"ml\",model=\"\","
+                           "port=\"8000\",protocol=\"TCP\",endpoint=\"10.77.0.3:8000\",reason=\"refused\"} 1"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace aimesh::testing
