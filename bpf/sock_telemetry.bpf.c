@@ -55,26 +55,35 @@ static __always_inline int h1_headers_only(struct __sk_buff *skb, __u32 off, __u
 	       head[5] == '1' && tail[0] == '\r' && tail[1] == '\n' && tail[2] == '\r' && tail[3] == '\n';
 }
 
-/* HTTP/2: does the segment carry a DATA frame (type 0)? Walks up to 8 frame
- * headers (9 bytes: length[3], type, flags, stream[4]). A frame that starts in
- * an earlier segment is not seen; then the segment counts as body. */
-static __always_inline int h2_has_data(struct __sk_buff *skb, __u32 off, __u32 len)
+#define H2_DATA 0x1    /* frame type 0 */
+#define H2_HEADERS 0x2 /* frame type 1 */
+
+/* HTTP/2 (RFC 9113, section 4.1): which of DATA and HEADERS frames start in
+ * this segment, from up to 8 frame headers (9 bytes: length[3], type, flags,
+ * stream[4]). A segment that starts inside a frame begun in an earlier
+ * segment (a long DATA frame) counts as DATA. SETTINGS, PING and
+ * WINDOW_UPDATE carry no request or response bytes. */
+static __always_inline __u32 h2_frames(struct __sk_buff *skb, __u32 off, __u32 len)
 {
 	__u8 fh[4];
-	__u32 pos = 0, flen;
+	__u32 pos = 0, flen, seen = 0;
 	int i;
 
 	for (i = 0; i < 8; i++) {
 		if (pos + 9 > len)
-			return i == 0;
+			break;
 		if (bpf_skb_load_bytes(skb, off + pos, fh, 4))
-			return 1;
+			break;
 		if (fh[3] == 0)
-			return 1;
+			seen |= H2_DATA;
+		else if (fh[3] == 1)
+			seen |= H2_HEADERS;
+		else if (fh[3] > 9) /* not a frame header: inside a frame */
+			return H2_DATA;
 		flen = ((__u32)fh[0] << 16) | ((__u32)fh[1] << 8) | fh[2];
 		pos += 9 + flen;
 	}
-	return 1;
+	return seen;
 }
 
 /* "PRI * HTTP/2.0" opens an HTTP/2 connection (RFC 9113, section 3.4). */
@@ -108,11 +117,14 @@ int aimesh_skb_egress(struct __sk_buff *skb)
 
 	if (!s || !parse_tcp(skb, &off, &len, &flags) || len == 0)
 		return 1;
-	if (s->requests == 0 && h2_preface(skb, off, len)) {
+	if (s->requests == 0 && !(s->flags & AIMESH_SKF_H2) && h2_preface(skb, off, len)) {
 		/* The preface and SETTINGS are not a request. */
 		s->flags |= AIMESH_SKF_H2;
 		return 1;
 	}
+	/* HTTP/2: a request starts with a HEADERS frame; control frames are not one. */
+	if ((s->flags & AIMESH_SKF_H2) && !(h2_frames(skb, off, len) & H2_HEADERS))
+		return 1;
 	tel_egress_payload(s, bpf_ktime_get_ns());
 	return 1;
 }
@@ -123,7 +135,7 @@ int aimesh_skb_ingress(struct __sk_buff *skb)
 	struct aimesh_sock *s = sock_state(skb);
 	__u32 off, len;
 	__u8 flags;
-	int body;
+	__u32 frames;
 
 	if (!s || !parse_tcp(skb, &off, &len, &flags))
 		return 1;
@@ -134,8 +146,10 @@ int aimesh_skb_ingress(struct __sk_buff *skb)
 	if (len == 0)
 		return 1;
 	if (s->flags & AIMESH_SKF_H2) {
-		body = h2_has_data(skb, off, len);
-		tel_ingress_payload(s, bpf_ktime_get_ns(), 0, body);
+		frames = h2_frames(skb, off, len);
+		if (!frames)
+			return 1; /* control frames only */
+		tel_ingress_payload(s, bpf_ktime_get_ns(), 0, frames & H2_DATA);
 	} else {
 		tel_ingress_payload(s, bpf_ktime_get_ns(), h1_headers_only(skb, off, len), 1);
 	}

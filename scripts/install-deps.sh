@@ -11,7 +11,7 @@ PACKAGES=(
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libbrotli-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # tests and demo
-  iproute2 curl procps python3 prometheus
+  iproute2 curl procps python3 prometheus nghttp2-server
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -112,7 +112,12 @@ Result<std::unique_ptr<EventLog>> EventLog::start(int fd, size_t capacity) {
   log->rb_ = ring_buffer__new(fd, &EventLog::onEvent, log.get(), nullptr);
   if (!log->rb_) return Error::fromErrno("open events ring buffer");
   log->thread_ = std::thread([p = log.get()] {
-    while (!p->stop_.load()) ring_buffer__poll(p->rb_, 200);
+    // Programs submit without waking us (a wakeup per event is too costly);
+    // poll() returns on a forced wakeup or the timeout, then drain.
+    while (!p->stop_.load()) {
+      ring_buffer__poll(p->rb_, 100);
+      ring_buffer__consume(p->rb_);
+    }
   });
   return log;
 }

@@ -36,7 +36,12 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 	e->retransmits = retrans;
 	e->type = type;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	bpf_ringbuf_submit(e, 0);
+	/* Waking the reader on every event costs a cross-CPU wakeup per
+	 * connection; the agent drains the buffer on a timer instead, and is
+	 * woken only when a backlog builds up. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&aimesh_events, BPF_RB_AVAIL_DATA) > AIMESH_EVENTS_BYTES / 4
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
 }
 
 /* The response in flight (if any) ends: at the next request or at close. */
