@@ -78,6 +78,11 @@ int aimesh_sockops(struct bpf_sock_ops *skops)
 	struct aimesh_sock *s;
 	struct bpf_sock *sk = skops->sk;
 
+	/* Most callbacks (RTO init, ECN, RWND, ...) are not ours: decide on the op
+	 * before paying for the storage lookup. */
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB && skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    !(skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == TCP_CLOSE))
+		return 1;
 	if (!sk)
 		return 1;
 	s = bpf_sk_storage_get(&aimesh_sockets, sk, 0, 0);
