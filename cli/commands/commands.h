@@ -173,4 +173,7 @@ std::string prettyJson(const nlohmann::json& value);
 // 12.5 → "12.5s", 3725 → "1h2m5s", 200000 → "2d7h33m".
 std::string formatDuration(double seconds);
 
+// object[key] as a number, if it is one (JSON ints and floats alike).
+bool numberAt(const nlohmann::json& object, const char* key, double& value);
+
 }  // namespace aimesh

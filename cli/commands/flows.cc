@@ -12,13 +12,6 @@
 namespace aimesh {
 namespace {
 
-bool numberAt(const nlohmann::json& object, const char* key, double& value) {
-  if (!object.is_object()) return false;
-  auto it = object.find(key);
-  if (it == object.end() || !it->is_number()) return false;
-  value = it->get<double>();
-  return true;
-}
 
 // 512 → "512B", 1229 → "1.2KiB", 50331648 → "48.0MiB".
 std::string bytesText(double bytes) {

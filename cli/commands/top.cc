@@ -34,13 +34,6 @@ bool sameEndpoint(const nlohmann::json& a, const nlohmann::json& b) {
   return true;
 }
 
-bool numberAt(const nlohmann::json& object, const char* key, double& value) {
-  if (!object.is_object()) return false;
-  auto it = object.find(key);
-  if (it == object.end() || !it->is_number()) return false;
-  value = it->get<double>();
-  return true;
-}
 
 std::string latencyCell(const nlohmann::json& e, const char* key) {
   double v = 0;

@@ -141,17 +141,8 @@ class PrometheusE2e : public ::testing::Test {
   }
 
   void startModelServer(const std::string& addr, int ttftMs, int tpotMs, int tokens) {
-    procs_.push_back(startIn(sandbox_->backend().name(),
-                             {std::string(AIMESH_BINARY_DIR) + "/model-server", "--listen", addr, "--port", "8000",
-                              "--name", addr, "--ttft-ms", std::to_string(ttftMs), "--tpot-ms",
-                              std::to_string(tpotMs), "--tokens", std::to_string(tokens)},
-                             dir_ + "/model-" + addr + ".log"));
-    for (int i = 0; i < 100; ++i) {
-      int st = 0;
-      runIn("", sandbox_->backend().name(), [&](int) { return tcpAsk(addr, 8000, 200).err == 0 ? 0 : 1; }, &st);
-      if (st == 0) break;
-      std::this_thread::sleep_for(50ms);
-    }
+    procs_.push_back(
+        testing::startModelServer(sandbox_->backend().name(), addr, ttftMs, tpotMs, tokens, dir_));
   }
   void startAgent(const std::string& yaml) {
     writeFile(dir_ + "/state.yaml", yaml);

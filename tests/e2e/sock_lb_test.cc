@@ -346,17 +346,6 @@ TEST_F(SockLbE2e, KillNineKeepsRoutingAndRestartAdoptsWithoutDuplicates) {
 namespace aimesh::testing {
 namespace {
 
-// Runs a command, returns {exit status, stdout}.
-std::pair<int, std::string> capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return {-1, ""};
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
 
 TEST_F(SockLbE2e, MeshctlShowsServicesAndEndpointsAndFailsClearlyWithoutAgent) {
   serve("10.77.0.2", "a");

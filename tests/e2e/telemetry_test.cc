@@ -44,18 +44,8 @@ class TelemetryE2e : public ::testing::Test {
     if (!dir_.empty()) removeTree(dir_);
   }
   void startModelServer(const std::string& addr, int ttftMs, int tpotMs, int tokens) {
-    procs_.push_back(startIn(sandbox_->backend().name(),
-                             {std::string(AIMESH_BINARY_DIR) + "/model-server", "--listen", addr, "--port", "8000",
-                              "--name", addr, "--ttft-ms", std::to_string(ttftMs), "--tpot-ms",
-                              std::to_string(tpotMs), "--tokens", std::to_string(tokens)},
-                             dir_ + "/model-" + addr + ".log"));
-    // Wait until it answers (from inside the backend namespace).
-    for (int i = 0; i < 100; ++i) {
-      int st = 0;
-      runIn("", sandbox_->backend().name(), [&](int) { return tcpAsk(addr, 8000, 200).err == 0 ? 0 : 1; }, &st);
-      if (st == 0 || i == 99) break;
-      std::this_thread::sleep_for(50ms);
-    }
+    procs_.push_back(
+        testing::startModelServer(sandbox_->backend().name(), addr, ttftMs, tpotMs, tokens, dir_));
   }
   void startAgent(const std::string& yaml) {
     writeFile(dir_ + "/state.yaml", yaml);
@@ -246,16 +236,6 @@ TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {
 namespace aimesh::testing {
 namespace {
 
-std::pair<int, std::string> capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return {-1, ""};
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
 
 // HTTP/2 with prior knowledge (as gRPC clients speak it): the preface,
 // SETTINGS and WINDOW_UPDATE frames are neither requests nor responses;
