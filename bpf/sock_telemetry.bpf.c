@@ -10,35 +10,55 @@
 #define IPPROTO_TCP_ 6
 #define TCP_FLAG_RST 0x04
 
-/* Payload offset and length of a TCP segment, and its flags; 0 if not TCP. */
+/* Payload offset and length of a TCP segment, and its flags; 0 if not TCP.
+ * Headers are read in place (direct packet access) when they are in the
+ * linear part of the skb, as they nearly always are; otherwise copied. */
 static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *len, __u8 *flags)
 {
+	__u8 *p = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end, *t;
 	__u8 ip[40];
 	__u8 tcp[14];
 	__u32 l3;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, 0, ip, 20))
+		if (p + 20 <= end) {
+			if (p[9] != IPPROTO_TCP_ || (p[6] & 0x3f) || p[7])
+				return 0; /* not TCP, or a fragment */
+			l3 = (p[0] & 0x0f) * 4;
+		} else {
+			if (bpf_skb_load_bytes(skb, 0, ip, 20))
+				return 0;
+			if (ip[9] != IPPROTO_TCP_ || (ip[6] & 0x3f) || ip[7])
+				return 0;
+			l3 = (ip[0] & 0x0f) * 4;
+		}
+		if (l3 < 20 || l3 > 60)
 			return 0;
-		if (ip[9] != IPPROTO_TCP_)
-			return 0;
-		if (ip[6] & 0x3f || ip[7]) /* fragment: not a whole segment */
-			return 0;
-		l3 = (ip[0] & 0x0f) * 4;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		if (bpf_skb_load_bytes(skb, 0, ip, 40))
-			return 0;
-		if (ip[6] != IPPROTO_TCP_) /* extension headers: not parsed */
-			return 0;
+		if (p + 40 <= end) {
+			if (p[6] != IPPROTO_TCP_) /* extension headers: not parsed */
+				return 0;
+		} else {
+			if (bpf_skb_load_bytes(skb, 0, ip, 40))
+				return 0;
+			if (ip[6] != IPPROTO_TCP_)
+				return 0;
+		}
 		l3 = 40;
 	} else {
 		return 0;
 	}
-	if (bpf_skb_load_bytes(skb, l3, tcp, sizeof(tcp)))
-		return 0;
-	*off = l3 + (tcp[12] >> 4) * 4;
+	t = p + l3;
+	if (t + 14 <= end) {
+		*off = l3 + (t[12] >> 4) * 4;
+		*flags = t[13];
+	} else {
+		if (bpf_skb_load_bytes(skb, l3, tcp, sizeof(tcp)))
+			return 0;
+		*off = l3 + (tcp[12] >> 4) * 4;
+		*flags = tcp[13];
+	}
 	*len = skb->len > *off ? skb->len - *off : 0;
-	*flags = tcp[13];
 	return 1;
 }
 
@@ -111,11 +131,16 @@ static __always_inline struct aimesh_sock *sock_state(struct __sk_buff *skb)
 SEC("cgroup_skb/egress")
 int aimesh_skb_egress(struct __sk_buff *skb)
 {
-	struct aimesh_sock *s = sock_state(skb);
+	struct aimesh_sock *s;
 	__u32 off, len;
 	__u8 flags;
 
-	if (!s || !parse_tcp(skb, &off, &len, &flags) || len == 0)
+	/* Most segments (handshake, ACKs, FINs) carry no payload: decide on the
+	 * headers before paying for the socket-storage lookup. */
+	if (!parse_tcp(skb, &off, &len, &flags) || len == 0)
+		return 1;
+	s = sock_state(skb);
+	if (!s)
 		return 1;
 	if (s->requests == 0 && !(s->flags & AIMESH_SKF_H2) && h2_preface(skb, off, len)) {
 		/* The preface and SETTINGS are not a request. */
@@ -132,26 +157,31 @@ int aimesh_skb_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int aimesh_skb_ingress(struct __sk_buff *skb)
 {
-	struct aimesh_sock *s = sock_state(skb);
+	struct aimesh_sock *s;
 	__u32 off, len;
 	__u8 flags;
 	__u32 frames;
 
-	if (!s || !parse_tcp(skb, &off, &len, &flags))
+	if (!parse_tcp(skb, &off, &len, &flags))
+		return 1;
+	if (len == 0 && !(flags & TCP_FLAG_RST))
+		return 1;
+	s = sock_state(skb);
+	if (!s)
 		return 1;
 	if (flags & TCP_FLAG_RST) {
 		s->flags |= AIMESH_SKF_RST_SEEN;
 		return 1;
 	}
-	if (len == 0)
-		return 1;
 	if (s->flags & AIMESH_SKF_H2) {
 		frames = h2_frames(skb, off, len);
 		if (!frames)
 			return 1; /* control frames only */
 		tel_ingress_payload(s, bpf_ktime_get_ns(), 0, frames & H2_DATA);
-	} else {
-		tel_ingress_payload(s, bpf_ktime_get_ns(), h1_headers_only(skb, off, len), 1);
+	} else if (s->phase != AIMESH_PH_IDLE) {
+		/* Only the first segment of a response can be a bare head. */
+		tel_ingress_payload(s, bpf_ktime_get_ns(),
+				    s->phase == AIMESH_PH_AWAIT_FIRST && h1_headers_only(skb, off, len), 1);
 	}
 	return 1;
 }
