@@ -10,11 +10,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "client/api_client.h"
+#include "fixtures/metrics_doc.h"
 #include "fixtures/net_client.h"
 #include "fixtures/sandbox.h"
 
@@ -228,6 +231,14 @@ TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {
   EXPECT_NE(res->body.find("aimesh_endpoint_connection_failures_total{service=\"dead\",namespace=\"ml\",model=\"\","
                            "port=\"8000\",protocol=\"TCP\",endpoint=\"10.77.0.3:8000\",reason=\"refused\"} 1"),
             std::string::npos);
+
+  // docs/metrics.md and the live exposition list the same families and types.
+  std::ifstream docFile(std::string(AIMESH_SOURCE_DIR) + "/docs/metrics.md");
+  std::stringstream doc;
+  doc << docFile.rdbuf();
+  std::vector<std::string> dups;
+  EXPECT_EQ(documentedFamilies(doc.str(), dups), declaredFamilies(res->body));
+  EXPECT_TRUE(dups.empty());
 }
 
 }  // namespace

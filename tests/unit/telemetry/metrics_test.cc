@@ -6,6 +6,8 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+
+#include "fixtures/metrics_doc.h"
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -286,19 +288,7 @@ std::string readFile(const std::string& path) {
   return ss.str();
 }
 
-// Rows of the family tables: | `aimesh_name` | type | ...
-std::map<std::string, std::string> documentedFamilies(const std::string& doc, std::vector<std::string>& dups) {
-  static const std::regex row(R"(^\|\s*`(aimesh_[a-z0-9_]+)`\s*\|\s*([a-z]+)\s*\|)");
-  std::map<std::string, std::string> out;
-  for (auto& l : lines(doc)) {
-    std::smatch m;
-    if (!std::regex_search(l, m, row)) continue;
-    std::string t = m[2];
-    if (t != "counter" && t != "gauge" && t != "histogram" && t != "summary" && t != "untyped") continue;
-    if (!out.emplace(m[1], t).second) dups.push_back(m[1]);
-  }
-  return out;
-}
+using testing::documentedFamilies;
 
 TEST(MetricsDoc, ListsExactlyTheFamiliesRenderMetricsPrintsWithTheirTypes) {
   std::string path = std::string(AIMESH_SOURCE_DIR) + "/docs/metrics.md";
@@ -309,14 +299,7 @@ TEST(MetricsDoc, ListsExactlyTheFamiliesRenderMetricsPrintsWithTheirTypes) {
   EXPECT_TRUE(dups.empty()) << "documented twice: " << ::testing::PrintToString(dups);
 
   Fixture f;
-  std::map<std::string, std::string> printed;
-  for (auto& l : lines(renderMetrics(f.in))) {
-    if (l.rfind("# TYPE ", 0) != 0) continue;
-    std::istringstream in(l.substr(7));
-    std::string name, t;
-    in >> name >> t;
-    printed[name] = t;
-  }
+  std::map<std::string, std::string> printed = testing::declaredFamilies(renderMetrics(f.in));
   ASSERT_FALSE(printed.empty());
   for (auto& [name, t] : printed) {
     auto it = documented.find(name);
