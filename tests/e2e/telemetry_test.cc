@@ -6,6 +6,8 @@
 #include <httplib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -341,6 +343,47 @@ TEST_F(TelemetryE2e, MeshctlLatencyTopAndFlowsShowTheTraffic) {
   EXPECT_NE(text.find("close"), std::string::npos) << text;
   std::tie(rc, text) = capture(meshctl + " latency no-such-service 2>&1");
   EXPECT_EQ(rc, 1) << text;
+}
+
+}  // namespace
+}  // namespace aimesh::testing
+
+namespace aimesh::testing {
+namespace {
+
+// A connect that is never answered (the backend's replies are blackholed) and
+// that the client abandons counts as a timeout, not as refused.
+TEST_F(TelemetryE2e, UnansweredConnectCountsAsTimeout) {
+  startAgent(kState);
+  ASSERT_EQ(sh("ip -n " + sandbox_->backend().name() + " route add blackhole 10.77.0.1/32"), 0);
+  int st = 0;
+  runIn(sandbox_->cgroup().path(), sandbox_->client().name(), [&](int) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(8000);
+    inet_pton(AF_INET, "10.96.0.41", &sa.sin_addr);
+    int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    if (rc == 0 || errno != EINPROGRESS) return 1;
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 300) != 0) return 2;  // must still be waiting
+    ::close(fd);                             // give up: SYN_SENT -> CLOSE, no RST
+    return 0;
+  }, &st);
+  ASSERT_EQ(st, 0);
+  json ep, flows;
+  int timeouts = 0;
+  for (int i = 0; i < 100 && timeouts == 0; ++i) {
+    flows = api({{"method", "flows"}, {"since", 0}});
+    for (auto& e : flows["events"]) timeouts += e["type"] == "timeout";
+    if (timeouts == 0) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(timeouts, 1) << flows.dump();
+  json top = api({{"method", "top"}});
+  for (auto& e : top["endpoints"])
+    if (e["service"] == "dead") ep = e;
+  EXPECT_EQ(ep["errors"], 1);
+  EXPECT_EQ(ep["opened"], 0);
 }
 
 }  // namespace
