@@ -1,4 +1,5 @@
 #include "reconcile/bpf_map_writer.h"
+#include "bpf/percpu.h"
 #include "telemetry/telemetry.h"
 #include "util/overloaded.h"
 
@@ -71,14 +72,6 @@ Status update(int fd, const void* k, const void* v, const char* map) {
 Status remove(int fd, const void* k, const char* map) {
   if (bpf_map_delete_elem(fd, k) != 0 && errno != ENOENT) return Error::fromErrno(std::string("delete ") + map);
   return {};
-}
-
-// Zero a per-CPU array element on every possible CPU.
-Status zeroPerCpu(int fd, uint32_t id, size_t valueSize, const char* map) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
-  std::vector<uint8_t> zeros(static_cast<size_t>(ncpu) * ((valueSize + 7) & ~size_t{7}), 0);
-  return update(fd, &id, zeros.data(), map);
 }
 
 template <class K, class V, class F>

@@ -1,28 +1,13 @@
 #include "telemetry/stats.h"
 
+#include "bpf/percpu.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include <cstring>
 
 namespace aimesh {
-namespace {
-
-// Per-CPU values come back as one 8-byte-aligned slot per possible CPU.
-template <class V>
-Result<std::vector<V>> lookupPerCpu(int fd, uint32_t key) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
-  constexpr size_t stride = (sizeof(V) + 7) & ~size_t{7};
-  std::vector<uint8_t> buf(stride * ncpu);
-  if (bpf_map_lookup_elem(fd, &key, buf.data()) != 0) return Error::fromErrno("lookup per-CPU counters");
-  std::vector<V> out(ncpu);
-  for (int i = 0; i < ncpu; ++i) std::memcpy(&out[i], buf.data() + i * stride, sizeof(V));
-  return out;
-}
-
-}  // namespace
-
 const char* reasonName(uint32_t reason) {
   switch (reason) {
     case AIMESH_R_NO_BACKEND: return "no_backend";
@@ -43,7 +28,7 @@ Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& 
                                 const std::vector<uint32_t>& backendIds) {
   DatapathStats st;
   for (uint32_t id : serviceIds) {
-    auto v = lookupPerCpu<aimesh_svc_stats>(fds.svcStats, id);
+    auto v = lookupPerCpu<aimesh_svc_stats>(fds.svcStats, id, "aimesh_svc_stats");
     if (!v) return v.error();
     ServiceCounters& c = st.services[id];
     for (auto& s : *v) {
@@ -53,7 +38,7 @@ Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& 
     }
   }
   for (uint32_t id : backendIds) {
-    auto v = lookupPerCpu<aimesh_be_stats>(fds.beStats, id);
+    auto v = lookupPerCpu<aimesh_be_stats>(fds.beStats, id, "aimesh_be_stats");
     if (!v) return v.error();
     BackendCounters& c = st.backends[id];
     for (auto& s : *v) {
@@ -62,7 +47,7 @@ Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& 
     }
   }
   for (uint32_t r = 0; r < AIMESH_R_MAX; ++r) {
-    auto v = lookupPerCpu<uint64_t>(fds.reasons, r);
+    auto v = lookupPerCpu<uint64_t>(fds.reasons, r, "aimesh_reasons");
     if (!v) return v.error();
     for (auto x : *v) st.reasons[r] += x;
   }

@@ -1,5 +1,7 @@
 #include "telemetry/telemetry.h"
 
+#include "bpf/percpu.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -31,64 +33,38 @@ const char* eventTypeName(uint8_t type) {
   }
 }
 
-namespace {
-
-// Per-CPU values come back as one 8-byte-aligned slot per possible CPU.
-template <class V, class F>
-Status forEachCpu(int fd, uint32_t key, F f) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
-  constexpr size_t stride = (sizeof(V) + 7) & ~size_t{7};
-  std::vector<uint8_t> buf(stride * ncpu);
-  if (bpf_map_lookup_elem(fd, &key, buf.data()) != 0) return Error::fromErrno("lookup per-CPU telemetry");
-  for (int i = 0; i < ncpu; ++i) {
-    V v;
-    std::memcpy(&v, buf.data() + i * stride, sizeof(V));
-    f(v);
-  }
-  return {};
-}
-
-Status zeroPerCpu(int fd, uint32_t key, size_t valueSize) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return Error::fromCode(ncpu, "libbpf_num_possible_cpus");
-  std::vector<uint8_t> zeros(((valueSize + 7) & ~size_t{7}) * ncpu, 0);
-  if (bpf_map_update_elem(fd, &key, zeros.data(), BPF_ANY) != 0) return Error::fromErrno("zero per-CPU telemetry");
-  return {};
-}
-
-}  // namespace
-
 Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& ids) {
   std::map<uint32_t, BackendTelemetry> out;
   for (uint32_t id : ids) {
     BackendTelemetry& bt = out[id];
-    Status st = forEachCpu<aimesh_be_tel>(fds.beTel, id, [&](const aimesh_be_tel& t) {
+    auto tel = lookupPerCpu<aimesh_be_tel>(fds.beTel, id, "aimesh_be_tel");
+    if (!tel) return tel.error();
+    for (const aimesh_be_tel& t : *tel) {  // all fields are u64 counters
       auto* dst = reinterpret_cast<uint64_t*>(&bt.counters);
       auto* src = reinterpret_cast<const uint64_t*>(&t);
       for (size_t i = 0; i < sizeof(t) / sizeof(uint64_t); ++i) dst[i] += src[i];
-    });
-    if (!st) return st.error();
+    }
     aimesh_be_load load{};
     if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) bt.active = load.active;
     if (id >= AIMESH_MAX_HIST_BACKENDS) continue;
     bt.hasHistograms = true;
     for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
-      st = forEachCpu<aimesh_hist>(fds.hist, id * AIMESH_M_MAX + m, [&](const aimesh_hist& h) { bt.hist[m].add(h); });
-      if (!st) return st.error();
+      auto h = lookupPerCpu<aimesh_hist>(fds.hist, id * AIMESH_M_MAX + m, "aimesh_hist");
+      if (!h) return h.error();
+      for (const aimesh_hist& c : *h) bt.hist[m].add(c);
     }
   }
   return out;
 }
 
 Status resetTelemetry(const MapFds& fds, uint32_t id) {
-  Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel));
+  Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel), "aimesh_be_tel");
   if (!st) return st;
   aimesh_be_load zero{};
   if (bpf_map_update_elem(fds.beLoad, &id, &zero, BPF_ANY) != 0) return Error::fromErrno("zero aimesh_be_load");
   if (id >= AIMESH_MAX_HIST_BACKENDS) return {};
   for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
-    st = zeroPerCpu(fds.hist, id * AIMESH_M_MAX + m, sizeof(aimesh_hist));
+    st = zeroPerCpu(fds.hist, id * AIMESH_M_MAX + m, sizeof(aimesh_hist), "aimesh_hist");
     if (!st) return st;
   }
   return {};
