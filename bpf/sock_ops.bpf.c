@@ -24,14 +24,14 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct ai
 	t = tel_of(s->backend_id);
 	if (t)
 		t->opened += 1;
-	tel_event(s, bpf_get_socket_cookie(skops), AIMESH_EV_OPEN, now - s->connect_ns, 0, 0, 0);
+	tel_event(s, s->cookie, AIMESH_EV_OPEN, now, now - s->connect_ns, 0, 0, 0);
 }
 
 static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_sock *s, __u32 old_state)
 {
 	struct aimesh_be_load *load;
 	struct aimesh_be_tel *t;
-	__u64 now = bpf_ktime_get_ns(), cookie = bpf_get_socket_cookie(skops);
+	__u64 now = bpf_ktime_get_ns();
 
 	if (s->flags & AIMESH_SKF_CLOSED)
 		return;
@@ -45,11 +45,11 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		if (s->flags & AIMESH_SKF_RST_SEEN) {
 			if (t)
 				t->failed_refused += 1;
-			tel_event(s, cookie, AIMESH_EV_REFUSED, now - s->connect_ns, 0, 0, 0);
+			tel_event(s, s->cookie, AIMESH_EV_REFUSED, now, now - s->connect_ns, 0, 0, 0);
 		} else {
 			if (t)
 				t->failed_timeout += 1;
-			tel_event(s, cookie, AIMESH_EV_TIMEOUT, now - s->connect_ns, 0, 0, 0);
+			tel_event(s, s->cookie, AIMESH_EV_TIMEOUT, now, now - s->connect_ns, 0, 0, 0);
 		}
 		return;
 	}
@@ -68,7 +68,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		if (s->flags & AIMESH_SKF_RST_SEEN)
 			t->reset += 1;
 	}
-	tel_event(s, cookie, (s->flags & AIMESH_SKF_RST_SEEN) ? AIMESH_EV_RESET : AIMESH_EV_CLOSE,
+	tel_event(s, s->cookie, (s->flags & AIMESH_SKF_RST_SEEN) ? AIMESH_EV_RESET : AIMESH_EV_CLOSE, now,
 		  now - s->established_ns, skops->bytes_acked, skops->bytes_received, skops->total_retrans);
 }
 

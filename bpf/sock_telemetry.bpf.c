@@ -63,14 +63,27 @@ static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *l
 }
 
 /* "HTTP/1.x" at the start and "\r\n\r\n" at the end: a response head with no
- * body byte in this segment. */
+ * body byte in this segment. Read in place when the segment is linear. */
 static __always_inline int h1_headers_only(struct __sk_buff *skb, __u32 off, __u32 len)
 {
+	__u8 *data = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end, *h, *t;
 	char head[8], tail[4];
+	__u32 last;
 
-	if (len < 12 || bpf_skb_load_bytes(skb, off, head, 8) ||
-	    bpf_skb_load_bytes(skb, off + len - 4, tail, 4))
+	if (len < 12 || off > 255)
 		return 0;
+	last = off + len - 4;
+	/* In place for the usual small head; the mask is a no-op (off <= 255,
+	 * len <= 0x3f00) that keeps the offset's bound visible to the verifier,
+	 * which allows packet offsets only below 64 KiB. */
+	h = data + (off & 0xff);
+	t = data + (last & 0x3fff);
+	if (len <= 0x3f00 && h + 8 <= end && t + 4 <= end) {
+		__builtin_memcpy(head, h, 8);
+		__builtin_memcpy(tail, t, 4);
+	} else if (bpf_skb_load_bytes(skb, off, head, 8) || bpf_skb_load_bytes(skb, last, tail, 4)) {
+		return 0;
+	}
 	return head[0] == 'H' && head[1] == 'T' && head[2] == 'T' && head[3] == 'P' && head[4] == '/' &&
 	       head[5] == '1' && tail[0] == '\r' && tail[1] == '\n' && tail[2] == '\r' && tail[3] == '\n';
 }

@@ -50,7 +50,7 @@ static __always_inline void sock_write_addr(struct bpf_sock_addr *ctx, int famil
 
 /* Give a TCP socket connected through a service its telemetry state, so
  * sock_ops and cgroup_skb follow it (and only it). */
-static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id)
+static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id, __u64 cookie)
 {
 	struct aimesh_sock *s;
 	struct bpf_sock *sk = ctx->sk;
@@ -69,6 +69,7 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 	s->service_id = svc_id;
 	s->backend_id = be_id;
 	s->connect_ns = bpf_ktime_get_ns();
+	s->cookie = cookie;
 }
 
 /* connect4/6 (is_connect) and sendmsg4/6: service address -> backend.
@@ -107,7 +108,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 		if (ss)
 			ss->refused += 1;
 		struct aimesh_sock ev = { .service_id = svc_id };
-		tel_event(&ev, bpf_get_socket_cookie(ctx), AIMESH_EV_NO_BACKEND, 0, 0, 0, 0);
+		tel_event(&ev, bpf_get_socket_cookie(ctx), AIMESH_EV_NO_BACKEND, bpf_ktime_get_ns(), 0, 0, 0, 0);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
@@ -126,7 +127,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	sock_write_addr(ctx, family, be->addr, be->port);
 
 	if (is_connect && fk.proto == AIMESH_PROTO_TCP)
-		sock_track(ctx, svc_id, be_id);
+		sock_track(ctx, svc_id, be_id, rk.cookie);
 
 	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);

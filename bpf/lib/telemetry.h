@@ -16,7 +16,17 @@ static __always_inline struct aimesh_be_tel *tel_of(__u32 backend_id)
 	return bpf_map_lookup_elem(&aimesh_be_tel, &backend_id);
 }
 
-static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie, __u8 type,
+/* Pending bytes (this record, with its 8-byte header, included) just went
+ * past half the buffer. Another CPU's record can skip the window; the
+ * agent's timer drains the buffer anyway. */
+static __always_inline int tel_crossed_half(__u64 avail)
+{
+	const __u64 half = AIMESH_EVENTS_BYTES / 2, rec = sizeof(struct aimesh_event) + 8;
+
+	return avail >= half && avail < half + rec;
+}
+
+static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie, __u8 type, __u64 now,
 				      __u64 duration_ns, __u64 sent, __u64 received, __u32 retrans)
 {
 	struct aimesh_event *e = bpf_ringbuf_reserve(&aimesh_events, sizeof(*e), 0);
@@ -25,7 +35,7 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 		count_reason(AIMESH_R_EVENT_DROPPED);
 		return;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = now;
 	e->cookie = cookie;
 	e->duration_ns = duration_ns;
 	e->bytes_sent = sent;
@@ -36,10 +46,11 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 	e->retransmits = retrans;
 	e->type = type;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	/* Waking the reader on every event costs a cross-CPU wakeup per
-	 * connection; the agent drains the buffer on a timer instead, and is
-	 * woken only when a backlog builds up. */
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&aimesh_events, BPF_RB_AVAIL_DATA) > AIMESH_EVENTS_BYTES / 4
+	/* Waking the reader costs an IPI (irq_work) and a cross-CPU wakeup. The
+	 * agent drains the buffer on a timer instead; it is woken only once,
+	 * when this record makes the backlog cross half the buffer. Waking on
+	 * every record past a threshold cost an IPI per connection under load. */
+	bpf_ringbuf_submit(e, tel_crossed_half(bpf_ringbuf_query(&aimesh_events, BPF_RB_AVAIL_DATA))
 				      ? BPF_RB_FORCE_WAKEUP
 				      : BPF_RB_NO_WAKEUP);
 }

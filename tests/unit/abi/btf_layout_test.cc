@@ -107,7 +107,7 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_sock, connect_ns), AIMESH_MEMBER(aimesh_sock, established_ns),
         AIMESH_MEMBER(aimesh_sock, req_start_ns), AIMESH_MEMBER(aimesh_sock, last_in_ns),
         AIMESH_MEMBER(aimesh_sock, chunks), AIMESH_MEMBER(aimesh_sock, requests), AIMESH_MEMBER(aimesh_sock, phase),
-        AIMESH_MEMBER(aimesh_sock, flags), AIMESH_MEMBER(aimesh_sock, pad)}},
+        AIMESH_MEMBER(aimesh_sock, flags), AIMESH_MEMBER(aimesh_sock, pad), AIMESH_MEMBER(aimesh_sock, cookie)}},
       {"aimesh_event",
        sizeof(aimesh_event),
        {AIMESH_MEMBER(aimesh_event, ts_ns), AIMESH_MEMBER(aimesh_event, cookie),
