@@ -21,7 +21,7 @@ Agent::Agent(AgentOptions opts, Datapath dp)
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
-  auto dp = Datapath::open(DatapathOptions{opts.pinDir, opts.cgroup, opts.telemetry});
+  auto dp = Datapath::open(DatapathOptions{opts.pinDir, opts.cgroup, opts.telemetry, opts.tuning});
   if (!dp) return dp.error();
   for (auto& p : dp->programs())
     spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
@@ -147,7 +147,7 @@ std::string Agent::metricsText(bool openMetrics) {
   auto st = readStats(dp_.maps(), keysOf(index_.services), keysOf(index_.backends));
   DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
   if (!st) spdlog::warn("read counters: {}", st.error().message());
-  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends));
+  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
   if (!tel) spdlog::warn("read telemetry: {}", tel.error().message());
   MetricsInput in{&index_, &stats, counters_, std::move(maps), AIMESH_VERSION};
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
@@ -223,6 +223,7 @@ json Agent::endpointsJson(const json& req) {
   std::lock_guard lk(mu_);
   std::string wantSvc = req.value("service", ""), wantNs = req.value("namespace", "");
   auto st = readStats(dp_.maps(), {}, keysOf(index_.backends));
+  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
   json out = json::array();
   for (auto& [sid, s] : index_.services) {
     if (!wantSvc.empty() && s.name != wantSvc) continue;
@@ -240,6 +241,20 @@ json Agent::endpointsJson(const json& req) {
                      {"backend_id", bid},
                      {"connections", c.connects},
                      {"datagrams", c.datagrams}});
+      // Live load and health, from the kernel (0 when telemetry is off).
+      json& e = out.back();
+      const BackendTelemetry* t = tel && tel->count(bid) ? &tel->at(bid) : nullptr;
+      e["in_flight"] = t ? std::max<int64_t>(0, t->active) : 0;
+      e["ttfb_ewma_ms"] = t ? t->ewmaTtfbNs / 1e6 : 0.0;
+      e["failure_penalty"] = t ? t->penalty : 0.0;
+      e["consecutive_failures"] = t ? t->failStreak : 0;
+      e["ejected"] = t && t->ejected;
+      e["ejected_for_seconds"] = t ? t->ejectedForSeconds : 0.0;
+      if (t && t->signal.valid) {
+        e["queued_requests"] = t->signal.queue_depth;
+        e["running_requests"] = t->signal.running;
+        e["kv_cache_usage"] = t->signal.kv_cache_permille / 1000.0;
+      }
     }
   }
   return json{{"endpoints", out}};
@@ -284,7 +299,7 @@ json Agent::latencyJson(const json& req) {
     for (auto& [sid, s] : index_.services) known |= s.name == want && (ns.empty() || s.nameSpace == ns);
     if (!known) return json{{"error", "unknown service '" + want + "'"}};
   }
-  auto tel = readTelemetry(dp_.maps(), ids);
+  auto tel = readTelemetry(dp_.maps(), ids, opts_.tuning.penaltyHalfLifeNs);
   if (!tel) return json{{"error", tel.error().message()}};
   json eps = json::array();
   for (uint32_t id : ids) {
@@ -302,7 +317,7 @@ json Agent::latencyJson(const json& req) {
 
 json Agent::topJson() {
   std::lock_guard lk(mu_);
-  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends));
+  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
   if (!tel) return json{{"error", tel.error().message()}};
   json eps = json::array();
   for (auto& [id, b] : index_.backends) {

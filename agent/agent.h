@@ -32,6 +32,11 @@ struct AgentOptions {
   std::string pinDir = "/sys/fs/bpf/aimesh";
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
   bool telemetry = true;                     // attach sock_ops + cgroup_skb telemetry
+  DatapathOptions::Tuning tuning;            // balancer feedback tunables (aimesh_config)
+  // Model-server metrics scraping (services with model_metrics:).
+  std::chrono::milliseconds scrapeInterval{500};
+  std::chrono::milliseconds scrapeTimeout{300};
+  std::string scrapeNetns;  // scrape from inside this network namespace ("" = the agent's)
 };
 
 class Agent {

@@ -37,7 +37,47 @@ int main(int argc, char** argv) {
                  "attach the latency/lifecycle telemetry programs (sock_ops, cgroup_skb)")
       ->capture_default_str();
   app.add_flag("--cleanup", cleanup, "detach and remove everything pinned under --pin-dir, then exit");
+
+  // Balancer feedback (docs/load-balancing.md).
+  double latencyDecayS = 10, penaltyHalfLifeS = 5, ejectBaseS = 1, ejectMaxS = 30;
+  int scrapeIntervalMs = 500, scrapeTimeoutMs = 300;
+  app.add_option("--latency-decay-seconds", latencyDecayS,
+                 "latency algorithm: time constant of the peak-EWMA of time to first byte")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--penalty-per-failure", opts.tuning.penaltyPerFailure,
+                 "virtual connections added to an endpoint's load per failed connect")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  app.add_option("--penalty-half-life-seconds", penaltyHalfLifeS, "the failure penalty halves this often")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--eject-after", opts.tuning.ejectAfter,
+                 "consecutive failed connects before an endpoint is skipped for a back-off (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  app.add_option("--eject-base-seconds", ejectBaseS, "first back-off; doubles with each further failure")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--eject-max-seconds", ejectMaxS, "longest back-off")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
+  app.add_option("--scrape-interval-ms", scrapeIntervalMs, "model-server metrics: scrape every endpoint this often")
+      ->capture_default_str()
+      ->check(CLI::Range(50, 600000));
+  app.add_option("--scrape-timeout-ms", scrapeTimeoutMs, "model-server metrics: give up on one scrape after this")
+      ->capture_default_str()
+      ->check(CLI::Range(10, 600000));
+  app.add_option("--scrape-netns", opts.scrapeNetns,
+                 "model-server metrics: scrape from inside this network namespace (name under /var/run/netns)");
   CLI11_PARSE(app, argc, argv);
+  auto ns = [](double s) { return static_cast<uint64_t>(s * 1e9); };
+  opts.tuning.ewmaTauNs = ns(latencyDecayS);
+  opts.tuning.penaltyHalfLifeNs = ns(penaltyHalfLifeS);
+  opts.tuning.ejectBaseNs = ns(ejectBaseS);
+  opts.tuning.ejectMaxNs = ns(ejectMaxS);
+  opts.scrapeInterval = std::chrono::milliseconds(scrapeIntervalMs);
+  opts.scrapeTimeout = std::chrono::milliseconds(scrapeTimeoutMs);
 
   spdlog::set_level(spdlog::level::from_str(logLevel));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

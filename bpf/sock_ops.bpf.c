@@ -11,6 +11,7 @@
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, struct aimesh_sock *s)
 {
+	struct aimesh_svc_load *svc;
 	struct aimesh_be_load *load;
 	struct aimesh_be_tel *t;
 	__u64 now = bpf_ktime_get_ns();
@@ -19,8 +20,13 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct ai
 	s->flags |= AIMESH_SKF_ESTABLISHED;
 	hist_record(s->backend_id, AIMESH_M_CONNECT, now - s->connect_ns);
 	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
-	if (load)
+	if (load) {
 		__sync_fetch_and_add(&load->active, 1);
+		tel_backend_ok(load);
+	}
+	svc = bpf_map_lookup_elem(&aimesh_svc_load, &s->service_id);
+	if (svc)
+		__sync_fetch_and_add(&svc->active, 1);
 	t = tel_of(s->backend_id);
 	if (t)
 		t->opened += 1;
@@ -29,6 +35,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct ai
 
 static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_sock *s, __u32 old_state)
 {
+	struct aimesh_svc_load *svc;
 	struct aimesh_be_load *load;
 	struct aimesh_be_tel *t;
 	__u64 now = bpf_ktime_get_ns();
@@ -42,6 +49,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		if (old_state != TCP_SYN_SENT)
 			return;
 		/* Never established: the backend refused (RST) or never answered. */
+		tel_backend_failed(s->backend_id, now, t);
 		if (s->flags & AIMESH_SKF_RST_SEEN) {
 			if (t)
 				t->failed_refused += 1;
@@ -58,6 +66,9 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
 	if (load)
 		__sync_fetch_and_add(&load->active, -1);
+	svc = bpf_map_lookup_elem(&aimesh_svc_load, &s->service_id);
+	if (svc)
+		__sync_fetch_and_add(&svc->active, -1);
 	hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * 1000);
 	if (t) {
 		t->closed += 1;

@@ -8,12 +8,20 @@
 
 #include <filesystem>
 
+#include "aimesh/abi.h"
 #include "bpf/system.h"
 #include "sock_lb.skel.h"
 #include "sock_ops.skel.h"
 #include "sock_telemetry.skel.h"
 
 namespace aimesh {
+
+static_assert(DatapathOptions::Tuning{}.ewmaTauNs == AIMESH_DEFAULT_EWMA_TAU_NS);
+static_assert(DatapathOptions::Tuning{}.penaltyHalfLifeNs == AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS);
+static_assert(DatapathOptions::Tuning{}.ejectBaseNs == AIMESH_DEFAULT_EJECT_BASE_NS);
+static_assert(DatapathOptions::Tuning{}.ejectMaxNs == AIMESH_DEFAULT_EJECT_MAX_NS);
+static_assert(DatapathOptions::Tuning{}.penaltyPerFailure == AIMESH_DEFAULT_PENALTY_PER_FAILURE);
+static_assert(DatapathOptions::Tuning{}.ejectAfter == AIMESH_DEFAULT_EJECT_AFTER);
 namespace fs = std::filesystem;
 
 namespace {
@@ -185,7 +193,19 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   dp.maps_ = MapFds{bpf_map__fd(m->aimesh_frontends), bpf_map__fd(m->aimesh_services), bpf_map__fd(m->aimesh_slots),
                     bpf_map__fd(m->aimesh_backends),  bpf_map__fd(m->aimesh_revnat),   bpf_map__fd(m->aimesh_svc_stats),
                     bpf_map__fd(m->aimesh_be_stats),  bpf_map__fd(m->aimesh_reasons),  bpf_map__fd(m->aimesh_hist),
-                    bpf_map__fd(m->aimesh_be_tel),    bpf_map__fd(m->aimesh_be_load),  bpf_map__fd(m->aimesh_events)};
+                    bpf_map__fd(m->aimesh_be_tel),    bpf_map__fd(m->aimesh_be_load),  bpf_map__fd(m->aimesh_events),
+                    bpf_map__fd(m->aimesh_hash_tables), bpf_map__fd(m->aimesh_svc_load), bpf_map__fd(m->aimesh_be_signal),
+                    bpf_map__fd(m->aimesh_config)};
+  aimesh_config cfg{};
+  cfg.ewma_tau_ns = opts.tuning.ewmaTauNs;
+  cfg.penalty_half_life_ns = opts.tuning.penaltyHalfLifeNs;
+  cfg.eject_base_ns = opts.tuning.ejectBaseNs;
+  cfg.eject_max_ns = opts.tuning.ejectMaxNs;
+  cfg.penalty_per_failure = opts.tuning.penaltyPerFailure;
+  cfg.eject_after = opts.tuning.ejectAfter;
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(dp.maps_.config, &zero, &cfg, BPF_ANY) != 0)
+    return Error::fromErrno("write aimesh_config");
   return dp;
 }
 

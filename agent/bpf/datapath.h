@@ -26,6 +26,15 @@ struct DatapathOptions {
   // Attach the telemetry objects (sock_ops, sock_telemetry). When false, any
   // pinned telemetry links are detached.
   bool telemetry = true;
+  // Tunables written into aimesh_config at every start (balancer feedback).
+  struct Tuning {
+    uint64_t ewmaTauNs = 10'000'000'000ULL;         // AIMESH_DEFAULT_EWMA_TAU_NS
+    uint64_t penaltyHalfLifeNs = 5'000'000'000ULL;  // AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS
+    uint64_t ejectBaseNs = 1'000'000'000ULL;        // AIMESH_DEFAULT_EJECT_BASE_NS
+    uint64_t ejectMaxNs = 30'000'000'000ULL;        // AIMESH_DEFAULT_EJECT_MAX_NS
+    uint32_t penaltyPerFailure = 4;                 // AIMESH_DEFAULT_PENALTY_PER_FAILURE
+    uint32_t ejectAfter = 3;                        // AIMESH_DEFAULT_EJECT_AFTER
+  } tuning;
 };
 
 struct ProgramStatus {
@@ -39,6 +48,7 @@ struct MapFds {
   int frontends = -1, services = -1, slots = -1, backends = -1;
   int revnat = -1, svcStats = -1, beStats = -1, reasons = -1;
   int hist = -1, beTel = -1, beLoad = -1, events = -1;
+  int hashTables = -1, svcLoad = -1, beSignal = -1, config = -1;
 };
 
 class Datapath {

@@ -47,6 +47,17 @@ struct Endpoint {
   auto operator<=>(const Endpoint&) const = default;
 };
 
+// Where the agent scrapes an endpoint's model-server metrics (vLLM-style
+// Prometheus text): http://<endpoint address>:<port><path>.
+struct ModelMetricsSpec {
+  uint16_t port = 0;
+  std::string path = "/metrics";
+  auto operator<=>(const ModelMetricsSpec&) const = default;
+};
+
+inline constexpr uint32_t kDefaultHashTableSize = 16381;  // AIMESH_DEFAULT_HASH_SIZE
+inline constexpr uint16_t kDefaultBalancePct = 125;       // AIMESH_DEFAULT_BALANCE_PCT
+
 // One service may have several ports; the kernel gets one service record per
 // (service, port), all sharing the endpoints.
 struct Service {
@@ -56,6 +67,9 @@ struct Service {
   std::vector<IpAddr> vips;
   std::vector<PortSpec> ports;
   Algorithm algorithm = Algorithm::kRandom;
+  uint32_t hashTableSize = kDefaultHashTableSize;  // maglev / bounded_hash: a prime
+  uint16_t balancePct = kDefaultBalancePct;        // bounded_hash: bound in % of the average load
+  std::optional<ModelMetricsSpec> modelMetrics;    // scrape the endpoints' model-server metrics
   std::vector<Endpoint> endpoints;
 
   std::string key() const { return nameSpace + "/" + name; }

@@ -2,6 +2,7 @@
 #include "bpf/percpu.h"
 #include "telemetry/telemetry.h"
 #include "util/overloaded.h"
+#include "util/unique_fd.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -55,11 +56,14 @@ aimesh_service toAbi(const ServiceRecord& s) {
   a.backend_count = s.backendCount;
   a.algorithm = static_cast<uint8_t>(s.algorithm);
   a.slot_gen = s.slotGen;
+  a.hash_size = s.hashSize;
+  a.balance_pct = s.balancePct;
   return a;
 }
 
 ServiceRecord fromAbi(const aimesh_service& a) {
-  return ServiceRecord{a.slot_count, a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen};
+  return ServiceRecord{a.slot_count,  a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
+                       a.hash_size, a.balance_pct};
 }
 
 namespace {
@@ -87,19 +91,58 @@ Status forEach(int fd, const char* map, F f) {
   if (errno != ENOENT) return Error::fromErrno(std::string("iterate ") + map);
   return {};
 }
+// A service's hash table: a new inner array, filled, then swapped into the
+// outer array of maps with one update, so a reader sees the old table or the
+// new one, never a mix. The outer map keeps the inner one alive.
+Status writeHashTable(int outerFd, uint32_t serviceId, const std::vector<uint32_t>& table) {
+  if (table.empty()) return Error::msg("hash table for service " + std::to_string(serviceId) + " is empty");
+  LIBBPF_OPTS(bpf_map_create_opts, o, .map_flags = BPF_F_INNER_MAP);
+  UniqueFd inner(bpf_map_create(BPF_MAP_TYPE_ARRAY, "aimesh_hash_tbl", sizeof(uint32_t), sizeof(uint32_t),
+                                static_cast<uint32_t>(table.size()), &o));
+  if (inner.get() < 0) return Error::fromErrno("create hash table for service " + std::to_string(serviceId));
+  std::vector<uint32_t> keys(table.size());
+  for (uint32_t i = 0; i < keys.size(); ++i) keys[i] = i;
+  uint32_t count = static_cast<uint32_t>(table.size());
+  if (bpf_map_update_batch(inner.get(), keys.data(), table.data(), &count, nullptr) != 0 || count != table.size())
+    return Error::fromErrno("fill hash table for service " + std::to_string(serviceId));
+  int fd = inner.get();
+  if (bpf_map_update_elem(outerFd, &serviceId, &fd, BPF_ANY) != 0)
+    return Error::fromErrno("swap in hash table for service " + std::to_string(serviceId));
+  return {};
+}
+
+Result<std::vector<uint32_t>> readHashTable(uint32_t innerId) {
+  UniqueFd fd(bpf_map_get_fd_by_id(innerId));
+  if (fd.get() < 0) return Error::fromErrno("open hash table map id " + std::to_string(innerId));
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return Error::fromErrno("hash table info");
+  std::vector<uint32_t> table(info.max_entries);
+  for (uint32_t i = 0; i < info.max_entries; ++i)
+    if (bpf_map_lookup_elem(fd.get(), &i, &table[i]) != 0) return Error::fromErrno("read hash table");
+  return table;
+}
 }  // namespace
 
 Status BpfMapWriter::apply(const MapOp& op) {
   return std::visit(
       Overloaded{
           [&](const ResetServiceStats& o) {
-            return zeroPerCpu(fds_.svcStats, o.id, sizeof(aimesh_svc_stats), "aimesh_svc_stats");
+            Status st = zeroPerCpu(fds_.svcStats, o.id, sizeof(aimesh_svc_stats), "aimesh_svc_stats");
+            if (!st || fds_.svcLoad < 0) return st;
+            aimesh_svc_load zero{};
+            return update(fds_.svcLoad, &o.id, &zero, "aimesh_svc_load");
           },
           [&](const ResetBackendStats& o) {
             Status st = zeroPerCpu(fds_.beStats, o.id, sizeof(aimesh_be_stats), "aimesh_be_stats");
             if (!st || fds_.beTel < 0) return st;
-            return resetTelemetry(fds_, o.id);
+            st = resetTelemetry(fds_, o.id);
+            if (!st || fds_.beSignal < 0) return st;
+            aimesh_be_signal zero{};
+            return update(fds_.beSignal, &o.id, &zero, "aimesh_be_signal");
           },
+          [&](const UpsertHashTable& o) { return writeHashTable(fds_.hashTables, o.serviceId, o.table); },
+          [&](const DeleteHashTable& o) { return remove(fds_.hashTables, &o.serviceId, "aimesh_hash_tables"); },
           [&](const UpsertBackend& o) {
             auto v = toAbi(o.rec);
             return update(fds_.backends, &o.id, &v, "aimesh_backends");
@@ -149,6 +192,19 @@ Result<KernelState> BpfMapWriter::read() const {
   st = forEach<uint32_t, aimesh_backend>(fds_.backends, "aimesh_backends",
                                          [&](uint32_t k, const aimesh_backend& v) { s.backends[k] = fromAbi(v); });
   if (!st) return st.error();
+  if (fds_.hashTables >= 0) {
+    // An array of maps has every key; only set entries have a map.
+    for (uint32_t sid = 0; sid < AIMESH_MAX_SERVICES; ++sid) {
+      uint32_t innerId = 0;
+      if (bpf_map_lookup_elem(fds_.hashTables, &sid, &innerId) != 0) {
+        if (errno == ENOENT) continue;
+        return Error::fromErrno("read aimesh_hash_tables");
+      }
+      auto t = readHashTable(innerId);
+      if (!t) return t.error();
+      s.hashTables[sid] = std::move(*t);
+    }
+  }
   return s;
 }
 

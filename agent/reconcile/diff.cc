@@ -35,8 +35,11 @@ std::string describe(const MapOp& op) {
           },
           [](const UpsertSlot& o) { return fmt::format("upsert-slot {} -> {}", slotStr(o.key), o.backendId); },
           [](const UpsertService& o) {
-            return fmt::format("upsert-service {} slots={} backends={} gen={} alg={}", o.id, o.rec.slotCount,
-                               o.rec.backendCount, o.rec.slotGen, toString(o.rec.algorithm));
+            std::string d = fmt::format("upsert-service {} slots={} backends={} gen={} alg={}", o.id,
+                                        o.rec.slotCount, o.rec.backendCount, o.rec.slotGen,
+                                        toString(o.rec.algorithm));
+            if (o.rec.hashSize) d += fmt::format(" hash={} balance={}%", o.rec.hashSize, o.rec.balancePct);
+            return d;
           },
           [](const UpsertFrontend& o) {
             return fmt::format("upsert-frontend {} -> {}", o.key.toString(), o.serviceId);
@@ -45,13 +48,17 @@ std::string describe(const MapOp& op) {
           [](const DeleteService& o) { return fmt::format("delete-service {}", o.id); },
           [](const DeleteSlot& o) { return fmt::format("delete-slot {}", slotStr(o.key)); },
           [](const DeleteBackend& o) { return fmt::format("delete-backend {}", o.id); },
+          [](const UpsertHashTable& o) {
+            return fmt::format("upsert-hash-table {} size={}", o.serviceId, o.table.size());
+          },
+          [](const DeleteHashTable& o) { return fmt::format("delete-hash-table {}", o.serviceId); },
       },
       op);
 }
 
 std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
                         const std::vector<uint32_t>& newServiceIds, const std::vector<uint32_t>& newBackendIds) {
-  std::vector<MapOp> resets, upBe, upSlot, upSvc, upFe, delFe, delSvc, delSlot, delBe;
+  std::vector<MapOp> resets, upBe, upSlot, upHash, upSvc, upFe, delFe, delSvc, delHash, delSlot, delBe;
   auto sorted = [](std::vector<uint32_t> v) {
     std::sort(v.begin(), v.end());
     return v;
@@ -65,6 +72,9 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
   diffMap(current.slots, desired.slots, upSlot, delSlot,
           [](const SlotKey& k, uint32_t v) { return MapOp{UpsertSlot{k, v}}; },
           [](const SlotKey& k) { return MapOp{DeleteSlot{k}}; });
+  diffMap(current.hashTables, desired.hashTables, upHash, delHash,
+          [](uint32_t k, const std::vector<uint32_t>& v) { return MapOp{UpsertHashTable{k, v}}; },
+          [](uint32_t k) { return MapOp{DeleteHashTable{k}}; });
   diffMap(current.services, desired.services, upSvc, delSvc,
           [](uint32_t k, const ServiceRecord& v) { return MapOp{UpsertService{k, v}}; },
           [](uint32_t k) { return MapOp{DeleteService{k}}; });
@@ -73,7 +83,7 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
           [](const FrontendKey& k) { return MapOp{DeleteFrontend{k}}; });
 
   std::vector<MapOp> out;
-  for (auto* group : {&resets, &upBe, &upSlot, &upSvc, &upFe, &delFe, &delSvc, &delSlot, &delBe})
+  for (auto* group : {&resets, &upBe, &upSlot, &upHash, &upSvc, &upFe, &delFe, &delSvc, &delHash, &delSlot, &delBe})
     out.insert(out.end(), group->begin(), group->end());
   return out;
 }

@@ -3,10 +3,12 @@
 //
 // Order (so that no reader ever follows a reference to something missing, and
 // a service never appears with half its backends):
-//   1. reset counters of new service and backend ids
-//   2. upsert backends         4. upsert services (a slot-generation flip)
-//   3. upsert slots            5. upsert frontends (the service goes live)
-//   6. delete frontends  7. delete services  8. delete slots  9. delete backends
+//   1. reset counters (and load state) of new service and backend ids
+//   2. upsert backends         4. upsert hash tables (one swap each)
+//   3. upsert slots            5. upsert services (a slot-generation flip)
+//                              6. upsert frontends (the service goes live)
+//   7. delete frontends  8. delete services  9. delete hash tables
+//   10. delete slots  11. delete backends
 // Within a step, operations are sorted by key.
 #pragma once
 
@@ -28,9 +30,16 @@ struct DeleteFrontend { FrontendKey key; auto operator<=>(const DeleteFrontend&)
 struct DeleteService { uint32_t id; auto operator<=>(const DeleteService&) const = default; };
 struct DeleteSlot { SlotKey key; auto operator<=>(const DeleteSlot&) const = default; };
 struct DeleteBackend { uint32_t id; auto operator<=>(const DeleteBackend&) const = default; };
+struct UpsertHashTable {
+  uint32_t serviceId;
+  std::vector<uint32_t> table;
+  auto operator<=>(const UpsertHashTable&) const = default;
+};
+struct DeleteHashTable { uint32_t serviceId; auto operator<=>(const DeleteHashTable&) const = default; };
 
 using MapOp = std::variant<ResetServiceStats, ResetBackendStats, UpsertBackend, UpsertSlot, UpsertService,
-                           UpsertFrontend, DeleteFrontend, DeleteService, DeleteSlot, DeleteBackend>;
+                           UpsertFrontend, DeleteFrontend, DeleteService, DeleteSlot, DeleteBackend,
+                           UpsertHashTable, DeleteHashTable>;
 
 // One line per op, for logs and golden tests, e.g. "upsert-slot 3/1024 -> 7".
 std::string describe(const MapOp& op);

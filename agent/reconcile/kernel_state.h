@@ -26,6 +26,8 @@ struct ServiceRecord {
   uint32_t backendCount = 0;
   Algorithm algorithm = Algorithm::kRandom;
   uint8_t slotGen = 0;
+  uint32_t hashSize = 0;    // entries of this service's hash table; 0 = none
+  uint16_t balancePct = 0;  // bounded_hash load bound
   auto operator<=>(const ServiceRecord&) const = default;
 };
 
@@ -49,6 +51,8 @@ struct KernelState {
   std::map<uint32_t, ServiceRecord> services;
   std::map<SlotKey, uint32_t> slots;          // -> backend id
   std::map<uint32_t, BackendRecord> backends;
+  // maglev / bounded_hash services: service id -> table of backend ids
+  std::map<uint32_t, std::vector<uint32_t>> hashTables;
   auto operator<=>(const KernelState&) const = default;
 };
 

@@ -1,5 +1,9 @@
 #include "reconcile/plan.h"
 
+#include "lb/maglev.h"
+
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <numeric>
 #include <set>
@@ -123,6 +127,21 @@ Plan makePlan(const Snapshot& desired, const KernelState& current) {
       std::set<uint32_t> distinct(slots.begin(), slots.end());
       ServiceRecord rec{static_cast<uint32_t>(slots.size()), static_cast<uint32_t>(distinct.size()),
                         svc.algorithm, 0};
+      if (svc.algorithm == Algorithm::kMaglev || svc.algorithm == Algorithm::kBoundedHash) {
+        // The table holds the backends that take new connections, each
+        // known by its address and port so every agent builds the same one.
+        std::vector<MaglevBackend> mb;
+        for (auto& [bid, weight] : weighted) {
+          const BackendRecord& br = out.backends[bid];
+          mb.push_back(MaglevBackend{bid, fmt::format("{}:{}", br.addr.toString(), br.port), weight});
+        }
+        std::vector<uint32_t> table = buildMaglevTable(std::move(mb), svc.hashTableSize);
+        if (!table.empty()) {
+          rec.hashSize = svc.hashTableSize;
+          rec.balancePct = svc.balancePct;
+          out.hashTables[sid] = std::move(table);
+        }
+      }
 
       auto cur = current.services.find(sid);
       if (cur != current.services.end()) {

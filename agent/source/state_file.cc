@@ -1,12 +1,17 @@
 #include "source/state_file.h"
 
+#include "lb/maglev.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <map>
@@ -34,6 +39,7 @@ constexpr off_t kMaxFileSize = 16 * 1024 * 1024;
 // Numbers with more digits are out of every range we accept; they are
 // reported as out of range without converting (std::stoll would overflow).
 constexpr size_t kMaxIntDigits = 18;
+constexpr long long kMaxHashTableSize = 65521;  // AIMESH_MAX_HASH_SIZE
 
 std::string join(const std::string& base, std::string_view key) {
   if (base.empty()) return std::string(key);
@@ -242,6 +248,28 @@ class StateParser {
     return n;
   }
 
+  std::optional<double> readNumber(const Field& f, const std::string& path, double min, double max) {
+    const YAML::Node& v = f.value;
+    std::string range = fmt::format("{:g}..{:g}", min, max);
+    double x = 0;
+    bool ok = v.IsScalar() && v.Tag() != "!";
+    if (ok) {
+      const std::string& s = v.Scalar();
+      char* end = nullptr;
+      x = std::strtod(s.c_str(), &end);
+      ok = !s.empty() && end == s.c_str() + s.size() && std::isfinite(x);
+    }
+    if (!ok) {
+      error(markOf(f), path, "must be a number " + range + ", got " + describe(v));
+      return std::nullopt;
+    }
+    if (x < min || x > max) {
+      error(markOf(f), path, "must be " + range + ", got " + v.Scalar());
+      return std::nullopt;
+    }
+    return x;
+  }
+
   std::optional<IpAddr> readAddr(const YAML::Node& v, const YAML::Mark& mark, const std::string& path) {
     if (!v.IsScalar()) {
       error(mark, path, "must be an IPv4 or IPv6 address, got " + describe(v));
@@ -295,7 +323,9 @@ class StateParser {
   bool parseService(const YAML::Node& node, Service& svc, ServiceInfo& info) {
     const std::string& path = info.path;
     if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
-    Fields fields = collect(node, path, {"name", "namespace", "model", "vips", "ports", "algorithm", "endpoints"});
+    Fields fields = collect(node, path,
+                            {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
+                             "hash_balance_factor", "model_metrics", "endpoints"});
 
     bool nameOk = false;
     if (const Field* f = find(fields, "name")) {
@@ -353,6 +383,52 @@ class StateParser {
           error(markOf(*f), p,
                 "must be one of random, maglev, least_conn, latency, bounded_hash, got '" + *s + "'");
         }
+      }
+    }
+
+    if (const Field* f = find(fields, "hash_table_size"); f != nullptr && !f->value.IsNull()) {
+      std::string p = join(path, "hash_table_size");
+      if (auto n = readInt(*f, p, 7, kMaxHashTableSize)) {
+        if (isPrime(static_cast<uint32_t>(*n))) {
+          svc.hashTableSize = static_cast<uint32_t>(*n);
+        } else {
+          error(markOf(*f), p, "must be a prime (Maglev needs one), got " + std::to_string(*n) +
+                                   "; e.g. 16381, 32749 or 65521");
+        }
+      }
+    }
+
+    if (const Field* f = find(fields, "hash_balance_factor"); f != nullptr && !f->value.IsNull()) {
+      std::string p = join(path, "hash_balance_factor");
+      if (auto x = readNumber(*f, p, 1.0, 10.0)) svc.balancePct = static_cast<uint16_t>(*x * 100 + 0.5);
+    }
+
+    if (const Field* f = find(fields, "model_metrics"); f != nullptr && !f->value.IsNull()) {
+      std::string p = join(path, "model_metrics");
+      if (expectMap(f->value, p, "{port: 8000, path: /metrics}")) {
+        Fields mf = collect(f->value, p, {"port", "path"});
+        ModelMetricsSpec spec;
+        bool ok = true;
+        if (const Field* port = find(mf, "port")) {
+          if (auto n = readInt(*port, join(p, "port"), 1, 65535)) spec.port = static_cast<uint16_t>(*n);
+          else ok = false;
+        } else {
+          error(f->value.Mark(), join(p, "port"), "required field is missing");
+          ok = false;
+        }
+        if (const Field* mp = find(mf, "path"); mp != nullptr && !mp->value.IsNull()) {
+          if (auto s = readString(*mp, join(p, "path"))) {
+            if (s->empty() || (*s)[0] != '/' || s->find_first_of(" \t\r\n") != std::string::npos) {
+              error(markOf(*mp), join(p, "path"), "must start with '/' and hold no spaces, got '" + *s + "'");
+              ok = false;
+            } else {
+              spec.path = *s;
+            }
+          } else {
+            ok = false;
+          }
+        }
+        if (ok) svc.modelMetrics = spec;
       }
     }
 

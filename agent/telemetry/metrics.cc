@@ -62,6 +62,33 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
   family(out, "aimesh_endpoint_active_connections", "gauge", "Open TCP connections to the endpoint through a service.");
   for (auto& [labels, t] : eps)
     out += fmt::format("aimesh_endpoint_active_connections{{{}}} {}\n", labels, std::max<int64_t>(0, t->active));
+  family(out, "aimesh_endpoint_ttfb_peak_ewma_seconds", "gauge",
+         "The latency balancer's peak-EWMA of time to first byte (0: no sample yet).");
+  for (auto& [labels, t] : eps)
+    out += fmt::format("aimesh_endpoint_ttfb_peak_ewma_seconds{{{}}} {}\n", labels, t->ewmaTtfbNs / 1e9);
+  family(out, "aimesh_endpoint_failure_penalty", "gauge",
+         "Extra load (virtual connections) the balancer adds after failed connects; halves every half-life.");
+  for (auto& [labels, t] : eps) out += fmt::format("aimesh_endpoint_failure_penalty{{{}}} {}\n", labels, t->penalty);
+  family(out, "aimesh_endpoint_consecutive_failures", "gauge", "Failed connects to the endpoint since the last success.");
+  for (auto& [labels, t] : eps)
+    out += fmt::format("aimesh_endpoint_consecutive_failures{{{}}} {}\n", labels, t->failStreak);
+  family(out, "aimesh_endpoint_ejected", "gauge",
+         "1 while the endpoint is in failure back-off and gets no new connections.");
+  for (auto& [labels, t] : eps) out += fmt::format("aimesh_endpoint_ejected{{{}}} {}\n", labels, t->ejected ? 1 : 0);
+  counter("aimesh_endpoint_ejections_total", "Failure back-offs started for the endpoint.", &aimesh_be_tel::ejections);
+  family(out, "aimesh_endpoint_queued_requests", "gauge",
+         "Requests waiting in the model server's queue (scraped; only for services with model_metrics).");
+  for (auto& [labels, t] : eps)
+    if (t->signal.valid) out += fmt::format("aimesh_endpoint_queued_requests{{{}}} {}\n", labels, t->signal.queue_depth);
+  family(out, "aimesh_endpoint_running_requests", "gauge",
+         "Requests the model server is running (scraped; only for services with model_metrics).");
+  for (auto& [labels, t] : eps)
+    if (t->signal.valid) out += fmt::format("aimesh_endpoint_running_requests{{{}}} {}\n", labels, t->signal.running);
+  family(out, "aimesh_endpoint_kv_cache_usage_ratio", "gauge",
+         "The model server's KV-cache use, 0 to 1 (scraped; only for services with model_metrics).");
+  for (auto& [labels, t] : eps)
+    if (t->signal.valid)
+      out += fmt::format("aimesh_endpoint_kv_cache_usage_ratio{{{}}} {}\n", labels, t->signal.kv_cache_permille / 1000.0);
   counter("aimesh_endpoint_connections_opened_total", "TCP connections to the endpoint that reached ESTABLISHED.",
           &aimesh_be_tel::opened);
   counter("aimesh_endpoint_connections_closed_total", "Established TCP connections to the endpoint that closed.",

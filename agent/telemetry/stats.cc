@@ -20,6 +20,9 @@ const char* reasonName(uint32_t reason) {
     case AIMESH_R_SOCK_STORAGE_FAILED: return "sock_storage_failed";
     case AIMESH_R_HIST_RANGE: return "hist_range";
     case AIMESH_R_EVENT_DROPPED: return "event_dropped";
+    case AIMESH_R_EJECTED_SKIPPED: return "ejected_skipped";
+    case AIMESH_R_EJECTED_FALLBACK: return "ejected_fallback";
+    case AIMESH_R_HASH_TABLE_MISS: return "hash_table_miss";
     default: return "unknown";
   }
 }

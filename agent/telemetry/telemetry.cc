@@ -33,8 +33,12 @@ const char* eventTypeName(uint8_t type) {
   }
 }
 
-Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& ids) {
+Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& ids,
+                                                           uint64_t penaltyHalfLifeNs) {
   std::map<uint32_t, BackendTelemetry> out;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
   for (uint32_t id : ids) {
     BackendTelemetry& bt = out[id];
     auto tel = lookupPerCpu<aimesh_be_tel>(fds.beTel, id, "aimesh_be_tel");
@@ -45,7 +49,22 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, co
       for (size_t i = 0; i < sizeof(t) / sizeof(uint64_t); ++i) dst[i] += src[i];
     }
     aimesh_be_load load{};
-    if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) bt.active = load.active;
+    if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) {
+      bt.active = load.active;
+      bt.ewmaTtfbNs = load.ewma_ttfb_ns;
+      bt.failStreak = load.fail_streak;
+      if (load.penalty) {
+        double halvings = now > load.penalty_ts_ns && penaltyHalfLifeNs
+                              ? double(now - load.penalty_ts_ns) / double(penaltyHalfLifeNs)
+                              : 0.0;
+        bt.penalty = halvings >= 32 ? 0 : double(load.penalty >> static_cast<int>(halvings));
+      }
+      if (load.skip_until_ns > now) {
+        bt.ejected = true;
+        bt.ejectedForSeconds = double(load.skip_until_ns - now) / 1e9;
+      }
+    }
+    if (fds.beSignal >= 0) bpf_map_lookup_elem(fds.beSignal, &id, &bt.signal);
     if (id >= AIMESH_MAX_HIST_BACKENDS) continue;
     bt.hasHistograms = true;
     for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {

@@ -30,11 +30,21 @@ const char* eventTypeName(uint8_t type);
 struct BackendTelemetry {
   aimesh_be_tel counters{};
   int64_t active = 0;
+  // Balancer state (aimesh_be_load / aimesh_be_signal), read at the same time.
+  uint64_t ewmaTtfbNs = 0;       // 0: no sample yet
+  double penalty = 0;            // decayed to now
+  uint32_t failStreak = 0;
+  bool ejected = false;          // in failure back-off now
+  double ejectedForSeconds = 0;  // back-off left
+  aimesh_be_signal signal{};     // valid = 0 when not scraped
   bool hasHistograms = false;  // id < AIMESH_MAX_HIST_BACKENDS
   std::array<Histogram, AIMESH_M_MAX> hist{};
 };
 
-Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& backendIds);
+// penaltyHalfLifeNs must be the one the data plane uses (aimesh_config).
+Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(
+    const MapFds& fds, const std::vector<uint32_t>& backendIds,
+    uint64_t penaltyHalfLifeNs = AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS);
 
 // Zeroes a backend's telemetry (a new backend id must not inherit counters).
 Status resetTelemetry(const MapFds& fds, uint32_t backendId);

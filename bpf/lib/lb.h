@@ -1,10 +1,24 @@
 /* Backend selection, shared by every data path and driven directly by the
- * SEC("syscall") test harness. Takes plain ids and a random number so a test
- * can make it deterministic. */
+ * SEC("syscall") test harness. Takes plain ids, a random number and a hash
+ * key so a test can make it deterministic.
+ *
+ * Algorithms (enum aimesh_algorithm, per service):
+ *   random       weighted random over the service's slots
+ *   least_conn   two weighted-random candidates, the one with fewer open
+ *                connections per unit of weight wins (power of two choices)
+ *   latency      two candidates, cost = peak-EWMA time to first byte x load
+ *   maglev       the client's entry in the service's Maglev table
+ *   bounded_hash the same table, but an entry whose backend holds more than
+ *                balance_pct % of the service's average load is passed over
+ *                for the next one
+ * Load = open connections + queued requests (scraped) + failure penalty.
+ * Every algorithm skips draining and weight-0 backends, backends of the wrong
+ * family, and backends in failure back-off (unless every pick is). */
 #ifndef AIMESH_BPF_LB_H
 #define AIMESH_BPF_LB_H
 
 #include "lib/maps.h"
+#include "aimesh/hash.h"
 
 /* Next pseudo-random number for a retry (LCG, Numerical Recipes constants):
  * retries stay deterministic for a given first number. */
@@ -13,39 +27,101 @@ static __always_inline __u32 lb_next_rnd(__u32 rnd)
 	return rnd * 1664525u + 1013904223u;
 }
 
-/* Weighted random: weights were expanded into slot_count slots by the agent,
- * so a uniform pick over slots is a weighted pick over backends. A pick that
- * lands on a backend that cannot take the connection (drained a moment ago,
- * or not of the required `family`: an IPv4 socket needs an IPv4 backend, an
- * unconnected IPv6 UDP send an IPv6 one) is counted and retried a few times.
- * Returns 0 and sets *backend_id / *out, or -ECONNREFUSED. */
-static __always_inline int lb_select(__u32 service_id, __u32 rnd, int family,
+/* State of one selection: the clock is read at most once, and only when a
+ * backend has a penalty or a back-off to compare with. */
+struct lb_ctx {
+	__u32 service_id;
+	int family;
+	__u64 now;
+	struct aimesh_config *cfg;
+};
+
+static __always_inline __u64 lb_now(struct lb_ctx *c)
+{
+	if (!c->now)
+		c->now = bpf_ktime_get_ns();
+	return c->now;
+}
+
+static __always_inline struct aimesh_config *lb_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&aimesh_config, &zero);
+}
+
+/* The failure penalty now: it halves every penalty_half_life_ns. */
+static __always_inline __u64 lb_penalty(struct lb_ctx *c, const struct aimesh_be_load *l)
+{
+	__u64 hl = c->cfg && c->cfg->penalty_half_life_ns ? c->cfg->penalty_half_life_ns
+							   : AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS;
+	__u64 now, halvings;
+
+	if (!l->penalty)
+		return 0;
+	now = lb_now(c);
+	if (now <= l->penalty_ts_ns)
+		return l->penalty;
+	halvings = (now - l->penalty_ts_ns) / hl;
+	return halvings >= 32 ? 0 : l->penalty >> halvings;
+}
+
+/* Open connections + queued requests + penalty, capped at 65535. */
+static __always_inline __u64 lb_load(struct lb_ctx *c, __u32 backend_id)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+	struct aimesh_be_signal *sig = bpf_map_lookup_elem(&aimesh_be_signal, &backend_id);
+	__u64 load = 0;
+
+	if (l) {
+		load = l->active > 0 ? (__u64)l->active : 0;
+		load += lb_penalty(c, l);
+	}
+	if (sig && sig->valid)
+		load += sig->queue_depth;
+	return load > 65535 ? 65535 : load;
+}
+
+/* In failure back-off: skipped while another backend can be had. */
+static __always_inline int lb_ejected(struct lb_ctx *c, __u32 backend_id)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+
+	return l && l->skip_until_ns && lb_now(c) < l->skip_until_ns;
+}
+
+/* Can this backend take a new connection of this call's family? */
+static __always_inline int lb_usable(struct lb_ctx *c, const struct aimesh_backend *be)
+{
+	if (be->state != AIMESH_BE_ACTIVE || be->weight == 0) {
+		count_reason(AIMESH_R_BACKEND_INACTIVE);
+		return 0;
+	}
+	if (c->family && be->family != c->family) {
+		count_reason(AIMESH_R_FAMILY_MISMATCH);
+		return 0;
+	}
+	return 1;
+}
+
+/* One weighted-random candidate: a uniform pick over the slots (weights
+ * were expanded into slots by the agent), retried a few times when it lands
+ * on a backend that cannot take the connection or is in back-off. If every
+ * usable pick was in back-off, the last of them is used (fail open). */
+static __always_inline int lb_random(struct lb_ctx *c, const struct aimesh_service *svc, __u32 *rnd,
 				     __u32 *backend_id, struct aimesh_backend **out)
 {
-	struct aimesh_service *svc;
-	struct aimesh_slot_key sk = {};
+	struct aimesh_slot_key sk = { .service_id = c->service_id };
+	struct aimesh_backend *be, *fb = 0;
 	struct aimesh_slot *slot;
-	struct aimesh_backend *be;
-	__u32 count, base;
+	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, fb_id = 0;
 	int i;
 
-	svc = bpf_map_lookup_elem(&aimesh_services, &service_id);
-	if (!svc) {
-		count_reason(AIMESH_R_SERVICE_MISSING);
+	if (count == 0 || count > AIMESH_MAX_SLOTS_PER_SVC)
 		return -ECONNREFUSED;
-	}
-	/* Read the record once: count and generation must come from the same one. */
-	count = svc->slot_count;
-	base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC;
-	if (count == 0 || count > AIMESH_MAX_SLOTS_PER_SVC) {
-		count_reason(AIMESH_R_NO_BACKEND);
-		return -ECONNREFUSED;
-	}
-
-	sk.service_id = service_id;
 	for (i = 0; i < AIMESH_SELECT_TRIES; i++) {
-		sk.slot = base + rnd % count;
-		rnd = lb_next_rnd(rnd);
+		sk.slot = base + *rnd % count;
+		*rnd = lb_next_rnd(*rnd);
 		slot = bpf_map_lookup_elem(&aimesh_slots, &sk);
 		if (!slot) {
 			count_reason(AIMESH_R_SLOT_MISSING);
@@ -56,20 +132,185 @@ static __always_inline int lb_select(__u32 service_id, __u32 rnd, int family,
 			count_reason(AIMESH_R_BACKEND_MISSING);
 			continue;
 		}
-		if (be->state != AIMESH_BE_ACTIVE || be->weight == 0) {
-			count_reason(AIMESH_R_BACKEND_INACTIVE);
+		if (!lb_usable(c, be))
 			continue;
-		}
-		if (family && be->family != family) {
-			count_reason(AIMESH_R_FAMILY_MISMATCH);
+		if (lb_ejected(c, slot->backend_id)) {
+			count_reason(AIMESH_R_EJECTED_SKIPPED);
+			fb = be;
+			fb_id = slot->backend_id;
 			continue;
 		}
 		*backend_id = slot->backend_id;
 		*out = be;
 		return 0;
 	}
-	count_reason(AIMESH_R_NO_BACKEND);
+	if (fb) {
+		count_reason(AIMESH_R_EJECTED_FALLBACK);
+		*backend_id = fb_id;
+		*out = fb;
+		return 0;
+	}
 	return -ECONNREFUSED;
+}
+
+/* latency: peak-EWMA TTFB in microseconds, capped at 2^30. */
+static __always_inline __u64 lb_ewma_us(__u32 backend_id)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+	__u64 us = l ? l->ewma_ttfb_ns >> 10 : 0;
+
+	return us > (1ULL << 30) ? (1ULL << 30) : us;
+}
+
+/* Power of two choices: draw a second candidate and keep the cheaper one.
+ * Costs are per unit of weight, compared by cross-multiplying. */
+static __always_inline void lb_two_choices(struct lb_ctx *c, const struct aimesh_service *svc, __u32 *rnd,
+					   __u32 *backend_id, struct aimesh_backend **out, int by_latency)
+{
+	struct aimesh_backend *b2 = 0;
+	__u32 id2 = 0;
+	__u64 la, lb, ea, eb;
+	int i;
+
+	/* A second, different backend (one retry if the draw repeats the first). */
+	for (i = 0; i < 2; i++) {
+		if (lb_random(c, svc, rnd, &id2, &b2))
+			return;
+		if (id2 != *backend_id)
+			break;
+	}
+	if (id2 == *backend_id)
+		return;
+	if (lb_ejected(c, *backend_id) && !lb_ejected(c, id2))
+		goto second;
+	if (lb_ejected(c, id2))
+		return;
+
+	la = lb_load(c, *backend_id) + 1;
+	lb = lb_load(c, id2) + 1;
+	if (by_latency) {
+		/* A backend without a sample yet costs what the other one does
+		 * per connection: it is neither starved nor flooded. */
+		ea = lb_ewma_us(*backend_id);
+		eb = lb_ewma_us(id2);
+		if (!ea)
+			ea = eb;
+		if (!eb)
+			eb = ea;
+		if (ea && eb) {
+			la *= ea;
+			lb *= eb;
+		}
+	}
+	/* la/wa <= lb/wb  <=>  la*wb <= lb*wa (at most 2^46 x 2^16) */
+	if (la * b2->weight <= lb * (*out)->weight)
+		return;
+second:
+	*backend_id = id2;
+	*out = b2;
+}
+
+/* maglev / bounded_hash: walk the service's table from the key's entry.
+ * Returns 0 and sets the pick, or -ENOENT when the table is missing or no
+ * entry in reach is usable (the caller then falls back to random). */
+static __always_inline int lb_hash(struct lb_ctx *c, const struct aimesh_service *svc, __u64 key, int bounded,
+				   __u32 *backend_id, struct aimesh_backend **out)
+{
+	struct aimesh_backend *be, *best = 0;
+	struct aimesh_svc_load *sl;
+	__u32 size = svc->hash_size, idx, i, *id, best_id = 0, prev = (__u32)-1;
+	__u64 total = 0, n = svc->backend_count, cap = 0, load, best_load = (__u64)-1;
+	void *table;
+
+	if (size == 0 || size > AIMESH_MAX_HASH_SIZE)
+		return -ENOENT;
+	table = bpf_map_lookup_elem(&aimesh_hash_tables, &c->service_id);
+	if (!table)
+		return -ENOENT;
+	if (bounded && n) {
+		sl = bpf_map_lookup_elem(&aimesh_svc_load, &c->service_id);
+		if (sl && sl->active > 0)
+			total = (__u64)sl->active;
+		/* Bound on a backend's load with this connection, CHLB style:
+		 * ceil(balance x (total + 1) / n). */
+		cap = ((__u64)svc->balance_pct * (total + 1) + 100 * n - 1) / (100 * n);
+		if (cap < 1)
+			cap = 1;
+	}
+	idx = aimesh_hash_slot(key, size);
+	for (i = 0; i < AIMESH_HASH_WALK; i++) {
+		__u32 k = idx + i < size ? idx + i : idx + i - size;
+
+		id = bpf_map_lookup_elem(table, &k);
+		if (!id)
+			return -ENOENT;
+		if (*id == prev)
+			continue;
+		prev = *id;
+		be = bpf_map_lookup_elem(&aimesh_backends, id);
+		if (!be || !lb_usable(c, be))
+			continue;
+		if (lb_ejected(c, *id)) {
+			count_reason(AIMESH_R_EJECTED_SKIPPED);
+			continue;
+		}
+		if (!bounded) {
+			*backend_id = *id;
+			*out = be;
+			return 0;
+		}
+		load = lb_load(c, *id);
+		if (load + 1 <= cap) {
+			*backend_id = *id;
+			*out = be;
+			return 0;
+		}
+		if (load < best_load) {
+			best_load = load;
+			best = be;
+			best_id = *id;
+		}
+	}
+	if (best) { /* everyone in reach is over the bound: the least loaded */
+		*backend_id = best_id;
+		*out = best;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* Pick a backend of service `service_id` for a new connection or datagram.
+ * `rnd` drives the random draws, `hash_key` (the client's cgroup id on the
+ * socket path) the hash algorithms; `family` is 0 or the AIMESH_FAMILY_* the
+ * call needs. Returns 0 and sets *backend_id / *out, or -ECONNREFUSED. */
+static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key, int family,
+				     __u32 *backend_id, struct aimesh_backend **out)
+{
+	struct lb_ctx c = { .service_id = service_id, .family = family };
+	struct aimesh_service *svc;
+	__u8 alg;
+
+	svc = bpf_map_lookup_elem(&aimesh_services, &service_id);
+	if (!svc) {
+		count_reason(AIMESH_R_SERVICE_MISSING);
+		return -ECONNREFUSED;
+	}
+	alg = svc->algorithm;
+	if (alg != AIMESH_ALG_RANDOM)
+		c.cfg = lb_config();
+
+	if (alg == AIMESH_ALG_MAGLEV || alg == AIMESH_ALG_BOUNDED_HASH) {
+		if (!lb_hash(&c, svc, hash_key, alg == AIMESH_ALG_BOUNDED_HASH, backend_id, out))
+			return 0;
+		count_reason(AIMESH_R_HASH_TABLE_MISS);
+	}
+	if (lb_random(&c, svc, &rnd, backend_id, out)) {
+		count_reason(AIMESH_R_NO_BACKEND);
+		return -ECONNREFUSED;
+	}
+	if (alg == AIMESH_ALG_LEAST_CONN || alg == AIMESH_ALG_LATENCY)
+		lb_two_choices(&c, svc, &rnd, backend_id, out, alg == AIMESH_ALG_LATENCY);
+	return 0;
 }
 
 #endif

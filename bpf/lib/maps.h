@@ -126,6 +126,52 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_be_load SEC(".maps");
 
+/* service id -> open connections over its backends (sock_ops writes) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIMESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct aimesh_svc_load);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_svc_load SEC(".maps");
+
+/* backend id -> scraped model-server signals (agent writes) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIMESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct aimesh_be_signal);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_be_signal SEC(".maps");
+
+/* [0] -> data-plane tunables (agent writes at start) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aimesh_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_config SEC(".maps");
+
+/* service id -> its maglev/bounded_hash table: an array of hash_size backend
+ * ids, built by the agent and swapped in with one update of this map.
+ * BPF_F_INNER_MAP lets each service's table have its own size. */
+struct aimesh_hash_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIMESH_DEFAULT_HASH_SIZE);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, AIMESH_MAX_SERVICES);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct aimesh_hash_table);
+} aimesh_hash_tables SEC(".maps");
+
 /* connection open/close/failure records for meshctl flows */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -102,7 +102,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	 * refuses an unconnected UDPv6 send rewritten to a mapped address
 	 * (ENOTSUPP in udpv6_sendmsg), so sendmsg6 needs an IPv6 backend. */
 	need = family == AIMESH_FAMILY_V4 ? AIMESH_FAMILY_V4 : (is_connect ? 0 : AIMESH_FAMILY_V6);
-	err = lb_select(svc_id, bpf_get_prandom_u32(), need, &be_id, &be);
+	err = lb_select(svc_id, bpf_get_prandom_u32(), bpf_get_current_cgroup_id(), need, &be_id, &be);
 	if (err || !be) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)

@@ -55,6 +55,99 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 				      : BPF_RB_NO_WAKEUP);
 }
 
+/* ---- feedback to the balancer (lib/lb.h reads these in aimesh_be_load) ---- */
+
+static __always_inline struct aimesh_config *tel_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&aimesh_config, &zero);
+}
+
+/* Peak-EWMA of time to first byte: a sample above the average replaces it
+ * at once (a backend that got slow is avoided at once); a lower one pulls it
+ * down with weight dt / (dt + tau), dt the time since the last sample. */
+static __always_inline void tel_observe_ttfb(__u32 backend_id, __u64 sample, __u64 now)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+	struct aimesh_config *cfg;
+	__u64 old, dt, tau, w;
+
+	if (!l)
+		return;
+	if (sample > (1ULL << 40))
+		sample = 1ULL << 40;
+	old = l->ewma_ttfb_ns;
+	if (old == 0 || sample >= old) {
+		l->ewma_ttfb_ns = sample;
+	} else {
+		cfg = tel_config();
+		tau = cfg && cfg->ewma_tau_ns ? cfg->ewma_tau_ns : AIMESH_DEFAULT_EWMA_TAU_NS;
+		dt = now > l->ewma_ts_ns ? now - l->ewma_ts_ns : 0;
+		if (dt > (1ULL << 40))
+			dt = 1ULL << 40;
+		w = (dt << 10) / (dt + tau); /* 0..1024 */
+		l->ewma_ttfb_ns = old - (((old - sample) * w) >> 10);
+	}
+	l->ewma_ts_ns = now;
+}
+
+/* A connect to the backend failed (refused, or no answer): add a decaying
+ * penalty, and after eject_after failures in a row start a back-off that
+ * doubles with every further one (capped). The balancer skips a backend in
+ * back-off; when it ends the backend is tried again, and one more failure
+ * starts the next, longer back-off at once. */
+static __always_inline void tel_backend_failed(__u32 backend_id, __u64 now, struct aimesh_be_tel *t)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+	struct aimesh_config *cfg = tel_config();
+	__u64 hl, halvings, pen = 0, base, max, backoff;
+	__u32 per, after, streak, ej;
+
+	if (!l)
+		return;
+	hl = cfg && cfg->penalty_half_life_ns ? cfg->penalty_half_life_ns : AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS;
+	per = cfg ? cfg->penalty_per_failure : AIMESH_DEFAULT_PENALTY_PER_FAILURE;
+	after = cfg ? cfg->eject_after : AIMESH_DEFAULT_EJECT_AFTER;
+	base = cfg && cfg->eject_base_ns ? cfg->eject_base_ns : AIMESH_DEFAULT_EJECT_BASE_NS;
+	max = cfg && cfg->eject_max_ns ? cfg->eject_max_ns : AIMESH_DEFAULT_EJECT_MAX_NS;
+
+	if (l->penalty && now > l->penalty_ts_ns) {
+		halvings = (now - l->penalty_ts_ns) / hl;
+		pen = halvings >= 32 ? 0 : l->penalty >> halvings;
+	} else {
+		pen = l->penalty;
+	}
+	pen += per;
+	l->penalty = pen > 65535 ? 65535 : (__u32)pen;
+	l->penalty_ts_ns = now;
+
+	/* Plain read-modify-write: two failures racing on two CPUs may count
+	 * as one, which only delays a back-off by one failure. */
+	streak = l->fail_streak + 1;
+	l->fail_streak = streak;
+	if (!after || streak < after || now < l->skip_until_ns)
+		return;
+	ej = l->ejections;
+	backoff = base << (ej > 16 ? 16 : ej);
+	if (backoff > max)
+		backoff = max;
+	l->skip_until_ns = now + backoff;
+	l->ejections = ej + 1;
+	if (t)
+		t->ejections += 1;
+}
+
+/* A connect succeeded: the failure streak and the back-off exponent reset
+ * (the penalty decays on its own). */
+static __always_inline void tel_backend_ok(struct aimesh_be_load *l)
+{
+	if (l->fail_streak)
+		l->fail_streak = 0;
+	if (l->ejections)
+		l->ejections = 0;
+}
+
 /* The response in flight (if any) ends: at the next request or at close. */
 static __always_inline void tel_end_response(struct aimesh_sock *s, struct aimesh_be_tel *t)
 {
@@ -96,6 +189,7 @@ static __always_inline void tel_ingress_payload(struct aimesh_sock *s, __u64 now
 	switch (s->phase) {
 	case AIMESH_PH_AWAIT_FIRST:
 		hist_record(s->backend_id, AIMESH_M_TTFB, now - s->req_start_ns);
+		tel_observe_ttfb(s->backend_id, now - s->req_start_ns, now);
 		if (headers_only || !has_body) {
 			s->phase = AIMESH_PH_AWAIT_BODY;
 		} else {

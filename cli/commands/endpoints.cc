@@ -1,4 +1,7 @@
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "commands/commands.h"
@@ -16,6 +19,21 @@ bool matches(const nlohmann::json& item, const char* serviceKey, const Endpoints
 std::string describe(const EndpointsFilter& filter) {
   std::string name = filter.ns.empty() ? filter.service : filter.ns + "/" + filter.service;
   return "service " + name;
+}
+
+// "ok", or what keeps the endpoint from full service: a failure back-off
+// (with time left), a penalty from recent failed connects, a model-server queue.
+std::string healthText(const nlohmann::json& e) {
+  std::vector<std::string> parts;
+  if (e.value("ejected", false))
+    parts.push_back(fmt::format("ejected {:.1f}s", e.value("ejected_for_seconds", 0.0)));
+  if (double p = e.value("failure_penalty", 0.0); p > 0) parts.push_back(fmt::format("penalty {:g}", p));
+  if (int f = e.value("consecutive_failures", 0); f > 0) parts.push_back(fmt::format("{} failed", f));
+  if (e.contains("queued_requests")) parts.push_back(fmt::format("queue {}", e.value("queued_requests", 0)));
+  if (parts.empty()) return e.contains("in_flight") ? "ok" : "-";
+  std::string out = parts[0];
+  for (size_t i = 1; i < parts.size(); ++i) out += ", " + parts[i];
+  return out;
 }
 
 }  // namespace
@@ -76,11 +94,12 @@ CommandOutput formatEndpoints(const nlohmann::json& response, const nlohmann::js
            std::pair(cellText(*b, "namespace"), cellText(*b, "service"));
   });
   Table table({"NAMESPACE", "SERVICE", "ADDRESS", "PORT", "PROTO", "WEIGHT", "STATE",
-               "CONNECTIONS"});
+               "IN-FLIGHT", "CONNECTIONS", "HEALTH"});
   for (const auto* e : rows) {
     table.addRow({cellText(*e, "namespace"), cellText(*e, "service"), cellText(*e, "address"),
                   cellText(*e, "port"), cellText(*e, "protocol"), cellText(*e, "weight"),
-                  cellText(*e, "state"), cellText(*e, "connections")});
+                  cellText(*e, "state"), cellText(*e, "in_flight"), cellText(*e, "connections"),
+                  healthText(*e)});
   }
   result.out = table.render();
   return result;

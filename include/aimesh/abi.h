@@ -79,6 +79,9 @@ enum aimesh_reason {
 	AIMESH_R_SOCK_STORAGE_FAILED = 7, /* no per-socket state: connection not measured */
 	AIMESH_R_HIST_RANGE = 8,       /* backend id >= AIMESH_MAX_HIST_BACKENDS: sample dropped */
 	AIMESH_R_EVENT_DROPPED = 9,    /* events ring buffer full */
+	AIMESH_R_EJECTED_SKIPPED = 10, /* picked a backend in its failure back-off, picked again */
+	AIMESH_R_EJECTED_FALLBACK = 11, /* every pick was in back-off: used one anyway (fail open) */
+	AIMESH_R_HASH_TABLE_MISS = 12, /* maglev/bounded_hash: no table, or no usable entry in reach: random pick */
 	AIMESH_R_MAX,
 };
 
@@ -111,13 +114,15 @@ struct aimesh_service {
 	__u8 flags;
 	__u8 slot_gen;       /* 0 or 1: which half of the slot space is live */
 	__u8 pad0;
-	__u32 affinity_timeout_s;
-	__u32 maglev_gen;
+	__u32 hash_size;     /* maglev/bounded_hash: entries in this service's table (a prime) */
+	__u16 balance_pct;   /* bounded_hash: load bound, percent of the service average (125) */
+	__u16 pad1;
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_service) == 20, "service size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, algorithm) == 8, "service.algorithm");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, slot_gen) == 10, "service.slot_gen");
-AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, maglev_gen) == 16, "service.maglev_gen");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, hash_size) == 12, "service.hash_size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, balance_pct) == 16, "service.balance_pct");
 
 /* aimesh_slots key. slot = slot_gen * AIMESH_MAX_SLOTS_PER_SVC + index. */
 struct aimesh_slot_key {
@@ -240,20 +245,69 @@ struct aimesh_be_tel {
 	__u64 bytes_received;  /* at close */
 	__u64 retransmits;     /* total_retrans, at close */
 	__u64 conn_ns;         /* summed established->close time */
+	__u64 ejections;       /* failure back-offs started */
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_tel) == 96, "be_tel size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_tel) == 104, "be_tel size");
 
-/* aimesh_be_load (array indexed by backend id): the live load of a backend,
- * shared by telemetry (writer) and the balancer (reader). */
+/* aimesh_be_load (array indexed by backend id): the live load and health of
+ * a backend, written by the kernel only (telemetry and sock_ops), read by the
+ * balancer. The agent zeroes an entry when it gives the id to a new backend. */
 struct aimesh_be_load {
 	__s64 active;          /* open connections (atomic add) */
-	__u64 ewma_ttfb_ns;    /* reserved for the latency-aware balancer */
-	__u32 penalty;
-	__u32 queue_depth;     /* agent-fed model-server signal */
-	__u32 kv_cache_pct;
-	__u32 pad;
+	__u64 ewma_ttfb_ns;    /* peak-EWMA of time to first byte; 0 = no sample yet */
+	__u64 ewma_ts_ns;      /* when ewma_ttfb_ns was last updated */
+	__u64 penalty_ts_ns;   /* when penalty was last set */
+	__u64 skip_until_ns;   /* in failure back-off until then (0: not ejected) */
+	__u32 penalty;         /* extra virtual connections after failed connects; halves every half-life */
+	__u32 fail_streak;     /* consecutive failed connects */
+	__u32 ejections;       /* consecutive back-offs (the exponent of the next one) */
+	__u32 pad[3];
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_load) == 32, "be_load size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_load) == 64, "be_load size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_be_load, penalty) == 40, "be_load.penalty");
+
+/* aimesh_svc_load (array indexed by service id): open connections over all
+ * of a service's backends, for bounded_hash's average. Kernel-written. */
+struct aimesh_svc_load {
+	__s64 active;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_svc_load) == 8, "svc_load size");
+
+/* aimesh_be_signal (array indexed by backend id): model-server signals the
+ * agent scraped (vLLM-style /metrics); all zero when not scraped. */
+struct aimesh_be_signal {
+	__u32 queue_depth;       /* requests waiting (vllm:num_requests_waiting) */
+	__u32 running;           /* requests running (vllm:num_requests_running) */
+	__u32 kv_cache_permille; /* KV-cache use, 0..1000 (vllm:kv_cache_usage_perc) */
+	__u32 valid;             /* 1 when the last scrape succeeded */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_signal) == 16, "be_signal size");
+
+/* aimesh_config (one-entry array): data-plane tunables set by the agent. */
+struct aimesh_config {
+	__u64 ewma_tau_ns;         /* latency: peak-EWMA decay time constant */
+	__u64 penalty_half_life_ns; /* failure penalty halves this often */
+	__u64 eject_base_ns;       /* first back-off after eject_after failures; doubles each time */
+	__u64 eject_max_ns;        /* back-off cap */
+	__u32 penalty_per_failure; /* virtual connections added per failed connect */
+	__u32 eject_after;         /* consecutive failures before a back-off; 0 = never */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_config) == 40, "config size");
+
+/* Defaults of struct aimesh_config (the agent's flags start from these). */
+#define AIMESH_DEFAULT_EWMA_TAU_NS (10ULL * 1000 * 1000 * 1000)
+#define AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS (5ULL * 1000 * 1000 * 1000)
+#define AIMESH_DEFAULT_EJECT_BASE_NS (1ULL * 1000 * 1000 * 1000)
+#define AIMESH_DEFAULT_EJECT_MAX_NS (30ULL * 1000 * 1000 * 1000)
+#define AIMESH_DEFAULT_PENALTY_PER_FAILURE 4
+#define AIMESH_DEFAULT_EJECT_AFTER 3
+
+/* maglev/bounded_hash tables: an array of maps indexed by service id; each
+ * inner map is an array of hash_size backend ids. */
+#define AIMESH_DEFAULT_HASH_SIZE 16381
+#define AIMESH_MAX_HASH_SIZE 65521
+#define AIMESH_DEFAULT_BALANCE_PCT 125
+#define AIMESH_HASH_WALK 8 /* bounded_hash: table entries tried past the hashed one */
 
 enum aimesh_sock_phase {
 	AIMESH_PH_IDLE = 0,        /* no request in flight */
@@ -316,14 +370,16 @@ AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_event, type) == 56, "event.ty
 /* Context of the SEC("syscall") selection harness used by the bpf test tier:
  * the test fills service_id and rnd, the program fills the rest. */
 struct aimesh_select_ctx {
+	__u64 hash_key;   /* maglev/bounded_hash key (the socket path uses the cgroup id) */
 	__u32 service_id;
 	__u32 rnd;
 	__u8 family;      /* 0: any backend; else only backends of this AIMESH_FAMILY_* */
 	__u8 pad[3];
 	__s32 err;        /* 0 or -errno */
 	__u32 backend_id; /* out */
+	__u32 pad2;
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_select_ctx) == 20, "select_ctx size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_select_ctx) == 32, "select_ctx size");
 
 /* Context of the SEC("syscall") histogram harness: the kernel's bucket for
  * a value, so a test can compare it with the agent's histBucket(). */

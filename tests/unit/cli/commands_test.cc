@@ -31,10 +31,12 @@ const json kServices = json::parse(R"({"services": [
 const json kEndpoints = json::parse(R"({"endpoints": [
   {"service": "llama-chat", "namespace": "ml", "address": "10.77.0.2", "port": 8000,
    "protocol": "TCP", "weight": 1, "state": "active", "backend_id": 3, "connections": 40,
-   "datagrams": 0},
+   "datagrams": 0, "in_flight": 3, "failure_penalty": 0, "consecutive_failures": 0, "ejected": false,
+   "queued_requests": 2, "running_requests": 4, "kv_cache_usage": 0.5},
   {"service": "llama-chat", "namespace": "ml", "address": "fd00::77:3", "port": 8000,
    "protocol": "TCP", "weight": 10, "state": "draining", "backend_id": 4, "connections": 80,
-   "datagrams": 0},
+   "datagrams": 0, "in_flight": 1, "failure_penalty": 4, "consecutive_failures": 3, "ejected": true,
+   "ejected_for_seconds": 1.25},
   {"service": "embed", "namespace": "default", "address": "10.77.0.9", "port": 80,
    "protocol": "TCP", "weight": 1, "state": "active", "backend_id": 1, "connections": 7,
    "datagrams": 0}
@@ -152,10 +154,11 @@ TEST(CommandsTest, EndpointsTable) {
   CommandOutput r = formatEndpoints(kEndpoints, json(), {}, OutputFormat::kTable);
   EXPECT_EQ(r.exitCode, kExitOk);
   EXPECT_EQ(r.out,
-            "NAMESPACE   SERVICE      ADDRESS      PORT   PROTO   WEIGHT   STATE      CONNECTIONS\n"
-            "default     embed        10.77.0.9      80   TCP          1   active               7\n"
-            "ml          llama-chat   10.77.0.2    8000   TCP          1   active              40\n"
-            "ml          llama-chat   fd00::77:3   8000   TCP         10   draining            80\n");
+            "NAMESPACE   SERVICE      ADDRESS      PORT   PROTO   WEIGHT   STATE      IN-FLIGHT   CONNECTIONS   HEALTH\n"
+            "default     embed        10.77.0.9      80   TCP          1   active             -             7   -\n"
+            "ml          llama-chat   10.77.0.2    8000   TCP          1   active             3            40   queue 2\n"
+            "ml          llama-chat   fd00::77:3   8000   TCP         10   draining           1            80   "
+            "ejected 1.2s, penalty 4, 3 failed\n");
 }
 
 TEST(CommandsTest, EndpointsOfOneService) {
