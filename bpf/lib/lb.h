@@ -172,8 +172,8 @@ static __always_inline void lb_two_choices(struct lb_ctx *c, const struct aimesh
 	__u64 la, lb, ea, eb;
 	int i;
 
-	/* A second, different backend (one retry if the draw repeats the first). */
-	for (i = 0; i < 2; i++) {
+	/* A second, different backend (drawn again if it repeats the first). */
+	for (i = 0; i < AIMESH_SELECT_TRIES; i++) {
 		if (lb_random(c, svc, rnd, &id2, &b2))
 			return;
 		if (id2 != *backend_id)

@@ -1,0 +1,329 @@
+// e2e: each load-balancing algorithm and the endpoint-health rules, checked
+// with real connections through the real agent (docs/load-balancing.md).
+// Clients run in the sandbox cgroup (or child cgroups of it, which inherit
+// its programs) and the client namespace. Needs root.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "client/api_client.h"
+#include "fixtures/net_client.h"
+#include "fixtures/sandbox.h"
+
+namespace aimesh::testing {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Ep {
+  std::string addr;
+  std::string state = "active";
+  int weight = 1;
+};
+
+std::string yaml(const std::string& algorithm, const std::vector<Ep>& eps, const std::string& extra = "") {
+  std::ostringstream y;
+  y << "services:\n  - name: llm\n    namespace: ml\n    vips: [10.96.0.60]\n    ports: [{port: 8000}]\n"
+    << "    algorithm: " << algorithm << "\n"
+    << extra << "    endpoints:\n";
+  for (auto& e : eps)
+    y << "      - {address: " << e.addr << ", port: 8000, weight: " << e.weight << ", state: " << e.state << "}\n";
+  return y.str();
+}
+
+// Child cgroups of the sandbox cgroup (they inherit the agent's programs),
+// removed when this goes out of scope.
+struct ChildCgroups {
+  std::vector<std::string> paths;
+  ChildCgroups(const std::string& parent, int n) {
+    for (int i = 0; i < n; ++i) {
+      std::string p = parent + "/client" + std::to_string(i);
+      ::mkdir(p.c_str(), 0755);
+      paths.push_back(p);
+    }
+  }
+  ~ChildCgroups() {
+    for (auto& p : paths) ::rmdir(p.c_str());
+  }
+};
+
+class LbE2e : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    dir_ = tempDir();
+    sandbox_ = std::make_unique<Sandbox>();
+    state_ = dir_ + "/state.yaml";
+  }
+  void TearDown() override {
+    agent_.reset();
+    servers_.clear();
+    sandbox_.reset();
+    if (!dir_.empty()) removeTree(dir_);
+  }
+  void serve(const std::string& addr) {
+    servers_.push_back(startNameServer(sandbox_->backend().name(), addr, 8000, addr));
+  }
+  void startAgent(const std::string& y, std::vector<std::string> args = {}) {
+    writeFile(state_, y);
+    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), state_, dir_, std::move(args));
+    agent_->start();
+  }
+  json api(const json& req) {
+    auto r = callAgent(agent_->apiSocket(), req, 2000ms);
+    EXPECT_TRUE(r.ok());
+    return r ? *r : json{};
+  }
+  // Rewrites the state file and waits until the agent has applied it.
+  void applyState(const std::string& y) { applyStateFrom(agent_->apiSocket(), state_, y); }
+  static void applyStateFrom(const std::string& sock, const std::string& file, const std::string& y) {
+    auto before = callAgent(sock, {{"method", "status"}}, 2000ms);
+    uint64_t n = before ? before->value("reconciles", 0ULL) : 0;
+    writeFile(file, y);
+    for (int i = 0; i < 200; ++i) {
+      auto st = callAgent(sock, {{"method", "status"}}, 2000ms);
+      if (st && st->value("reconciles", 0ULL) > n) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    ADD_FAILURE() << "the agent did not apply the new state";
+  }
+  // Runs fn in `cgroup` and the client namespace; returns what it returned.
+  json client(const std::string& cgroup, const std::function<json()>& fn) {
+    int st = 0;
+    std::string out = runIn(cgroup, sandbox_->client().name(), [&](int fd) {
+      std::string s = fn().dump();
+      (void)!::write(fd, s.data(), s.size());
+      return 0;
+    }, &st);
+    EXPECT_EQ(st, 0);
+    return json::parse(out.empty() ? "null" : out);
+  }
+  json client(const std::function<json()>& fn) { return client(sandbox_->cgroup().path(), fn); }
+  json endpoint(const std::string& addr) {
+    json all = api({{"method", "endpoints"}});
+    for (auto& e : all["endpoints"])
+      if (e["address"] == addr) return e;
+    return json{};
+  }
+
+  std::string dir_, state_;
+  std::unique_ptr<Sandbox> sandbox_;
+  std::vector<Child> servers_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+// Counts answers by name over n sequential connect-ask-close rounds.
+std::map<std::string, int> askMany(int n) {
+  std::map<std::string, int> m;
+  for (int i = 0; i < n; ++i) {
+    Reply r = tcpAsk("10.96.0.60", 8000);
+    m[r.err ? "error:" + std::to_string(r.err) : r.name]++;
+  }
+  return m;
+}
+
+TEST_F(LbE2e, LeastConnAvoidsTheBackendHoldingTheMostConnections) {
+  serve("10.77.0.2");
+  serve("10.77.0.3");
+  // .3 draining at first, so the held connections all land on .2.
+  startAgent(yaml("least_conn", {{"10.77.0.2"}, {"10.77.0.3", "draining"}}));
+  const std::string sock = agent_->apiSocket(), file = state_;
+  const std::string both = yaml("least_conn", {{"10.77.0.2"}, {"10.77.0.3"}});
+  json r = client([&] {
+    std::vector<std::unique_ptr<TcpConn>> held;
+    for (int i = 0; i < 6; ++i) held.push_back(std::make_unique<TcpConn>("10.96.0.60", 8000));
+    json out;
+    for (auto& c : held) out["held"].push_back(c->ask());
+    applyStateFrom(sock, file, both);
+    out["spread"] = askMany(40);
+    int alive = 0;
+    for (auto& c : held) alive += c->ask() == "10.77.0.2";
+    out["held_alive"] = alive;
+    return out;
+  });
+  for (auto& h : r["held"]) EXPECT_EQ(h, "10.77.0.2");
+  EXPECT_EQ(r["held_alive"], 6) << "open connections to a backend must be untouched";
+  auto spread = r["spread"].get<std::map<std::string, int>>();
+  // Random would send half; two choices send to .2 only when both draws are
+  // .2 (a few percent).
+  EXPECT_GE(spread["10.77.0.3"], 36) << r.dump();
+  EXPECT_EQ(spread.count("error:111"), 0u) << r.dump();
+}
+
+TEST_F(LbE2e, LatencyAvoidsABackendMadeSlower) {
+  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.2", 2, 1, 1, dir_));
+  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.3", 150, 1, 1, dir_));
+  startAgent(yaml("latency", {{"10.77.0.2"}, {"10.77.0.3"}}));
+  json r = client([&] {
+    std::map<std::string, int> seen;
+    for (int i = 0; i < 40; ++i) {
+      httplib::Client c("10.96.0.60", 8000);
+      c.set_read_timeout(5, 0);
+      auto res = c.Post("/v1/completions", R"({"prompt":"hi","max_tokens":1})", "application/json");
+      std::string who = res ? res->get_header_value("X-Aimesh-Backend") : "error";
+      seen[i < 10 ? "warmup:" + who : who]++;
+    }
+    return json(seen);
+  });
+  auto seen = r.get<std::map<std::string, int>>();
+  // After the warm-up both have a peak-EWMA; the slow one is 75x costlier.
+  EXPECT_GE(seen["10.77.0.2"], 27) << r.dump();
+  EXPECT_EQ(seen.count("error"), 0u) << r.dump();
+  json fast = endpoint("10.77.0.2"), slow = endpoint("10.77.0.3");
+  EXPECT_GT(slow["ttfb_ewma_ms"].get<double>(), 100.0) << slow.dump();
+  EXPECT_LT(fast["ttfb_ewma_ms"].get<double>(), 50.0) << fast.dump();
+}
+
+TEST_F(LbE2e, MaglevKeepsEachClientCgroupOnOneBackendAndMovesFewWhenOneLeaves) {
+  const std::vector<std::string> addrs = {"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"};
+  for (auto& a : addrs) serve(a);
+  startAgent(yaml("maglev", {{addrs[0]}, {addrs[1]}, {addrs[2]}, {addrs[3]}}, "    hash_table_size: 65521\n"));
+  ChildCgroups cgs(sandbox_->cgroup().path(), 12);
+  auto where = [&] {
+    std::vector<std::string> out;
+    for (auto& cg : cgs.paths) {
+      json m = client(cg, [] { return json(askMany(5)); });
+      auto counts = m.get<std::map<std::string, int>>();
+      EXPECT_EQ(counts.size(), 1u) << "one client cgroup, one backend: " << m.dump();
+      out.push_back(counts.empty() ? "" : counts.begin()->first);
+    }
+    return out;
+  };
+  std::vector<std::string> before = where();
+  std::set<std::string> used(before.begin(), before.end());
+  EXPECT_GE(used.size(), 2u) << "12 clients should spread over several backends";
+
+  // The backend with the most clients leaves.
+  std::map<std::string, int> per;
+  for (auto& b : before) per[b]++;
+  std::string gone = std::max_element(per.begin(), per.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+  std::vector<Ep> rest;
+  for (auto& a : addrs)
+    if (a != gone) rest.push_back({a});
+  applyState(yaml("maglev", rest, "    hash_table_size: 65521\n"));
+  std::vector<std::string> after = where();
+  int movedOthers = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_NE(after[i], gone);
+    if (before[i] != gone && after[i] != before[i]) ++movedOthers;
+  }
+  // Only the leaving backend's clients must move (Maglev moves ~1% more).
+  EXPECT_LE(movedOthers, 1) << "clients of staying backends that moved";
+}
+
+TEST_F(LbE2e, BoundedHashSpillsPastAnOverloadedBackendWhereMaglevDoesNot) {
+  serve("10.77.0.2");
+  serve("10.77.0.3");
+  auto holdEight = [&] {
+    return client([] {
+      std::vector<std::unique_ptr<TcpConn>> held;
+      std::map<std::string, int> m;
+      for (int i = 0; i < 8; ++i) {
+        held.push_back(std::make_unique<TcpConn>("10.96.0.60", 8000));
+        m[held.back()->ask()]++;
+      }
+      return json(m);
+    }).get<std::map<std::string, int>>();
+  };
+  startAgent(yaml("maglev", {{"10.77.0.2"}, {"10.77.0.3"}}));
+  auto maglev = holdEight();
+  EXPECT_EQ(maglev.size(), 1u) << "one client, one hash: maglev sends all 8 to one backend";
+
+  applyState(yaml("bounded_hash", {{"10.77.0.2"}, {"10.77.0.3"}}, "    hash_balance_factor: 1.25\n"));
+  auto bounded = holdEight();
+  // Bound: ceil(1.25 x (open + 1) / 2); with 8 open the hashed one holds <= 5.
+  ASSERT_EQ(bounded.size(), 2u);
+  for (auto& [name, n] : bounded) {
+    EXPECT_LE(n, 5) << name;
+    EXPECT_GE(n, 3) << name;
+  }
+}
+
+TEST_F(LbE2e, RefusingBackendIsPenalizedThenSkippedForABackOffThenTriedAgain) {
+  serve("10.77.0.2");  // nothing listens on .3: connects there are refused (RST)
+  startAgent(yaml("random", {{"10.77.0.2"}, {"10.77.0.3"}}),
+             {"--eject-after", "3", "--eject-base-seconds", "1.5", "--eject-max-seconds", "10"});
+  json r = client([] { return json(askMany(40)); });
+  auto m = r.get<std::map<std::string, int>>();
+  // Three refusals start the back-off; then every connect goes to .2.
+  EXPECT_EQ(m["error:111"], 3) << r.dump();
+  EXPECT_EQ(m["10.77.0.2"], 37) << r.dump();
+  json bad = endpoint("10.77.0.3");
+  EXPECT_EQ(bad["ejected"], true) << bad.dump();
+  EXPECT_EQ(bad["consecutive_failures"], 3);
+  EXPECT_GT(bad["failure_penalty"].get<double>(), 0.0);
+
+  // After the back-off it is tried again; one more refusal re-ejects it at once.
+  std::this_thread::sleep_for(1600ms);
+  EXPECT_EQ(endpoint("10.77.0.3")["ejected"], false);
+  r = client([] { return json(askMany(40)); });
+  m = r.get<std::map<std::string, int>>();
+  EXPECT_EQ(m["error:111"], 1) << r.dump();
+  bad = endpoint("10.77.0.3");
+  EXPECT_EQ(bad["ejected"], true);
+  EXPECT_GT(bad["ejected_for_seconds"].get<double>(), 1.6) << "the second back-off is twice the first";
+
+  std::string metrics = httplib::Client(agent_->metricsUrlPath()).Get("/metrics")->body;
+  EXPECT_NE(metrics.find("aimesh_endpoint_ejections_total{service=\"llm\",namespace=\"ml\""), std::string::npos);
+  EXPECT_NE(metrics.find("aimesh_datapath_reasons_total{reason=\"ejected_skipped\"}"), std::string::npos);
+}
+
+TEST_F(LbE2e, EveryBackendEjectedFailsOpenInsteadOfRefusingEverything) {
+  // Nothing listens anywhere: after the back-offs the data plane still picks
+  // a backend (so the caller sees the backend's own refusal, not ours).
+  startAgent(yaml("least_conn", {{"10.77.0.2"}, {"10.77.0.3"}}),
+             {"--eject-after", "1", "--eject-base-seconds", "30"});
+  json r = client([] { return json(askMany(10)); });
+  auto m = r.get<std::map<std::string, int>>();
+  EXPECT_EQ(m["error:111"], 10) << r.dump();
+  json st = api({{"method", "status"}});
+  std::string metrics = httplib::Client(agent_->metricsUrlPath()).Get("/metrics")->body;
+  EXPECT_NE(metrics.find("aimesh_datapath_reasons_total{reason=\"ejected_fallback\"}"), std::string::npos);
+  EXPECT_EQ(metrics.find("aimesh_datapath_reasons_total{reason=\"ejected_fallback\"} 0\n"), std::string::npos)
+      << "fallback picks must be counted";
+}
+
+TEST_F(LbE2e, DrainingKeepsOpenConnectionsAndShowsTheirCountUntilZero) {
+  serve("10.77.0.2");
+  serve("10.77.0.3");
+  startAgent(yaml("random", {{"10.77.0.2"}, {"10.77.0.3", "draining"}}));
+  // Open two connections to .3 while it is active, then drain it.
+  applyState(yaml("random", {{"10.77.0.3"}, {"10.77.0.2", "draining"}}));
+  const std::string sock = agent_->apiSocket(), file = state_;
+  const std::string drained = yaml("random", {{"10.77.0.2"}, {"10.77.0.3", "draining"}});
+  json r = client([&] {
+    TcpConn a("10.96.0.60", 8000), b("10.96.0.60", 8000);
+    json out;
+    out["first"] = {a.ask(), b.ask()};
+    applyStateFrom(sock, file, drained);
+    auto ep = callAgent(sock, {{"method", "endpoints"}}, 2000ms);
+    for (auto& e : (*ep)["endpoints"])
+      if (e["address"] == "10.77.0.3") out["in_flight_draining"] = e["in_flight"];
+    out["new"] = askMany(20);
+    out["still"] = {a.ask(), b.ask()};
+    return out;
+  });
+  EXPECT_EQ(r["first"], json({"10.77.0.3", "10.77.0.3"}));
+  EXPECT_EQ(r["in_flight_draining"], 2) << r.dump();
+  EXPECT_EQ(r["new"], json({{"10.77.0.2", 20}})) << "no new connection to a draining endpoint";
+  EXPECT_EQ(r["still"], json({"10.77.0.3", "10.77.0.3"})) << "open connections keep working";
+  json e;
+  for (int i = 0; i < 100; ++i) {
+    e = endpoint("10.77.0.3");
+    if (e["in_flight"] == 0) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(e["in_flight"], 0) << "closed connections leave the count";
+}
+
+}  // namespace
+}  // namespace aimesh::testing
