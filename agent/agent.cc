@@ -27,6 +27,12 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
     spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
 
   std::unique_ptr<Agent> a(new Agent(opts, std::move(dp.value())));
+  // Model-server signals: the scraper's thread writes them into aimesh_be_signal.
+  a->scraper_ = std::make_unique<ModelScraper>(
+      ModelScraper::Options{opts.scrapeInterval, opts.scrapeTimeout, opts.scrapeNetns},
+      [fd = a->dp_.maps().beSignal](uint32_t backendId, const Result<ModelSignals>& r) {
+        writeModelSignals(fd, backendId, r);
+      });
   auto events = EventLog::start(a->dp_.maps().events);
   if (!events) return events.error();
   a->events_ = std::move(events.value());
@@ -65,6 +71,17 @@ bool Agent::reload() {
   return applyLocked(*pr.snapshot);
 }
 
+std::vector<ScrapeTarget> Agent::scrapeTargets() const {
+  std::vector<ScrapeTarget> out;
+  for (auto& [sid, s] : index_.services) {
+    if (!s.modelMetrics) continue;
+    for (uint32_t bid : s.backendIds)
+      out.push_back(ScrapeTarget{bid, index_.backends.at(bid).endpoint.address.toString(), s.modelMetrics->port,
+                                 s.modelMetrics->path});
+  }
+  return out;
+}
+
 bool Agent::applyLocked(const Snapshot& snap) {
   IdIndex idx;
   auto r = reconciler_.reconcile(snap, idx);
@@ -74,12 +91,17 @@ bool Agent::applyLocked(const Snapshot& snap) {
     spdlog::error("reconcile failed: {}", r.error().message());
     return false;
   }
-  for (auto& s : snap.services)
-    if (s.algorithm != Algorithm::kRandom && warnedAlgorithm_.insert(s.key()).second)
-      spdlog::warn("service {}: algorithm '{}' is not in the data plane yet; connections use weighted random",
+  for (auto& s : snap.services) {
+    bool needsLoad = s.algorithm == Algorithm::kLeastConn || s.algorithm == Algorithm::kLatency ||
+                     s.algorithm == Algorithm::kBoundedHash;
+    if (needsLoad && !opts_.telemetry && warnedAlgorithm_.insert(s.key()).second)
+      spdlog::warn("service {}: algorithm '{}' needs the kernel's connection counts and latencies, which "
+                   "--telemetry=false turns off; every endpoint looks idle to it",
                    s.key(), toString(s.algorithm));
+  }
   lastGood_ = snap;
   index_ = std::move(idx);
+  if (scraper_) scraper_->setTargets(scrapeTargets());
   counters_.reconciles++;
   counters_.ready = true;
   double secs = std::chrono::duration<double>(r->duration).count();
@@ -149,7 +171,12 @@ std::string Agent::metricsText(bool openMetrics) {
   if (!st) spdlog::warn("read counters: {}", st.error().message());
   auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
   if (!tel) spdlog::warn("read telemetry: {}", tel.error().message());
-  MetricsInput in{&index_, &stats, counters_, std::move(maps), AIMESH_VERSION};
+  AgentCounters counters = counters_;
+  if (scraper_) {
+    counters.modelScrapesOk = scraper_->scrapesOk();
+    counters.modelScrapesFailed = scraper_->scrapesFailed();
+  }
+  MetricsInput in{&index_, &stats, counters, std::move(maps), AIMESH_VERSION};
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
   in.events = events_ ? events_->total() : 0;
   in.openMetrics = openMetrics;

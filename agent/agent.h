@@ -14,6 +14,7 @@
 
 #include "bpf/datapath.h"
 #include "model/snapshot.h"
+#include "telemetry/model_scraper.h"
 #include "reconcile/bpf_map_writer.h"
 #include "reconcile/plan.h"
 #include "reconcile/reconciler.h"
@@ -67,6 +68,7 @@ class Agent {
   nlohmann::json topJson();
   nlohmann::json flowsJson(const nlohmann::json& req);
   std::string endpointName(uint32_t backendId) const;  // "10.77.0.2:8000" or "[fd77::2]:8000"
+  std::vector<ScrapeTarget> scrapeTargets() const;     // endpoints of services with model_metrics
 
   AgentOptions opts_;
   Datapath dp_;
@@ -82,6 +84,8 @@ class Agent {
   std::unique_ptr<EventLog> events_;
   std::optional<HttpServer> http_;
   std::optional<ApiServer> api_;
+  // Last: destroyed first, before the map fds its thread writes to.
+  std::unique_ptr<ModelScraper> scraper_;
 };
 
 }  // namespace aimesh

@@ -101,7 +101,7 @@ Plan makePlan(const Snapshot& desired, const KernelState& current) {
       }
       claimedSvc.insert(sid);
 
-      ServiceInfo info{svc.name, svc.nameSpace, svc.model, svc.algorithm, ps, fks, {}};
+      ServiceInfo info{svc.name, svc.nameSpace, svc.model, svc.algorithm, ps, fks, {}, svc.modelMetrics};
       std::vector<std::pair<uint32_t, uint16_t>> weighted;
       for (const Endpoint& ep : svc.endpoints) {
         uint16_t port = ep.port ? ep.port : ps.port;

@@ -21,6 +21,7 @@ struct ServiceInfo {
   PortSpec port;
   std::vector<FrontendKey> frontends;
   std::vector<uint32_t> backendIds;  // in endpoint order
+  std::optional<ModelMetricsSpec> modelMetrics;  // scrape the endpoints' model-server metrics
 };
 struct BackendInfo {
   uint32_t serviceId = 0;

@@ -211,6 +211,10 @@ std::string renderMetrics(const MetricsInput& in) {
   for (auto& m : in.maps) out += fmt::format("aimesh_map_capacity{{map=\"{}\"}} {}\n", m.map, m.capacity);
 
   const AgentCounters& a = in.agent;
+  family(out, "aimesh_agent_model_scrapes_total", "counter",
+         "Scrapes of endpoints' model-server metrics (services with model_metrics), by result.");
+  out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"ok\"}} {}\n", a.modelScrapesOk);
+  out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"failed\"}} {}\n", a.modelScrapesFailed);
   family(out, "aimesh_agent_reconciles_total", "counter", "Reconcile runs that completed.");
   out += fmt::format("aimesh_agent_reconciles_total {}\n", a.reconciles);
   family(out, "aimesh_agent_reconcile_errors_total", "counter", "Reconcile runs that failed to apply.");

@@ -23,6 +23,8 @@ struct AgentCounters {
   bool ready = false;
   bool lastStateFileOk = true;
   double startTimeSeconds = 0;  // unix time
+  uint64_t modelScrapesOk = 0;
+  uint64_t modelScrapesFailed = 0;
 };
 
 struct MapOccupancy {

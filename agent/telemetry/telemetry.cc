@@ -76,6 +76,22 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, co
   return out;
 }
 
+void writeModelSignals(int fd, uint32_t backendId, const Result<ModelSignals>& r) {
+  if (fd < 0) return;
+  auto clamp = [](double v, double max) -> uint32_t {
+    if (!(v > 0)) return 0;  // NaN and negatives
+    return v >= max ? static_cast<uint32_t>(max) : static_cast<uint32_t>(v + 0.5);
+  };
+  aimesh_be_signal s{};
+  if (r) {
+    s.queue_depth = r->hasWaiting ? clamp(r->waiting, 65535) : 0;
+    s.running = r->hasRunning ? clamp(r->running, 65535) : 0;
+    s.kv_cache_permille = r->hasKvCache ? clamp(r->kvCacheUsage * 1000, 1000) : 0;
+    s.valid = 1;
+  }
+  bpf_map_update_elem(fd, &backendId, &s, BPF_ANY);
+}
+
 Status resetTelemetry(const MapFds& fds, uint32_t id) {
   Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel), "aimesh_be_tel");
   if (!st) return st;

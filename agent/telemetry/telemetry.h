@@ -15,6 +15,7 @@
 
 #include "aimesh/abi.h"
 #include "bpf/datapath.h"
+#include "telemetry/model_scraper.h"
 #include "telemetry/histogram.h"
 #include "util/result.h"
 
@@ -45,6 +46,11 @@ struct BackendTelemetry {
 Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(
     const MapFds& fds, const std::vector<uint32_t>& backendIds,
     uint64_t penaltyHalfLifeNs = AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS);
+
+// Writes one scrape's outcome into aimesh_be_signal: the signals (clamped),
+// or all zero with valid = 0 after a failed scrape, so the balancer stops
+// using stale numbers. Called from the scraper's thread.
+void writeModelSignals(int beSignalFd, uint32_t backendId, const Result<ModelSignals>& r);
 
 // Zeroes a backend's telemetry (a new backend id must not inherit counters).
 Status resetTelemetry(const MapFds& fds, uint32_t backendId);

@@ -325,5 +325,55 @@ TEST_F(LbE2e, DrainingKeepsOpenConnectionsAndShowsTheirCountUntilZero) {
   EXPECT_EQ(e["in_flight"], 0) << "closed connections leave the count";
 }
 
+TEST_F(LbE2e, LeastConnCountsTheModelServersOwnQueue) {
+  // Two stand-ins that run one request at a time and queue the rest.
+  for (std::string addr : {"10.77.0.2", "10.77.0.3"}) {
+    servers_.push_back(startIn(sandbox_->backend().name(),
+                               {std::string(AIMESH_BINARY_DIR) + "/model-server", "--listen", addr, "--port", "8000",
+                                "--name", addr, "--ttft-ms", "20", "--tpot-ms", "50", "--tokens", "16",
+                                "--max-concurrent", "1"},
+                               dir_ + "/model-" + addr + ".log"));
+  }
+  for (int i = 0; i < 100 && client([] { return json(tcpAsk("10.77.0.3", 8000, 200).err); }) != 0; ++i)
+    std::this_thread::sleep_for(50ms);
+  startAgent(yaml("least_conn", {{"10.77.0.2"}, {"10.77.0.3"}}, "    model_metrics: {port: 8000}\n"),
+             {"--scrape-netns", sandbox_->client().name(), "--scrape-interval-ms", "100"});
+  const std::string sock = agent_->apiSocket();
+  json r = client([&] {
+    // Four streams straight to .3 (not through the service, so the kernel
+    // does not count them): one runs, three wait in its queue.
+    std::vector<std::thread> direct;
+    for (int i = 0; i < 4; ++i)
+      direct.emplace_back([] {
+        httplib::Client c("10.77.0.3", 8000);
+        c.set_read_timeout(20, 0);
+        c.Post("/v1/completions", R"({"prompt":"hi","stream":true})", "application/json");
+      });
+    json out;
+    for (int i = 0; i < 100; ++i) {
+      auto eps = callAgent(sock, {{"method", "endpoints"}}, 2000ms);
+      for (auto& e : (*eps)["endpoints"])
+        if (e["address"] == "10.77.0.3") out["queued"] = e.value("queued_requests", -1);
+      if (out["queued"] >= 2) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    std::map<std::string, int> seen;
+    for (int i = 0; i < 20; ++i) {
+      httplib::Client c("10.96.0.60", 8000);
+      auto res = c.Get("/whoami");
+      seen[res ? res->get_header_value("X-Aimesh-Backend") : "error"]++;
+    }
+    out["seen"] = seen;
+    for (auto& t : direct) t.join();
+    return out;
+  });
+  ASSERT_GE(r["queued"].get<int>(), 2) << "the scraped queue never showed up: " << r.dump();
+  // .3: 0 connections + 3 queued; .2: idle. Random would split 10/10.
+  EXPECT_GE(r["seen"].value("10.77.0.2", 0), 18) << r.dump();
+  std::string metrics = httplib::Client(agent_->metricsUrlPath()).Get("/metrics")->body;
+  EXPECT_NE(metrics.find("aimesh_agent_model_scrapes_total{result=\"ok\"}"), std::string::npos);
+  EXPECT_NE(metrics.find("aimesh_endpoint_queued_requests{service=\"llm\""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace aimesh::testing

@@ -670,3 +670,66 @@ TEST(StateFileTest, AllErrorsCollectedInFileOrder) {
 
 }  // namespace
 }  // namespace aimesh
+
+namespace aimesh {
+namespace {
+
+const char* kHashService =
+    "services:\n"
+    "  - name: a\n"
+    "    vips: [10.96.0.1]\n"
+    "    ports: [{port: 80}]\n"
+    "    algorithm: bounded_hash\n";
+
+TEST(StateFileBalancing, HashAndModelMetricsFieldsParsed) {
+  ParseResult r = parseStateText(std::string(kHashService) +
+                                     "    hash_table_size: 65521\n"
+                                     "    hash_balance_factor: 1.5\n"
+                                     "    model_metrics: {port: 9000, path: /stats}\n",
+                                 "state.yaml");
+  ASSERT_TRUE(r.snapshot) << (r.errors.empty() ? "" : r.errors[0].toString());
+  const Service& s = r.snapshot->services[0];
+  EXPECT_EQ(s.hashTableSize, 65521u);
+  EXPECT_EQ(s.balancePct, 150);
+  ASSERT_TRUE(s.modelMetrics);
+  EXPECT_EQ(s.modelMetrics->port, 9000);
+  EXPECT_EQ(s.modelMetrics->path, "/stats");
+}
+
+TEST(StateFileBalancing, Defaults) {
+  ParseResult r = parseStateText(std::string(kHashService) + "    model_metrics: {port: 8000}\n", "state.yaml");
+  ASSERT_TRUE(r.snapshot);
+  const Service& s = r.snapshot->services[0];
+  EXPECT_EQ(s.hashTableSize, 16381u);
+  EXPECT_EQ(s.balancePct, 125);
+  ASSERT_TRUE(s.modelMetrics);
+  EXPECT_EQ(s.modelMetrics->path, "/metrics");
+}
+
+TEST(StateFileBalancing, BadValuesNamed) {
+  struct Case {
+    std::string line, field, message;
+  } cases[] = {
+      {"    hash_table_size: 16384\n", "services[0].hash_table_size", "must be a prime"},
+      {"    hash_table_size: 3\n", "services[0].hash_table_size", "must be 7..65521"},
+      {"    hash_table_size: 70001\n", "services[0].hash_table_size", "must be 7..65521"},
+      {"    hash_balance_factor: 0.9\n", "services[0].hash_balance_factor", "must be 1..10"},
+      {"    hash_balance_factor: lots\n", "services[0].hash_balance_factor", "must be a number"},
+      {"    model_metrics: {path: /metrics}\n", "services[0].model_metrics.port", "required field is missing"},
+      {"    model_metrics: {port: 8000, path: metrics}\n", "services[0].model_metrics.path", "must start with '/'"},
+      {"    model_metrics: {port: 8000, scheme: https}\n", "services[0].model_metrics.scheme", "unknown field"},
+      {"    model_metrics: 8000\n", "services[0].model_metrics", ""},
+  };
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.line);
+    ParseResult r = parseStateText(std::string(kHashService) + c.line, "state.yaml");
+    EXPECT_FALSE(r.snapshot);
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_EQ(r.errors[0].field, c.field) << r.errors[0].toString();
+    EXPECT_EQ(r.errors[0].line, 6) << r.errors[0].toString();
+    EXPECT_NE(r.errors[0].message.find(c.message), std::string::npos) << r.errors[0].toString();
+  }
+}
+
+}  // namespace
+}  // namespace aimesh
