@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -153,6 +154,62 @@ class Select : public ::testing::Test {
     Reasons r{};
     for (auto [k, v] : nonZero) r[static_cast<size_t>(k)] = v;
     return r;
+  }
+
+  void setAlgorithm(uint32_t svc, uint8_t alg, uint32_t hashSize = 0, uint16_t balancePct = 0) {
+    aimesh_service s{};
+    ASSERT_EQ(bpf_map__lookup_elem(skel_->maps.aimesh_services, &svc, sizeof(svc), &s, sizeof(s), 0), 0);
+    s.algorithm = alg;
+    s.hash_size = hashSize;
+    s.balance_pct = balancePct;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &svc, sizeof(svc), &s, sizeof(s), BPF_ANY), 0);
+  }
+  void putLoad(uint32_t id, int64_t active, uint64_t ewmaNs = 0, uint64_t skipUntilNs = 0) {
+    aimesh_be_load l{};
+    l.active = active;
+    l.ewma_ttfb_ns = ewmaNs;
+    l.skip_until_ns = skipUntilNs;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_be_load, &id, sizeof(id), &l, sizeof(l), BPF_ANY), 0);
+  }
+  void putServiceLoad(uint32_t svc, int64_t active) {
+    aimesh_svc_load l{active};
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_svc_load, &svc, sizeof(svc), &l, sizeof(l), BPF_ANY), 0);
+  }
+  // A hash table swapped in the way the agent does it: a new inner array.
+  void putTable(uint32_t svc, const std::vector<uint32_t>& table) {
+    LIBBPF_OPTS(bpf_map_create_opts, o, .map_flags = BPF_F_INNER_MAP);
+    int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "t", 4, 4, static_cast<uint32_t>(table.size()), &o);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    for (uint32_t i = 0; i < table.size(); ++i) ASSERT_EQ(bpf_map_update_elem(fd, &i, &table[i], BPF_ANY), 0);
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_hash_tables, &svc, sizeof(svc), &fd, sizeof(fd), BPF_ANY), 0);
+    ::close(fd);
+  }
+  aimesh_select_ctx selectKey(uint32_t svc, uint64_t key, uint32_t rnd = 1) {
+    aimesh_select_ctx ctx{};
+    ctx.service_id = svc;
+    ctx.rnd = rnd;
+    ctx.hash_key = key;
+    ctx.err = 12345;
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+    EXPECT_EQ(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.aimesh_select), &opts), 0);
+    return ctx;
+  }
+  std::map<uint32_t, int> spread(uint32_t svc, uint32_t n) {
+    std::map<uint32_t, int> hits;
+    for (uint32_t rnd = 0; rnd < n; ++rnd) {
+      auto ctx = select(svc, rnd * 2654435761u);
+      EXPECT_EQ(ctx.err, 0);
+      hits[ctx.backend_id]++;
+    }
+    return hits;
+  }
+  // Two backends (ids 1, 2) behind service 9, weights w1/w2, slots 1:1.
+  void twoBackends(uint8_t alg, uint16_t w1 = 1, uint16_t w2 = 1) {
+    putBackend(1, 9, Family::kV4, AIMESH_BE_ACTIVE, w1);
+    putBackend(2, 9, Family::kV4, AIMESH_BE_ACTIVE, w2);
+    putSlots(9, 0, {1, 2});
+    putService(9, 2, 0, 2);
+    setAlgorithm(9, alg);
   }
 
   lb_harness* skel_ = nullptr;
@@ -472,6 +529,135 @@ TEST_F(Select, KernelHistogramBucketsMatchTheAgentReader) {
     values.push_back(x >> (x % 64));
   }
   for (uint64_t v : values) ASSERT_EQ(kernelBucket(v), histBucket(v)) << "value " << v;
+}
+
+// ---- algorithms (docs/load-balancing.md) ----
+
+// Two choices: the less loaded one wins whenever the two draws differ, which
+// (with redraws) is nearly always; random would split 50/50.
+TEST_F(Select, LeastConnPicksTheLessLoadedCandidate) {
+  twoBackends(AIMESH_ALG_LEAST_CONN);
+  putLoad(1, 5);
+  putLoad(2, 0);
+  auto hits = spread(9, 400);
+  EXPECT_GE(hits[2], 380) << hits[1];
+  putLoad(1, 0);
+  putLoad(2, 5);
+  hits = spread(9, 400);
+  EXPECT_GE(hits[1], 380) << hits[2];
+}
+
+// Cost is (load + 1) / weight: 3 open on weight 4 (1.0) beats 1 open on
+// weight 1 (2.0).
+TEST_F(Select, LeastConnIsWeightAware) {
+  twoBackends(AIMESH_ALG_LEAST_CONN, 4, 1);
+  putLoad(1, 3);
+  putLoad(2, 1);
+  auto hits = spread(9, 400);
+  EXPECT_GE(hits[1], 380) << hits[2];
+}
+
+TEST_F(Select, LatencyAvoidsTheSlowerBackend) {
+  twoBackends(AIMESH_ALG_LATENCY);
+  putLoad(1, 0, 10'000'000);   // 10 ms
+  putLoad(2, 0, 100'000'000);  // 100 ms
+  auto hits = spread(9, 400);
+  EXPECT_GE(hits[1], 380) << hits[2];
+  // ... until the fast one is loaded past the ratio: 10 ms x 12 > 100 ms x 1.
+  putLoad(1, 11, 10'000'000);
+  hits = spread(9, 400);
+  EXPECT_GE(hits[2], 380) << hits[1];
+}
+
+// A backend without a sample borrows the other's EWMA: neither flooded (cost
+// 0) nor starved (cost infinite); with equal load the first draw stays.
+TEST_F(Select, LatencyNewBackendIsNeitherFloodedNorStarved) {
+  twoBackends(AIMESH_ALG_LATENCY);
+  putLoad(1, 0, 50'000'000);
+  putLoad(2, 0, 0);
+  auto hits = spread(9, 400);
+  EXPECT_GT(hits[2], 120);
+  EXPECT_GT(hits[1], 120);
+  // With the same EWMA, load decides.
+  putLoad(2, 3, 0);
+  hits = spread(9, 400);
+  EXPECT_GE(hits[1], 380) << hits[2];
+}
+
+TEST_F(Select, MaglevIndexesTheTableWithTheHashedKey) {
+  putBackend(1, 9, Family::kV4);
+  putBackend(2, 9, Family::kV4);
+  putBackend(3, 9, Family::kV4);
+  putSlots(9, 0, {1, 2, 3});
+  putService(9, 3, 0, 3);
+  const std::vector<uint32_t> table = {1, 2, 3, 3, 2, 1, 2};
+  putTable(9, table);
+  setAlgorithm(9, AIMESH_ALG_MAGLEV, 7);
+  for (uint64_t key = 1; key < 200; ++key) {
+    auto ctx = selectKey(9, key * 7919, static_cast<uint32_t>(key));
+    ASSERT_EQ(ctx.err, 0);
+    // aimesh_hash_slot(): fmix64(key) % size, as in include/aimesh/hash.h.
+    uint64_t k = key * 7919;
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    EXPECT_EQ(ctx.backend_id, table[k % 7]) << "key " << key;
+  }
+  EXPECT_EQ(reasons(), Reasons{});
+}
+
+// An entry naming a backend that must be skipped walks on to the next entry.
+TEST_F(Select, MaglevWalksPastADrainingBackendAndMissesFallBackToRandom) {
+  putBackend(1, 9, Family::kV4, AIMESH_BE_DRAINING);
+  putBackend(2, 9, Family::kV4);
+  putSlots(9, 0, {2});
+  putService(9, 1, 0, 1);
+  putTable(9, {1, 1, 1, 2, 1, 1, 1});
+  setAlgorithm(9, AIMESH_ALG_MAGLEV, 7);
+  for (uint64_t key = 1; key < 50; ++key) EXPECT_EQ(selectKey(9, key).backend_id, 2u) << key;
+  // Table larger than the one in the map, or no table: random, counted.
+  setAlgorithm(9, AIMESH_ALG_MAGLEV, 65521);
+  EXPECT_EQ(selectKey(9, 5).backend_id, 2u);
+  EXPECT_GT(reasons()[AIMESH_R_HASH_TABLE_MISS], 0u);
+}
+
+// bounded_hash: 8 open over 2 backends, factor 1.25: cap = ceil(1.25 x 9 / 2) = 6.
+TEST_F(Select, BoundedHashSpillsPastABackendOverTheBound) {
+  putBackend(1, 9, Family::kV4);
+  putBackend(2, 9, Family::kV4);
+  putSlots(9, 0, {1, 2});
+  putService(9, 2, 0, 2);
+  putTable(9, {1, 1, 1, 1, 1, 1, 2});
+  setAlgorithm(9, AIMESH_ALG_BOUNDED_HASH, 7, 125);
+  putServiceLoad(9, 8);
+  putLoad(1, 5);  // 5 + 1 <= 6: stays
+  putLoad(2, 3);
+  for (uint64_t key = 1; key < 30; ++key) EXPECT_EQ(selectKey(9, key).backend_id, selectKey(9, key).backend_id);
+  int onOne = 0;
+  for (uint64_t key = 1; key < 30; ++key) onOne += selectKey(9, key).backend_id == 1;
+  EXPECT_GT(onOne, 20) << "under the bound the table decides (6 of 7 entries are backend 1)";
+  putLoad(1, 6);  // 6 + 1 > 6: every key whose entry is 1 walks on to 2
+  for (uint64_t key = 1; key < 30; ++key) EXPECT_EQ(selectKey(9, key).backend_id, 2u) << key;
+}
+
+TEST_F(Select, EjectedBackendSkippedUnlessAllAre) {
+  twoBackends(AIMESH_ALG_RANDOM);
+  putLoad(1, 0, 0, ~0ULL);  // in back-off "forever"
+  auto hits = spread(9, 200);
+  EXPECT_EQ(hits[2], 200);
+  EXPECT_GT(reasons()[AIMESH_R_EJECTED_SKIPPED], 0u);
+  putLoad(2, 0, 0, ~0ULL);
+  auto ctx = select(9, 3);
+  EXPECT_EQ(ctx.err, 0) << "every backend ejected: fail open";
+  EXPECT_GT(reasons()[AIMESH_R_EJECTED_FALLBACK], 0u);
+  // least_conn too never prefers an ejected candidate.
+  setAlgorithm(9, AIMESH_ALG_LEAST_CONN);
+  putLoad(1, 50);
+  putLoad(2, 0, 0, ~0ULL);
+  hits = spread(9, 200);
+  EXPECT_EQ(hits[1], 200);
 }
 
 }  // namespace
