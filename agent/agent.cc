@@ -272,7 +272,7 @@ json Agent::endpointsJson(const json& req) {
       json& e = out.back();
       const BackendTelemetry* t = tel && tel->count(bid) ? &tel->at(bid) : nullptr;
       e["in_flight"] = t ? std::max<int64_t>(0, t->active) : 0;
-      e["ttfb_ewma_ms"] = t ? t->ewmaTtfbNs / 1e6 : 0.0;
+      e["ttft_ewma_ms"] = t ? t->ewmaTtftNs / 1e6 : 0.0;
       e["failure_penalty"] = t ? t->penalty : 0.0;
       e["consecutive_failures"] = t ? t->failStreak : 0;
       e["ejected"] = t && t->ejected;

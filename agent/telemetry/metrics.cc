@@ -62,10 +62,10 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
   family(out, "aimesh_endpoint_active_connections", "gauge", "Open TCP connections to the endpoint through a service.");
   for (auto& [labels, t] : eps)
     out += fmt::format("aimesh_endpoint_active_connections{{{}}} {}\n", labels, std::max<int64_t>(0, t->active));
-  family(out, "aimesh_endpoint_ttfb_peak_ewma_seconds", "gauge",
+  family(out, "aimesh_endpoint_ttft_peak_ewma_seconds", "gauge",
          "The latency balancer's peak-EWMA of time to first byte (0: no sample yet).");
   for (auto& [labels, t] : eps)
-    out += fmt::format("aimesh_endpoint_ttfb_peak_ewma_seconds{{{}}} {}\n", labels, t->ewmaTtfbNs / 1e9);
+    out += fmt::format("aimesh_endpoint_ttft_peak_ewma_seconds{{{}}} {}\n", labels, t->ewmaTtftNs / 1e9);
   family(out, "aimesh_endpoint_failure_penalty", "gauge",
          "Extra load (virtual connections) the balancer adds after failed connects; halves every half-life.");
   for (auto& [labels, t] : eps) out += fmt::format("aimesh_endpoint_failure_penalty{{{}}} {}\n", labels, t->penalty);

@@ -32,7 +32,7 @@ struct BackendTelemetry {
   aimesh_be_tel counters{};
   int64_t active = 0;
   // Balancer state (aimesh_be_load / aimesh_be_signal), read at the same time.
-  uint64_t ewmaTtfbNs = 0;       // 0: no sample yet
+  uint64_t ewmaTtftNs = 0;       // 0: no sample yet
   double penalty = 0;            // decayed to now
   uint32_t failStreak = 0;
   bool ejected = false;          // in failure back-off now

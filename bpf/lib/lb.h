@@ -4,9 +4,11 @@
  *
  * Algorithms (enum aimesh_algorithm, per service):
  *   random       weighted random over the service's slots
- *   least_conn   two weighted-random candidates, the one with fewer open
- *                connections per unit of weight wins (power of two choices)
- *   latency      two candidates, cost = peak-EWMA time to first byte x load
+ *   least_conn   the backend with the least load per unit of weight: every
+ *                backend when the service has at most AIMESH_LB_SCAN_MAX
+ *                slots, else the better of two weighted-random candidates
+ *                (power of two choices)
+ *   latency      the same, on cost = peak-EWMA time to first token x load
  *   maglev       the client's entry in the service's Maglev table
  *   bounded_hash the same table, but an entry whose backend holds more than
  *                balance_pct % of the service's average load is passed over
@@ -157,19 +159,95 @@ static __always_inline int lb_random(struct lb_ctx *c, const struct aimesh_servi
 static __always_inline __u64 lb_ewma_us(__u32 backend_id)
 {
 	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
-	__u64 us = l ? l->ewma_ttfb_ns >> 10 : 0;
+	__u64 us = l ? l->ewma_ttft_ns >> 10 : 0;
 
 	return us > (1ULL << 30) ? (1ULL << 30) : us;
 }
 
-/* Power of two choices: draw a second candidate and keep the cheaper one.
- * Costs are per unit of weight, compared by cross-multiplying. */
+/* Is candidate a strictly cheaper than b? Cost = load + 1, times the
+ * peak-EWMA TTFT for `latency`, per unit of weight (compared by cross-
+ * multiplying: at most 2^46 x 2^16). A backend without a TTFT sample yet
+ * costs what the other one does per connection: neither starved nor flooded. */
+static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct aimesh_backend *ba, __u32 b,
+				      const struct aimesh_backend *bb, int by_latency)
+{
+	__u64 la = lb_load(c, a) + 1, lb = lb_load(c, b) + 1, ea, eb;
+
+	if (by_latency) {
+		ea = lb_ewma_us(a);
+		eb = lb_ewma_us(b);
+		if (!ea)
+			ea = eb;
+		if (!eb)
+			eb = ea;
+		if (ea && eb) {
+			la *= ea;
+			lb *= eb;
+		}
+	}
+	return la * bb->weight < lb * ba->weight;
+}
+
+/* Small services (at most AIMESH_LB_SCAN_MAX slots, e.g. up to 16 replicas
+ * of equal weight): compare every slot's backend, starting at a random slot
+ * so ties go to a random one — exact least-loaded (join the shortest queue),
+ * which two random choices only approximate when there are few replicas.
+ * Returns -ENOENT if no slot is usable (the caller falls back to random). */
+static __always_inline int lb_scan(struct lb_ctx *c, const struct aimesh_service *svc, __u32 rnd,
+				   __u32 *backend_id, struct aimesh_backend **out, int by_latency)
+{
+	struct aimesh_slot_key sk = { .service_id = c->service_id };
+	struct aimesh_backend *be, *best = 0;
+	struct aimesh_slot *slot;
+	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, start, k, best_id = 0;
+	int i;
+
+	if (count == 0 || count > AIMESH_LB_SCAN_MAX)
+		return -ENOENT;
+	start = rnd % count;
+	for (i = 0; i < AIMESH_LB_SCAN_MAX; i++) {
+		if ((__u32)i >= count)
+			break;
+		k = start + i;
+		if (k >= count)
+			k -= count;
+		sk.slot = base + k;
+		slot = bpf_map_lookup_elem(&aimesh_slots, &sk);
+		if (!slot) {
+			count_reason(AIMESH_R_SLOT_MISSING);
+			continue;
+		}
+		if (best && slot->backend_id == best_id)
+			continue;
+		be = bpf_map_lookup_elem(&aimesh_backends, &slot->backend_id);
+		if (!be) {
+			count_reason(AIMESH_R_BACKEND_MISSING);
+			continue;
+		}
+		if (!lb_usable(c, be))
+			continue;
+		if (lb_ejected(c, slot->backend_id)) {
+			count_reason(AIMESH_R_EJECTED_SKIPPED);
+			continue;
+		}
+		if (!best || lb_cheaper(c, slot->backend_id, be, best_id, best, by_latency)) {
+			best = be;
+			best_id = slot->backend_id;
+		}
+	}
+	if (!best)
+		return -ENOENT;
+	*backend_id = best_id;
+	*out = best;
+	return 0;
+}
+
+/* Power of two choices: draw a second candidate and keep the cheaper one. */
 static __always_inline void lb_two_choices(struct lb_ctx *c, const struct aimesh_service *svc, __u32 *rnd,
 					   __u32 *backend_id, struct aimesh_backend **out, int by_latency)
 {
 	struct aimesh_backend *b2 = 0;
 	__u32 id2 = 0;
-	__u64 la, lb, ea, eb;
 	int i;
 
 	/* A second, different backend (drawn again if it repeats the first). */
@@ -185,25 +263,7 @@ static __always_inline void lb_two_choices(struct lb_ctx *c, const struct aimesh
 		goto second;
 	if (lb_ejected(c, id2))
 		return;
-
-	la = lb_load(c, *backend_id) + 1;
-	lb = lb_load(c, id2) + 1;
-	if (by_latency) {
-		/* A backend without a sample yet costs what the other one does
-		 * per connection: it is neither starved nor flooded. */
-		ea = lb_ewma_us(*backend_id);
-		eb = lb_ewma_us(id2);
-		if (!ea)
-			ea = eb;
-		if (!eb)
-			eb = ea;
-		if (ea && eb) {
-			la *= ea;
-			lb *= eb;
-		}
-	}
-	/* la/wa <= lb/wb  <=>  la*wb <= lb*wa (at most 2^46 x 2^16) */
-	if (la * b2->weight <= lb * (*out)->weight)
+	if (!lb_cheaper(c, id2, b2, *backend_id, *out, by_latency))
 		return;
 second:
 	*backend_id = id2;
@@ -304,6 +364,9 @@ static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key
 			return 0;
 		count_reason(AIMESH_R_HASH_TABLE_MISS);
 	}
+	if ((alg == AIMESH_ALG_LEAST_CONN || alg == AIMESH_ALG_LATENCY) &&
+	    !lb_scan(&c, svc, rnd, backend_id, out, alg == AIMESH_ALG_LATENCY))
+		return 0;
 	if (lb_random(&c, svc, &rnd, backend_id, out)) {
 		count_reason(AIMESH_R_NO_BACKEND);
 		return -ECONNREFUSED;

@@ -64,10 +64,13 @@ static __always_inline struct aimesh_config *tel_config(void)
 	return bpf_map_lookup_elem(&aimesh_config, &zero);
 }
 
-/* Peak-EWMA of time to first byte: a sample above the average replaces it
+/* Peak-EWMA of time to first token (the first response body byte; for a
+ * response whose head and body come together, the first byte). Not the
+ * first byte: streaming servers such as vLLM send the head at once, before
+ * the request even leaves their queue. A sample above the average replaces it
  * at once (a backend that got slow is avoided at once); a lower one pulls it
  * down with weight dt / (dt + tau), dt the time since the last sample. */
-static __always_inline void tel_observe_ttfb(__u32 backend_id, __u64 sample, __u64 now)
+static __always_inline void tel_observe_ttft(__u32 backend_id, __u64 sample, __u64 now)
 {
 	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
 	struct aimesh_config *cfg;
@@ -77,9 +80,9 @@ static __always_inline void tel_observe_ttfb(__u32 backend_id, __u64 sample, __u
 		return;
 	if (sample > (1ULL << 40))
 		sample = 1ULL << 40;
-	old = l->ewma_ttfb_ns;
+	old = l->ewma_ttft_ns;
 	if (old == 0 || sample >= old) {
-		l->ewma_ttfb_ns = sample;
+		l->ewma_ttft_ns = sample;
 	} else {
 		cfg = tel_config();
 		tau = cfg && cfg->ewma_tau_ns ? cfg->ewma_tau_ns : AIMESH_DEFAULT_EWMA_TAU_NS;
@@ -87,7 +90,7 @@ static __always_inline void tel_observe_ttfb(__u32 backend_id, __u64 sample, __u
 		if (dt > (1ULL << 40))
 			dt = 1ULL << 40;
 		w = (dt << 10) / (dt + tau); /* 0..1024 */
-		l->ewma_ttfb_ns = old - (((old - sample) * w) >> 10);
+		l->ewma_ttft_ns = old - (((old - sample) * w) >> 10);
 	}
 	l->ewma_ts_ns = now;
 }
@@ -189,11 +192,11 @@ static __always_inline void tel_ingress_payload(struct aimesh_sock *s, __u64 now
 	switch (s->phase) {
 	case AIMESH_PH_AWAIT_FIRST:
 		hist_record(s->backend_id, AIMESH_M_TTFB, now - s->req_start_ns);
-		tel_observe_ttfb(s->backend_id, now - s->req_start_ns, now);
 		if (headers_only || !has_body) {
 			s->phase = AIMESH_PH_AWAIT_BODY;
 		} else {
 			hist_record(s->backend_id, AIMESH_M_TTFT, now - s->req_start_ns);
+			tel_observe_ttft(s->backend_id, now - s->req_start_ns, now);
 			s->phase = AIMESH_PH_STREAMING;
 		}
 		break;
@@ -201,6 +204,7 @@ static __always_inline void tel_ingress_payload(struct aimesh_sock *s, __u64 now
 		if (!has_body)
 			break;
 		hist_record(s->backend_id, AIMESH_M_TTFT, now - s->req_start_ns);
+		tel_observe_ttft(s->backend_id, now - s->req_start_ns, now);
 		s->phase = AIMESH_PH_STREAMING;
 		break;
 	case AIMESH_PH_STREAMING:

@@ -40,6 +40,9 @@
 /* Random picks tried before a service is declared to have no usable backend
  * (a pick can hit a backend that was drained a moment ago). */
 #define AIMESH_SELECT_TRIES 4
+/* least_conn / latency compare every backend of a service with at most this
+ * many slots (exact least-loaded), two random ones beyond (power of two). */
+#define AIMESH_LB_SCAN_MAX 16
 
 #define AIMESH_PROTO_TCP 6
 #define AIMESH_PROTO_UDP 17
@@ -254,8 +257,8 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_tel) == 104, "be_tel size");
  * balancer. The agent zeroes an entry when it gives the id to a new backend. */
 struct aimesh_be_load {
 	__s64 active;          /* open connections (atomic add) */
-	__u64 ewma_ttfb_ns;    /* peak-EWMA of time to first byte; 0 = no sample yet */
-	__u64 ewma_ts_ns;      /* when ewma_ttfb_ns was last updated */
+	__u64 ewma_ttft_ns;    /* peak-EWMA of time to the first response body byte (TTFT); 0 = none yet */
+	__u64 ewma_ts_ns;      /* when ewma_ttft_ns was last updated */
 	__u64 penalty_ts_ns;   /* when penalty was last set */
 	__u64 skip_until_ns;   /* in failure back-off until then (0: not ejected) */
 	__u32 penalty;         /* extra virtual connections after failed connects; halves every half-life */

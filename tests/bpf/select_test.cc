@@ -167,7 +167,7 @@ class Select : public ::testing::Test {
   void putLoad(uint32_t id, int64_t active, uint64_t ewmaNs = 0, uint64_t skipUntilNs = 0) {
     aimesh_be_load l{};
     l.active = active;
-    l.ewma_ttfb_ns = ewmaNs;
+    l.ewma_ttft_ns = ewmaNs;
     l.skip_until_ns = skipUntilNs;
     ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_be_load, &id, sizeof(id), &l, sizeof(l), BPF_ANY), 0);
   }
@@ -555,6 +555,24 @@ TEST_F(Select, LeastConnIsWeightAware) {
   putLoad(2, 1);
   auto hits = spread(9, 400);
   EXPECT_GE(hits[1], 380) << hits[2];
+}
+
+// Beyond AIMESH_LB_SCAN_MAX slots, two random choices: the one loaded
+// backend is never kept when the other draw is idle (random: 1 in 17).
+TEST_F(Select, LeastConnUsesTwoChoicesOnLargeServices) {
+  std::vector<uint32_t> slots;
+  for (uint32_t id = 1; id <= AIMESH_LB_SCAN_MAX + 1; ++id) {
+    putBackend(id, 9, Family::kV4);
+    putLoad(id, 0);
+    slots.push_back(id);
+  }
+  putSlots(9, 0, slots);
+  putService(9, static_cast<uint32_t>(slots.size()), 0, static_cast<uint32_t>(slots.size()));
+  setAlgorithm(9, AIMESH_ALG_LEAST_CONN);
+  putLoad(1, 100);
+  auto hits = spread(9, 680);
+  EXPECT_EQ(hits.count(1), 0u) << "the loaded backend never wins";
+  EXPECT_EQ(hits.size(), AIMESH_LB_SCAN_MAX + 0u) << "every idle backend is picked sometimes";
 }
 
 TEST_F(Select, LatencyAvoidsTheSlowerBackend) {

@@ -100,7 +100,7 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_be_tel, ejections)}},
       {"aimesh_be_load",
        sizeof(aimesh_be_load),
-       {AIMESH_MEMBER(aimesh_be_load, active), AIMESH_MEMBER(aimesh_be_load, ewma_ttfb_ns),
+       {AIMESH_MEMBER(aimesh_be_load, active), AIMESH_MEMBER(aimesh_be_load, ewma_ttft_ns),
         AIMESH_MEMBER(aimesh_be_load, ewma_ts_ns), AIMESH_MEMBER(aimesh_be_load, penalty_ts_ns),
         AIMESH_MEMBER(aimesh_be_load, skip_until_ns), AIMESH_MEMBER(aimesh_be_load, penalty),
         AIMESH_MEMBER(aimesh_be_load, fail_streak), AIMESH_MEMBER(aimesh_be_load, ejections),
