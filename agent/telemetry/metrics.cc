@@ -63,7 +63,7 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
   for (auto& [labels, t] : eps)
     out += fmt::format("aimesh_endpoint_active_connections{{{}}} {}\n", labels, std::max<int64_t>(0, t->active));
   family(out, "aimesh_endpoint_ttft_peak_ewma_seconds", "gauge",
-         "The latency balancer's peak-EWMA of time to first byte (0: no sample yet).");
+         "The latency balancer's peak-EWMA of time to first token (0: no sample yet).");
   for (auto& [labels, t] : eps)
     out += fmt::format("aimesh_endpoint_ttft_peak_ewma_seconds{{{}}} {}\n", labels, t->ewmaTtftNs / 1e9);
   family(out, "aimesh_endpoint_failure_penalty", "gauge",
