@@ -12,6 +12,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # tests and demo
   iproute2 curl procps python3 prometheus nghttp2-server
+  # benchmarks (bench/lb_compare.cc: the HAProxy peer)
+  haproxy
 )
 
 if [ "$(id -u)" -ne 0 ]; then
