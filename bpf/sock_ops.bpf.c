@@ -62,6 +62,11 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		return;
 	}
 
+	/* A request abandoned before its first token (the client gave up on a
+	 * stalled server) took at least this long: without this sample a backend
+	 * that never answers would keep a neutral latency cost. */
+	if (s->phase == AIMESH_PH_AWAIT_FIRST || s->phase == AIMESH_PH_AWAIT_BODY)
+		tel_observe_ttft(s->backend_id, now - s->req_start_ns, now);
 	tel_end_response(s, t);
 	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
 	if (load)
