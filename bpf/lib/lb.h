@@ -106,6 +106,29 @@ static __always_inline int lb_usable(struct lb_ctx *c, const struct aimesh_backe
 	return 1;
 }
 
+/* The backend in slot sk of the service, if the slot and the backend exist
+ * and the backend can take this call's connection; NULL otherwise (a missing
+ * slot or backend is counted: the agent writes them before they are used). */
+static __always_inline struct aimesh_backend *lb_slot_backend(struct lb_ctx *c, struct aimesh_slot_key *sk,
+							      __u32 *backend_id)
+{
+	struct aimesh_backend *be;
+	struct aimesh_slot *slot;
+
+	slot = bpf_map_lookup_elem(&aimesh_slots, sk);
+	if (!slot) {
+		count_reason(AIMESH_R_SLOT_MISSING);
+		return 0;
+	}
+	*backend_id = slot->backend_id;
+	be = bpf_map_lookup_elem(&aimesh_backends, &slot->backend_id);
+	if (!be) {
+		count_reason(AIMESH_R_BACKEND_MISSING);
+		return 0;
+	}
+	return lb_usable(c, be) ? be : 0;
+}
+
 /* One weighted-random candidate: a uniform pick over the slots (weights
  * were expanded into slots by the agent), retried a few times when it lands
  * on a backend that cannot take the connection or is in back-off. If every
@@ -115,8 +138,7 @@ static __always_inline int lb_random(struct lb_ctx *c, const struct aimesh_servi
 {
 	struct aimesh_slot_key sk = { .service_id = c->service_id };
 	struct aimesh_backend *be, *fb = 0;
-	struct aimesh_slot *slot;
-	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, fb_id = 0;
+	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, fb_id = 0, id = 0;
 	int i;
 
 	if (count == 0 || count > AIMESH_MAX_SLOTS_PER_SVC)
@@ -124,25 +146,16 @@ static __always_inline int lb_random(struct lb_ctx *c, const struct aimesh_servi
 	for (i = 0; i < AIMESH_SELECT_TRIES; i++) {
 		sk.slot = base + *rnd % count;
 		*rnd = lb_next_rnd(*rnd);
-		slot = bpf_map_lookup_elem(&aimesh_slots, &sk);
-		if (!slot) {
-			count_reason(AIMESH_R_SLOT_MISSING);
+		be = lb_slot_backend(c, &sk, &id);
+		if (!be)
 			continue;
-		}
-		be = bpf_map_lookup_elem(&aimesh_backends, &slot->backend_id);
-		if (!be) {
-			count_reason(AIMESH_R_BACKEND_MISSING);
-			continue;
-		}
-		if (!lb_usable(c, be))
-			continue;
-		if (lb_ejected(c, slot->backend_id)) {
+		if (lb_ejected(c, id)) {
 			count_reason(AIMESH_R_EJECTED_SKIPPED);
 			fb = be;
-			fb_id = slot->backend_id;
+			fb_id = id;
 			continue;
 		}
-		*backend_id = slot->backend_id;
+		*backend_id = id;
 		*out = be;
 		return 0;
 	}
@@ -198,8 +211,7 @@ static __always_inline int lb_scan(struct lb_ctx *c, const struct aimesh_service
 {
 	struct aimesh_slot_key sk = { .service_id = c->service_id };
 	struct aimesh_backend *be, *best = 0;
-	struct aimesh_slot *slot;
-	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, start, k, best_id = 0;
+	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, start, k, best_id = 0, id = 0;
 	int i;
 
 	if (count == 0 || count > AIMESH_LB_SCAN_MAX)
@@ -212,27 +224,16 @@ static __always_inline int lb_scan(struct lb_ctx *c, const struct aimesh_service
 		if (k >= count)
 			k -= count;
 		sk.slot = base + k;
-		slot = bpf_map_lookup_elem(&aimesh_slots, &sk);
-		if (!slot) {
-			count_reason(AIMESH_R_SLOT_MISSING);
+		be = lb_slot_backend(c, &sk, &id);
+		if (!be || (best && id == best_id))
 			continue;
-		}
-		if (best && slot->backend_id == best_id)
-			continue;
-		be = bpf_map_lookup_elem(&aimesh_backends, &slot->backend_id);
-		if (!be) {
-			count_reason(AIMESH_R_BACKEND_MISSING);
-			continue;
-		}
-		if (!lb_usable(c, be))
-			continue;
-		if (lb_ejected(c, slot->backend_id)) {
+		if (lb_ejected(c, id)) {
 			count_reason(AIMESH_R_EJECTED_SKIPPED);
 			continue;
 		}
-		if (!best || lb_cheaper(c, slot->backend_id, be, best_id, best, by_latency)) {
+		if (!best || lb_cheaper(c, id, be, best_id, best, by_latency)) {
 			best = be;
-			best_id = slot->backend_id;
+			best_id = id;
 		}
 	}
 	if (!best)
