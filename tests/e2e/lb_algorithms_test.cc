@@ -183,6 +183,51 @@ TEST_F(LbE2e, LatencyAvoidsABackendMadeSlower) {
   EXPECT_LT(fast["ttft_ewma_ms"].get<double>(), 50.0) << fast.dump();
 }
 
+// A server that accepts and never sends a token within the client's patience
+// yields no TTFT sample; the time the abandoned request waited is fed in at
+// close instead, so latency learns to avoid it.
+TEST_F(LbE2e, LatencyLearnsFromRequestsAbandonedBeforeTheFirstToken) {
+  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.2", 2, 1, 1, dir_));
+  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.3", 1200, 1, 1, dir_));
+  startAgent(yaml("latency", {{"10.77.0.2"}, {"10.77.0.3"}}));
+  auto ask = [](int n, int timeoutMs) {
+    std::map<std::string, int> seen;
+    for (int i = 0; i < n; ++i) {
+      httplib::Client c("10.96.0.60", 8000);
+      c.set_read_timeout(0, timeoutMs * 1000);
+      bool first = false;
+      std::string who = "abandoned";
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/completions";
+      req.headers = {{"Content-Type", "application/json"}};
+      req.body = R"({"prompt":"hi","stream":true,"max_tokens":1})";
+      req.response_handler = [&](const httplib::Response& r) {
+        who = r.get_header_value("X-Aimesh-Backend");
+        return true;
+      };
+      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return first = true; };
+      auto res = c.send(req);
+      seen[res && first ? who : who + " (abandoned)"]++;
+    }
+    return seen;
+  };
+  // Warm-up: both get requests; the ones on .3 are given up after 200 ms.
+  json warm = client([&] { return json(ask(8, 200)); });
+  ASSERT_GT(warm.value("10.77.0.3 (abandoned)", 0), 0) << warm.dump();
+  // The stalled server finishes its 1.2 s, writes to the closed socket, and
+  // the client's socket closes: that is when the wait is sampled.
+  json slow;
+  for (int i = 0; i < 100; ++i) {
+    slow = endpoint("10.77.0.3");
+    if (slow["ttft_ewma_ms"].get<double>() >= 150) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_GE(slow["ttft_ewma_ms"].get<double>(), 150.0) << slow.dump();
+  json after = client([&] { return json(ask(20, 2000)); });
+  EXPECT_GE(after.value("10.77.0.2", 0), 19) << after.dump();
+}
+
 TEST_F(LbE2e, MaglevKeepsEachClientCgroupOnOneBackendAndMovesFewWhenOneLeaves) {
   const std::vector<std::string> addrs = {"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"};
   for (auto& a : addrs) serve(a);
