@@ -251,7 +251,7 @@ TEST(StateFileTest, ExampleFileParses) {
   EXPECT_EQ(chat.model, "llama-3-8b-instruct");
   EXPECT_EQ(chat.vips, (std::vector<IpAddr>{ip("10.96.0.20"), ip("fd00:96::20")}));
   EXPECT_EQ(chat.ports, (std::vector<PortSpec>{{8000, Protocol::kTcp}}));
-  EXPECT_EQ(chat.algorithm, Algorithm::kRandom);
+  EXPECT_EQ(chat.algorithm, Algorithm::kLeastConn);
   std::vector<Endpoint> chatEps = {{ip("10.77.0.2"), 8000, 1, EndpointState::kActive},
                                    {ip("10.77.0.3"), 8000, 2, EndpointState::kActive},
                                    {ip("10.77.0.4"), 8000, 1, EndpointState::kDraining}};
