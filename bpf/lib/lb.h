@@ -19,7 +19,7 @@
 #ifndef AIMESH_BPF_LB_H
 #define AIMESH_BPF_LB_H
 
-#include "lib/maps.h"
+#include "lib/health.h"
 #include "aimesh/hash.h"
 
 /* Next pseudo-random number for a retry (LCG, Numerical Recipes constants):
@@ -45,27 +45,10 @@ static __always_inline __u64 lb_now(struct lb_ctx *c)
 	return c->now;
 }
 
-static __always_inline struct aimesh_config *lb_config(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&aimesh_config, &zero);
-}
-
-/* The failure penalty now: it halves every penalty_half_life_ns. */
+/* The failure penalty now (the clock is read only if there is one). */
 static __always_inline __u64 lb_penalty(struct lb_ctx *c, const struct aimesh_be_load *l)
 {
-	__u64 hl = c->cfg && c->cfg->penalty_half_life_ns ? c->cfg->penalty_half_life_ns
-							   : AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS;
-	__u64 now, halvings;
-
-	if (!l->penalty)
-		return 0;
-	now = lb_now(c);
-	if (now <= l->penalty_ts_ns)
-		return l->penalty;
-	halvings = (now - l->penalty_ts_ns) / hl;
-	return halvings >= 32 ? 0 : l->penalty >> halvings;
+	return l->penalty ? health_penalty(l, c->cfg, lb_now(c)) : 0;
 }
 
 /* Open connections + queued requests + penalty, capped at 65535. */
@@ -358,7 +341,7 @@ static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key
 	}
 	alg = svc->algorithm;
 	if (alg != AIMESH_ALG_RANDOM)
-		c.cfg = lb_config();
+		c.cfg = health_config();
 
 	if (alg == AIMESH_ALG_MAGLEV || alg == AIMESH_ALG_BOUNDED_HASH) {
 		if (!lb_hash(&c, svc, hash_key, alg == AIMESH_ALG_BOUNDED_HASH, backend_id, out))

@@ -5,6 +5,7 @@
 #ifndef AIMESH_BPF_TELEMETRY_H
 #define AIMESH_BPF_TELEMETRY_H
 
+#include "lib/health.h"
 #include "lib/hist.h"
 
 /* Keeps struct aimesh_event in the object's BTF (the ring buffer has no value
@@ -57,13 +58,6 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 
 /* ---- feedback to the balancer (lib/lb.h reads these in aimesh_be_load) ---- */
 
-static __always_inline struct aimesh_config *tel_config(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&aimesh_config, &zero);
-}
-
 /* Peak-EWMA of time to first token (the first response body byte; for a
  * response whose head and body come together, the first byte). Not the
  * first byte: streaming servers such as vLLM send the head at once, before
@@ -84,7 +78,7 @@ static __always_inline void tel_observe_ttft(__u32 backend_id, __u64 sample, __u
 	if (old == 0 || sample >= old) {
 		l->ewma_ttft_ns = sample;
 	} else {
-		cfg = tel_config();
+		cfg = health_config();
 		tau = cfg && cfg->ewma_tau_ns ? cfg->ewma_tau_ns : AIMESH_DEFAULT_EWMA_TAU_NS;
 		dt = now > l->ewma_ts_ns ? now - l->ewma_ts_ns : 0;
 		if (dt > (1ULL << 40))
@@ -103,25 +97,18 @@ static __always_inline void tel_observe_ttft(__u32 backend_id, __u64 sample, __u
 static __always_inline void tel_backend_failed(__u32 backend_id, __u64 now, struct aimesh_be_tel *t)
 {
 	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
-	struct aimesh_config *cfg = tel_config();
-	__u64 hl, halvings, pen = 0, base, max, backoff;
+	struct aimesh_config *cfg = health_config();
+	__u64 pen, base, max, backoff;
 	__u32 per, after, streak, ej;
 
 	if (!l)
 		return;
-	hl = cfg && cfg->penalty_half_life_ns ? cfg->penalty_half_life_ns : AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS;
 	per = cfg ? cfg->penalty_per_failure : AIMESH_DEFAULT_PENALTY_PER_FAILURE;
 	after = cfg ? cfg->eject_after : AIMESH_DEFAULT_EJECT_AFTER;
 	base = cfg && cfg->eject_base_ns ? cfg->eject_base_ns : AIMESH_DEFAULT_EJECT_BASE_NS;
 	max = cfg && cfg->eject_max_ns ? cfg->eject_max_ns : AIMESH_DEFAULT_EJECT_MAX_NS;
 
-	if (l->penalty && now > l->penalty_ts_ns) {
-		halvings = (now - l->penalty_ts_ns) / hl;
-		pen = halvings >= 32 ? 0 : l->penalty >> halvings;
-	} else {
-		pen = l->penalty;
-	}
-	pen += per;
+	pen = health_penalty(l, cfg, now) + per;
 	l->penalty = pen > 65535 ? 65535 : (__u32)pen;
 	l->penalty_ts_ns = now;
 
