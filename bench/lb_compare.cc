@@ -34,7 +34,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +61,7 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "fixtures/machine_facts.h"
 #include "fixtures/sandbox.h"
 
 namespace aimesh {
@@ -759,29 +759,6 @@ RowResult summarize(const RowDef& def, const Config& c, const Rec* recs, size_t 
 std::string ms(double v) { return std::isinf(v) ? std::string("inf") : fmt::format("{:.0f}", v); }
 json jnum(double v) { return std::isinf(v) ? json(nullptr) : json(v); }
 
-std::string readFirstLine(const std::string& path, const std::string& prefix = "") {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (prefix.empty() || line.rfind(prefix, 0) == 0) return line;
-  return "";
-}
-
-json machineFacts() {
-  utsname u{};
-  ::uname(&u);
-  std::string cpu = readFirstLine("/proc/cpuinfo", "model name");
-  if (auto p = cpu.find(':'); p != std::string::npos) cpu = cpu.substr(p + 2);
-  char date[64];
-  std::time_t t = std::time(nullptr);
-  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
-  return json{{"date", date},
-              {"nproc", ::sysconf(_SC_NPROCESSORS_ONLN)},
-              {"kernel", std::string(u.release)},
-              {"cpu", cpu},
-              {"loadavg_at_start", readFirstLine("/proc/loadavg")}};
-}
-
 std::string haproxyVersion() {
   auto [rc, out] = testing::capture(std::string(kHaproxyBin) + " -v 2>/dev/null");
   if (rc != 0) return "";
@@ -885,7 +862,7 @@ int run(Config& c) {
   }
   if (arrivals.empty()) throw std::runtime_error("the schedule has no arrival: raise --seconds or --load");
 
-  json facts = machineFacts();
+  json facts = testing::machineFacts();
   const auto& fast = c.specs.front();
   const auto& slow = c.specs.back();
   size_t nFast = c.specs.size() - 1;

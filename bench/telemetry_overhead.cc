@@ -19,7 +19,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -41,6 +40,7 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "fixtures/machine_facts.h"
 #include "fixtures/sandbox.h"
 
 namespace aimesh {
@@ -358,31 +358,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-std::string readFirstLine(const std::string& path, const std::string& prefix = "") {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (prefix.empty() || line.rfind(prefix, 0) == 0) return line;
-  return "";
-}
-
-json machineFacts() {
-  utsname u{};
-  ::uname(&u);
-  std::string cpu = readFirstLine("/proc/cpuinfo", "model name");
-  if (auto c = cpu.find(':'); c != std::string::npos) cpu = cpu.substr(c + 2);
-  char date[64];
-  std::time_t t = std::time(nullptr);
-  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
-  return json{{"date", date},
-              {"nproc", ::sysconf(_SC_NPROCESSORS_ONLN)},
-              {"kernel", std::string(u.release)},
-              {"kernel_version", std::string(u.version)},
-              {"machine", std::string(u.machine)},
-              {"cpu", cpu},
-              {"loadavg_at_start", readFirstLine("/proc/loadavg")}};
-}
-
 struct Results {
   // rates[workload][mode] = one value per round
   std::map<Workload, std::map<Mode, std::vector<double>>> rates;
@@ -390,7 +365,7 @@ struct Results {
 };
 
 int run(int runs, double seconds, int cpu, bool wantJson) {
-  json facts = machineFacts();
+  json facts = testing::machineFacts();
   fmt::print("telemetry-overhead: {} run(s) of {:g} s per workload and mode\n", runs, seconds);
   fmt::print("machine: nproc {}, kernel {} ({}), {}\n", facts["nproc"].get<long>(), facts["kernel"].get<std::string>(),
              facts["machine"].get<std::string>(), facts["cpu"].get<std::string>());
