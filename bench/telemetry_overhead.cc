@@ -1,8 +1,10 @@
 // telemetry-overhead: what the telemetry programs (sock_ops, cgroup_skb
 // egress/ingress) cost a client. The same workloads run through a service VIP
 // with (a) the agent's default data plane, telemetry attached, (b) the agent
-// restarted with --telemetry=false, and (c) straight to the backend address
-// from a cgroup with no aimesh program at all. A last pass with BPF run-time
+// restarted with --telemetry=false, (c) straight to the backend address from
+// a cgroup with no aimesh program at all, and (d) as (b) plus empty programs
+// at the three telemetry hooks: the floor that any program there pays for
+// being called at all. A last pass with BPF run-time
 // statistics on gives each attached program's average run time.
 // See docs/benchmarks.md.
 //
@@ -14,6 +16,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -26,6 +29,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -80,19 +84,20 @@ const char* kState = R"(services:
 )";
 
 enum class Workload { ConnectClose, KeepAlive };
-enum class Mode { Attached, Detached, Direct };
+enum class Mode { Attached, Detached, Direct, Empty };
 constexpr std::array<Workload, 2> kWorkloads{Workload::ConnectClose, Workload::KeepAlive};
-constexpr std::array<Mode, 3> kModes{Mode::Attached, Mode::Detached, Mode::Direct};
+constexpr std::array<Mode, 4> kModes{Mode::Attached, Mode::Detached, Mode::Direct, Mode::Empty};
 
 const char* key(Workload w) { return w == Workload::ConnectClose ? "connect_close" : "keep_alive"; }
 const char* label(Workload w) { return w == Workload::ConnectClose ? "connect+close" : "keep-alive req"; }
 const char* key(Mode m) {
-  return m == Mode::Attached ? "attached" : m == Mode::Detached ? "detached" : "direct";
+  return m == Mode::Attached ? "attached" : m == Mode::Detached ? "detached" : m == Mode::Direct ? "direct" : "empty";
 }
 const char* label(Mode m) {
   return m == Mode::Attached   ? "(a) telemetry attached"
          : m == Mode::Detached ? "(b) telemetry detached"
-                               : "(c) direct, no aimesh";
+         : m == Mode::Direct   ? "(c) direct, no aimesh"
+                               : "(d) empty programs";
 }
 
 // ---- the client, run inside the client namespace ------------------------------
@@ -253,17 +258,79 @@ std::unique_ptr<AgentProcess> startAgent(Env& env, const Sandbox& sb, Mode m) {
   std::string work = env.dir + "/agent-" + std::to_string(env.agentStarts++);
   ::mkdir(work.c_str(), 0700);
   std::vector<std::string> extra;
-  if (m == Mode::Detached) extra.push_back("--telemetry=false");
+  if (m == Mode::Detached || m == Mode::Empty) extra.push_back("--telemetry=false");
   auto a = std::make_unique<AgentProcess>(sb.cgroup().path(), env.dir + "/state.yaml", work, extra);
   a->start();
   // The data plane must be what the mode says.
   auto names = programNames(agentStatus(*a));
   int tel = std::count_if(names.begin(), names.end(), isTelemetry);
-  if ((m == Mode::Attached && tel != 3) || (m == Mode::Detached && tel != 0))
+  if ((m == Mode::Attached && tel != 3) || (m != Mode::Attached && tel != 0))
     throw std::runtime_error(fmt::format("agent ({}) has {} telemetry program(s) attached; log: {}/agent.log",
                                          key(m), tel, work));
   return a;
 }
+
+// ---- (d): empty programs at the telemetry hooks -------------------------------
+
+// A sock_ops program that does nothing but ask for state callbacks (as the
+// real one does for its sockets, so the kernel calls it as often), and two
+// cgroup_skb programs that only return "allow". Attached with links next to
+// the agent's programs; detached when this object goes away.
+class EmptyHooks {
+ public:
+  explicit EmptyHooks(const std::string& cgroup) {
+    cg_ = ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cg_ < 0) throw std::runtime_error(fmt::format("open {}: {}", cgroup, std::strerror(errno)));
+    try {
+      const bpf_insn sockops[] = {
+          insn(BPF_LDX | BPF_MEM | BPF_W, 2, 1, offsetof(bpf_sock_ops, op), 0),
+          insn(BPF_JMP | BPF_JNE | BPF_K, 2, 0, 2, BPF_SOCK_OPS_TCP_CONNECT_CB),
+          insn(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, BPF_SOCK_OPS_STATE_CB_FLAG),
+          insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_sock_ops_cb_flags_set),
+          insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 1),
+          insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+      };
+      const bpf_insn allow[] = {insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 1), insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)};
+      attach(BPF_PROG_TYPE_SOCK_OPS, BPF_CGROUP_SOCK_OPS, sockops, std::size(sockops), "empty_sockops");
+      attach(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS, allow, std::size(allow), "empty_egress");
+      attach(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS, allow, std::size(allow), "empty_ingress");
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~EmptyHooks() { release(); }
+  EmptyHooks(const EmptyHooks&) = delete;
+  EmptyHooks& operator=(const EmptyHooks&) = delete;
+
+ private:
+  static bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+    bpf_insn i{};
+    i.code = code;
+    i.dst_reg = dst;
+    i.src_reg = src;
+    i.off = off;
+    i.imm = imm;
+    return i;
+  }
+  void attach(bpf_prog_type type, bpf_attach_type at, const bpf_insn* code, size_t n, const char* name) {
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = at);
+    int prog = bpf_prog_load(type, name, "GPL", code, n, &opts);
+    if (prog < 0) throw std::runtime_error(fmt::format("load {}: {}", name, std::strerror(-prog)));
+    fds_.push_back(prog);
+    int link = bpf_link_create(prog, cg_, at, nullptr);
+    if (link < 0) throw std::runtime_error(fmt::format("attach {}: {}", name, std::strerror(-link)));
+    fds_.push_back(link);
+  }
+  void release() {
+    for (auto it = fds_.rbegin(); it != fds_.rend(); ++it) ::close(*it);  // links first: detaches
+    fds_.clear();
+    if (cg_ >= 0) ::close(cg_);
+    cg_ = -1;
+  }
+  int cg_ = -1;
+  std::vector<int> fds_;
+};
 
 // ---- BPF run-time statistics ------------------------------------------------
 
@@ -401,20 +468,23 @@ int run(int runs, double seconds, int cpu, bool wantJson) {
   Child server = testing::startNameServer(sb.backend().name(), kBackend, kPort, "backend");
   pinTo(cpu, server.pid());
 
-  // Orders per round: (a) and (b) alternate who goes first, (c) moves around.
-  const std::array<std::array<Mode, 3>, 6> orders{{{Mode::Attached, Mode::Detached, Mode::Direct},
-                                                    {Mode::Detached, Mode::Attached, Mode::Direct},
-                                                    {Mode::Direct, Mode::Attached, Mode::Detached},
-                                                    {Mode::Direct, Mode::Detached, Mode::Attached},
-                                                    {Mode::Attached, Mode::Direct, Mode::Detached},
-                                                    {Mode::Detached, Mode::Direct, Mode::Attached}}};
+  // Orders per round: the four modes rotate, and every other cycle of four
+  // runs backwards, so no mode always runs first or right after another.
+  auto orderOf = [](int r) {
+    std::array<Mode, 4> o{Mode::Attached, Mode::Detached, Mode::Empty, Mode::Direct};
+    std::rotate(o.begin(), o.begin() + r % 4, o.end());
+    if ((r / 4) % 2) std::reverse(o.begin(), o.end());
+    return o;
+  };
   Results res;
   for (int r = 0; r < runs; ++r) {
     std::string line = fmt::format("run {}/{}:", r + 1, runs);
-    for (Mode m : orders[r % orders.size()]) {
+    for (Mode m : orderOf(r)) {
       checkInterrupted();
       std::unique_ptr<AgentProcess> agent;
+      std::unique_ptr<EmptyHooks> empty;
       if (m != Mode::Direct) agent = startAgent(env, sb, m);
+      if (m == Mode::Empty) empty = std::make_unique<EmptyHooks>(sb.cgroup().path());
       const std::string& cg = m == Mode::Direct ? directCg.path() : sb.cgroup().path();
       const char* addr = m == Mode::Direct ? kBackend : kVip;
       for (Workload w : kWorkloads) {
@@ -424,6 +494,7 @@ int run(int runs, double seconds, int cpu, bool wantJson) {
         line += fmt::format(" {}/{} {:.0f}/s", key(m), w == Workload::ConnectClose ? "cc" : "ka", s.rate);
         if (s.errors) line += fmt::format(" ({} errors, first: {})", s.errors, std::strerror(s.firstErrno));
       }
+      empty.reset();
       agent.reset();  // SIGKILL and cleanup of its pin dir
     }
     fmt::print(stderr, "{}\n", line);
@@ -470,19 +541,31 @@ int run(int runs, double seconds, int cpu, bool wantJson) {
     auto& a = res.rates[w][Mode::Attached];
     auto& b = res.rates[w][Mode::Detached];
     auto& c = res.rates[w][Mode::Direct];
-    double ab = median(a) / median(b), bc = median(b) / median(c);
-    std::vector<double> pairedAb, pairedBc;
+    auto& d = res.rates[w][Mode::Empty];
+    double ab = median(a) / median(b), bc = median(b) / median(c), db = median(d) / median(b),
+           ad = median(a) / median(d);
+    std::vector<double> pairedAb, pairedBc, pairedDb, pairedAd;
     for (size_t i = 0; i < a.size(); ++i) {
       pairedAb.push_back(a[i] / b[i]);
       pairedBc.push_back(b[i] / c[i]);
+      pairedDb.push_back(d[i] / b[i]);
+      pairedAd.push_back(a[i] / d[i]);
     }
     fmt::print("{:<15} attached/detached {:.3f} (goal >= 0.97: {}; per-run ratios, median {:.3f})\n", "", ab,
                ab >= 0.97 ? "met" : "NOT met", median(pairedAb));
+    fmt::print("{:<15} empty/detached    {:.3f} (per-run ratios, median {:.3f}): the hooks' floor\n", "", db,
+               median(pairedDb));
+    fmt::print("{:<15} attached/empty    {:.3f} (per-run ratios, median {:.3f}): the programs' own work\n", "", ad,
+               median(pairedAd));
     fmt::print("{:<15} detached/direct   {:.3f} (per-run ratios, median {:.3f})\n", "", bc, median(pairedBc));
     out["ratios"][key(w)] = {{"attached_over_detached", ab},
                              {"detached_over_direct", bc},
+                             {"empty_over_detached", db},
+                             {"attached_over_empty", ad},
                              {"attached_over_detached_paired_median", median(pairedAb)},
                              {"detached_over_direct_paired_median", median(pairedBc)},
+                             {"empty_over_detached_paired_median", median(pairedDb)},
+                             {"attached_over_empty_paired_median", median(pairedAd)},
                              {"goal_attached_over_detached", 0.97},
                              {"goal_met", ab >= 0.97}};
   }
