@@ -37,6 +37,12 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
   if (!events) return events.error();
   a->events_ = std::move(events.value());
   if (!opts.stateFile.empty()) a->reload();
+  if (opts.kube) {
+    spdlog::info("cluster state from the Kubernetes API at {} ({})", opts.kube->server, opts.kube->source);
+    auto ks = KubeSource::start(KubeClient(*opts.kube, KubeClient::Options{}), opts.kubeOptions);
+    if (!ks) return ks.error();
+    a->kube_ = std::move(ks.value());
+  }
 
   auto http = HttpServer::start(opts.metricsAddr, HttpHandlers{[p = a.get()] { return p->metricsText(false); },
                                                                [p = a.get()] { return p->ready(); },
@@ -114,6 +120,40 @@ bool Agent::applyLocked(const Snapshot& snap) {
   return true;
 }
 
+void Agent::applyKube(const kube::BuildResult& br) {
+  std::lock_guard lk(mu_);
+  for (auto& w : br.warnings) {
+    if (kubeWarnings_.size() > 10000) kubeWarnings_.clear();  // bounded; may log some again
+    if (kubeWarnings_.insert(w).second) spdlog::warn("kubernetes: {}", w);
+  }
+  applyLocked(br.snapshot);
+}
+
+bool Agent::uninstalling() {
+  if (opts_.daemonSet.empty() || !kube_) return false;
+  auto slash = opts_.daemonSet.find('/');
+  std::string ns = opts_.daemonSet.substr(0, slash), name = opts_.daemonSet.substr(slash + 1);
+  std::string err;
+  switch (kube_->daemonSet(ns, name, &err)) {
+    case KubeSource::DaemonSetState::kGone:
+      spdlog::info("DaemonSet {} is gone: uninstalling, removing the data plane", opts_.daemonSet);
+      return true;
+    case KubeSource::DaemonSetState::kDeleting:
+      spdlog::info("DaemonSet {} is being deleted: uninstalling, removing the data plane", opts_.daemonSet);
+      return true;
+    case KubeSource::DaemonSetState::kPresent:
+      spdlog::info("DaemonSet {} is still there (an update): the data plane stays for the next agent",
+                   opts_.daemonSet);
+      return false;
+    case KubeSource::DaemonSetState::kUnknown:
+      spdlog::warn("cannot tell whether DaemonSet {} was deleted ({}): the data plane stays; "
+                   "`aimesh-agent --cleanup` removes it",
+                   opts_.daemonSet, err);
+      return false;
+  }
+  return false;
+}
+
 void Agent::run(const std::atomic<bool>& stop) {
   std::optional<FileWatcher> watcher;
   if (!opts_.stateFile.empty()) {
@@ -124,8 +164,17 @@ void Agent::run(const std::atomic<bool>& stop) {
   auto lastSync = std::chrono::steady_clock::now();
   while (!stop.load()) {
     bool changed = false;
-    if (watcher) changed = watcher->waitForChange(std::chrono::milliseconds(200));
-    else std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (kube_) {
+      if (auto br = kube_->waitForChange(std::chrono::milliseconds(200))) {
+        applyKube(*br);
+        lastSync = std::chrono::steady_clock::now();
+        continue;
+      }
+    } else if (watcher) {
+      changed = watcher->waitForChange(std::chrono::milliseconds(200));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
     if (changed) {
       spdlog::info("{} changed", opts_.stateFile);
       reload();
@@ -180,6 +229,8 @@ std::string Agent::metricsText(bool openMetrics) {
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
   in.events = events_ ? events_->total() : 0;
   in.openMetrics = openMetrics;
+  std::optional<KubeSourceStats> kubeStats;
+  if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
   return renderMetrics(in);
 }
 
@@ -199,7 +250,7 @@ json Agent::statusJson() {
   json progs = json::array();
   for (auto& p : dp_.programs())
     progs.push_back({{"name", p.name}, {"attached", true}, {"link_id", p.linkId}, {"adopted", p.adopted}});
-  return json{
+  json out{
       {"version", AIMESH_VERSION},
       {"pid", ::getpid()},
       {"ready", counters_.ready},
@@ -207,6 +258,7 @@ json Agent::statusJson() {
       {"cgroup", opts_.cgroup},
       {"pin_dir", opts_.pinDir},
       {"state_file", opts_.stateFile},
+      {"source", kube_ ? "kubernetes" : "file"},
       {"metrics_addr", http_ ? http_->address() : opts_.metricsAddr},
       {"reconciles", counters_.reconciles},
       {"reconcile_errors", counters_.reconcileErrors},
@@ -216,6 +268,21 @@ json Agent::statusJson() {
       {"endpoints", index_.backends.size()},
       {"programs", progs},
   };
+  if (kube_) {
+    KubeSourceStats ks = kube_->stats();
+    auto& sv = ks.resources[static_cast<int>(KubeResource::kServices)];
+    auto& sl = ks.resources[static_cast<int>(KubeResource::kEndpointSlices)];
+    out["kubernetes"] = {{"server", opts_.kube->server},
+                         {"config", opts_.kube->source},
+                         {"synced", sv.synced && sl.synced},
+                         {"services", sv.objects},
+                         {"endpointslices", sl.objects},
+                         {"relists", sv.relists + sl.relists},
+                         {"watch_restarts", sv.watchRestarts + sl.watchRestarts},
+                         {"errors", sv.errors + sl.errors},
+                         {"last_error", ks.lastError}};
+  }
+  return out;
 }
 
 json Agent::servicesJson() {

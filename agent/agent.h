@@ -14,6 +14,7 @@
 
 #include "bpf/datapath.h"
 #include "model/snapshot.h"
+#include "source/kube_source.h"
 #include "telemetry/model_scraper.h"
 #include "reconcile/bpf_map_writer.h"
 #include "reconcile/plan.h"
@@ -38,6 +39,10 @@ struct AgentOptions {
   std::chrono::milliseconds scrapeInterval{500};
   std::chrono::milliseconds scrapeTimeout{300};
   std::string scrapeNetns;  // scrape from inside this network namespace ("" = the agent's)
+  // Kubernetes source instead of the state file (set: --kubernetes / --kubeconfig).
+  std::optional<KubeConfig> kube;
+  KubeSourceOptions kubeOptions;
+  std::string daemonSet;  // "NAMESPACE/NAME": on exit, clean up if it was deleted (uninstall)
 };
 
 class Agent {
@@ -47,8 +52,13 @@ class Agent {
   // fatal and say what to fix.
   static Result<std::unique_ptr<Agent>> start(const AgentOptions& opts);
 
-  // Watches the state file and re-applies it until `stop` becomes true.
+  // Follows the state source (file or Kubernetes) until `stop` becomes true.
   void run(const std::atomic<bool>& stop);
+
+  // At exit, with --daemonset: true if the DaemonSet is gone or being deleted
+  // (helm uninstall), so the data plane should be removed rather than left
+  // for the next agent. Unknown (API unreachable) counts as not uninstalling.
+  bool uninstalling();
 
   // Parses the state file and applies it; a bad file keeps the last good
   // state. Returns false if the file was rejected or applying failed.
@@ -61,6 +71,7 @@ class Agent {
  private:
   explicit Agent(AgentOptions opts, Datapath dp);
   bool applyLocked(const Snapshot& snap);
+  void applyKube(const kube::BuildResult& br);
   nlohmann::json statusJson();
   nlohmann::json servicesJson();
   nlohmann::json endpointsJson(const nlohmann::json& req);
@@ -84,6 +95,8 @@ class Agent {
   std::unique_ptr<EventLog> events_;
   std::optional<HttpServer> http_;
   std::optional<ApiServer> api_;
+  std::set<std::string> kubeWarnings_;  // logged once each
+  std::unique_ptr<KubeSource> kube_;
   // Last: destroyed first, before the map fds its thread writes to.
   std::unique_ptr<ModelScraper> scraper_;
 };

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <csignal>
+#include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "agent.h"
 #include "bpf/system.h"
@@ -37,6 +39,39 @@ int main(int argc, char** argv) {
                  "attach the latency/lifecycle telemetry programs (sock_ops, cgroup_skb)")
       ->capture_default_str();
   app.add_flag("--cleanup", cleanup, "detach and remove everything pinned under --pin-dir, then exit");
+
+  // Kubernetes source (docs/install.md).
+  bool inCluster = false, checkConfig = false;
+  std::string kubeconfig, kubeContext;
+  int watchTimeoutS = 300, backoffMaxMs = 30000;
+  auto* kubeOpt = app.add_flag("--kubernetes", inCluster,
+                               "take cluster state from the Kubernetes API, in-cluster (service account)");
+  auto* kubeconfigOpt = app.add_option("--kubeconfig", kubeconfig,
+                                       "take cluster state from the Kubernetes API named in this kubeconfig file");
+  app.add_option("--kubernetes-context", kubeContext, "kubeconfig context (default: its current-context)")
+      ->needs(kubeconfigOpt);
+  app.add_option("--kubernetes-selector", opts.kubeOptions.serviceSelector,
+                 "label selector for the Services the mesh manages (default: all)");
+  app.add_option("--kubernetes-watch-timeout-seconds", watchTimeoutS,
+                 "each watch asks the server to end after 1/2..1 times this; it is then resumed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--kubernetes-backoff-max-ms", backoffMaxMs, "longest wait between retries when the API fails")
+      ->capture_default_str()
+      ->check(CLI::Range(10, 600000));
+  app.add_option("--daemonset", opts.daemonSet,
+                 "NAMESPACE/NAME of the agent's DaemonSet: at exit, if it is gone or being deleted (uninstall), "
+                 "remove the data plane")
+      ->check([](const std::string& v) {
+        auto slash = v.find('/');
+        return slash == std::string::npos || slash == 0 || slash + 1 == v.size() || v.find('/', slash + 1) != v.npos
+                   ? std::string("must be NAMESPACE/NAME")
+                   : std::string();
+      });
+  kubeOpt->excludes(kubeconfigOpt);
+  app.get_option("--state-file")->excludes(kubeOpt)->excludes(kubeconfigOpt);
+  app.set_config("--config", "", "read flags from this file: `name = value` lines, names as the long flags");
+  app.add_flag("--check-config", checkConfig, "print the settings from the flags and --config as JSON, then exit");
 
   // Balancer feedback (docs/load-balancing.md).
   double latencyDecayS = 10, penaltyHalfLifeS = 5, ejectBaseS = 1, ejectMaxS = 30;
@@ -78,6 +113,41 @@ int main(int argc, char** argv) {
   opts.tuning.ejectMaxNs = ns(ejectMaxS);
   opts.scrapeInterval = std::chrono::milliseconds(scrapeIntervalMs);
   opts.scrapeTimeout = std::chrono::milliseconds(scrapeTimeoutMs);
+  opts.kubeOptions.watchTimeout = std::chrono::seconds(watchTimeoutS);
+  opts.kubeOptions.backoffMax = std::chrono::milliseconds(backoffMaxMs);
+  if (!opts.daemonSet.empty() && !inCluster && kubeconfig.empty()) {
+    std::cerr << "--daemonset needs --kubernetes or --kubeconfig\n";
+    return 2;
+  }
+  if (checkConfig) {
+    nlohmann::json j{{"cgroup", opts.cgroup},
+                     {"state_file", opts.stateFile},
+                     {"kubernetes", inCluster},
+                     {"kubeconfig", kubeconfig},
+                     {"kubernetes_context", kubeContext},
+                     {"kubernetes_selector", opts.kubeOptions.serviceSelector},
+                     {"kubernetes_watch_timeout_seconds", watchTimeoutS},
+                     {"kubernetes_backoff_max_ms", backoffMaxMs},
+                     {"daemonset", opts.daemonSet},
+                     {"metrics_addr", opts.metricsAddr},
+                     {"api_socket", opts.apiSocket},
+                     {"pin_dir", opts.pinDir},
+                     {"bpffs", bpffs},
+                     {"resync_seconds", resyncSeconds},
+                     {"log_level", logLevel},
+                     {"telemetry", opts.telemetry},
+                     {"latency_decay_seconds", latencyDecayS},
+                     {"penalty_per_failure", opts.tuning.penaltyPerFailure},
+                     {"penalty_half_life_seconds", penaltyHalfLifeS},
+                     {"eject_after", opts.tuning.ejectAfter},
+                     {"eject_base_seconds", ejectBaseS},
+                     {"eject_max_seconds", ejectMaxS},
+                     {"scrape_interval_ms", scrapeIntervalMs},
+                     {"scrape_timeout_ms", scrapeTimeoutMs},
+                     {"scrape_netns", opts.scrapeNetns}};
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
 
   spdlog::set_level(spdlog::level::from_str(logLevel));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
@@ -92,6 +162,15 @@ int main(int argc, char** argv) {
     }
     spdlog::info("cleanup: removed {} pin(s) under {}", *n, opts.pinDir);
     return 0;
+  }
+
+  if (inCluster || !kubeconfig.empty()) {
+    auto kc = inCluster ? inClusterConfig() : loadKubeconfig(kubeconfig, kubeContext);
+    if (!kc) {
+      spdlog::error("{}", kc.error().message());
+      return 1;
+    }
+    opts.kube = std::move(kc.value());
   }
 
   auto mounted = ensureBpffs(bpffs);
@@ -119,6 +198,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   (*agent)->run(gStop);
+  if ((*agent)->uninstalling()) {
+    agent->reset();  // closes our link and map fds; the pins still hold them
+    auto n = Datapath::cleanup(opts.pinDir);
+    if (!n) {
+      spdlog::error("cleanup: {}", n.error().message());
+      return 1;
+    }
+    spdlog::info("uninstalled: removed {} pin(s) under {}", *n, opts.pinDir);
+    return 0;
+  }
   spdlog::info("stopping; the data plane stays attached (run --cleanup to remove it)");
   return 0;
 }

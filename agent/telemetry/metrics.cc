@@ -150,6 +150,46 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
 
 }  // namespace
 
+namespace {
+// The Kubernetes source, per resource (services, endpointslices).
+void renderKube(std::string& out, const KubeSourceStats* k) {
+  KubeSourceStats none;
+  const KubeSourceStats& st = k ? *k : none;
+  auto each = [&](const char* name, const char* type, const char* help, auto value) {
+    family(out, name, type, help);
+    for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices})
+      out += fmt::format("{}{{resource=\"{}\"}} {}\n", name, toString(r), value(st.resources[static_cast<int>(r)]));
+  };
+  each("aimesh_agent_kubernetes_synced", "gauge",
+       "1 once the resource has been listed from the Kubernetes API (0 with a state file).",
+       [](const KubeResourceStats& s) { return s.synced ? 1 : 0; });
+  each("aimesh_agent_kubernetes_objects", "gauge", "Objects of the resource the agent holds from the Kubernetes API.",
+       [](const KubeResourceStats& s) { return s.objects; });
+  each("aimesh_agent_kubernetes_lists_total", "counter", "Successful list requests to the Kubernetes API.",
+       [](const KubeResourceStats& s) { return s.lists; });
+  each("aimesh_agent_kubernetes_relists_total", "counter",
+       "Lists after the first (a watch expired with 410 Gone, or could not resume).",
+       [](const KubeResourceStats& s) { return s.relists; });
+  each("aimesh_agent_kubernetes_watch_restarts_total", "counter",
+       "Watch streams opened after the first (server timeouts, dropped streams, errors).",
+       [](const KubeResourceStats& s) { return s.watchRestarts; });
+  each("aimesh_agent_kubernetes_errors_total", "counter",
+       "Failed list or watch requests (transport errors and error statuses).",
+       [](const KubeResourceStats& s) { return s.errors; });
+  each("aimesh_agent_kubernetes_decode_errors_total", "counter",
+       "Objects from the Kubernetes API skipped because they could not be decoded.",
+       [](const KubeResourceStats& s) { return s.decodeErrors; });
+  family(out, "aimesh_agent_kubernetes_events_total", "counter", "Watch events received, by resource and type.");
+  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices}) {
+    const auto& s = st.resources[static_cast<int>(r)];
+    for (auto [type, v] : {std::pair{"added", s.added}, {"modified", s.modified}, {"deleted", s.deleted},
+                           {"bookmark", s.bookmarks}})
+      out += fmt::format("aimesh_agent_kubernetes_events_total{{resource=\"{}\",type=\"{}\"}} {}\n", toString(r),
+                         type, v);
+  }
+}
+}  // namespace
+
 std::string renderMetrics(const MetricsInput& in) {
   std::string out;
   gOpenMetrics = in.openMetrics;
@@ -215,6 +255,7 @@ std::string renderMetrics(const MetricsInput& in) {
          "Scrapes of endpoints' model-server metrics (services with model_metrics), by result.");
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"ok\"}} {}\n", a.modelScrapesOk);
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"failed\"}} {}\n", a.modelScrapesFailed);
+  renderKube(out, in.kube);
   family(out, "aimesh_agent_reconciles_total", "counter", "Reconcile runs that completed.");
   out += fmt::format("aimesh_agent_reconciles_total {}\n", a.reconciles);
   family(out, "aimesh_agent_reconcile_errors_total", "counter", "Reconcile runs that failed to apply.");

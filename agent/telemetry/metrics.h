@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "source/kube_source.h"
 #include "reconcile/plan.h"
 #include "telemetry/stats.h"
 #include "telemetry/telemetry.h"
@@ -43,6 +44,8 @@ struct MetricsInput {
   const std::map<uint32_t, BackendTelemetry>* telemetry = nullptr;
   uint64_t events = 0;       // flow events read from the ring buffer
   bool openMetrics = false;  // OpenMetrics 1.0 text instead of Prometheus 0.0.4
+  // The Kubernetes source's counters; null with a state file (all zero then).
+  const KubeSourceStats* kube = nullptr;
 };
 
 std::string renderMetrics(const MetricsInput& in);

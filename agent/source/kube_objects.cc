@@ -1,0 +1,838 @@
+#include "source/kube_objects.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <string_view>
+#include <tuple>
+#include <utility>
+
+#include "lb/maglev.h"
+
+namespace aimesh::kube {
+
+using nlohmann::json;
+
+namespace {
+
+// The same bounds the state file applies to hash_table_size.
+constexpr long long kMinHashTableSize = 7;
+constexpr long long kMaxHashTableSize = kMaglevMaxSize;  // AIMESH_MAX_HASH_SIZE
+// Numbers in annotations with more digits are out of every range we accept.
+constexpr size_t kMaxAnnotationDigits = 9;
+constexpr size_t kMaxLabelNameLength = 63;
+constexpr size_t kMaxLabelPrefixLength = 253;
+
+// How a JSON value is named in "must be X, got Y" messages.
+std::string describe(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+    case json::value_t::number_float: return v.dump();
+    case json::value_t::string: return "string \"" + v.get<std::string>() + "\"";
+    case json::value_t::array: return "a list";
+    case json::value_t::object: return "an object";
+    case json::value_t::binary:
+    case json::value_t::discarded: break;
+  }
+  return "nothing";
+}
+
+std::string join(const std::string& base, std::string_view key) {
+  if (base.empty()) return std::string(key);
+  return base + "." + std::string(key);
+}
+
+std::string indexed(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
+
+std::string keyed(const std::string& base, const std::string& key) { return base + "[" + key + "]"; }
+
+// Reads typed fields out of JSON objects and keeps the first problem found.
+// The API server omits empty fields and sometimes writes them as null
+// (a nil Go slice), so absent and null are the same here.
+class Reader {
+ public:
+  bool failed() const { return failure_.has_value(); }
+  const std::string& failure() const { return *failure_; }
+
+  void fail(const std::string& field, const std::string& message) {
+    if (failure_) return;
+    failure_ = field.empty() ? message : field + ": " + message;
+  }
+
+  // The value of obj[key], or nullptr when absent or null (missing if
+  // required). obj must be an object.
+  const json* get(const json& obj, const char* key, const std::string& path, bool required) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) {
+      if (required) fail(path, "required field is missing");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  std::optional<std::string> string(const json& v, const std::string& path) {
+    if (!v.is_string()) {
+      fail(path, "must be a string, got " + describe(v));
+      return std::nullopt;
+    }
+    return v.get<std::string>();
+  }
+
+  std::optional<std::string> stringField(const json& obj, const char* key, const std::string& path, bool required) {
+    const json* v = get(obj, key, path, required);
+    return v == nullptr ? std::nullopt : string(*v, path);
+  }
+
+  std::optional<bool> boolField(const json& obj, const char* key, const std::string& path) {
+    const json* v = get(obj, key, path, false);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_boolean()) {
+      fail(path, "must be true or false, got " + describe(*v));
+      return std::nullopt;
+    }
+    return v->get<bool>();
+  }
+
+  std::optional<long long> integer(const json& v, const std::string& path, long long min, long long max) {
+    std::string range = std::to_string(min) + ".." + std::to_string(max);
+    if (!v.is_number_integer()) {
+      fail(path, "must be an integer " + range + ", got " + describe(v));
+      return std::nullopt;
+    }
+    // Unsigned values above the signed range are out of range anyway.
+    bool huge = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max);
+    long long n = huge ? 0 : v.get<long long>();
+    if (huge || n < min || n > max) {
+      fail(path, "must be " + range + ", got " + v.dump());
+      return std::nullopt;
+    }
+    return n;
+  }
+
+  std::optional<uint16_t> portField(const json& obj, const char* key, const std::string& path, bool required) {
+    const json* v = get(obj, key, path, required);
+    if (v == nullptr) return std::nullopt;
+    auto n = integer(*v, path, 1, 65535);
+    if (!n) return std::nullopt;
+    return static_cast<uint16_t>(*n);
+  }
+
+  // The object at obj[key], or nullptr (absent, null or wrong type).
+  const json* objectField(const json& obj, const char* key, const std::string& path, bool required) {
+    const json* v = get(obj, key, path, required);
+    if (v == nullptr) return nullptr;
+    if (!v->is_object()) {
+      fail(path, "must be an object, got " + describe(*v));
+      return nullptr;
+    }
+    return v;
+  }
+
+  const json* listField(const json& obj, const char* key, const std::string& path, bool required) {
+    const json* v = get(obj, key, path, required);
+    if (v == nullptr) return nullptr;
+    if (!v->is_array()) {
+      fail(path, "must be a list, got " + describe(*v));
+      return nullptr;
+    }
+    return v;
+  }
+
+  std::map<std::string, std::string> stringMap(const json& obj, const char* key, const std::string& path) {
+    std::map<std::string, std::string> out;
+    const json* m = objectField(obj, key, path, false);
+    if (m == nullptr) return out;
+    for (auto it = m->begin(); it != m->end(); ++it) {
+      if (auto s = string(it.value(), keyed(path, it.key()))) out.emplace(it.key(), *s);
+    }
+    return out;
+  }
+
+  // TCP, UDP or SCTP (any case); nullopt for SCTP, with supported = false.
+  std::optional<Protocol> protocolField(const json& obj, const std::string& path, bool& supported) {
+    supported = true;
+    auto s = stringField(obj, "protocol", path, false);
+    if (!s) return failed() ? std::nullopt : std::optional<Protocol>(Protocol::kTcp);
+    if (auto p = parseProtocol(*s)) return p;
+    std::string upper = *s;
+    std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
+    if (upper == "SCTP") {
+      supported = false;
+      return std::nullopt;
+    }
+    fail(path, "must be TCP, UDP or SCTP, got '" + *s + "'");
+    return std::nullopt;
+  }
+
+ private:
+  std::optional<std::string> failure_;
+};
+
+void readMeta(Reader& r, const json& object, ObjectMeta& meta) {
+  const json* m = r.objectField(object, "metadata", "metadata", true);
+  if (m == nullptr) return;
+  if (auto s = r.stringField(*m, "name", "metadata.name", true)) {
+    if (s->empty()) r.fail("metadata.name", "must not be empty");
+    meta.name = *s;
+  }
+  if (auto s = r.stringField(*m, "namespace", "metadata.namespace", false)) meta.nameSpace = *s;
+  if (auto s = r.stringField(*m, "resourceVersion", "metadata.resourceVersion", false)) meta.resourceVersion = *s;
+  if (auto s = r.stringField(*m, "uid", "metadata.uid", false)) meta.uid = *s;
+  meta.labels = r.stringMap(*m, "labels", "metadata.labels");
+  meta.annotations = r.stringMap(*m, "annotations", "metadata.annotations");
+  // An RFC 3339 time; only whether it is set matters.
+  if (r.stringField(*m, "deletionTimestamp", "metadata.deletionTimestamp", false)) meta.deleting = true;
+}
+
+// Shared start of every namespaced kind: the object is a JSON object, kind
+// (when present, as in watch events) is the expected one, metadata is valid
+// and has a namespace.
+bool readHeader(Reader& r, const json& object, const char* kind, ObjectMeta& meta) {
+  if (!object.is_object()) {
+    r.fail("", std::string("must be a JSON object, got ") + describe(object));
+    return false;
+  }
+  if (auto k = r.stringField(object, "kind", "kind", false); k && *k != kind) {
+    r.fail("kind", std::string("must be ") + kind + ", got '" + *k + "'");
+  }
+  readMeta(r, object, meta);
+  if (!r.failed() && meta.nameSpace.empty()) r.fail("metadata.namespace", "required field is missing");
+  return !r.failed();
+}
+
+Error decodeError(const char* kind, const ObjectMeta& meta, const Reader& r) {
+  std::string who = kind;
+  if (!meta.name.empty()) who += " " + (meta.nameSpace.empty() ? meta.name : meta.key());
+  return Error::msg(who + ": " + r.failure());
+}
+
+}  // namespace
+
+bool ServiceObj::headless() const {
+  return clusterIPs.empty() || std::find(clusterIPs.begin(), clusterIPs.end(), "None") != clusterIPs.end();
+}
+
+Result<ObjectMeta> decodeMeta(const json& object) {
+  Reader r;
+  ObjectMeta meta;
+  if (!object.is_object()) {
+    r.fail("", "must be a JSON object, got " + describe(object));
+  } else {
+    readMeta(r, object, meta);
+  }
+  if (r.failed()) return Error::msg(r.failure());
+  return meta;
+}
+
+Result<ServiceObj> decodeService(const json& object) {
+  Reader r;
+  ServiceObj svc;
+  if (!readHeader(r, object, "Service", svc.meta)) return decodeError("Service", svc.meta, r);
+
+  const json* spec = r.objectField(object, "spec", "spec", true);
+  if (spec != nullptr) {
+    if (auto t = r.stringField(*spec, "type", "spec.type", false); t && !t->empty()) svc.type = *t;
+
+    if (const json* ips = r.listField(*spec, "clusterIPs", "spec.clusterIPs", false)) {
+      for (size_t i = 0; i < ips->size(); ++i) {
+        if (auto s = r.string((*ips)[i], indexed("spec.clusterIPs", i))) svc.clusterIPs.push_back(*s);
+      }
+    }
+    // Older API servers and hand-written objects have only the singular field.
+    auto single = r.stringField(*spec, "clusterIP", "spec.clusterIP", false);
+    if (svc.clusterIPs.empty() && single && !single->empty()) svc.clusterIPs.push_back(*single);
+
+    if (const json* ports = r.listField(*spec, "ports", "spec.ports", false)) {
+      for (size_t i = 0; i < ports->size(); ++i) {
+        const json& item = (*ports)[i];
+        std::string p = indexed("spec.ports", i);
+        if (!item.is_object()) {
+          r.fail(p, "must be an object, got " + describe(item));
+          break;
+        }
+        ServicePort port;
+        if (auto s = r.stringField(item, "name", join(p, "name"), false)) port.name = *s;
+        if (auto n = r.portField(item, "port", join(p, "port"), true)) port.port = *n;
+        if (auto proto = r.protocolField(item, join(p, "protocol"), port.supported)) port.protocol = *proto;
+        svc.ports.push_back(std::move(port));
+      }
+    }
+  }
+  if (r.failed()) return decodeError("Service", svc.meta, r);
+  return svc;
+}
+
+Result<EndpointSliceObj> decodeEndpointSlice(const json& object) {
+  Reader r;
+  EndpointSliceObj slice;
+  if (!readHeader(r, object, "EndpointSlice", slice.meta)) return decodeError("EndpointSlice", slice.meta, r);
+  if (auto it = slice.meta.labels.find(kServiceNameLabel); it != slice.meta.labels.end()) {
+    slice.serviceName = it->second;
+  }
+  if (auto s = r.stringField(object, "addressType", "addressType", true)) slice.addressType = *s;
+
+  if (const json* ports = r.listField(object, "ports", "ports", false)) {
+    for (size_t i = 0; i < ports->size() && !r.failed(); ++i) {
+      const json& item = (*ports)[i];
+      std::string p = indexed("ports", i);
+      if (!item.is_object()) {
+        r.fail(p, "must be an object, got " + describe(item));
+        break;
+      }
+      SlicePort port;
+      bool supported = true;
+      if (auto s = r.stringField(item, "name", join(p, "name"), false)) port.name = *s;
+      // No port number: "all ports" (Kubernetes API docs for EndpointPort).
+      if (auto n = r.portField(item, "port", join(p, "port"), false)) port.port = *n;
+      if (auto proto = r.protocolField(item, join(p, "protocol"), supported)) port.protocol = *proto;
+      if (supported) slice.ports.push_back(std::move(port));
+    }
+  }
+
+  if (const json* eps = r.listField(object, "endpoints", "endpoints", false)) {
+    for (size_t i = 0; i < eps->size() && !r.failed(); ++i) {
+      const json& item = (*eps)[i];
+      std::string p = indexed("endpoints", i);
+      if (!item.is_object()) {
+        r.fail(p, "must be an object, got " + describe(item));
+        break;
+      }
+      SliceEndpoint ep;
+      if (const json* addrs = r.listField(item, "addresses", join(p, "addresses"), true)) {
+        for (size_t j = 0; j < addrs->size(); ++j) {
+          if (auto s = r.string((*addrs)[j], indexed(join(p, "addresses"), j))) ep.addresses.push_back(*s);
+        }
+      }
+      std::string cp = join(p, "conditions");
+      if (const json* cond = r.objectField(item, "conditions", cp, false)) {
+        ep.ready = r.boolField(*cond, "ready", join(cp, "ready"));
+        ep.serving = r.boolField(*cond, "serving", join(cp, "serving"));
+        ep.terminating = r.boolField(*cond, "terminating", join(cp, "terminating"));
+      }
+      if (auto s = r.stringField(item, "nodeName", join(p, "nodeName"), false)) ep.nodeName = *s;
+      slice.endpoints.push_back(std::move(ep));
+    }
+  }
+  if (r.failed()) return decodeError("EndpointSlice", slice.meta, r);
+  return slice;
+}
+
+// ---- label selectors --------------------------------------------------------
+
+namespace {
+
+struct Token {
+  enum class Kind : uint8_t {
+    kIdent,
+    kEquals,
+    kDoubleEquals,
+    kNotEquals,
+    kBang,
+    kOpen,
+    kClose,
+    kComma,
+    kCompare,
+    kEnd
+  };
+  Kind kind = Kind::kEnd;
+  std::string text;
+  size_t column = 0;  // 1-based
+};
+
+// The characters that end an identifier, as in apimachinery's lexer.
+bool isSpecial(char c) { return c == '!' || c == '=' || c == '(' || c == ')' || c == ',' || c == '<' || c == '>'; }
+bool isSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+std::vector<Token> lex(const std::string& s) {
+  std::vector<Token> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    char c = s[i];
+    if (isSpace(c)) {
+      ++i;
+      continue;
+    }
+    Token t;
+    t.column = i + 1;
+    if (isSpecial(c)) {
+      // "==" and "!=" are one token each.
+      bool withEq = (c == '=' || c == '!') && i + 1 < s.size() && s[i + 1] == '=';
+      switch (c) {
+        case '=': t.kind = withEq ? Token::Kind::kDoubleEquals : Token::Kind::kEquals; break;
+        case '!': t.kind = withEq ? Token::Kind::kNotEquals : Token::Kind::kBang; break;
+        case '(': t.kind = Token::Kind::kOpen; break;
+        case ')': t.kind = Token::Kind::kClose; break;
+        case ',': t.kind = Token::Kind::kComma; break;
+        default: t.kind = Token::Kind::kCompare; break;  // '<' or '>'
+      }
+      size_t len = withEq ? 2 : 1;
+      t.text = s.substr(i, len);
+      i += len;
+    } else {
+      size_t start = i;
+      while (i < s.size() && !isSpace(s[i]) && !isSpecial(s[i])) ++i;
+      t.kind = Token::Kind::kIdent;
+      t.text = s.substr(start, i - start);
+    }
+    out.push_back(std::move(t));
+  }
+  Token end;
+  end.column = s.size() + 1;
+  out.push_back(end);
+  return out;
+}
+
+std::string describe(const Token& t) {
+  if (t.kind == Token::Kind::kEnd) return "end of input";
+  return "'" + t.text + "'";
+}
+
+bool alnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+
+// A label name or value: alphanumerics, '-', '_', '.', starting and ending
+// with an alphanumeric (k8s.io/apimachinery validation.IsQualifiedName).
+bool validNamePart(std::string_view s) {
+  return !s.empty() && s.size() <= kMaxLabelNameLength && alnum(s.front()) && alnum(s.back()) &&
+         std::all_of(s.begin(), s.end(), [](char c) { return alnum(c) || c == '-' || c == '_' || c == '.'; });
+}
+
+// A DNS subdomain: lowercase alphanumerics, '-' and '.', starting and ending
+// with an alphanumeric.
+bool validPrefix(std::string_view s) {
+  auto lowerAlnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  return !s.empty() && s.size() <= kMaxLabelPrefixLength && lowerAlnum(s.front()) && lowerAlnum(s.back()) &&
+         std::all_of(s.begin(), s.end(), [&](char c) { return lowerAlnum(c) || c == '-' || c == '.'; });
+}
+
+std::optional<std::string> checkKey(const std::string& key) {
+  auto slash = key.find('/');
+  bool ok = slash == std::string::npos ? validNamePart(key)
+                                       : validPrefix(std::string_view(key).substr(0, slash)) &&
+                                             validNamePart(std::string_view(key).substr(slash + 1));
+  if (ok) return std::nullopt;
+  return "'" + key + "' is not a valid label key (an optional DNS-subdomain prefix and '/', then up to 63 " +
+         "letters, digits, '-', '_' or '.', starting and ending with a letter or digit)";
+}
+
+std::optional<std::string> checkValue(const std::string& value) {
+  if (value.empty() || validNamePart(value)) return std::nullopt;
+  return "'" + value + "' is not a valid label value (up to 63 letters, digits, '-', '_' or '.', starting and " +
+         "ending with a letter or digit)";
+}
+
+class SelectorParser {
+ public:
+  explicit SelectorParser(const std::string& text) : text_(text), tokens_(lex(text)) {}
+
+  Result<Selector> run() {
+    Selector sel;
+    if (peek().kind == Token::Kind::kEnd) return sel;
+    for (;;) {
+      if (!requirement(sel)) return error();
+      const Token& t = next();
+      if (t.kind == Token::Kind::kEnd) break;
+      if (t.kind != Token::Kind::kComma) {
+        fail(t, "expected ',' or end of input, got " + describe(t));
+        return error();
+      }
+    }
+    return sel;
+  }
+
+ private:
+  const Token& peek() const { return tokens_[pos_]; }
+  const Token& next() {
+    const Token& t = tokens_[pos_];
+    if (pos_ + 1 < tokens_.size()) ++pos_;
+    return t;
+  }
+
+  void fail(const Token& at, const std::string& message) {
+    message_ = message + " (column " + std::to_string(at.column) + ")";
+  }
+  Error error() const { return Error::msg("label selector \"" + text_ + "\": " + message_); }
+
+  bool key(const Token& t, std::string& out) {
+    if (t.kind != Token::Kind::kIdent) {
+      fail(t, "expected a label key, got " + describe(t));
+      return false;
+    }
+    if (auto bad = checkKey(t.text)) {
+      fail(t, *bad);
+      return false;
+    }
+    out = t.text;
+    return true;
+  }
+
+  bool value(const Token& t, std::vector<std::string>& out) {
+    if (auto bad = checkValue(t.text)) {
+      fail(t, *bad);
+      return false;
+    }
+    out.push_back(t.text);
+    return true;
+  }
+
+  bool requirement(Selector& sel) {
+    Requirement req;
+    const Token& first = next();
+    if (first.kind == Token::Kind::kBang) {
+      if (!key(next(), req.key)) return false;
+      req.op = Requirement::Op::kDoesNotExist;
+      sel.requirements.push_back(std::move(req));
+      return true;
+    }
+    if (!key(first, req.key)) return false;
+
+    const Token& op = peek();
+    switch (op.kind) {
+      case Token::Kind::kComma:
+      case Token::Kind::kEnd: req.op = Requirement::Op::kExists; break;
+      case Token::Kind::kEquals:
+      case Token::Kind::kDoubleEquals:
+      case Token::Kind::kNotEquals: {
+        next();
+        req.op = op.kind == Token::Kind::kNotEquals ? Requirement::Op::kNotEquals : Requirement::Op::kEquals;
+        // "a=" compares with the empty value, as kubectl does.
+        if (peek().kind == Token::Kind::kIdent) {
+          if (!value(next(), req.values)) return false;
+        } else if (peek().kind == Token::Kind::kComma || peek().kind == Token::Kind::kEnd) {
+          req.values.emplace_back();
+        } else {
+          fail(peek(), "expected a value after " + describe(op) + ", got " + describe(peek()));
+          return false;
+        }
+        break;
+      }
+      case Token::Kind::kIdent:
+        if (op.text == "in" || op.text == "notin") {
+          next();
+          req.op = op.text == "in" ? Requirement::Op::kIn : Requirement::Op::kNotIn;
+          if (!valueSet(op, req.values)) return false;
+          break;
+        }
+        fail(op, "expected an operator (=, ==, !=, in, notin), ',' or end of input after key '" + req.key + "', got " +
+                     describe(op));
+        return false;
+      case Token::Kind::kCompare:
+        fail(op, "operator " + describe(op) + " is not supported; use =, ==, !=, in, notin, a bare key or !key");
+        return false;
+      default:
+        fail(op, "expected an operator (=, ==, !=, in, notin), ',' or end of input after key '" + req.key + "', got " +
+                     describe(op));
+        return false;
+    }
+    std::sort(req.values.begin(), req.values.end());
+    req.values.erase(std::unique(req.values.begin(), req.values.end()), req.values.end());
+    sel.requirements.push_back(std::move(req));
+    return true;
+  }
+
+  // "(x, y, z)" after in / notin; empty entries between commas are the
+  // empty value, as in apimachinery.
+  bool valueSet(const Token& op, std::vector<std::string>& out) {
+    const Token& open = next();
+    if (open.kind != Token::Kind::kOpen) {
+      fail(open, "expected '(' after '" + op.text + "', got " + describe(open));
+      return false;
+    }
+    if (peek().kind == Token::Kind::kClose) {
+      fail(peek(), "'" + op.text + "' needs at least one value");
+      return false;
+    }
+    for (;;) {
+      if (peek().kind == Token::Kind::kIdent) {
+        if (!value(next(), out)) return false;
+      } else {
+        out.emplace_back();
+      }
+      const Token& t = next();
+      if (t.kind == Token::Kind::kClose) return true;
+      if (t.kind != Token::Kind::kComma) {
+        std::string after = out.back().empty() ? "'('" : "'" + out.back() + "'";
+        fail(t, "expected ',' or ')' after " + after + ", got " + describe(t));
+        return false;
+      }
+    }
+  }
+
+  std::string text_;
+  std::vector<Token> tokens_;
+  size_t pos_ = 0;
+  std::string message_;
+};
+
+}  // namespace
+
+Result<Selector> parseSelector(const std::string& text) { return SelectorParser(text).run(); }
+
+bool matches(const Selector& selector, const std::map<std::string, std::string>& labels) {
+  for (const Requirement& req : selector.requirements) {
+    auto it = labels.find(req.key);
+    bool has = it != labels.end();
+    auto in = [&] { return has && std::binary_search(req.values.begin(), req.values.end(), it->second); };
+    bool ok = false;
+    switch (req.op) {
+      case Requirement::Op::kEquals:
+      case Requirement::Op::kIn: ok = in(); break;
+      case Requirement::Op::kNotEquals:
+      case Requirement::Op::kNotIn: ok = !in(); break;
+      case Requirement::Op::kExists: ok = has; break;
+      case Requirement::Op::kDoesNotExist: ok = !has; break;
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// ---- mapping to a Snapshot --------------------------------------------------
+
+namespace {
+
+using Warnings = std::vector<std::string>;
+using SliceIndex = std::map<std::pair<std::string, std::string>, std::vector<const EndpointSliceObj*>>;
+
+// One endpoint address of a slice that passed the checks, with its state.
+struct SliceAddress {
+  IpAddr address;
+  EndpointState state;
+};
+struct UsableSlice {
+  const EndpointSliceObj* slice;
+  std::vector<SliceAddress> addresses;
+};
+
+std::optional<long long> parseAnnotationInt(const std::string& s) {
+  if (s.empty() || s.size() > kMaxAnnotationDigits ||
+      !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  return std::stoll(s);
+}
+
+// Kubernetes semantics (discovery.k8s.io/v1 EndpointConditions): a nil ready
+// or terminating is "unknown" and read as ready / not terminating.
+std::optional<EndpointState> stateOf(const SliceEndpoint& ep) {
+  if (ep.ready.value_or(true)) return EndpointState::kActive;
+  if (ep.terminating.value_or(false)) return EndpointState::kDraining;
+  return std::nullopt;  // not started yet, or failing its readiness probe
+}
+
+// The slice's usable addresses; warns once per slice about what it skips.
+std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w) {
+  std::string who = "EndpointSlice " + slice.meta.key();
+  bool v4 = slice.addressType == "IPv4";
+  if (!v4 && slice.addressType != "IPv6") {
+    w.push_back(who + ": addressType " + slice.addressType + " is not supported (only IPv4 and IPv6); skipped");
+    return std::nullopt;
+  }
+  UsableSlice out{&slice, {}};
+  for (size_t i = 0; i < slice.endpoints.size(); ++i) {
+    const SliceEndpoint& ep = slice.endpoints[i];
+    auto state = stateOf(ep);
+    for (size_t j = 0; j < ep.addresses.size(); ++j) {
+      auto addr = IpAddr::parse(ep.addresses[j]);
+      if (!addr || addr->isV4() != v4) {
+        w.push_back(who + ": " + indexed(join(indexed("endpoints", i), "addresses"), j) + ": '" + ep.addresses[j] +
+                    "' is not an " + slice.addressType + " address; skipped");
+        continue;
+      }
+      if (state) out.addresses.push_back(SliceAddress{*addr, *state});
+    }
+  }
+  return out;
+}
+
+// Reads the aimesh.io/* annotations into base; bad values keep the default.
+void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
+  const auto& ann = svc.meta.annotations;
+  auto warn = [&](const char* name, const std::string& message) {
+    w.push_back("Service " + svc.meta.key() + ": annotation " + name + ": " + message);
+  };
+  auto find = [&](const char* name) -> const std::string* {
+    auto it = ann.find(name);
+    return it == ann.end() ? nullptr : &it->second;
+  };
+
+  if (const std::string* v = find(kAlgorithmAnnotation)) {
+    if (auto a = parseAlgorithm(*v)) {
+      base.algorithm = *a;
+    } else {
+      warn(kAlgorithmAnnotation, "must be one of random, maglev, least_conn, latency, bounded_hash, got '" + *v +
+                                     "'; using " + toString(base.algorithm));
+    }
+  }
+
+  if (const std::string* v = find(kModelAnnotation)) base.model = *v;
+
+  if (const std::string* v = find(kHashTableSizeAnnotation)) {
+    std::string range = std::to_string(kMinHashTableSize) + ".." + std::to_string(kMaxHashTableSize);
+    std::string keep = "; using " + std::to_string(base.hashTableSize);
+    auto n = parseAnnotationInt(*v);
+    if (!n) {
+      warn(kHashTableSizeAnnotation, "must be an integer " + range + ", got '" + *v + "'" + keep);
+    } else if (*n < kMinHashTableSize || *n > kMaxHashTableSize) {
+      warn(kHashTableSizeAnnotation, "must be " + range + ", got " + *v + keep);
+    } else if (!isPrime(static_cast<uint32_t>(*n))) {
+      // Same wording as the state file's hash_table_size.
+      warn(kHashTableSizeAnnotation,
+           "must be a prime (Maglev needs one), got " + std::to_string(*n) + "; e.g. 16381, 32749 or 65521" + keep);
+    } else {
+      base.hashTableSize = static_cast<uint32_t>(*n);
+    }
+  }
+
+  const std::string* port = find(kModelMetricsPortAnnotation);
+  const std::string* path = find(kModelMetricsPathAnnotation);
+  if (port != nullptr) {
+    auto n = parseAnnotationInt(*port);
+    if (!n) {
+      warn(kModelMetricsPortAnnotation, "must be an integer 1..65535, got '" + *port + "'; model metrics not scraped");
+    } else if (*n < 1 || *n > 65535) {
+      warn(kModelMetricsPortAnnotation, "must be 1..65535, got " + *port + "; model metrics not scraped");
+    } else {
+      ModelMetricsSpec spec;
+      spec.port = static_cast<uint16_t>(*n);
+      if (path != nullptr) {
+        if (path->empty() || (*path)[0] != '/' || path->find_first_of(" \t\r\n") != std::string::npos) {
+          warn(kModelMetricsPathAnnotation,
+               "must start with '/' and hold no spaces, got '" + *path + "'; using " + spec.path);
+        } else {
+          spec.path = *path;
+        }
+      }
+      base.modelMetrics = spec;
+    }
+  } else if (path != nullptr) {
+    warn(kModelMetricsPathAnnotation,
+         std::string("is set without ") + kModelMetricsPortAnnotation + "; model metrics not scraped");
+  }
+}
+
+// Appends one Snapshot Service per supported port of svc.
+void buildService(const ServiceObj& svc, const SliceIndex& index, std::vector<Service>& out, Warnings& w) {
+  // Normal states, not problems: nothing to balance at a virtual IP.
+  if (svc.meta.deleting || svc.type == "ExternalName" || svc.headless()) return;
+  std::string who = "Service " + svc.meta.key();
+
+  Service base;
+  base.nameSpace = svc.meta.nameSpace;
+  for (size_t i = 0; i < svc.clusterIPs.size(); ++i) {
+    auto a = IpAddr::parse(svc.clusterIPs[i]);
+    if (!a) {
+      w.push_back(who + ": " + indexed("spec.clusterIPs", i) + ": '" + svc.clusterIPs[i] +
+                  "' is not an IP address; skipped");
+      continue;
+    }
+    if (std::find(base.vips.begin(), base.vips.end(), *a) == base.vips.end()) base.vips.push_back(*a);
+  }
+  if (base.vips.empty()) {
+    w.push_back(who + ": no usable cluster IP; skipped");
+    return;
+  }
+  if (svc.ports.empty()) {
+    w.push_back(who + ": has no ports; skipped");
+    return;
+  }
+  applyAnnotations(svc, base, w);
+
+  std::vector<UsableSlice> slices;
+  if (auto it = index.find({svc.meta.nameSpace, svc.meta.name}); it != index.end()) {
+    for (const EndpointSliceObj* s : it->second) {
+      if (auto u = usable(*s, w)) slices.push_back(std::move(*u));
+    }
+  }
+
+  for (size_t i = 0; i < svc.ports.size(); ++i) {
+    const ServicePort& sp = svc.ports[i];
+    if (!sp.supported) {
+      w.push_back(who + ": " + indexed("spec.ports", i) + " (" + (sp.name.empty() ? "" : "'" + sp.name + "', ") +
+                  std::to_string(sp.port) + "/SCTP): SCTP is not supported; skipped");
+      continue;
+    }
+    Service s = base;
+    if (svc.ports.size() == 1) {
+      s.name = svc.meta.name;
+    } else {
+      // Kubernetes requires names on the ports of a multi-port Service.
+      s.name = svc.meta.name + ":" + (sp.name.empty() ? std::to_string(sp.port) : sp.name);
+    }
+    s.ports = {PortSpec{sp.port, sp.protocol}};
+
+    std::map<std::pair<IpAddr, uint16_t>, EndpointState> endpoints;
+    for (const UsableSlice& u : slices) {
+      auto port = std::find_if(u.slice->ports.begin(), u.slice->ports.end(),
+                               [&](const SlicePort& p) { return p.name == sp.name && p.protocol == sp.protocol; });
+      if (port == u.slice->ports.end()) continue;
+      for (const SliceAddress& a : u.addresses) {
+        auto [it, inserted] = endpoints.emplace(std::make_pair(a.address, port->port), a.state);
+        // A slice being rebalanced lists an endpoint twice: active wins.
+        if (!inserted && a.state == EndpointState::kActive) it->second = EndpointState::kActive;
+      }
+    }
+    for (const auto& [ap, state] : endpoints) {
+      Endpoint ep;
+      ep.address = ap.first;
+      ep.port = ap.second;
+      ep.state = state;
+      s.endpoints.push_back(ep);
+    }
+    out.push_back(std::move(s));
+  }
+}
+
+std::string frontendText(const IpAddr& a, const PortSpec& p) {
+  std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
+  return host + ":" + std::to_string(p.port) + "/" + toString(p.protocol);
+}
+
+}  // namespace
+
+BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
+                          const std::map<std::string, EndpointSliceObj>& slices) {
+  BuildResult result;
+  // Slices by (namespace, service name), each list in slice-key order.
+  SliceIndex index;
+  for (const auto& [key, slice] : slices) {
+    if (!slice.serviceName.empty()) index[{slice.meta.nameSpace, slice.serviceName}].push_back(&slice);
+  }
+
+  std::vector<Service> built;
+  for (const auto& [key, svc] : services) buildService(svc, index, built, result.warnings);
+  std::stable_sort(built.begin(), built.end(), [](const Service& a, const Service& b) { return a.key() < b.key(); });
+
+  // The reconciler gives a frontend to one kernel service only; the first in
+  // key order keeps it, so the outcome does not depend on input order.
+  std::set<std::string> keys;
+  std::map<std::tuple<IpAddr, uint16_t, Protocol>, std::string> owners;
+  for (Service& s : built) {
+    if (!keys.insert(s.key()).second) {
+      result.warnings.push_back("Service " + s.key() + ": " + toString(s.ports[0].protocol) + " port " +
+                                std::to_string(s.ports[0].port) + " has the same name as another port; skipped");
+      continue;
+    }
+    const PortSpec& port = s.ports[0];
+    std::vector<IpAddr> vips;
+    for (const IpAddr& vip : s.vips) {
+      auto [it, inserted] = owners.emplace(std::make_tuple(vip, port.port, port.protocol), s.key());
+      if (inserted) {
+        vips.push_back(vip);
+      } else {
+        result.warnings.push_back("Service " + s.key() + ": " + frontendText(vip, port) +
+                                  " is already used by Service " + it->second + "; skipped");
+      }
+    }
+    if (vips.empty()) continue;
+    s.vips = std::move(vips);
+    result.snapshot.services.push_back(std::move(s));
+  }
+  return result;
+}
+
+}  // namespace aimesh::kube

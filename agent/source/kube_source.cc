@@ -1,0 +1,390 @@
+#include "source/kube_source.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace aimesh {
+
+using json = nlohmann::json;
+
+const char* toString(KubeResource r) { return r == KubeResource::kServices ? "services" : "endpointslices"; }
+
+namespace {
+
+const char* pathOf(KubeResource r) {
+  return r == KubeResource::kServices ? "/api/v1/services" : "/apis/discovery.k8s.io/v1/endpointslices";
+}
+
+std::string urlEncode(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out.push_back(static_cast<char>(c));
+    else out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
+// A Kubernetes Status (an error answer or an ERROR watch event): its code and
+// message, for logs.
+std::string statusText(long http, const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  if (j.is_object() && j.contains("message"))
+    return fmt::format("HTTP {} {}: {}", http, j.value("reason", ""), j.value("message", ""));
+  return fmt::format("HTTP {}{}", http, body.empty() ? "" : ": " + body.substr(0, 200));
+}
+
+// Jittered exponential back-off ("equal jitter"): between half and all of
+// min(max, base * 2^n).
+std::chrono::milliseconds backoff(int attempt, std::chrono::milliseconds base, std::chrono::milliseconds max,
+                                  std::mt19937_64& rng) {
+  double d = static_cast<double>(base.count()) * std::pow(2.0, std::min(attempt, 20));
+  d = std::min(d, static_cast<double>(max.count()));
+  std::uniform_real_distribution<double> u(0.5, 1.0);
+  return std::chrono::milliseconds(static_cast<long>(d * u(rng)));
+}
+
+}  // namespace
+
+KubeSource::KubeSource(KubeClient client, KubeSourceOptions opts) : client_(std::move(client)), opts_(std::move(opts)) {}
+
+Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSourceOptions opts) {
+  std::unique_ptr<KubeSource> s(new KubeSource(std::move(client), std::move(opts)));
+  if (!s->opts_.serviceSelector.empty()) {
+    auto sel = kube::parseSelector(s->opts_.serviceSelector);
+    if (!sel) return Error::msg("--kubernetes-selector '" + s->opts_.serviceSelector + "': " + sel.error().message());
+    s->selector_ = std::move(sel.value());
+  }
+  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices})
+    s->threads_[static_cast<int>(r)] = std::thread([p = s.get(), r] { p->run(r); });
+  return s;
+}
+
+KubeSource::~KubeSource() {
+  stop_.store(true);
+  {
+    std::lock_guard lk(sleepMu_);
+    sleepCv_.notify_all();
+  }
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+}
+
+void KubeSource::sleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lk(sleepMu_);
+  sleepCv_.wait_for(lk, d, [&] { return stop_.load(); });
+}
+
+std::string KubeSource::query(KubeResource r, bool watch, const std::string& rv, const std::string& cont) const {
+  std::string q = pathOf(r);
+  if (watch) {
+    // Jittered so the watches of many nodes do not all end together.
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    auto secs = opts_.watchTimeout.count();
+    std::uniform_int_distribution<long> u(std::max<long>(1, secs / 2), std::max<long>(1, secs));
+    q += fmt::format("?watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={}", urlEncode(rv), u(rng));
+  } else {
+    q += fmt::format("?limit={}", opts_.pageSize);
+    if (!cont.empty()) q += "&continue=" + urlEncode(cont);
+  }
+  if (r == KubeResource::kServices && !opts_.serviceSelector.empty())
+    q += "&labelSelector=" + urlEncode(opts_.serviceSelector);
+  return q;
+}
+
+void KubeSource::fail(KubeResource r, const std::string& what) {
+  std::lock_guard lk(mu_);
+  stats_.resources[static_cast<int>(r)].errors++;
+  if (stats_.lastError != what) spdlog::warn("kubernetes {}: {}", toString(r), what);
+  stats_.lastError = what;
+}
+
+void KubeSource::run(KubeResource r) {
+  std::mt19937_64 rng{std::random_device{}()};
+  std::string rv;  // empty: list first
+  int attempt = 0;
+  bool listedOnce = false;
+  while (!stop_.load()) {
+    if (rv.empty()) {
+      if (!list(r, &rv, listedOnce)) {
+        if (stop_.load()) break;
+        sleepFor(backoff(attempt++, opts_.backoffMin, opts_.backoffMax, rng));
+        continue;
+      }
+      listedOnce = true;
+      attempt = 0;
+    }
+    WatchEnd end = watch(r, &rv);
+    if (stop_.load()) break;
+    switch (end) {
+      case WatchEnd::kResume:  // the server's timeout or a clean end: go on at once
+        attempt = 0;
+        break;
+      case WatchEnd::kRelist:
+        rv.clear();
+        break;
+      case WatchEnd::kError:
+        sleepFor(backoff(attempt++, opts_.backoffMin, opts_.backoffMax, rng));
+        break;
+    }
+  }
+}
+
+bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
+  std::map<std::string, kube::ServiceObj> services;
+  std::map<std::string, kube::EndpointSliceObj> slices;
+  uint64_t decodeErrors = 0;
+  std::string cont, listRv;
+  do {
+    auto resp = client_.get(query(r, false, "", cont), &stop_);
+    if (!resp) {
+      if (!stop_.load()) fail(r, "list: " + resp.error().message());
+      return false;
+    }
+    if (resp->status == 410 && !cont.empty()) {
+      // The continue token expired mid-list: start the list over.
+      services.clear();
+      slices.clear();
+      cont.clear();
+      continue;
+    }
+    if (resp->status != 200) {
+      fail(r, "list: " + statusText(resp->status, resp->body));
+      return false;
+    }
+    auto j = json::parse(resp->body, nullptr, false);
+    if (!j.is_object() || !j.contains("items") || !j["items"].is_array()) {
+      fail(r, "list: the answer is not a Kubernetes list");
+      return false;
+    }
+    auto meta = j.value("metadata", json::object());
+    listRv = meta.value("resourceVersion", "");
+    cont = meta.value("continue", "");
+    for (auto& item : j["items"]) {
+      if (r == KubeResource::kServices) {
+        auto s = kube::decodeService(item);
+        if (!s) {
+          decodeErrors++;
+          spdlog::warn("kubernetes services: skipped: {}", s.error().message());
+          continue;
+        }
+        if (selector_ && !kube::matches(*selector_, s->meta.labels)) continue;
+        services[s->meta.nameSpace + "/" + s->meta.name] = std::move(s.value());
+      } else {
+        auto s = kube::decodeEndpointSlice(item);
+        if (!s) {
+          decodeErrors++;
+          spdlog::warn("kubernetes endpointslices: skipped: {}", s.error().message());
+          continue;
+        }
+        slices[s->meta.nameSpace + "/" + s->meta.name] = std::move(s.value());
+      }
+    }
+  } while (!cont.empty() && !stop_.load());
+  if (stop_.load()) return false;
+  if (listRv.empty()) {
+    fail(r, "list: no metadata.resourceVersion in the answer");
+    return false;
+  }
+  std::lock_guard lk(mu_);
+  auto& st = stats_.resources[static_cast<int>(r)];
+  bool changed;
+  if (r == KubeResource::kServices) {
+    changed = services != services_ || !st.synced;
+    services_ = std::move(services);
+    st.objects = services_.size();
+  } else {
+    changed = slices != slices_ || !st.synced;
+    slices_ = std::move(slices);
+    st.objects = slices_.size();
+  }
+  st.lists++;
+  if (relist) st.relists++;
+  st.decodeErrors += decodeErrors;
+  st.synced = true;
+  if (changed) {
+    version_++;
+    changed_.notify_all();
+  }
+  *rv = listRv;
+  return true;
+}
+
+// Applies one ADDED / MODIFIED / DELETED object to the store; false if it
+// could not be decoded (skipped, counted).
+bool KubeSource::applyEvent(KubeResource r, const std::string& type, const json& obj) {
+  auto& st = stats_.resources[static_cast<int>(r)];
+  bool del = type == "DELETED";
+  (del ? st.deleted : type == "ADDED" ? st.added : st.modified)++;
+  auto meta = kube::decodeMeta(obj);
+  if (!meta) {
+    st.decodeErrors++;
+    spdlog::warn("kubernetes {}: {} event skipped: {}", toString(r), type, meta.error().message());
+    return false;
+  }
+  std::string key = meta->nameSpace + "/" + meta->name;
+  bool changed = false;
+  if (r == KubeResource::kServices) {
+    std::optional<kube::ServiceObj> s;
+    if (!del) {
+      auto d = kube::decodeService(obj);
+      if (!d) {
+        st.decodeErrors++;
+        spdlog::warn("kubernetes services: {} event skipped: {}", type, d.error().message());
+      } else if (!selector_ || kube::matches(*selector_, d->meta.labels)) {
+        s = std::move(d.value());
+      }
+    }
+    // A Service that no longer decodes or no longer matches the selector is
+    // no longer ours: same as deleted.
+    auto it = services_.find(key);
+    if (s) {
+      if (it == services_.end() || !(it->second == *s)) {
+        services_[key] = std::move(*s);
+        changed = true;
+      }
+    } else if (it != services_.end()) {
+      services_.erase(it);
+      changed = true;
+    }
+    st.objects = services_.size();
+  } else {
+    std::optional<kube::EndpointSliceObj> s;
+    if (!del) {
+      auto d = kube::decodeEndpointSlice(obj);
+      if (!d) {
+        st.decodeErrors++;
+        spdlog::warn("kubernetes endpointslices: {} event skipped: {}", type, d.error().message());
+      } else {
+        s = std::move(d.value());
+      }
+    }
+    auto it = slices_.find(key);
+    if (s) {
+      if (it == slices_.end() || !(it->second == *s)) {
+        slices_[key] = std::move(*s);
+        changed = true;
+      }
+    } else if (it != slices_.end()) {
+      slices_.erase(it);
+      changed = true;
+    }
+    st.objects = slices_.size();
+  }
+  if (changed) {
+    version_++;
+    changed_.notify_all();
+  }
+  return true;
+}
+
+KubeSource::WatchEnd KubeSource::watch(KubeResource r, std::string* rv) {
+  {
+    std::lock_guard lk(mu_);
+    auto& st = stats_.resources[static_cast<int>(r)];
+    if (st.watches++ > 0) st.watchRestarts++;
+  }
+  WatchEnd end = WatchEnd::kResume;
+  std::string errorBody;
+  auto onLine = [&](std::string_view line) -> bool {
+    auto ev = json::parse(line, nullptr, false);
+    if (!ev.is_object() || !ev.contains("type") || !ev["type"].is_string() || !ev.contains("object") ||
+        !ev["object"].is_object()) {
+      fail(r, fmt::format("watch: not a watch event: {}", std::string(line.substr(0, 200))));
+      end = WatchEnd::kError;
+      return false;
+    }
+    std::string type = ev["type"];
+    const json& obj = ev["object"];
+    if (type == "ERROR") {
+      long code = obj.value("code", 0L);
+      if (code == 410) {
+        spdlog::info("kubernetes {}: watch from resourceVersion {} expired ({}); listing again", toString(r), *rv,
+                     obj.value("message", ""));
+        end = WatchEnd::kRelist;
+      } else {
+        fail(r, "watch: " + statusText(code, obj.dump()));
+        end = WatchEnd::kError;
+      }
+      return false;
+    }
+    std::string objRv;
+    if (obj.contains("metadata") && obj["metadata"].is_object())
+      objRv = obj["metadata"].value("resourceVersion", "");
+    std::lock_guard lk(mu_);
+    if (type == "BOOKMARK") {
+      stats_.resources[static_cast<int>(r)].bookmarks++;
+    } else if (type == "ADDED" || type == "MODIFIED" || type == "DELETED") {
+      applyEvent(r, type, obj);
+    } else {
+      spdlog::warn("kubernetes {}: unknown watch event type '{}' ignored", toString(r), type);
+    }
+    if (!objRv.empty()) *rv = objRv;
+    return true;
+  };
+  auto status = client_.stream(query(r, true, *rv, ""), onLine, &errorBody, &stop_);
+  if (stop_.load()) return WatchEnd::kResume;
+  if (!status) {
+    fail(r, "watch: " + status.error().message());
+    return WatchEnd::kError;
+  }
+  if (*status == 410) {
+    spdlog::info("kubernetes {}: watch answered 410 Gone; listing again", toString(r));
+    return WatchEnd::kRelist;
+  }
+  if (*status != 200) {
+    fail(r, "watch: " + statusText(*status, errorBody));
+    return WatchEnd::kError;
+  }
+  return end;
+}
+
+std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  auto ready = [&] {
+    return stats_.resources[0].synced && stats_.resources[1].synced && (!handedOut_ || version_ != taken_);
+  };
+  if (!changed_.wait_for(lk, timeout, ready)) return std::nullopt;
+  taken_ = version_;
+  handedOut_ = true;
+  return kube::buildSnapshot(services_, slices_);
+}
+
+bool KubeSource::synced() const {
+  std::lock_guard lk(mu_);
+  return stats_.resources[0].synced && stats_.resources[1].synced;
+}
+
+KubeSourceStats KubeSource::stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+KubeSource::DaemonSetState KubeSource::daemonSet(const std::string& nameSpace, const std::string& name,
+                                                 std::string* error) const {
+  auto resp = client_.get(fmt::format("/apis/apps/v1/namespaces/{}/daemonsets/{}", urlEncode(nameSpace),
+                                      urlEncode(name)));
+  if (!resp) {
+    if (error) *error = resp.error().message();
+    return DaemonSetState::kUnknown;
+  }
+  if (resp->status == 404) return DaemonSetState::kGone;
+  if (resp->status != 200) {
+    if (error) *error = statusText(resp->status, resp->body);
+    return DaemonSetState::kUnknown;
+  }
+  auto j = json::parse(resp->body, nullptr, false);
+  if (!j.is_object()) {
+    if (error) *error = "the answer is not JSON";
+    return DaemonSetState::kUnknown;
+  }
+  auto meta = j.value("metadata", json::object());
+  return meta.contains("deletionTimestamp") && !meta["deletionTimestamp"].is_null() ? DaemonSetState::kDeleting
+                                                                                   : DaemonSetState::kPresent;
+}
+
+}  // namespace aimesh

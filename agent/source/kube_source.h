@@ -1,0 +1,111 @@
+// KubeSource: cluster state from the Kubernetes API. Lists, then watches,
+// Services (v1) and EndpointSlices (discovery.k8s.io/v1), one thread per
+// resource, and keeps the decoded objects; the agent takes a new Snapshot
+// (kube_objects.h maps objects to it) whenever something changed.
+//
+// The protocol, as client-go's reflector does it:
+// - list (paged with limit/continue) → replace the store, remember the list's
+//   resourceVersion; then watch from it with allowWatchBookmarks, each watch
+//   ending after a jittered timeoutSeconds and resumed from the last
+//   resourceVersion seen (events and bookmarks both move it on);
+// - "410 Gone" (as an HTTP status or as an ERROR event: the version was
+//   compacted away) → list again;
+// - any other failure (refused, reset, a stream cut mid-event, 5xx, 429,
+//   timeouts) → retry after a jittered exponential back-off, resuming the
+//   watch from the last complete event, so nothing is lost or applied twice.
+// Nothing is handed out before both resources have been listed once, and the
+// data plane keeps its last state for as long as the API server is away.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "source/kube_client.h"
+#include "source/kube_objects.h"
+
+namespace aimesh {
+
+struct KubeSourceOptions {
+  std::string serviceSelector;  // label selector for the Services the mesh manages ("" = all)
+  std::chrono::seconds watchTimeout{300};  // asked of the server per watch, jittered down to 1/2
+  std::chrono::milliseconds backoffMin{200};
+  std::chrono::milliseconds backoffMax{30000};
+  int pageSize = 500;
+};
+
+enum class KubeResource { kServices = 0, kEndpointSlices = 1 };
+const char* toString(KubeResource r);  // "services", "endpointslices"
+
+struct KubeResourceStats {
+  uint64_t lists = 0;          // list requests answered 200 (first sync included)
+  uint64_t relists = 0;        // lists after the first: 410 Gone, or a failed watch start
+  uint64_t watches = 0;        // watch streams opened
+  uint64_t watchRestarts = 0;  // watch streams after the first
+  uint64_t errors = 0;         // failed requests (transport or HTTP status)
+  uint64_t added = 0, modified = 0, deleted = 0, bookmarks = 0;
+  uint64_t decodeErrors = 0;   // objects the decoder rejected (skipped)
+  uint64_t objects = 0;        // in the store now
+  bool synced = false;         // listed at least once
+};
+
+struct KubeSourceStats {
+  KubeResourceStats resources[2];  // indexed by KubeResource
+  std::string lastError;
+};
+
+class KubeSource {
+ public:
+  static Result<std::unique_ptr<KubeSource>> start(KubeClient client, KubeSourceOptions opts);
+  ~KubeSource();  // stops and joins the watch threads (aborts requests in flight)
+  KubeSource(const KubeSource&) = delete;
+  KubeSource& operator=(const KubeSource&) = delete;
+
+  // Up to `timeout`: once both resources are synced, the cluster state as of
+  // now if it changed since the last call (the first call after sync always
+  // returns it).
+  std::optional<kube::BuildResult> waitForChange(std::chrono::milliseconds timeout);
+
+  bool synced() const;
+  KubeSourceStats stats() const;
+
+  // For uninstall detection: is this DaemonSet still there?
+  enum class DaemonSetState { kPresent, kDeleting, kGone, kUnknown };
+  DaemonSetState daemonSet(const std::string& nameSpace, const std::string& name, std::string* error) const;
+
+ private:
+  KubeSource(KubeClient client, KubeSourceOptions opts);
+  void run(KubeResource r);
+  bool list(KubeResource r, std::string* rv, bool relist);
+  enum class WatchEnd { kResume, kRelist, kError };
+  WatchEnd watch(KubeResource r, std::string* rv);
+  bool applyEvent(KubeResource r, const std::string& type, const nlohmann::json& obj);
+  void fail(KubeResource r, const std::string& what);
+  void sleepFor(std::chrono::milliseconds d);
+  std::string query(KubeResource r, bool watch, const std::string& rv, const std::string& cont) const;
+
+  KubeClient client_;
+  KubeSourceOptions opts_;
+  std::optional<kube::Selector> selector_;
+  std::atomic<bool> stop_{false};
+  std::mutex sleepMu_;
+  std::condition_variable sleepCv_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable changed_;
+  std::map<std::string, kube::ServiceObj> services_;
+  std::map<std::string, kube::EndpointSliceObj> slices_;
+  KubeSourceStats stats_;
+  uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out
+  bool handedOut_ = false;
+
+  std::thread threads_[2];
+};
+
+}  // namespace aimesh

@@ -1,0 +1,1020 @@
+#include "source/kube_objects.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace aimesh::kube {
+namespace {
+
+using nlohmann::json;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+json loadFixture(const std::string& name) {
+  std::ifstream in(AIMESH_SOURCE_DIR "/tests/fixtures/kube/" + name);
+  EXPECT_TRUE(in.good()) << name;
+  return json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+IpAddr ip(const std::string& s) {
+  auto a = IpAddr::parse(s);
+  EXPECT_TRUE(a.has_value()) << s;
+  return a.value_or(IpAddr{});
+}
+
+std::map<std::string, ServiceObj> fixtureServices() {
+  std::map<std::string, ServiceObj> out;
+  json list = loadFixture("services.json");
+  for (const json& item : list["items"]) {
+    auto s = decodeService(item);
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    if (s.ok()) out.emplace(s->meta.key(), *s);
+  }
+  return out;
+}
+
+std::map<std::string, EndpointSliceObj> fixtureSlices() {
+  std::map<std::string, EndpointSliceObj> out;
+  json list = loadFixture("endpointslices.json");
+  for (const json& item : list["items"]) {
+    auto s = decodeEndpointSlice(item);
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    if (s.ok()) out.emplace(s->meta.key(), *s);
+  }
+  return out;
+}
+
+// Builders for the mapping tests.
+
+ServicePort port(const std::string& name, uint16_t number, Protocol proto = Protocol::kTcp) {
+  return ServicePort{name, number, proto, true};
+}
+
+ServicePort sctpPort(const std::string& name, uint16_t number) {
+  return ServicePort{name, number, Protocol::kTcp, false};
+}
+
+ServiceObj service(const std::string& ns, const std::string& name, std::vector<std::string> ips,
+                   std::vector<ServicePort> ports) {
+  ServiceObj s;
+  s.meta.name = name;
+  s.meta.nameSpace = ns;
+  s.clusterIPs = std::move(ips);
+  s.ports = std::move(ports);
+  return s;
+}
+
+SliceEndpoint endpoint(std::vector<std::string> addrs, std::optional<bool> ready = std::nullopt,
+                       std::optional<bool> serving = std::nullopt, std::optional<bool> terminating = std::nullopt) {
+  SliceEndpoint e;
+  e.addresses = std::move(addrs);
+  e.ready = ready;
+  e.serving = serving;
+  e.terminating = terminating;
+  return e;
+}
+
+EndpointSliceObj slice(const std::string& ns, const std::string& name, const std::string& svc,
+                       const std::string& addressType, std::vector<SlicePort> ports,
+                       std::vector<SliceEndpoint> endpoints) {
+  EndpointSliceObj s;
+  s.meta.name = name;
+  s.meta.nameSpace = ns;
+  if (!svc.empty()) s.meta.labels[kServiceNameLabel] = svc;
+  s.serviceName = svc;
+  s.addressType = addressType;
+  s.ports = std::move(ports);
+  s.endpoints = std::move(endpoints);
+  return s;
+}
+
+Endpoint active(const std::string& addr, uint16_t p) { return Endpoint{ip(addr), p, 1, EndpointState::kActive}; }
+Endpoint draining(const std::string& addr, uint16_t p) { return Endpoint{ip(addr), p, 1, EndpointState::kDraining}; }
+
+BuildResult build(const std::vector<ServiceObj>& services, const std::vector<EndpointSliceObj>& slices) {
+  std::map<std::string, ServiceObj> sm;
+  for (const auto& s : services) sm.emplace(s.meta.key(), s);
+  std::map<std::string, EndpointSliceObj> em;
+  for (const auto& s : slices) em.emplace(s.meta.key(), s);
+  return buildSnapshot(sm, em);
+}
+
+const Service* findService(const Snapshot& snap, const std::string& key) {
+  for (const Service& s : snap.services) {
+    if (s.key() == key) return &s;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> keysOf(const Snapshot& snap) {
+  std::vector<std::string> out;
+  for (const Service& s : snap.services) out.push_back(s.key());
+  return out;
+}
+
+// ---- decoding the fixtures ---------------------------------------------------
+
+TEST(KubeDecodeTest, FixtureServices) {
+  auto services = fixtureServices();
+  ASSERT_EQ(services.size(), 5u);
+
+  const ServiceObj& llama = services.at("ml/llama-chat");
+  EXPECT_EQ(llama.meta.name, "llama-chat");
+  EXPECT_EQ(llama.meta.nameSpace, "ml");
+  EXPECT_EQ(llama.meta.uid, "6f1d2a4e-93c1-4b7e-9f0e-2d5c8a71b3f4");
+  EXPECT_EQ(llama.meta.resourceVersion, "1841102");
+  EXPECT_EQ(llama.meta.labels.at("app.kubernetes.io/name"), "llama-chat");
+  EXPECT_EQ(llama.meta.annotations.at("aimesh.io/lb-algorithm"), "bounded_hash");
+  EXPECT_EQ(llama.meta.annotations.size(), 5u);
+  EXPECT_FALSE(llama.meta.deleting);
+  EXPECT_EQ(llama.type, "ClusterIP");
+  EXPECT_THAT(llama.clusterIPs, ElementsAre("10.96.120.15", "fd00:10:96::7b2a"));
+  EXPECT_FALSE(llama.headless());
+  EXPECT_THAT(llama.ports, ElementsAre(port("http", 8000), port("grpc", 9000)));
+
+  const ServiceObj& pods = services.at("ml/llama-chat-pods");
+  EXPECT_THAT(pods.clusterIPs, ElementsAre("None"));
+  EXPECT_TRUE(pods.headless());
+
+  const ServiceObj& ext = services.at("ml/openai-proxy");
+  EXPECT_EQ(ext.type, "ExternalName");
+  EXPECT_TRUE(ext.clusterIPs.empty());
+  EXPECT_TRUE(ext.ports.empty());
+  EXPECT_TRUE(ext.meta.labels.empty());
+
+  const ServiceObj& remote = services.at("ml/remote-llm");
+  EXPECT_THAT(remote.ports, ElementsAre(port("", 443)));
+
+  const ServiceObj& dns = services.at("kube-system/kube-dns");
+  EXPECT_THAT(dns.ports, ElementsAre(port("dns", 53, Protocol::kUdp), port("dns-tcp", 53), port("metrics", 9153)));
+}
+
+TEST(KubeDecodeTest, FixtureEndpointSlices) {
+  auto slices = fixtureSlices();
+  ASSERT_EQ(slices.size(), 6u);
+
+  const EndpointSliceObj& v4 = slices.at("ml/llama-chat-7x2kq");
+  EXPECT_EQ(v4.meta.uid, "3d8e0b6a-2f4c-4a71-9e5d-b7c1f0a29d84");
+  EXPECT_EQ(v4.meta.resourceVersion, "1843250");
+  EXPECT_EQ(v4.serviceName, "llama-chat");
+  EXPECT_EQ(v4.addressType, "IPv4");
+  EXPECT_THAT(v4.ports, ElementsAre(SlicePort{"http", 8080, Protocol::kTcp}, SlicePort{"grpc", 9000, Protocol::kTcp}));
+  ASSERT_EQ(v4.endpoints.size(), 5u);
+  SliceEndpoint first = endpoint({"10.244.1.17"}, true, true, false);
+  first.nodeName = "gpu-node-1";
+  EXPECT_EQ(v4.endpoints[0], first);
+  EXPECT_EQ(v4.endpoints[2].addresses, std::vector<std::string>{"10.244.3.9"});
+  EXPECT_EQ(v4.endpoints[2].ready, false);
+  EXPECT_EQ(v4.endpoints[2].serving, true);
+  EXPECT_EQ(v4.endpoints[2].terminating, true);
+  EXPECT_EQ(v4.endpoints[3].serving, false);
+  EXPECT_EQ(v4.endpoints[4].terminating, false);
+
+  EXPECT_EQ(slices.at("ml/llama-chat-m4w9p").addressType, "IPv6");
+  EXPECT_EQ(slices.at("ml/llama-chat-pods-b8k2n").serviceName, "llama-chat-pods");
+
+  const EndpointSliceObj& fqdn = slices.at("ml/remote-llm-fqdn");
+  EXPECT_EQ(fqdn.addressType, "FQDN");
+  EXPECT_THAT(fqdn.ports, ElementsAre(SlicePort{"", 443, Protocol::kTcp}));
+  EXPECT_EQ(fqdn.endpoints.at(0).addresses, std::vector<std::string>{"llm.example.com"});
+  EXPECT_EQ(fqdn.endpoints.at(0).ready, true);
+  EXPECT_EQ(fqdn.endpoints.at(0).serving, std::nullopt);
+
+  // No conditions at all: every condition unknown.
+  const EndpointSliceObj& manual = slices.at("ml/remote-llm-ipv4");
+  ASSERT_EQ(manual.endpoints.size(), 1u);
+  EXPECT_THAT(manual.endpoints[0].addresses, ElementsAre("203.0.113.10", "203.0.113.11"));
+  EXPECT_EQ(manual.endpoints[0].ready, std::nullopt);
+  EXPECT_EQ(manual.endpoints[0].terminating, std::nullopt);
+  EXPECT_EQ(manual.endpoints[0].nodeName, "");
+
+  EXPECT_THAT(slices.at("kube-system/kube-dns-5hq8r").ports,
+              ElementsAre(SlicePort{"dns-tcp", 53, Protocol::kTcp}, SlicePort{"dns", 53, Protocol::kUdp},
+                          SlicePort{"metrics", 9153, Protocol::kTcp}));
+}
+
+// ---- decoding details ---------------------------------------------------------
+
+json minimalService() {
+  return json::parse(R"({
+    "kind": "Service", "apiVersion": "v1",
+    "metadata": {"name": "llama", "namespace": "ml", "uid": "u-1", "resourceVersion": "7"},
+    "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"],
+             "ports": [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": "http"},
+                       {"name": "grpc", "port": 9000, "protocol": "TCP", "targetPort": 9000}]}
+  })");
+}
+
+json minimalSlice() {
+  return json::parse(R"({
+    "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+    "metadata": {"name": "llama-abc", "namespace": "ml", "labels": {"kubernetes.io/service-name": "llama"}},
+    "addressType": "IPv4",
+    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    "endpoints": [{"addresses": ["10.244.0.7"], "conditions": {"ready": true}, "nodeName": "n1"}]
+  })");
+}
+
+TEST(KubeDecodeTest, MinimalObjectsDecode) {
+  auto s = decodeService(minimalService());
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(s->meta.key(), "ml/llama");
+  auto e = decodeEndpointSlice(minimalSlice());
+  ASSERT_TRUE(e.ok()) << e.error().message();
+  EXPECT_EQ(e->serviceName, "llama");
+  EXPECT_EQ(e->endpoints.at(0).nodeName, "n1");
+}
+
+TEST(KubeDecodeTest, ClusterIPFallsBackToSingularField) {
+  json j = minimalService();
+  j["spec"].erase("clusterIPs");
+  j["spec"]["clusterIP"] = "10.96.0.9";
+  auto s = decodeService(j);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_THAT(s->clusterIPs, ElementsAre("10.96.0.9"));
+  EXPECT_FALSE(s->headless());
+
+  j["spec"]["clusterIP"] = "None";
+  s = decodeService(j);
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->headless());
+
+  j["spec"].erase("clusterIP");
+  s = decodeService(j);
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->clusterIPs.empty());
+  EXPECT_TRUE(s->headless());
+}
+
+TEST(KubeDecodeTest, NullMeansAbsent) {
+  json j = minimalService();
+  j["metadata"]["labels"] = nullptr;
+  j["metadata"]["annotations"] = nullptr;
+  j["spec"]["type"] = nullptr;
+  j["spec"]["ports"][0]["protocol"] = nullptr;
+  j["spec"]["ports"][0]["name"] = nullptr;
+  auto s = decodeService(j);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(s->type, "ClusterIP");
+  EXPECT_EQ(s->ports[0], port("", 8000));
+
+  // A slice with no endpoints is written "endpoints": null (a nil Go slice).
+  json e = minimalSlice();
+  e["endpoints"] = nullptr;
+  e["ports"] = nullptr;
+  auto sl = decodeEndpointSlice(e);
+  ASSERT_TRUE(sl.ok()) << sl.error().message();
+  EXPECT_TRUE(sl->endpoints.empty());
+  EXPECT_TRUE(sl->ports.empty());
+}
+
+TEST(KubeDecodeTest, DeletionTimestampMarksDeleting) {
+  json j = minimalService();
+  j["metadata"]["deletionTimestamp"] = "2024-05-06T14:02:17Z";
+  auto s = decodeService(j);
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->meta.deleting);
+}
+
+TEST(KubeDecodeTest, SctpPortsAreMarkedOrDropped) {
+  json j = minimalService();
+  j["spec"]["ports"][1]["protocol"] = "SCTP";
+  j["spec"]["ports"][0]["protocol"] = "udp";
+  auto s = decodeService(j);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(s->ports[0], port("http", 8000, Protocol::kUdp));
+  EXPECT_FALSE(s->ports[1].supported);
+  EXPECT_EQ(s->ports[1].port, 9000);
+
+  json e = minimalSlice();
+  e["ports"].push_back(json{{"name", "sig"}, {"port", 3868}, {"protocol", "SCTP"}});
+  auto sl = decodeEndpointSlice(e);
+  ASSERT_TRUE(sl.ok()) << sl.error().message();
+  EXPECT_THAT(sl->ports, ElementsAre(SlicePort{"http", 8080, Protocol::kTcp}));
+}
+
+TEST(KubeDecodeTest, SlicePortWithoutNumberMeansAllPorts) {
+  json e = minimalSlice();
+  e["ports"] = json::parse(R"([{"name": ""}])");
+  auto sl = decodeEndpointSlice(e);
+  ASSERT_TRUE(sl.ok()) << sl.error().message();
+  EXPECT_THAT(sl->ports, ElementsAre(SlicePort{"", 0, Protocol::kTcp}));
+}
+
+TEST(KubeDecodeTest, MetaOfClusterScopedObject) {
+  auto m = decodeMeta(json::parse(R"({"metadata": {"name": "gpu-node-1", "uid": "x", "labels": {"a": "b"}}})"));
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  EXPECT_EQ(m->name, "gpu-node-1");
+  EXPECT_EQ(m->nameSpace, "");
+  EXPECT_EQ(m->labels.at("a"), "b");
+
+  auto bad = decodeMeta(json::parse(R"({"metadata": {"name": ""}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message(), "metadata.name: must not be empty");
+  bad = decodeMeta(json::parse("[1]"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message(), "must be a JSON object, got a list");
+  bad = decodeMeta(json::parse(R"({"metadata": {"name": "x", "annotations": {"a": null}}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message(), "metadata.annotations[a]: must be a string, got null");
+}
+
+struct BadField {
+  std::string pointer;  // JSON pointer to change
+  json value;           // new value; discarded = remove the field
+  std::string message;  // the whole error message
+};
+
+json removed() { return json(json::value_t::discarded); }
+
+json patched(json j, const BadField& c) {
+  json::json_pointer ptr(c.pointer);
+  if (c.value.is_discarded()) {
+    j.at(ptr.parent_pointer()).erase(ptr.back());
+  } else if (c.pointer.empty()) {
+    j = c.value;
+  } else {
+    j[ptr] = c.value;
+  }
+  return j;
+}
+
+TEST(KubeDecodeTest, WrongServiceFieldsAreNamed) {
+  const std::vector<BadField> cases = {
+      {"/spec/ports/1/port", 0, "Service ml/llama: spec.ports[1].port: must be 1..65535, got 0"},
+      {"/spec/ports/0/port", 70000, "Service ml/llama: spec.ports[0].port: must be 1..65535, got 70000"},
+      {"/spec/ports/0/port", -1, "Service ml/llama: spec.ports[0].port: must be 1..65535, got -1"},
+      {"/spec/ports/0/port", json(18446744073709551615ULL),
+       "Service ml/llama: spec.ports[0].port: must be 1..65535, got 18446744073709551615"},
+      {"/spec/ports/0/port", "8000",
+       "Service ml/llama: spec.ports[0].port: must be an integer 1..65535, got string \"8000\""},
+      {"/spec/ports/0/port", 80.5, "Service ml/llama: spec.ports[0].port: must be an integer 1..65535, got 80.5"},
+      {"/spec/ports/0/port", removed(), "Service ml/llama: spec.ports[0].port: required field is missing"},
+      {"/spec/ports/0/protocol", "ICMP",
+       "Service ml/llama: spec.ports[0].protocol: must be TCP, UDP or SCTP, got 'ICMP'"},
+      {"/spec/ports/0/protocol", 6, "Service ml/llama: spec.ports[0].protocol: must be a string, got 6"},
+      {"/spec/ports/1/name", true, "Service ml/llama: spec.ports[1].name: must be a string, got true"},
+      {"/spec/ports/0", "http", "Service ml/llama: spec.ports[0]: must be an object, got string \"http\""},
+      {"/spec/ports", json::object(), "Service ml/llama: spec.ports: must be a list, got an object"},
+      {"/spec/clusterIPs", "10.96.0.5", "Service ml/llama: spec.clusterIPs: must be a list, got string \"10.96.0.5\""},
+      {"/spec/clusterIPs/0", 167772165, "Service ml/llama: spec.clusterIPs[0]: must be a string, got 167772165"},
+      {"/spec/clusterIP", false, "Service ml/llama: spec.clusterIP: must be a string, got false"},
+      {"/spec/type", 1, "Service ml/llama: spec.type: must be a string, got 1"},
+      {"/spec", json::array(), "Service ml/llama: spec: must be an object, got a list"},
+      {"/spec", removed(), "Service ml/llama: spec: required field is missing"},
+      {"/metadata/labels", json::array(), "Service ml/llama: metadata.labels: must be an object, got a list"},
+      {"/metadata/labels/app", 1, "Service ml/llama: metadata.labels[app]: must be a string, got 1"},
+      {"/metadata/annotations/aimesh.io~1model", json::object(),
+       "Service ml/llama: metadata.annotations[aimesh.io/model]: must be a string, got an object"},
+      {"/metadata/deletionTimestamp", true, "Service ml/llama: metadata.deletionTimestamp: must be a string, got true"},
+      {"/metadata/uid", 5, "Service ml/llama: metadata.uid: must be a string, got 5"},
+      {"/metadata/resourceVersion", 7, "Service ml/llama: metadata.resourceVersion: must be a string, got 7"},
+      {"/metadata/namespace", removed(), "Service llama: metadata.namespace: required field is missing"},
+      {"/metadata/name", 7, "Service: metadata.name: must be a string, got 7"},
+      {"/metadata/name", removed(), "Service: metadata.name: required field is missing"},
+      {"/metadata", nullptr, "Service: metadata: required field is missing"},
+      {"/metadata", "x", "Service: metadata: must be an object, got string \"x\""},
+      {"/kind", "Pod", "Service ml/llama: kind: must be Service, got 'Pod'"},
+      {"", json::array(), "Service: must be a JSON object, got a list"},
+      {"", 42, "Service: must be a JSON object, got 42"},
+  };
+  for (const BadField& c : cases) {
+    SCOPED_TRACE(c.pointer + " = " + c.value.dump());
+    Result<ServiceObj> r = Error::msg("not run");
+    ASSERT_NO_THROW(r = decodeService(patched(minimalService(), c)));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message(), c.message);
+  }
+}
+
+TEST(KubeDecodeTest, WrongEndpointSliceFieldsAreNamed) {
+  const std::vector<BadField> cases = {
+      {"/addressType", removed(), "EndpointSlice ml/llama-abc: addressType: required field is missing"},
+      {"/addressType", 4, "EndpointSlice ml/llama-abc: addressType: must be a string, got 4"},
+      {"/ports/0/port", 0, "EndpointSlice ml/llama-abc: ports[0].port: must be 1..65535, got 0"},
+      {"/ports/0/port", "http",
+       "EndpointSlice ml/llama-abc: ports[0].port: must be an integer 1..65535, got string \"http\""},
+      {"/ports/0/protocol", "QUIC",
+       "EndpointSlice ml/llama-abc: ports[0].protocol: must be TCP, UDP or SCTP, got 'QUIC'"},
+      {"/ports/0/name", 1, "EndpointSlice ml/llama-abc: ports[0].name: must be a string, got 1"},
+      {"/ports/0", 8080, "EndpointSlice ml/llama-abc: ports[0]: must be an object, got 8080"},
+      {"/ports", "http", "EndpointSlice ml/llama-abc: ports: must be a list, got string \"http\""},
+      {"/endpoints", json::object(), "EndpointSlice ml/llama-abc: endpoints: must be a list, got an object"},
+      {"/endpoints/0", json::array(), "EndpointSlice ml/llama-abc: endpoints[0]: must be an object, got a list"},
+      {"/endpoints/0/addresses", removed(),
+       "EndpointSlice ml/llama-abc: endpoints[0].addresses: required field is missing"},
+      {"/endpoints/0/addresses", "10.244.0.7",
+       "EndpointSlice ml/llama-abc: endpoints[0].addresses: must be a list, got string \"10.244.0.7\""},
+      {"/endpoints/0/addresses/0", 10,
+       "EndpointSlice ml/llama-abc: endpoints[0].addresses[0]: must be a string, got 10"},
+      {"/endpoints/0/conditions", true,
+       "EndpointSlice ml/llama-abc: endpoints[0].conditions: must be an object, got true"},
+      {"/endpoints/0/conditions/ready", "true",
+       "EndpointSlice ml/llama-abc: endpoints[0].conditions.ready: must be true or false, got string \"true\""},
+      {"/endpoints/0/conditions/serving", 1,
+       "EndpointSlice ml/llama-abc: endpoints[0].conditions.serving: must be true or false, got 1"},
+      {"/endpoints/0/conditions/terminating", json::array(),
+       "EndpointSlice ml/llama-abc: endpoints[0].conditions.terminating: must be true or false, got a list"},
+      {"/endpoints/0/nodeName", 1, "EndpointSlice ml/llama-abc: endpoints[0].nodeName: must be a string, got 1"},
+      {"/metadata/labels/kubernetes.io~1service-name", 5,
+       "EndpointSlice ml/llama-abc: metadata.labels[kubernetes.io/service-name]: must be a string, got 5"},
+      {"/metadata/namespace", removed(), "EndpointSlice llama-abc: metadata.namespace: required field is missing"},
+      {"/kind", "Endpoints", "EndpointSlice ml/llama-abc: kind: must be EndpointSlice, got 'Endpoints'"},
+      {"", "null", "EndpointSlice: must be a JSON object, got string \"null\""},
+  };
+  for (const BadField& c : cases) {
+    SCOPED_TRACE(c.pointer + " = " + c.value.dump());
+    Result<EndpointSliceObj> r = Error::msg("not run");
+    ASSERT_NO_THROW(r = decodeEndpointSlice(patched(minimalSlice(), c)));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message(), c.message);
+  }
+}
+
+TEST(KubeDecodeTest, OddInputNeverThrows) {
+  const std::vector<json> inputs = {
+      json(),
+      json(0),
+      json("x"),
+      json::array(),
+      json::object(),
+      json::parse(R"({"metadata": null, "spec": null})"),
+      json::parse(R"({"metadata": {"name": "a", "namespace": "b"}, "spec": {"ports": [null, 1, [], {}]}})"),
+      json::parse(R"({"metadata": {"name": "a", "namespace": "b"}, "endpoints": [null], "addressType": "IPv4"})"),
+      json::parse(R"({"metadata": {"name": "a", "namespace": "b", "labels": {"x": [1]}}})"),
+  };
+  for (const json& j : inputs) {
+    SCOPED_TRACE(j.dump());
+    EXPECT_NO_THROW((void)decodeMeta(j));
+    EXPECT_NO_THROW(EXPECT_FALSE(decodeService(j).ok()));
+    EXPECT_NO_THROW(EXPECT_FALSE(decodeEndpointSlice(j).ok()));
+  }
+}
+
+// ---- label selectors ----------------------------------------------------------
+
+using Op = Requirement::Op;
+
+TEST(KubeSelectorTest, Parses) {
+  struct Case {
+    std::string text;
+    std::vector<Requirement> want;
+  };
+  const std::vector<Case> cases = {
+      {"", {}},
+      {"   ", {}},
+      {"app=llama", {{"app", Op::kEquals, {"llama"}}}},
+      {"app==llama", {{"app", Op::kEquals, {"llama"}}}},
+      {"app != llama", {{"app", Op::kNotEquals, {"llama"}}}},
+      {"app=", {{"app", Op::kEquals, {""}}}},
+      {"app", {{"app", Op::kExists, {}}}},
+      {"!app", {{"app", Op::kDoesNotExist, {}}}},
+      {"tier in (gpu, cpu,gpu)", {{"tier", Op::kIn, {"cpu", "gpu"}}}},
+      {"tier notin(spot)", {{"tier", Op::kNotIn, {"spot"}}}},
+      {"tier in (a,,b)", {{"tier", Op::kIn, {"", "a", "b"}}}},
+      {"app.kubernetes.io/name=llama-chat", {{"app.kubernetes.io/name", Op::kEquals, {"llama-chat"}}}},
+      {"a=b, c!=d ,!e, f in (x,y), g",
+       {{"a", Op::kEquals, {"b"}},
+        {"c", Op::kNotEquals, {"d"}},
+        {"e", Op::kDoesNotExist, {}},
+        {"f", Op::kIn, {"x", "y"}},
+        {"g", Op::kExists, {}}}},
+      {"Version=V1.2_rc-3", {{"Version", Op::kEquals, {"V1.2_rc-3"}}}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto s = parseSelector(c.text);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(s->requirements, c.want);
+    EXPECT_EQ(s->empty(), c.want.empty());
+  }
+}
+
+TEST(KubeSelectorTest, ReportsBadSyntax) {
+  struct Case {
+    std::string text;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"a=b,", "expected a label key, got end of input (column 5)"},
+      {",a", "expected a label key, got ',' (column 1)"},
+      {"!", "expected a label key, got end of input (column 2)"},
+      {"!a=b", "expected ',' or end of input, got '=' (column 3)"},
+      {"a b", "expected an operator (=, ==, !=, in, notin), ',' or end of input after key 'a', got 'b' (column 3)"},
+      {"a (x)", "expected an operator (=, ==, !=, in, notin), ',' or end of input after key 'a', got '(' (column 3)"},
+      {"a in x", "expected '(' after 'in', got 'x' (column 6)"},
+      {"a notin", "expected '(' after 'notin', got end of input (column 8)"},
+      {"a in (x", "expected ',' or ')' after 'x', got end of input (column 8)"},
+      {"a in (x y)", "expected ',' or ')' after 'x', got 'y' (column 9)"},
+      {"a in ()", "'in' needs at least one value (column 7)"},
+      {"a=(x)", "expected a value after '=', got '(' (column 3)"},
+      {"a=b=c", "expected ',' or end of input, got '=' (column 4)"},
+      {"a=b c", "expected ',' or end of input, got 'c' (column 5)"},
+      {"a>1", "operator '>' is not supported; use =, ==, !=, in, notin, a bare key or !key (column 2)"},
+      {"a=-x", "'-x' is not a valid label value"},
+      {"a in (ok, bad value)", "expected ',' or ')' after 'bad', got 'value'"},
+      {"a in (ok,-bad)", "'-bad' is not a valid label value"},
+      {"-a=b", "'-a' is not a valid label key"},
+      {"Example.com/a=b", "'Example.com/a' is not a valid label key"},
+      {"example.com/=b", "'example.com/' is not a valid label key"},
+      {"a/b/c=d", "'a/b/c' is not a valid label key"},
+      {std::string(64, 'k') + "=v", "is not a valid label key"},
+      {"k=" + std::string(64, 'v'), "is not a valid label value"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto s = parseSelector(c.text);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.error().message(), HasSubstr(c.message));
+    EXPECT_THAT(s.error().message(), HasSubstr("label selector \"" + c.text + "\": "));
+  }
+  // The whole message, once.
+  EXPECT_EQ(parseSelector("app in (a").error().message(),
+            "label selector \"app in (a\": expected ',' or ')' after 'a', got end of input (column 10)");
+}
+
+TEST(KubeSelectorTest, Matches) {
+  const std::map<std::string, std::string> labels = {
+      {"app", "llama"}, {"tier", "gpu"}, {"app.kubernetes.io/part-of", "inference"}, {"empty", ""}};
+  struct Case {
+    std::string selector;
+    bool want;
+  };
+  const std::vector<Case> cases = {
+      {"", true},
+      {"app=llama", true},
+      {"app==llama", true},
+      {"app=mistral", false},
+      {"missing=x", false},
+      {"app!=mistral", true},
+      {"app!=llama", false},
+      {"missing!=x", true},  // != also holds when the label is not set
+      {"app", true},
+      {"missing", false},
+      {"!missing", true},
+      {"!app", false},
+      {"tier in (cpu, gpu)", true},
+      {"tier in (cpu)", false},
+      {"missing in (x)", false},
+      {"tier notin (cpu)", true},
+      {"tier notin (cpu,gpu)", false},
+      {"missing notin (x)", true},
+      {"empty=", true},
+      {"empty", true},
+      {"missing=", false},
+      {"app.kubernetes.io/part-of=inference", true},
+      {"app=llama,tier=gpu", true},
+      {"app=llama,tier=cpu", false},
+      {"app=llama, !missing, tier in (gpu), app.kubernetes.io/part-of", true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.selector);
+    auto s = parseSelector(c.selector);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(matches(*s, labels), c.want);
+  }
+  auto any = parseSelector("missing!=x");
+  ASSERT_TRUE(any.ok());
+  EXPECT_TRUE(matches(*any, {}));
+}
+
+// ---- mapping to a snapshot ----------------------------------------------------
+
+TEST(KubeSnapshotTest, FixturesMapToGoldenSnapshot) {
+  BuildResult r = buildSnapshot(fixtureServices(), fixtureSlices());
+
+  Snapshot want;
+  auto dns = [&](const std::string& suffix, uint16_t p, Protocol proto) {
+    Service s;
+    s.name = "kube-dns:" + suffix;
+    s.nameSpace = "kube-system";
+    s.vips = {ip("10.96.0.10")};
+    s.ports = {PortSpec{p, proto}};
+    s.endpoints = {active("10.244.0.2", p), active("10.244.0.3", p)};
+    return s;
+  };
+  want.services.push_back(dns("dns", 53, Protocol::kUdp));
+  want.services.push_back(dns("dns-tcp", 53, Protocol::kTcp));
+  want.services.push_back(dns("metrics", 9153, Protocol::kTcp));
+  auto llama = [&](const std::string& suffix, uint16_t p, uint16_t target) {
+    Service s;
+    s.name = "llama-chat:" + suffix;
+    s.nameSpace = "ml";
+    s.model = "llama-3-8b-instruct";
+    s.vips = {ip("10.96.120.15"), ip("fd00:10:96::7b2a")};
+    s.ports = {PortSpec{p, Protocol::kTcp}};
+    s.algorithm = Algorithm::kBoundedHash;
+    s.hashTableSize = 32749;
+    s.modelMetrics = ModelMetricsSpec{8000, "/metrics"};
+    // Sorted by address: IPv4-mapped (::ffff:…) before fd00::/8. The
+    // endpoint that has not started (10.244.1.30) is left out.
+    s.endpoints = {active("10.244.1.17", target),       active("10.244.2.23", target),
+                   draining("10.244.3.9", target),      draining("10.244.3.12", target),
+                   active("fd00:10:244:1::11", target), active("fd00:10:244:2::17", target),
+                   draining("fd00:10:244:3::9", target)};
+    return s;
+  };
+  want.services.push_back(llama("grpc", 9000, 9000));
+  want.services.push_back(llama("http", 8000, 8080));
+  Service remote;
+  remote.name = "remote-llm";
+  remote.nameSpace = "ml";
+  remote.vips = {ip("10.96.33.201")};
+  remote.ports = {PortSpec{443, Protocol::kTcp}};
+  remote.endpoints = {active("203.0.113.10", 443), active("203.0.113.11", 443)};
+  want.services.push_back(remote);
+
+  EXPECT_EQ(keysOf(r.snapshot), keysOf(want));
+  for (size_t i = 0; i < std::min(r.snapshot.services.size(), want.services.size()); ++i) {
+    SCOPED_TRACE(want.services[i].key());
+    EXPECT_EQ(r.snapshot.services[i].endpoints, want.services[i].endpoints);
+    EXPECT_EQ(r.snapshot.services[i], want.services[i]);
+  }
+  EXPECT_EQ(r.snapshot, want);
+  EXPECT_THAT(r.warnings,
+              ElementsAre("Service ml/remote-llm: annotation aimesh.io/lb-algorithm: must be one of random, maglev, "
+                          "least_conn, latency, bounded_hash, got 'round_robin'; using random",
+                          "EndpointSlice ml/remote-llm-fqdn: addressType FQDN is not supported (only IPv4 and IPv6); "
+                          "skipped"));
+}
+
+TEST(KubeSnapshotTest, SkipsHeadlessExternalNameAndDeletingSilently) {
+  ServiceObj none = service("ml", "headless", {"None"}, {port("http", 8000)});
+  ServiceObj noIps = service("ml", "no-ips", {}, {port("http", 8000)});
+  ServiceObj ext = service("ml", "ext", {}, {});
+  ext.type = "ExternalName";
+  ServiceObj extWithIp = service("ml", "ext-ip", {"10.96.0.7"}, {port("http", 8000)});
+  extWithIp.type = "ExternalName";
+  ServiceObj deleting = service("ml", "going", {"10.96.0.8"}, {port("http", 8000)});
+  deleting.meta.deleting = true;
+  ServiceObj kept = service("ml", "kept", {"10.96.0.9"}, {port("http", 8000)});
+  EndpointSliceObj sl =
+      slice("ml", "headless-x", "headless", "IPv4", {{"http", 8000, Protocol::kTcp}}, {endpoint({"10.244.0.1"})});
+
+  BuildResult r = build({none, noIps, ext, extWithIp, deleting, kept}, {sl});
+  EXPECT_THAT(keysOf(r.snapshot), ElementsAre("ml/kept"));
+  EXPECT_TRUE(r.warnings.empty()) << r.warnings.front();
+}
+
+TEST(KubeSnapshotTest, NodePortAndLoadBalancerUseTheirClusterIPs) {
+  ServiceObj np = service("ml", "np", {"10.96.0.11"}, {port("http", 8000)});
+  np.type = "NodePort";
+  ServiceObj lb = service("ml", "lb", {"10.96.0.12"}, {port("http", 8000)});
+  lb.type = "LoadBalancer";
+  BuildResult r = build({np, lb}, {});
+  EXPECT_THAT(keysOf(r.snapshot), ElementsAre("ml/lb", "ml/np"));
+  EXPECT_EQ(findService(r.snapshot, "ml/np")->vips, std::vector<IpAddr>{ip("10.96.0.11")});
+}
+
+TEST(KubeSnapshotTest, BadClusterIPIsSkippedWithWarning) {
+  BuildResult r = build({service("ml", "dual", {"10.96.0.5", "not-an-ip", "fd00::5"}, {port("", 80)})}, {});
+  ASSERT_EQ(r.snapshot.services.size(), 1u);
+  EXPECT_EQ(r.snapshot.services[0].vips, (std::vector<IpAddr>{ip("10.96.0.5"), ip("fd00::5")}));
+  EXPECT_THAT(r.warnings,
+              ElementsAre("Service ml/dual: spec.clusterIPs[1]: 'not-an-ip' is not an IP address; skipped"));
+
+  r = build({service("ml", "broken", {"10.96.0.300"}, {port("", 80)})}, {});
+  EXPECT_TRUE(r.snapshot.services.empty());
+  EXPECT_THAT(r.warnings,
+              ElementsAre("Service ml/broken: spec.clusterIPs[0]: '10.96.0.300' is not an IP address; skipped",
+                          "Service ml/broken: no usable cluster IP; skipped"));
+}
+
+TEST(KubeSnapshotTest, ServiceWithoutPortsIsWarned) {
+  BuildResult r = build({service("ml", "portless", {"10.96.0.5"}, {})}, {});
+  EXPECT_TRUE(r.snapshot.services.empty());
+  EXPECT_THAT(r.warnings, ElementsAre("Service ml/portless: has no ports; skipped"));
+}
+
+TEST(KubeSnapshotTest, OneSnapshotServicePerPortNamedByPort) {
+  ServiceObj single = service("ml", "single", {"10.96.0.1"}, {port("http", 8000)});
+  ServiceObj multi =
+      service("ml", "multi", {"10.96.0.2"}, {port("http", 8000), port("", 9000), port("dns", 53, Protocol::kUdp)});
+  ServiceObj withSctp = service("ml", "sig", {"10.96.0.3"}, {port("http", 8000), sctpPort("diameter", 3868)});
+  BuildResult r = build({single, multi, withSctp}, {});
+  EXPECT_THAT(keysOf(r.snapshot),
+              ElementsAre("ml/multi:9000", "ml/multi:dns", "ml/multi:http", "ml/sig:http", "ml/single"));
+  const Service* dns = findService(r.snapshot, "ml/multi:dns");
+  ASSERT_NE(dns, nullptr);
+  EXPECT_EQ(dns->nameSpace, "ml");
+  EXPECT_EQ(dns->ports, (std::vector<PortSpec>{{53, Protocol::kUdp}}));
+  EXPECT_EQ(findService(r.snapshot, "ml/single")->ports, (std::vector<PortSpec>{{8000, Protocol::kTcp}}));
+  EXPECT_THAT(r.warnings,
+              ElementsAre("Service ml/sig: spec.ports[1] ('diameter', 3868/SCTP): SCTP is not supported; skipped"));
+}
+
+TEST(KubeSnapshotTest, SameNameTwiceKeepsTheFirst) {
+  // Unnamed ports are invalid on a multi-port Service; if they come anyway
+  // (53/TCP and 53/UDP), both would be called "dns:53".
+  ServiceObj s =
+      service("kube-system", "dns", {"10.96.0.10"}, {port("", 53, Protocol::kTcp), port("", 53, Protocol::kUdp)});
+  BuildResult r = build({s}, {});
+  ASSERT_EQ(r.snapshot.services.size(), 1u);
+  EXPECT_EQ(r.snapshot.services[0].ports, (std::vector<PortSpec>{{53, Protocol::kTcp}}));
+  EXPECT_THAT(r.warnings,
+              ElementsAre("Service kube-system/dns:53: UDP port 53 has the same name as another port; skipped"));
+}
+
+TEST(KubeSnapshotTest, FrontendClaimedTwiceGoesToTheFirstByKey) {
+  ServiceObj a = service("ml", "a", {"10.96.0.5", "fd00::5"}, {port("http", 8000)});
+  ServiceObj b = service("ml", "b", {"10.96.0.5"}, {port("http", 8000)});
+  ServiceObj c = service("ml", "c", {"fd00::5", "10.96.0.6"}, {port("http", 8000)});
+  ServiceObj d = service("ml", "d", {"10.96.0.5"}, {port("http", 8000, Protocol::kUdp)});  // other protocol: fine
+  BuildResult r = build({c, b, a, d}, {});
+  EXPECT_THAT(keysOf(r.snapshot), ElementsAre("ml/a", "ml/c", "ml/d"));
+  EXPECT_EQ(findService(r.snapshot, "ml/c")->vips, std::vector<IpAddr>{ip("10.96.0.6")});
+  EXPECT_THAT(r.warnings, ElementsAre("Service ml/b: 10.96.0.5:8000/TCP is already used by Service ml/a; skipped",
+                                      "Service ml/c: [fd00::5]:8000/TCP is already used by Service ml/a; skipped"));
+}
+
+TEST(KubeSnapshotTest, EndpointsComeFromSlicesOfTheSameServiceAndNamespace) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("http", 8000)});
+  std::vector<SlicePort> ports = {{"http", 8080, Protocol::kTcp}};
+  BuildResult r = build({s}, {
+                                 slice("ml", "llama-1", "llama", "IPv4", ports, {endpoint({"10.244.0.1"})}),
+                                 slice("ml", "llama-2", "llama", "IPv4", ports, {endpoint({"10.244.0.2"})}),
+                                 slice("other", "llama-3", "llama", "IPv4", ports, {endpoint({"10.244.0.3"})}),
+                                 slice("ml", "mistral-1", "mistral", "IPv4", ports, {endpoint({"10.244.0.4"})}),
+                                 slice("ml", "unlabelled", "", "IPv4", ports, {endpoint({"10.244.0.5"})}),
+                             });
+  ASSERT_EQ(r.snapshot.services.size(), 1u);
+  EXPECT_THAT(r.snapshot.services[0].endpoints, ElementsAre(active("10.244.0.1", 8080), active("10.244.0.2", 8080)));
+  EXPECT_TRUE(r.warnings.empty());
+}
+
+TEST(KubeSnapshotTest, SlicePortMatchedByNameAndProtocol) {
+  ServiceObj s =
+      service("ml", "llama", {"10.96.0.5"},
+              {port("http", 8000), port("metrics", 9100), port("dns", 53, Protocol::kUdp), port("grpc", 9000)});
+  BuildResult r = build(
+      {s}, {
+               slice("ml", "llama-a", "llama", "IPv4",
+                     {{"http", 8080, Protocol::kTcp}, {"dns", 5353, Protocol::kTcp}, {"grpc", 0, Protocol::kTcp}},
+                     {endpoint({"10.244.0.1"})}),
+               // No "http" port in this slice: contributes to metrics only.
+               slice("ml", "llama-b", "llama", "IPv4", {{"metrics", 9101, Protocol::kTcp}}, {endpoint({"10.244.0.2"})}),
+           });
+  EXPECT_THAT(findService(r.snapshot, "ml/llama:http")->endpoints, ElementsAre(active("10.244.0.1", 8080)));
+  EXPECT_THAT(findService(r.snapshot, "ml/llama:metrics")->endpoints, ElementsAre(active("10.244.0.2", 9101)));
+  // dns is UDP in the Service, TCP in the slice: no match.
+  EXPECT_TRUE(findService(r.snapshot, "ml/llama:dns")->endpoints.empty());
+  // A slice port without a number ("all ports") sends to the frontend port.
+  EXPECT_THAT(findService(r.snapshot, "ml/llama:grpc")->endpoints, ElementsAre(active("10.244.0.1", 0)));
+
+  // Unnamed on both sides.
+  ServiceObj u = service("ml", "plain", {"10.96.0.6"}, {port("", 80)});
+  r = build({u},
+            {slice("ml", "plain-a", "plain", "IPv4", {{"", 8080, Protocol::kTcp}}, {endpoint({"10.244.0.9"})}),
+             slice("ml", "plain-b", "plain", "IPv4", {{"web", 8081, Protocol::kTcp}}, {endpoint({"10.244.0.8"})})});
+  EXPECT_THAT(r.snapshot.services.at(0).endpoints, ElementsAre(active("10.244.0.9", 8080)));
+}
+
+TEST(KubeSnapshotTest, ConditionsGiveStates) {
+  struct Case {
+    std::optional<bool> ready, serving, terminating;
+    std::optional<EndpointState> want;  // nullopt: left out
+  };
+  const std::vector<Case> cases = {
+      {std::nullopt, std::nullopt, std::nullopt, EndpointState::kActive},  // unknown = ready
+      {true, true, false, EndpointState::kActive},
+      {true, std::nullopt, std::nullopt, EndpointState::kActive},
+      {std::nullopt, std::nullopt, true, EndpointState::kActive},  // ready wins; the API never sends this
+      {false, true, true, EndpointState::kDraining},               // terminating, still serving
+      {false, false, true, EndpointState::kDraining},              // terminating, not serving
+      {false, std::nullopt, true, EndpointState::kDraining},
+      {false, false, false, std::nullopt},  // not started yet
+      {false, true, false, std::nullopt},
+      {false, std::nullopt, std::nullopt, std::nullopt},
+  };
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("", 8000)});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "ready=" << (c.ready ? std::to_string(*c.ready) : "nil")
+                                    << " serving=" << (c.serving ? std::to_string(*c.serving) : "nil")
+                                    << " terminating=" << (c.terminating ? std::to_string(*c.terminating) : "nil"));
+    BuildResult r = build({s}, {slice("ml", "llama-a", "llama", "IPv4", {{"", 8000, Protocol::kTcp}},
+                                      {endpoint({"10.244.0.1"}, c.ready, c.serving, c.terminating)})});
+    const auto& eps = r.snapshot.services.at(0).endpoints;
+    if (c.want) {
+      ASSERT_EQ(eps.size(), 1u);
+      EXPECT_EQ(eps[0].state, *c.want);
+      EXPECT_EQ(eps[0].weight, 1);
+    } else {
+      EXPECT_TRUE(eps.empty());
+    }
+  }
+}
+
+TEST(KubeSnapshotTest, EveryAddressIsAnEndpoint) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("", 8000)});
+  BuildResult r = build({s}, {slice("ml", "llama-a", "llama", "IPv4", {{"", 8000, Protocol::kTcp}},
+                                    {endpoint({"10.244.0.3", "10.244.0.1"}), endpoint({"10.244.0.2"})})});
+  EXPECT_THAT(r.snapshot.services.at(0).endpoints,
+              ElementsAre(active("10.244.0.1", 8000), active("10.244.0.2", 8000), active("10.244.0.3", 8000)));
+}
+
+TEST(KubeSnapshotTest, DuplicateAcrossSlicesAppearsOnceActiveWins) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("", 8000)});
+  std::vector<SlicePort> ports = {{"", 8080, Protocol::kTcp}};
+  SliceEndpoint term = endpoint({"10.244.0.1"}, false, true, true);
+  SliceEndpoint ready = endpoint({"10.244.0.1"}, true, true, false);
+  // Both orders of the slices: the active copy wins either way.
+  for (bool activeFirst : {true, false}) {
+    SCOPED_TRACE(activeFirst);
+    BuildResult r = build({s}, {slice("ml", "llama-a", "llama", "IPv4", ports, {activeFirst ? ready : term}),
+                                slice("ml", "llama-b", "llama", "IPv4", ports, {activeFirst ? term : ready})});
+    EXPECT_THAT(r.snapshot.services.at(0).endpoints, ElementsAre(active("10.244.0.1", 8080)));
+  }
+  // Draining in both: one draining endpoint. Same address, other port: two.
+  BuildResult r = build({s}, {slice("ml", "llama-a", "llama", "IPv4", ports, {term}),
+                              slice("ml", "llama-b", "llama", "IPv4", ports, {term}),
+                              slice("ml", "llama-c", "llama", "IPv4", {{"", 8081, Protocol::kTcp}}, {ready})});
+  EXPECT_THAT(r.snapshot.services.at(0).endpoints,
+              ElementsAre(draining("10.244.0.1", 8080), active("10.244.0.1", 8081)));
+}
+
+TEST(KubeSnapshotTest, UnusableSlicesAndAddressesAreWarnedOnce) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("http", 8000), port("grpc", 9000)});
+  std::vector<SlicePort> ports = {{"http", 8080, Protocol::kTcp}, {"grpc", 9090, Protocol::kTcp}};
+  BuildResult r =
+      build({s}, {
+                     slice("ml", "llama-fqdn", "llama", "FQDN", ports, {endpoint({"llm.example.com"})}),
+                     slice("ml", "llama-odd", "llama", "IPv5", ports, {endpoint({"10.244.0.9"})}),
+                     slice("ml", "llama-v4", "llama", "IPv4", ports,
+                           {endpoint({"10.244.0.1", "fd00::1"}), endpoint({"10.244.0.999"}), endpoint({"10.244.0.2"})}),
+                     slice("ml", "llama-v6", "llama", "IPv6", ports, {endpoint({"10.244.0.3", "fd00::3"})}),
+                 });
+  EXPECT_THAT(findService(r.snapshot, "ml/llama:http")->endpoints,
+              ElementsAre(active("10.244.0.1", 8080), active("10.244.0.2", 8080), active("fd00::3", 8080)));
+  EXPECT_THAT(findService(r.snapshot, "ml/llama:grpc")->endpoints,
+              ElementsAre(active("10.244.0.1", 9090), active("10.244.0.2", 9090), active("fd00::3", 9090)));
+  // Once per slice, not once per port.
+  EXPECT_THAT(
+      r.warnings,
+      ElementsAre("EndpointSlice ml/llama-fqdn: addressType FQDN is not supported (only IPv4 and IPv6); skipped",
+                  "EndpointSlice ml/llama-odd: addressType IPv5 is not supported (only IPv4 and IPv6); skipped",
+                  "EndpointSlice ml/llama-v4: endpoints[0].addresses[1]: 'fd00::1' is not an IPv4 address; skipped",
+                  "EndpointSlice ml/llama-v4: endpoints[1].addresses[0]: '10.244.0.999' is not an IPv4 address; "
+                  "skipped",
+                  "EndpointSlice ml/llama-v6: endpoints[0].addresses[0]: '10.244.0.3' is not an IPv6 address; "
+                  "skipped"));
+
+  // Slices of Services that are not built are not looked at.
+  ServiceObj headless = service("ml", "llama", {"None"}, {port("http", 8000)});
+  r = build({headless}, {slice("ml", "llama-fqdn", "llama", "FQDN", ports, {endpoint({"llm.example.com"})})});
+  EXPECT_TRUE(r.warnings.empty());
+}
+
+ServiceObj annotated(std::map<std::string, std::string> annotations) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("", 8000)});
+  s.meta.annotations = std::move(annotations);
+  return s;
+}
+
+TEST(KubeSnapshotTest, AnnotationsSetServiceFields) {
+  BuildResult r = build({annotated({{"aimesh.io/lb-algorithm", "maglev"},
+                                    {"aimesh.io/model", "mistral-7b"},
+                                    {"aimesh.io/model-metrics-port", "9400"},
+                                    {"aimesh.io/model-metrics-path", "/v1/metrics"},
+                                    {"aimesh.io/hash-table-size", "65521"},
+                                    {"prometheus.io/scrape", "true"}})},
+                        {});
+  ASSERT_TRUE(r.warnings.empty()) << r.warnings.front();
+  const Service& s = r.snapshot.services.at(0);
+  EXPECT_EQ(s.algorithm, Algorithm::kMaglev);
+  EXPECT_EQ(s.model, "mistral-7b");
+  EXPECT_EQ(s.modelMetrics, (ModelMetricsSpec{9400, "/v1/metrics"}));
+  EXPECT_EQ(s.hashTableSize, 65521u);
+  EXPECT_EQ(s.balancePct, kDefaultBalancePct);
+
+  for (const char* algo : {"random", "maglev", "least_conn", "latency", "bounded_hash"}) {
+    r = build({annotated({{"aimesh.io/lb-algorithm", algo}})}, {});
+    EXPECT_EQ(toString(r.snapshot.services.at(0).algorithm), std::string(algo));
+  }
+
+  r = build({annotated({{"aimesh.io/model-metrics-port", "8000"}})}, {});
+  EXPECT_EQ(r.snapshot.services.at(0).modelMetrics, (ModelMetricsSpec{8000, "/metrics"}));
+  EXPECT_TRUE(r.warnings.empty());
+
+  r = build({annotated({})}, {});
+  const Service& plain = r.snapshot.services.at(0);
+  EXPECT_EQ(plain.algorithm, Algorithm::kRandom);
+  EXPECT_EQ(plain.model, "");
+  EXPECT_EQ(plain.modelMetrics, std::nullopt);
+  EXPECT_EQ(plain.hashTableSize, kDefaultHashTableSize);
+}
+
+TEST(KubeSnapshotTest, BadAnnotationsWarnAndKeepDefaults) {
+  struct Case {
+    std::map<std::string, std::string> annotations;
+    std::string warning;
+  };
+  const std::string who = "Service ml/llama: annotation ";
+  const std::vector<Case> cases = {
+      {{{"aimesh.io/lb-algorithm", "Maglev "}},
+       who + "aimesh.io/lb-algorithm: must be one of random, maglev, least_conn, latency, bounded_hash, got 'Maglev '; "
+             "using random"},
+      {{{"aimesh.io/hash-table-size", "16384"}},
+       who + "aimesh.io/hash-table-size: must be a prime (Maglev needs one), got 16384; e.g. 16381, 32749 or 65521; "
+             "using 16381"},
+      {{{"aimesh.io/hash-table-size", "3"}}, who + "aimesh.io/hash-table-size: must be 7..65521, got 3; using 16381"},
+      {{{"aimesh.io/hash-table-size", "70001"}},
+       who + "aimesh.io/hash-table-size: must be 7..65521, got 70001; using 16381"},
+      {{{"aimesh.io/hash-table-size", "-5"}},
+       who + "aimesh.io/hash-table-size: must be an integer 7..65521, got '-5'; using 16381"},
+      {{{"aimesh.io/hash-table-size", "99999999999999999999"}},
+       who + "aimesh.io/hash-table-size: must be an integer 7..65521, got '99999999999999999999'; using 16381"},
+      {{{"aimesh.io/model-metrics-port", "http"}},
+       who + "aimesh.io/model-metrics-port: must be an integer 1..65535, got 'http'; model metrics not scraped"},
+      {{{"aimesh.io/model-metrics-port", "0"}},
+       who + "aimesh.io/model-metrics-port: must be 1..65535, got 0; model metrics not scraped"},
+      {{{"aimesh.io/model-metrics-port", "65536"}},
+       who + "aimesh.io/model-metrics-port: must be 1..65535, got 65536; model metrics not scraped"},
+      {{{"aimesh.io/model-metrics-path", "/metrics"}},
+       who + "aimesh.io/model-metrics-path: is set without aimesh.io/model-metrics-port; model metrics not scraped"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.warning);
+    BuildResult r = build({annotated(c.annotations)}, {});
+    ASSERT_EQ(r.snapshot.services.size(), 1u);
+    const Service& s = r.snapshot.services[0];
+    EXPECT_EQ(s.algorithm, Algorithm::kRandom);
+    EXPECT_EQ(s.hashTableSize, kDefaultHashTableSize);
+    EXPECT_EQ(s.modelMetrics, std::nullopt);
+    EXPECT_THAT(r.warnings, ElementsAre(c.warning));
+  }
+
+  // A bad path keeps scraping, at the default path.
+  BuildResult r =
+      build({annotated({{"aimesh.io/model-metrics-port", "8000"}, {"aimesh.io/model-metrics-path", "metrics"}})}, {});
+  EXPECT_EQ(r.snapshot.services.at(0).modelMetrics, (ModelMetricsSpec{8000, "/metrics"}));
+  EXPECT_THAT(r.warnings, ElementsAre(who + "aimesh.io/model-metrics-path: must start with '/' and hold no spaces, got "
+                                            "'metrics'; using /metrics"));
+}
+
+TEST(KubeSnapshotTest, AnnotationWarningsComeOncePerServiceNotPerPort) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("http", 8000), port("grpc", 9000)});
+  s.meta.annotations = {{"aimesh.io/lb-algorithm", "fastest"}, {"aimesh.io/model", "llama-3"}};
+  BuildResult r = build({s}, {});
+  ASSERT_EQ(r.snapshot.services.size(), 2u);
+  EXPECT_EQ(r.warnings.size(), 1u);
+  for (const Service& out : r.snapshot.services) EXPECT_EQ(out.model, "llama-3");
+}
+
+TEST(KubeSnapshotTest, OutputIsSortedAndIndependentOfInputOrder) {
+  BuildResult a = buildSnapshot(fixtureServices(), fixtureSlices());
+  ASSERT_FALSE(a.snapshot.services.empty());
+  EXPECT_TRUE(std::is_sorted(a.snapshot.services.begin(), a.snapshot.services.end(),
+                             [](const Service& x, const Service& y) { return x.key() < y.key(); }));
+  for (const Service& s : a.snapshot.services) {
+    EXPECT_TRUE(std::is_sorted(s.endpoints.begin(), s.endpoints.end(), [](const Endpoint& x, const Endpoint& y) {
+      return std::tie(x.address, x.port) < std::tie(y.address, y.port);
+    })) << s.key();
+  }
+
+  // The same objects with everything that has an order reversed: map
+  // insertion order, slice names (so the slices' map order flips), the
+  // endpoints within each slice and the addresses within each endpoint.
+  auto services = fixtureServices();
+  auto slices = fixtureSlices();
+  std::map<std::string, ServiceObj> services2;
+  for (auto it = services.rbegin(); it != services.rend(); ++it) services2.insert(*it);
+  std::map<std::string, EndpointSliceObj> slices2;
+  int n = 0;
+  for (auto it = slices.rbegin(); it != slices.rend(); ++it) {
+    EndpointSliceObj s = it->second;
+    s.meta.name = "renamed-" + std::to_string(n++);
+    std::reverse(s.endpoints.begin(), s.endpoints.end());
+    for (auto& ep : s.endpoints) std::reverse(ep.addresses.begin(), ep.addresses.end());
+    std::reverse(s.ports.begin(), s.ports.end());
+    slices2.emplace(s.meta.key(), s);
+  }
+  BuildResult b = buildSnapshot(services2, slices2);
+  EXPECT_EQ(a.snapshot, b.snapshot);
+
+  // And the same input twice gives the same warnings too.
+  BuildResult c = buildSnapshot(fixtureServices(), fixtureSlices());
+  EXPECT_EQ(a.snapshot, c.snapshot);
+  EXPECT_EQ(a.warnings, c.warnings);
+}
+
+TEST(KubeSnapshotTest, OddObjectsNeverThrow) {
+  std::map<std::string, ServiceObj> services;
+  services["a"] = ServiceObj{};                                   // nothing set at all
+  services["b"] = service("", "", {"10.96.0.1"}, {port("", 0)});  // empty names, port 0
+  std::map<std::string, EndpointSliceObj> slices;
+  slices["c"] = EndpointSliceObj{};
+  slices["d"] = slice("", "", "", "IPv4", {{"", 0, Protocol::kTcp}}, {endpoint({"", "::"})});
+  EXPECT_NO_THROW((void)buildSnapshot(services, slices));
+  EXPECT_NO_THROW((void)buildSnapshot({}, {}));
+  EXPECT_TRUE(buildSnapshot({}, {}).snapshot.services.empty());
+}
+
+}  // namespace
+}  // namespace aimesh::kube

@@ -1,0 +1,354 @@
+// KubeSource against the fake API server (tests/fixtures/fake_apiserver.h):
+// list then watch, changes, and every fault the fake can inject, each ending
+// in the same state as the API server's with nothing lost.
+#include "source/kube_source.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "fixtures/fake_apiserver.h"
+
+namespace aimesh {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using testing::FakeApiServer;
+using testing::Resource;
+
+json service(const std::string& ns, const std::string& name, const std::string& ip, int port = 80,
+             json labels = json::object(), json annotations = json::object()) {
+  return json{{"metadata", {{"name", name}, {"namespace", ns}, {"labels", labels}, {"annotations", annotations}}},
+              {"spec",
+               {{"type", "ClusterIP"},
+                {"clusterIP", ip},
+                {"clusterIPs", {ip}},
+                {"ports", {{{"name", "http"}, {"port", port}, {"protocol", "TCP"}, {"targetPort", 8000}}}}}}};
+}
+
+json slice(const std::string& ns, const std::string& name, const std::string& svc,
+           const std::vector<std::string>& addrs, bool ready = true, bool terminating = false) {
+  json eps = json::array();
+  for (auto& a : addrs)
+    eps.push_back({{"addresses", {a}}, {"conditions", {{"ready", ready}, {"serving", ready}, {"terminating", terminating}}}});
+  return json{{"metadata", {{"name", name}, {"namespace", ns}, {"labels", {{"kubernetes.io/service-name", svc}}}}},
+              {"addressType", "IPv4"},
+              {"ports", {{{"name", "http"}, {"port", 8000}, {"protocol", "TCP"}}}},
+              {"endpoints", eps}};
+}
+
+// "ns/name" → sorted "addr:port/state" of its endpoints, for compact checks.
+std::map<std::string, std::vector<std::string>> summary(const Snapshot& s) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (auto& svc : s.services) {
+    auto& v = out[svc.key()];
+    for (auto& e : svc.endpoints)
+      v.push_back(e.address.toString() + ":" + std::to_string(e.port) + "/" + toString(e.state));
+  }
+  return out;
+}
+
+FakeApiServer::Options fakeOptions(bool tls, std::string token = "") {
+  FakeApiServer::Options o;
+  o.tls = tls;
+  o.token = std::move(token);
+  return o;
+}
+
+struct Harness {
+  explicit Harness(FakeApiServer::Options o = fakeOptions(false), std::string selector = "") : fake(o) {
+    KubeConfig cfg;
+    cfg.server = fake.url();
+    cfg.caFile = fake.caFile();
+    cfg.token = o.token;
+    config = cfg;
+    this->selector = std::move(selector);
+  }
+  void start(KubeClient::Options copts = {}) {
+    KubeSourceOptions so;
+    so.serviceSelector = selector;
+    so.backoffMin = 20ms;
+    so.backoffMax = 200ms;
+    so.watchTimeout = 300s;
+    auto s = KubeSource::start(KubeClient(config, copts), so);
+    ASSERT_TRUE(s) << s.error().message();
+    source = std::move(s.value());
+  }
+  // Takes snapshots until `want` holds (the last one is kept in `last`).
+  bool waitFor(const std::function<bool(const std::map<std::string, std::vector<std::string>>&)>& want,
+               std::chrono::milliseconds timeout = 5s) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (auto br = source->waitForChange(50ms)) last = summary(br->snapshot);
+      if (source->synced() && want(last)) return true;
+    }
+    return false;
+  }
+  bool waitForWatches() {
+    return fake.waitForWatches(Resource::kServices, 1, 5s) && fake.waitForWatches(Resource::kEndpointSlices, 1, 5s);
+  }
+  const KubeResourceStats& st(KubeResource r) {
+    stats = source->stats();
+    return stats.resources[static_cast<int>(r)];
+  }
+
+  FakeApiServer fake;
+  KubeConfig config;
+  std::string selector;
+  std::unique_ptr<KubeSource> source;
+  std::map<std::string, std::vector<std::string>> last;
+  KubeSourceStats stats;
+};
+
+using Summary = std::map<std::string, std::vector<std::string>>;
+
+TEST(KubeSource, ListsBothResourcesThenHandsOutTheState) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5", "10.0.2.7"}));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.empty(); }));
+  EXPECT_EQ(h.last, (Summary{{"ml/llama", {"10.0.1.5:8000/active", "10.0.2.7:8000/active"}}}));
+  EXPECT_EQ(h.st(KubeResource::kServices).lists, 1u);
+  EXPECT_EQ(h.st(KubeResource::kEndpointSlices).lists, 1u);
+  EXPECT_TRUE(h.st(KubeResource::kServices).synced);
+  EXPECT_EQ(h.st(KubeResource::kServices).relists, 0u);
+  // Nothing changed: nothing more is handed out.
+  EXPECT_FALSE(h.source->waitForChange(200ms));
+}
+
+TEST(KubeSource, HandsOutNothingUntilBothResourcesAreListed) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.failNext(Resource::kEndpointSlices, 500, 3);
+  h.start();
+  // Services are listed at once, slices only after three failures and back-offs.
+  EXPECT_FALSE(h.source->waitForChange(10ms));
+  EXPECT_FALSE(h.source->synced());
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  EXPECT_EQ(h.st(KubeResource::kEndpointSlices).errors, 3u);
+  EXPECT_NE(h.stats.lastError.find("500"), std::string::npos) << h.stats.lastError;
+}
+
+TEST(KubeSource, AddsModifiesAndDeletesFromTheWatch) {
+  Harness h;
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.empty(); }));
+  ASSERT_TRUE(h.waitForWatches());
+
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5", "10.0.2.7"}));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama") && s.at("ml/llama").size() == 2; }));
+
+  // One endpoint goes away (terminating), then the slice changes again.
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5"}));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) {
+    return s.count("ml/llama") && s.at("ml/llama") == std::vector<std::string>{"10.0.1.5:8000/active"};
+  }));
+  json draining = slice("ml", "llama-abc", "llama", {"10.0.1.5"}, false, true);
+  h.fake.upsert(Resource::kEndpointSlices, draining);
+  ASSERT_TRUE(h.waitFor([](const Summary& s) {
+    return s.count("ml/llama") && s.at("ml/llama") == std::vector<std::string>{"10.0.1.5:8000/draining"};
+  }));
+
+  h.fake.remove(Resource::kServices, "ml", "llama");
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.empty(); }));
+  auto& sv = h.st(KubeResource::kServices);
+  EXPECT_EQ(sv.added, 1u);
+  EXPECT_EQ(sv.deleted, 1u);
+  auto& sl = h.st(KubeResource::kEndpointSlices);
+  EXPECT_EQ(sl.added, 1u);
+  EXPECT_EQ(sl.modified, 2u);
+  EXPECT_EQ(sl.objects, 1u);  // the slice is still there; its Service is not
+  EXPECT_EQ(sv.relists + sl.relists, 0u);
+}
+
+TEST(KubeSource, AStreamCutMidEventResumesFromTheLastEventWithoutARelist) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5"}));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  ASSERT_TRUE(h.waitForWatches());
+
+  h.fake.dropWatchesMidEvent(Resource::kEndpointSlices);
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5", "10.0.3.3"}));
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5", "10.0.3.3", "10.0.4.4"}));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama") && s.at("ml/llama").size() == 3; }));
+  auto& sl = h.st(KubeResource::kEndpointSlices);
+  EXPECT_EQ(sl.relists, 0u);          // resumed from the resourceVersion, not listed again
+  EXPECT_GE(sl.watchRestarts, 1u);
+  EXPECT_GE(sl.errors, 1u);           // the cut stream
+  EXPECT_EQ(sl.modified, 2u);         // each change applied once: the cut one was replayed whole
+}
+
+TEST(KubeSource, AnExpiredResourceVersionLeadsToAFreshList) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5"}));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  ASSERT_TRUE(h.waitForWatches());
+
+  // The watch is cut before it sees the next two changes, stays away for two
+  // failed attempts, and in the meantime the history is compacted: its
+  // resume gets the 410 ERROR event and it must list again.
+  h.fake.failNext(Resource::kEndpointSlices, 500, 2);
+  h.fake.dropWatchesMidEvent(Resource::kEndpointSlices);
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-abc", "llama", {"10.0.1.5", "10.0.3.3"}));
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "llama-new", "llama", {"10.0.9.9"}));
+  h.fake.remove(Resource::kEndpointSlices, "ml", "llama-abc");
+  h.fake.compact();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) {
+    return s.count("ml/llama") && s.at("ml/llama") == std::vector<std::string>{"10.0.9.9:8000/active"};
+  }));
+  auto& sl = h.st(KubeResource::kEndpointSlices);
+  EXPECT_EQ(sl.relists, 1u);
+  EXPECT_EQ(sl.lists, 2u);
+  EXPECT_EQ(sl.objects, 1u);  // the relist replaced the store: llama-abc is gone
+}
+
+TEST(KubeSource, AnHttp410OnTheWatchLeadsToAFreshList) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  ASSERT_TRUE(h.waitForWatches());
+  h.fake.failNext(Resource::kServices, 410, 1);
+  h.fake.closeWatches(Resource::kServices);
+  h.fake.upsert(Resource::kServices, service("ml", "mistral", "10.96.0.21"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/mistral"); }));
+  auto& sv = h.st(KubeResource::kServices);
+  EXPECT_EQ(sv.relists, 1u);
+  EXPECT_EQ(sv.errors, 0u);  // 410 is not an error: it says "list again"
+}
+
+TEST(KubeSource, ServerErrorsAndThrottlingAreRetriedWithBackOff) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  ASSERT_TRUE(h.waitForWatches());
+  h.fake.failNext(Resource::kServices, 500, 2);
+  h.fake.closeWatches(Resource::kServices);
+  h.fake.upsert(Resource::kServices, service("ml", "mistral", "10.96.0.21"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/mistral"); }));
+  ASSERT_TRUE(h.fake.waitForWatches(Resource::kServices, 1, 5s));
+  h.fake.failNext(Resource::kServices, 429, 1);
+  h.fake.closeWatches(Resource::kServices);
+  h.fake.remove(Resource::kServices, "ml", "llama");
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.count("ml/llama") && s.count("ml/mistral"); }));
+  auto& sv = h.st(KubeResource::kServices);
+  EXPECT_EQ(sv.errors, 3u);
+  EXPECT_EQ(sv.relists, 0u);
+  EXPECT_EQ(sv.lists, 1u);
+}
+
+TEST(KubeSource, ASlowServerIsWaitedForAndOneSlowerThanTheTimeoutIsRetried) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.setDelay(600ms);
+  KubeClient::Options o;
+  o.requestTimeout = 300ms;  // lists give up before the answer comes
+  h.start(o);
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_FALSE(h.source->synced());
+  EXPECT_GE(h.st(KubeResource::kServices).errors, 1u);
+  EXPECT_NE(h.stats.lastError.find("timed out"), std::string::npos) << h.stats.lastError;
+  h.fake.setDelay(100ms);  // slow, but within the timeout
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }, 10s));
+}
+
+TEST(KubeSource, SpeaksTlsWithABearerTokenAndReportsAWrongToken) {
+  {
+    Harness h(fakeOptions(true, "s3cret"));
+    h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+    h.start();
+    ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  }
+  {
+    Harness h(fakeOptions(true, "s3cret"));
+    h.config.token = "wrong";
+    h.start();
+    std::this_thread::sleep_for(500ms);
+    EXPECT_FALSE(h.source->synced());
+    h.st(KubeResource::kServices);
+    EXPECT_NE(h.stats.lastError.find("401"), std::string::npos) << h.stats.lastError;
+  }
+  {
+    Harness h(fakeOptions(true));
+    h.config.caFile.clear();  // the fake's self-signed certificate is not trusted
+    h.start();
+    std::this_thread::sleep_for(500ms);
+    EXPECT_FALSE(h.source->synced());
+    EXPECT_GE(h.st(KubeResource::kServices).errors, 1u);
+  }
+}
+
+TEST(KubeSource, TheSelectorPicksTheServicesAndFollowsLabelChanges) {
+  Harness h(fakeOptions(false), "aimesh.io/mesh=on");
+  json on = {{"aimesh.io/mesh", "on"}};
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20", 80, on));
+  h.fake.upsert(Resource::kServices, service("ml", "other", "10.96.0.30"));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  EXPECT_FALSE(h.last.count("ml/other"));
+  ASSERT_TRUE(h.waitForWatches());
+  h.fake.upsert(Resource::kServices, service("ml", "other", "10.96.0.30", 80, on));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/other"); }));
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));  // label removed
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.count("ml/llama"); }));
+  bool sawSelector = false;
+  for (auto& l : h.fake.requestLog()) sawSelector |= l.find("labelSelector=aimesh.io%2Fmesh%3Don") != std::string::npos;
+  EXPECT_TRUE(sawSelector);
+}
+
+TEST(KubeSource, BookmarksAreCountedAndMoveTheResumePointOn) {
+  Harness h;
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.empty(); }));
+  ASSERT_TRUE(h.waitForWatches());
+  h.fake.upsert(Resource::kEndpointSlices, slice("ml", "x", "nothing", {"10.0.0.1"}));  // moves the global rv
+  h.fake.bookmark(Resource::kServices);
+  auto end = std::chrono::steady_clock::now() + 5s;
+  while (h.st(KubeResource::kServices).bookmarks == 0 && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(h.st(KubeResource::kServices).bookmarks, 1u);
+  std::string rv = h.fake.resourceVersion();
+  int watches = h.fake.watchRequests(Resource::kServices);
+  h.fake.closeWatches(Resource::kServices);
+  end = std::chrono::steady_clock::now() + 5s;
+  while (h.fake.watchRequests(Resource::kServices) == watches && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(10ms);
+  auto log = h.fake.requestLog();
+  std::string lastWatch;
+  for (auto& l : log)
+    if (l.find("/api/v1/services?watch") != std::string::npos) lastWatch = l;
+  EXPECT_NE(lastWatch.find("resourceVersion=" + rv + "&"), std::string::npos) << lastWatch;
+  EXPECT_NE(lastWatch.find("allowWatchBookmarks=true"), std::string::npos) << lastWatch;
+}
+
+TEST(KubeSource, ToldWhetherItsDaemonSetIsGoneOrBeingDeleted) {
+  Harness h;
+  h.start();
+  std::string err;
+  h.fake.setDaemonSet("kube-system", "aimesh", true);
+  EXPECT_EQ(h.source->daemonSet("kube-system", "aimesh", &err), KubeSource::DaemonSetState::kPresent) << err;
+  h.fake.setDaemonSet("kube-system", "aimesh", true, true);
+  EXPECT_EQ(h.source->daemonSet("kube-system", "aimesh", &err), KubeSource::DaemonSetState::kDeleting) << err;
+  h.fake.setDaemonSet("kube-system", "aimesh", false);
+  EXPECT_EQ(h.source->daemonSet("kube-system", "aimesh", &err), KubeSource::DaemonSetState::kGone) << err;
+}
+
+TEST(KubeSource, StopsPromptlyWithWatchesOpen) {
+  Harness h;
+  h.start();
+  ASSERT_TRUE(h.waitForWatches());
+  auto t0 = std::chrono::steady_clock::now();
+  h.source.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+}
+
+}  // namespace
+}  // namespace aimesh
