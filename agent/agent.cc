@@ -134,18 +134,33 @@ bool Agent::uninstalling() {
   auto slash = opts_.daemonSet.find('/');
   std::string ns = opts_.daemonSet.substr(0, slash), name = opts_.daemonSet.substr(slash + 1);
   std::string err;
-  switch (kube_->daemonSet(ns, name, &err)) {
-    case KubeSource::DaemonSetState::kGone:
-      spdlog::info("DaemonSet {} is gone: uninstalling, removing the data plane", opts_.daemonSet);
+  using S = KubeSource::DaemonSetState;
+  S now = kube_->daemonSet(ns, name, &err);
+  // helm uninstall deletes the DaemonSet and then its ClusterRole: by the
+  // time the pod gets SIGTERM the question may be forbidden. The watch of the
+  // DaemonSet, opened while it was allowed, has seen the deletion.
+  S watched = kube_->watchedDaemonSet();
+  if (now == S::kUnknown) {
+    for (int i = 0; i < 20 && watched == S::kPresent; ++i) {  // the event may be on its way
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      watched = kube_->watchedDaemonSet();
+    }
+  }
+  S st = now != S::kUnknown ? now : watched;
+  switch (st) {
+    case S::kGone:
+      spdlog::info("DaemonSet {} is gone{}: uninstalling, removing the data plane", opts_.daemonSet,
+                   now == S::kUnknown ? " (seen by the watch)" : "");
       return true;
-    case KubeSource::DaemonSetState::kDeleting:
-      spdlog::info("DaemonSet {} is being deleted: uninstalling, removing the data plane", opts_.daemonSet);
+    case S::kDeleting:
+      spdlog::info("DaemonSet {} is being deleted{}: uninstalling, removing the data plane", opts_.daemonSet,
+                   now == S::kUnknown ? " (seen by the watch)" : "");
       return true;
-    case KubeSource::DaemonSetState::kPresent:
+    case S::kPresent:
       spdlog::info("DaemonSet {} is still there (an update): the data plane stays for the next agent",
                    opts_.daemonSet);
       return false;
-    case KubeSource::DaemonSetState::kUnknown:
+    case S::kUnknown:
       spdlog::warn("cannot tell whether DaemonSet {} was deleted ({}): the data plane stays; "
                    "`aimesh-agent --cleanup` removes it",
                    opts_.daemonSet, err);

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   kubeOpt->excludes(kubeconfigOpt);
   app.get_option("--state-file")->excludes(kubeOpt)->excludes(kubeconfigOpt);
   app.set_config("--config", "", "read flags from this file: `name = value` lines, names as the long flags");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
   app.add_flag("--check-config", checkConfig, "print the settings from the flags and --config as JSON, then exit");
 
   // Balancer feedback (docs/load-balancing.md).
@@ -115,6 +116,10 @@ int main(int argc, char** argv) {
   opts.scrapeTimeout = std::chrono::milliseconds(scrapeTimeoutMs);
   opts.kubeOptions.watchTimeout = std::chrono::seconds(watchTimeoutS);
   opts.kubeOptions.backoffMax = std::chrono::milliseconds(backoffMaxMs);
+  if (auto slash = opts.daemonSet.find('/'); slash != std::string::npos) {
+    opts.kubeOptions.daemonSetNamespace = opts.daemonSet.substr(0, slash);
+    opts.kubeOptions.daemonSetName = opts.daemonSet.substr(slash + 1);
+  }
   if (!opts.daemonSet.empty() && !inCluster && kubeconfig.empty()) {
     std::cerr << "--daemonset needs --kubernetes or --kubeconfig\n";
     return 2;

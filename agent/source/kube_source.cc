@@ -61,6 +61,7 @@ Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSou
   }
   for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices})
     s->threads_[static_cast<int>(r)] = std::thread([p = s.get(), r] { p->run(r); });
+  if (!s->opts_.daemonSetName.empty()) s->threads_[2] = std::thread([p = s.get()] { p->runDaemonSet(); });
   return s;
 }
 
@@ -364,6 +365,81 @@ KubeSourceStats KubeSource::stats() const {
   return stats_;
 }
 
+namespace {
+KubeSource::DaemonSetState dsStateOf(const json& obj) {
+  auto meta = obj.value("metadata", json::object());
+  return meta.contains("deletionTimestamp") && !meta["deletionTimestamp"].is_null()
+             ? KubeSource::DaemonSetState::kDeleting
+             : KubeSource::DaemonSetState::kPresent;
+}
+}  // namespace
+
+// List + watch of one DaemonSet by name; only its state is kept. Failures
+// are retried like the other watches but not counted as the source's errors
+// (the data plane does not depend on them).
+void KubeSource::runDaemonSet() {
+  std::mt19937_64 rng{std::random_device{}()};
+  std::string base = fmt::format("/apis/apps/v1/namespaces/{}/daemonsets?fieldSelector={}",
+                                 urlEncode(opts_.daemonSetNamespace),
+                                 urlEncode("metadata.name=" + opts_.daemonSetName));
+  std::string rv, where = opts_.daemonSetNamespace + "/" + opts_.daemonSetName;
+  int attempt = 0;
+  auto retry = [&](const std::string& why) {
+    spdlog::debug("kubernetes daemonset {}: {}", where, why);
+    sleepFor(backoff(attempt++, opts_.backoffMin, opts_.backoffMax, rng));
+  };
+  while (!stop_.load()) {
+    if (rv.empty()) {
+      auto resp = client_.get(base, &stop_);
+      if (stop_.load()) break;
+      if (!resp || resp->status != 200) {
+        retry(resp ? statusText(resp->status, resp->body) : resp.error().message());
+        continue;
+      }
+      auto j = json::parse(resp->body, nullptr, false);
+      if (!j.is_object() || !j.contains("items") || !j["items"].is_array()) {
+        retry("list: not a Kubernetes list");
+        continue;
+      }
+      watchedDs_.store(j["items"].empty() ? DaemonSetState::kGone : dsStateOf(j["items"][0]));
+      rv = j.value("metadata", json::object()).value("resourceVersion", "");
+      if (rv.empty()) {
+        retry("list: no resourceVersion");
+        continue;
+      }
+    }
+    bool relist = false;
+    std::string errorBody;
+    auto status = client_.stream(
+        base + fmt::format("&watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={}", urlEncode(rv),
+                           opts_.watchTimeout.count()),
+        [&](std::string_view line) {
+          auto ev = json::parse(line, nullptr, false);
+          if (!ev.is_object() || !ev.contains("object") || !ev["object"].is_object()) return false;
+          std::string type = ev.value("type", "");
+          const json& obj = ev["object"];
+          if (type == "ERROR") {
+            relist = obj.value("code", 0L) == 410;
+            return false;
+          }
+          if (type == "DELETED") watchedDs_.store(DaemonSetState::kGone);
+          else if (type == "ADDED" || type == "MODIFIED") watchedDs_.store(dsStateOf(obj));
+          if (obj.contains("metadata") && obj["metadata"].is_object())
+            if (auto v = obj["metadata"].value("resourceVersion", ""); !v.empty()) rv = v;
+          return true;
+        },
+        &errorBody, &stop_);
+    if (stop_.load()) break;
+    if (relist || (status && *status == 410)) {
+      rv.clear();
+    } else if (!status || *status != 200) {
+      retry(status ? statusText(*status, errorBody) : status.error().message());
+    } else {
+      attempt = 0;
+    }
+  }
+}
+
 KubeSource::DaemonSetState KubeSource::daemonSet(const std::string& nameSpace, const std::string& name,
                                                  std::string* error) const {
   auto resp = client_.get(fmt::format("/apis/apps/v1/namespaces/{}/daemonsets/{}", urlEncode(nameSpace),
@@ -382,9 +458,7 @@ KubeSource::DaemonSetState KubeSource::daemonSet(const std::string& nameSpace, c
     if (error) *error = "the answer is not JSON";
     return DaemonSetState::kUnknown;
   }
-  auto meta = j.value("metadata", json::object());
-  return meta.contains("deletionTimestamp") && !meta["deletionTimestamp"].is_null() ? DaemonSetState::kDeleting
-                                                                                   : DaemonSetState::kPresent;
+  return dsStateOf(j);
 }
 
 }  // namespace aimesh

@@ -38,6 +38,10 @@ struct KubeSourceOptions {
   std::chrono::milliseconds backoffMin{200};
   std::chrono::milliseconds backoffMax{30000};
   int pageSize = 500;
+  // The agent's own DaemonSet, watched (by name) so that at exit it knows
+  // whether it was deleted even if its RBAC went away with it (helm
+  // uninstall deletes the DaemonSet, then the ClusterRole); "" = none.
+  std::string daemonSetNamespace, daemonSetName;
 };
 
 enum class KubeResource { kServices = 0, kEndpointSlices = 1 };
@@ -75,9 +79,12 @@ class KubeSource {
   bool synced() const;
   KubeSourceStats stats() const;
 
-  // For uninstall detection: is this DaemonSet still there?
+  // For uninstall detection: is this DaemonSet still there? Asked now.
   enum class DaemonSetState { kPresent, kDeleting, kGone, kUnknown };
   DaemonSetState daemonSet(const std::string& nameSpace, const std::string& name, std::string* error) const;
+  // The same, as last seen by the watch of options' daemonSetName
+  // (kUnknown before its first list, or without one).
+  DaemonSetState watchedDaemonSet() const { return watchedDs_.load(); }
 
  private:
   KubeSource(KubeClient client, KubeSourceOptions opts);
@@ -89,6 +96,7 @@ class KubeSource {
   void fail(KubeResource r, const std::string& what);
   void sleepFor(std::chrono::milliseconds d);
   std::string query(KubeResource r, bool watch, const std::string& rv, const std::string& cont) const;
+  void runDaemonSet();
 
   KubeClient client_;
   KubeSourceOptions opts_;
@@ -105,7 +113,8 @@ class KubeSource {
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out
   bool handedOut_ = false;
 
-  std::thread threads_[2];
+  std::atomic<DaemonSetState> watchedDs_{DaemonSetState::kUnknown};
+  std::thread threads_[3];
 };
 
 }  // namespace aimesh

@@ -896,3 +896,20 @@ TEST_F(HelmChartAgent, CheckConfigAcceptsTheRenderedConfigAndArgs) {
 
 }  // namespace
 }  // namespace aimesh::testing
+
+namespace aimesh::testing {
+namespace {
+
+// A misspelt key in agent.conf (or agent.extraConfig) must stop the agent
+// with the key named, not be ignored.
+TEST_F(HelmChartAgent, AMisspeltConfigKeyIsRefusedByName) {
+  ASSERT_TRUE(executable(kAgent)) << kAgent << " is not built";
+  std::string conf = dir_ + "/typo.conf";
+  writeFile(conf, "kubernetes = true\neject-afterr = 3\n");
+  ProcResult run = runProgram({kAgent, "--config", conf, "--check-config"}, {}, std::chrono::seconds(30));
+  EXPECT_NE(run.status, 0) << run.out;
+  EXPECT_NE((run.err + run.out).find("eject-afterr"), std::string::npos) << run.err << run.out;
+}
+
+}  // namespace
+}  // namespace aimesh::testing

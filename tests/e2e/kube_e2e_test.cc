@@ -307,5 +307,38 @@ TEST_F(KubeE2e, SigtermKeepsTheDataPlaneForAnUpdateAndRemovesItOnUninstall) {
   EXPECT_EQ(spread("10.96.0.20", 2), (std::map<std::string, int>{{"error", 2}}));  // nothing rewrites the VIP now
 }
 
+TEST_F(KubeE2e, AnUninstallSeenByTheWatchCountsWhenTheApiNoLongerAnswers) {
+  // helm uninstall deletes the DaemonSet and then the RBAC objects: the
+  // question at SIGTERM goes unanswered, but the watch saw the deletion.
+  fake_->upsert(Resource::kServices, service("chat", "10.96.0.20"));
+  fake_->upsert(Resource::kEndpointSlices, slice("chat-1", "chat", {{"10.77.0.2", "ready"}}));
+  fake_->setDaemonSet("kube-system", "aimesh", true);
+  startAgent({"--daemonset", "kube-system/aimesh"});
+  ASSERT_TRUE(fake_->waitForWatches(Resource::kDaemonSets, 1, 5s));
+  bool fieldSelector = false;
+  for (auto& l : fake_->requestLog())
+    fieldSelector |= l.find("daemonsets?fieldSelector=metadata.name%3Daimesh") != std::string::npos;
+  EXPECT_TRUE(fieldSelector) << "the watch must name the DaemonSet (RBAC allows only that one)";
+  std::string pins = agent_->pinDir();
+  fake_->setDaemonSet("kube-system", "aimesh", false);  // DELETED on the watch
+  std::this_thread::sleep_for(300ms);
+  fake_.reset();  // and then nothing answers
+  EXPECT_EQ(agent_->terminate(), 0);
+  EXPECT_FALSE(std::filesystem::exists(pins) && !std::filesystem::is_empty(pins)) << "pins left in " << pins;
+}
+
+TEST_F(KubeE2e, NoAnswerAndNoDeletionSeenKeepsTheDataPlane) {
+  fake_->upsert(Resource::kServices, service("chat", "10.96.0.20"));
+  fake_->upsert(Resource::kEndpointSlices, slice("chat-1", "chat", {{"10.77.0.2", "ready"}}));
+  fake_->setDaemonSet("kube-system", "aimesh", true);
+  startAgent({"--daemonset", "kube-system/aimesh"});
+  ASSERT_TRUE(fake_->waitForWatches(Resource::kDaemonSets, 1, 5s));
+  std::string pins = agent_->pinDir();
+  fake_.reset();  // the API is simply away: not an uninstall
+  EXPECT_EQ(agent_->terminate(), 0);
+  EXPECT_FALSE(std::filesystem::is_empty(pins));
+  EXPECT_EQ(spread("10.96.0.20", 2), (std::map<std::string, int>{{"a", 2}}));
+}
+
 }  // namespace
 }  // namespace aimesh::testing

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <thread>
 
 #include "fixtures/fake_apiserver.h"
@@ -80,7 +81,10 @@ struct Harness {
                std::chrono::milliseconds timeout = 5s) {
     auto end = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < end) {
-      if (auto br = source->waitForChange(50ms)) last = summary(br->snapshot);
+      if (auto br = source->waitForChange(50ms)) {
+        last = summary(br->snapshot);
+        lastSnapshot = br->snapshot;
+      }
       if (source->synced() && want(last)) return true;
     }
     return false;
@@ -98,6 +102,7 @@ struct Harness {
   std::string selector;
   std::unique_ptr<KubeSource> source;
   std::map<std::string, std::vector<std::string>> last;
+  Snapshot lastSnapshot;
   KubeSourceStats stats;
 };
 
@@ -116,6 +121,47 @@ TEST(KubeSource, ListsBothResourcesThenHandsOutTheState) {
   EXPECT_EQ(h.st(KubeResource::kServices).relists, 0u);
   // Nothing changed: nothing more is handed out.
   EXPECT_FALSE(h.source->waitForChange(200ms));
+}
+
+// The fixtures shaped like real API responses (tests/fixtures/kube/), served
+// by the fake and taken through list and watch, give exactly the snapshot
+// the mapper makes of them directly.
+json fixtureItems(const std::string& name) {
+  std::ifstream in(AIMESH_SOURCE_DIR "/tests/fixtures/kube/" + name);
+  json j = json::parse(in);
+  return j["items"];
+}
+
+TEST(KubeSource, RealisticFixturesThroughListAndWatchGiveTheMappersSnapshot) {
+  json services = fixtureItems("services.json"), slices = fixtureItems("endpointslices.json");
+  std::map<std::string, kube::ServiceObj> svcObjs;
+  std::map<std::string, kube::EndpointSliceObj> sliceObjs;
+  for (auto& i : services) {
+    auto d = kube::decodeService(i);
+    ASSERT_TRUE(d) << d.error().message();
+    svcObjs[d->meta.key()] = *d;
+  }
+  for (auto& i : slices) {
+    auto d = kube::decodeEndpointSlice(i);
+    ASSERT_TRUE(d) << d.error().message();
+    sliceObjs[d->meta.key()] = *d;
+  }
+  Snapshot want = kube::buildSnapshot(svcObjs, sliceObjs).snapshot;
+  ASSERT_FALSE(want.services.empty());
+
+  Harness h;
+  // Half of each arrives in the list, the other half through the watch.
+  for (size_t i = 0; i < services.size() / 2; ++i) h.fake.upsert(Resource::kServices, services[i]);
+  for (size_t i = 0; i < slices.size() / 2; ++i) h.fake.upsert(Resource::kEndpointSlices, slices[i]);
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary&) { return true; }));
+  ASSERT_TRUE(h.waitForWatches());
+  for (size_t i = services.size() / 2; i < services.size(); ++i) h.fake.upsert(Resource::kServices, services[i]);
+  for (size_t i = slices.size() / 2; i < slices.size(); ++i) h.fake.upsert(Resource::kEndpointSlices, slices[i]);
+  Summary expected = summary(want);
+  EXPECT_TRUE(h.waitFor([&](const Summary& s) { return s == expected; }))
+      << "expected " << ::testing::PrintToString(expected) << "\ngot " << ::testing::PrintToString(h.last);
+  EXPECT_TRUE(h.lastSnapshot == want);  // VIPs, ports, algorithms, models too
 }
 
 TEST(KubeSource, HandsOutNothingUntilBothResourcesAreListed) {
