@@ -913,3 +913,43 @@ TEST_F(HelmChartAgent, AMisspeltConfigKeyIsRefusedByName) {
 
 }  // namespace
 }  // namespace aimesh::testing
+
+namespace aimesh::testing {
+namespace {
+
+// No Docker engine here to build the image, so check its runtime stage the
+// other way round: every shared library the built binaries link directly
+// (ELF NEEDED) comes from a Debian package that stage installs, or from the
+// base image's own (libc6, libgcc-s1, libstdc++6: apt needs them). Libraries
+// those need come with apt's dependencies.
+TEST_F(HelmChart, ImageRuntimeStageInstallsThePackageOfEveryLibraryTheBinariesLink) {
+  std::string docker = readFile(AIMESH_SOURCE_DIR "/Dockerfile");
+  auto runtimeAt = docker.find("FROM debian:${DEBIAN_RELEASE}-slim");
+  ASSERT_NE(runtimeAt, std::string::npos) << "no bookworm-slim runtime stage";
+  auto runtime = wordsBetween(docker.substr(runtimeAt), "apt-get install", "rm -rf /var/lib/apt/lists");
+  ASSERT_FALSE(runtime.empty());
+  std::set<std::string> base{"libc6", "libgcc-s1", "libstdc++6"};
+  for (std::string bin : {kAgent, std::string(AIMESH_BINARY_DIR "/meshctl")}) {
+    SCOPED_TRACE(bin);
+    // soname, path, package, one per line.
+    std::string script =
+        "set -e; b=\"$1\"; for so in $(readelf -d \"$b\" | awk '/NEEDED/{gsub(/[][]/,\"\",$5); print $5}'); do "
+        "p=$(ldd \"$b\" | awk -v s=\"$so\" '$1==s{print $3}'); "
+        "pkg=$(dpkg -S \"$p\" 2>/dev/null || dpkg -S \"/usr$p\" 2>/dev/null || dpkg -S \"${p#/usr}\" 2>/dev/null "
+        "|| echo '?'); echo \"$so $p ${pkg%%:*}\"; done";
+    ProcResult run = runProgram({"/bin/sh", "-c", script, "sh", bin}, {}, std::chrono::seconds(30));
+    ASSERT_EQ(run.status, 0) << run.err;
+    std::istringstream lines(run.out);
+    std::string so, path, pkg;
+    int n = 0;
+    while (lines >> so >> path >> pkg) {
+      ++n;
+      EXPECT_TRUE(runtime.count(pkg) || base.count(pkg))
+          << so << " (" << path << ") comes from package '" << pkg << "', which the runtime stage does not install";
+    }
+    EXPECT_GE(n, 5) << run.out;
+  }
+}
+
+}  // namespace
+}  // namespace aimesh::testing
