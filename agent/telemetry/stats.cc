@@ -23,6 +23,11 @@ const char* reasonName(uint32_t reason) {
     case AIMESH_R_EJECTED_SKIPPED: return "ejected_skipped";
     case AIMESH_R_EJECTED_FALLBACK: return "ejected_fallback";
     case AIMESH_R_HASH_TABLE_MISS: return "hash_table_miss";
+    case AIMESH_R_TC_FRAGMENT: return "tc_fragment";
+    case AIMESH_R_TC_MALFORMED: return "tc_malformed";
+    case AIMESH_R_TC_NO_BACKEND: return "tc_no_backend";
+    case AIMESH_R_TC_CT_FAILED: return "tc_ct_failed";
+    case AIMESH_R_TC_REWRITE_FAILED: return "tc_rewrite_failed";
     default: return "unknown";
   }
 }

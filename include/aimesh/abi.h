@@ -85,6 +85,11 @@ enum aimesh_reason {
 	AIMESH_R_EJECTED_SKIPPED = 10, /* picked a backend in its failure back-off, picked again */
 	AIMESH_R_EJECTED_FALLBACK = 11, /* every pick was in back-off: used one anyway (fail open) */
 	AIMESH_R_HASH_TABLE_MISS = 12, /* maglev/bounded_hash: no table, or no usable entry in reach: random pick */
+	AIMESH_R_TC_FRAGMENT = 13,     /* TC: an IP fragment, passed untouched */
+	AIMESH_R_TC_MALFORMED = 14,    /* TC: truncated or malformed headers, passed untouched */
+	AIMESH_R_TC_NO_BACKEND = 15,   /* TC: a new flow to a service with no usable backend: dropped */
+	AIMESH_R_TC_CT_FAILED = 16,    /* TC: could not record a new flow in aimesh_ct */
+	AIMESH_R_TC_REWRITE_FAILED = 17, /* TC: a checksum or store helper failed mid-rewrite: dropped */
 	AIMESH_R_MAX,
 };
 
@@ -369,6 +374,50 @@ struct aimesh_event {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_event) == 64, "event size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_event, type) == 56, "event.type");
+
+/* ---- TC data path: connection tracking (bpf/tc_lb.bpf.c) ----------------- */
+
+#define AIMESH_MAX_CT 262144
+/* Idle time after which a flow is forgotten, by protocol and state. */
+#define AIMESH_CT_TCP_TIMEOUT_NS (300ULL * 1000000000ULL)
+#define AIMESH_CT_UDP_TIMEOUT_NS (60ULL * 1000000000ULL)
+#define AIMESH_CT_CLOSING_TIMEOUT_NS (10ULL * 1000000000ULL) /* after a FIN or RST */
+
+enum aimesh_ct_dir {
+	AIMESH_CT_FORWARD = 1, /* client -> service: rewrite the destination to the backend */
+	AIMESH_CT_REPLY = 2,   /* backend -> client: rewrite the source back to the service */
+};
+#define AIMESH_CTF_CLOSING 0x1 /* a FIN or RST was seen: the short timeout applies */
+
+/* aimesh_ct key: a packet's 5-tuple as it arrives (addresses IPv4-mapped). */
+struct aimesh_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_ct_key) == 40, "ct_key size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_ct_key, sport) == 32, "ct_key.sport");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_ct_key, proto) == 36, "ct_key.proto");
+
+/* aimesh_ct value: where to rewrite to. A new flow makes two entries: the
+ * forward one (key: client -> frontend; addr/port: the backend) and the reply
+ * one (key: backend -> client; addr/port: the frontend). */
+struct aimesh_ct {
+	__u8 addr[16];
+	__be16 port;
+	__u8 dir;   /* enum aimesh_ct_dir */
+	__u8 flags; /* AIMESH_CTF_* */
+	__u32 service_id;
+	__u32 backend_id;
+	__u32 pad;
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet (refreshed at most once a second) */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_ct) == 40, "ct size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_ct, dir) == 18, "ct.dir");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_ct, last_seen_ns) == 32, "ct.last_seen_ns");
 
 /* Context of the SEC("syscall") selection harness used by the bpf test tier:
  * the test fills service_id and rnd, the program fills the rest. */
