@@ -21,7 +21,13 @@ Agent::Agent(AgentOptions opts, Datapath dp)
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
-  auto dp = Datapath::open(DatapathOptions{opts.pinDir, opts.cgroup, opts.telemetry, opts.tuning});
+  DatapathOptions dopts;
+  dopts.pinDir = opts.pinDir;
+  dopts.cgroupPath = opts.cgroup;
+  dopts.telemetry = opts.telemetry;
+  dopts.tcInterfaces = opts.tcInterfaces;
+  dopts.tuning = opts.tuning;
+  auto dp = Datapath::open(dopts);
   if (!dp) return dp.error();
   for (auto& p : dp->programs())
     spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
@@ -264,7 +270,12 @@ json Agent::statusJson() {
   std::lock_guard lk(mu_);
   json progs = json::array();
   for (auto& p : dp_.programs())
-    progs.push_back({{"name", p.name}, {"attached", true}, {"link_id", p.linkId}, {"adopted", p.adopted}});
+    progs.push_back({{"name", p.name},
+                     {"attached", true},
+                     {"attach_to", p.attachTo},
+                     {"link_id", p.linkId},
+                     {"prog_id", p.progId},
+                     {"adopted", p.adopted}});
   json out{
       {"version", AIMESH_VERSION},
       {"pid", ::getpid()},

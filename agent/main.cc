@@ -38,6 +38,10 @@ int main(int argc, char** argv) {
   app.add_option("--telemetry", opts.telemetry,
                  "attach the latency/lifecycle telemetry programs (sock_ops, cgroup_skb)")
       ->capture_default_str();
+  app.add_option("--tc-interfaces", opts.tcInterfaces,
+                 "attach the TC load balancer (packet-level, for traffic not from local sockets) at the ingress of "
+                 "these interfaces, comma-separated")
+      ->delimiter(',');
   app.add_flag("--cleanup", cleanup, "detach and remove everything pinned under --pin-dir, then exit");
 
   // Kubernetes source (docs/install.md).
@@ -141,6 +145,7 @@ int main(int argc, char** argv) {
                      {"resync_seconds", resyncSeconds},
                      {"log_level", logLevel},
                      {"telemetry", opts.telemetry},
+                     {"tc_interfaces", opts.tcInterfaces},
                      {"latency_decay_seconds", latencyDecayS},
                      {"penalty_per_failure", opts.tuning.penaltyPerFailure},
                      {"penalty_half_life_seconds", penaltyHalfLifeS},

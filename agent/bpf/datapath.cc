@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -13,6 +14,7 @@
 #include "sock_lb.skel.h"
 #include "sock_ops.skel.h"
 #include "sock_telemetry.skel.h"
+#include "tc_lb.skel.h"
 
 namespace aimesh {
 
@@ -27,6 +29,24 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string linksDir(const std::string& pinDir) { return pinDir + "/links"; }
+// One pin per interface the TC program is attached to (the program itself:
+// TC filters are not links), so a later agent or --cleanup knows where.
+std::string tcDir(const std::string& pinDir) { return pinDir + "/tc"; }
+
+// Our TC filter: a fixed handle and priority on the clsact ingress hook, so
+// a restarted agent replaces it in place instead of adding a second one.
+constexpr uint32_t kTcHandle = 0xa1e5;
+constexpr uint32_t kTcPriority = 0xa1;
+
+// Detaches our filter from IFNAME's ingress (if it is there). Missing
+// interfaces and filters are fine: there is nothing to remove.
+void detachTc(const std::string& ifname) {
+  int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return;
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  LIBBPF_OPTS(bpf_tc_opts, o, .handle = kTcHandle, .priority = kTcPriority);
+  bpf_tc_detach(&hook, &o);
+}
 
 // Short program name: the function name without "aimesh_"; also the link's
 // pin name, e.g. "connect4", "sockops", "skb_ingress".
@@ -95,7 +115,7 @@ Status Datapath::attachAll(const Object& o, const DatapathOptions& opts, int cgF
   bpf_object__for_each_program(prog, o.obj) {
     std::string name = shortName(prog);
     std::string pin = linksDir(opts.pinDir) + "/" + name;
-    ProgramStatus st{name, opts.cgroupPath, 0, false};
+    ProgramStatus st{name, opts.cgroupPath, 0, 0, false};
     bpf_link* link = nullptr;
     if (fs::exists(pin)) {
       link = bpf_link__open(pin.c_str());
@@ -129,6 +149,54 @@ Status Datapath::attachAll(const Object& o, const DatapathOptions& opts, int cgF
     auto info = linkInfo(bpf_link__fd(link));
     st.linkId = info ? info->id : 0;
     programs_.push_back(st);
+  }
+  return {};
+}
+
+Status Datapath::attachTc(const DatapathOptions& opts) {
+  std::error_code ec;
+  fs::create_directories(tcDir(opts.pinDir), ec);
+  ::chmod(tcDir(opts.pinDir).c_str(), 0700);
+  // Interfaces an earlier agent attached to and that are no longer wanted.
+  for (auto& e : fs::directory_iterator(tcDir(opts.pinDir), ec)) {
+    std::string ifname = e.path().filename();
+    if (std::find(opts.tcInterfaces.begin(), opts.tcInterfaces.end(), ifname) != opts.tcInterfaces.end()) continue;
+    detachTc(ifname);
+    ::unlink(e.path().c_str());
+    spdlog::info("detached tc_lb from {} (no longer in --tc-interfaces)", ifname);
+  }
+  if (opts.tcInterfaces.empty()) return {};
+
+  auto tc = openSkel("tc_lb", tc_lb__open_opts, tc_lb__load, tc_lb__destroy, opts.pinDir);
+  if (!tc) return tc.error();
+  Object o;
+  o.skel = *tc;
+  o.destroy = [](void* s) { tc_lb__destroy(static_cast<tc_lb*>(s)); };
+  o.obj = static_cast<tc_lb*>(*tc)->obj;
+  auto* skel = static_cast<tc_lb*>(*tc);
+  objects_.push_back(std::move(o));
+  maps_.ct = bpf_map__fd(skel->maps.aimesh_ct);
+  int progFd = bpf_program__fd(skel->progs.aimesh_tc_ingress);
+  bpf_prog_info pinfo{};
+  uint32_t plen = sizeof(pinfo);
+  bpf_obj_get_info_by_fd(progFd, &pinfo, &plen);
+
+  for (auto& ifname : opts.tcInterfaces) {
+    int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+    if (ifindex == 0) return Error::fromErrno("--tc-interfaces: no interface " + ifname);
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+    int err = bpf_tc_hook_create(&hook);  // the clsact qdisc; EEXIST when there
+    if (err && err != -EEXIST) return Error::fromCode(err, "create clsact qdisc on " + ifname);
+    LIBBPF_OPTS(bpf_tc_opts, q, .handle = kTcHandle, .priority = kTcPriority);
+    bool adopted = bpf_tc_query(&hook, &q) == 0;
+    // Replace in place: no moment without a filter, never two.
+    LIBBPF_OPTS(bpf_tc_opts, a, .prog_fd = progFd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+                .priority = kTcPriority);
+    if ((err = bpf_tc_attach(&hook, &a)) != 0) return Error::fromCode(err, "attach tc_lb to " + ifname + " ingress");
+    std::string pin = tcDir(opts.pinDir) + "/" + ifname;
+    ::unlink(pin.c_str());
+    if (bpf_obj_pin(progFd, pin.c_str()) != 0) return Error::fromErrno("pin " + pin);
+    programs_.push_back(ProgramStatus{"tc_ingress", "tc ingress " + ifname, 0, pinfo.id, adopted});
   }
   return {};
 }
@@ -188,6 +256,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
     Status st = dp.attachAll(obj, opts, cgFd.get(), *cgId);
     if (!st) return st.error();
   }
+  if (Status st = dp.attachTc(opts); !st) return st.error();
 
   auto* m = &static_cast<sock_lb*>(dp.objects_[0].skel)->maps;
   dp.maps_ = MapFds{bpf_map__fd(m->aimesh_frontends), bpf_map__fd(m->aimesh_services), bpf_map__fd(m->aimesh_slots),
@@ -225,6 +294,15 @@ Result<int> Datapath::cleanup(const std::string& pinDir) {
       ++removed;
     }
     if (::rmdir(ld.c_str()) != 0) return Error::fromErrno("rmdir " + ld);
+  }
+  std::string td = tcDir(pinDir);
+  if (fs::is_directory(td, ec)) {
+    for (auto& e : fs::directory_iterator(td, ec)) {
+      detachTc(e.path().filename());
+      if (::unlink(e.path().c_str()) != 0) return Error::fromErrno("unlink " + e.path().string());
+      ++removed;
+    }
+    if (::rmdir(td.c_str()) != 0) return Error::fromErrno("rmdir " + td);
   }
   if (fs::is_directory(pinDir, ec)) {
     for (auto& e : fs::directory_iterator(pinDir, ec)) {

@@ -26,6 +26,10 @@ struct DatapathOptions {
   // Attach the telemetry objects (sock_ops, sock_telemetry). When false, any
   // pinned telemetry links are detached.
   bool telemetry = true;
+  // Network interfaces to attach the TC load balancer (tc_lb) to, at ingress
+  // (clsact). Interfaces attached by an earlier agent and not listed now are
+  // detached.
+  std::vector<std::string> tcInterfaces;
   // Tunables written into aimesh_config at every start (balancer feedback).
   struct Tuning {
     uint64_t ewmaTauNs = 10'000'000'000ULL;         // AIMESH_DEFAULT_EWMA_TAU_NS
@@ -39,8 +43,9 @@ struct DatapathOptions {
 
 struct ProgramStatus {
   std::string name;      // e.g. "connect4"
-  std::string attachTo;  // cgroup path
-  uint32_t linkId = 0;
+  std::string attachTo;  // cgroup path, or "tc ingress IFNAME"
+  uint32_t linkId = 0;   // 0 for TC filters (not links)
+  uint32_t progId = 0;
   bool adopted = false;  // the link existed before this agent started
 };
 
@@ -49,6 +54,7 @@ struct MapFds {
   int revnat = -1, svcStats = -1, beStats = -1, reasons = -1;
   int hist = -1, beTel = -1, beLoad = -1, events = -1;
   int hashTables = -1, svcLoad = -1, beSignal = -1, config = -1;
+  int ct = -1;  // aimesh_ct, only with TC interfaces
 };
 
 class Datapath {
@@ -81,6 +87,7 @@ class Datapath {
     void operator()(bpf_link* l) const;
   };
   Status attachAll(const Object& o, const DatapathOptions& opts, int cgFd, uint64_t cgId);
+  Status attachTc(const DatapathOptions& opts);
   std::vector<Object> objects_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
   std::vector<ProgramStatus> programs_;
