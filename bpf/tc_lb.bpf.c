@@ -23,6 +23,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_ct SEC(".maps");
 
+#define TC_AF_INET 2
+#define TC_AF_INET6 10
+
+/* FIB lookup of dst16 from src16 as if the packet arrived on the skb's
+ * ingress device. Returns BPF_FIB_LKUP_RET_*; p->ifindex is the egress. */
+static __always_inline long tc_fib(struct __sk_buff *skb, const struct nat_flow *f, const __u8 *src16,
+				   const __u8 *dst16, struct bpf_fib_lookup *p)
+{
+	__builtin_memset(p, 0, sizeof(*p));
+	p->l4_protocol = f->key.proto;
+	p->ifindex = skb->ingress_ifindex;
+	if (f->family == AIMESH_FAMILY_V4) {
+		p->family = TC_AF_INET;
+		__builtin_memcpy(&p->ipv4_src, src16 + 12, 4);
+		__builtin_memcpy(&p->ipv4_dst, dst16 + 12, 4);
+	} else {
+		p->family = TC_AF_INET6;
+		__builtin_memcpy(p->ipv6_src, src16, 16);
+		__builtin_memcpy(p->ipv6_dst, dst16, 16);
+	}
+	return bpf_fib_lookup(skb, p, sizeof(*p), 0);
+}
+
 static __always_inline __u64 ct_timeout(const struct aimesh_ct_key *k, const struct aimesh_ct *ct)
 {
 	if (ct->flags & AIMESH_CTF_CLOSING)
@@ -82,8 +105,11 @@ static __always_inline __u64 ct_flow_hash(const struct aimesh_ct_key *k)
 }
 
 /* A new flow to service `service_id`: pick, record both directions. */
-static __always_inline int ct_create(struct nat_flow *f, __u32 service_id, __u64 now, struct aimesh_ct *out)
+static __always_inline int ct_create(struct __sk_buff *skb, struct nat_flow *f, __u32 service_id, __u64 now,
+				     struct aimesh_ct *out)
 {
+	struct bpf_fib_lookup fib;
+	__u8 flags = 0;
 	struct aimesh_ct_key rkey = {};
 	struct aimesh_ct rev = {};
 	struct aimesh_backend *be;
@@ -93,10 +119,14 @@ static __always_inline int ct_create(struct nat_flow *f, __u32 service_id, __u64
 	hash = ct_flow_hash(&f->key);
 	if (lb_select(service_id, bpf_get_prandom_u32(), hash, f->family, &backend_id, &be))
 		return -1;
+	/* A frontend this node would deliver locally is a node address. */
+	if (tc_fib(skb, f, f->key.saddr, f->key.daddr, &fib) == BPF_FIB_LKUP_RET_NOT_FWDED)
+		flags = AIMESH_CTF_LOCAL;
 	__builtin_memset(out, 0, sizeof(*out));
 	__builtin_memcpy(out->addr, be->addr, 16);
 	out->port = be->port;
 	out->dir = AIMESH_CT_FORWARD;
+	out->flags = flags;
 	out->service_id = service_id;
 	out->backend_id = backend_id;
 	out->last_seen_ns = now;
@@ -109,6 +139,7 @@ static __always_inline int ct_create(struct nat_flow *f, __u32 service_id, __u64
 	__builtin_memcpy(rev.addr, f->key.daddr, 16);
 	rev.port = f->key.dport;
 	rev.dir = AIMESH_CT_REPLY;
+	rev.flags = flags;
 	rev.service_id = service_id;
 	rev.backend_id = backend_id;
 	rev.last_seen_ns = now;
@@ -153,9 +184,19 @@ int aimesh_tc_ingress(struct __sk_buff *skb)
 			ct_closing(&f.key, ct);
 		__builtin_memcpy(fresh.addr, ct->addr, 16);
 		fresh.port = ct->port;
-		if (nat_rewrite(skb, &f, ct->dir == AIMESH_CT_FORWARD, fresh.addr, fresh.port)) {
+		fresh.dir = ct->dir;
+		fresh.flags = ct->flags;
+		if (nat_rewrite(skb, &f, fresh.dir == AIMESH_CT_FORWARD, fresh.addr, fresh.port)) {
 			count_reason(AIMESH_R_TC_REWRITE_FAILED); /* never send half a rewrite */
 			return TC_ACT_SHOT;
+		}
+		if (fresh.dir == AIMESH_CT_REPLY && (fresh.flags & AIMESH_CTF_LOCAL)) {
+			/* From a node address now: straight to the client's interface. */
+			struct bpf_fib_lookup fib;
+			long rc = tc_fib(skb, &f, fresh.addr, f.key.daddr, &fib);
+
+			if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+				return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
 		}
 		return TC_ACT_OK;
 	}
@@ -167,7 +208,7 @@ int aimesh_tc_ingress(struct __sk_buff *skb)
 	fe = bpf_map_lookup_elem(&aimesh_frontends, &fk);
 	if (!fe)
 		return TC_ACT_OK;
-	r = ct_create(&f, fe->service_id, now, &fresh);
+	r = ct_create(skb, &f, fe->service_id, now, &fresh);
 	if (r) {
 		if (r == -1)
 			count_reason(AIMESH_R_TC_NO_BACKEND);

@@ -388,6 +388,9 @@ enum aimesh_ct_dir {
 	AIMESH_CT_REPLY = 2,   /* backend -> client: rewrite the source back to the service */
 };
 #define AIMESH_CTF_CLOSING 0x1 /* a FIN or RST was seen: the short timeout applies */
+#define AIMESH_CTF_LOCAL 0x2   /* the frontend is a node address (a node port): replies are
+				* redirected to the client's interface, since input routing
+				* drops a packet from outside with a local source */
 
 /* aimesh_ct key: a packet's 5-tuple as it arrives (addresses IPv4-mapped). */
 struct aimesh_ct_key {

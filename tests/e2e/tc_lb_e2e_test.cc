@@ -34,6 +34,12 @@ const char* kState = R"(services:
     endpoints:
       - {address: 10.78.2.2, port: 8000}
       - {address: 10.78.2.3, port: 8000}
+  - name: chat-nodeport
+    namespace: ml
+    vips: [10.78.1.2]
+    ports: [{port: 30080, protocol: TCP}, {port: 30080, protocol: UDP}]
+    endpoints:
+      - {address: 10.78.2.2, port: 8000}
 )";
 
 class TcLbE2e : public ::testing::Test {
@@ -141,6 +147,21 @@ TEST_F(TcLbE2e, TcpAndUdpToTheServiceReachBackendsAndRepliesComeFromTheServiceAd
   int tc = 0;
   for (auto& p : st["programs"]) tc += p["name"] == "tc_ingress";
   EXPECT_EQ(tc, 2);
+}
+
+TEST_F(TcLbE2e, ANodePortOnTheNodeAddressReachesTheBackend) {
+  json r = client([] {
+    Reply x = tcpAsk("10.78.1.2", 30080, 1000);
+    Reply u = udpAsk("10.78.1.2", 30080, 1000);
+    return json{{"err", x.err}, {"name", x.name}, {"peer", x.peer}, {"udp_err", u.err}, {"udp_name", u.name},
+                {"udp_peer", u.peer}};
+  });
+  EXPECT_EQ(r["err"], 0) << r.dump();
+  EXPECT_EQ(r["name"], "a");
+  EXPECT_EQ(r["peer"], "10.78.1.2:30080");
+  EXPECT_EQ(r["udp_err"], 0) << r.dump();
+  EXPECT_EQ(r["udp_name"], "a");
+  EXPECT_EQ(r["udp_peer"], "10.78.1.2:30080");
 }
 
 TEST_F(TcLbE2e, NonServiceTrafficPassesAndRestartReplacesTheFilterWithoutASecondOne) {
