@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "bpf/conntrack.h"
 #include "source/file_watcher.h"
 #include "source/state_file.h"
 #include "telemetry/stats.h"
@@ -183,7 +184,17 @@ void Agent::run(const std::atomic<bool>& stop) {
     else spdlog::error("cannot watch {}: {}", opts_.stateFile, w.error().message());
   }
   auto lastSync = std::chrono::steady_clock::now();
+  auto lastSweep = lastSync;
   while (!stop.load()) {
+    if (dp_.maps().ct >= 0 && std::chrono::steady_clock::now() - lastSweep >= opts_.ctSweepInterval) {
+      lastSweep = std::chrono::steady_clock::now();
+      auto sw = sweepConntrack(dp_.maps().ct, opts_.tuning);
+      std::lock_guard lk(mu_);
+      if (sw) {
+        counters_.tcFlows = sw->entries - sw->expired;
+        counters_.tcFlowsExpired += sw->expired;
+      }
+    }
     bool changed = false;
     if (kube_) {
       if (auto br = kube_->waitForChange(std::chrono::milliseconds(200))) {

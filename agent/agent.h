@@ -35,6 +35,7 @@ struct AgentOptions {
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
   bool telemetry = true;                     // attach sock_ops + cgroup_skb telemetry
   std::vector<std::string> tcInterfaces;     // attach the TC load balancer at these interfaces' ingress
+  std::chrono::milliseconds ctSweepInterval{5000};  // delete idle TC flows this often
   DatapathOptions::Tuning tuning;            // balancer feedback tunables (aimesh_config)
   // Model-server metrics scraping (services with model_metrics:).
   std::chrono::milliseconds scrapeInterval{500};

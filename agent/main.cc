@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <iostream>
@@ -42,6 +43,16 @@ int main(int argc, char** argv) {
                  "attach the TC load balancer (packet-level, for traffic not from local sockets) at the ingress of "
                  "these interfaces, comma-separated")
       ->delimiter(',');
+  double ctTcpS = 300, ctUdpS = 60, ctClosingS = 10;
+  app.add_option("--ct-tcp-timeout-seconds", ctTcpS, "TC path: forget an idle TCP flow after this")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--ct-udp-timeout-seconds", ctUdpS, "TC path: forget an idle UDP flow after this")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--ct-closing-timeout-seconds", ctClosingS, "TC path: forget a TCP flow this long after a FIN or RST")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
   app.add_flag("--cleanup", cleanup, "detach and remove everything pinned under --pin-dir, then exit");
 
   // Kubernetes source (docs/install.md).
@@ -116,6 +127,12 @@ int main(int argc, char** argv) {
   opts.tuning.penaltyHalfLifeNs = ns(penaltyHalfLifeS);
   opts.tuning.ejectBaseNs = ns(ejectBaseS);
   opts.tuning.ejectMaxNs = ns(ejectMaxS);
+  opts.tuning.ctTcpTimeoutNs = ns(ctTcpS);
+  opts.tuning.ctUdpTimeoutNs = ns(ctUdpS);
+  opts.tuning.ctClosingTimeoutNs = ns(ctClosingS);
+  // Sweep idle TC flows every 5 s, or at half the shortest timeout if less.
+  opts.ctSweepInterval = std::chrono::milliseconds(
+      static_cast<long>(std::min({5.0, ctTcpS / 2, ctUdpS / 2, ctClosingS / 2}) * 1000));
   opts.scrapeInterval = std::chrono::milliseconds(scrapeIntervalMs);
   opts.scrapeTimeout = std::chrono::milliseconds(scrapeTimeoutMs);
   opts.kubeOptions.watchTimeout = std::chrono::seconds(watchTimeoutS);
@@ -146,6 +163,9 @@ int main(int argc, char** argv) {
                      {"log_level", logLevel},
                      {"telemetry", opts.telemetry},
                      {"tc_interfaces", opts.tcInterfaces},
+                     {"ct_tcp_timeout_seconds", ctTcpS},
+                     {"ct_udp_timeout_seconds", ctUdpS},
+                     {"ct_closing_timeout_seconds", ctClosingS},
                      {"latency_decay_seconds", latencyDecayS},
                      {"penalty_per_failure", opts.tuning.penaltyPerFailure},
                      {"penalty_half_life_seconds", penaltyHalfLifeS},

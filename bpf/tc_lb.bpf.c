@@ -46,11 +46,23 @@ static __always_inline long tc_fib(struct __sk_buff *skb, const struct nat_flow 
 	return bpf_fib_lookup(skb, p, sizeof(*p), 0);
 }
 
+/* Idle timeout of a flow: aimesh_config's (the agent's --ct-*-timeout
+ * flags), or the defaults. */
 static __always_inline __u64 ct_timeout(const struct aimesh_ct_key *k, const struct aimesh_ct *ct)
 {
-	if (ct->flags & AIMESH_CTF_CLOSING)
-		return AIMESH_CT_CLOSING_TIMEOUT_NS;
-	return k->proto == AIMESH_PROTO_TCP ? AIMESH_CT_TCP_TIMEOUT_NS : AIMESH_CT_UDP_TIMEOUT_NS;
+	struct aimesh_config *cfg = health_config();
+	__u64 t;
+
+	if (ct->flags & AIMESH_CTF_CLOSING) {
+		t = cfg ? cfg->ct_closing_timeout_ns : 0;
+		return t ? t : AIMESH_CT_CLOSING_TIMEOUT_NS;
+	}
+	if (k->proto == AIMESH_PROTO_TCP) {
+		t = cfg ? cfg->ct_tcp_timeout_ns : 0;
+		return t ? t : AIMESH_CT_TCP_TIMEOUT_NS;
+	}
+	t = cfg ? cfg->ct_udp_timeout_ns : 0;
+	return t ? t : AIMESH_CT_UDP_TIMEOUT_NS;
 }
 
 /* The key of the other direction's entry. */

@@ -24,6 +24,9 @@ static_assert(DatapathOptions::Tuning{}.ejectBaseNs == AIMESH_DEFAULT_EJECT_BASE
 static_assert(DatapathOptions::Tuning{}.ejectMaxNs == AIMESH_DEFAULT_EJECT_MAX_NS);
 static_assert(DatapathOptions::Tuning{}.penaltyPerFailure == AIMESH_DEFAULT_PENALTY_PER_FAILURE);
 static_assert(DatapathOptions::Tuning{}.ejectAfter == AIMESH_DEFAULT_EJECT_AFTER);
+static_assert(DatapathOptions::Tuning{}.ctTcpTimeoutNs == AIMESH_CT_TCP_TIMEOUT_NS);
+static_assert(DatapathOptions::Tuning{}.ctUdpTimeoutNs == AIMESH_CT_UDP_TIMEOUT_NS);
+static_assert(DatapathOptions::Tuning{}.ctClosingTimeoutNs == AIMESH_CT_CLOSING_TIMEOUT_NS);
 namespace fs = std::filesystem;
 
 namespace {
@@ -256,7 +259,6 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
     Status st = dp.attachAll(obj, opts, cgFd.get(), *cgId);
     if (!st) return st.error();
   }
-  if (Status st = dp.attachTc(opts); !st) return st.error();
 
   auto* m = &static_cast<sock_lb*>(dp.objects_[0].skel)->maps;
   dp.maps_ = MapFds{bpf_map__fd(m->aimesh_frontends), bpf_map__fd(m->aimesh_services), bpf_map__fd(m->aimesh_slots),
@@ -272,9 +274,14 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   cfg.eject_max_ns = opts.tuning.ejectMaxNs;
   cfg.penalty_per_failure = opts.tuning.penaltyPerFailure;
   cfg.eject_after = opts.tuning.ejectAfter;
+  cfg.ct_tcp_timeout_ns = opts.tuning.ctTcpTimeoutNs;
+  cfg.ct_udp_timeout_ns = opts.tuning.ctUdpTimeoutNs;
+  cfg.ct_closing_timeout_ns = opts.tuning.ctClosingTimeoutNs;
   uint32_t zero = 0;
   if (bpf_map_update_elem(dp.maps_.config, &zero, &cfg, BPF_ANY) != 0)
     return Error::fromErrno("write aimesh_config");
+  // Last: the TC program reads the configuration just written (timeouts).
+  if (Status st = dp.attachTc(opts); !st) return st.error();
   return dp;
 }
 

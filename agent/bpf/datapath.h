@@ -38,6 +38,10 @@ struct DatapathOptions {
     uint64_t ejectMaxNs = 30'000'000'000ULL;        // AIMESH_DEFAULT_EJECT_MAX_NS
     uint32_t penaltyPerFailure = 4;                 // AIMESH_DEFAULT_PENALTY_PER_FAILURE
     uint32_t ejectAfter = 3;                        // AIMESH_DEFAULT_EJECT_AFTER
+    // TC path flow idle timeouts (AIMESH_CT_*_TIMEOUT_NS).
+    uint64_t ctTcpTimeoutNs = 300'000'000'000ULL;
+    uint64_t ctUdpTimeoutNs = 60'000'000'000ULL;
+    uint64_t ctClosingTimeoutNs = 10'000'000'000ULL;
   } tuning;
 };
 

@@ -256,6 +256,12 @@ std::string renderMetrics(const MetricsInput& in) {
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"ok\"}} {}\n", a.modelScrapesOk);
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"failed\"}} {}\n", a.modelScrapesFailed);
   renderKube(out, in.kube);
+  family(out, "aimesh_tc_flow_entries", "gauge",
+         "TC path: flow table entries (forward and reply) after the agent's last sweep.");
+  out += fmt::format("aimesh_tc_flow_entries {}\n", a.tcFlows);
+  family(out, "aimesh_agent_tc_flows_expired_total", "counter",
+         "TC path: idle flow table entries deleted by the agent's sweeps.");
+  out += fmt::format("aimesh_agent_tc_flows_expired_total {}\n", a.tcFlowsExpired);
   family(out, "aimesh_agent_reconciles_total", "counter", "Reconcile runs that completed.");
   out += fmt::format("aimesh_agent_reconciles_total {}\n", a.reconciles);
   family(out, "aimesh_agent_reconcile_errors_total", "counter", "Reconcile runs that failed to apply.");

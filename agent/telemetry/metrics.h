@@ -26,6 +26,8 @@ struct AgentCounters {
   double startTimeSeconds = 0;  // unix time
   uint64_t modelScrapesOk = 0;
   uint64_t modelScrapesFailed = 0;
+  uint64_t tcFlows = 0;         // aimesh_ct entries at the last sweep (both directions)
+  uint64_t tcFlowsExpired = 0;  // idle entries the sweeps deleted
 };
 
 struct MapOccupancy {

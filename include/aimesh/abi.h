@@ -299,8 +299,12 @@ struct aimesh_config {
 	__u64 eject_max_ns;        /* back-off cap */
 	__u32 penalty_per_failure; /* virtual connections added per failed connect */
 	__u32 eject_after;         /* consecutive failures before a back-off; 0 = never */
+	/* TC path: idle time before a flow is forgotten; 0 = AIMESH_CT_*_TIMEOUT_NS */
+	__u64 ct_tcp_timeout_ns;
+	__u64 ct_udp_timeout_ns;
+	__u64 ct_closing_timeout_ns;
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_config) == 40, "config size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_config) == 64, "config size");
 
 /* Defaults of struct aimesh_config (the agent's flags start from these). */
 #define AIMESH_DEFAULT_EWMA_TAU_NS (10ULL * 1000 * 1000 * 1000)

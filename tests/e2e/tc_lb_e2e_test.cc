@@ -14,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "aimesh/abi.h"
 #include "client/api_client.h"
@@ -29,11 +30,13 @@ using namespace std::chrono_literals;
 const char* kState = R"(services:
   - name: chat
     namespace: ml
-    vips: [10.96.5.10]
+    vips: [10.96.5.10, "fd96::510"]
     ports: [{port: 8000, protocol: TCP}, {port: 8000, protocol: UDP}]
     endpoints:
       - {address: 10.78.2.2, port: 8000}
       - {address: 10.78.2.3, port: 8000}
+      - {address: "fd78:2::2", port: 8000}
+      - {address: "fd78:2::3", port: 8000}
   - name: chat-nodeport
     namespace: ml
     vips: [10.78.1.2]
@@ -66,17 +69,29 @@ class TcLbE2e : public ::testing::Test {
              sh("ip -n " + b + " addr add 10.78.2.3/24 dev " + bIf_) +
              sh("ip -n " + c + " link set " + cIf_ + " up") + sh("ip -n " + n + " link set " + n0_ + " up") +
              sh("ip -n " + n + " link set " + n1_ + " up") + sh("ip -n " + b + " link set " + bIf_ + " up") +
-             sh("ip netns exec " + n + " sysctl -qw net.ipv4.ip_forward=1") +
+             sh("ip -n " + c + " addr add fd78:1::1/64 dev " + cIf_ + " nodad") +
+             sh("ip -n " + n + " addr add fd78:1::2/64 dev " + n0_ + " nodad") +
+             sh("ip -n " + n + " addr add fd78:2::1/64 dev " + n1_ + " nodad") +
+             sh("ip -n " + b + " addr add fd78:2::2/64 dev " + bIf_ + " nodad") +
+             sh("ip -n " + b + " addr add fd78:2::3/64 dev " + bIf_ + " nodad") +
+             sh("ip netns exec " + n + " sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1") +
              // Only the service address is routed to the node; no default routes.
              sh("ip -n " + c + " route add 10.96.5.10/32 via 10.78.1.2") +
-             sh("ip -n " + b + " route add 10.78.1.0/24 via 10.78.2.1");
+             sh("ip -n " + c + " route add fd96::510/128 via fd78:1::2") +
+             sh("ip -n " + b + " route add 10.78.1.0/24 via 10.78.2.1") +
+             sh("ip -n " + b + " route add fd78:1::/64 via fd78:2::1");
     ASSERT_EQ(rc, 0) << "topology setup failed";
     servers_.push_back(startNameServer(b, "10.78.2.2", 8000, "a"));
     servers_.push_back(startNameServer(b, "10.78.2.3", 8000, "b"));
+    servers_.push_back(startNameServer(b, "fd78:2::2", 8000, "a6"));
+    servers_.push_back(startNameServer(b, "fd78:2::3", 8000, "b6"));
     writeFile(dir_ + "/state.yaml", kState);
-    agent_ = std::make_unique<AgentProcess>(cgroup_.path(), dir_ + "/state.yaml", dir_,
-                                            std::vector<std::string>{"--tc-interfaces", n0_ + "," + n1_});
-    agent_->setNetns(n);
+  }
+  void startAgent(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--tc-interfaces", n0_ + "," + n1_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    agent_ = std::make_unique<AgentProcess>(cgroup_.path(), dir_ + "/state.yaml", dir_, args);
+    agent_->setNetns(node_->name());
     agent_->start();
   }
   void TearDown() override {
@@ -122,6 +137,7 @@ class TcLbE2e : public ::testing::Test {
 };
 
 TEST_F(TcLbE2e, TcpAndUdpToTheServiceReachBackendsAndRepliesComeFromTheServiceAddress) {
+  startAgent();
   json r = client([] {
     std::map<std::string, int> names;
     std::set<std::string> peers;
@@ -150,6 +166,7 @@ TEST_F(TcLbE2e, TcpAndUdpToTheServiceReachBackendsAndRepliesComeFromTheServiceAd
 }
 
 TEST_F(TcLbE2e, ANodePortOnTheNodeAddressReachesTheBackend) {
+  startAgent();
   json r = client([] {
     Reply x = tcpAsk("10.78.1.2", 30080, 1000);
     Reply u = udpAsk("10.78.1.2", 30080, 1000);
@@ -164,7 +181,47 @@ TEST_F(TcLbE2e, ANodePortOnTheNodeAddressReachesTheBackend) {
   EXPECT_EQ(r["udp_peer"], "10.78.1.2:30080");
 }
 
+TEST_F(TcLbE2e, Ipv6TcpAndUdpThroughTheNode) {
+  startAgent();
+  json r = client([] {
+    std::map<std::string, int> names;
+    std::set<std::string> peers;
+    int errors = 0;
+    for (int i = 0; i < 20; ++i) {
+      Reply x = tcpAsk("fd96::510", 8000, 1000);
+      if (x.err) ++errors;
+      else names[x.name]++, peers.insert(x.peer);
+    }
+    Reply u = udpAsk("fd96::510", 8000, 1000);
+    return json{{"names", names}, {"peers", peers}, {"errors", errors}, {"udp_err", u.err}, {"udp_peer", u.peer}};
+  });
+  EXPECT_EQ(r["errors"], 0) << r.dump();
+  EXPECT_EQ(r["names"], (json{{"a6", r["names"].value("a6", 0)}, {"b6", r["names"].value("b6", 0)}})) << r.dump();
+  EXPECT_EQ(r["names"].size(), 2u) << r.dump();
+  EXPECT_EQ(r["peers"], json::array({"[fd96::510]:8000"})) << r.dump();
+  EXPECT_EQ(r["udp_err"], 0) << r.dump();
+  EXPECT_EQ(r["udp_peer"], "[fd96::510]:8000") << r.dump();
+}
+
+TEST_F(TcLbE2e, FlowEntriesAppearAndExpire) {
+  startAgent({"--ct-udp-timeout-seconds", "1", "--ct-closing-timeout-seconds", "1"});
+  json r = client([] {
+    Reply u = udpAsk("10.96.5.10", 8000, 1000);
+    Reply t = tcpAsk("10.96.5.10", 8000, 1000);
+    return json{{"udp_err", u.err}, {"tcp_err", t.err}};
+  });
+  EXPECT_EQ(r["udp_err"], 0);
+  EXPECT_EQ(r["tcp_err"], 0);
+  EXPECT_EQ(ctEntries(), 4u);  // a UDP and a TCP flow, forward and reply each
+  // UDP idles out after 1 s; the TCP flow closed (FIN), so 1 s as well. The
+  // agent sweeps every 0.5 s here.
+  auto end = std::chrono::steady_clock::now() + 10s;
+  while (ctEntries() > 0 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(ctEntries(), 0u);
+}
+
 TEST_F(TcLbE2e, NonServiceTrafficPassesAndRestartReplacesTheFilterWithoutASecondOne) {
+  startAgent();
   // The node's own address on another port is not a service: untouched
   // (nothing listens there: refused, not rewritten to a backend).
   json r = client([] {
