@@ -116,6 +116,27 @@ static __always_inline __u64 ct_flow_hash(const struct aimesh_ct_key *k)
 	return h;
 }
 
+/* A SYN on a known, open flow (a retransmitted SYN, or the client reusing
+ * the 5-tuple): the reply entry is written again, fresh. The two entries age
+ * and are evicted (LRU) separately, and a SYN-ACK that found no reply entry
+ * would reach the client from the backend's address and the connect would
+ * hang. */
+static __always_inline void ct_refresh_reply(const struct aimesh_ct_key *k, const struct aimesh_ct *ct, __u64 now)
+{
+	struct aimesh_ct_key peer;
+	struct aimesh_ct rev = {};
+
+	ct_peer_key(k, ct, &peer);
+	__builtin_memcpy(rev.addr, k->daddr, 16);
+	rev.port = k->dport;
+	rev.dir = AIMESH_CT_REPLY;
+	rev.flags = ct->flags & AIMESH_CTF_LOCAL;
+	rev.service_id = ct->service_id;
+	rev.backend_id = ct->backend_id;
+	rev.last_seen_ns = now;
+	bpf_map_update_elem(&aimesh_ct, &peer, &rev, BPF_ANY);
+}
+
 /* A new flow to service `service_id`: pick, record both directions. */
 static __always_inline int ct_create(struct __sk_buff *skb, struct nat_flow *f, __u32 service_id, __u64 now,
 				     struct aimesh_ct *out)
@@ -187,6 +208,17 @@ int aimesh_tc_ingress(struct __sk_buff *skb)
 	if (ct && now - ct->last_seen_ns > ct_timeout(&f.key, ct)) {
 		bpf_map_delete_elem(&aimesh_ct, &f.key);
 		ct = 0;
+	}
+	if (ct && ct->dir == AIMESH_CT_FORWARD && f.key.proto == AIMESH_PROTO_TCP &&
+	    (f.tcp_flags & (NAT_TCP_SYN | NAT_TCP_ACK)) == NAT_TCP_SYN) {
+		if (ct->flags & AIMESH_CTF_CLOSING) {
+			/* A new connection on the tuple of a closed one: balance it anew. */
+			bpf_map_delete_elem(&aimesh_ct, &f.key);
+			ct = 0;
+		} else {
+			ct->last_seen_ns = now;
+			ct_refresh_reply(&f.key, ct, now);
+		}
 	}
 	if (ct) {
 		if (now - ct->last_seen_ns > 1000000000ULL)

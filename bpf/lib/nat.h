@@ -19,7 +19,9 @@
 #define NAT_IPPROTO_DSTOPTS 60
 #define NAT_IPV6_EXT_MAX 4 /* extension headers skipped before giving up */
 #define NAT_TCP_FIN 0x01
+#define NAT_TCP_SYN 0x02
 #define NAT_TCP_RST 0x04
+#define NAT_TCP_ACK 0x10
 
 enum nat_parse {
 	NAT_PASS = 0,      /* not IP, not TCP/UDP: not ours */
