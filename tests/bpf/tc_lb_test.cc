@@ -774,6 +774,32 @@ TEST_F(TcLb, ExpiredReplyEntryPassesUnchanged) {
   EXPECT_FALSE(ctGet(rk).has_value()) << "expired entry deleted";
 }
 
+// A SYN on a known flow: the reply entry is written again (its forward entry
+// may have outlived it: the two age and are evicted separately), so the
+// SYN-ACK is still rewritten; a SYN after the flow closed (FIN/RST) starts a
+// new flow with fresh entries.
+TEST_F(TcLb, SynRewritesAMissingReplyEntryAndRestartsAClosedFlow) {
+  const PacketSpec syn = tcp(kClient4, kClientPort, kVip4, kVipTcpPort);
+  expectRun("syn", buildPacket(syn), TC_ACT_OK, buildPacket(dnat(syn, kBe4Tcp, kBeTcpPort)));
+  const aimesh_ct_key fk = ctKey(kClient4, kClientPort, kVip4, kVipTcpPort, kProtoTcp);
+  const aimesh_ct_key rk = ctKey(kBe4Tcp, kBeTcpPort, kClient4, kClientPort, kProtoTcp);
+  ASSERT_EQ(bpf_map_delete_elem(ctFd_, &rk), 0);  // as if evicted
+  expectRun("syn again", buildPacket(syn), TC_ACT_OK, buildPacket(dnat(syn, kBe4Tcp, kBeTcpPort)));
+  ASSERT_TRUE(ctGet(rk).has_value()) << "reply entry written again";
+  EXPECT_EQ(ctGet(rk)->dir, AIMESH_CT_REPLY);
+  const PacketSpec synack = tcp(kBe4Tcp, kBeTcpPort, kClient4, kClientPort, testing::kTcpSyn | testing::kTcpAck);
+  expectRun("syn-ack", buildPacket(synack), TC_ACT_OK, buildPacket(snat(synack, kVip4, kVipTcpPort)));
+
+  // Closed by a FIN; a new SYN on the same tuple gets fresh entries.
+  PacketSpec fin = syn;
+  fin.tcpFlags = testing::kTcpFin | testing::kTcpAck;
+  expectRun("fin", buildPacket(fin), TC_ACT_OK, buildPacket(dnat(fin, kBe4Tcp, kBeTcpPort)));
+  ASSERT_EQ(ctGet(fk)->flags & AIMESH_CTF_CLOSING, AIMESH_CTF_CLOSING);
+  expectRun("new syn", buildPacket(syn), TC_ACT_OK, buildPacket(dnat(syn, kBe4Tcp, kBeTcpPort)));
+  EXPECT_EQ(ctGet(fk)->flags, 0) << "a fresh forward entry";
+  EXPECT_EQ(ctGet(rk)->flags, 0) << "a fresh reply entry";
+}
+
 // Two backends, random algorithm: a flow stays on its backend (ct), flows
 // from different source ports spread over both.
 TEST_F(TcLb, FlowsStickWhileNewFlowsSpread) {
