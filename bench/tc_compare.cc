@@ -67,6 +67,7 @@
 #include "aimesh/abi.h"
 #include "client/api_client.h"
 #include "fixtures/machine_facts.h"
+#include "fixtures/rate_client.h"
 #include "fixtures/packets.h"
 #include "fixtures/sandbox.h"
 #include "tc_lb.skel.h"
@@ -568,80 +569,11 @@ struct Sample {
   int firstErrno = 0;
 };
 
-int connectTo(const sockaddr_in& sa) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0) {
-    int e = errno;
-    ::close(fd);
-    errno = e;
-    return -1;
-  }
-  return fd;
-}
-
-bool roundTrip(int fd) {
-  if (::send(fd, "hi\n", 3, MSG_NOSIGNAL) != 3) return false;
-  char buf[256];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n == 0) errno = EPIPE;
-    if (n <= 0) return false;
-    if (std::memchr(buf, '\n', n)) return true;
-  }
-}
-
 Sample clientLoop(Workload w, const std::string& addr, double seconds) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(kPort);
-  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  int conn = -1;
-  Sample s;
-  auto one = [&]() -> bool {
-    if (w == Workload::ConnectClose) {
-      int fd = connectTo(sa);
-      if (fd < 0) return false;
-      bool ok = roundTrip(fd);
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      return ok;
-    }
-    if (conn < 0 && (conn = connectTo(sa)) < 0) return false;
-    if (roundTrip(conn)) return true;
-    int e = errno;
-    ::close(conn);
-    conn = -1;
-    errno = e;
-    return false;
-  };
-  auto phase = [&](double secs, bool record) {
-    auto start = Clock::now();
-    auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
-    long ops = 0, errors = 0;
-    while (!gInterrupted && Clock::now() < end && errors < kMaxErrors) {
-      errno = 0;
-      if (one()) {
-        ++ops;
-      } else {
-        if (!s.firstErrno) s.firstErrno = errno ? errno : EIO;
-        ++errors;
-      }
-    }
-    if (!record) return;
-    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    s.ops = ops;
-    s.errors = errors;
-    s.rate = elapsed > 0 ? ops / elapsed : 0;
-  };
-  phase(kWarmupSeconds, false);
-  phase(seconds, true);
-  if (conn >= 0) ::close(conn);
-  return s;
+  auto r = testing::runRateClient(
+      w == Workload::ConnectClose ? testing::RateWorkload::kConnectClose : testing::RateWorkload::kKeepAlive, addr,
+      kPort, kWarmupSeconds, seconds, &gInterrupted, kMaxErrors);
+  return Sample{r.rate, r.ops, r.errors, r.firstErrno};
 }
 
 Sample measure(const Topology& t, Workload w, const std::string& addr, double seconds, int cpu) {

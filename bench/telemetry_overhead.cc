@@ -45,6 +45,7 @@
 
 #include "client/api_client.h"
 #include "fixtures/machine_facts.h"
+#include "fixtures/rate_client.h"
 #include "fixtures/sandbox.h"
 
 namespace aimesh {
@@ -119,85 +120,11 @@ void pinTo(int cpu, pid_t pid = 0) {
     throw std::runtime_error(fmt::format("sched_setaffinity(cpu {}): {}", cpu, std::strerror(errno)));
 }
 
-int connectTo(const sockaddr_in& sa) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv{2, 0};  // bounds connect, send and recv
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0) {
-    int e = errno;
-    ::close(fd);
-    errno = e;
-    return -1;
-  }
-  return fd;
-}
-
-// One request line, one answer line.
-bool roundTrip(int fd) {
-  if (::send(fd, "hi\n", 3, MSG_NOSIGNAL) != 3) return false;
-  char buf[256];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n == 0) errno = EPIPE;
-    if (n <= 0) return false;
-    if (std::memchr(buf, '\n', n)) return true;
-  }
-}
-
 Sample clientLoop(Workload w, const std::string& addr, double seconds) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(kPort);
-  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  int conn = -1;  // keep-alive connection
-  Sample s;
-  auto one = [&]() -> bool {
-    if (w == Workload::ConnectClose) {
-      int fd = connectTo(sa);
-      if (fd < 0) return false;
-      bool ok = roundTrip(fd);
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      return ok;
-    }
-    if (conn < 0 && (conn = connectTo(sa)) < 0) return false;
-    if (roundTrip(conn)) return true;
-    int e = errno;
-    ::close(conn);
-    conn = -1;
-    errno = e;
-    return false;
-  };
-  auto phase = [&](double secs, bool record) {
-    auto start = Clock::now();
-    auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
-    long ops = 0, errors = 0;
-    Clock::time_point now;
-    while (!gInterrupted && (now = Clock::now()) < end && errors < kMaxErrors) {
-      errno = 0;
-      if (one()) {
-        ++ops;
-      } else {
-        if (!s.firstErrno) s.firstErrno = errno ? errno : EIO;
-        ++errors;
-      }
-    }
-    if (!record) {
-      s.warmupOps = ops;
-      return;
-    }
-    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    s.ops = ops;
-    s.errors = errors;
-    s.rate = elapsed > 0 ? ops / elapsed : 0;
-  };
-  phase(kWarmupSeconds, false);
-  phase(seconds, true);
-  if (conn >= 0) ::close(conn);
-  return s;
+  auto r = testing::runRateClient(
+      w == Workload::ConnectClose ? testing::RateWorkload::kConnectClose : testing::RateWorkload::kKeepAlive, addr,
+      kPort, kWarmupSeconds, seconds, &gInterrupted, kMaxErrors);
+  return Sample{r.rate, r.ops, r.errors, r.warmupOps, r.firstErrno};
 }
 
 // Runs the client in `cgroup` + the client namespace, in a forked child.
