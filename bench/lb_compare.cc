@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "fixtures/bench_run.h"
 #include "fixtures/machine_facts.h"
 #include "fixtures/sandbox.h"
 
@@ -73,15 +74,9 @@ using testing::AgentProcess;
 using testing::Child;
 using testing::Sandbox;
 
-volatile sig_atomic_t gInterrupted = 0;
-void onSignal(int) { gInterrupted = 1; }
-
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-void checkInterrupted() {
-  if (gInterrupted) throw Interrupted();
-}
+volatile sig_atomic_t& gInterrupted = testing::gBenchInterrupted;
+using testing::checkInterrupted;
+using testing::Interrupted;
 
 constexpr const char* kVip = "10.96.0.50";
 constexpr uint16_t kPort = 8000;
@@ -1111,13 +1106,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lb-compare: needs root (cgroups, network namespaces, BPF)\n");
     return 1;
   }
-  struct sigaction sa{};
-  sa.sa_handler = aimesh::onSignal;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  aimesh::testing::installBenchSignals();
   try {
     return aimesh::run(c);
   } catch (const aimesh::Interrupted&) {

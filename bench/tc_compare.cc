@@ -66,6 +66,7 @@
 
 #include "aimesh/abi.h"
 #include "client/api_client.h"
+#include "fixtures/bench_run.h"
 #include "fixtures/machine_facts.h"
 #include "fixtures/rate_client.h"
 #include "fixtures/packets.h"
@@ -84,22 +85,11 @@ using testing::Child;
 using testing::NetNs;
 using testing::TestCgroup;
 
-volatile sig_atomic_t gInterrupted = 0;
-void onSignal(int) { gInterrupted = 1; }
+volatile sig_atomic_t& gInterrupted = testing::gBenchInterrupted;
+using testing::checkInterrupted;
+using testing::Interrupted;
+using testing::median;
 
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-void checkInterrupted() {
-  if (gInterrupted) throw Interrupted();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 double minOf(const std::vector<double>& v) { return v.empty() ? 0 : *std::min_element(v.begin(), v.end()); }
 double maxOf(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
 
@@ -862,13 +852,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tc-compare: needs root (BPF, network namespaces)\n");
     return 1;
   }
-  struct sigaction sa{};
-  sa.sa_handler = aimesh::onSignal;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  aimesh::testing::installBenchSignals();
   try {
     return aimesh::run(part, reps, repeat, flows, rounds, seconds, cpu, counts, wantJson);
   } catch (const aimesh::Interrupted&) {

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "fixtures/bench_run.h"
 #include "fixtures/machine_facts.h"
 #include "fixtures/rate_client.h"
 #include "fixtures/sandbox.h"
@@ -59,15 +60,10 @@ using testing::Child;
 using testing::Sandbox;
 using testing::TestCgroup;
 
-volatile sig_atomic_t gInterrupted = 0;
-void onSignal(int) { gInterrupted = 1; }
-
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-void checkInterrupted() {
-  if (gInterrupted) throw Interrupted();
-}
+volatile sig_atomic_t& gInterrupted = testing::gBenchInterrupted;
+using testing::checkInterrupted;
+using testing::Interrupted;
+using testing::median;
 
 constexpr const char* kVip = "10.96.0.40";
 constexpr const char* kBackend = "10.77.0.2";
@@ -345,13 +341,6 @@ ProgCounters readCounters(const Prog& p) {
 
 // ---- reporting ----------------------------------------------------------------
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 struct Results {
   // rates[workload][mode] = one value per round
   std::map<Workload, std::map<Mode, std::vector<double>>> rates;
@@ -559,13 +548,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "telemetry-overhead: needs root (cgroups, network namespaces, BPF)\n");
     return 1;
   }
-  struct sigaction sa{};
-  sa.sa_handler = aimesh::onSignal;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  aimesh::testing::installBenchSignals();
   try {
     return aimesh::run(runs, seconds, cpu, wantJson);
   } catch (const aimesh::Interrupted&) {
