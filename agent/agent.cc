@@ -15,7 +15,7 @@ namespace aimesh {
 using json = nlohmann::json;
 
 Agent::Agent(AgentOptions opts, Datapath dp)
-    : opts_(std::move(opts)), dp_(std::move(dp)), writer_(dp_.maps()), reconciler_(writer_),
+    : opts_(std::move(opts)), dp_(std::move(dp)), writer_(dp_.maps(), opts_.limits), reconciler_(writer_, opts_.limits),
       started_(std::chrono::steady_clock::now()) {
   counters_.startTimeSeconds =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -28,6 +28,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
   dopts.telemetry = opts.telemetry;
   dopts.tcInterfaces = opts.tcInterfaces;
   dopts.tuning = opts.tuning;
+  dopts.limits = opts.limits;
   auto dp = Datapath::open(dopts);
   if (!dp) return dp.error();
   for (auto& p : dp->programs())
@@ -238,11 +239,12 @@ std::string Agent::metricsText(bool openMetrics) {
   // taking the lock so a scrape does not hold up reconciles.
   const MapFds& m = dp_.maps();
   std::vector<MapOccupancy> maps;
-  for (auto [name, fd, cap] : {std::tuple{"aimesh_frontends", m.frontends, AIMESH_MAX_FRONTENDS},
-                               {"aimesh_services", m.services, AIMESH_MAX_SERVICES},
-                               {"aimesh_slots", m.slots, AIMESH_MAX_SLOTS},
-                               {"aimesh_backends", m.backends, AIMESH_MAX_BACKENDS},
-                               {"aimesh_revnat", m.revnat, AIMESH_MAX_REVNAT}}) {
+  const MapLimits& l = opts_.limits;
+  for (auto [name, fd, cap] : {std::tuple{"aimesh_frontends", m.frontends, l.frontends()},
+                               {"aimesh_services", m.services, l.services},
+                               {"aimesh_slots", m.slots, l.slots()},
+                               {"aimesh_backends", m.backends, l.backends},
+                               {"aimesh_revnat", m.revnat, l.revnat()}}) {
     auto n = countEntries(fd);
     maps.push_back(MapOccupancy{name, n ? *n : 0, static_cast<uint64_t>(cap)});
   }
@@ -304,6 +306,8 @@ json Agent::statusJson() {
       {"services", index_.services.size()},
       {"endpoints", index_.backends.size()},
       {"programs", progs},
+      {"limits",
+       {{"services", opts_.limits.services}, {"backends", opts_.limits.backends}, {"flows", opts_.limits.flows}}},
   };
   if (kube_) {
     KubeSourceStats ks = kube_->stats();

@@ -37,6 +37,7 @@ struct AgentOptions {
   std::vector<std::string> tcInterfaces;     // attach the TC load balancer at these interfaces' ingress
   std::chrono::milliseconds ctSweepInterval{5000};  // delete idle TC flows this often
   DatapathOptions::Tuning tuning;            // balancer feedback tunables (aimesh_config)
+  MapLimits limits;                          // map sizes (--max-services, --max-backends, --max-flows)
   // Model-server metrics scraping (services with model_metrics:).
   std::chrono::milliseconds scrapeInterval{500};
   std::chrono::milliseconds scrapeTimeout{300};

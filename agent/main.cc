@@ -1,5 +1,6 @@
 // aimesh-agent: flags, signals, and the Agent's run loop.
 #include <CLI/CLI.hpp>
+#include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -121,6 +122,19 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(10, 600000));
   app.add_option("--scrape-netns", opts.scrapeNetns,
                  "model-server metrics: scrape from inside this network namespace (name under /var/run/netns)");
+
+  // Map sizes (docs/operations.md, "Sizing the maps").
+  app.add_option("--max-services", opts.limits.services,
+                 "service ports the maps hold (frontends: 4x, weighted slots: 32x this)")
+      ->capture_default_str()
+      ->check(CLI::Range(kMinServices, kMaxServicesLimit));
+  app.add_option("--max-backends", opts.limits.backends,
+                 "endpoints (per service port) the maps hold; per-CPU counters grow with this")
+      ->capture_default_str()
+      ->check(CLI::Range(kMinBackends, kMaxBackendsLimit));
+  app.add_option("--max-flows", opts.limits.flows, "TC path flow entries (two per flow: forward and reply)")
+      ->capture_default_str()
+      ->check(CLI::Range(kMinFlows, kMaxFlowsLimit));
   CLI11_PARSE(app, argc, argv);
   auto ns = [](double s) { return static_cast<uint64_t>(s * 1e9); };
   opts.tuning.ewmaTauNs = ns(latencyDecayS);
@@ -174,7 +188,11 @@ int main(int argc, char** argv) {
                      {"eject_max_seconds", ejectMaxS},
                      {"scrape_interval_ms", scrapeIntervalMs},
                      {"scrape_timeout_ms", scrapeTimeoutMs},
-                     {"scrape_netns", opts.scrapeNetns}};
+                     {"scrape_netns", opts.scrapeNetns},
+                     {"max_services", opts.limits.services},
+                     {"max_backends", opts.limits.backends},
+                     {"max_flows", opts.limits.flows},
+                     {"map_memory_bytes", mapMemoryBytes(opts.limits, static_cast<unsigned>(std::max(1, libbpf_num_possible_cpus())))}};
     std::cout << j.dump(2) << "\n";
     return 0;
   }

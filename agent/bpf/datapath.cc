@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -65,13 +66,45 @@ Result<bpf_link_info> linkInfo(int fd) {
   return info;
 }
 
-// Opens a skeleton with maps pinned by name under pinDir and loads it.
+// Sizes every sized map of `obj` from `limits`, before load. A map already
+// pinned with another size cannot be reused (libbpf would refuse with a bare
+// EINVAL): say which map, both sizes and the way out.
+Status sizeMaps(bpf_object* obj, const MapLimits& limits) {
+  bpf_map* m = nullptr;
+  bpf_object__for_each_map(m, obj) {
+    auto want = limits.entriesOf(bpf_map__name(m));
+    if (!want) continue;
+    if (int err = bpf_map__set_max_entries(m, *want); err != 0)
+      return Error::fromCode(err, fmt::format("size map {} to {} entries", bpf_map__name(m), *want));
+    const char* pin = bpf_map__pin_path(m);
+    if (!pin) continue;
+    UniqueFd fd(bpf_obj_get(pin));
+    if (!fd.valid()) continue;  // not pinned yet: created at load
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return Error::fromErrno(std::string("inspect ") + pin);
+    if (info.max_entries != *want)
+      return Error::msg(fmt::format(
+          "pinned map {} holds {} entries but this agent's limits (--max-services {}, --max-backends {}, "
+          "--max-flows {}) want {}: start with the limits it was created with, or run aimesh-agent --cleanup "
+          "first (that detaches the data plane until the agent starts again)",
+          pin, info.max_entries, limits.services, limits.backends, limits.flows, *want));
+  }
+  return {};
+}
+
+// Opens a skeleton with maps pinned by name under pinDir, sizes its maps and
+// loads it.
 template <class Skel>
 Result<void*> openSkel(const char* what, Skel* (*open)(const bpf_object_open_opts*), int (*load)(Skel*),
-                       void (*destroy)(Skel*), const std::string& pinDir) {
+                       void (*destroy)(Skel*), const std::string& pinDir, const MapLimits& limits) {
   LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
   Skel* s = open(&oo);
   if (!s) return Error::fromErrno(std::string("open BPF object ") + what);
+  if (auto st = sizeMaps(s->obj, limits); !st) {
+    destroy(s);
+    return st.error();
+  }
   if (int err = load(s); err != 0) {
     destroy(s);
     return Error::fromCode(err, std::string("load BPF object ") + what +
@@ -170,7 +203,7 @@ Status Datapath::attachTc(const DatapathOptions& opts) {
   }
   if (opts.tcInterfaces.empty()) return {};
 
-  auto tc = openSkel("tc_lb", tc_lb__open_opts, tc_lb__load, tc_lb__destroy, opts.pinDir);
+  auto tc = openSkel("tc_lb", tc_lb__open_opts, tc_lb__load, tc_lb__destroy, opts.pinDir, opts.limits);
   if (!tc) return tc.error();
   Object o;
   o.skel = *tc;
@@ -218,7 +251,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
 
   Datapath dp;
   // sock_lb first: it creates and pins every map; the others reuse the pins.
-  auto lb = openSkel("sock_lb", sock_lb__open_opts, sock_lb__load, sock_lb__destroy, opts.pinDir);
+  auto lb = openSkel("sock_lb", sock_lb__open_opts, sock_lb__load, sock_lb__destroy, opts.pinDir, opts.limits);
   if (!lb) return lb.error();
   Object o;
   o.skel = *lb;
@@ -227,7 +260,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   dp.objects_.push_back(std::move(o));
 
   if (opts.telemetry) {
-    auto ops = openSkel("sock_ops", sock_ops__open_opts, sock_ops__load, sock_ops__destroy, opts.pinDir);
+    auto ops = openSkel("sock_ops", sock_ops__open_opts, sock_ops__load, sock_ops__destroy, opts.pinDir, opts.limits);
     if (!ops) return ops.error();
     Object a;
     a.skel = *ops;
@@ -235,7 +268,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
     a.obj = static_cast<sock_ops*>(*ops)->obj;
     dp.objects_.push_back(std::move(a));
     auto tel = openSkel("sock_telemetry", sock_telemetry__open_opts, sock_telemetry__load, sock_telemetry__destroy,
-                        opts.pinDir);
+                        opts.pinDir, opts.limits);
     if (!tel) return tel.error();
     Object b;
     b.skel = *tel;

@@ -14,6 +14,7 @@
 
 #include "util/unique_fd.h"
 #include "util/result.h"
+#include "reconcile/limits.h"
 
 struct bpf_link;
 struct bpf_object;
@@ -30,6 +31,8 @@ struct DatapathOptions {
   // (clsact). Interfaces attached by an earlier agent and not listed now are
   // detached.
   std::vector<std::string> tcInterfaces;
+  // Sizes of the maps (set before load; pinned maps must already match).
+  MapLimits limits;
   // Tunables written into aimesh_config at every start (balancer feedback).
   struct Tuning {
     uint64_t ewmaTauNs = 10'000'000'000ULL;         // AIMESH_DEFAULT_EWMA_TAU_NS

@@ -194,7 +194,7 @@ Result<KernelState> BpfMapWriter::read() const {
   if (!st) return st.error();
   if (fds_.hashTables >= 0) {
     // An array of maps has every key; only set entries have a map.
-    for (uint32_t sid = 0; sid < AIMESH_MAX_SERVICES; ++sid) {
+    for (uint32_t sid = 0; sid < limits_.services; ++sid) {
       uint32_t innerId = 0;
       if (bpf_map_lookup_elem(fds_.hashTables, &sid, &innerId) != 0) {
         if (errno == ENOENT) continue;

@@ -8,12 +8,13 @@ namespace aimesh {
 
 class BpfMapWriter : public MapWriter {
  public:
-  explicit BpfMapWriter(const MapFds& fds) : fds_(fds) {}
+  explicit BpfMapWriter(const MapFds& fds, MapLimits limits = {}) : fds_(fds), limits_(limits) {}
   Status apply(const MapOp& op) override;
   Result<KernelState> read() const override;
 
  private:
   MapFds fds_;
+  MapLimits limits_;
 };
 
 // Conversions between the ABI structs and the reconciler's values.

@@ -63,12 +63,13 @@ std::vector<uint32_t> slotsOf(const KernelState& state, uint32_t id, uint8_t gen
 
 }  // namespace
 
-Plan makePlan(const Snapshot& desired, const KernelState& current) {
+Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimits& limits) {
   Plan plan;
   KernelState& out = plan.desired;
 
   // Ids in use now or already handed out in this plan are never reused in the
   // same plan, so a removed id's counters are not inherited by a new object.
+  // `used*` holds both (one set, so handing out n ids costs O(n log n)).
   std::set<uint32_t> usedSvc, usedBe;
   for (auto& [id, _] : current.services) usedSvc.insert(id);
   for (auto& [id, _] : current.backends) usedBe.insert(id);
@@ -93,13 +94,12 @@ Plan makePlan(const Snapshot& desired, const KernelState& current) {
         }
       }
       if (sid == 0) {
-        std::set<uint32_t> all = usedSvc;
-        all.insert(claimedSvc.begin(), claimedSvc.end());
-        sid = lowestFree(all, svcCursor, AIMESH_MAX_SERVICES);
+        sid = lowestFree(usedSvc, svcCursor, limits.services);
         if (sid == 0) continue;  // full: the caller reports the shortfall via index size
         plan.newServiceIds.push_back(sid);
       }
       claimedSvc.insert(sid);
+      usedSvc.insert(sid);
 
       ServiceInfo info{svc.name, svc.nameSpace, svc.model, svc.algorithm, ps, fks, {}, svc.modelMetrics};
       std::vector<std::pair<uint32_t, uint16_t>> weighted;
@@ -110,13 +110,12 @@ Plan makePlan(const Snapshot& desired, const KernelState& current) {
         if (it != currentBackendIds.end() && !claimedBe.count(it->second)) {
           bid = it->second;
         } else {
-          std::set<uint32_t> all = usedBe;
-          all.insert(claimedBe.begin(), claimedBe.end());
-          bid = lowestFree(all, beCursor, AIMESH_MAX_BACKENDS);
+          bid = lowestFree(usedBe, beCursor, limits.backends);
           if (bid == 0) continue;
           plan.newBackendIds.push_back(bid);
         }
         claimedBe.insert(bid);
+        usedBe.insert(bid);
         out.backends[bid] = BackendRecord{ep.address, port, ep.state, sid, ep.weight};
         plan.index.backends[bid] = BackendInfo{sid, ep, port};
         info.backendIds.push_back(bid);

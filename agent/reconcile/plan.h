@@ -11,6 +11,7 @@
 
 #include "model/snapshot.h"
 #include "reconcile/kernel_state.h"
+#include "reconcile/limits.h"
 
 namespace aimesh {
 
@@ -47,6 +48,8 @@ struct Plan {
 std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t>>& weighted,
                                   uint32_t maxSlots);
 
-Plan makePlan(const Snapshot& desired, const KernelState& current);
+// Ids are handed out below `limits` (services, backends); what does not fit is
+// left out of the plan (its index is then smaller than the snapshot).
+Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimits& limits = {});
 
 }  // namespace aimesh

@@ -8,13 +8,19 @@ Result<ReconcileReport> Reconciler::reconcile(const Snapshot& desired, IdIndex& 
   auto start = std::chrono::steady_clock::now();
   auto current = writer_.read();
   if (!current) return current.error();
-  Plan plan = makePlan(desired, current.value());
+  Plan plan = makePlan(desired, current.value(), limits_);
 
   size_t wanted = 0;
   for (auto& s : desired.services) wanted += s.ports.size();
   if (plan.index.services.size() != wanted)
-    return Error::msg(fmt::format("out of service ids: {} of {} service ports fit (limit {})",
-                                  plan.index.services.size(), wanted, AIMESH_MAX_SERVICES - 1));
+    return Error::msg(fmt::format("out of service ids: {} of {} service ports fit (limit {}; raise --max-services)",
+                                  plan.index.services.size(), wanted, limits_.services - 1));
+  size_t wantedBe = 0;
+  for (auto& s : desired.services) wantedBe += s.ports.size() * s.endpoints.size();
+  if (plan.index.backends.size() != wantedBe)
+    return Error::msg(fmt::format("out of backend ids: {} of {} endpoints (per service port) fit (limit {}; raise "
+                                  "--max-backends)",
+                                  plan.index.backends.size(), wantedBe, limits_.backends - 1));
 
   auto ops = diff(current.value(), plan.desired, plan.newServiceIds, plan.newBackendIds);
   for (auto& op : ops) {

@@ -22,13 +22,14 @@ struct ReconcileReport {
 
 class Reconciler {
  public:
-  explicit Reconciler(MapWriter& writer) : writer_(writer) {}
+  explicit Reconciler(MapWriter& writer, MapLimits limits = {}) : writer_(writer), limits_(limits) {}
   // On success, returns what was done and fills `index` with the id index of
   // the applied state.
   Result<ReconcileReport> reconcile(const Snapshot& desired, IdIndex& index);
 
  private:
   MapWriter& writer_;
+  MapLimits limits_;
 };
 
 }  // namespace aimesh

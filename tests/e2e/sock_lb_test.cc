@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -397,6 +398,91 @@ TEST_F(SockLbE2e, CleanupRemovesEverythingAndTheServiceAddressIsNoLongerRewritte
   std::tie(rc, out) = capture(std::string(AIMESH_BINARY_DIR) + "/aimesh-agent --cleanup --pin-dir " +
                               agent_->pinDir() + " 2>&1");
   EXPECT_EQ(rc, 0) << out;
+}
+
+}  // namespace
+}  // namespace aimesh::testing
+
+namespace aimesh::testing {
+namespace {
+
+uint32_t pinnedMaxEntries(const std::string& pin) {
+  int fd = bpf_obj_get(pin.c_str());
+  if (fd < 0) return 0;
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  uint32_t n = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.max_entries : 0;
+  ::close(fd);
+  return n;
+}
+
+// n services chat-0..chat-(n-1) at 10.96.1.1.., all on one endpoint.
+std::string manyServicesYaml(int n) {
+  std::ostringstream y;
+  y << "services:\n";
+  for (int i = 0; i < n; ++i)
+    y << "  - name: chat-" << i << "\n    vips: [\"10.96.1." << i + 1
+      << "\"]\n    ports: [{port: 8000, protocol: TCP}]\n    endpoints:\n      - {address: \"10.77.0.2\", port: 8000}\n";
+  return y.str();
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST_F(SockLbE2e, MapLimitsSizeTheMapsAndAMismatchedRestartIsRefused) {
+  serve("10.77.0.2", "a");
+  std::vector<std::string> small{"--max-services", "32", "--max-backends", "64", "--max-flows", "4096"};
+  writeFile(state_, manyServicesYaml(20));
+  agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), state_, dir_, small);
+  agent_->start();
+  const std::string pins = agent_->pinDir();
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_services"), 32u);
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_svc_stats"), 32u);
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_frontends"), 128u);
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_slots"), 1024u);
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_backends"), 64u);
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_be_tel"), 64u);
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_revnat"), 256u);
+  json st = api("status");
+  EXPECT_EQ(st["limits"], (json{{"services", 32}, {"backends", 64}, {"flows", 4096}})) << st.dump();
+  EXPECT_EQ(st["services"], 20);
+
+  // 40 services do not fit in 31 ids: an error that names the flag, and the
+  // 20 applied before keep working.
+  writeFile(state_, manyServicesYaml(40));
+  for (int i = 0; i < 100 && api("status").value("reconcile_errors", 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  st = api("status");
+  EXPECT_GE(st.value("reconcile_errors", 0), 1) << st.dump();
+  EXPECT_NE(st["last_error"].get<std::string>().find("--max-services"), std::string::npos) << st.dump();
+  EXPECT_EQ(st["services"], 20);
+  json r = json::parse(client([] { return json{{"name", tcpAsk("10.96.1.20", 8000).name}}.dump(); }));
+  EXPECT_EQ(r["name"], "a");
+
+  // A restart with other limits cannot reuse the pinned maps: refused with a
+  // message naming the map and the way out; the data plane stays as it was.
+  writeFile(state_, manyServicesYaml(20));
+  agent_->kill9();
+  agent_->setExtraArgs({"--max-services", "64", "--max-backends", "64", "--max-flows", "4096"});
+  EXPECT_THROW(agent_->start(), std::runtime_error);
+  std::string log = slurp(dir_ + "/agent.log");
+  EXPECT_NE(log.find("aimesh_frontends holds 128 entries"), std::string::npos) << log;
+  EXPECT_NE(log.find("--cleanup"), std::string::npos) << log;
+  r = json::parse(client([] { return json{{"name", tcpAsk("10.96.1.7", 8000).name}}.dump(); }));
+  EXPECT_EQ(r["name"], "a") << "a refused start must leave the data plane alone";
+  EXPECT_EQ(pinnedMaxEntries(pins + "/aimesh_services"), 32u);
+
+  // With the limits it was made with, it adopts the pins again.
+  agent_->kill9();
+  agent_->setExtraArgs(small);
+  agent_->start();
+  st = api("status");
+  EXPECT_EQ(st["services"], 20);
+  for (auto& p : st["programs"]) EXPECT_TRUE(p["adopted"].get<bool>()) << p.dump();
+  EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8);
 }
 
 }  // namespace

@@ -1,0 +1,49 @@
+#include "reconcile/limits.h"
+
+#include <fmt/format.h>
+
+namespace aimesh {
+
+std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
+  if (name == "aimesh_frontends") return frontends();
+  if (name == "aimesh_services" || name == "aimesh_svc_stats" || name == "aimesh_svc_load" ||
+      name == "aimesh_hash_tables")
+    return services;
+  if (name == "aimesh_slots") return slots();
+  if (name == "aimesh_backends" || name == "aimesh_be_stats" || name == "aimesh_be_tel" ||
+      name == "aimesh_be_load" || name == "aimesh_be_signal")
+    return backends;
+  if (name == "aimesh_revnat") return revnat();
+  if (name == "aimesh_ct") return flows;
+  return std::nullopt;
+}
+
+std::optional<std::string> MapLimits::validate() const {
+  auto check = [](const char* flag, uint32_t v, uint32_t lo, uint32_t hi) -> std::optional<std::string> {
+    if (v < lo || v > hi) return fmt::format("{} {} is out of range [{}, {}]", flag, v, lo, hi);
+    return std::nullopt;
+  };
+  if (auto e = check("--max-services", services, kMinServices, kMaxServicesLimit)) return e;
+  if (auto e = check("--max-backends", backends, kMinBackends, kMaxBackendsLimit)) return e;
+  if (auto e = check("--max-flows", flows, kMinFlows, kMaxFlowsLimit)) return e;
+  return std::nullopt;
+}
+
+uint64_t mapMemoryBytes(const MapLimits& l, unsigned cpus) {
+  auto kv = [](uint64_t n, uint64_t k, uint64_t v) { return n * (k + v); };
+  uint64_t c = cpus ? cpus : 1;
+  uint64_t b = 0;
+  b += kv(l.frontends(), sizeof(aimesh_frontend_key), sizeof(aimesh_frontend));
+  b += kv(l.services, 0, sizeof(aimesh_service));
+  b += kv(l.slots(), sizeof(aimesh_slot_key), sizeof(aimesh_slot));
+  b += kv(l.backends, 0, sizeof(aimesh_backend));
+  b += kv(l.revnat(), sizeof(aimesh_revnat_key), sizeof(aimesh_revnat));
+  b += kv(l.services, 0, c * sizeof(aimesh_svc_stats));
+  b += kv(l.backends, 0, c * (sizeof(aimesh_be_stats) + sizeof(aimesh_be_tel)));
+  b += kv(l.backends, 0, sizeof(aimesh_be_load) + sizeof(aimesh_be_signal));
+  b += kv(l.services, 0, sizeof(aimesh_svc_load) + sizeof(uint32_t));
+  b += kv(l.flows, sizeof(aimesh_ct_key), sizeof(aimesh_ct));
+  return b;
+}
+
+}  // namespace aimesh
