@@ -12,6 +12,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # tests and demo
   iproute2 curl procps python3 prometheus nghttp2-server
+  # fuzzing (scripts/fuzz.sh): libFuzzer and clang's ASan/UBSan runtimes;
+  # only a Recommends of clang, so --no-install-recommends leaves it out
+  libclang-rt-14-dev
   # benchmarks (bench/lb_compare.cc: the HAProxy peer; bench/tc_compare.cc:
   # the kube-proxy-style iptables and nftables peers)
   haproxy iptables nftables

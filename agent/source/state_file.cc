@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <map>
+#include <sstream>
 #include <string_view>
 #include <tuple>
 
@@ -106,6 +108,34 @@ struct Field {
 
 using Fields = std::map<std::string, Field, std::less<>>;
 
+// yaml-cpp 0.7's LoadAll() never returns on a token it does not consume at
+// the top level (a stray ','): it adds a null document per turn until memory
+// runs out (jbeder/yaml-cpp#1040, fixed upstream after 0.8). Walk the
+// documents with the event parser first: a document starting where the
+// previous one started means the parser is stuck there. Found by fuzzing
+// (tests/fuzz/fuzz_state_file.cc).
+std::optional<YAML::Mark> stuckAt(const std::string& text) {
+  struct Starts : YAML::EventHandler {
+    std::vector<YAML::Mark> marks;
+    void OnDocumentStart(const YAML::Mark& m) override { marks.push_back(m); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  } starts;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  while (parser.HandleNextDocument(starts)) {
+    size_t n = starts.marks.size();
+    if (n >= 2 && starts.marks[n - 1].pos == starts.marks[n - 2].pos) return starts.marks[n - 1];
+  }
+  return std::nullopt;
+}
+
 class StateParser {
  public:
   explicit StateParser(std::string fileName) : fileName_(std::move(fileName)) {}
@@ -114,6 +144,12 @@ class StateParser {
     ParseResult result;
     std::vector<YAML::Node> docs;
     try {
+      if (auto m = stuckAt(text)) {
+        size_t pos = static_cast<size_t>(m->pos);
+        error(*m, "", pos < text.size() ? "unexpected '" + std::string(1, text[pos]) + "'" : "unexpected input");
+        result.errors = std::move(errors_);
+        return result;
+      }
       docs = YAML::LoadAll(text);
     } catch (const YAML::Exception& e) {
       error(e.mark, "", e.msg.empty() ? std::string(e.what()) : e.msg);
@@ -183,7 +219,8 @@ class StateParser {
   Fields collect(const YAML::Node& map, const std::string& path, std::initializer_list<std::string_view> allowed) {
     Fields fields;
     for (auto it = map.begin(); it != map.end(); ++it) {
-      const YAML::Node& key = it->first;
+      // A copy: it-> returns a temporary proxy, a reference into it dangles.
+      const YAML::Node key = it->first;
       if (!key.IsScalar()) {
         error(key.Mark(), path, "field names must be plain strings, got " + describe(key));
         continue;

@@ -1,0 +1,106 @@
+// libFuzzer target: the Kubernetes object decoder and mapper
+// (agent/source/kube_objects.h) on arbitrary bytes as JSON, parsed as the
+// agent parses API answers (json::parse without exceptions). The value is
+// taken the way kube_source.cc takes it: a List ("items": every item decoded
+// as a Service and as an EndpointSlice), a watch event ("object"), or else a
+// single object; whatever decodes goes into buildSnapshot(). The bytes are
+// also parsed as a label selector and matched against the decoded labels.
+//
+// Checks, besides crashes and sanitizer reports: nothing throws (the header
+// promises "Nothing here throws on odd input"; an escaping exception aborts
+// the run), errors have a message, and buildSnapshot() is deterministic with
+// services sorted by key() and endpoints sorted by (address, port), unique.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "source/kube_objects.h"
+
+namespace {
+
+namespace kube = aimesh::kube;
+using nlohmann::json;
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "fuzz_kube_objects: invariant failed: %s\n", what);
+    std::abort();
+  }
+}
+
+struct Store {
+  std::map<std::string, kube::ServiceObj> services;
+  std::map<std::string, kube::EndpointSliceObj> slices;
+  std::map<std::string, std::string> labels;  // of everything decoded, for the selector
+};
+
+void decodeOne(const json& obj, Store& st) {
+  auto meta = kube::decodeMeta(obj);
+  if (meta) {
+    for (const auto& [k, v] : meta->labels) st.labels[k] = v;
+  } else {
+    check(!meta.error().message().empty(), "decodeMeta error has a message");
+  }
+  auto svc = kube::decodeService(obj);
+  if (svc) {
+    check(!svc->meta.name.empty(), "a decoded Service has a name");
+    st.services[svc->meta.key()] = std::move(svc.value());
+  } else {
+    check(!svc.error().message().empty(), "decodeService error has a message");
+  }
+  auto slice = kube::decodeEndpointSlice(obj);
+  if (slice) {
+    st.slices[slice->meta.key()] = std::move(slice.value());
+  } else {
+    check(!slice.error().message().empty(), "decodeEndpointSlice error has a message");
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string text(reinterpret_cast<const char*>(data), size);
+  Store st;
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_discarded()) {
+    if (j.is_object() && j.contains("items") && j["items"].is_array()) {
+      for (const auto& item : j["items"]) decodeOne(item, st);
+    } else if (j.is_object() && j.contains("object")) {
+      decodeOne(j["object"], st);
+    } else {
+      decodeOne(j, st);
+    }
+  }
+
+  kube::BuildResult a = kube::buildSnapshot(st.services, st.slices);
+  kube::BuildResult b = kube::buildSnapshot(st.services, st.slices);
+  check(a.snapshot == b.snapshot && a.warnings == b.warnings, "buildSnapshot is deterministic");
+  const auto& services = a.snapshot.services;
+  for (size_t i = 1; i < services.size(); ++i) {
+    check(services[i - 1].key() < services[i].key(), "services sorted by key, unique");
+  }
+  for (const auto& s : services) {
+    check(!s.vips.empty(), "a service has an address");
+    check(s.ports.size() == 1, "one snapshot service per Service port");
+    for (size_t i = 1; i < s.endpoints.size(); ++i) {
+      const auto& p = s.endpoints[i - 1];
+      const auto& e = s.endpoints[i];
+      check(std::tie(p.address, p.port) < std::tie(e.address, e.port), "endpoints sorted, unique");
+    }
+  }
+
+  auto sel = kube::parseSelector(text);
+  if (sel) {
+    (void)kube::matches(*sel, st.labels);
+    (void)kube::matches(*sel, {});
+  } else {
+    check(!sel.error().message().empty(), "parseSelector error has a message");
+  }
+  return 0;
+}
