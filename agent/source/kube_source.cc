@@ -29,12 +29,32 @@ std::string urlEncode(const std::string& s) {
   return out;
 }
 
+// Typed reads of envelope fields. A field of the wrong type (a broken proxy,
+// a hostile server) reads as absent: nlohmann's value() would throw, and an
+// exception in a source thread would end the agent.
+std::string strField(const json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+long intField(const json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<long>() : 0;
+}
+const json& objField(const json& j, const char* key) {
+  static const json kEmpty = json::object();
+  if (!j.is_object()) return kEmpty;
+  auto it = j.find(key);
+  return it != j.end() && it->is_object() ? *it : kEmpty;
+}
+
 // A Kubernetes Status (an error answer or an ERROR watch event): its code and
 // message, for logs.
 std::string statusText(long http, const std::string& body) {
   auto j = json::parse(body, nullptr, false);
   if (j.is_object() && j.contains("message"))
-    return fmt::format("HTTP {} {}: {}", http, j.value("reason", ""), j.value("message", ""));
+    return fmt::format("HTTP {} {}: {}", http, strField(j, "reason"), strField(j, "message"));
   return fmt::format("HTTP {}{}", http, body.empty() ? "" : ": " + body.substr(0, 200));
 }
 
@@ -162,9 +182,9 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
       fail(r, "list: the answer is not a Kubernetes list");
       return false;
     }
-    auto meta = j.value("metadata", json::object());
-    listRv = meta.value("resourceVersion", "");
-    cont = meta.value("continue", "");
+    const json& meta = objField(j, "metadata");
+    listRv = strField(meta, "resourceVersion");
+    cont = strField(meta, "continue");
     for (auto& item : j["items"]) {
       if (r == KubeResource::kServices) {
         auto s = kube::decodeService(item);
@@ -302,10 +322,10 @@ KubeSource::WatchEnd KubeSource::watch(KubeResource r, std::string* rv) {
     std::string type = ev["type"];
     const json& obj = ev["object"];
     if (type == "ERROR") {
-      long code = obj.value("code", 0L);
+      long code = intField(obj, "code");
       if (code == 410) {
         spdlog::info("kubernetes {}: watch from resourceVersion {} expired ({}); listing again", toString(r), *rv,
-                     obj.value("message", ""));
+                     strField(obj, "message"));
         end = WatchEnd::kRelist;
       } else {
         fail(r, "watch: " + statusText(code, obj.dump()));
@@ -314,8 +334,7 @@ KubeSource::WatchEnd KubeSource::watch(KubeResource r, std::string* rv) {
       return false;
     }
     std::string objRv;
-    if (obj.contains("metadata") && obj["metadata"].is_object())
-      objRv = obj["metadata"].value("resourceVersion", "");
+    objRv = strField(objField(obj, "metadata"), "resourceVersion");
     std::lock_guard lk(mu_);
     if (type == "BOOKMARK") {
       stats_.resources[static_cast<int>(r)].bookmarks++;
@@ -367,7 +386,7 @@ KubeSourceStats KubeSource::stats() const {
 
 namespace {
 KubeSource::DaemonSetState dsStateOf(const json& obj) {
-  auto meta = obj.value("metadata", json::object());
+  const json& meta = objField(obj, "metadata");
   return meta.contains("deletionTimestamp") && !meta["deletionTimestamp"].is_null()
              ? KubeSource::DaemonSetState::kDeleting
              : KubeSource::DaemonSetState::kPresent;
@@ -402,7 +421,7 @@ void KubeSource::runDaemonSet() {
         continue;
       }
       watchedDs_.store(j["items"].empty() ? DaemonSetState::kGone : dsStateOf(j["items"][0]));
-      rv = j.value("metadata", json::object()).value("resourceVersion", "");
+      rv = strField(objField(j, "metadata"), "resourceVersion");
       if (rv.empty()) {
         retry("list: no resourceVersion");
         continue;
@@ -416,16 +435,15 @@ void KubeSource::runDaemonSet() {
         [&](std::string_view line) {
           auto ev = json::parse(line, nullptr, false);
           if (!ev.is_object() || !ev.contains("object") || !ev["object"].is_object()) return false;
-          std::string type = ev.value("type", "");
+          std::string type = strField(ev, "type");
           const json& obj = ev["object"];
           if (type == "ERROR") {
-            relist = obj.value("code", 0L) == 410;
+            relist = intField(obj, "code") == 410;
             return false;
           }
           if (type == "DELETED") watchedDs_.store(DaemonSetState::kGone);
           else if (type == "ADDED" || type == "MODIFIED") watchedDs_.store(dsStateOf(obj));
-          if (obj.contains("metadata") && obj["metadata"].is_object())
-            if (auto v = obj["metadata"].value("resourceVersion", ""); !v.empty()) rv = v;
+          if (auto v = strField(objField(obj, "metadata"), "resourceVersion"); !v.empty()) rv = v;
           return true;
         },
         &errorBody, &stop_);

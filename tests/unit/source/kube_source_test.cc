@@ -291,6 +291,24 @@ TEST(KubeSource, ServerErrorsAndThrottlingAreRetriedWithBackOff) {
   EXPECT_EQ(sv.lists, 1u);
 }
 
+TEST(KubeSource, FieldsOfTheWrongTypeAreErrorsNotACrash) {
+  // A broken proxy or hostile server: resourceVersion a number, metadata a
+  // string, an ERROR event whose code is a string. Each was an uncaught
+  // nlohmann type_error that ended the source thread (and the agent).
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.replyNext(Resource::kServices, 200, R"({"kind":"ServiceList","items":[],"metadata":{"resourceVersion":5}})");
+  h.fake.replyNext(Resource::kEndpointSlices, 200, R"({"items":[],"metadata":"x"})");
+  h.start();
+  // Both lists had no usable resourceVersion: retried, then the real state.
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama"); }));
+  ASSERT_TRUE(h.waitForWatches());
+  h.fake.replyNext(Resource::kServices, 200, R"({"type":"ERROR","object":{"code":"410","message":7}})");
+  h.fake.closeWatches(Resource::kServices);
+  h.fake.upsert(Resource::kServices, service("ml", "mistral", "10.96.0.21"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/mistral"); }));
+}
+
 TEST(KubeSource, ASlowServerIsWaitedForAndOneSlowerThanTheTimeoutIsRetried) {
   Harness h;
   h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
@@ -317,7 +335,7 @@ TEST(KubeSource, SpeaksTlsWithABearerTokenAndReportsAWrongToken) {
     Harness h(fakeOptions(true, "s3cret"));
     h.config.token = "wrong";
     h.start();
-    std::this_thread::sleep_for(500ms);
+    for (int i = 0; i < 100 && h.st(KubeResource::kServices).errors == 0; ++i) std::this_thread::sleep_for(50ms);
     EXPECT_FALSE(h.source->synced());
     h.st(KubeResource::kServices);
     EXPECT_NE(h.stats.lastError.find("401"), std::string::npos) << h.stats.lastError;
@@ -326,7 +344,9 @@ TEST(KubeSource, SpeaksTlsWithABearerTokenAndReportsAWrongToken) {
     Harness h(fakeOptions(true));
     h.config.caFile.clear();  // the fake's self-signed certificate is not trusted
     h.start();
-    std::this_thread::sleep_for(500ms);
+    // Poll: a TLS handshake that fails can take a while on a loaded machine
+    // (or under ASan).
+    for (int i = 0; i < 100 && h.st(KubeResource::kServices).errors == 0; ++i) std::this_thread::sleep_for(50ms);
     EXPECT_FALSE(h.source->synced());
     EXPECT_GE(h.st(KubeResource::kServices).errors, 1u);
   }
