@@ -92,6 +92,23 @@ Status removeStaleSocket(const std::string& path, const sockaddr_un& addr) {
 
 json errorJson(const std::string& text) { return json{{"error", text}}; }
 
+// The socket's own mode keeps other users out, but in a directory they can
+// write to they could replace the socket file with their own and answer
+// meshctl in the agent's name. Directories we create are 0700; for one the
+// operator chose, say so.
+void warnIfParentIsOpen(const std::string& path) {
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) parent = ".";
+  struct stat st {};
+  if (::stat(parent.c_str(), &st) != 0) return;
+  bool writableByOthers = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0;
+  if (writableByOthers || (st.st_uid != 0 && st.st_uid != ::geteuid())) {
+    spdlog::warn("api: directory {} of the API socket is writable by other users (mode {:o}, owner {}); "
+                 "they could replace the socket. Use a root-owned directory such as /run/aimesh",
+                 parent.string(), st.st_mode & 07777, st.st_uid);
+  }
+}
+
 }  // namespace
 
 struct ApiServer::Impl {
@@ -107,6 +124,7 @@ struct ApiServer::Impl {
 
   std::string path;
   Handler handler;
+  ApiServerOptions opts;
   UniqueFd listenFd;
   UniqueFd stopFd;  // eventfd: written by stop() to wake the poll loop
   dev_t dev = 0;    // identity of the socket file we bound, so stop() never
@@ -116,6 +134,7 @@ struct ApiServer::Impl {
 
   void run();
   void acceptClients(std::list<Client>& clients);
+  void rejectBusy(int fd);
   void readFrom(Client& c);
   void writeTo(Client& c);
   void respond(Client& c, const std::string& request);
@@ -145,7 +164,7 @@ void ApiServer::Impl::respond(Client& c, const std::string& request) {
   c.outOff = 0;
   c.responding = true;
   c.in.clear();
-  c.deadline = Clock::now() + kClientTimeout;
+  c.deadline = Clock::now() + opts.clientTimeout;
   writeTo(c);
 }
 
@@ -171,20 +190,20 @@ void ApiServer::Impl::readFrom(Client& c) {
     std::size_t scanFrom = c.in.size();
     c.in.append(buf, static_cast<std::size_t>(n));
     std::size_t nl = c.in.find('\n', scanFrom);
-    if (nl != std::string::npos && nl <= kMaxRequestBytes) {
+    if (nl != std::string::npos && nl <= opts.maxRequestBytes) {
       std::string request = c.in.substr(0, nl);
       respond(c, request);
       return;
     }
-    if (c.in.size() > kMaxRequestBytes) {
+    if (c.in.size() > opts.maxRequestBytes) {
       c.in.clear();
       c.out.clear();
-      json response = errorJson("request too large (limit " + std::to_string(kMaxRequestBytes) +
+      json response = errorJson("request too large (limit " + std::to_string(opts.maxRequestBytes) +
                                  " bytes)");
       c.out = response.dump() + "\n";
       c.outOff = 0;
       c.responding = true;
-      c.deadline = Clock::now() + kClientTimeout;
+      c.deadline = Clock::now() + opts.clientTimeout;
       writeTo(c);
       return;
     }
@@ -206,8 +225,22 @@ void ApiServer::Impl::writeTo(Client& c) {
   c.done = true;
 }
 
+// Over the client limit: answer at once (never blocks: the reply fits in an
+// empty socket buffer) and close, rather than leave the caller queued.
+void ApiServer::Impl::rejectBusy(int fd) {
+  std::string busy = errorJson("agent busy: " + std::to_string(opts.maxClients) +
+                               " API clients already connected; try again")
+                         .dump() +
+                     "\n";
+  ssize_t n = ::send(fd, busy.data(), busy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n;
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
 void ApiServer::Impl::acceptClients(std::list<Client>& clients) {
-  while (clients.size() < kMaxClients) {
+  // Bounded per wake-up so a flood of connects cannot starve the clients.
+  for (int round = 0; round < 64; ++round) {
     int fd = ::accept4(listenFd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -218,9 +251,14 @@ void ApiServer::Impl::acceptClients(std::list<Client>& clients) {
       }
       return;
     }
+    if (clients.size() >= opts.maxClients) {
+      rejectBusy(fd);
+      continue;
+    }
     Client c;
     c.fd = UniqueFd(fd);
-    c.deadline = Clock::now() + kClientTimeout;
+    // Fixed at accept: a client trickling bytes does not move it.
+    c.deadline = Clock::now() + opts.clientTimeout;
     clients.push_back(std::move(c));
   }
 }
@@ -231,8 +269,7 @@ void ApiServer::Impl::run() {
   for (;;) {
     fds.clear();
     fds.push_back({stopFd.get(), POLLIN, 0});
-    bool listening = clients.size() < kMaxClients;
-    fds.push_back({listening ? listenFd.get() : -1, POLLIN, 0});
+    fds.push_back({listenFd.get(), POLLIN, 0});
     auto now = Clock::now();
     auto next = now + std::chrono::hours(1);
     for (const Client& c : clients) {
@@ -261,7 +298,7 @@ void ApiServer::Impl::run() {
     }
     now = Clock::now();
     clients.remove_if([now](const Client& c) { return c.done || c.deadline <= now; });
-    if (listening && (fds[1].revents & POLLIN)) acceptClients(clients);
+    if (fds[1].revents & POLLIN) acceptClients(clients);
   }
 }
 
@@ -282,8 +319,9 @@ void ApiServer::Impl::stop() {
   }
 }
 
-Result<ApiServer> ApiServer::create(const std::string& path, Handler handler) {
+Result<ApiServer> ApiServer::create(const std::string& path, Handler handler, ApiServerOptions options) {
   if (!handler) return Error::msg("API server needs a handler");
+  if (options.maxClients == 0 || options.maxRequestBytes == 0) return Error::msg("API server limits must be positive");
   auto addr = unixAddress(path);
   if (!addr) return addr.error();
   if (auto st = makeParentDirs(path); !st) return st.error();
@@ -292,6 +330,7 @@ Result<ApiServer> ApiServer::create(const std::string& path, Handler handler) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->handler = std::move(handler);
+  impl->opts = options;
   impl->listenFd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!impl->listenFd.valid()) return Error::fromErrno("socket(AF_UNIX)");
   // Linux creates the socket file with the socket inode's mode minus the
@@ -308,9 +347,10 @@ Result<ApiServer> ApiServer::create(const std::string& path, Handler handler) {
   if (::chmod(path.c_str(), 0600) != 0) return fail(Error::fromErrno("chmod 0600 " + path));
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return fail(Error::fromErrno("stat " + path));
-  if (!S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != 0600) {
-    return fail(Error::msg("API socket " + path + " did not get mode 0600"));
+  if (!S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != 0600 || st.st_uid != ::geteuid()) {
+    return fail(Error::msg("API socket " + path + " did not get mode 0600 and our owner"));
   }
+  warnIfParentIsOpen(path);
   impl->dev = st.st_dev;
   impl->ino = st.st_ino;
   if (::listen(impl->listenFd.get(), 64) != 0) return fail(Error::fromErrno("listen " + path));

@@ -1,22 +1,395 @@
 #include "telemetry/http_server.h"
 
-#include <httplib.h>
-
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <string_view>
+#include <system_error>
 #include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "util/unique_fd.h"
 
 namespace aimesh {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kListenBacklog = 128;
+
+const char* reason(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+  }
+}
+
+struct Response {
+  int status = 200;
+  std::string contentType = "text/plain; charset=utf-8";
+  std::string body;
+  bool close = false;
+  bool allowHeader = false;  // 405: "Allow: GET, HEAD"
+};
+
+Response errorResponse(int status, std::string text) {
+  Response r;
+  r.status = status;
+  r.body = std::move(text) + "\n";
+  r.close = true;
+  return r;
+}
+
+std::string render(const Response& r, bool headOnly) {
+  std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) + "\r\n";
+  out += "Content-Type: " + r.contentType + "\r\n";
+  out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+  if (r.allowHeader) out += "Allow: GET, HEAD\r\n";
+  out += r.close ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n";
+  if (!headOnly) out += r.body;
+  return out;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Offset just past the blank line that ends a request head ("\r\n\r\n" or a
+// bare "\n\n"), or npos. `from`: bytes before it were searched already (so a
+// client sending one byte at a time does not cost a rescan per byte).
+std::size_t headEnd(const std::string& buf, std::size_t from = 0) {
+  from = from > 2 ? from - 2 : 0;
+  for (std::size_t i = buf.find('\n', from); i != std::string::npos; i = buf.find('\n', i + 1)) {
+    std::size_t j = i + 1;
+    if (j < buf.size() && buf[j] == '\r') ++j;
+    if (j < buf.size() && buf[j] == '\n') return j + 1;
+  }
+  return std::string::npos;
+}
+
+struct Request {
+  std::string method, path, version;
+  std::string accept, connection;
+  bool hasBody = false;
+};
+
+// Parses a complete head; returns 0 or the error status to answer with.
+int parseHead(std::string_view head, std::size_t maxHeaders, Request& req) {
+  std::vector<std::string_view> lines;
+  while (!head.empty()) {
+    std::size_t nl = head.find('\n');
+    std::string_view line = head.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    head.remove_prefix(nl == std::string_view::npos ? head.size() : nl + 1);
+    if (line.empty()) break;
+    lines.push_back(line);
+  }
+  if (lines.empty()) return 400;
+  // Request line: METHOD SP request-target SP HTTP-version (RFC 9112 §3).
+  std::string_view rl = lines[0];
+  std::size_t sp1 = rl.find(' ');
+  std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : rl.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || rl.find(' ', sp2 + 1) != std::string_view::npos) return 400;
+  req.method = std::string(rl.substr(0, sp1));
+  std::string_view target = rl.substr(sp1 + 1, sp2 - sp1 - 1);
+  req.version = std::string(rl.substr(sp2 + 1));
+  if (req.method.empty() || !std::all_of(req.method.begin(), req.method.end(),
+                                         [](char c) { return (c >= 'A' && c <= 'Z') || c == '-' || c == '_'; })) {
+    return 400;
+  }
+  if (req.version.rfind("HTTP/", 0) != 0) return 400;
+  if (req.version != "HTTP/1.1" && req.version != "HTTP/1.0") return 505;
+  if (target.empty() || target[0] != '/') return 400;
+  req.path = std::string(target.substr(0, target.find('?')));
+
+  if (lines.size() - 1 > maxHeaders) return 431;
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    std::string_view line = lines[i];
+    // Obsolete line folding is rejected (RFC 9112 §5.2).
+    if (line.front() == ' ' || line.front() == '\t') return 400;
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return 400;
+    std::string_view rawName = line.substr(0, colon);
+    if (rawName.find_first_of(" \t") != std::string_view::npos) return 400;
+    std::string name = lower(rawName);
+    std::string_view value = trim(line.substr(colon + 1));
+    if (name == "accept") {
+      if (!req.accept.empty()) req.accept += ",";
+      req.accept += value;
+    } else if (name == "connection") {
+      if (!req.connection.empty()) req.connection += ",";
+      req.connection += lower(value);
+    } else if (name == "transfer-encoding") {
+      req.hasBody = true;
+    } else if (name == "content-length") {
+      if (value != "0") req.hasBody = true;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
 
 struct HttpServer::Impl {
-  httplib::Server server;
-  std::thread thread;
-  ~Impl() {
-    server.stop();
-    if (thread.joinable()) thread.join();
+  HttpHandlers handlers;
+  HttpServerOptions opts;
+  UniqueFd listenFd;
+  UniqueFd stopFd;  // eventfd, written once by stop(): wakes every poll
+  std::thread acceptor;
+  std::mutex mu;
+  std::condition_variable idle;
+  std::size_t active = 0;  // connection threads alive (under mu)
+  bool stopped = false;
+
+  ~Impl() { stop(); }
+
+  void stop() {
+    if (stopped) return;
+    stopped = true;
+    uint64_t one = 1;
+    ssize_t n = ::write(stopFd.get(), &one, sizeof(one));
+    (void)n;  // an eventfd write only fails when the counter would overflow
+    if (acceptor.joinable()) acceptor.join();
+    listenFd.reset();
+    std::unique_lock lk(mu);
+    idle.wait(lk, [this] { return active == 0; });
   }
+
+  void acceptLoop();
+  void reject(int fd);
+  void drain(int fd);
+  void serve(UniqueFd fd);
+  // Waits until fd is ready for `events` or the deadline/stop; true if ready.
+  bool waitFor(int fd, short events, Clock::time_point deadline);
+  bool sendAll(int fd, const std::string& data, Clock::time_point deadline);
+  Response route(const Request& req);
 };
+
+bool HttpServer::Impl::waitFor(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd fds[2] = {{fd, events, 0}, {stopFd.get(), POLLIN, 0}};
+    int rc = ::poll(fds, 2, static_cast<int>(std::min<long long>(left, 60'000)));
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (fds[1].revents != 0) return false;
+    if (fds[0].revents != 0) return true;
+  }
+}
+
+bool HttpServer::Impl::sendAll(int fd, const std::string& data, Clock::time_point deadline) {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
+    if (!waitFor(fd, POLLOUT, deadline)) return false;
+  }
+  return true;
+}
+
+Response HttpServer::Impl::route(const Request& req) {
+  Response r;
+  if (req.path == "/metrics") {
+    if (handlers.openMetrics && req.accept.find("application/openmetrics-text") != std::string::npos) {
+      r.body = handlers.openMetrics();
+      r.contentType = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    } else {
+      r.body = handlers.metrics();
+      r.contentType = "text/plain; version=0.0.4; charset=utf-8";
+    }
+  } else if (req.path == "/healthz") {
+    r.body = "ok\n";
+    r.contentType = "text/plain";
+  } else if (req.path == "/readyz") {
+    bool ok = handlers.ready();
+    r.status = ok ? 200 : 503;
+    r.body = ok ? "ready\n" : "not ready: no state applied yet\n";
+    r.contentType = "text/plain";
+  } else {
+    r.status = 404;
+    r.body = "not found\n";
+  }
+  return r;
+}
+
+void HttpServer::Impl::serve(UniqueFd conn) {
+  int fd = conn.get();
+  std::string buf;
+  char chunk[4096];
+  auto deadline = Clock::now() + opts.requestTimeout;
+  for (std::size_t served = 0; served < opts.maxRequestsPerConnection; ++served) {
+    // Read until the head is complete; the deadline covers the whole head,
+    // so trickling bytes does not extend it.
+    std::size_t end;
+    std::size_t searched = 0;
+    int early = 0;
+    while ((end = headEnd(buf, searched)) == std::string::npos) {
+      searched = buf.size();
+      if (buf.size() > opts.maxHeaderBytes) {
+        early = buf.find('\n') == std::string::npos ? 414 : 431;
+        break;
+      }
+      if (!waitFor(fd, POLLIN, deadline)) {
+        if (!buf.empty() && Clock::now() >= deadline) {
+          sendAll(fd, render(errorResponse(408, "request head not received in time"), false),
+                  Clock::now() + std::chrono::milliseconds(200));
+        }
+        return;
+      }
+      // Never hold more than the limit (+ the bytes that show it was passed).
+      std::size_t room = opts.maxHeaderBytes + 4 - std::min(buf.size(), opts.maxHeaderBytes + 3);
+      ssize_t n = ::recv(fd, chunk, std::min(sizeof(chunk), room), MSG_DONTWAIT);
+      if (n == 0) return;
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+        return;
+      }
+      buf.append(chunk, static_cast<std::size_t>(n));
+    }
+    Request req;
+    Response res;
+    if (early == 0 && end > opts.maxHeaderBytes) early = 431;
+    int status = early != 0 ? early : parseHead(std::string_view(buf).substr(0, end), opts.maxHeaders, req);
+    if (status == 431) {
+      res = errorResponse(431, "request head over " + std::to_string(opts.maxHeaderBytes) + " bytes or " +
+                                   std::to_string(opts.maxHeaders) + " header fields");
+    } else if (status != 0) {
+      res = errorResponse(status, reason(status));
+    } else if (req.method != "GET" && req.method != "HEAD") {
+      res = errorResponse(405, "only GET and HEAD");
+      res.allowHeader = true;
+    } else if (req.hasBody) {
+      res = errorResponse(413, "request bodies are not accepted");
+    } else {
+      try {
+        res = route(req);
+      } catch (const std::exception& e) {
+        spdlog::warn("metrics listener: {} {}: {}", req.method, req.path, e.what());
+        res = errorResponse(500, "internal error");
+      } catch (...) {
+        res = errorResponse(500, "internal error");
+      }
+      bool http10 = req.version == "HTTP/1.0";
+      bool wantsClose = req.connection.find("close") != std::string::npos ||
+                        (http10 && req.connection.find("keep-alive") == std::string::npos);
+      if (wantsClose || served + 1 == opts.maxRequestsPerConnection) res.close = true;
+    }
+    bool ok = sendAll(fd, render(res, req.method == "HEAD"), Clock::now() + opts.writeTimeout);
+    if (!ok || res.close) {
+      ::shutdown(fd, SHUT_WR);
+      // Closing with unread request bytes makes the kernel send a reset,
+      // which can destroy the error answer before the client reads it; so
+      // after an error read and drop what the client still sends, for a
+      // bounded time and amount ("lingering close", as nginx does).
+      if (ok && res.status >= 400) drain(fd);
+      return;
+    }
+    buf.erase(0, end);
+    deadline = Clock::now() + opts.requestTimeout;
+  }
+}
+
+void HttpServer::Impl::drain(int fd) {
+  constexpr std::size_t kMaxDrainBytes = 64 * 1024;
+  auto deadline = Clock::now() + std::chrono::milliseconds(250);
+  char chunk[4096];
+  for (std::size_t total = 0; total < kMaxDrainBytes && waitFor(fd, POLLIN, deadline);) {
+    ssize_t n = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) return;
+    if (n > 0) total += static_cast<std::size_t>(n);
+  }
+}
+
+void HttpServer::Impl::reject(int fd) {
+  // Best effort, never blocks: the listener thread must not wait on a client.
+  static const std::string kBusy = render(errorResponse(503, "too many connections"), false);
+  ssize_t n = ::send(fd, kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n;
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
+void HttpServer::Impl::acceptLoop() {
+  for (;;) {
+    pollfd fds[2] = {{stopFd.get(), POLLIN, 0}, {listenFd.get(), POLLIN, 0}};
+    int rc = ::poll(fds, 2, -1);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("metrics listener: poll: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[0].revents != 0) return;
+    int fd = ::accept4(listenFd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) continue;
+      spdlog::warn("metrics listener: accept: {}", std::strerror(errno));
+      // EMFILE and friends: back off so the loop does not spin.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    {
+      std::lock_guard lk(mu);
+      if (active >= opts.maxConnections) {
+        reject(fd);
+        continue;
+      }
+      ++active;
+    }
+    try {
+      std::thread([this, fd] {
+        serve(UniqueFd(fd));
+        // Notify under the lock: once active drops to 0, stop() may destroy
+        // this Impl, so nothing may touch it after the unlock.
+        std::lock_guard lk(mu);
+        --active;
+        idle.notify_all();
+      }).detach();
+    } catch (const std::system_error& e) {
+      spdlog::warn("metrics listener: cannot start a connection thread: {}", e.what());
+      reject(fd);
+      std::lock_guard lk(mu);
+      --active;
+      idle.notify_all();
+    }
+  }
+}
 
 HttpServer::HttpServer() = default;
 HttpServer::HttpServer(HttpServer&&) noexcept = default;
@@ -54,47 +427,71 @@ Result<std::pair<std::string, int>> splitHostPort(const std::string& addr) {
   return std::make_pair(host.empty() ? std::string("0.0.0.0") : host, p);
 }
 
-Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h) {
+Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h, HttpServerOptions options) {
   auto hp = splitHostPort(addr);
   if (!hp) return hp.error();
+  if (!h.metrics || !h.ready) return Error::msg("metrics listener needs metrics and ready handlers");
+  if (options.maxConnections == 0 || options.maxRequestsPerConnection == 0 || options.maxHeaderBytes == 0) {
+    return Error::msg("metrics listener limits must be positive");
+  }
+
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  std::string portText = std::to_string(hp->second);
+  if (int rc = ::getaddrinfo(hp->first.c_str(), portText.c_str(), &hints, &found); rc != 0) {
+    return Error::msg("bind metrics listener " + addr + ": " + ::gai_strerror(rc));
+  }
+  UniqueFd listenFd;
+  int bindErrno = EADDRNOTAVAIL;
+  for (addrinfo* ai = found; ai != nullptr && !listenFd.valid(); ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+    if (!fd.valid()) {
+      bindErrno = errno;
+      continue;
+    }
+    // SO_REUSEADDR only: SO_REUSEPORT would let a second agent bind the same
+    // port and silently split scrapes.
+    int yes = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    // Finished handshakes wait here only until the acceptor takes them,
+    // which it does at once (serving or answering 503), so a backlog larger
+    // than the connection limit costs nothing and lets a burst be shed
+    // instead of having its SYNs dropped and retried for seconds.
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), kListenBacklog) != 0) {
+      bindErrno = errno;
+      continue;
+    }
+    listenFd = std::move(fd);
+  }
+  ::freeaddrinfo(found);
+  if (!listenFd.valid()) return Error::fromCode(bindErrno, "bind metrics listener " + addr);
+
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  if (::getsockname(listenFd.get(), reinterpret_cast<sockaddr*>(&bound), &len) != 0) {
+    return Error::fromErrno("getsockname metrics listener " + addr);
+  }
+  int port = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                                         : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+
   HttpServer s;
   s.impl_ = std::make_unique<Impl>();
-  auto& srv = s.impl_->server;
-  // httplib's default sets SO_REUSEPORT, which would let a second agent bind
-  // the same port and silently split scrapes; plain SO_REUSEADDR only.
-  srv.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  srv.set_payload_max_length(8 * 1024);
-  srv.set_read_timeout(5, 0);
-  srv.set_write_timeout(5, 0);
-  srv.Get("/metrics", [h](const httplib::Request& req, httplib::Response& res) {
-    if (h.openMetrics && req.get_header_value("Accept").find("application/openmetrics-text") != std::string::npos) {
-      res.set_content(h.openMetrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8");
-      return;
-    }
-    res.set_content(h.metrics(), "text/plain; version=0.0.4; charset=utf-8");
-  });
-  srv.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-  srv.Get("/readyz", [h](const httplib::Request&, httplib::Response& res) {
-    bool ok = h.ready();
-    res.status = ok ? 200 : 503;
-    res.set_content(ok ? "ready\n" : "not ready: no state applied yet\n", "text/plain");
-  });
+  Impl* impl = s.impl_.get();
+  impl->handlers = std::move(h);
+  impl->opts = options;
+  impl->listenFd = std::move(listenFd);
+  impl->stopFd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!impl->stopFd.valid()) return Error::fromErrno("eventfd");
   s.host_ = hp->first;
-  if (hp->second == 0) {
-    s.port_ = srv.bind_to_any_port(s.host_.c_str());
-    if (s.port_ <= 0) return Error::fromErrno("bind metrics listener " + addr);
-  } else {
-    if (!srv.bind_to_port(s.host_.c_str(), hp->second)) return Error::fromErrno("bind metrics listener " + addr);
-    s.port_ = hp->second;
+  s.port_ = port;
+  try {
+    impl->acceptor = std::thread([impl] { impl->acceptLoop(); });
+  } catch (const std::system_error& e) {
+    return Error::fromCode(e.code().value(), "start metrics listener thread");
   }
-  s.impl_->thread = std::thread([&srv] { srv.listen_after_bind(); });
-  // httplib's stop() is a no-op until the listener loop runs; wait for it so
-  // that stopping right after start() cannot leave the thread in accept().
-  for (int i = 0; i < 500 && !srv.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  if (!srv.is_running()) return Error::msg("metrics listener on " + addr + " did not start");
   return s;
 }
 

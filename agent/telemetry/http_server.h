@@ -1,16 +1,29 @@
-// The agent's HTTP endpoint: /metrics (Prometheus text), /healthz, /readyz.
-// cpp-httplib on its own thread; GET only, bounded request size.
+// The agent's HTTP endpoint: /metrics (Prometheus or OpenMetrics text),
+// /healthz, /readyz.
+//
+// A small HTTP/1.1 server of our own rather than cpp-httplib: the listener is
+// reachable from the network (and from every pod on a hostNetwork node), and
+// the installed cpp-httplib (0.11.4) bounds none of header count, total header
+// bytes, time to receive a request head (a client sending one byte every
+// 200 ms is kept forever) or concurrent connections (its thread pool queues
+// accepted connections without limit). docs/security.md lists the bounds
+// below and the tests that break each one.
+//
+// What is served: GET and HEAD of the three paths (query strings ignored);
+// other paths 404, other methods 405, a request with a body 413, a head over
+// the size or count limit 431. One thread per connection, at most
+// maxConnections of them; a connection over the limit gets a 503 and is
+// closed at once.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "util/result.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace aimesh {
 
@@ -22,13 +35,43 @@ struct HttpHandlers {
   std::function<std::string()> openMetrics = {};
 };
 
+// Limits of the listener. The defaults are what the agent runs with; tests
+// shorten the timeouts.
+struct HttpServerOptions {
+  static constexpr std::size_t kMaxHeaderBytes = 8 * 1024;
+  static constexpr std::size_t kMaxHeaders = 100;
+  static constexpr std::size_t kMaxConnections = 64;
+  static constexpr std::chrono::milliseconds kRequestTimeout{5000};
+  static constexpr std::chrono::milliseconds kWriteTimeout{10000};
+  static constexpr std::size_t kMaxRequestsPerConnection = 100;
+
+  // Request line + headers + the blank line, in bytes.
+  std::size_t maxHeaderBytes = kMaxHeaderBytes;
+  // Header fields per request.
+  std::size_t maxHeaders = kMaxHeaders;
+  // Connections served at once; one more is answered 503 and closed.
+  std::size_t maxConnections = kMaxConnections;
+  // A whole request head must arrive within this of the connection opening
+  // (or of the previous response on a keep-alive connection, which also
+  // bounds how long an idle keep-alive connection stays open).
+  std::chrono::milliseconds requestTimeout = kRequestTimeout;
+  // A response must be taken by the client within this.
+  std::chrono::milliseconds writeTimeout = kWriteTimeout;
+  // Keep-alive requests per connection; the last answer says Connection: close.
+  std::size_t maxRequestsPerConnection = kMaxRequestsPerConnection;
+};
+
 class HttpServer {
  public:
   // addr is "HOST:PORT" ("[::1]:9464" for IPv6); port 0 picks a free port.
-  static Result<HttpServer> start(const std::string& addr, HttpHandlers handlers);
+  // Returns once the listener accepts connections.
+  static Result<HttpServer> start(const std::string& addr, HttpHandlers handlers,
+                                  HttpServerOptions options = {});
   HttpServer(HttpServer&&) noexcept;
   HttpServer& operator=(HttpServer&&) noexcept;
   ~HttpServer();
+  // Closes the listener and every open connection, waits for the threads
+  // (a handler already running finishes first). Idempotent.
   void stop();
   int port() const { return port_; }
   const std::string& host() const { return host_; }

@@ -1,5 +1,6 @@
 #include "telemetry/api_server.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -317,6 +318,197 @@ TEST_F(ApiServerTest, ClientErrorWhenNothingListens) {
   std::string msg = r.error().message();
   EXPECT_NE(msg.find("not running at " + dir_ + "/missing.sock"), std::string::npos) << msg;
   EXPECT_NE(msg.find("sudo aimesh-agent --api-socket"), std::string::npos) << msg;
+}
+
+
+// ---- limits (docs/security.md), each broken by a raw client ---------------
+
+// Waits up to `limit` for the server to close fd; returns what it sent.
+std::string readUntilClosed(int fd, std::chrono::milliseconds limit, bool* closed) {
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  *closed = false;
+  while (!*closed) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      out.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      *closed = true;
+    }
+  }
+  return out;
+}
+
+TEST_F(ApiServerTest, DefaultLimits) {
+  ApiServerOptions o;
+  EXPECT_EQ(o.maxRequestBytes, 64u * 1024);
+  EXPECT_EQ(o.clientTimeout, 5000ms);
+  EXPECT_EQ(o.maxClients, 16u);
+}
+
+TEST_F(ApiServerTest, SocketIsOwnedByTheAgentsUser) {
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  struct stat st {};
+  ASSERT_EQ(::lstat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+// A request that never ends is answered with an error as soon as it passes
+// the limit, without waiting for the rest, and never buffered beyond it.
+TEST_F(ApiServerTest, EndlessRequestIsCutAtTheSizeLimit) {
+  std::atomic<int> calls{0};
+  ApiServerOptions opts;
+  opts.maxRequestBytes = 1024;
+  auto server = ApiServer::create(path_, [&](const json&) {
+    ++calls;
+    return json{{"ok", true}};
+  }, opts);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  int fd = connectRaw(path_);
+  ASSERT_GE(fd, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  std::string chunk(512, 'x');
+  bool closed = false;
+  std::string got;
+  // Keep sending (no newline) until the server answers and closes; bounded.
+  for (int i = 0; i < 200 && !closed; ++i) {
+    ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    got += readUntilClosed(fd, 10ms, &closed);
+  }
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_NE(got.find("request too large (limit 1024 bytes)"), std::string::npos) << got;
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
+}
+
+// Slow client: one byte every 200 ms of a request that never ends. The
+// deadline is fixed when the client connects, so the trickle does not move it.
+TEST_F(ApiServerTest, SlowClientIsDroppedAtTheTimeout) {
+  ApiServerOptions opts;
+  opts.clientTimeout = 1000ms;
+  auto server = ApiServer::create(path_, echo, opts);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  int fd = connectRaw(path_);
+  ASSERT_GE(fd, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (int i = 0; i < 25 && !closed; ++i) {
+    if (::send(fd, "{", 1, MSG_NOSIGNAL) != 1) break;
+    readUntilClosed(fd, 200ms, &closed);
+  }
+  auto took = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_GE(took, 800ms);
+  EXPECT_LT(took, 2500ms);
+  EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
+}
+
+// A client that sends a request and never reads the (large) answer is
+// dropped at the timeout too, and does not hold up other clients meanwhile.
+TEST_F(ApiServerTest, ClientThatDoesNotReadIsDropped) {
+  ApiServerOptions opts;
+  opts.clientTimeout = 1000ms;
+  auto server = ApiServer::create(path_, [](const json& r) {
+    if (r.value("method", "") == "big") return json{{"pad", std::string(4 << 20, 'x')}};
+    return json{{"ok", true}};
+  }, opts);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  int fd = connectRaw(path_);
+  ASSERT_GE(fd, 0);
+  std::string req = "{\"method\":\"big\"}\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  std::this_thread::sleep_for(100ms);
+  // Answered while the stalled client still holds its connection (< 1 s).
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 800ms);
+  // The stalled client's connection is closed at ~1 s: reading after that
+  // gives the part of the answer that fit in the socket buffers, then the end.
+  std::this_thread::sleep_for(1500ms);
+  bool closed = false;
+  std::size_t got = readUntilClosed(fd, 2s, &closed).size();
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(got, std::size_t{4} << 20);
+}
+
+// Over the client limit: the next client gets a "busy" error at once (not a
+// wait in the listen queue), while the clients already connected are served.
+TEST_F(ApiServerTest, ClientsOverTheLimitGetBusyAtOnce) {
+  ApiServerOptions opts;
+  opts.maxClients = 3;
+  opts.clientTimeout = 3000ms;
+  auto server = ApiServer::create(path_, echo, opts);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  std::vector<int> held;
+  for (std::size_t i = 0; i < opts.maxClients; ++i) {
+    held.push_back(connectRaw(path_));
+    ASSERT_GE(held.back(), 0);
+  }
+  std::this_thread::sleep_for(100ms);  // let the server accept them
+  auto t0 = std::chrono::steady_clock::now();
+  int extra = connectRaw(path_);
+  ASSERT_GE(extra, 0);
+  bool extraClosed = false;
+  std::string busy = readUntilClosed(extra, 1s, &extraClosed);
+  ::close(extra);
+  EXPECT_TRUE(extraClosed);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  EXPECT_NE(busy.find("agent busy: 3 API clients already connected"), std::string::npos) << busy;
+  // meshctl's client gets an error at once too (the busy answer, or a reset
+  // if the server closed before it wrote its request).
+  t0 = std::chrono::steady_clock::now();
+  auto viaClient = callAgent(path_, json{{"method", "status"}}, 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  EXPECT_TRUE(!viaClient.ok() || viaClient->contains("error"));
+  for (int fd : held) {
+    std::string req = "{\"method\":\"status\"}\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    bool closed = false;
+    std::string out = readUntilClosed(fd, 2s, &closed);
+    EXPECT_EQ(out, "{\"echo\":{\"method\":\"status\"}}\n");
+    ::close(fd);
+  }
+  // Served normally once the slots are free.
+  auto after = callAgent(path_, json{{"method", "status"}}, 2s);
+  ASSERT_TRUE(after.ok()) << after.error().message();
+  EXPECT_EQ(*after, json({{"echo", {{"method", "status"}}}}));
+}
+
+// A flood of connections far over the limit: every one is answered or closed
+// promptly and the server keeps serving.
+TEST_F(ApiServerTest, ConnectionFloodIsShedPromptly) {
+  ApiServerOptions opts;
+  opts.maxClients = 4;
+  opts.clientTimeout = 2000ms;
+  auto server = ApiServer::create(path_, echo, opts);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  std::vector<int> fds;
+  for (int i = 0; i < 100; ++i) {
+    int fd = connectRaw(path_);
+    if (fd >= 0) fds.push_back(fd);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  int shed = 0;
+  for (std::size_t i = opts.maxClients; i < fds.size(); ++i) {
+    bool closed = false;
+    readUntilClosed(fds[i], 1s, &closed);
+    if (closed) ++shed;
+  }
+  EXPECT_EQ(shed, static_cast<int>(fds.size() - opts.maxClients));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  for (int fd : fds) ::close(fd);
+  EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
 }
 
 }  // namespace
