@@ -98,7 +98,17 @@ std::vector<ScrapeTarget> Agent::scrapeTargets() const {
 
 bool Agent::applyLocked(const Snapshot& snap) {
   IdIndex idx;
-  auto r = reconciler_.reconcile(snap, idx);
+  // Policies name cgroups by path; the kernel checks ids. The snapshot kept
+  // as last good has the paths only, so every apply resolves afresh.
+  Snapshot resolved = snap;
+  auto missing = resolvePolicies(resolved, systemCgroupLookup());
+  for (auto& m : missing)
+    if (warnedCgroups_.insert(m.service + " " + m.path).second)
+      spdlog::warn("service {}: policy allows cgroup {}, which does not exist now ({}); its clients are allowed "
+                   "once it does",
+                   m.service, m.path, m.reason);
+  lastPolicyCheck_ = std::chrono::steady_clock::now();
+  auto r = reconciler_.reconcile(resolved, idx);
   if (!r) {
     counters_.reconcileErrors++;
     lastError_ = "apply: " + r.error().message();
@@ -114,6 +124,7 @@ bool Agent::applyLocked(const Snapshot& snap) {
                    s.key(), toString(s.algorithm));
   }
   lastGood_ = snap;
+  unresolvedCgroups_ = std::move(missing);
   index_ = std::move(idx);
   if (scraper_) scraper_->setTargets(scrapeTargets());
   counters_.reconciles++;
@@ -212,6 +223,9 @@ void Agent::run(const std::atomic<bool>& stop) {
       spdlog::info("{} changed", opts_.stateFile);
       reload();
       lastSync = std::chrono::steady_clock::now();
+    } else if (policyRecheckDue()) {
+      std::lock_guard lk(mu_);
+      recheckPolicyLocked();
     } else if (std::chrono::steady_clock::now() - lastSync >= opts_.resync) {
       // Level-triggered: re-apply the last good state to repair drift.
       std::lock_guard lk(mu_);
@@ -219,6 +233,22 @@ void Agent::run(const std::atomic<bool>& stop) {
       lastSync = std::chrono::steady_clock::now();
     }
   }
+}
+
+bool Agent::policyRecheckDue() {
+  std::lock_guard lk(mu_);
+  return !unresolvedCgroups_.empty() && std::chrono::steady_clock::now() - lastPolicyCheck_ >= std::chrono::seconds(1);
+}
+
+void Agent::recheckPolicyLocked() {
+  lastPolicyCheck_ = std::chrono::steady_clock::now();
+  if (!lastGood_) return;
+  Snapshot probe = *lastGood_;
+  auto missing = resolvePolicies(probe, systemCgroupLookup());
+  if (missing == unresolvedCgroups_) return;  // nothing appeared or went away
+  spdlog::info("policy: allowed cgroups changed ({} -> {} missing), applying again", unresolvedCgroups_.size(),
+               missing.size());
+  applyLocked(*lastGood_);
 }
 
 bool Agent::ready() {
@@ -276,7 +306,9 @@ json Agent::handleApi(const json& req) {
   if (method == "latency") return latencyJson(req);
   if (method == "top") return topJson();
   if (method == "flows") return flowsJson(req);
-  return json{{"error", "unknown method '" + method + "' (status, services, endpoints, latency, top, flows)"}};
+  if (method == "policy") return policyJson();
+  return json{{"error",
+               "unknown method '" + method + "' (status, services, endpoints, latency, top, flows, policy)"}};
 }
 
 json Agent::statusJson() {
@@ -349,7 +381,40 @@ json Agent::servicesJson() {
                    {"active_endpoints", active},
                    {"connections", c.connects},
                    {"datagrams", c.datagrams},
-                   {"refused", c.refused}});
+                   {"refused", c.refused},
+                   {"denied", c.denied},
+                   {"policy", s.policy.has_value()}});
+  }
+  return json{{"services", out}};
+}
+
+json Agent::policyJson() {
+  std::lock_guard lk(mu_);
+  auto st = readStats(dp_.maps(), keysOf(index_.services), {});
+  json out = json::array();
+  for (auto& [id, s] : index_.services) {
+    ServiceCounters c = st && st->services.count(id) ? st->services.at(id) : ServiceCounters{};
+    json j{{"name", s.name},    {"namespace", s.nameSpace}, {"service_id", id}, {"port", s.port.port},
+           {"protocol", toString(s.port.protocol)}, {"enforced", s.policy.has_value()}, {"denied", c.denied}};
+    json allow = json::array();
+    if (s.policy) {
+      for (auto& path : s.policy->allowCgroups) {
+        json a{{"cgroup", path}};
+        auto miss = std::find_if(unresolvedCgroups_.begin(), unresolvedCgroups_.end(), [&](const UnresolvedCgroup& u) {
+          return u.service == s.nameSpace + "/" + s.name && u.path == path;
+        });
+        if (miss != unresolvedCgroups_.end()) {
+          a["resolved"] = false;
+          a["reason"] = miss->reason;
+        } else {
+          a["resolved"] = true;
+        }
+        allow.push_back(a);
+      }
+      j["allowed_cgroup_ids"] = s.policy->allowCgroupIds;
+    }
+    j["allow"] = allow;
+    out.push_back(j);
   }
   return json{{"services", out}};
 }
@@ -494,7 +559,8 @@ json Agent::flowsJson(const json& req) {
                    {"bytes_sent", e.bytes_sent},
                    {"bytes_received", e.bytes_received},
                    {"requests", e.requests},
-                   {"retransmits", e.retransmits}});
+                   {"retransmits", e.retransmits},
+                   {"client_cgroup_id", e.cgroup_id}});
   }
   return json{{"next", next}, {"dropped", dropped}, {"events", out}};
 }

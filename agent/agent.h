@@ -18,6 +18,7 @@
 #include "telemetry/model_scraper.h"
 #include "reconcile/bpf_map_writer.h"
 #include "reconcile/plan.h"
+#include "reconcile/policy_resolver.h"
 #include "reconcile/reconciler.h"
 #include "telemetry/api_server.h"
 #include "telemetry/http_server.h"
@@ -77,6 +78,10 @@ class Agent {
   void applyKube(const kube::BuildResult& br);
   nlohmann::json statusJson();
   nlohmann::json servicesJson();
+  nlohmann::json policyJson();
+  // Re-resolves the policies' cgroup paths; applies again if an id changed.
+  void recheckPolicyLocked();
+  bool policyRecheckDue();
   nlohmann::json endpointsJson(const nlohmann::json& req);
   nlohmann::json latencyJson(const nlohmann::json& req);
   nlohmann::json topJson();
@@ -94,6 +99,11 @@ class Agent {
   AgentCounters counters_;
   std::string lastError_;
   std::set<std::string> warnedAlgorithm_;
+  // Workload policy: allowed cgroup paths with no cgroup at the last apply
+  // (resolved again every second while any are missing), and the ids applied.
+  std::vector<UnresolvedCgroup> unresolvedCgroups_;
+  std::set<std::string> warnedCgroups_;
+  std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
   std::unique_ptr<EventLog> events_;
   std::optional<HttpServer> http_;

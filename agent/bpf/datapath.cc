@@ -37,10 +37,20 @@ std::string linksDir(const std::string& pinDir) { return pinDir + "/links"; }
 // TC filters are not links), so a later agent or --cleanup knows where.
 std::string tcDir(const std::string& pinDir) { return pinDir + "/tc"; }
 
-// Our TC filter: a fixed handle and priority on the clsact ingress hook, so
-// a restarted agent replaces it in place instead of adding a second one.
-constexpr uint32_t kTcHandle = 0xa1e5;
-constexpr uint32_t kTcPriority = 0xa1;
+// Pin directories are 0700 and ours: a bpffs mounted world-writable (its
+// default mode is 1777) would otherwise let a local user create the directory
+// first and swap or plant pins the agent then adopts. The pins themselves are
+// created 0600 & ~umask by the kernel (bpf_obj_pin). docs/security.md.
+Status securePinDir(const std::string& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return Error::fromErrno("stat pin dir " + dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
+    return Error::msg("pin dir " + dir + " is not a directory owned by this agent's user; remove it and restart");
+  }
+  if (::chmod(dir.c_str(), 0700) != 0) return Error::fromErrno("chmod 0700 " + dir);
+  return {};
+}
+
 
 // Detaches our filter from IFNAME's ingress (if it is there). Missing
 // interfaces and filters are fine: there is nothing to remove.
@@ -192,7 +202,7 @@ Status Datapath::attachAll(const Object& o, const DatapathOptions& opts, int cgF
 Status Datapath::attachTc(const DatapathOptions& opts) {
   std::error_code ec;
   fs::create_directories(tcDir(opts.pinDir), ec);
-  ::chmod(tcDir(opts.pinDir).c_str(), 0700);
+  if (auto st = securePinDir(tcDir(opts.pinDir)); !st) return st.error();
   // Interfaces an earlier agent attached to and that are no longer wanted.
   for (auto& e : fs::directory_iterator(tcDir(opts.pinDir), ec)) {
     std::string ifname = e.path().filename();
@@ -239,10 +249,12 @@ Status Datapath::attachTc(const DatapathOptions& opts) {
 
 Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   std::error_code ec;
-  fs::create_directories(linksDir(opts.pinDir), ec);
-  if (ec) return Error::fromCode(ec.value(), "create pin dir " + linksDir(opts.pinDir));
-  ::chmod(opts.pinDir.c_str(), 0700);
-  ::chmod(linksDir(opts.pinDir).c_str(), 0700);
+  // The pin dir is checked before anything is made inside it.
+  for (const auto& dir : {opts.pinDir, linksDir(opts.pinDir)}) {
+    fs::create_directories(dir, ec);
+    if (ec) return Error::fromCode(ec.value(), "create pin dir " + dir);
+    if (auto st = securePinDir(dir); !st) return st.error();
+  }
 
   auto cgId = cgroupId(opts.cgroupPath);
   if (!cgId) return cgId.error();
@@ -300,6 +312,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
                     bpf_map__fd(m->aimesh_be_tel),    bpf_map__fd(m->aimesh_be_load),  bpf_map__fd(m->aimesh_events),
                     bpf_map__fd(m->aimesh_hash_tables), bpf_map__fd(m->aimesh_svc_load), bpf_map__fd(m->aimesh_be_signal),
                     bpf_map__fd(m->aimesh_config)};
+  dp.maps_.policy = bpf_map__fd(m->aimesh_policy);
   aimesh_config cfg{};
   cfg.ewma_tau_ns = opts.tuning.ewmaTauNs;
   cfg.penalty_half_life_ns = opts.tuning.penaltyHalfLifeNs;

@@ -56,12 +56,19 @@ struct ProgramStatus {
   bool adopted = false;  // the link existed before this agent started
 };
 
+// Our TC filter: a fixed handle and priority on the clsact ingress hook, so
+// a restarted agent replaces it in place instead of adding a second one
+// (and meshctl bpf can tell it from other filters).
+inline constexpr uint32_t kTcHandle = 0xa1e5;
+inline constexpr uint32_t kTcPriority = 0xa1;
+
 struct MapFds {
   int frontends = -1, services = -1, slots = -1, backends = -1;
   int revnat = -1, svcStats = -1, beStats = -1, reasons = -1;
   int hist = -1, beTel = -1, beLoad = -1, events = -1;
   int hashTables = -1, svcLoad = -1, beSignal = -1, config = -1;
   int ct = -1;  // aimesh_ct, only with TC interfaces
+  int policy = -1;
 };
 
 class Datapath {

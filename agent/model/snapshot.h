@@ -55,6 +55,17 @@ struct ModelMetricsSpec {
   auto operator<=>(const ModelMetricsSpec&) const = default;
 };
 
+// Which clients may connect to a service (docs/policy.md). Set: only
+// processes in the allowed cgroups (or their descendants) may connect; the
+// others get EPERM. Unset: everyone may.
+struct PolicySpec {
+  std::vector<std::string> allowCgroups;  // absolute cgroup v2 directory paths, as written
+  // Filled by the agent before planning (policy_resolver.h): the ids of the
+  // allowed cgroups that exist now. Not part of the source's input.
+  std::vector<uint64_t> allowCgroupIds;
+  auto operator<=>(const PolicySpec&) const = default;
+};
+
 inline constexpr uint32_t kDefaultHashTableSize = 16381;  // AIMESH_DEFAULT_HASH_SIZE
 inline constexpr uint16_t kDefaultBalancePct = 125;       // AIMESH_DEFAULT_BALANCE_PCT
 
@@ -70,6 +81,7 @@ struct Service {
   uint32_t hashTableSize = kDefaultHashTableSize;  // maglev / bounded_hash: a prime
   uint16_t balancePct = kDefaultBalancePct;        // bounded_hash: bound in % of the average load
   std::optional<ModelMetricsSpec> modelMetrics;    // scrape the endpoints' model-server metrics
+  std::optional<PolicySpec> policy;                // who may connect; unset: everyone
   std::vector<Endpoint> endpoints;
 
   std::string key() const { return nameSpace + "/" + name; }

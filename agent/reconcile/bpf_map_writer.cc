@@ -58,12 +58,13 @@ aimesh_service toAbi(const ServiceRecord& s) {
   a.slot_gen = s.slotGen;
   a.hash_size = s.hashSize;
   a.balance_pct = s.balancePct;
+  a.flags = s.policy ? AIMESH_SVC_F_POLICY : 0;
   return a;
 }
 
 ServiceRecord fromAbi(const aimesh_service& a) {
-  return ServiceRecord{a.slot_count,  a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
-                       a.hash_size, a.balance_pct};
+  return ServiceRecord{a.slot_count, a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
+                       a.hash_size,  a.balance_pct,   (a.flags & AIMESH_SVC_F_POLICY) != 0};
 }
 
 namespace {
@@ -171,6 +172,15 @@ Status BpfMapWriter::apply(const MapOp& op) {
             return remove(fds_.slots, &k, "aimesh_slots");
           },
           [&](const DeleteBackend& o) { return remove(fds_.backends, &o.id, "aimesh_backends"); },
+          [&](const UpsertPolicy& o) {
+            aimesh_policy_key k{o.key.cgroupId, o.key.serviceId, 0};
+            aimesh_policy v{1};
+            return update(fds_.policy, &k, &v, "aimesh_policy");
+          },
+          [&](const DeletePolicy& o) {
+            aimesh_policy_key k{o.key.cgroupId, o.key.serviceId, 0};
+            return remove(fds_.policy, &k, "aimesh_policy");
+          },
       },
       op);
 }
@@ -192,6 +202,13 @@ Result<KernelState> BpfMapWriter::read() const {
   st = forEach<uint32_t, aimesh_backend>(fds_.backends, "aimesh_backends",
                                          [&](uint32_t k, const aimesh_backend& v) { s.backends[k] = fromAbi(v); });
   if (!st) return st.error();
+  if (fds_.policy >= 0) {
+    st = forEach<aimesh_policy_key, aimesh_policy>(fds_.policy, "aimesh_policy",
+                                                  [&](const aimesh_policy_key& k, const aimesh_policy& v) {
+                                                    if (v.allow) s.policy[PolicyKey{k.cgroup_id, k.service_id}] = 1;
+                                                  });
+    if (!st) return st.error();
+  }
   if (fds_.hashTables >= 0) {
     // An array of maps has every key; only set entries have a map.
     for (uint32_t sid = 0; sid < limits_.services; ++sid) {

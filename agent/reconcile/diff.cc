@@ -39,6 +39,7 @@ std::string describe(const MapOp& op) {
                                         o.rec.slotCount, o.rec.backendCount, o.rec.slotGen,
                                         toString(o.rec.algorithm));
             if (o.rec.hashSize) d += fmt::format(" hash={} balance={}%", o.rec.hashSize, o.rec.balancePct);
+            if (o.rec.policy) d += " policy";
             return d;
           },
           [](const UpsertFrontend& o) {
@@ -52,13 +53,20 @@ std::string describe(const MapOp& op) {
             return fmt::format("upsert-hash-table {} size={}", o.serviceId, o.table.size());
           },
           [](const DeleteHashTable& o) { return fmt::format("delete-hash-table {}", o.serviceId); },
+          [](const UpsertPolicy& o) {
+            return fmt::format("upsert-policy cgroup={} svc={}", o.key.cgroupId, o.key.serviceId);
+          },
+          [](const DeletePolicy& o) {
+            return fmt::format("delete-policy cgroup={} svc={}", o.key.cgroupId, o.key.serviceId);
+          },
       },
       op);
 }
 
 std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
                         const std::vector<uint32_t>& newServiceIds, const std::vector<uint32_t>& newBackendIds) {
-  std::vector<MapOp> resets, upBe, upSlot, upHash, upSvc, upFe, delFe, delSvc, delHash, delSlot, delBe;
+  std::vector<MapOp> resets, upBe, upSlot, upHash, upPol, upSvc, upFe, delFe, delSvc, delPol, delHash, delSlot,
+      delBe;
   auto sorted = [](std::vector<uint32_t> v) {
     std::sort(v.begin(), v.end());
     return v;
@@ -75,6 +83,9 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
   diffMap(current.hashTables, desired.hashTables, upHash, delHash,
           [](uint32_t k, const std::vector<uint32_t>& v) { return MapOp{UpsertHashTable{k, v}}; },
           [](uint32_t k) { return MapOp{DeleteHashTable{k}}; });
+  diffMap(current.policy, desired.policy, upPol, delPol,
+          [](const PolicyKey& k, uint32_t) { return MapOp{UpsertPolicy{k}}; },
+          [](const PolicyKey& k) { return MapOp{DeletePolicy{k}}; });
   diffMap(current.services, desired.services, upSvc, delSvc,
           [](uint32_t k, const ServiceRecord& v) { return MapOp{UpsertService{k, v}}; },
           [](uint32_t k) { return MapOp{DeleteService{k}}; });
@@ -83,7 +94,8 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
           [](const FrontendKey& k) { return MapOp{DeleteFrontend{k}}; });
 
   std::vector<MapOp> out;
-  for (auto* group : {&resets, &upBe, &upSlot, &upHash, &upSvc, &upFe, &delFe, &delSvc, &delHash, &delSlot, &delBe})
+  for (auto* group :
+       {&resets, &upBe, &upSlot, &upHash, &upPol, &upSvc, &upFe, &delFe, &delSvc, &delPol, &delHash, &delSlot, &delBe})
     out.insert(out.end(), group->begin(), group->end());
   return out;
 }

@@ -1,14 +1,17 @@
 // diff(): the ordered map operations that take the kernel from `current` to
 // `desired`. Pure and deterministic: the same inputs give the same list.
 //
-// Order (so that no reader ever follows a reference to something missing, and
-// a service never appears with half its backends):
+// Order (so that no reader ever follows a reference to something missing, a
+// service never appears with half its backends, and a policy is never
+// enforced before its allow entries are in):
 //   1. reset counters (and load state) of new service and backend ids
 //   2. upsert backends         4. upsert hash tables (one swap each)
-//   3. upsert slots            5. upsert services (a slot-generation flip)
-//                              6. upsert frontends (the service goes live)
-//   7. delete frontends  8. delete services  9. delete hash tables
-//   10. delete slots  11. delete backends
+//   3. upsert slots            5. upsert policy entries
+//                              6. upsert services (a slot-generation flip,
+//                                 the policy flag on or off)
+//                              7. upsert frontends (the service goes live)
+//   8. delete frontends  9. delete services  10. delete policy entries
+//   11. delete hash tables  12. delete slots  13. delete backends
 // Within a step, operations are sorted by key.
 #pragma once
 
@@ -36,10 +39,12 @@ struct UpsertHashTable {
   auto operator<=>(const UpsertHashTable&) const = default;
 };
 struct DeleteHashTable { uint32_t serviceId; auto operator<=>(const DeleteHashTable&) const = default; };
+struct UpsertPolicy { PolicyKey key; auto operator<=>(const UpsertPolicy&) const = default; };
+struct DeletePolicy { PolicyKey key; auto operator<=>(const DeletePolicy&) const = default; };
 
 using MapOp = std::variant<ResetServiceStats, ResetBackendStats, UpsertBackend, UpsertSlot, UpsertService,
                            UpsertFrontend, DeleteFrontend, DeleteService, DeleteSlot, DeleteBackend,
-                           UpsertHashTable, DeleteHashTable>;
+                           UpsertHashTable, DeleteHashTable, UpsertPolicy, DeletePolicy>;
 
 // One line per op, for logs and golden tests, e.g. "upsert-slot 3/1024 -> 7".
 std::string describe(const MapOp& op);

@@ -28,6 +28,7 @@ struct ServiceRecord {
   uint8_t slotGen = 0;
   uint32_t hashSize = 0;    // entries of this service's hash table; 0 = none
   uint16_t balancePct = 0;  // bounded_hash load bound
+  bool policy = false;      // AIMESH_SVC_F_POLICY: only clients in `policy` entries may connect
   auto operator<=>(const ServiceRecord&) const = default;
 };
 
@@ -46,6 +47,13 @@ struct BackendRecord {
   auto operator<=>(const BackendRecord&) const = default;
 };
 
+// aimesh_policy key: this cgroup (and its descendants) may use this service.
+struct PolicyKey {
+  uint64_t cgroupId = 0;
+  uint32_t serviceId = 0;
+  auto operator<=>(const PolicyKey&) const = default;
+};
+
 struct KernelState {
   std::map<FrontendKey, uint32_t> frontends;  // -> service id
   std::map<uint32_t, ServiceRecord> services;
@@ -53,6 +61,7 @@ struct KernelState {
   std::map<uint32_t, BackendRecord> backends;
   // maglev / bounded_hash services: service id -> table of backend ids
   std::map<uint32_t, std::vector<uint32_t>> hashTables;
+  std::map<PolicyKey, uint32_t> policy;  // -> 1 (allow)
   auto operator<=>(const KernelState&) const = default;
 };
 

@@ -15,6 +15,7 @@ std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
     return backends;
   if (name == "aimesh_revnat") return revnat();
   if (name == "aimesh_ct") return flows;
+  if (name == "aimesh_policy") return policies();
   return std::nullopt;
 }
 
@@ -43,6 +44,7 @@ uint64_t mapMemoryBytes(const MapLimits& l, unsigned cpus) {
   b += kv(l.backends, 0, sizeof(aimesh_be_load) + sizeof(aimesh_be_signal));
   b += kv(l.services, 0, sizeof(aimesh_svc_load) + sizeof(uint32_t));
   b += kv(l.flows, sizeof(aimesh_ct_key), sizeof(aimesh_ct));
+  b += kv(l.policies(), sizeof(aimesh_policy_key), sizeof(aimesh_policy));
   return b;
 }
 

@@ -23,6 +23,7 @@ struct MapLimits {
   uint32_t frontends() const { return services * (AIMESH_MAX_FRONTENDS / AIMESH_MAX_SERVICES); }
   uint32_t slots() const { return services * (AIMESH_MAX_SLOTS / AIMESH_MAX_SERVICES); }
   uint32_t revnat() const { return backends * (AIMESH_MAX_REVNAT / AIMESH_MAX_BACKENDS); }
+  uint32_t policies() const { return services * (AIMESH_MAX_POLICY / AIMESH_MAX_SERVICES); }
 
   // The entries map `name` should have, or nullopt for a map whose size is
   // fixed (histograms, reasons, config, the ring buffer).

@@ -101,7 +101,7 @@ Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimi
       claimedSvc.insert(sid);
       usedSvc.insert(sid);
 
-      ServiceInfo info{svc.name, svc.nameSpace, svc.model, svc.algorithm, ps, fks, {}, svc.modelMetrics};
+      ServiceInfo info{svc.name, svc.nameSpace, svc.model, svc.algorithm, ps, fks, {}, svc.modelMetrics, svc.policy};
       std::vector<std::pair<uint32_t, uint16_t>> weighted;
       for (const Endpoint& ep : svc.endpoints) {
         uint16_t port = ep.port ? ep.port : ps.port;
@@ -164,6 +164,10 @@ Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimi
       uint32_t base = rec.slotGen * AIMESH_MAX_SLOTS_PER_SVC;
       for (uint32_t i = 0; i < slots.size(); ++i) out.slots[SlotKey{sid, base + i}] = slots[i];
 
+      if (svc.policy) {
+        rec.policy = true;
+        for (uint64_t cg : svc.policy->allowCgroupIds) out.policy[PolicyKey{cg, sid}] = 1;
+      }
       out.services[sid] = rec;
       for (auto& fk : fks) out.frontends[fk] = sid;
       plan.index.services[sid] = std::move(info);

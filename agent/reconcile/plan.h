@@ -23,6 +23,7 @@ struct ServiceInfo {
   std::vector<FrontendKey> frontends;
   std::vector<uint32_t> backendIds;  // in endpoint order
   std::optional<ModelMetricsSpec> modelMetrics;  // scrape the endpoints' model-server metrics
+  std::optional<PolicySpec> policy;              // who may connect (with the resolved cgroup ids)
 };
 struct BackendInfo {
   uint32_t serviceId = 0;

@@ -95,6 +95,23 @@ std::optional<std::string> checkLabel(const std::string& s) {
   return std::nullopt;
 }
 
+// An allowed cgroup: an absolute path of a cgroup v2 directory, without
+// "." or ".." components (the agent resolves it to the directory's id).
+std::optional<std::string> checkCgroupPath(const std::string& s) {
+  if (s.empty() || s[0] != '/') return "must be an absolute cgroup v2 directory path, got '" + s + "'";
+  if (s.size() > 4096) return "is longer than 4096 characters";
+  size_t start = 1;
+  while (start <= s.size()) {
+    size_t end = s.find('/', start);
+    if (end == std::string::npos) end = s.size();
+    std::string_view part(s.data() + start, end - start);
+    if (part == "." || part == "..") return "must not contain '.' or '..' components, got '" + s + "'";
+    start = end + 1;
+  }
+  if (s.find('\0') != std::string::npos) return "must not contain NUL characters";
+  return std::nullopt;
+}
+
 std::string hostPort(const IpAddr& a, uint16_t port) {
   std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
   return host + ":" + std::to_string(port);
@@ -250,6 +267,14 @@ class StateParser {
     return fields;
   }
 
+  std::optional<std::string> readStringNode(const YAML::Node& v, const std::string& path) {
+    if (!v.IsScalar()) {
+      error(v.Mark(), path, "must be a string, got " + describe(v));
+      return std::nullopt;
+    }
+    return v.Scalar();
+  }
+
   std::optional<std::string> readString(const Field& f, const std::string& path) {
     if (!f.value.IsScalar()) {
       error(markOf(f), path, "must be a string, got " + describe(f.value));
@@ -362,7 +387,7 @@ class StateParser {
     if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
-                             "hash_balance_factor", "model_metrics", "endpoints"});
+                             "hash_balance_factor", "model_metrics", "policy", "endpoints"});
 
     bool nameOk = false;
     if (const Field* f = find(fields, "name")) {
@@ -466,6 +491,41 @@ class StateParser {
           }
         }
         if (ok) svc.modelMetrics = spec;
+      }
+    }
+
+    if (const Field* f = find(fields, "policy"); f != nullptr && !f->value.IsNull()) {
+      std::string p = join(path, "policy");
+      if (expectMap(f->value, p, "{allow_cgroups: [/sys/fs/cgroup/...]}")) {
+        Fields pf = collect(f->value, p, {"allow_cgroups"});
+        PolicySpec spec;
+        bool ok = true;
+        if (const Field* ac = find(pf, "allow_cgroups"); ac != nullptr && !ac->value.IsNull()) {
+          std::string ap = join(p, "allow_cgroups");
+          if (expectList(*ac, ap)) {
+            for (size_t i = 0; i < ac->value.size(); ++i) {
+              YAML::Node v = ac->value[i];
+              std::string ip = indexed(ap, i);
+              auto cg = readStringNode(v, ip);
+              if (!cg) {
+                ok = false;
+              } else if (auto bad = checkCgroupPath(*cg)) {
+                error(v.Mark(), ip, *bad);
+                ok = false;
+              } else if (std::find(spec.allowCgroups.begin(), spec.allowCgroups.end(), *cg) !=
+                         spec.allowCgroups.end()) {
+                error(v.Mark(), ip, "duplicate cgroup " + *cg);
+                ok = false;
+              } else {
+                spec.allowCgroups.push_back(*cg);
+              }
+            }
+          } else {
+            ok = false;
+          }
+        }
+        // An empty allow list is valid: nobody may connect.
+        if (ok) svc.policy = std::move(spec);
       }
     }
 

@@ -210,6 +210,9 @@ std::string renderMetrics(const MetricsInput& in) {
              &ServiceCounters::datagrams);
   svcCounter("aimesh_service_refused_total", "Calls to a service address refused (ECONNREFUSED): no usable backend.",
              &ServiceCounters::refused);
+  svcCounter("aimesh_service_policy_denied_total",
+             "Calls to a service address refused (EPERM) because the service's policy does not allow the client.",
+             &ServiceCounters::denied);
 
   auto beMetric = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);

@@ -43,6 +43,7 @@ Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& 
       c.connects += s.connects;
       c.datagrams += s.datagrams;
       c.refused += s.refused;
+      c.denied += s.denied;
     }
   }
   for (uint32_t id : backendIds) {

@@ -13,7 +13,7 @@
 namespace aimesh {
 
 struct ServiceCounters {
-  uint64_t connects = 0, datagrams = 0, refused = 0;
+  uint64_t connects = 0, datagrams = 0, refused = 0, denied = 0;
 };
 struct BackendCounters {
   uint64_t connects = 0, datagrams = 0;

@@ -29,6 +29,7 @@ const char* eventTypeName(uint8_t type) {
     case AIMESH_EV_TIMEOUT: return "timeout";
     case AIMESH_EV_RESET: return "reset";
     case AIMESH_EV_NO_BACKEND: return "no_backend";
+    case AIMESH_EV_DENIED: return "denied";
     default: return "unknown";
   }
 }

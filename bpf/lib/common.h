@@ -15,6 +15,9 @@
 #ifndef ENOENT
 #define ENOENT 2
 #endif
+#ifndef EPERM
+#define EPERM 1
+#endif
 
 /* sock_addr programs: 1 lets the call proceed, 0 fails it (with the errno set
  * by bpf_set_retval, EPERM otherwise). */

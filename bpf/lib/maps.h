@@ -126,6 +126,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_be_load SEC(".maps");
 
+/* (client cgroup id, service id) -> allow, for services with
+ * AIMESH_SVC_F_POLICY (lib/policy.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_POLICY);
+	__type(key, struct aimesh_policy_key);
+	__type(value, struct aimesh_policy);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_policy SEC(".maps");
+
 /* service id -> open connections over its backends (sock_ops writes) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

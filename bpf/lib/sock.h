@@ -6,6 +6,7 @@
 #define AIMESH_BPF_SOCK_H
 
 #include "lib/lb.h"
+#include "lib/policy.h"
 #include "lib/telemetry.h"
 
 /* Read the destination (or, for recvmsg/getpeername, the peer) of the call as
@@ -72,9 +73,19 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 	s->cookie = cookie;
 }
 
+/* A call refused before it reached a backend: counted and reported as an
+ * event that names the calling cgroup. */
+static __always_inline void sock_refuse_event(struct bpf_sock_addr *ctx, __u32 svc_id, __u8 type)
+{
+	struct aimesh_sock ev = { .service_id = svc_id };
+
+	tel_event_cgroup(&ev, bpf_get_socket_cookie(ctx), type, bpf_ktime_get_ns(), bpf_get_current_cgroup_id());
+}
+
 /* connect4/6 (is_connect) and sendmsg4/6: service address -> backend.
- * Unknown destinations pass untouched (fail open); a service with no usable
- * backend fails the call with ECONNREFUSED instead of sending into a void. */
+ * Unknown destinations pass untouched (fail open); a client the service's
+ * policy does not allow gets EPERM; a service with no usable backend fails
+ * the call with ECONNREFUSED instead of sending into a void. */
 static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, int is_connect)
 {
 	struct aimesh_frontend_key fk = {};
@@ -97,6 +108,15 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 		return SYS_PROCEED;
 	svc_id = fe->service_id;
 
+	if (!policy_allows(svc_id)) {
+		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
+		if (ss)
+			ss->denied += 1;
+		sock_refuse_event(ctx, svc_id, AIMESH_EV_DENIED);
+		bpf_set_retval(-EPERM);
+		return SYS_REJECT;
+	}
+
 	/* An IPv4 socket can only reach IPv4 backends. An IPv6 socket reaches an
 	 * IPv4 backend through its ::ffff: form at connect(), but the kernel
 	 * refuses an unconnected UDPv6 send rewritten to a mapped address
@@ -107,8 +127,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
 			ss->refused += 1;
-		struct aimesh_sock ev = { .service_id = svc_id };
-		tel_event(&ev, bpf_get_socket_cookie(ctx), AIMESH_EV_NO_BACKEND, bpf_ktime_get_ns(), 0, 0, 0, 0);
+		sock_refuse_event(ctx, svc_id, AIMESH_EV_NO_BACKEND);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}

@@ -27,8 +27,9 @@ static __always_inline int tel_crossed_half(__u64 avail)
 	return avail >= half && avail < half + rec;
 }
 
-static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie, __u8 type, __u64 now,
-				      __u64 duration_ns, __u64 sent, __u64 received, __u32 retrans)
+static __always_inline void tel_event_full(const struct aimesh_sock *s, __u64 cookie, __u8 type, __u64 now,
+					   __u64 duration_ns, __u64 sent, __u64 received, __u32 retrans,
+					   __u64 cgroup_id)
 {
 	struct aimesh_event *e = bpf_ringbuf_reserve(&aimesh_events, sizeof(*e), 0);
 
@@ -47,6 +48,7 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 	e->retransmits = retrans;
 	e->type = type;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	e->cgroup_id = cgroup_id;
 	/* Waking the reader costs an IPI (irq_work) and a cross-CPU wakeup. The
 	 * agent drains the buffer on a timer instead; it is woken only once,
 	 * when this record makes the backlog cross half the buffer. Waking on
@@ -54,6 +56,20 @@ static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie,
 	bpf_ringbuf_submit(e, tel_crossed_half(bpf_ringbuf_query(&aimesh_events, BPF_RB_AVAIL_DATA))
 				      ? BPF_RB_FORCE_WAKEUP
 				      : BPF_RB_NO_WAKEUP);
+}
+
+/* Connection lifecycle events (sock_ops): no calling cgroup. */
+static __always_inline void tel_event(const struct aimesh_sock *s, __u64 cookie, __u8 type, __u64 now,
+				      __u64 duration_ns, __u64 sent, __u64 received, __u32 retrans)
+{
+	tel_event_full(s, cookie, type, now, duration_ns, sent, received, retrans, 0);
+}
+
+/* Calls refused at connect/sendmsg (no backend, policy), with the caller's cgroup. */
+static __always_inline void tel_event_cgroup(const struct aimesh_sock *s, __u64 cookie, __u8 type, __u64 now,
+					     __u64 cgroup_id)
+{
+	tel_event_full(s, cookie, type, now, 0, 0, 0, 0, cgroup_id);
 }
 
 /* ---- feedback to the balancer (lib/lb.h reads these in aimesh_be_load) ---- */

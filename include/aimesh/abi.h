@@ -115,11 +115,14 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_frontend) == 4, "frontend size");
 /* aimesh_services value. Replaced whole: the map is BPF_F_NO_PREALLOC, so an
  * update is an RCU swap and slot_gen and slot_count always change together
  * for a reader (bpf/lib/maps.h says why). */
+/* aimesh_service.flags */
+#define AIMESH_SVC_F_POLICY 0x01 /* only clients allowed in aimesh_policy may connect (else EPERM) */
+
 struct aimesh_service {
 	__u32 slot_count;    /* live slots in generation slot_gen; 0 = no usable backend */
 	__u32 backend_count; /* distinct active backends behind the slots */
 	__u8 algorithm;      /* enum aimesh_algorithm */
-	__u8 flags;
+	__u8 flags;          /* AIMESH_SVC_F_* */
 	__u8 slot_gen;       /* 0 or 1: which half of the slot space is live */
 	__u8 pad0;
 	__u32 hash_size;     /* maglev/bounded_hash: entries in this service's table (a prime) */
@@ -187,8 +190,28 @@ struct aimesh_svc_stats {
 	__u64 connects;   /* connect() rewritten to a backend */
 	__u64 datagrams;  /* unconnected sendmsg() rewritten to a backend */
 	__u64 refused;    /* no usable backend: ECONNREFUSED */
+	__u64 denied;     /* client not allowed by the service's policy: EPERM */
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_svc_stats) == 24, "svc_stats size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_svc_stats) == 32, "svc_stats size");
+
+/* ---- workload policy (lib/policy.h) --------------------------------------
+ * A service with AIMESH_SVC_F_POLICY admits a client if its cgroup or one of
+ * the cgroup's ancestors (up to AIMESH_POLICY_MAX_DEPTH levels below the
+ * root) has an entry here for the service. */
+#define AIMESH_MAX_POLICY 65536
+#define AIMESH_POLICY_MAX_DEPTH 16
+struct aimesh_policy_key {
+	__u64 cgroup_id;  /* cgroup v2 id (the directory's inode number) */
+	__u32 service_id;
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_policy_key) == 16, "policy_key size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_policy_key, service_id) == 8, "policy_key.service_id");
+
+struct aimesh_policy {
+	__u32 allow; /* 1: allowed */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_policy) == 4, "policy size");
 
 /* aimesh_be_stats (per-CPU array indexed by backend id). */
 struct aimesh_be_stats {
@@ -360,6 +383,7 @@ enum aimesh_event_type {
 	AIMESH_EV_TIMEOUT = 4,    /* connect gave up without an answer */
 	AIMESH_EV_RESET = 5,      /* established connection reset by the peer */
 	AIMESH_EV_NO_BACKEND = 6, /* service had no usable backend (ECONNREFUSED) */
+	AIMESH_EV_DENIED = 7,     /* the service's policy does not allow the client (EPERM) */
 };
 
 /* aimesh_events (ring buffer) record. */
@@ -375,8 +399,9 @@ struct aimesh_event {
 	__u32 retransmits;
 	__u8 type;            /* enum aimesh_event_type */
 	__u8 pad[7];
+	__u64 cgroup_id;      /* NO_BACKEND, DENIED: the calling process's cgroup id; else 0 */
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_event) == 64, "event size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_event) == 72, "event size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_event, type) == 56, "event.type");
 
 /* ---- TC data path: connection tracking (bpf/tc_lb.bpf.c) ----------------- */

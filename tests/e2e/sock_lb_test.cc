@@ -14,6 +14,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <fstream>
+#include <set>
+#include <sys/stat.h>
 #include <sstream>
 #include <thread>
 
@@ -21,6 +23,7 @@
 #include <fcntl.h>
 
 #include "client/api_client.h"
+#include "fixtures/agent_e2e.h"
 #include "fixtures/net_client.h"
 #include "fixtures/sandbox.h"
 
@@ -50,45 +53,10 @@ std::string stateYaml(const std::vector<std::string>& vips, const std::string& p
   return y.str();
 }
 
-class SockLbE2e : public ::testing::Test {
+class SockLbE2e : public AgentE2e {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-    dir_ = tempDir();
-    sandbox_ = std::make_unique<Sandbox>();
-    state_ = dir_ + "/state.yaml";
-  }
-  void TearDown() override {
-    agent_.reset();
-    servers_.clear();
-    sandbox_.reset();
-    if (!dir_.empty()) removeTree(dir_);
-  }
-
-  void serve(const std::string& addr, const std::string& name, uint16_t port = 8000) {
-    servers_.push_back(startNameServer(sandbox_->backend().name(), addr, port, name));
-  }
-  void startAgent(const std::string& yaml) {
-    writeFile(state_, yaml);
-    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), state_, dir_);
-    agent_->start();
-  }
   // Runs fn as a client in the test cgroup and the client namespace.
-  std::string client(const std::function<std::string()>& fn) {
-    int st = 0;
-    std::string out = runIn(sandbox_->cgroup().path(), sandbox_->client().name(), [&](int fd) {
-      std::string s = fn();
-      (void)!::write(fd, s.data(), s.size());
-      return 0;
-    }, &st);
-    EXPECT_EQ(st, 0);
-    return out;
-  }
-  json api(const std::string& method) {
-    auto r = callAgent(agent_->apiSocket(), {{"method", method}}, 2000ms);
-    EXPECT_TRUE(r.ok());
-    return r ? *r : json{};
-  }
+  std::string client(const std::function<std::string()>& fn) { return runClient(fn); }
   // Counts answers by server name over n TCP connections.
   std::map<std::string, int> spread(const std::string& vip, int n) {
     json j = json::parse(client([&] {
@@ -101,11 +69,6 @@ class SockLbE2e : public ::testing::Test {
     }));
     return j.get<std::map<std::string, int>>();
   }
-
-  std::string dir_, state_;
-  std::unique_ptr<Sandbox> sandbox_;
-  std::vector<Child> servers_;
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 TEST_F(SockLbE2e, TcpIpv4ReachesBackendAndPeerIsServiceAddress) {
@@ -483,6 +446,126 @@ TEST_F(SockLbE2e, MapLimitsSizeTheMapsAndAMismatchedRestartIsRefused) {
   EXPECT_EQ(st["services"], 20);
   for (auto& p : st["programs"]) EXPECT_TRUE(p["adopted"].get<bool>()) << p.dump();
   EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8);
+}
+
+}  // namespace
+}  // namespace aimesh::testing
+
+namespace aimesh::testing {
+namespace {
+
+
+std::string policyYaml(const std::vector<std::string>& allow) {
+  std::ostringstream y;
+  y << "services:\n"
+       "  - name: guarded\n    namespace: ml\n    vips: [\"10.96.0.30\", \"fd96::30\"]\n"
+       "    ports: [{port: 8000, protocol: TCP}, {port: 8000, protocol: UDP}]\n"
+       "    endpoints: [{address: \"10.77.0.2\"}, {address: \"fd77::2\"}]\n"
+       "    policy:\n      allow_cgroups: [";
+  for (size_t i = 0; i < allow.size(); ++i) y << (i ? ", " : "") << '"' << allow[i] << '"';
+  y << "]\n"
+       "  - name: open\n    namespace: ml\n    vips: [\"10.96.0.31\"]\n"
+       "    ports: [{port: 8000, protocol: TCP}]\n    endpoints: [{address: \"10.77.0.2\"}]\n";
+  return y.str();
+}
+
+// errno of each call from cgroup `cg`: TCP and UDP to the guarded service over
+// IPv4 and IPv6, and TCP to the open one.
+json askAll(const std::string& cg, const std::string& ns) {
+  int st = 0;
+  std::string out = runIn(cg, ns, [](int fd) {
+    json j{{"tcp4", tcpAsk("10.96.0.30", 8000).err},  {"tcp6", tcpAsk("fd96::30", 8000).err},
+           {"udp4", udpAsk("10.96.0.30", 8000).err},  {"udp6", udpAsk("fd96::30", 8000).err},
+           {"udp4c", udpConnectedAsk("10.96.0.30", 8000).err}, {"open", tcpAsk("10.96.0.31", 8000).err}};
+    std::string s = j.dump();
+    (void)!::write(fd, s.data(), s.size());
+    return 0;
+  }, &st);
+  EXPECT_EQ(st, 0);
+  return json::parse(out);
+}
+
+TEST_F(SockLbE2e, PolicyAllowsListedCgroupsAndTheirChildrenAndDeniesOthersWithEperm) {
+  serve("10.77.0.2", "a");
+  serve("fd77::2", "a6");
+  ChildCgroup allowed(sandbox_->cgroup().path() + "/allowed");
+  ChildCgroup nested(allowed.path() + "/pod/");  // a container's cgroup inside the allowed one
+  ChildCgroup denied(sandbox_->cgroup().path() + "/denied");
+  startAgent(policyYaml({allowed.path()}));
+  const std::string ns = sandbox_->client().name();
+
+  json ok{{"tcp4", 0}, {"tcp6", 0}, {"udp4", 0}, {"udp6", 0}, {"udp4c", 0}, {"open", 0}};
+  EXPECT_EQ(askAll(allowed.path(), ns), ok);
+  EXPECT_EQ(askAll(nested.path(), ns), ok) << "a descendant of an allowed cgroup is allowed";
+  json no{{"tcp4", EPERM}, {"tcp6", EPERM}, {"udp4", EPERM}, {"udp6", EPERM}, {"udp4c", EPERM}, {"open", 0}};
+  EXPECT_EQ(askAll(denied.path(), ns), no);
+  EXPECT_EQ(askAll(sandbox_->cgroup().path(), ns), no) << "the parent of an allowed cgroup is not allowed";
+
+  // Counted per service port, reported as flow events naming the client.
+  json svcs = api("services")["services"];
+  uint64_t deniedTotal = 0;
+  for (auto& s : svcs) {
+    if (s["name"] == "guarded") {
+      EXPECT_TRUE(s["policy"].get<bool>());
+      deniedTotal += s["denied"].get<uint64_t>();
+    } else {
+      EXPECT_EQ(s["denied"], 0);
+    }
+  }
+  EXPECT_EQ(deniedTotal, 10u);  // 5 calls x 2 denied cgroups
+  json ev;
+  std::set<uint64_t> deniedIds;
+  for (int i = 0; i < 50 && deniedIds.size() < 2; ++i) {
+    auto fr = callAgent(agent_->apiSocket(), {{"method", "flows"}, {"since", 0}}, 2000ms);
+    ev = fr ? *fr : json{};
+    for (auto& e : ev["events"])
+      if (e["type"] == "denied") deniedIds.insert(e["client_cgroup_id"].get<uint64_t>());
+    std::this_thread::sleep_for(100ms);  // the agent drains the ring buffer every 100 ms
+  }
+  struct stat d {}, p {};
+  ASSERT_EQ(::stat(denied.path().c_str(), &d), 0);
+  ASSERT_EQ(::stat(sandbox_->cgroup().path().c_str(), &p), 0);
+  EXPECT_EQ(deniedIds, (std::set<uint64_t>{d.st_ino, p.st_ino})) << ev.dump();
+
+  // meshctl policy shows the rule in force.
+  std::string meshctl = std::string(AIMESH_BINARY_DIR) + "/meshctl --socket " + agent_->apiSocket();
+  auto [rc, out] = capture(meshctl + " policy");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(out.find("allow-list"), std::string::npos) << out;
+  EXPECT_NE(out.find(allowed.path()), std::string::npos) << out;
+  EXPECT_NE(out.find("(everyone)"), std::string::npos) << out;
+
+  // Dropping the policy opens the service within a second.
+  writeFile(state_, policyYaml({}).substr(0, policyYaml({}).find("    policy:")) +
+                        policyYaml({}).substr(policyYaml({}).find("  - name: open")));
+  json now;
+  for (int i = 0; i < 50; ++i) {
+    now = askAll(denied.path(), ns);
+    if (now == ok) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(now, ok);
+}
+
+TEST_F(SockLbE2e, PolicyCgroupCreatedLaterIsAllowedWithoutAnEdit) {
+  serve("10.77.0.2", "a");
+  serve("fd77::2", "a6");
+  std::string later = sandbox_->cgroup().path() + "/later";
+  startAgent(policyYaml({later}));  // does not exist yet: nobody is allowed
+  json st = api("policy");
+  bool sawMissing = false;
+  for (auto& s : st["services"])
+    for (auto& a : s["allow"]) sawMissing |= a["cgroup"] == later && a["resolved"] == false;
+  EXPECT_TRUE(sawMissing) << st.dump();
+  ChildCgroup cg(later);
+  json r;
+  for (int i = 0; i < 60; ++i) {  // re-resolved every second while missing
+    r = askAll(cg.path(), sandbox_->client().name());
+    if (r["tcp4"] == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(r["tcp4"], 0) << r.dump();
+  EXPECT_EQ(r["udp6"], 0) << r.dump();
 }
 
 }  // namespace
