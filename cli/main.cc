@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
   EndpointsFilter filter;
   endpoints->add_option("SERVICE", filter.service, "service name");
   endpoints->add_option("-n,--namespace", filter.ns, "namespace of the service");
+  auto* policy = app.add_subcommand("policy", "workload policy in force: allowed client cgroups, denied calls");
+  std::string policyService;
+  policy->add_option("SERVICE", policyService, "only this service");
   auto* version = app.add_subcommand("version", "meshctl and agent versions");
   bool clientOnly = false;
   version->add_flag("--client", clientOnly, "do not ask the agent");
@@ -65,6 +68,16 @@ int main(int argc, char** argv) {
   flows->add_option("--interval", flowsOptions.intervalSeconds, "seconds between polls with -f")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto* doctor = app.add_subcommand("doctor", "check this node can run aimesh (works without the agent)");
+  DoctorOptions doctorOptions;
+  doctor->add_option("--bpffs", doctorOptions.bpffs, "where bpffs should be mounted")->capture_default_str();
+  doctor->add_option("--pin-dir", doctorOptions.pinDir, "pin dir to look at (default: the agent's, else " +
+                                                            std::string(kDefaultPinDir) + ")");
+  auto* bpf = app.add_subcommand("bpf", "programs and maps pinned under the pin dir (works without the agent)");
+  BpfOptions bpfOptions;
+  bpf->add_option("--pin-dir", bpfOptions.pinDir, "the agent's --pin-dir")->capture_default_str();
+  bpf->add_option("--stats", bpfOptions.statsSeconds, "turn on run-time stats for SECONDS and show the delta")
+      ->check(CLI::Range(0.001, 3600.0));
 
   try {
     app.parse(argc, argv);
@@ -90,6 +103,8 @@ int main(int argc, char** argv) {
     result = runServices(call, servicesNs, *format);
   } else if (*endpoints) {
     result = runEndpoints(call, filter, *format);
+  } else if (*policy) {
+    result = runPolicy(call, policyService, *format);
   } else if (*version) {
     result = runVersion(clientOnly ? nullptr : &call, *format);
   } else if (*latency) {
@@ -98,6 +113,11 @@ int main(int argc, char** argv) {
     // Frames stream out as they come, so these two write directly.
     topOptions.clearScreen = ::isatty(STDOUT_FILENO) == 1;
     return runTop(call, topOptions, *format, std::cout, std::cerr, sigintPollLoop());
+  } else if (*doctor) {
+    doctorOptions.socketPath = socketPath;
+    result = runDoctor(call, doctorOptions, *format);
+  } else if (*bpf) {
+    result = runBpf(bpfOptions, *format);
   } else if (*flows) {
     return runFlows(call, flowsOptions, *format, systemFlowClock(), std::cout, std::cerr,
                     sigintPollLoop());

@@ -11,9 +11,12 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "probe/doctor_checks.h"
+#include "probe/pinned.h"
 #include "util/result.h"
 
 namespace aimesh {
@@ -71,6 +74,10 @@ AgentCall agentAt(std::string socketPath, std::chrono::milliseconds timeout);
 
 CommandOutput runStatus(const AgentCall& call, OutputFormat format);
 CommandOutput runServices(const AgentCall& call, const std::string& ns, OutputFormat format);
+// policy table: per service port, enforced or open, allowed cgroups, denied
+// calls; `service` non-empty keeps only that service.
+CommandOutput formatPolicy(const nlohmann::json& response, const std::string& service, OutputFormat format);
+CommandOutput runPolicy(const AgentCall& call, const std::string& service, OutputFormat format);
 CommandOutput runEndpoints(const AgentCall& call, const EndpointsFilter& filter,
                            OutputFormat format);
 // `call` nullptr: client version only.
@@ -158,6 +165,43 @@ CommandOutput formatFlows(const nlohmann::json& response, const FlowClock& clock
 inline constexpr int kFlowsMaxPages = 1000;
 int runFlows(const AgentCall& call, const FlowsOptions& options, OutputFormat format,
              const FlowClock& clock, std::ostream& out, std::ostream& err, const PollLoop& loop);
+
+// ---- doctor, bpf: read the kernel, no agent needed -------------------------------
+
+struct DoctorOptions {
+  std::string bpffs = "/sys/fs/bpf";  // where bpffs should be mounted
+  std::string pinDir;                 // empty: the running agent's, else kDefaultPinDir
+  std::string socketPath;             // the agent socket `call` talks to (for messages)
+};
+// One line per check under its group ("  [pass] kernel version  6.18.44 (need
+// >= 5.18)"), a "fix: ..." line under each warning and failure, and a summary
+// line. json: {"ok", "summary": {pass, warn, fail}, "checks": [{group, name,
+// status, detail, hint}]}. Exit kExitError when a check failed.
+CommandOutput formatDoctor(const std::vector<CheckResult>& checks, OutputFormat format);
+// Probes the kernel and /proc, asks the agent for its status (through `call`)
+// and returns every check. Loads only libbpf's probe programs; attaches nothing.
+std::vector<CheckResult> collectDoctorChecks(const AgentCall& call, const DoctorOptions& options);
+CommandOutput runDoctor(const AgentCall& call, const DoctorOptions& options, OutputFormat format);
+
+struct BpfOptions {
+  std::string pinDir = kDefaultPinDir;
+  double statsSeconds = 0;  // > 0: turn on run-time stats this long and show the delta
+};
+struct BpfView {
+  double statsSeconds = 0;     // the counters are a window of this many seconds (0: totals)
+  bool statsSysctlOn = false;  // kernel.bpf_stats_enabled (totals count only then)
+};
+// "pin dir:" and a line on what the run counts mean, then a programs table
+// (NAME TYPE ATTACH TO PROG LINK RUNS AVG) and a maps table (NAME TYPE KEY
+// VALUE MAX USED MEMORY; USED "n/a" when not countable). Problems with single
+// pins go to err. json: {pin_dir, run_stats, programs, maps, problems}.
+CommandOutput formatBpf(const PinnedObjects& objects, const BpfView& view, OutputFormat format);
+// readPinned(), with --stats: BPF_ENABLE_STATS for that long, then the delta.
+CommandOutput runBpf(const BpfOptions& options, OutputFormat format);
+// 850 → "850ns", 1234 → "1.2µs", 2.5e6 → "2.5ms".
+std::string formatNanoseconds(double ns);
+// 512 → "512B", 4096 → "4.0KiB", 1676288 → "1.6MiB".
+std::string formatBytes(uint64_t bytes);
 
 // ---- helpers shared by the commands (exposed for tests) ------------------------
 // A JSON value as a table cell: strings bare, numbers as JSON prints them,

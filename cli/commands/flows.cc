@@ -67,6 +67,8 @@ std::string formatFlowEvent(const nlohmann::json& event, const FlowClock& clock)
   std::string line = fmt::format("{} {:<6} {}/{}", timeOfDay(t, clock), type,
                                  cellText(event, "namespace"), cellText(event, "service"));
   if (type == "no_backend") return line + " (no usable endpoint)\n";
+  if (type == "denied")
+    return line + " (not allowed by policy: client cgroup " + cellText(event, "client_cgroup_id") + ")\n";
   line += " -> " + cellText(event, "endpoint");
   if (type == "open") {
     line += field(event, "duration_seconds", "connect", latencyText);
