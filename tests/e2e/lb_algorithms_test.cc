@@ -16,6 +16,7 @@
 
 #include "client/api_client.h"
 #include "fixtures/net_client.h"
+#include "fixtures/agent_e2e.h"
 #include "fixtures/sandbox.h"
 
 namespace aimesh::testing {
@@ -40,49 +41,21 @@ std::string yaml(const std::string& algorithm, const std::vector<Ep>& eps, const
   return y.str();
 }
 
-// Child cgroups of the sandbox cgroup (they inherit the agent's programs),
-// removed when this goes out of scope.
+// Child cgroups client0..client(n-1) of the sandbox cgroup (they inherit
+// the agent's programs), removed when this goes out of scope.
 struct ChildCgroups {
+  std::vector<std::unique_ptr<ChildCgroup>> cgs;
   std::vector<std::string> paths;
   ChildCgroups(const std::string& parent, int n) {
     for (int i = 0; i < n; ++i) {
-      std::string p = parent + "/client" + std::to_string(i);
-      ::mkdir(p.c_str(), 0755);
-      paths.push_back(p);
+      cgs.push_back(std::make_unique<ChildCgroup>(parent + "/client" + std::to_string(i)));
+      paths.push_back(cgs.back()->path());
     }
-  }
-  ~ChildCgroups() {
-    for (auto& p : paths) ::rmdir(p.c_str());
   }
 };
 
-class LbE2e : public ::testing::Test {
+class LbE2e : public AgentE2e {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-    dir_ = tempDir();
-    sandbox_ = std::make_unique<Sandbox>();
-    state_ = dir_ + "/state.yaml";
-  }
-  void TearDown() override {
-    agent_.reset();
-    servers_.clear();
-    sandbox_.reset();
-    if (!dir_.empty()) removeTree(dir_);
-  }
-  void serve(const std::string& addr) {
-    servers_.push_back(startNameServer(sandbox_->backend().name(), addr, 8000, addr));
-  }
-  void startAgent(const std::string& y, std::vector<std::string> args = {}) {
-    writeFile(state_, y);
-    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), state_, dir_, std::move(args));
-    agent_->start();
-  }
-  json api(const json& req) {
-    auto r = callAgent(agent_->apiSocket(), req, 2000ms);
-    EXPECT_TRUE(r.ok());
-    return r ? *r : json{};
-  }
   // Rewrites the state file and waits until the agent has applied it.
   void applyState(const std::string& y) { applyStateFrom(agent_->apiSocket(), state_, y); }
   static void applyStateFrom(const std::string& sock, const std::string& file, const std::string& y) {
@@ -98,13 +71,7 @@ class LbE2e : public ::testing::Test {
   }
   // Runs fn in `cgroup` and the client namespace; returns what it returned.
   json client(const std::string& cgroup, const std::function<json()>& fn) {
-    int st = 0;
-    std::string out = runIn(cgroup, sandbox_->client().name(), [&](int fd) {
-      std::string s = fn().dump();
-      (void)!::write(fd, s.data(), s.size());
-      return 0;
-    }, &st);
-    EXPECT_EQ(st, 0);
+    std::string out = runClient([&] { return fn().dump(); }, cgroup);
     return json::parse(out.empty() ? "null" : out);
   }
   json client(const std::function<json()>& fn) { return client(sandbox_->cgroup().path(), fn); }
@@ -115,10 +82,6 @@ class LbE2e : public ::testing::Test {
     return json{};
   }
 
-  std::string dir_, state_;
-  std::unique_ptr<Sandbox> sandbox_;
-  std::vector<Child> servers_;
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // Counts answers by name over n sequential connect-ask-close rounds.
