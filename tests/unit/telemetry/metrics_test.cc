@@ -378,8 +378,8 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_TRUE(s) << s.error().message();
     server_.emplace(std::move(s.value()));
     ASSERT_GT(server_->port(), 0);
-    // Wait until the server thread is serving before any test can stop it:
-    // HttpServer::stop() right after start() can hang (see StopClosesTheListener).
+    // Wait until the server answers, so every test starts from a serving
+    // listener.
     bool up = false;
     for (int i = 0; i < 200 && !up; ++i) {
       auto res = client().Get("/healthz");
@@ -445,9 +445,8 @@ TEST_F(HttpServerTest, UnknownPathIs404AndDoesNotScrape) {
   EXPECT_EQ(scrapes_.load(), 0);
 }
 
-// A port held by a plain listener (no SO_REUSEPORT) cannot be bound. Not
-// tested against a second HttpServer: cpp-httplib sets SO_REUSEPORT, so a
-// second HttpServer on the same port binds successfully.
+// A port in use, by a plain listener or by another HttpServer (no
+// SO_REUSEPORT: two agents must not share a metrics port), cannot be bound.
 TEST(HttpServer, PortInUseIsAnError) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
@@ -465,6 +464,12 @@ TEST(HttpServer, PortInUseIsAnError) {
   ::close(fd);
   ASSERT_FALSE(s) << "bound port " << port << " although it is in use";
   EXPECT_NE(s.error().message().find("bind metrics listener"), std::string::npos) << s.error().message();
+
+  auto first = HttpServer::start("127.0.0.1:0", HttpHandlers{[] { return std::string(); }, [] { return true; }});
+  ASSERT_TRUE(first) << first.error().message();
+  auto second = HttpServer::start("127.0.0.1:" + std::to_string(first->port()),
+                                  HttpHandlers{[] { return std::string(); }, [] { return true; }});
+  EXPECT_FALSE(second) << "a second server bound port " << first->port();
 }
 
 // SetUp waited for the server to answer, so stop() finds it listening.
