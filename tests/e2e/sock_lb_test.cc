@@ -348,12 +348,47 @@ TEST_F(SockLbE2e, CleanupRemovesEverythingAndTheServiceAddressIsNoLongerRewritte
   serve("10.77.0.2", "a");
   startAgent(stateYaml({"10.96.0.20"}, "TCP", {{"10.77.0.2"}}));
   EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8);
+  // The kernel ids of everything the agent made: programs (from its status)
+  // and maps (from their pins).
+  std::vector<uint32_t> progIds, mapIds;
+  json status = api("status");
+  for (auto& p : status["programs"]) progIds.push_back(p["prog_id"].get<uint32_t>());
+  for (auto& e : std::filesystem::directory_iterator(agent_->pinDir())) {
+    if (!e.is_regular_file()) continue;
+    int fd = bpf_obj_get(e.path().c_str());
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0) mapIds.push_back(info.id);
+    if (fd >= 0) ::close(fd);
+  }
+  EXPECT_EQ(progIds.size(), 11u);
+  EXPECT_GE(mapIds.size(), 15u);
   agent_->kill9();
   auto [rc, out] = capture(std::string(AIMESH_BINARY_DIR) + "/aimesh-agent --cleanup --pin-dir " +
                            agent_->pinDir() + " 2>&1");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 0);
   EXPECT_FALSE(std::filesystem::exists(agent_->pinDir()));
+  // Nothing of ours is left in the kernel: every program and map is freed
+  // (asynchronously, after an RCU grace period: poll).
+  auto alive = [&] {
+    std::vector<std::string> left;
+    for (uint32_t id : progIds) {
+      int fd = bpf_prog_get_fd_by_id(id);
+      if (fd >= 0) left.push_back("prog " + std::to_string(id)), ::close(fd);
+    }
+    for (uint32_t id : mapIds) {
+      int fd = bpf_map_get_fd_by_id(id);
+      if (fd >= 0) left.push_back("map " + std::to_string(id)), ::close(fd);
+    }
+    return left;
+  };
+  std::vector<std::string> left = alive();
+  for (int i = 0; i < 100 && !left.empty(); ++i) {
+    std::this_thread::sleep_for(20ms);
+    left = alive();
+  }
+  EXPECT_TRUE(left.empty()) << "still in the kernel: " << ::testing::PrintToString(left);
   // Without the data plane the VIP is just an address with no route.
   json r = json::parse(client([] { return json{{"err", tcpAsk("10.96.0.20", 8000, 500).err}}.dump(); }));
   EXPECT_EQ(r["err"], ENETUNREACH);
