@@ -77,6 +77,19 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
   diffMap(current.backends, desired.backends, upBe, delBe,
           [](uint32_t k, const BackendRecord& v) { return MapOp{UpsertBackend{k, v}}; },
           [](uint32_t k) { return MapOp{DeleteBackend{k}}; });
+  // A backend that stops taking connections (active -> draining or
+  // terminating, or weight -> 0) is demoted only after the services flipped
+  // to slots without it: before, a live slot would name a backend the kernel
+  // skips, and a pick that hit it on every retry would be refused.
+  std::vector<MapOp> demoteBe;
+  auto usable = [](const BackendRecord& b) { return b.state == EndpointState::kActive && b.weight > 0; };
+  std::erase_if(upBe, [&](const MapOp& op) {
+    const auto& u = std::get<UpsertBackend>(op);
+    auto cur = current.backends.find(u.id);
+    if (cur == current.backends.end() || !usable(cur->second) || usable(u.rec)) return false;
+    demoteBe.push_back(op);
+    return true;
+  });
   diffMap(current.slots, desired.slots, upSlot, delSlot,
           [](const SlotKey& k, uint32_t v) { return MapOp{UpsertSlot{k, v}}; },
           [](const SlotKey& k) { return MapOp{DeleteSlot{k}}; });
@@ -94,8 +107,8 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
           [](const FrontendKey& k) { return MapOp{DeleteFrontend{k}}; });
 
   std::vector<MapOp> out;
-  for (auto* group :
-       {&resets, &upBe, &upSlot, &upHash, &upPol, &upSvc, &upFe, &delFe, &delSvc, &delPol, &delHash, &delSlot, &delBe})
+  for (auto* group : {&resets, &upBe, &upSlot, &upHash, &upPol, &upSvc, &upFe, &demoteBe, &delFe, &delSvc, &delPol,
+                      &delHash, &delSlot, &delBe})
     out.insert(out.end(), group->begin(), group->end());
   return out;
 }

@@ -10,8 +10,10 @@
 //                              6. upsert services (a slot-generation flip,
 //                                 the policy flag on or off)
 //                              7. upsert frontends (the service goes live)
-//   8. delete frontends  9. delete services  10. delete policy entries
-//   11. delete hash tables  12. delete slots  13. delete backends
+//   8. demote backends (active -> draining/terminating or weight 0): only
+//      now, when no live slot names them any more
+//   9. delete frontends  10. delete services  11. delete policy entries
+//   12. delete hash tables  13. delete slots  14. delete backends
 // Within a step, operations are sorted by key.
 #pragma once
 
