@@ -279,7 +279,8 @@ TEST_F(DoctorE2e, BpfShowsTheTcProgramAndItsInterface) {
   // From the host's namespace the interface is not visible: said so.
   auto [rc, out] = meshctl("bpf -o json --pin-dir " + agent_->pinDir());
   ASSERT_EQ(rc, 0);
-  for (const auto& p : parse(out)["programs"])
+  json fromHost = parse(out);  // named: a temporary would die before the loop body
+  for (const auto& p : fromHost["programs"])
     if (p["pin"] == "tc/" + ifname) {
       EXPECT_EQ(p["attach_to"], ifname + " (not in this network namespace)");
     }

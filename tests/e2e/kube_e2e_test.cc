@@ -246,6 +246,9 @@ TEST_F(KubeE2e, EveryInjectedFaultRecoversWithNothingLost) {
 }
 
 TEST_F(KubeE2e, ALongWatchWithManyEventsKeepsTheAgentsMemoryFlat) {
+#ifdef AIMESH_SANITIZED
+  GTEST_SKIP() << "sanitizer build: ASan's quarantine holds freed memory, so RSS grows by design";
+#endif
   fake_->upsert(Resource::kServices, service("chat", "10.96.0.20"));
   fake_->upsert(Resource::kEndpointSlices, slice("chat-1", "chat", {{"10.77.0.2", "ready"}}));
   startAgent();
