@@ -29,6 +29,7 @@
 
 #include "client/api_client.h"
 #include "fixtures/net_client.h"
+#include "fixtures/agent_e2e.h"
 #include "fixtures/sandbox.h"
 
 namespace aimesh::testing {
@@ -277,15 +278,7 @@ class PrometheusE2e : public ::testing::Test {
   int promPort_ = 0;
 };
 
-const char* kState = R"(services:
-  - name: llm
-    namespace: ml
-    model: stand-in
-    vips: [10.96.0.40]
-    ports: [{port: 8000}]
-    endpoints:
-      - {address: 10.77.0.2, port: 8000}
-)";
+const char* kState = kOneStandInService;
 
 TEST_F(PrometheusE2e, PromtoolAcceptsLiveMetrics) {
   const int requests = 10, tokens = 5;

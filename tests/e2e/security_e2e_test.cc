@@ -24,6 +24,7 @@
 #include <string>
 
 #include "client/api_client.h"
+#include "fixtures/agent_e2e.h"
 #include "fixtures/sandbox.h"
 
 namespace aimesh::testing {
@@ -33,15 +34,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-const char* kState = R"(services:
-  - name: llm
-    namespace: ml
-    model: stand-in
-    vips: [10.96.0.40]
-    ports: [{port: 8000}]
-    endpoints:
-      - {address: 10.77.0.2, port: 8000}
-)";
+const char* kState = kOneStandInService;
 
 // One raw exchange with 127.0.0.1:port in the calling process's namespace:
 // sends `request` (as much as the server takes), returns what came back
