@@ -101,11 +101,10 @@ bool Agent::applyLocked(const Snapshot& snap) {
   // Policies name cgroups by path; the kernel checks ids. The snapshot kept
   // as last good has the paths only, so every apply resolves afresh.
   Snapshot resolved = snap;
-  auto missing = resolvePolicies(resolved, systemCgroupLookup());
+  auto missing = resolvePolicies(resolved, systemCgroupLookup(), systemPodCgroupLookup(podCgroupRoot()));
   for (auto& m : missing)
     if (warnedCgroups_.insert(m.service + " " + m.path).second)
-      spdlog::warn("service {}: policy allows cgroup {}, which does not exist now ({}); its clients are allowed "
-                   "once it does",
+      spdlog::warn("service {}: policy allows {}, which has no cgroup now ({}); its clients are allowed once it has",
                    m.service, m.path, m.reason);
   lastPolicyCheck_ = std::chrono::steady_clock::now();
   auto r = reconciler_.reconcile(resolved, idx);
@@ -244,7 +243,7 @@ void Agent::recheckPolicyLocked() {
   lastPolicyCheck_ = std::chrono::steady_clock::now();
   if (!lastGood_) return;
   Snapshot probe = *lastGood_;
-  auto missing = resolvePolicies(probe, systemCgroupLookup());
+  auto missing = resolvePolicies(probe, systemCgroupLookup(), systemPodCgroupLookup(podCgroupRoot()));
   if (missing == unresolvedCgroups_) return;  // nothing appeared or went away
   spdlog::info("policy: allowed cgroups changed ({} -> {} missing), applying again", unresolvedCgroups_.size(),
                missing.size());
@@ -345,14 +344,17 @@ json Agent::statusJson() {
     KubeSourceStats ks = kube_->stats();
     auto& sv = ks.resources[static_cast<int>(KubeResource::kServices)];
     auto& sl = ks.resources[static_cast<int>(KubeResource::kEndpointSlices)];
+    auto& po = ks.resources[static_cast<int>(KubeResource::kPods)];
     out["kubernetes"] = {{"server", opts_.kube->server},
                          {"config", opts_.kube->source},
-                         {"synced", sv.synced && sl.synced},
+                         {"synced", kube_->synced()},
                          {"services", sv.objects},
                          {"endpointslices", sl.objects},
-                         {"relists", sv.relists + sl.relists},
-                         {"watch_restarts", sv.watchRestarts + sl.watchRestarts},
-                         {"errors", sv.errors + sl.errors},
+                         {"node_name", opts_.kubeOptions.nodeName},
+                         {"pods", po.objects},
+                         {"relists", sv.relists + sl.relists + po.relists},
+                         {"watch_restarts", sv.watchRestarts + sl.watchRestarts + po.watchRestarts},
+                         {"errors", sv.errors + sl.errors + po.errors},
                          {"last_error", ks.lastError}};
   }
   return out;
@@ -411,6 +413,17 @@ json Agent::policyJson() {
         }
         allow.push_back(a);
       }
+      for (auto& pod : s.policy->allowPods) {
+        json a{{"pod", pod.name}, {"uid", pod.uid}};
+        auto miss = std::find_if(unresolvedCgroups_.begin(), unresolvedCgroups_.end(), [&](const UnresolvedCgroup& u) {
+          return u.service == s.nameSpace + "/" + s.name && u.path == "pod " + pod.name;
+        });
+        a["resolved"] = miss == unresolvedCgroups_.end();
+        if (miss != unresolvedCgroups_.end()) a["reason"] = miss->reason;
+        else a["cgroup"] = pod.cgroup;
+        allow.push_back(a);
+      }
+      if (!s.policy->podSelector.empty()) j["pod_selector"] = s.policy->podSelector;
       j["allowed_cgroup_ids"] = s.policy->allowCgroupIds;
     }
     j["allow"] = allow;

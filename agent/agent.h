@@ -47,6 +47,7 @@ struct AgentOptions {
   std::optional<KubeConfig> kube;
   KubeSourceOptions kubeOptions;
   std::string daemonSet;  // "NAMESPACE/NAME": on exit, clean up if it was deleted (uninstall)
+  std::string podCgroupRoot;  // where allowed pods' cgroups are looked for ("" = cgroup)
 };
 
 class Agent {
@@ -67,6 +68,7 @@ class Agent {
   // Parses the state file and applies it; a bad file keeps the last good
   // state. Returns false if the file was rejected or applying failed.
   bool reload();
+  const std::string& podCgroupRoot() const { return opts_.podCgroupRoot.empty() ? opts_.cgroup : opts_.podCgroupRoot; }
 
   nlohmann::json handleApi(const nlohmann::json& req);
   std::string metricsText(bool openMetrics = false);

@@ -75,6 +75,12 @@ int main(int argc, char** argv) {
   app.add_option("--kubernetes-backoff-max-ms", backoffMaxMs, "longest wait between retries when the API fails")
       ->capture_default_str()
       ->check(CLI::Range(10, 600000));
+  if (const char* node = std::getenv("NODE_NAME")) opts.kubeOptions.nodeName = node;
+  app.add_option("--node-name", opts.kubeOptions.nodeName,
+                 "this node's name (default: $NODE_NAME): its pods are watched for the Services' workload "
+                 "policies (aimesh.io/allow-pods); without it such policies allow nobody");
+  app.add_option("--pod-cgroup-root", opts.podCgroupRoot,
+                 "where the kubelet's pod cgroups are, at any depth below (default: --cgroup)");
   app.add_option("--daemonset", opts.daemonSet,
                  "NAMESPACE/NAME of the agent's DaemonSet: at exit, if it is gone or being deleted (uninstall), "
                  "remove the data plane")
@@ -169,6 +175,8 @@ int main(int argc, char** argv) {
                      {"kubernetes_watch_timeout_seconds", watchTimeoutS},
                      {"kubernetes_backoff_max_ms", backoffMaxMs},
                      {"daemonset", opts.daemonSet},
+                     {"node_name", opts.kubeOptions.nodeName},
+                     {"pod_cgroup_root", opts.podCgroupRoot},
                      {"metrics_addr", opts.metricsAddr},
                      {"api_socket", opts.apiSocket},
                      {"pin_dir", opts.pinDir},
@@ -235,6 +243,7 @@ int main(int argc, char** argv) {
     }
     opts.cgroup = *root;
   }
+  if (opts.podCgroupRoot.empty()) opts.podCgroupRoot = opts.cgroup;
 
   std::signal(SIGINT, onSignal);
   std::signal(SIGTERM, onSignal);

@@ -58,10 +58,25 @@ struct ModelMetricsSpec {
 // Which clients may connect to a service (docs/policy.md). Set: only
 // processes in the allowed cgroups (or their descendants) may connect; the
 // others get EPERM. Unset: everyone may.
+// A pod a policy allows (Kubernetes: chosen by the Service's
+// aimesh.io/allow-pods selector among the pods of this node).
+struct AllowedPod {
+  std::string name;  // namespace/name
+  std::string uid;   // metadata.uid: the kubelet names the pod's cgroup after it
+  // Filled by the agent before planning: the pod's cgroup directory, "" if
+  // it has none now.
+  std::string cgroup;
+  auto operator<=>(const AllowedPod&) const = default;
+};
+
 struct PolicySpec {
   std::vector<std::string> allowCgroups;  // absolute cgroup v2 directory paths, as written
+  std::vector<AllowedPod> allowPods;      // sorted by name
+  // How allowPods was chosen, for people: "app=client in ml,gw" ("" for a
+  // state-file policy).
+  std::string podSelector;
   // Filled by the agent before planning (policy_resolver.h): the ids of the
-  // allowed cgroups that exist now. Not part of the source's input.
+  // allowed cgroups and pods that exist now. Not part of the source's input.
   std::vector<uint64_t> allowCgroupIds;
   auto operator<=>(const PolicySpec&) const = default;
 };

@@ -322,6 +322,22 @@ Result<EndpointSliceObj> decodeEndpointSlice(const json& object) {
   return slice;
 }
 
+Result<PodObj> decodePod(const json& object) {
+  Reader r;
+  PodObj pod;
+  if (!readHeader(r, object, "Pod", pod.meta)) return decodeError("Pod", pod.meta, r);
+  pod.meta.annotations.clear();
+  if (pod.meta.uid.empty()) r.fail("metadata.uid", "required field is missing");
+  if (const json* spec = r.objectField(object, "spec", "spec", false)) {
+    if (auto s = r.stringField(*spec, "nodeName", "spec.nodeName", false)) pod.nodeName = *s;
+  }
+  if (const json* status = r.objectField(object, "status", "status", false)) {
+    if (auto s = r.stringField(*status, "phase", "status.phase", false)) pod.phase = *s;
+  }
+  if (r.failed()) return decodeError("Pod", pod.meta, r);
+  return pod;
+}
+
 // ---- label selectors --------------------------------------------------------
 
 namespace {
@@ -715,8 +731,89 @@ void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
   }
 }
 
+// A namespace name as Kubernetes allows it (RFC 1123 label).
+bool validNamespace(std::string_view s) {
+  if (s.empty() || s.size() > kMaxLabelNameLength) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
+}
+
+// The workload policy annotations: which pods of this node may connect.
+// Fails closed: whatever cannot be read allows nobody.
+void applyPolicyAnnotations(const ServiceObj& svc, const std::map<std::string, PodObj>* pods, Service& base,
+                            Warnings& w) {
+  const auto& ann = svc.meta.annotations;
+  auto podsIt = ann.find(kAllowPodsAnnotation), nsIt = ann.find(kAllowNamespacesAnnotation);
+  if (podsIt == ann.end() && nsIt == ann.end()) return;
+  std::string who = "Service " + svc.meta.key() + ": ";
+  PolicySpec policy;
+
+  std::vector<std::string> namespaces{svc.meta.nameSpace};
+  bool anyNamespace = false, ok = true;
+  if (nsIt != ann.end()) {
+    namespaces.clear();
+    size_t start = 0;
+    const std::string& text = nsIt->second;
+    while (start <= text.size()) {
+      size_t comma = text.find(',', start);
+      std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+      item.erase(0, item.find_first_not_of(" \t"));
+      item.erase(item.find_last_not_of(" \t") + 1);
+      if (item == "*") {
+        anyNamespace = true;
+      } else if (validNamespace(item)) {
+        namespaces.push_back(item);
+      } else {
+        w.push_back(who + "annotation " + kAllowNamespacesAnnotation + ": '" + item +
+                    "' is not a namespace name (nor '*'); the policy allows nobody");
+        ok = false;
+        break;
+      }
+    }
+    std::sort(namespaces.begin(), namespaces.end());
+    namespaces.erase(std::unique(namespaces.begin(), namespaces.end()), namespaces.end());
+  }
+
+  Selector selector;
+  std::string selectorText = podsIt == ann.end() ? "" : podsIt->second;
+  if (ok && podsIt != ann.end()) {
+    auto sel = parseSelector(selectorText);
+    if (!sel) {
+      w.push_back(who + "annotation " + kAllowPodsAnnotation + ": " + sel.error().message() +
+                  "; the policy allows nobody");
+      ok = false;
+    } else {
+      selector = std::move(sel.value());
+    }
+  }
+  std::string where = anyNamespace ? "every namespace" : "";
+  for (size_t i = 0; !anyNamespace && i < namespaces.size(); ++i) where += (i ? "," : "") + namespaces[i];
+  policy.podSelector = (selectorText.empty() ? std::string("every pod") : selectorText) + " in " + where;
+
+  if (ok && pods == nullptr) {
+    w.push_back(who + "has a workload policy, but the agent does not watch the pods of its node (no --node-name); "
+                      "the policy allows nobody");
+    ok = false;
+  }
+  if (ok) {
+    for (const auto& [key, pod] : *pods) {
+      if (pod.finished()) continue;
+      if (!anyNamespace && !std::binary_search(namespaces.begin(), namespaces.end(), pod.meta.nameSpace)) continue;
+      if (!matches(selector, pod.meta.labels)) continue;
+      policy.allowPods.push_back(AllowedPod{pod.meta.key(), pod.meta.uid, ""});
+    }
+    std::sort(policy.allowPods.begin(), policy.allowPods.end());
+  } else {
+    policy.podSelector += " (not in force: allows nobody)";
+  }
+  base.policy = std::move(policy);
+}
+
 // Appends one Snapshot Service per supported port of svc.
-void buildService(const ServiceObj& svc, const SliceIndex& index, std::vector<Service>& out, Warnings& w) {
+void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map<std::string, PodObj>* pods,
+                  std::vector<Service>& out, Warnings& w) {
   // Normal states, not problems: nothing to balance at a virtual IP.
   if (svc.meta.deleting || svc.type == "ExternalName" || svc.headless()) return;
   std::string who = "Service " + svc.meta.key();
@@ -741,6 +838,7 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, std::vector<Se
     return;
   }
   applyAnnotations(svc, base, w);
+  applyPolicyAnnotations(svc, pods, base, w);
 
   std::vector<UsableSlice> slices;
   if (auto it = index.find({svc.meta.nameSpace, svc.meta.name}); it != index.end()) {
@@ -795,7 +893,8 @@ std::string frontendText(const IpAddr& a, const PortSpec& p) {
 }  // namespace
 
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
-                          const std::map<std::string, EndpointSliceObj>& slices) {
+                          const std::map<std::string, EndpointSliceObj>& slices,
+                          const std::map<std::string, PodObj>* pods) {
   BuildResult result;
   // Slices by (namespace, service name), each list in slice-key order.
   SliceIndex index;
@@ -804,7 +903,7 @@ BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
   }
 
   std::vector<Service> built;
-  for (const auto& [key, svc] : services) buildService(svc, index, built, result.warnings);
+  for (const auto& [key, svc] : services) buildService(svc, index, pods, built, result.warnings);
   std::stable_sort(built.begin(), built.end(), [](const Service& a, const Service& b) { return a.key() < b.key(); });
 
   // The reconciler gives a frontend to one kernel service only; the first in

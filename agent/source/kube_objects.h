@@ -54,6 +54,15 @@
 //      aimesh.io/model-metrics-path    starts with '/', no spaces; default /metrics
 //                                      (ignored, with a warning, without the port)
 //      aimesh.io/hash-table-size       a prime 7..65521 → hashTableSize (as the state file)
+//      aimesh.io/allow-pods            a label selector → a workload policy: only the pods it
+//                                      selects may connect (docs/policy.md)
+//      aimesh.io/allow-namespaces      "a,b": where allow-pods looks (default: the Service's
+//                                      namespace); alone, it allows every pod there
+//    Either policy annotation makes the Service a policed one: policy.allowPods = the pods
+//    of `pods` in those namespaces whose labels match, that have not finished (phase
+//    Succeeded/Failed), in key order. Fail closed: a selector or namespace that does not
+//    parse, or pods == nullptr (the agent does not watch the pods of its node), gives a
+//    policy that allows nobody, with a warning.
 //  - Deterministic: services sorted by key() (as Snapshot requires),
 //    endpoints by (address, port), warnings in service-key order; the order
 //    the maps were filled in does not matter.
@@ -78,6 +87,8 @@ inline constexpr const char* kModelAnnotation = "aimesh.io/model";
 inline constexpr const char* kModelMetricsPortAnnotation = "aimesh.io/model-metrics-port";
 inline constexpr const char* kModelMetricsPathAnnotation = "aimesh.io/model-metrics-path";
 inline constexpr const char* kHashTableSizeAnnotation = "aimesh.io/hash-table-size";
+inline constexpr const char* kAllowPodsAnnotation = "aimesh.io/allow-pods";
+inline constexpr const char* kAllowNamespacesAnnotation = "aimesh.io/allow-namespaces";
 
 struct ObjectMeta {
   std::string name, nameSpace, resourceVersion, uid;  // "namespace" is a keyword
@@ -129,6 +140,17 @@ struct EndpointSliceObj {
   auto operator<=>(const EndpointSliceObj&) const = default;
 };
 
+// A v1 Pod, reduced to what a workload policy needs: who it is (name,
+// namespace, uid, labels), where it runs and whether it has finished.
+// Annotations are not kept (they can be large and are not used).
+struct PodObj {
+  ObjectMeta meta;
+  std::string nodeName;  // spec.nodeName; "" before it is scheduled
+  std::string phase;     // status.phase: Pending, Running, Succeeded, Failed, Unknown; "" if absent
+  bool finished() const { return phase == "Succeeded" || phase == "Failed"; }
+  auto operator<=>(const PodObj&) const = default;
+};
+
 // metadata of any object; name is required, everything else optional.
 // Errors name the field from the object's root ("metadata.labels[app]: ...").
 Result<ObjectMeta> decodeMeta(const nlohmann::json& object);
@@ -137,6 +159,8 @@ Result<ObjectMeta> decodeMeta(const nlohmann::json& object);
 Result<ServiceObj> decodeService(const nlohmann::json& object);
 // A discovery.k8s.io/v1 EndpointSlice. namespace and addressType are required.
 Result<EndpointSliceObj> decodeEndpointSlice(const nlohmann::json& object);
+// A v1 Pod. namespace and uid are required (the uid names its cgroup).
+Result<PodObj> decodePod(const nlohmann::json& object);
 
 // A label selector as kubectl -l writes it (k8s.io/apimachinery/pkg/labels):
 // requirements separated by ',' that must all hold:
@@ -168,9 +192,11 @@ struct BuildResult {
   std::vector<std::string> warnings;  // one per skipped object or field, naming it
 };
 
-// services and slices keyed by "namespace/name" (the key is only for lookup;
-// the names used come from each object's metadata).
+// services, slices and pods keyed by "namespace/name" (the key is only for
+// lookup; the names used come from each object's metadata). pods: the pods
+// of this node, or nullptr when they are not watched.
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
-                          const std::map<std::string, EndpointSliceObj>& slices);
+                          const std::map<std::string, EndpointSliceObj>& slices,
+                          const std::map<std::string, PodObj>* pods = nullptr);
 
 }  // namespace aimesh::kube

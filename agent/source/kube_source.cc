@@ -7,17 +7,30 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <type_traits>
 
 namespace aimesh {
 
 using json = nlohmann::json;
 
-const char* toString(KubeResource r) { return r == KubeResource::kServices ? "services" : "endpointslices"; }
+const char* toString(KubeResource r) {
+  switch (r) {
+    case KubeResource::kServices: return "services";
+    case KubeResource::kEndpointSlices: return "endpointslices";
+    case KubeResource::kPods: return "pods";
+  }
+  return "?";
+}
 
 namespace {
 
 const char* pathOf(KubeResource r) {
-  return r == KubeResource::kServices ? "/api/v1/services" : "/apis/discovery.k8s.io/v1/endpointslices";
+  switch (r) {
+    case KubeResource::kServices: return "/api/v1/services";
+    case KubeResource::kEndpointSlices: return "/apis/discovery.k8s.io/v1/endpointslices";
+    case KubeResource::kPods: return "/api/v1/pods";
+  }
+  return "";
 }
 
 std::string urlEncode(const std::string& s) {
@@ -79,9 +92,12 @@ Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSou
     if (!sel) return Error::msg("--kubernetes-selector '" + s->opts_.serviceSelector + "': " + sel.error().message());
     s->selector_ = std::move(sel.value());
   }
-  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices})
+  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices, KubeResource::kPods}) {
+    if (r == KubeResource::kPods && !s->watchesPods()) continue;
     s->threads_[static_cast<int>(r)] = std::thread([p = s.get(), r] { p->run(r); });
-  if (!s->opts_.daemonSetName.empty()) s->threads_[2] = std::thread([p = s.get()] { p->runDaemonSet(); });
+  }
+  if (!s->opts_.daemonSetName.empty())
+    s->threads_[kKubeResources] = std::thread([p = s.get()] { p->runDaemonSet(); });
   return s;
 }
 
@@ -114,6 +130,7 @@ std::string KubeSource::query(KubeResource r, bool watch, const std::string& rv,
   }
   if (r == KubeResource::kServices && !opts_.serviceSelector.empty())
     q += "&labelSelector=" + urlEncode(opts_.serviceSelector);
+  if (r == KubeResource::kPods) q += "&fieldSelector=" + urlEncode("spec.nodeName=" + opts_.nodeName);
   return q;
 }
 
@@ -155,84 +172,77 @@ void KubeSource::run(KubeResource r) {
   }
 }
 
+template <class F>
+decltype(auto) KubeSource::withStore(KubeResource r, F&& f) {
+  switch (r) {
+    case KubeResource::kServices: return f(services_, &kube::decodeService);
+    case KubeResource::kEndpointSlices: return f(slices_, &kube::decodeEndpointSlice);
+    case KubeResource::kPods: break;
+  }
+  return f(pods_, &kube::decodePod);
+}
+
 bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
-  std::map<std::string, kube::ServiceObj> services;
-  std::map<std::string, kube::EndpointSliceObj> slices;
-  uint64_t decodeErrors = 0;
-  std::string cont, listRv;
-  do {
-    auto resp = client_.get(query(r, false, "", cont), &stop_);
-    if (!resp) {
-      if (!stop_.load()) fail(r, "list: " + resp.error().message());
-      return false;
-    }
-    if (resp->status == 410 && !cont.empty()) {
-      // The continue token expired mid-list: start the list over.
-      services.clear();
-      slices.clear();
-      cont.clear();
-      continue;
-    }
-    if (resp->status != 200) {
-      fail(r, "list: " + statusText(resp->status, resp->body));
-      return false;
-    }
-    auto j = json::parse(resp->body, nullptr, false);
-    if (!j.is_object() || !j.contains("items") || !j["items"].is_array()) {
-      fail(r, "list: the answer is not a Kubernetes list");
-      return false;
-    }
-    const json& meta = objField(j, "metadata");
-    listRv = strField(meta, "resourceVersion");
-    cont = strField(meta, "continue");
-    for (auto& item : j["items"]) {
-      if (r == KubeResource::kServices) {
-        auto s = kube::decodeService(item);
-        if (!s) {
-          decodeErrors++;
-          spdlog::warn("kubernetes services: skipped: {}", s.error().message());
-          continue;
-        }
-        if (selector_ && !kube::matches(*selector_, s->meta.labels)) continue;
-        services[s->meta.nameSpace + "/" + s->meta.name] = std::move(s.value());
-      } else {
-        auto s = kube::decodeEndpointSlice(item);
-        if (!s) {
-          decodeErrors++;
-          spdlog::warn("kubernetes endpointslices: skipped: {}", s.error().message());
-          continue;
-        }
-        slices[s->meta.nameSpace + "/" + s->meta.name] = std::move(s.value());
+  return withStore(r, [&](auto& store, auto decode) {
+    std::remove_reference_t<decltype(store)> fresh;
+    uint64_t decodeErrors = 0;
+    std::string cont, listRv;
+    do {
+      auto resp = client_.get(query(r, false, "", cont), &stop_);
+      if (!resp) {
+        if (!stop_.load()) fail(r, "list: " + resp.error().message());
+        return false;
       }
+      if (resp->status == 410 && !cont.empty()) {
+        // The continue token expired mid-list: start the list over.
+        fresh.clear();
+        cont.clear();
+        continue;
+      }
+      if (resp->status != 200) {
+        fail(r, "list: " + statusText(resp->status, resp->body));
+        return false;
+      }
+      auto j = json::parse(resp->body, nullptr, false);
+      if (!j.is_object() || !j.contains("items") || !j["items"].is_array()) {
+        fail(r, "list: the answer is not a Kubernetes list");
+        return false;
+      }
+      const json& meta = objField(j, "metadata");
+      listRv = strField(meta, "resourceVersion");
+      cont = strField(meta, "continue");
+      for (auto& item : j["items"]) {
+        auto o = decode(item);
+        if (!o) {
+          decodeErrors++;
+          spdlog::warn("kubernetes {}: skipped: {}", toString(r), o.error().message());
+          continue;
+        }
+        if (r == KubeResource::kServices && selector_ && !kube::matches(*selector_, o->meta.labels)) continue;
+        fresh[o->meta.key()] = std::move(o.value());
+      }
+    } while (!cont.empty() && !stop_.load());
+    if (stop_.load()) return false;
+    if (listRv.empty()) {
+      fail(r, "list: no metadata.resourceVersion in the answer");
+      return false;
     }
-  } while (!cont.empty() && !stop_.load());
-  if (stop_.load()) return false;
-  if (listRv.empty()) {
-    fail(r, "list: no metadata.resourceVersion in the answer");
-    return false;
-  }
-  std::lock_guard lk(mu_);
-  auto& st = stats_.resources[static_cast<int>(r)];
-  bool changed;
-  if (r == KubeResource::kServices) {
-    changed = services != services_ || !st.synced;
-    services_ = std::move(services);
-    st.objects = services_.size();
-  } else {
-    changed = slices != slices_ || !st.synced;
-    slices_ = std::move(slices);
-    st.objects = slices_.size();
-  }
-  st.lists++;
-  if (relist) st.relists++;
-  st.decodeErrors += decodeErrors;
-  st.synced = true;
-  if (changed) {
-    version_++;
-    changed_.notify_all();
-  }
-  *rv = listRv;
-  return true;
+    std::lock_guard lk(mu_);
+    auto& st = stats_.resources[static_cast<int>(r)];
+    bool changed = fresh != store || !st.synced;
+    store = std::move(fresh);
+    st.objects = store.size();
+    st.lists++;
+    if (relist) st.relists++;
+    st.decodeErrors += decodeErrors;
+    st.synced = true;
+    if (changed) {
+      version_++;
+      changed_.notify_all();
+    }
+    *rv = listRv;
+    return true;
+  });
 }
 
 // Applies one ADDED / MODIFIED / DELETED object to the store; false if it
@@ -248,54 +258,33 @@ bool KubeSource::applyEvent(KubeResource r, const std::string& type, const json&
     return false;
   }
   std::string key = meta->nameSpace + "/" + meta->name;
-  bool changed = false;
-  if (r == KubeResource::kServices) {
-    std::optional<kube::ServiceObj> s;
+  bool changed = withStore(r, [&](auto& store, auto decode) {
+    std::optional<typename std::remove_reference_t<decltype(store)>::mapped_type> o;
     if (!del) {
-      auto d = kube::decodeService(obj);
+      auto d = decode(obj);
       if (!d) {
         st.decodeErrors++;
-        spdlog::warn("kubernetes services: {} event skipped: {}", type, d.error().message());
-      } else if (!selector_ || kube::matches(*selector_, d->meta.labels)) {
-        s = std::move(d.value());
+        spdlog::warn("kubernetes {}: {} event skipped: {}", toString(r), type, d.error().message());
+      } else if (r != KubeResource::kServices || !selector_ || kube::matches(*selector_, d->meta.labels)) {
+        o = std::move(d.value());
       }
     }
-    // A Service that no longer decodes or no longer matches the selector is
-    // no longer ours: same as deleted.
-    auto it = services_.find(key);
-    if (s) {
-      if (it == services_.end() || !(it->second == *s)) {
-        services_[key] = std::move(*s);
-        changed = true;
+    // An object that no longer decodes (or a Service that no longer matches
+    // the selector) is no longer ours: same as deleted.
+    bool c = false;
+    auto it = store.find(key);
+    if (o) {
+      if (it == store.end() || !(it->second == *o)) {
+        store[key] = std::move(*o);
+        c = true;
       }
-    } else if (it != services_.end()) {
-      services_.erase(it);
-      changed = true;
+    } else if (it != store.end()) {
+      store.erase(it);
+      c = true;
     }
-    st.objects = services_.size();
-  } else {
-    std::optional<kube::EndpointSliceObj> s;
-    if (!del) {
-      auto d = kube::decodeEndpointSlice(obj);
-      if (!d) {
-        st.decodeErrors++;
-        spdlog::warn("kubernetes endpointslices: {} event skipped: {}", type, d.error().message());
-      } else {
-        s = std::move(d.value());
-      }
-    }
-    auto it = slices_.find(key);
-    if (s) {
-      if (it == slices_.end() || !(it->second == *s)) {
-        slices_[key] = std::move(*s);
-        changed = true;
-      }
-    } else if (it != slices_.end()) {
-      slices_.erase(it);
-      changed = true;
-    }
-    st.objects = slices_.size();
-  }
+    st.objects = store.size();
+    return c;
+  });
   if (changed) {
     version_++;
     changed_.notify_all();
@@ -365,18 +354,23 @@ KubeSource::WatchEnd KubeSource::watch(KubeResource r, std::string* rv) {
 
 std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
-  auto ready = [&] {
-    return stats_.resources[0].synced && stats_.resources[1].synced && (!handedOut_ || version_ != taken_);
-  };
+  auto ready = [&] { return syncedLocked() && (!handedOut_ || version_ != taken_); };
   if (!changed_.wait_for(lk, timeout, ready)) return std::nullopt;
   taken_ = version_;
   handedOut_ = true;
-  return kube::buildSnapshot(services_, slices_);
+  return kube::buildSnapshot(services_, slices_, watchesPods() ? &pods_ : nullptr);
+}
+
+bool KubeSource::syncedLocked() const {
+  const auto& res = stats_.resources;
+  return res[static_cast<int>(KubeResource::kServices)].synced &&
+         res[static_cast<int>(KubeResource::kEndpointSlices)].synced &&
+         (!watchesPods() || res[static_cast<int>(KubeResource::kPods)].synced);
 }
 
 bool KubeSource::synced() const {
   std::lock_guard lk(mu_);
-  return stats_.resources[0].synced && stats_.resources[1].synced;
+  return syncedLocked();
 }
 
 KubeSourceStats KubeSource::stats() const {

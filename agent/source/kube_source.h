@@ -1,5 +1,6 @@
 // KubeSource: cluster state from the Kubernetes API. Lists, then watches,
-// Services (v1) and EndpointSlices (discovery.k8s.io/v1), one thread per
+// Services (v1) and EndpointSlices (discovery.k8s.io/v1) and, given the
+// node's name, the Pods of this node (for workload policies), one thread per
 // resource, and keeps the decoded objects; the agent takes a new Snapshot
 // (kube_objects.h maps objects to it) whenever something changed.
 //
@@ -13,7 +14,7 @@
 // - any other failure (refused, reset, a stream cut mid-event, 5xx, 429,
 //   timeouts) → retry after a jittered exponential back-off, resuming the
 //   watch from the last complete event, so nothing is lost or applied twice.
-// Nothing is handed out before both resources have been listed once, and the
+// Nothing is handed out before every resource has been listed once, and the
 // data plane keeps its last state for as long as the API server is away.
 #pragma once
 
@@ -42,10 +43,15 @@ struct KubeSourceOptions {
   // whether it was deleted even if its RBAC went away with it (helm
   // uninstall deletes the DaemonSet, then the ClusterRole); "" = none.
   std::string daemonSetNamespace, daemonSetName;
+  // This node's name (spec.nodeName of its pods): its Pods are watched
+  // (fieldSelector=spec.nodeName=NAME) for the Services' workload
+  // policies. "" = not watched; such policies then allow nobody.
+  std::string nodeName;
 };
 
-enum class KubeResource { kServices = 0, kEndpointSlices = 1 };
-const char* toString(KubeResource r);  // "services", "endpointslices"
+enum class KubeResource { kServices = 0, kEndpointSlices = 1, kPods = 2 };
+inline constexpr int kKubeResources = 3;
+const char* toString(KubeResource r);  // "services", "endpointslices", "pods"
 
 struct KubeResourceStats {
   uint64_t lists = 0;          // list requests answered 200 (first sync included)
@@ -60,7 +66,7 @@ struct KubeResourceStats {
 };
 
 struct KubeSourceStats {
-  KubeResourceStats resources[2];  // indexed by KubeResource
+  KubeResourceStats resources[kKubeResources];  // indexed by KubeResource; pods only with a node name
   std::string lastError;
 };
 
@@ -71,12 +77,13 @@ class KubeSource {
   KubeSource(const KubeSource&) = delete;
   KubeSource& operator=(const KubeSource&) = delete;
 
-  // Up to `timeout`: once both resources are synced, the cluster state as of
+  // Up to `timeout`: once every watched resource is synced, the cluster state as of
   // now if it changed since the last call (the first call after sync always
   // returns it).
   std::optional<kube::BuildResult> waitForChange(std::chrono::milliseconds timeout);
 
   bool synced() const;
+  bool watchesPods() const { return !opts_.nodeName.empty(); }
   KubeSourceStats stats() const;
 
   // For uninstall detection: is this DaemonSet still there? Asked now.
@@ -93,6 +100,10 @@ class KubeSource {
   enum class WatchEnd { kResume, kRelist, kError };
   WatchEnd watch(KubeResource r, std::string* rv);
   bool applyEvent(KubeResource r, const std::string& type, const nlohmann::json& obj);
+  // Calls f(store, decode) with the store of r and its decoder.
+  template <class F>
+  decltype(auto) withStore(KubeResource r, F&& f);
+  bool syncedLocked() const;
   void fail(KubeResource r, const std::string& what);
   void sleepFor(std::chrono::milliseconds d);
   std::string query(KubeResource r, bool watch, const std::string& rv, const std::string& cont) const;
@@ -109,12 +120,13 @@ class KubeSource {
   std::condition_variable changed_;
   std::map<std::string, kube::ServiceObj> services_;
   std::map<std::string, kube::EndpointSliceObj> slices_;
+  std::map<std::string, kube::PodObj> pods_;
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out
   bool handedOut_ = false;
 
   std::atomic<DaemonSetState> watchedDs_{DaemonSetState::kUnknown};
-  std::thread threads_[3];
+  std::thread threads_[kKubeResources + 1];  // one per resource, and the DaemonSet's
 };
 
 }  // namespace aimesh

@@ -151,17 +151,18 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
 }  // namespace
 
 namespace {
-// The Kubernetes source, per resource (services, endpointslices).
+// The Kubernetes source, per resource (services, endpointslices, pods).
 void renderKube(std::string& out, const KubeSourceStats* k) {
   KubeSourceStats none;
   const KubeSourceStats& st = k ? *k : none;
   auto each = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
-    for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices})
+    for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices, KubeResource::kPods})
       out += fmt::format("{}{{resource=\"{}\"}} {}\n", name, toString(r), value(st.resources[static_cast<int>(r)]));
   };
   each("aimesh_agent_kubernetes_synced", "gauge",
-       "1 once the resource has been listed from the Kubernetes API (0 with a state file).",
+       "1 once the resource has been listed from the Kubernetes API (0 with a state file; pods: 0 without "
+       "--node-name).",
        [](const KubeResourceStats& s) { return s.synced ? 1 : 0; });
   each("aimesh_agent_kubernetes_objects", "gauge", "Objects of the resource the agent holds from the Kubernetes API.",
        [](const KubeResourceStats& s) { return s.objects; });
@@ -180,7 +181,7 @@ void renderKube(std::string& out, const KubeSourceStats* k) {
        "Objects from the Kubernetes API skipped because they could not be decoded.",
        [](const KubeResourceStats& s) { return s.decodeErrors; });
   family(out, "aimesh_agent_kubernetes_events_total", "counter", "Watch events received, by resource and type.");
-  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices}) {
+  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices, KubeResource::kPods}) {
     const auto& s = st.resources[static_cast<int>(r)];
     for (auto [type, v] : {std::pair{"added", s.added}, {"modified", s.modified}, {"deleted", s.deleted},
                            {"bookmark", s.bookmarks}})

@@ -1,6 +1,6 @@
 // meshctl policy: the workload policy in force, per service port: enforced
-// or open to everyone, the allowed cgroups (and whether each exists now),
-// and how many calls were denied.
+// or open to everyone, the allowed cgroups and pods (and whether each has a
+// cgroup now), and how many calls were denied.
 #include <algorithm>
 #include <vector>
 
@@ -36,19 +36,21 @@ CommandOutput formatPolicy(const nlohmann::json& response, const std::string& se
     return std::tuple(cellText(*a, "namespace"), cellText(*a, "name"), cellText(*a, "port")) <
            std::tuple(cellText(*b, "namespace"), cellText(*b, "name"), cellText(*b, "port"));
   });
-  Table table({"NAMESPACE", "NAME", "PORT", "POLICY", "ALLOWED CGROUPS", "DENIED"});
+  Table table({"NAMESPACE", "NAME", "PORT", "POLICY", "ALLOWED", "DENIED"});
   for (const auto* s : rows) {
     bool enforced = s->value("enforced", false);
     std::string allowed;
     if (!enforced) {
       allowed = "(everyone)";
-    } else if (!s->contains("allow") || (*s)["allow"].empty()) {
+    } else if (!s->contains("allow") || !(*s)["allow"].is_array() || (*s)["allow"].empty()) {
       allowed = "(nobody)";
+      if (s->contains("pod_selector")) allowed += ": no pod here is " + cellText(*s, "pod_selector");
     } else {
       for (const auto& a : (*s)["allow"]) {
         if (!allowed.empty()) allowed += ", ";
-        allowed += cellText(a, "cgroup");
-        if (!a.value("resolved", true)) allowed += " (missing)";
+        bool pod = a.contains("pod");
+        allowed += pod ? "pod " + cellText(a, "pod") : cellText(a, "cgroup");
+        if (!a.value("resolved", true)) allowed += pod ? " (no cgroup yet)" : " (missing)";
       }
     }
     table.addRow({cellText(*s, "namespace"), cellText(*s, "name"),

@@ -533,7 +533,7 @@ TEST_F(HelmChart, RbacIsExactlyWhatTheAgentReads) {
     }
   }
   std::set<std::string> read{"get", "list", "watch"};
-  decltype(rules) want{{"", {{"services", read}, {"nodes", read}}},
+  decltype(rules) want{{"", {{"services", read}, {"nodes", read}, {"pods", read}}},
                        {"discovery.k8s.io", {{"endpointslices", read}}},
                        {"apps", {{"daemonsets", read}}}};
   EXPECT_EQ(rules, want);

@@ -6,6 +6,8 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "client/api_client.h"
+#include "fixtures/agent_e2e.h"
 #include "fixtures/fake_apiserver.h"
 #include "fixtures/net_client.h"
 #include "fixtures/sandbox.h"
@@ -341,6 +344,129 @@ TEST_F(KubeE2e, NoAnswerAndNoDeletionSeenKeepsTheDataPlane) {
   EXPECT_EQ(agent_->terminate(), 0);
   EXPECT_FALSE(std::filesystem::is_empty(pins));
   EXPECT_EQ(spread("10.96.0.20", 2), (std::map<std::string, int>{{"a", 2}}));
+}
+
+// ---- workload policy by pod labels -------------------------------------------
+
+json pod(const std::string& name, const std::string& uid, const std::string& app, const std::string& node = "node-1") {
+  return json{{"metadata", {{"name", name}, {"namespace", "ml"}, {"uid", uid}, {"labels", {{"app", app}}}}},
+              {"spec", {{"nodeName", node}, {"containers", {{{"name", "main"}, {"image", "client"}}}}}},
+              {"status", {{"phase", "Running"}, {"qosClass", "BestEffort"}}}};
+}
+
+std::string underscored(std::string uid) {
+  std::replace(uid.begin(), uid.end(), '-', '_');
+  return uid;
+}
+
+// errno of a TCP connect to 10.96.0.20:8000 from cgroup `cg` in the client namespace.
+int connectErrno(const std::string& cg, const std::string& ns) {
+  int st = 0;
+  std::string out = runIn(cg, ns, [](int fd) {
+    std::string s = std::to_string(tcpAsk("10.96.0.20", 8000, 500).err);
+    (void)!::write(fd, s.data(), s.size());
+    return 0;
+  }, &st);
+  EXPECT_EQ(st, 0);
+  return out.empty() ? -1 : std::stoi(out);
+}
+
+// The kubelet's pod cgroups under the agent's cgroup (--pod-cgroup-root
+// defaults to --cgroup): pod A with the systemd driver's names, B and C with
+// the cgroupfs driver's, each with a container cgroup the client runs in.
+TEST_F(KubeE2e, PodLabelPolicyAdmitsTheSelectedPodsOfThisNodeAndFollowsThem) {
+  const std::string uidA = "0a1b2c3d-0000-4000-8000-00000000000a", uidB = "0a1b2c3d-0000-4000-8000-00000000000b",
+                    uidC = "0a1b2c3d-0000-4000-8000-00000000000c", uidD = "0a1b2c3d-0000-4000-8000-00000000000d";
+  const std::string root = sandbox_->cgroup().path(), ns = sandbox_->client().name();
+  std::vector<std::unique_ptr<ChildCgroup>> dirs;  // removed in reverse order at the end
+  auto mk = [&](const std::string& path) {
+    dirs.push_back(std::make_unique<ChildCgroup>(path));
+    return path;
+  };
+  mk(root + "/kubepods.slice");
+  mk(root + "/kubepods.slice/kubepods-besteffort.slice");
+  std::string podA = mk(root + "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + underscored(uidA) + ".slice");
+  std::string ctrA = mk(podA + "/cri-containerd-a.scope");
+  mk(root + "/kubepods");
+  mk(root + "/kubepods/burstable");
+  std::string podB = mk(root + "/kubepods/burstable/pod" + uidB);
+  std::string ctrB = mk(podB + "/ctr-b");
+  std::string podD = mk(root + "/kubepods/burstable/pod" + uidD);  // matches, but the API puts it on another node
+
+  fake_->upsert(Resource::kServices, service("chat", "10.96.0.20", {{"aimesh.io/allow-pods", "app=client"}}));
+  fake_->upsert(Resource::kEndpointSlices, slice("chat-1", "chat", {{"10.77.0.2", "ready"}}));
+  fake_->upsert(Resource::kPods, pod("client-a", uidA, "client"));
+  fake_->upsert(Resource::kPods, pod("web-b", uidB, "web"));
+  fake_->upsert(Resource::kPods, pod("client-d", uidD, "client", "node-2"));
+  startAgent({"--node-name", "node-1"});
+
+  EXPECT_EQ(connectErrno(ctrA, ns), 0) << "a container of a selected pod";
+  EXPECT_EQ(connectErrno(podA, ns), 0) << "the selected pod's own cgroup";
+  EXPECT_EQ(connectErrno(ctrB, ns), EPERM) << "a pod the selector does not pick";
+  EXPECT_EQ(connectErrno(podD, ns), EPERM) << "a pod of another node";
+  EXPECT_EQ(connectErrno(root, ns), EPERM) << "not in a pod at all";
+  json pol = api("policy")["services"][0];
+  EXPECT_EQ(pol["pod_selector"], "app=client in ml");
+  ASSERT_EQ(pol["allow"].size(), 1u) << pol.dump();
+  EXPECT_EQ(pol["allow"][0]["pod"], "ml/client-a");
+  EXPECT_EQ(pol["allow"][0]["cgroup"], podA);
+  EXPECT_EQ(api("status")["kubernetes"]["pods"], 2) << "only node-1's pods are held";
+
+  auto until = [&](const std::string& cg, int want, const char* what) {
+    int got = -1;
+    for (int i = 0; i < 100 && got != want; ++i) {
+      got = connectErrno(cg, ns);
+      if (got != want) std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(got, want) << what;
+  };
+  // Relabelled into the selector: admitted.
+  fake_->upsert(Resource::kPods, pod("web-b", uidB, "client"));
+  until(ctrB, 0, "a pod relabelled into the selector");
+  // A new pod whose cgroup the kubelet has not made yet: listed as having
+  // none, admitted once it appears (the agent looks again every second).
+  fake_->upsert(Resource::kPods, pod("client-c", uidC, "client"));
+  bool sawPending = false;
+  for (int i = 0; i < 50 && !sawPending; ++i) {
+    json allow = api("policy")["services"][0]["allow"];  // a copy: a range-for over part of a temporary dangles
+    for (auto& a : allow) sawPending |= a["pod"] == "ml/client-c" && a["resolved"] == false;
+    if (!sawPending) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(sawPending);
+  std::string podC = mk(root + "/kubepods/burstable/pod" + uidC);
+  std::string ctrC = mk(podC + "/ctr-c");
+  until(ctrC, 0, "a pod whose cgroup appeared after the policy was applied");
+  // Deleted from the API: refused again, the others unaffected.
+  fake_->remove(Resource::kPods, "ml", "client-a");
+  until(ctrA, EPERM, "a deleted pod");
+  EXPECT_EQ(connectErrno(ctrB, ns), 0);
+
+  std::string meshctl = std::string(AIMESH_BINARY_DIR) + "/meshctl --socket " + agent_->apiSocket();
+  auto [rc, out] = capture(meshctl + " policy");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(out.find("pod ml/client-c, pod ml/web-b"), std::string::npos) << out;
+  // The annotation removed: open to everyone again.
+  fake_->upsert(Resource::kServices, service("chat", "10.96.0.20"));
+  until(root, 0, "the policy removed");
+  agent_.reset();
+  while (!dirs.empty()) dirs.pop_back();
+}
+
+TEST_F(KubeE2e, PodPolicyWithoutANodeNameAllowsNobody) {
+  const std::string uidA = "0a1b2c3d-0000-4000-8000-00000000000a";
+  const std::string root = sandbox_->cgroup().path(), ns = sandbox_->client().name();
+  ChildCgroup kubepods(root + "/kubepods");
+  ChildCgroup podA(root + "/kubepods/pod" + uidA);
+  fake_->upsert(Resource::kServices, service("chat", "10.96.0.20", {{"aimesh.io/allow-pods", "app=client"}}));
+  fake_->upsert(Resource::kEndpointSlices, slice("chat-1", "chat", {{"10.77.0.2", "ready"}}));
+  fake_->upsert(Resource::kPods, pod("client-a", uidA, "client"));
+  startAgent();  // no --node-name, no NODE_NAME
+  EXPECT_EQ(connectErrno(podA.path(), ns), EPERM);
+  EXPECT_EQ(fake_->listRequests(Resource::kPods), 0);
+  json pol = api("policy")["services"][0];
+  EXPECT_TRUE(pol["enforced"].get<bool>());
+  EXPECT_NE(pol["pod_selector"].get<std::string>().find("not in force"), std::string::npos) << pol.dump();
+  agent_.reset();
 }
 
 }  // namespace

@@ -2,8 +2,9 @@
 // (agent/source/kube_objects.h) on arbitrary bytes as JSON, parsed as the
 // agent parses API answers (json::parse without exceptions). The value is
 // taken the way kube_source.cc takes it: a List ("items": every item decoded
-// as a Service and as an EndpointSlice), a watch event ("object"), or else a
-// single object; whatever decodes goes into buildSnapshot(). The bytes are
+// as a Service, an EndpointSlice and a Pod), a watch event ("object"), or
+// else a single object; whatever decodes goes into buildSnapshot(), with the
+// pods (the policy annotations pick among them) and without. The bytes are
 // also parsed as a label selector and matched against the decoded labels.
 //
 // Checks, besides crashes and sanitizer reports: nothing throws (the header
@@ -37,6 +38,7 @@ void check(bool ok, const char* what) {
 struct Store {
   std::map<std::string, kube::ServiceObj> services;
   std::map<std::string, kube::EndpointSliceObj> slices;
+  std::map<std::string, kube::PodObj> pods;
   std::map<std::string, std::string> labels;  // of everything decoded, for the selector
 };
 
@@ -60,6 +62,13 @@ void decodeOne(const json& obj, Store& st) {
   } else {
     check(!slice.error().message().empty(), "decodeEndpointSlice error has a message");
   }
+  auto pod = kube::decodePod(obj);
+  if (pod) {
+    check(!pod->meta.uid.empty(), "a decoded Pod has a uid");
+    st.pods[pod->meta.key()] = std::move(pod.value());
+  } else {
+    check(!pod.error().message().empty(), "decodePod error has a message");
+  }
 }
 
 }  // namespace
@@ -78,9 +87,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  kube::BuildResult a = kube::buildSnapshot(st.services, st.slices);
-  kube::BuildResult b = kube::buildSnapshot(st.services, st.slices);
+  kube::BuildResult a = kube::buildSnapshot(st.services, st.slices, &st.pods);
+  kube::BuildResult b = kube::buildSnapshot(st.services, st.slices, &st.pods);
   check(a.snapshot == b.snapshot && a.warnings == b.warnings, "buildSnapshot is deterministic");
+  kube::BuildResult noPods = kube::buildSnapshot(st.services, st.slices);
+  check(noPods.snapshot.services.size() == a.snapshot.services.size(), "pods change policies, not services");
+  for (const auto& s : noPods.snapshot.services)
+    check(!s.policy || s.policy->allowPods.empty(), "without the node's pods a policy allows no pod");
   const auto& services = a.snapshot.services;
   for (size_t i = 1; i < services.size(); ++i) {
     check(services[i - 1].key() < services[i].key(), "services sorted by key, unique");
@@ -88,6 +101,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& s : services) {
     check(!s.vips.empty(), "a service has an address");
     check(s.ports.size() == 1, "one snapshot service per Service port");
+    if (s.policy) {
+      for (size_t i = 1; i < s.policy->allowPods.size(); ++i)
+        check(s.policy->allowPods[i - 1] < s.policy->allowPods[i], "allowed pods sorted, unique");
+    }
     for (size_t i = 1; i < s.endpoints.size(); ++i) {
       const auto& p = s.endpoints[i - 1];
       const auto& e = s.endpoints[i];

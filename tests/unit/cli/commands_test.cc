@@ -299,5 +299,32 @@ TEST(CommandsTest, CellTextAndDuration) {
   EXPECT_EQ(formatDuration(-1), "-");
 }
 
+TEST(CommandsTest, PolicyTableShowsCgroupsPodsAndWhatHasNoCgroupYet) {
+  json resp = json::parse(R"({"services": [
+    {"name": "open", "namespace": "ml", "port": 8000, "protocol": "TCP", "enforced": false, "denied": 0, "allow": []},
+    {"name": "llama", "namespace": "ml", "port": 8000, "protocol": "TCP", "enforced": true, "denied": 6,
+     "pod_selector": "app=client in ml",
+     "allow": [{"pod": "ml/client-0", "uid": "u0", "resolved": true, "cgroup": "/sys/fs/cgroup/kubepods/pod-u0"},
+               {"pod": "ml/client-1", "uid": "u1", "resolved": false, "reason": "no cgroup of pod uid u1"}]},
+    {"name": "batch", "namespace": "ml", "port": 9000, "protocol": "UDP", "enforced": true, "denied": 0,
+     "allow": [{"cgroup": "/sys/fs/cgroup/batch", "resolved": true},
+               {"cgroup": "/sys/fs/cgroup/later", "resolved": false}]},
+    {"name": "closed", "namespace": "ml", "port": 8000, "protocol": "TCP", "enforced": true, "denied": 2,
+     "pod_selector": "app=nobody in ml", "allow": []}
+  ]})");
+  CommandOutput out = formatPolicy(resp, "", OutputFormat::kTable);
+  EXPECT_EQ(out.exitCode, kExitOk);
+  EXPECT_EQ(out.out,
+            "NAMESPACE   NAME     PORT       POLICY       ALLOWED                                                DENIED\n"
+            "ml          batch    9000/UDP   allow-list   /sys/fs/cgroup/batch, /sys/fs/cgroup/later (missing)        0\n"
+            "ml          closed   8000/TCP   allow-list   (nobody): no pod here is app=nobody in ml                   2\n"
+            "ml          llama    8000/TCP   allow-list   pod ml/client-0, pod ml/client-1 (no cgroup yet)            6\n"
+            "ml          open     8000/TCP   open         (everyone)                                                  0\n")
+      << out.out;
+  CommandOutput one = formatPolicy(resp, "llama", OutputFormat::kJson);
+  EXPECT_EQ(json::parse(one.out)["services"][0]["allow"][1]["reason"], "no cgroup of pod uid u1");
+  EXPECT_EQ(formatPolicy(resp, "nope", OutputFormat::kTable).exitCode, kExitError);
+}
+
 }  // namespace
 }  // namespace aimesh

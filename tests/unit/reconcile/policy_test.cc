@@ -2,6 +2,10 @@
 // resolution, the plan's policy entries and the order diff() writes them in.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
 #include <map>
 
 #include "fixtures/fake_map_writer.h"
@@ -84,7 +88,10 @@ Service svc(const std::string& name, const char* vip, std::optional<std::vector<
   s.vips = {*IpAddr::parse(vip)};
   s.ports = {PortSpec{8000, Protocol::kTcp}, PortSpec{8001, Protocol::kUdp}};
   s.endpoints = {Endpoint{*IpAddr::parse("10.0.0.1"), 0, 1, EndpointState::kActive}};
-  if (allow) s.policy = PolicySpec{*allow, {}};
+  if (allow) {
+    s.policy = PolicySpec{};
+    s.policy->allowCgroups = *allow;
+  }
   return s;
 }
 
@@ -109,6 +116,95 @@ TEST(PolicyResolver, IdsSortedAndUniqueMissingPathsReported) {
   EXPECT_EQ(missing[0].service, "default/a");
   EXPECT_EQ(missing[0].path, "/cg/gone");
   EXPECT_EQ(missing[0].reason, "no such cgroup");
+}
+
+TEST(PodCgroupName, BothKubeletDriversEveryQosClassAndNothingElse) {
+  const std::string uid = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+  // systemd driver: '-' separates slice levels, so the uid has '_'.
+  EXPECT_EQ(podUidOfCgroupDir("kubepods-pod1b4e28ba_2fa1_11d2_883f_0016d3cca427.slice"), uid);
+  EXPECT_EQ(podUidOfCgroupDir("kubepods-besteffort-pod1b4e28ba_2fa1_11d2_883f_0016d3cca427.slice"), uid);
+  EXPECT_EQ(podUidOfCgroupDir("kubelet-kubepods-burstable-pod1b4e28ba_2fa1_11d2_883f_0016d3cca427.slice"), uid);
+  // cgroupfs driver.
+  EXPECT_EQ(podUidOfCgroupDir("pod1b4e28ba-2fa1-11d2-883f-0016d3cca427"), uid);
+  // Not pods: QoS and top slices, containers, near misses.
+  for (const char* name : {"kubepods.slice", "kubepods-besteffort.slice", "kubepods", "burstable",
+                           "cri-containerd-0123456789abcdef.scope", "pod", "pod.slice",
+                           "pod1b4e28ba-2fa1-11d2-883f-0016d3cca42",              // short
+                           "pod1b4e28ba-2fa1-11d2-883f-0016d3cca4270",            // long
+                           "pod1B4E28BA-2fa1-11d2-883f-0016d3cca427",             // upper case
+                           "pod1b4e28ba_2fa1_11d2_883f_0016d3cca427",             // '_' without .slice
+                           "kubepods-pod1b4e28ba-2fa1-11d2-883f-0016d3cca427.slice",  // '-' in a slice
+                           "xpod1b4e28ba-2fa1-11d2-883f-0016d3cca427"})
+    EXPECT_EQ(podUidOfCgroupDir(name), "") << name;
+}
+
+Service podService(const std::string& name, std::vector<AllowedPod> pods) {
+  Service s = svc(name, "10.96.0.9", std::vector<std::string>{});
+  s.policy->allowPods = std::move(pods);
+  return s;
+}
+
+TEST(PolicyResolver, PodsResolveThroughTheirCgroupAndMissingOnesAreReported) {
+  Snapshot s{{podService("a", {AllowedPod{"ml/client-0", "u0", ""}, AllowedPod{"ml/client-1", "u1", ""},
+                               AllowedPod{"ml/starting", "u2", ""}})}};
+  PodCgroupLookup pods = [](const std::string& uid, std::string* reason) -> std::optional<std::string> {
+    if (uid == "u0") return "/cg/kubepods/pod-u0";
+    if (uid == "u1") return "/cg/kubepods/pod-u1";
+    *reason = "no cgroup of pod uid " + uid;
+    return std::nullopt;
+  };
+  auto missing = resolvePolicies(s, table({{"/cg/kubepods/pod-u0", 7}, {"/cg/kubepods/pod-u1", 5}}), pods);
+  const PolicySpec& p = *s.services[0].policy;
+  EXPECT_EQ(p.allowCgroupIds, (std::vector<uint64_t>{5, 7}));
+  EXPECT_EQ(p.allowPods[0].cgroup, "/cg/kubepods/pod-u0");
+  EXPECT_EQ(p.allowPods[1].cgroup, "/cg/kubepods/pod-u1");
+  EXPECT_EQ(p.allowPods[2].cgroup, "");
+  ASSERT_EQ(missing.size(), 1u);
+  EXPECT_EQ(missing[0].path, "pod ml/starting");
+  EXPECT_EQ(missing[0].reason, "no cgroup of pod uid u2");
+
+  // Without a pod lookup nothing of a pod resolves: the policy stays closed.
+  Snapshot t{{podService("a", {AllowedPod{"ml/client-0", "u0", ""}})}};
+  auto m2 = resolvePolicies(t, table({{"/cg/kubepods/pod-u0", 7}}));
+  EXPECT_TRUE(t.services[0].policy->allowCgroupIds.empty());
+  ASSERT_EQ(m2.size(), 1u);
+  EXPECT_EQ(m2[0].path, "pod ml/client-0");
+}
+
+TEST(PolicyResolver, PodCgroupWalkFindsPodsOfEitherDriverAtAnyDepthAndNotBelowThem) {
+  namespace fs = std::filesystem;
+  fs::path root = fs::temp_directory_path() / ("aimesh-podcg-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const std::string a = "0a000000-0000-4000-8000-00000000000a", b = "0b000000-0000-4000-8000-00000000000b",
+                    c = "0c000000-0000-4000-8000-00000000000c", deep = "0d000000-0000-4000-8000-00000000000d";
+  auto underscore = [](std::string u) {
+    std::replace(u.begin(), u.end(), '-', '_');
+    return u;
+  };
+  fs::path pa = root / "kubepods.slice" / "kubepods-besteffort.slice" / ("kubepods-besteffort-pod" + underscore(a) + ".slice");
+  fs::path pb = root / "kubepods.slice" / ("kubepods-pod" + underscore(b) + ".slice");
+  fs::path pc = root / "kubepods" / "burstable" / ("pod" + c);
+  // A pod-named directory inside a pod's (a container cgroup) is not a pod.
+  fs::path inner = pc / ("pod" + deep);
+  // Deeper than the walk goes.
+  fs::path tooDeep = root / "1" / "2" / "3" / "4" / "5" / "6" / ("pod" + deep);
+  for (auto& d : {pa / "cri-containerd-1.scope", pb, inner, tooDeep}) fs::create_directories(d);
+
+  PodCgroupLookup look = systemPodCgroupLookup(root.string());
+  std::string reason;
+  EXPECT_EQ(look(a, &reason), pa.string());
+  EXPECT_EQ(look(b, &reason), pb.string());
+  EXPECT_EQ(look(c, &reason), pc.string());
+  EXPECT_EQ(look(deep, &reason), std::nullopt);
+  EXPECT_NE(reason.find("no cgroup of pod uid " + deep + " under " + root.string()), std::string::npos) << reason;
+  // The index is built once: a pod created afterwards needs a new lookup.
+  fs::path late = root / "kubepods" / ("pod" + deep);
+  fs::create_directories(late);
+  EXPECT_EQ(look(deep, &reason), std::nullopt);
+  EXPECT_EQ(systemPodCgroupLookup(root.string())(deep, &reason), late.string());
+  // A root that does not exist finds nothing, without throwing.
+  EXPECT_EQ(systemPodCgroupLookup((root / "nope").string())(a, &reason), std::nullopt);
+  fs::remove_all(root);
 }
 
 TEST(PolicyPlan, EveryPortOfAServiceGetsTheFlagAndTheEntries) {

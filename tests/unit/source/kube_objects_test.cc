@@ -1016,5 +1016,184 @@ TEST(KubeSnapshotTest, OddObjectsNeverThrow) {
   EXPECT_TRUE(buildSnapshot({}, {}).snapshot.services.empty());
 }
 
+// ---- Pods and workload policies ---------------------------------------------
+
+namespace policy {
+
+json podJson(const std::string& ns, const std::string& name, const std::string& uid, json labels,
+             const std::string& phase = "Running") {
+  return json{{"kind", "Pod"},
+              {"metadata",
+               {{"name", name},
+                {"namespace", ns},
+                {"uid", uid},
+                {"labels", labels},
+                {"annotations", {{"kubectl.kubernetes.io/last-applied-configuration", std::string(4096, 'x')}}}}},
+              {"spec", {{"nodeName", "node-1"}, {"containers", json::array()}}},
+              {"status", {{"phase", phase}, {"qosClass", "BestEffort"}}}};
+}
+
+PodObj pod(const std::string& ns, const std::string& name, std::map<std::string, std::string> labels,
+           const std::string& phase = "Running") {
+  PodObj p;
+  p.meta.name = name;
+  p.meta.nameSpace = ns;
+  p.meta.uid = "uid-" + ns + "-" + name;
+  p.meta.labels = std::move(labels);
+  p.nodeName = "node-1";
+  p.phase = phase;
+  return p;
+}
+
+BuildResult buildWith(std::vector<ServiceObj> services, const std::vector<PodObj>* pods) {
+  std::map<std::string, ServiceObj> sm;
+  for (auto& s : services) sm.emplace(s.meta.key(), s);
+  std::map<std::string, PodObj> pm;
+  if (pods)
+    for (auto& p : *pods) pm.emplace(p.meta.key(), p);
+  return buildSnapshot(sm, {}, pods ? &pm : nullptr);
+}
+
+ServiceObj guarded(std::map<std::string, std::string> annotations) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.20"}, {port("http", 8000), port("grpc", 9000)});
+  s.meta.annotations = std::move(annotations);
+  return s;
+}
+
+std::vector<std::string> podNames(const Service& s) {
+  std::vector<std::string> out;
+  for (auto& p : s.policy->allowPods) out.push_back(p.name + "=" + p.uid);
+  return out;
+}
+
+TEST(KubeDecodeTest, PodKeepsWhoItIsWhereItRunsAndItsPhaseOnly) {
+  auto p = decodePod(podJson("ml", "client-0", "5f1c7b3e-0000-4000-8000-000000000001", {{"app", "client"}}));
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_EQ(p->meta.key(), "ml/client-0");
+  EXPECT_EQ(p->meta.uid, "5f1c7b3e-0000-4000-8000-000000000001");
+  EXPECT_EQ(p->meta.labels, (std::map<std::string, std::string>{{"app", "client"}}));
+  EXPECT_TRUE(p->meta.annotations.empty());  // not kept: large and unused
+  EXPECT_EQ(p->nodeName, "node-1");
+  EXPECT_EQ(p->phase, "Running");
+  EXPECT_FALSE(p->finished());
+  for (const char* phase : {"Succeeded", "Failed"}) {
+    auto done = decodePod(podJson("ml", "job", "u", json::object(), phase));
+    ASSERT_TRUE(done.ok());
+    EXPECT_TRUE(done->finished()) << phase;
+  }
+  // Not scheduled yet, no status: fine.
+  auto bare = decodePod(json{{"metadata", {{"name", "x"}, {"namespace", "ml"}, {"uid", "u"}}}});
+  ASSERT_TRUE(bare.ok()) << bare.error().message();
+  EXPECT_EQ(bare->nodeName, "");
+  EXPECT_EQ(bare->phase, "");
+}
+
+TEST(KubeDecodeTest, WrongPodFieldsAreNamed) {
+  auto noUid = decodePod(json{{"metadata", {{"name", "x"}, {"namespace", "ml"}}}});
+  ASSERT_FALSE(noUid.ok());
+  EXPECT_EQ(noUid.error().message(), "Pod ml/x: metadata.uid: required field is missing");
+  json badNode = podJson("ml", "x", "u", json::object());
+  badNode["spec"]["nodeName"] = 7;
+  ASSERT_FALSE(decodePod(badNode).ok());
+  EXPECT_THAT(decodePod(badNode).error().message(), HasSubstr("spec.nodeName: must be a string, got 7"));
+  json badPhase = podJson("ml", "x", "u", json::object());
+  badPhase["status"] = "Running";
+  EXPECT_THAT(decodePod(badPhase).error().message(), HasSubstr("status: must be an object"));
+  json kind = podJson("ml", "x", "u", json::object());
+  kind["kind"] = "Service";
+  EXPECT_THAT(decodePod(kind).error().message(), HasSubstr("kind: must be Pod, got 'Service'"));
+  json labels = podJson("ml", "x", "u", json::object());
+  labels["metadata"]["labels"] = {{"app", 1}};
+  EXPECT_THAT(decodePod(labels).error().message(), HasSubstr("metadata.labels[app]"));
+}
+
+TEST(KubePolicyTest, NoAnnotationNoPolicy) {
+  std::vector<PodObj> pods{pod("ml", "client-0", {{"app", "client"}})};
+  BuildResult r = buildWith({guarded({})}, &pods);
+  ASSERT_EQ(r.snapshot.services.size(), 2u);
+  for (auto& s : r.snapshot.services) EXPECT_FALSE(s.policy.has_value()) << s.key();
+  EXPECT_TRUE(r.warnings.empty());
+}
+
+TEST(KubePolicyTest, SelectorPicksRunningPodsOfTheServicesNamespaceForEveryPort) {
+  std::vector<PodObj> pods{pod("ml", "client-1", {{"app", "client"}, {"tier", "gold"}}),
+                           pod("ml", "client-0", {{"app", "client"}}),
+                           pod("ml", "other", {{"app", "web"}}),
+                           pod("ml", "done", {{"app", "client"}}, "Succeeded"),
+                           pod("ml", "failed", {{"app", "client"}}, "Failed"),
+                           pod("ml", "pending", {{"app", "client"}}, "Pending"),
+                           pod("other-ns", "client-9", {{"app", "client"}})};
+  BuildResult r = buildWith({guarded({{kAllowPodsAnnotation, "app=client"}})}, &pods);
+  EXPECT_TRUE(r.warnings.empty()) << r.warnings[0];
+  ASSERT_EQ(r.snapshot.services.size(), 2u);
+  for (auto& s : r.snapshot.services) {
+    ASSERT_TRUE(s.policy.has_value()) << s.key();
+    EXPECT_THAT(podNames(s), ElementsAre("ml/client-0=uid-ml-client-0", "ml/client-1=uid-ml-client-1",
+                                         "ml/pending=uid-ml-pending"));
+    EXPECT_EQ(s.policy->podSelector, "app=client in ml");
+    EXPECT_TRUE(s.policy->allowCgroups.empty());
+  }
+  // Set-based selectors work too.
+  BuildResult gold = buildWith({guarded({{kAllowPodsAnnotation, "app in (client), tier notin (silver)"}})}, &pods);
+  EXPECT_THAT(podNames(gold.snapshot.services[0]), ElementsAre("ml/client-0=uid-ml-client-0",
+                                                               "ml/client-1=uid-ml-client-1",
+                                                               "ml/pending=uid-ml-pending"));
+  BuildResult none = buildWith({guarded({{kAllowPodsAnnotation, "app=nobody"}})}, &pods);
+  ASSERT_TRUE(none.snapshot.services[0].policy.has_value());
+  EXPECT_TRUE(none.snapshot.services[0].policy->allowPods.empty());  // a policy that allows nobody
+}
+
+TEST(KubePolicyTest, NamespacesAnnotationWidensOrMovesWhereThePodsAre) {
+  std::vector<PodObj> pods{pod("ml", "client-0", {{"app", "client"}}), pod("gw", "gateway", {{"app", "client"}}),
+                           pod("gw", "web", {{"app", "web"}}), pod("batch", "job", {{"app", "client"}})};
+  BuildResult two = buildWith({guarded({{kAllowPodsAnnotation, "app=client"},
+                                        {kAllowNamespacesAnnotation, " gw , ml,gw"}})},
+                              &pods);
+  EXPECT_THAT(podNames(two.snapshot.services[0]), ElementsAre("gw/gateway=uid-gw-gateway", "ml/client-0=uid-ml-client-0"));
+  EXPECT_EQ(two.snapshot.services[0].policy->podSelector, "app=client in gw,ml");
+  // Namespaces alone: every pod there.
+  BuildResult all = buildWith({guarded({{kAllowNamespacesAnnotation, "gw"}})}, &pods);
+  EXPECT_THAT(podNames(all.snapshot.services[0]), ElementsAre("gw/gateway=uid-gw-gateway", "gw/web=uid-gw-web"));
+  EXPECT_EQ(all.snapshot.services[0].policy->podSelector, "every pod in gw");
+  // '*': every namespace.
+  BuildResult any = buildWith({guarded({{kAllowPodsAnnotation, "app=client"}, {kAllowNamespacesAnnotation, "*"}})},
+                              &pods);
+  EXPECT_THAT(podNames(any.snapshot.services[0]),
+              ElementsAre("batch/job=uid-batch-job", "gw/gateway=uid-gw-gateway", "ml/client-0=uid-ml-client-0"));
+  EXPECT_EQ(any.snapshot.services[0].policy->podSelector, "app=client in every namespace");
+}
+
+TEST(KubePolicyTest, WhatCannotBeReadAllowsNobodyWithAWarning) {
+  std::vector<PodObj> pods{pod("ml", "client-0", {{"app", "client"}})};
+  struct Case {
+    std::map<std::string, std::string> annotations;
+    std::vector<PodObj>* pods;
+    std::string warning;
+  } cases[] = {
+      {{{kAllowPodsAnnotation, "app in (client"}}, &pods,
+       "Service ml/llama: annotation aimesh.io/allow-pods: label selector \"app in (client\""},
+      {{{kAllowPodsAnnotation, "app=client"}, {kAllowNamespacesAnnotation, "ml,Bad_NS"}}, &pods,
+       "Service ml/llama: annotation aimesh.io/allow-namespaces: 'Bad_NS' is not a namespace name (nor '*'); the "
+       "policy allows nobody"},
+      {{{kAllowNamespacesAnnotation, "ml,"}}, &pods, "annotation aimesh.io/allow-namespaces: '' is not a namespace"},
+      {{{kAllowPodsAnnotation, "app=client"}}, nullptr,
+       "Service ml/llama: has a workload policy, but the agent does not watch the pods of its node (no "
+       "--node-name); the policy allows nobody"},
+  };
+  for (auto& c : cases) {
+    BuildResult r = buildWith({guarded(c.annotations)}, c.pods);
+    ASSERT_EQ(r.snapshot.services.size(), 2u);
+    for (auto& s : r.snapshot.services) {
+      ASSERT_TRUE(s.policy.has_value()) << c.warning;
+      EXPECT_TRUE(s.policy->allowPods.empty()) << c.warning;
+      EXPECT_THAT(s.policy->podSelector, HasSubstr("(not in force: allows nobody)"));
+    }
+    ASSERT_EQ(r.warnings.size(), 1u) << c.warning;  // once per Service, not per port
+    EXPECT_THAT(r.warnings[0], HasSubstr(c.warning));
+  }
+}
+
+}  // namespace policy
+
 }  // namespace
 }  // namespace aimesh::kube

@@ -66,9 +66,10 @@ struct Harness {
     config = cfg;
     this->selector = std::move(selector);
   }
-  void start(KubeClient::Options copts = {}) {
+  void start(KubeClient::Options copts = {}, std::string nodeName = "") {
     KubeSourceOptions so;
     so.serviceSelector = selector;
+    so.nodeName = std::move(nodeName);
     so.backoffMin = 20ms;
     so.backoffMax = 200ms;
     so.watchTimeout = 300s;
@@ -405,6 +406,68 @@ TEST(KubeSource, ToldWhetherItsDaemonSetIsGoneOrBeingDeleted) {
   EXPECT_EQ(h.source->daemonSet("kube-system", "aimesh", &err), KubeSource::DaemonSetState::kDeleting) << err;
   h.fake.setDaemonSet("kube-system", "aimesh", false);
   EXPECT_EQ(h.source->daemonSet("kube-system", "aimesh", &err), KubeSource::DaemonSetState::kGone) << err;
+}
+
+json pod(const std::string& name, const std::string& node, const std::string& app, const std::string& phase = "Running") {
+  return json{{"metadata", {{"name", name}, {"namespace", "ml"}, {"labels", {{"app", app}}}}},
+              {"spec", {{"nodeName", node}}},
+              {"status", {{"phase", phase}}}};
+}
+
+std::vector<std::string> allowedPods(const Snapshot& s) {
+  std::vector<std::string> out;
+  for (auto& svc : s.services)
+    if (svc.policy)
+      for (auto& p : svc.policy->allowPods) out.push_back(svc.key() + " " + p.name);
+  return out;
+}
+
+TEST(KubeSource, WithANodeNameWatchesThatNodesPodsAndWaitsForThemBeforeHandingOut) {
+  Harness h;
+  h.fake.upsert(Resource::kServices,
+                service("ml", "llama", "10.96.0.20", 80, json::object(), {{"aimesh.io/allow-pods", "app=client"}}));
+  h.fake.upsert(Resource::kPods, pod("client-0", "node-1", "client"));
+  h.fake.upsert(Resource::kPods, pod("client-elsewhere", "node-2", "client"));
+  h.fake.failNext(Resource::kPods, 500, 2);  // the pods' first lists fail: nothing may be handed out yet
+  h.start({}, "node-1");
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.empty(); }));
+  EXPECT_GE(h.fake.listRequests(Resource::kPods), 3);
+  EXPECT_EQ(allowedPods(h.lastSnapshot), (std::vector<std::string>{"ml/llama ml/client-0"}));
+  EXPECT_TRUE(h.st(KubeResource::kPods).synced);
+  EXPECT_EQ(h.st(KubeResource::kPods).objects, 1u);  // only this node's
+  EXPECT_GE(h.st(KubeResource::kPods).errors, 2u);
+  bool fieldSelector = false;
+  for (auto& line : h.fake.requestLog())
+    if (line.find("/api/v1/pods?") != std::string::npos)
+      fieldSelector |= line.find("fieldSelector=spec.nodeName%3Dnode-1") != std::string::npos;
+  EXPECT_TRUE(fieldSelector);
+
+  // Through the watch: a pod starts matching, one finishes, one is deleted.
+  ASSERT_TRUE(h.fake.waitForWatches(Resource::kPods, 1, 5s));
+  h.fake.upsert(Resource::kPods, pod("client-1", "node-1", "client"));
+  h.fake.upsert(Resource::kPods, pod("web-0", "node-1", "web"));
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return allowedPods(h.lastSnapshot).size() == 2; }));
+  EXPECT_EQ(allowedPods(h.lastSnapshot),
+            (std::vector<std::string>{"ml/llama ml/client-0", "ml/llama ml/client-1"}));
+  h.fake.upsert(Resource::kPods, pod("client-0", "node-1", "client", "Succeeded"));
+  h.fake.upsert(Resource::kPods, pod("web-0", "node-1", "client"));  // relabelled into the selector
+  h.fake.remove(Resource::kPods, "ml", "client-1");
+  ASSERT_TRUE(h.waitFor([&](const Summary&) {
+    return allowedPods(h.lastSnapshot) == std::vector<std::string>{"ml/llama ml/web-0"};
+  })) << ::testing::PrintToString(allowedPods(h.lastSnapshot));
+}
+
+TEST(KubeSource, WithoutANodeNamePodsAreNotWatchedAndPoliciesAllowNobody) {
+  Harness h;
+  h.fake.upsert(Resource::kServices,
+                service("ml", "llama", "10.96.0.20", 80, json::object(), {{"aimesh.io/allow-pods", "app=client"}}));
+  h.fake.upsert(Resource::kPods, pod("client-0", "node-1", "client"));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.empty(); }));
+  EXPECT_EQ(h.fake.listRequests(Resource::kPods), 0);
+  ASSERT_EQ(h.lastSnapshot.services.size(), 1u);
+  ASSERT_TRUE(h.lastSnapshot.services[0].policy.has_value());
+  EXPECT_TRUE(h.lastSnapshot.services[0].policy->allowPods.empty());
 }
 
 TEST(KubeSource, StopsPromptlyWithWatchesOpen) {
