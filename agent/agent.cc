@@ -52,9 +52,13 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
     a->kube_ = std::move(ks.value());
   }
 
-  auto http = HttpServer::start(opts.metricsAddr, HttpHandlers{[p = a.get()] { return p->metricsText(false); },
-                                                               [p = a.get()] { return p->ready(); },
-                                                               [p = a.get()] { return p->metricsText(true); }});
+  HttpServerOptions httpOpts = opts.http;
+  httpOpts.counters = a->httpCounters_;
+  auto http = HttpServer::start(opts.metricsAddr,
+                                HttpHandlers{[p = a.get()] { return p->metricsText(false); },
+                                             [p = a.get()] { return p->ready(); },
+                                             [p = a.get()] { return p->metricsText(true); }},
+                                httpOpts);
   if (!http) return http.error();
   a->http_.emplace(std::move(http.value()));
   spdlog::info("metrics on http://{}/metrics", a->http_->address());
@@ -294,6 +298,7 @@ std::string Agent::metricsText(bool openMetrics) {
   in.openMetrics = openMetrics;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
+  in.http = httpCounters_.get();
   return renderMetrics(in);
 }
 

@@ -48,6 +48,7 @@ struct AgentOptions {
   KubeSourceOptions kubeOptions;
   std::string daemonSet;  // "NAMESPACE/NAME": on exit, clean up if it was deleted (uninstall)
   std::string podCgroupRoot;  // where allowed pods' cgroups are looked for ("" = cgroup)
+  HttpServerOptions http;     // metrics listener limits (--metrics-max-connections, --metrics-request-timeout-ms)
 };
 
 class Agent {
@@ -109,6 +110,7 @@ class Agent {
   std::chrono::steady_clock::time_point started_;
   std::unique_ptr<EventLog> events_;
   std::optional<HttpServer> http_;
+  std::shared_ptr<HttpServerCounters> httpCounters_ = std::make_shared<HttpServerCounters>();
   std::optional<ApiServer> api_;
   std::set<std::string> kubeWarnings_;  // logged once each
   std::unique_ptr<KubeSource> kube_;

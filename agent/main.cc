@@ -28,6 +28,16 @@ int main(int argc, char** argv) {
   app.add_option("--state-file", opts.stateFile, "YAML cluster state file (docs/state-file.md)");
   app.add_option("--metrics-addr", opts.metricsAddr, "HOST:PORT for /metrics, /healthz, /readyz (port 0: any)")
       ->capture_default_str();
+  size_t httpMaxConns = opts.http.maxConnections;
+  long httpTimeoutMs = opts.http.requestTimeout.count();
+  app.add_option("--metrics-max-connections", httpMaxConns,
+                 "metrics listener: connections served at once; one more gets 503 and is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--metrics-request-timeout-ms", httpTimeoutMs,
+                 "metrics listener: a request head must arrive within this (also the keep-alive idle time)")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600000));
   app.add_option("--api-socket", opts.apiSocket, "Unix socket of the local API (meshctl)")->capture_default_str();
   app.add_option("--pin-dir", opts.pinDir, "where maps and links are pinned")->capture_default_str();
   app.add_option("--bpffs", bpffs, "bpffs mount point (mounted if missing)")->capture_default_str();
@@ -153,6 +163,8 @@ int main(int argc, char** argv) {
   // Sweep idle TC flows every 5 s, or at half the shortest timeout if less.
   opts.ctSweepInterval = std::chrono::milliseconds(
       static_cast<long>(std::min({5.0, ctTcpS / 2, ctUdpS / 2, ctClosingS / 2}) * 1000));
+  opts.http.maxConnections = httpMaxConns;
+  opts.http.requestTimeout = std::chrono::milliseconds(httpTimeoutMs);
   opts.scrapeInterval = std::chrono::milliseconds(scrapeIntervalMs);
   opts.scrapeTimeout = std::chrono::milliseconds(scrapeTimeoutMs);
   opts.kubeOptions.watchTimeout = std::chrono::seconds(watchTimeoutS);
@@ -178,6 +190,8 @@ int main(int argc, char** argv) {
                      {"node_name", opts.kubeOptions.nodeName},
                      {"pod_cgroup_root", opts.podCgroupRoot},
                      {"metrics_addr", opts.metricsAddr},
+                     {"metrics_max_connections", opts.http.maxConnections},
+                     {"metrics_request_timeout_ms", httpTimeoutMs},
                      {"api_socket", opts.apiSocket},
                      {"pin_dir", opts.pinDir},
                      {"bpffs", bpffs},

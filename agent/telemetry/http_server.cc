@@ -169,6 +169,7 @@ struct HttpServer::Impl {
   std::condition_variable idle;
   std::size_t active = 0;  // connection threads alive (under mu)
   bool stopped = false;
+  std::shared_ptr<HttpServerCounters> counters;  // never null (the options' or our own)
 
   ~Impl() { stop(); }
 
@@ -196,7 +197,8 @@ struct HttpServer::Impl {
 
 bool HttpServer::Impl::waitFor(int fd, short events, Clock::time_point deadline) {
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    // Rounded up, so a false return for the deadline means it has passed.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return false;
     pollfd fds[2] = {{fd, events, 0}, {stopFd.get(), POLLIN, 0}};
     int rc = ::poll(fds, 2, static_cast<int>(std::min<long long>(left, 60'000)));
@@ -267,10 +269,14 @@ void HttpServer::Impl::serve(UniqueFd conn) {
         break;
       }
       if (!waitFor(fd, POLLIN, deadline)) {
-        if (!buf.empty() && Clock::now() >= deadline) {
+        bool timedOut = Clock::now() >= deadline;
+        if (!buf.empty() && timedOut) {
           sendAll(fd, render(errorResponse(408, "request head not received in time"), false),
                   Clock::now() + std::chrono::milliseconds(200));
         }
+        // An idle keep-alive connection ending is normal; a connection that
+        // never sent a request, or stopped midway, is a slow client.
+        if (timedOut && (served == 0 || !buf.empty())) counters->timedOut++;
         return;
       }
       // Never hold more than the limit (+ the bytes that show it was passed).
@@ -311,6 +317,9 @@ void HttpServer::Impl::serve(UniqueFd conn) {
                         (http10 && req.connection.find("keep-alive") == std::string::npos);
       if (wantsClose || served + 1 == opts.maxRequestsPerConnection) res.close = true;
     }
+    counters->requests++;
+    if (res.status == 400 || res.status == 405 || res.status == 413 || res.status == 414 || res.status == 431)
+      counters->badRequests++;
     bool ok = sendAll(fd, render(res, req.method == "HEAD"), Clock::now() + opts.writeTimeout);
     if (!ok || res.close) {
       ::shutdown(fd, SHUT_WR);
@@ -368,13 +377,17 @@ void HttpServer::Impl::acceptLoop() {
       std::lock_guard lk(mu);
       if (active >= opts.maxConnections) {
         reject(fd);
+        counters->rejectedBusy++;
         continue;
       }
       ++active;
     }
     try {
+      counters->accepted++;
       std::thread([this, fd] {
+        counters->open++;
         serve(UniqueFd(fd));
+        counters->open--;
         // Notify under the lock: once active drops to 0, stop() may destroy
         // this Impl, so nothing may touch it after the unlock.
         std::lock_guard lk(mu);
@@ -482,6 +495,7 @@ Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h, Ht
   Impl* impl = s.impl_.get();
   impl->handlers = std::move(h);
   impl->opts = options;
+  impl->counters = options.counters ? options.counters : std::make_shared<HttpServerCounters>();
   impl->listenFd = std::move(listenFd);
   impl->stopFd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!impl->stopFd.valid()) return Error::fromErrno("eventfd");

@@ -16,7 +16,9 @@
 // closed at once.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -35,8 +37,20 @@ struct HttpHandlers {
   std::function<std::string()> openMetrics = {};
 };
 
-// Limits of the listener. The defaults are what the agent runs with; tests
-// shorten the timeouts.
+// What the listener did, for /metrics (aimesh_agent_http_*). Shared with
+// the owner so it can be read at any time, even while the server starts.
+struct HttpServerCounters {
+  std::atomic<uint64_t> accepted{0};      // connections taken and served
+  std::atomic<uint64_t> open{0};          // being served now
+  std::atomic<uint64_t> rejectedBusy{0};  // over maxConnections: 503 and closed
+  std::atomic<uint64_t> timedOut{0};      // no complete request head within requestTimeout (408, or closed)
+  std::atomic<uint64_t> badRequests{0};   // answered 400, 405, 413, 414 or 431: not a request we serve
+  std::atomic<uint64_t> requests{0};      // requests answered, any status
+};
+
+// Limits of the listener. The defaults are what the agent runs with
+// (--metrics-max-connections and --metrics-request-timeout-ms change two);
+// tests shorten the timeouts.
 struct HttpServerOptions {
   static constexpr std::size_t kMaxHeaderBytes = 8 * 1024;
   static constexpr std::size_t kMaxHeaders = 100;
@@ -59,6 +73,8 @@ struct HttpServerOptions {
   std::chrono::milliseconds writeTimeout = kWriteTimeout;
   // Keep-alive requests per connection; the last answer says Connection: close.
   std::size_t maxRequestsPerConnection = kMaxRequestsPerConnection;
+  // Counted into, if set.
+  std::shared_ptr<HttpServerCounters> counters;
 };
 
 class HttpServer {

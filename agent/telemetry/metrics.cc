@@ -189,6 +189,23 @@ void renderKube(std::string& out, const KubeSourceStats* k) {
                          type, v);
   }
 }
+// The metrics listener itself: who it served, who it turned away and why.
+void renderHttp(std::string& out, const HttpServerCounters* c) {
+  HttpServerCounters none;
+  const HttpServerCounters& h = c ? *c : none;
+  family(out, "aimesh_agent_http_connections_total", "counter", "Connections the metrics listener accepted and served.");
+  out += fmt::format("aimesh_agent_http_connections_total {}\n", h.accepted.load());
+  family(out, "aimesh_agent_http_connections_open", "gauge", "Connections the metrics listener is serving now.");
+  out += fmt::format("aimesh_agent_http_connections_open {}\n", h.open.load());
+  family(out, "aimesh_agent_http_requests_total", "counter", "Requests the metrics listener answered, any status.");
+  out += fmt::format("aimesh_agent_http_requests_total {}\n", h.requests.load());
+  family(out, "aimesh_agent_http_rejected_total", "counter",
+         "Clients the metrics listener turned away: busy (over --metrics-max-connections, 503), timeout (no "
+         "complete request head within --metrics-request-timeout-ms), bad_request (400, 405, 413, 414, 431).");
+  for (auto [reason, v] : {std::pair{"busy", h.rejectedBusy.load()}, {"timeout", h.timedOut.load()},
+                           {"bad_request", h.badRequests.load()}})
+    out += fmt::format("aimesh_agent_http_rejected_total{{reason=\"{}\"}} {}\n", reason, v);
+}
 }  // namespace
 
 std::string renderMetrics(const MetricsInput& in) {
@@ -260,6 +277,7 @@ std::string renderMetrics(const MetricsInput& in) {
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"ok\"}} {}\n", a.modelScrapesOk);
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"failed\"}} {}\n", a.modelScrapesFailed);
   renderKube(out, in.kube);
+  renderHttp(out, in.http);
   family(out, "aimesh_tc_flow_entries", "gauge",
          "TC path: flow table entries (forward and reply) after the agent's last sweep.");
   out += fmt::format("aimesh_tc_flow_entries {}\n", a.tcFlows);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "source/kube_source.h"
+#include "telemetry/http_server.h"
 #include "reconcile/plan.h"
 #include "telemetry/stats.h"
 #include "telemetry/telemetry.h"
@@ -48,6 +49,8 @@ struct MetricsInput {
   bool openMetrics = false;  // OpenMetrics 1.0 text instead of Prometheus 0.0.4
   // The Kubernetes source's counters; null with a state file (all zero then).
   const KubeSourceStats* kube = nullptr;
+  // The metrics listener's own counters; null: all zero.
+  const HttpServerCounters* http = nullptr;
 };
 
 std::string renderMetrics(const MetricsInput& in);

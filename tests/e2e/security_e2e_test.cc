@@ -174,6 +174,9 @@ TEST_F(SecurityE2e, MetricsListenerRejectsPostUnknownPathsAndOversizedRequests) 
   std::string get = r["get"];
   EXPECT_EQ(statusOf(get), 200) << get.substr(0, 200);
   EXPECT_NE(get.find("aimesh_"), std::string::npos);
+  // Each refusal above was counted (the 404 is an answer, not a refusal).
+  EXPECT_NE(get.find("aimesh_agent_http_rejected_total{reason=\"bad_request\"} 4\n"), std::string::npos)
+      << get.substr(get.find("aimesh_agent_http_"), 600);
 }
 
 TEST_F(SecurityE2e, ApiSocketRefusesOversizedRequest) {

@@ -382,6 +382,79 @@ TEST_F(HttpServerLimits, KeepAliveServesPipelinedRequestsUpToTheLimit) {
   EXPECT_TRUE(closed);
 }
 
+// Each way a client is turned away is counted once, under its reason, and
+// ordinary traffic (an idle keep-alive connection ending included) is not.
+TEST_F(HttpServerLimits, CountersSayWhoWasServedAndWhoWasTurnedAwayAndWhy) {
+  HttpServerOptions opts;
+  opts.maxConnections = 2;
+  opts.requestTimeout = 600ms;
+  opts.counters = std::make_shared<HttpServerCounters>();
+  start(opts);
+  const HttpServerCounters& c = *opts.counters;
+  auto waitUntil = [](const std::function<bool()>& f) {
+    for (auto until = Clock::now() + 3s; Clock::now() < until && !f();) std::this_thread::sleep_for(10ms);
+    return f();
+  };
+
+  // With 2 slots, each step waits for the previous connection's thread to
+  // end (an error answer lingers up to 250 ms to drain the client).
+  auto settle = [&] { EXPECT_TRUE(waitUntil([&] { return c.open.load() == 0; })); };
+  EXPECT_EQ(statusOf(fetch("/metrics")), 200);
+  settle();
+  EXPECT_EQ(statusOf(fetch("/nope")), 404);  // a normal answer, not a rejection
+  settle();
+  {
+    RawConn idle(port());  // one request, then idle until the server closes it
+    ASSERT_TRUE(idle.send(get("/healthz")));
+    EXPECT_EQ(statusOf(idle.readResponse()), 200);
+    bool closed = false;
+    idle.readUntilClosed(2000ms, &closed);
+    EXPECT_TRUE(closed);
+  }
+  EXPECT_TRUE(waitUntil([&] { return c.open.load() == 0; }));
+  EXPECT_EQ(c.requests.load(), 3u);
+  EXPECT_EQ(c.accepted.load(), 3u);
+  EXPECT_EQ(c.timedOut.load() + c.badRequests.load() + c.rejectedBusy.load(), 0u);
+
+  // Bad requests: a POST (405), a broken request line (400), a head too big (431).
+  {
+    RawConn post(port());
+    ASSERT_TRUE(post.send("POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(statusOf(post.readUntilClosed(2000ms)), 405);
+  }
+  settle();
+  {
+    RawConn broken(port());
+    ASSERT_TRUE(broken.send("GARBAGE\r\n\r\n"));
+    EXPECT_EQ(statusOf(broken.readUntilClosed(2000ms)), 400);
+  }
+  settle();
+  {
+    RawConn big(port());
+    ASSERT_TRUE(big.send("GET /metrics HTTP/1.1\r\nX: " + std::string(HttpServerOptions::kMaxHeaderBytes, 'a') +
+                         "\r\n\r\n"));
+    EXPECT_EQ(statusOf(big.readUntilClosed(2000ms)), 431);
+  }
+  EXPECT_TRUE(waitUntil([&] { return c.badRequests.load() == 3; })) << c.badRequests.load();
+  settle();
+
+  // Slow clients: one silent, one stopping midway; both held, so a third
+  // connection is over the limit.
+  RawConn silent(port());
+  RawConn midway(port());
+  ASSERT_TRUE(midway.send("GET /metrics HTTP/1.1\r\nHost"));
+  EXPECT_TRUE(waitUntil([&] { return c.open.load() == 2; }));
+  RawConn extra(port());
+  bool closed = false;
+  extra.readUntilClosed(1000ms, &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(waitUntil([&] { return c.rejectedBusy.load() == 1; }));
+  EXPECT_TRUE(waitUntil([&] { return c.timedOut.load() == 2; })) << c.timedOut.load();
+  EXPECT_TRUE(waitUntil([&] { return c.open.load() == 0; }));
+  EXPECT_EQ(c.rejectedBusy.load(), 1u);
+  EXPECT_EQ(c.badRequests.load(), 3u);
+}
+
 // The N+1th connection gets a 503 (or a close) at once, while the first N
 // are still served.
 TEST_F(HttpServerLimits, ConnectionLimitRefusesTheNextConnectionAtOnce) {
