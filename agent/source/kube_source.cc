@@ -200,6 +200,7 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
         continue;
       }
       if (resp->status != 200) {
+        if (r == KubeResource::kPods && resp->status == 403) podsForbidden();
         fail(r, "list: " + statusText(resp->status, resp->body));
         return false;
       }
@@ -358,14 +359,28 @@ std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::millisec
   if (!changed_.wait_for(lk, timeout, ready)) return std::nullopt;
   taken_ = version_;
   handedOut_ = true;
-  return kube::buildSnapshot(services_, slices_, watchesPods() ? &pods_ : nullptr);
+  bool podsListed = watchesPods() && stats_.resources[static_cast<int>(KubeResource::kPods)].synced;
+  return kube::buildSnapshot(services_, slices_, podsListed ? &pods_ : nullptr);
+}
+
+// Without permission to list pods (a hand-made ClusterRole from before
+// workload policies), waiting for them would hold back every Service: go on
+// without them, so policies allow nobody, and keep trying.
+void KubeSource::podsForbidden() {
+  std::lock_guard lk(mu_);
+  if (podsForbidden_) return;
+  podsForbidden_ = true;
+  spdlog::error("kubernetes pods: listing this node's pods is forbidden (RBAC: get, list, watch on pods); Services "
+                "with a workload policy allow nobody until it is granted");
+  version_++;
+  changed_.notify_all();
 }
 
 bool KubeSource::syncedLocked() const {
   const auto& res = stats_.resources;
   return res[static_cast<int>(KubeResource::kServices)].synced &&
          res[static_cast<int>(KubeResource::kEndpointSlices)].synced &&
-         (!watchesPods() || res[static_cast<int>(KubeResource::kPods)].synced);
+         (!watchesPods() || res[static_cast<int>(KubeResource::kPods)].synced || podsForbidden_);
 }
 
 bool KubeSource::synced() const {

@@ -45,7 +45,9 @@ struct KubeSourceOptions {
   std::string daemonSetNamespace, daemonSetName;
   // This node's name (spec.nodeName of its pods): its Pods are watched
   // (fieldSelector=spec.nodeName=NAME) for the Services' workload
-  // policies. "" = not watched; such policies then allow nobody.
+  // policies. "" = not watched; such policies then allow nobody. Also
+  // allowing nobody, without holding anything else back: while the pods
+  // are forbidden (403) to the agent.
   std::string nodeName;
 };
 
@@ -104,6 +106,7 @@ class KubeSource {
   template <class F>
   decltype(auto) withStore(KubeResource r, F&& f);
   bool syncedLocked() const;
+  void podsForbidden();
   void fail(KubeResource r, const std::string& what);
   void sleepFor(std::chrono::milliseconds d);
   std::string query(KubeResource r, bool watch, const std::string& rv, const std::string& cont) const;
@@ -124,6 +127,7 @@ class KubeSource {
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out
   bool handedOut_ = false;
+  bool podsForbidden_ = false;  // a pods list was answered 403: do not wait for them
 
   std::atomic<DaemonSetState> watchedDs_{DaemonSetState::kUnknown};
   std::thread threads_[kKubeResources + 1];  // one per resource, and the DaemonSet's

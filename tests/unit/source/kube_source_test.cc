@@ -457,6 +457,23 @@ TEST(KubeSource, WithANodeNameWatchesThatNodesPodsAndWaitsForThemBeforeHandingOu
   })) << ::testing::PrintToString(allowedPods(h.lastSnapshot));
 }
 
+TEST(KubeSource, PodsForbiddenDoNotHoldTheServicesBackAndArePickedUpOnceAllowed) {
+  Harness h;
+  h.fake.upsert(Resource::kServices,
+                service("ml", "llama", "10.96.0.20", 80, json::object(), {{"aimesh.io/allow-pods", "app=client"}}));
+  h.fake.upsert(Resource::kPods, pod("client-0", "node-1", "client"));
+  // Forbidden for ~1.5 s (10 tries, back-off 20 ms doubling to 200 ms).
+  h.fake.failNext(Resource::kPods, 403, 10);
+  h.start({}, "node-1");
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.empty(); }, 1s));
+  ASSERT_TRUE(h.lastSnapshot.services[0].policy.has_value());
+  EXPECT_TRUE(allowedPods(h.lastSnapshot).empty()) << "meanwhile the policy allows nobody";
+  EXPECT_FALSE(h.st(KubeResource::kPods).synced);
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return !allowedPods(h.lastSnapshot).empty(); }, 10s));
+  EXPECT_EQ(allowedPods(h.lastSnapshot), (std::vector<std::string>{"ml/llama ml/client-0"}));
+  EXPECT_EQ(h.st(KubeResource::kPods).errors, 10u);
+}
+
 TEST(KubeSource, WithoutANodeNamePodsAreNotWatchedAndPoliciesAllowNobody) {
   Harness h;
   h.fake.upsert(Resource::kServices,
