@@ -841,7 +841,7 @@ const RowResult* find(const std::vector<RowResult>& rs, const std::string& key) 
   return nullptr;
 }
 
-int run(Config& c) {
+json run(Config& c) {
   const int64_t t0 = monoNs();
   buildSpecs(c);
   const double capacity = c.capacity();
@@ -1042,8 +1042,7 @@ int run(Config& c) {
   }
   fmt::print("total run time: {:.0f} s\n", (monoNs() - t0) / 1e9);
   out["run_seconds"] = (monoNs() - t0) / 1e9;
-  if (c.wantJson) fmt::print("\n{}\n", out.dump());
-  return 0;
+  return out;
 }
 
 }  // namespace
@@ -1102,18 +1101,7 @@ int main(int argc, char** argv) {
       c.rows.push_back(k);
     }
   }
-  if (::geteuid() != 0) {
-    std::fprintf(stderr, "lb-compare: needs root (cgroups, network namespaces, BPF)\n");
-    return 1;
-  }
-  aimesh::testing::installBenchSignals();
-  try {
-    return aimesh::run(c);
-  } catch (const aimesh::Interrupted&) {
-    std::fprintf(stderr, "lb-compare: interrupted; sandbox removed\n");
-    return 130;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lb-compare: %s\n", e.what());
-    return 1;
-  }
+  return aimesh::testing::runBenchMain(
+      {.name = "lb-compare", .needsRootFor = "cgroups, network namespaces, BPF", .removed = "sandbox removed"},
+      c.wantJson, [&] { return aimesh::run(c); });
 }

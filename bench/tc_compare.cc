@@ -51,7 +51,6 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
-#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <fmt/format.h>
@@ -67,6 +66,7 @@
 #include "aimesh/abi.h"
 #include "client/api_client.h"
 #include "fixtures/bench_run.h"
+#include "fixtures/libbpf_log.h"
 #include "fixtures/machine_facts.h"
 #include "fixtures/rate_client.h"
 #include "fixtures/packets.h"
@@ -103,18 +103,6 @@ uint64_t monotonicNs() {
 // Part 1: ns per packet through BPF_PROG_TEST_RUN
 // ============================================================================
 
-std::string& libbpfLog() {
-  static std::string s;
-  return s;
-}
-int captureLibbpf(enum libbpf_print_level level, const char* fmt, va_list ap) {
-  if (level == LIBBPF_DEBUG) return 0;
-  char line[8192];
-  std::vsnprintf(line, sizeof(line), fmt, ap);
-  libbpfLog() += line;
-  return 0;
-}
-
 const testing::Addr16 kClient = testing::mappedV4(192, 168, 1, 50);
 const testing::Addr16 kVip = testing::mappedV4(10, 96, 0, 10);
 const testing::Addr16 kBackend = testing::mappedV4(10, 0, 1, 1);
@@ -139,10 +127,8 @@ testing::PacketSpec tcpSpec(const testing::Addr16& src, uint16_t sport, const te
 class MicroBench {
  public:
   explicit MicroBench(int flows) {
-    libbpfLog().clear();
-    prevPrint_ = libbpf_set_print(captureLibbpf);
     skel_ = tc_lb__open();
-    if (!skel_) throw std::runtime_error(fmt::format("tc_lb__open: {}\n{}", std::strerror(errno), libbpfLog()));
+    if (!skel_) throw std::runtime_error(fmt::format("tc_lb__open: {}\n{}", std::strerror(errno), libbpfLog_.text()));
     bpf_map* m;
     bpf_object__for_each_map(m, skel_->obj) {
       if (bpf_map__set_pin_path(m, nullptr) != 0) throw std::runtime_error("clear pin path");
@@ -150,7 +136,7 @@ class MicroBench {
     uint32_t ctEntries = std::max<uint32_t>(AIMESH_MAX_CT, 2u * static_cast<uint32_t>(flows) + 1024);
     if (bpf_map__set_max_entries(skel_->maps.aimesh_ct, ctEntries) != 0)
       throw std::runtime_error("size aimesh_ct");
-    if (tc_lb__load(skel_) != 0) throw std::runtime_error("tc_lb__load (verifier log):\n" + libbpfLog());
+    if (tc_lb__load(skel_) != 0) throw std::runtime_error("tc_lb__load (verifier log):\n" + libbpfLog_.text());
     progFd_ = bpf_program__fd(skel_->progs.aimesh_tc_ingress);
     ctFd_ = bpf_map__fd(skel_->maps.aimesh_ct);
 
@@ -192,7 +178,6 @@ class MicroBench {
   ~MicroBench() {
     if (emptyFd_ >= 0) ::close(emptyFd_);
     if (skel_) tc_lb__destroy(skel_);
-    libbpf_set_print(prevPrint_);
   }
   MicroBench(const MicroBench&) = delete;
   MicroBench& operator=(const MicroBench&) = delete;
@@ -278,7 +263,7 @@ class MicroBench {
     if (bpf_map__update_elem(m, k, kl, v, vl, BPF_ANY) != 0)
       throw std::runtime_error(fmt::format("{} update: {}", bpf_map__name(m), std::strerror(errno)));
   }
-  libbpf_print_fn_t prevPrint_ = nullptr;
+  testing::LibbpfLogCapture libbpfLog_;  // what libbpf said, shown if open or load fails
   tc_lb* skel_ = nullptr;
   int progFd_ = -1, ctFd_ = -1, emptyFd_ = -1;
 };
@@ -805,8 +790,8 @@ json runE2e(int rounds, double seconds, int cpu, const std::vector<int>& counts)
   return out;
 }
 
-int run(const std::string& part, int reps, int repeat, int flows, int rounds, double seconds, int cpu,
-        const std::vector<int>& counts, bool wantJson) {
+json run(const std::string& part, int reps, int repeat, int flows, int rounds, double seconds, int cpu,
+         const std::vector<int>& counts) {
   json facts = testing::machineFacts();
   fmt::print("tc-compare\nmachine: nproc {}, kernel {} ({}), {}\n", facts["nproc"].get<long>(),
              facts["kernel"].get<std::string>(), facts["machine"].get<std::string>(), facts["cpu"].get<std::string>());
@@ -817,8 +802,7 @@ int run(const std::string& part, int reps, int repeat, int flows, int rounds, do
   if (part == "all" || part == "micro") out["micro"] = runMicro(reps, repeat, flows);
   std::fflush(stdout);
   if (part == "all" || part == "e2e") out["e2e"] = runE2e(rounds, seconds, cpu, counts);
-  if (wantJson) fmt::print("\n{}\n", out.dump());
-  return 0;
+  return out;
 }
 
 }  // namespace
@@ -829,7 +813,7 @@ int main(int argc, char** argv) {
   std::string part = "all";
   int reps = 5, repeat = 1000000, flows = 1000000, rounds = 3;
   double seconds = 2;
-  int cpu = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)) - 1;
+  int cpu = 0;  // addCpuOption() sets the default
   std::vector<int> counts{1, 1000, 10000};
   bool wantJson = false;
   app.add_option("--part", part, "micro (BPF_PROG_TEST_RUN), e2e (namespaces), or all")
@@ -846,28 +830,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 20));
   app.add_option("--seconds", seconds, "part 2: length of one measured run")->capture_default_str()->check(CLI::Range(0.1, 60.0));
-  app.add_option("--cpu", cpu, "part 2: pin client and echo servers to this CPU (-1: no pinning)")
-      ->capture_default_str()
-      ->check(CLI::Range(-1, 1023));
+  aimesh::testing::addCpuOption(app, cpu, "part 2: pin client and echo servers to this CPU (-1: no pinning)");
   app.add_option("--services", counts, "part 2: service counts to install (e.g. 1,1000)")
       ->capture_default_str()
       ->delimiter(',')
       ->check(CLI::Range(1, 60000));
   app.add_flag("--json", wantJson, "also print the results as one JSON object after the tables");
   CLI11_PARSE(app, argc, argv);
-
-  if (::geteuid() != 0) {
-    std::fprintf(stderr, "tc-compare: needs root (BPF, network namespaces)\n");
-    return 1;
-  }
-  aimesh::testing::installBenchSignals();
-  try {
-    return aimesh::run(part, reps, repeat, flows, rounds, seconds, cpu, counts, wantJson);
-  } catch (const aimesh::Interrupted&) {
-    std::fprintf(stderr, "tc-compare: interrupted; everything removed\n");
-    return 130;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tc-compare: %s\n", e.what());
-    return 1;
-  }
+  return aimesh::testing::runBenchMain(
+      {.name = "tc-compare", .needsRootFor = "BPF, network namespaces", .removed = "everything removed"}, wantJson,
+      [&] { return aimesh::run(part, reps, repeat, flows, rounds, seconds, cpu, counts); });
 }

@@ -347,7 +347,7 @@ struct Results {
   std::map<Workload, std::map<Mode, long>> errors;
 };
 
-int run(int runs, double seconds, int cpu, bool wantJson) {
+json run(int runs, double seconds, int cpu) {
   json facts = testing::machineFacts();
   fmt::print("telemetry-overhead: {} run(s) of {:g} s per workload and mode\n", runs, seconds);
   fmt::print("machine: nproc {}, kernel {} ({}), {}\n", facts["nproc"].get<long>(), facts["kernel"].get<std::string>(),
@@ -521,8 +521,7 @@ int run(int runs, double seconds, int cpu, bool wantJson) {
   }
   out["bpf_stats"]["enabled_with"] = statsHow;
   out["cpu"] = cpu;
-  if (wantJson) fmt::print("\n{}\n", out.dump());
-  return 0;
+  return out;
 }
 
 }  // namespace
@@ -533,29 +532,16 @@ int main(int argc, char** argv) {
   int runs = 5;
   double seconds = 2;
   bool wantJson = false;
-  int cpu = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)) - 1;
+  int cpu = 0;  // addCpuOption() sets the default
   app.add_option("--runs", runs, "measured runs per workload and mode (the median is reported)")
       ->capture_default_str()
       ->check(CLI::Range(1, 50));
   app.add_option("--seconds", seconds, "length of one run")->capture_default_str()->check(CLI::Range(0.1, 60.0));
-  app.add_option("--cpu", cpu, "pin the client and the echo server to this CPU (-1: no pinning)")
-      ->capture_default_str()
-      ->check(CLI::Range(-1, 1023));
+  aimesh::testing::addCpuOption(app, cpu, "pin the client and the echo server to this CPU (-1: no pinning)");
   app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
   CLI11_PARSE(app, argc, argv);
-
-  if (::geteuid() != 0) {
-    std::fprintf(stderr, "telemetry-overhead: needs root (cgroups, network namespaces, BPF)\n");
-    return 1;
-  }
-  aimesh::testing::installBenchSignals();
-  try {
-    return aimesh::run(runs, seconds, cpu, wantJson);
-  } catch (const aimesh::Interrupted&) {
-    std::fprintf(stderr, "telemetry-overhead: interrupted; sandbox removed\n");
-    return 130;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "telemetry-overhead: %s\n", e.what());
-    return 1;
-  }
+  return aimesh::testing::runBenchMain({.name = "telemetry-overhead",
+                                        .needsRootFor = "cgroups, network namespaces, BPF",
+                                        .removed = "sandbox removed"},
+                                       wantJson, [&] { return aimesh::run(runs, seconds, cpu); });
 }

@@ -10,11 +10,10 @@
 #include <gtest/gtest.h>
 
 #include "fixtures/bpf_objects.h"
+#include "fixtures/libbpf_log.h"
 
 #include <algorithm>
 #include <cctype>
-#include <cstdarg>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -28,54 +27,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Captures libbpf's messages (the verifier log among them: on a failed load
-// libbpf retries with log level 1 and prints the log as a warning) so a
-// failure can show them. Restores the previous callback when it goes away.
-class LibbpfLogCapture {
- public:
-  LibbpfLogCapture() {
-    buffer().clear();
-    prev_ = libbpf_set_print(&LibbpfLogCapture::print);
-  }
-  ~LibbpfLogCapture() { libbpf_set_print(prev_); }
-  LibbpfLogCapture(const LibbpfLogCapture&) = delete;
-  LibbpfLogCapture& operator=(const LibbpfLogCapture&) = delete;
-
-  const std::string& text() const { return buffer(); }
-
- private:
-  static std::string& buffer() {
-    static std::string b;
-    return b;
-  }
-  static int print(enum libbpf_print_level level, const char* fmt, va_list ap) {
-    if (level == LIBBPF_DEBUG && std::getenv("AIMESH_LIBBPF_DEBUG") == nullptr) return 0;
-    char line[4096];
-    va_list copy;
-    va_copy(copy, ap);
-    int n = std::vsnprintf(line, sizeof(line), fmt, copy);
-    va_end(copy);
-    if (n < 0) return 0;
-    if (static_cast<size_t>(n) < sizeof(line)) {
-      buffer() += line;
-    } else {
-      // Verifier logs are long: format again into a buffer that fits.
-      std::string big(static_cast<size_t>(n) + 1, '\0');
-      std::vsnprintf(big.data(), big.size(), fmt, ap);
-      big.resize(static_cast<size_t>(n));
-      buffer() += big;
-    }
-    return 0;
-  }
-  libbpf_print_fn_t prev_ = nullptr;
-};
-
 struct ObjectDeleter {
   void operator()(bpf_object* o) const { bpf_object__close(o); }
 };
 using ObjectPtr = std::unique_ptr<bpf_object, ObjectDeleter>;
 
 using testing::bpfObjects;
+using testing::LibbpfLogCapture;
 
 // Opens `path` with every map's pinning turned off. kernel_log_level comes from
 // AIMESH_BPF_LOG_LEVEL (default 0: libbpf still fetches the log on failure).

@@ -16,9 +16,7 @@
 
 #include <array>
 #include <cerrno>
-#include <cstdarg>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 
 #include "telemetry/histogram.h"
@@ -28,6 +26,7 @@
 #include <vector>
 
 #include "aimesh/abi.h"
+#include "fixtures/libbpf_log.h"
 #include "lb_harness.skel.h"
 
 namespace aimesh {
@@ -41,36 +40,18 @@ using Reasons = std::array<uint64_t, AIMESH_R_MAX>;
 // Same constants as lb_next_rnd() in bpf/lib/lb.h.
 uint32_t lcgNext(uint32_t rnd) { return rnd * 1664525u + 1013904223u; }
 
-std::string& libbpfLog() {
-  static std::string s;
-  return s;
-}
-
-int captureLibbpf(enum libbpf_print_level level, const char* fmt, va_list ap) {
-  if (level == LIBBPF_DEBUG) return 0;
-  char line[8192];
-  std::vsnprintf(line, sizeof(line), fmt, ap);
-  libbpfLog() += line;
-  return 0;
-}
-
 enum class Family { kV4, kV6 };
 
 class Select : public ::testing::Test {
  protected:
   void SetUp() override {
-    libbpfLog().clear();
-    prevPrint_ = libbpf_set_print(captureLibbpf);
     skel_ = lb_harness__open();
-    ASSERT_NE(skel_, nullptr) << "lb_harness__open: errno " << errno << "\n" << libbpfLog();
+    ASSERT_NE(skel_, nullptr) << "lb_harness__open: errno " << errno << "\n" << libbpfLog_.text();
     bpf_map* m;
     bpf_object__for_each_map(m, skel_->obj) ASSERT_EQ(bpf_map__set_pin_path(m, nullptr), 0) << bpf_map__name(m);
-    ASSERT_EQ(lb_harness__load(skel_), 0) << "lb_harness__load (verifier log):\n" << libbpfLog();
+    ASSERT_EQ(lb_harness__load(skel_), 0) << "lb_harness__load (verifier log):\n" << libbpfLog_.text();
   }
-  void TearDown() override {
-    lb_harness__destroy(skel_);
-    libbpf_set_print(prevPrint_);
-  }
+  void TearDown() override { lb_harness__destroy(skel_); }
 
   void putService(uint32_t id, uint32_t slotCount, uint8_t gen = 0, uint32_t backendCount = 1) {
     aimesh_service s{};
@@ -212,8 +193,8 @@ class Select : public ::testing::Test {
     setAlgorithm(9, alg);
   }
 
+  testing::LibbpfLogCapture libbpfLog_;  // what libbpf said, shown if open or load fails
   lb_harness* skel_ = nullptr;
-  libbpf_print_fn_t prevPrint_ = nullptr;
 };
 
 // Weights 1:2:1 expanded to 4 slots: the pick is slots[rnd % 4], so over

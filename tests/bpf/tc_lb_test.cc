@@ -23,7 +23,6 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -37,6 +36,7 @@
 #include <vector>
 
 #include "aimesh/abi.h"
+#include "fixtures/libbpf_log.h"
 #include "fixtures/packets.h"
 #include "tc_lb.skel.h"
 
@@ -55,19 +55,6 @@ using Bytes = std::vector<uint8_t>;
 using Reasons = std::array<uint64_t, AIMESH_R_MAX>;
 
 constexpr uint64_t kSec = 1000000000ULL;
-
-std::string& libbpfLog() {
-  static std::string s;
-  return s;
-}
-
-int captureLibbpf(enum libbpf_print_level level, const char* fmt, va_list ap) {
-  if (level == LIBBPF_DEBUG) return 0;
-  char line[8192];
-  std::vsnprintf(line, sizeof(line), fmt, ap);
-  libbpfLog() += line;
-  return 0;
-}
 
 uint64_t monotonicNs() {
   timespec ts{};
@@ -155,21 +142,16 @@ struct RunResult {
 class TcLb : public ::testing::Test {
  protected:
   void SetUp() override {
-    libbpfLog().clear();
-    prevPrint_ = libbpf_set_print(captureLibbpf);
     skel_ = tc_lb__open();
-    ASSERT_NE(skel_, nullptr) << "tc_lb__open: errno " << errno << "\n" << libbpfLog();
+    ASSERT_NE(skel_, nullptr) << "tc_lb__open: errno " << errno << "\n" << libbpfLog_.text();
     bpf_map* m;
     bpf_object__for_each_map(m, skel_->obj) ASSERT_EQ(bpf_map__set_pin_path(m, nullptr), 0) << bpf_map__name(m);
-    ASSERT_EQ(tc_lb__load(skel_), 0) << "tc_lb__load (verifier log):\n" << libbpfLog();
+    ASSERT_EQ(tc_lb__load(skel_), 0) << "tc_lb__load (verifier log):\n" << libbpfLog_.text();
     progFd_ = bpf_program__fd(skel_->progs.aimesh_tc_ingress);
     ctFd_ = bpf_map__fd(skel_->maps.aimesh_ct);
     installWorld();
   }
-  void TearDown() override {
-    tc_lb__destroy(skel_);
-    libbpf_set_print(prevPrint_);
-  }
+  void TearDown() override { tc_lb__destroy(skel_); }
 
   void putService(uint32_t id, const std::vector<uint32_t>& backends) {
     for (uint32_t i = 0; i < backends.size(); ++i) {
@@ -288,8 +270,8 @@ class TcLb : public ::testing::Test {
                            << hexDump(r.out);
   }
 
+  testing::LibbpfLogCapture libbpfLog_;  // what libbpf said, shown if open or load fails
   tc_lb* skel_ = nullptr;
-  libbpf_print_fn_t prevPrint_ = nullptr;
   int progFd_ = -1;
   int ctFd_ = -1;
   std::vector<uint64_t> perCpu_;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "client/api_client.h"
+#include "fixtures/agent_e2e.h"
 #include "fixtures/metrics_doc.h"
 #include "fixtures/net_client.h"
 #include "fixtures/sandbox.h"
@@ -69,15 +70,9 @@ class TelemetryE2e : public ::testing::Test {
   std::unique_ptr<AgentProcess> agent_;
 };
 
-const char* kState = R"(services:
-  - name: llm
-    namespace: ml
-    model: stand-in
-    vips: [10.96.0.40]
-    ports: [{port: 8000}]
-    endpoints:
-      - {address: 10.77.0.2, port: 8000}
-  - name: dead
+// The shared one-service state file, plus ml/dead at 10.96.0.41:8000 whose
+// endpoint (10.77.0.3) nothing listens on.
+const std::string kState = std::string(kOneStandInService) + R"(  - name: dead
     namespace: ml
     vips: [10.96.0.41]
     ports: [{port: 8000}]
