@@ -123,8 +123,8 @@ TEST_F(LbE2e, LeastConnAvoidsTheBackendHoldingTheMostConnections) {
 }
 
 TEST_F(LbE2e, LatencyAvoidsABackendMadeSlower) {
-  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.2", 2, 1, 1, dir_));
-  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.3", 150, 1, 1, dir_));
+  startModelServer("10.77.0.2", 2, 1, 1);
+  startModelServer("10.77.0.3", 150, 1, 1);
   startAgent(yaml("latency", {{"10.77.0.2"}, {"10.77.0.3"}}));
   json r = client([&] {
     std::map<std::string, int> seen;
@@ -150,8 +150,8 @@ TEST_F(LbE2e, LatencyAvoidsABackendMadeSlower) {
 // yields no TTFT sample; the time the abandoned request waited is fed in at
 // close instead, so latency learns to avoid it.
 TEST_F(LbE2e, LatencyLearnsFromRequestsAbandonedBeforeTheFirstToken) {
-  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.2", 2, 1, 1, dir_));
-  servers_.push_back(startModelServer(sandbox_->backend().name(), "10.77.0.3", 1200, 1, 1, dir_));
+  startModelServer("10.77.0.2", 2, 1, 1);
+  startModelServer("10.77.0.3", 1200, 1, 1);
   startAgent(yaml("latency", {{"10.77.0.2"}, {"10.77.0.3"}}));
   auto ask = [](int n, int timeoutMs) {
     std::map<std::string, int> seen;

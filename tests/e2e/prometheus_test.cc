@@ -124,31 +124,17 @@ std::map<double, double> bucketsFromText(const std::string& text, const std::str
   return out;
 }
 
-class PrometheusE2e : public ::testing::Test {
+class PrometheusE2e : public AgentE2e {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    AgentE2e::SetUp();
+    if (IsSkipped()) return;
     if (::access(kPromtool, X_OK) != 0 || ::access(kPrometheus, X_OK) != 0)
       GTEST_SKIP() << kPromtool << " or " << kPrometheus << " missing (Debian package `prometheus`)";
-    dir_ = tempDir();
-    sandbox_ = std::make_unique<Sandbox>();
   }
   void TearDown() override {
     stopPrometheus();
-    agent_.reset();
-    procs_.clear();
-    sandbox_.reset();
-    if (!dir_.empty()) removeTree(dir_);
-  }
-
-  void startModelServer(const std::string& addr, int ttftMs, int tpotMs, int tokens) {
-    procs_.push_back(
-        testing::startModelServer(sandbox_->backend().name(), addr, ttftMs, tpotMs, tokens, dir_));
-  }
-  void startAgent(const std::string& yaml) {
-    writeFile(dir_ + "/state.yaml", yaml);
-    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), dir_ + "/state.yaml", dir_);
-    agent_->start();
+    AgentE2e::TearDown();
   }
 
   // Streams `n` completions, one connection each, through the service
@@ -270,10 +256,6 @@ class PrometheusE2e : public ::testing::Test {
     }
   }
 
-  std::string dir_;
-  std::unique_ptr<Sandbox> sandbox_;
-  std::vector<Child> procs_;
-  std::unique_ptr<AgentProcess> agent_;
   pid_t promPid_ = -1;
   int promPort_ = 0;
 };

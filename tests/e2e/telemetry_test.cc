@@ -36,38 +36,14 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-class TelemetryE2e : public ::testing::Test {
+// The common fixture; its API calls wait up to 3 s (latency and top read
+// every backend's per-CPU histograms).
+class TelemetryE2e : public AgentE2e {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-    dir_ = tempDir();
-    sandbox_ = std::make_unique<Sandbox>();
+    AgentE2e::SetUp();
+    apiTimeout_ = 3000ms;
   }
-  void TearDown() override {
-    agent_.reset();
-    procs_.clear();
-    sandbox_.reset();
-    if (!dir_.empty()) removeTree(dir_);
-  }
-  void startModelServer(const std::string& addr, int ttftMs, int tpotMs, int tokens) {
-    procs_.push_back(
-        testing::startModelServer(sandbox_->backend().name(), addr, ttftMs, tpotMs, tokens, dir_));
-  }
-  void startAgent(const std::string& yaml) {
-    writeFile(dir_ + "/state.yaml", yaml);
-    agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), dir_ + "/state.yaml", dir_);
-    agent_->start();
-  }
-  json api(const json& req) {
-    auto r = callAgent(agent_->apiSocket(), req, 3000ms);
-    EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message());
-    return r ? *r : json{};
-  }
-
-  std::string dir_;
-  std::unique_ptr<Sandbox> sandbox_;
-  std::vector<Child> procs_;
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // The shared one-service state file, plus ml/dead at 10.96.0.41:8000 whose
@@ -253,7 +229,7 @@ TEST_F(TelemetryE2e, Http2RequestsAreTimedFromHeadersToTheFirstDataFrame) {
   std::string docroot = dir_ + "/www";
   ::mkdir(docroot.c_str(), 0755);
   writeFile(docroot + "/model.json", std::string(200'000, 'x'));
-  procs_.push_back(startIn(sandbox_->backend().name(),
+  servers_.push_back(startIn(sandbox_->backend().name(),
                            {"/usr/sbin/nghttpd", "--no-tls", "-a", "10.77.0.2", "-d", docroot, "8000"},
                            dir_ + "/nghttpd.log"));
   for (int i = 0; i < 100; ++i) {
