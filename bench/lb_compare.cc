@@ -570,27 +570,6 @@ class WorkerSet {
 
 // ---- peers and stand-ins --------------------------------------------------------
 
-// argv (argv[0] a path) in network namespace `ns`, output to logFile; killed
-// (SIGKILL) by Child's destructor, and by the kernel if this process dies.
-Child spawnIn(const std::string& ns, const std::vector<std::string>& argv, const std::string& logFile) {
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
-  if (pid == 0) {
-    if (!joinCgroupAndNs("", ns, parent)) _exit(121);
-    int fd = ::open(logFile.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    _exit(127);
-  }
-  return Child(pid);
-}
 
 // True once addr:port in `ns` accepts a connection (up to ~5 s).
 bool waitListening(const std::string& ns, const std::string& addr, uint16_t port) {
@@ -616,7 +595,7 @@ bool waitListening(const std::string& ns, const std::string& addr, uint16_t port
 std::vector<Child> startStandIns(const Config& c, const Sandbox& sb, const std::string& dir) {
   std::vector<Child> out;
   for (auto& s : c.specs) {
-    out.push_back(spawnIn(sb.backend().name(),
+    out.push_back(testing::startIn(sb.backend().name(),
                           {std::string(AIMESH_BINARY_DIR) + "/model-server", "--listen", s.addr, "--port",
                            std::to_string(kPort), "--name", s.addr, "--ttft-ms", std::to_string(s.ttftMs),
                            "--tpot-ms", std::to_string(s.tpotMs), "--tokens", std::to_string(c.tokens),
@@ -798,7 +777,8 @@ RowResult runRow(const RowDef& def, const Config& c, Env& env, const Sandbox& sb
     plan.fixedPort = kPort;
   } else if (def.kind == Kind::Haproxy) {
     testing::writeFile(work + "/haproxy.cfg", haproxyConfig(c, def.param));
-    haproxy = spawnIn(sb.client().name(), {kHaproxyBin, "-db", "-f", work + "/haproxy.cfg"}, work + "/haproxy.log");
+    haproxy = testing::startIn(sb.client().name(), {kHaproxyBin, "-db", "-f", work + "/haproxy.cfg"},
+                               work + "/haproxy.log");
     if (!waitListening(sb.client().name(), kHaproxyAddr, kHaproxyPort))
       throw std::runtime_error(fmt::format("haproxy did not start; log: {}/haproxy.log", work));
     plan.fixedAddr = kHaproxyAddr;
