@@ -39,6 +39,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 	struct aimesh_be_load *load;
 	struct aimesh_be_tel *t;
 	__u64 now = bpf_ktime_get_ns();
+	__u32 reason;
 
 	if (s->flags & AIMESH_SKF_CLOSED)
 		return;
@@ -68,6 +69,8 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 	if (s->phase == AIMESH_PH_AWAIT_FIRST || s->phase == AIMESH_PH_AWAIT_BODY)
 		tel_observe_ttft(s->backend_id, now - s->req_start_ns, now);
 	tel_end_response(s, t);
+	if (s->flags & AIMESH_SKF_IDLE)
+		tel_idle_add(s, -1);
 	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
 	if (load)
 		__sync_fetch_and_add(&load->active, -1);
@@ -83,6 +86,10 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		t->conn_ns += now - s->established_ns;
 		if (s->flags & AIMESH_SKF_RST_SEEN)
 			t->reset += 1;
+		/* Destroyed by the lifecycle iterator, which said why. */
+		reason = s->close_reason & 7;
+		if (reason)
+			t->closed_by[reason] += 1;
 	}
 	tel_event(s, s->cookie, (s->flags & AIMESH_SKF_RST_SEEN) ? AIMESH_EV_RESET : AIMESH_EV_CLOSE, now,
 		  now - s->established_ns, skops->bytes_acked, skops->bytes_received, skops->total_retrans);

@@ -3,6 +3,7 @@
  * payload segments they send and receive (cgroup_skb egress/ingress). Always
  * allows the packet. The cost for a socket that is not ours is one storage
  * lookup; for ours, a header parse and a few map updates per segment. */
+#include "lib/http1.h"
 #include "lib/telemetry.h"
 
 #define ETH_P_IP 0x0800
@@ -60,32 +61,6 @@ static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *l
 	}
 	*len = skb->len > *off ? skb->len - *off : 0;
 	return 1;
-}
-
-/* "HTTP/1.x" at the start and "\r\n\r\n" at the end: a response head with no
- * body byte in this segment. Read in place when the segment is linear. */
-static __always_inline int h1_headers_only(struct __sk_buff *skb, __u32 off, __u32 len)
-{
-	__u8 *data = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end, *h, *t;
-	char head[8], tail[4];
-	__u32 last;
-
-	if (len < 12 || off > 255)
-		return 0;
-	last = off + len - 4;
-	/* In place for the usual small head; the mask is a no-op (off <= 255,
-	 * len <= 0x3f00) that keeps the offset's bound visible to the verifier,
-	 * which allows packet offsets only below 64 KiB. */
-	h = data + (off & 0xff);
-	t = data + (last & 0x3fff);
-	if (len <= 0x3f00 && h + 8 <= end && t + 4 <= end) {
-		__builtin_memcpy(head, h, 8);
-		__builtin_memcpy(tail, t, 4);
-	} else if (bpf_skb_load_bytes(skb, off, head, 8) || bpf_skb_load_bytes(skb, last, tail, 4)) {
-		return 0;
-	}
-	return head[0] == 'H' && head[1] == 'T' && head[2] == 'T' && head[3] == 'P' && head[4] == '/' &&
-	       head[5] == '1' && tail[0] == '\r' && tail[1] == '\n' && tail[2] == '\r' && tail[3] == '\n';
 }
 
 #define H2_DATA 0x1    /* frame type 0 */
@@ -167,13 +142,53 @@ int aimesh_skb_egress(struct __sk_buff *skb)
 	return 1;
 }
 
+/* Per-CPU copy of a response's first bytes, for the head parse. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct h1_buf);
+} aimesh_h1_scratch SEC(".maps");
+
+/* The first payload segment of an HTTP/1.x response: its head says how the
+ * body is framed, and whether this segment holds any body byte. Returns the
+ * head's length (0 if there is no complete head in the segment). */
+static __always_inline __u32 h1_response_head(struct __sk_buff *skb, struct aimesh_sock *s, __u32 off, __u32 len,
+					       __u16 *status)
+{
+	struct h1_head h = {};
+	__u32 zero = 0;
+	__u64 n = len; /* 64-bit: the bounds checks then land on the register the helper gets */
+	struct h1_buf *buf = bpf_map_lookup_elem(&aimesh_h1_scratch, &zero);
+
+	if (n > H1_HEAD_MAX)
+		n = H1_HEAD_MAX;
+	barrier_var(n); /* bounds checked on the register passed to the helper */
+	if (buf && n >= 12 && n <= H1_HEAD_MAX && !bpf_skb_load_bytes(skb, off, buf, n))
+		h1_parse_head(buf, (__u32)n, &h);
+	*status = h.status;
+	h1_start(s, &h);
+	return h.head_len;
+}
+
+/* The body walk, verified once as a function of its own (a global
+ * function) instead of once per call site. */
+__noinline int aimesh_h1_body(struct __sk_buff *skb, struct aimesh_sock *s, __u32 off, __u32 len)
+{
+	if (!s)
+		return 0;
+	return h1_body(s, skb, off, len);
+}
+
 SEC("cgroup_skb/ingress")
 int aimesh_skb_ingress(struct __sk_buff *skb)
 {
 	struct aimesh_sock *s;
-	__u32 off, len;
+	__u32 off, len, head;
+	__u16 status = 0;
 	__u8 flags;
 	__u32 frames;
+	__u64 now;
 
 	if (!parse_tcp(skb, &off, &len, &flags))
 		return 1;
@@ -191,11 +206,30 @@ int aimesh_skb_ingress(struct __sk_buff *skb)
 		if (!frames)
 			return 1; /* control frames only */
 		tel_ingress_payload(s, bpf_ktime_get_ns(), 0, frames & H2_DATA);
-	} else if (s->phase != AIMESH_PH_IDLE) {
-		/* Only the first segment of a response can be a bare head. */
-		tel_ingress_payload(s, bpf_ktime_get_ns(),
-				    s->phase == AIMESH_PH_AWAIT_FIRST && h1_headers_only(skb, off, len), 1);
+		return 1;
 	}
+	if (s->phase == AIMESH_PH_IDLE)
+		return 1; /* nothing asked: not a response */
+	now = bpf_ktime_get_ns();
+	if (s->phase == AIMESH_PH_AWAIT_FIRST) {
+		/* Only the first segment of a response can be a bare head. */
+		head = h1_response_head(skb, s, off, len, &status);
+		if (head && status < 200) {
+			/* 100 Continue and other interim answers: the response is
+			 * still to come. 101 (an upgrade) leaves HTTP: not followed. */
+			if (status == 101 || head < len)
+				s->framing = AIMESH_FR_NONE;
+			else
+				return 1;
+		}
+		tel_ingress_payload(s, now, head && head >= len, 1);
+		if (head && aimesh_h1_body(skb, s, off + head, len - head))
+			tel_response_done(s, now);
+		return 1;
+	}
+	tel_ingress_payload(s, now, 0, 1);
+	if (aimesh_h1_body(skb, s, off, len))
+		tel_response_done(s, now);
 	return 1;
 }
 

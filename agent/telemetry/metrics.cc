@@ -105,7 +105,8 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
   }
   counter("aimesh_endpoint_requests_total", "Requests started (first payload sent after the previous response began).",
           &aimesh_be_tel::requests);
-  counter("aimesh_endpoint_responses_total", "Responses ended (by the next request or the close).",
+  counter("aimesh_endpoint_responses_total", "Responses ended (at their last byte for HTTP/1.x with a length or chunked framing, "
+          "else by the next request or the close).",
           &aimesh_be_tel::responses);
   counter("aimesh_endpoint_response_chunks_total", "Response payload segments received.", &aimesh_be_tel::chunks);
   counter("aimesh_endpoint_sent_bytes_total", "Bytes sent to the endpoint and acknowledged (counted at close).",

@@ -51,15 +51,19 @@ static __always_inline __u64 lb_penalty(struct lb_ctx *c, const struct aimesh_be
 	return l->penalty ? health_penalty(l, c->cfg, lb_now(c)) : 0;
 }
 
-/* Open connections + queued requests + penalty, capped at 65535. */
+/* Busy connections (open ones, less those idle between requests: a pooled
+ * keep-alive connection waiting for its next request is no load) + queued
+ * requests + penalty, capped at 65535. */
 static __always_inline __u64 lb_load(struct lb_ctx *c, __u32 backend_id)
 {
 	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
 	struct aimesh_be_signal *sig = bpf_map_lookup_elem(&aimesh_be_signal, &backend_id);
+	__s64 busy;
 	__u64 load = 0;
 
 	if (l) {
-		load = l->active > 0 ? (__u64)l->active : 0;
+		busy = l->active - (l->idle > 0 ? l->idle : 0);
+		load = busy > 0 ? (__u64)busy : 0;
 		load += lb_penalty(c, l);
 	}
 	if (sig && sig->valid)
@@ -160,16 +164,20 @@ static __always_inline __u64 lb_ewma_us(__u32 backend_id)
 	return us > (1ULL << 30) ? (1ULL << 30) : us;
 }
 
-/* Is candidate a strictly cheaper than b? Cost = load + 1, times the
- * peak-EWMA TTFT for `latency`, per unit of weight (compared by cross-
- * multiplying: at most 2^46 x 2^16). A backend without a TTFT sample yet
- * costs what the other one does per connection: neither starved nor flooded. */
+/* Is candidate a strictly cheaper than b? Cost per unit of weight (compared
+ * by cross-multiplying: at most 2^46 x 2^16): for `least_conn` the load, so
+ * that idle backends tie and the caller's weighted-random order spreads
+ * connections by weight; for `latency` (load + 1) times the peak-EWMA TTFT
+ * (Finagle's peak-EWMA cost). A backend without a TTFT sample yet costs what
+ * the other one does per connection: neither starved nor flooded. */
 static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct aimesh_backend *ba, __u32 b,
 				      const struct aimesh_backend *bb, int by_latency)
 {
-	__u64 la = lb_load(c, a) + 1, lb = lb_load(c, b) + 1, ea, eb;
+	__u64 la = lb_load(c, a), lb = lb_load(c, b), ea, eb;
 
 	if (by_latency) {
+		la += 1;
+		lb += 1;
 		ea = lb_ewma_us(a);
 		eb = lb_ewma_us(b);
 		if (!ea)

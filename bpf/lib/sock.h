@@ -49,9 +49,11 @@ static __always_inline void sock_write_addr(struct bpf_sock_addr *ctx, int famil
 	ctx->user_port = (__u32)port;
 }
 
-/* Give a TCP socket connected through a service its telemetry state, so
- * sock_ops and cgroup_skb follow it (and only it). */
-static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id, __u64 cookie)
+/* Give a socket connected through a service its state, so sock_ops and
+ * cgroup_skb follow it (TCP) and the lifecycle iterators know it (TCP and
+ * UDP), and only it. */
+static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id, __u64 cookie,
+				       const struct aimesh_backend *be, __u8 proto)
 {
 	struct aimesh_sock *s;
 	struct bpf_sock *sk = ctx->sk;
@@ -71,6 +73,9 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 	s->backend_id = be_id;
 	s->connect_ns = bpf_ktime_get_ns();
 	s->cookie = cookie;
+	s->proto = proto;
+	__builtin_memcpy(s->be_addr, be->addr, 16);
+	s->be_port = be->port;
 }
 
 /* A call refused before it reached a backend: counted and reported as an
@@ -145,8 +150,8 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 
 	sock_write_addr(ctx, family, be->addr, be->port);
 
-	if (is_connect && fk.proto == AIMESH_PROTO_TCP)
-		sock_track(ctx, svc_id, be_id, rk.cookie);
+	if (is_connect)
+		sock_track(ctx, svc_id, be_id, rk.cookie, be, fk.proto);
 
 	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);

@@ -154,7 +154,23 @@ static __always_inline void tel_backend_ok(struct aimesh_be_load *l)
 		l->ejections = 0;
 }
 
-/* The response in flight (if any) ends: at the next request or at close. */
+/* Connections idle between requests, per backend: the balancer counts only
+ * the others as load (a pooled keep-alive connection that waits for its next
+ * request is no load), and the lifecycle iterator may close them. */
+static __always_inline void tel_idle_add(struct aimesh_sock *s, int delta)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
+
+	if (delta > 0)
+		s->flags |= AIMESH_SKF_IDLE;
+	else
+		s->flags &= ~AIMESH_SKF_IDLE;
+	if (l)
+		__sync_fetch_and_add(&l->idle, delta);
+}
+
+/* The response in flight (if any) ends: at its last byte when its framing
+ * is known (lib/http1.h), else at the next request or at close. */
 static __always_inline void tel_end_response(struct aimesh_sock *s, struct aimesh_be_tel *t)
 {
 	if (s->phase == AIMESH_PH_IDLE || s->phase == AIMESH_PH_AWAIT_FIRST)
@@ -163,6 +179,18 @@ static __always_inline void tel_end_response(struct aimesh_sock *s, struct aimes
 	if (t)
 		t->responses += 1;
 	s->phase = AIMESH_PH_IDLE;
+}
+
+/* The last byte of the response arrived (its framing says so): the
+ * connection is idle until the next request. */
+static __always_inline void tel_response_done(struct aimesh_sock *s, __u64 now)
+{
+	tel_end_response(s, tel_of(s->backend_id));
+	s->phase = AIMESH_PH_IDLE;
+	s->framing = AIMESH_FR_NONE;
+	s->idle_ns = now;
+	if ((s->flags & (AIMESH_SKF_ESTABLISHED | AIMESH_SKF_IDLE | AIMESH_SKF_CLOSED)) == AIMESH_SKF_ESTABLISHED)
+		tel_idle_add(s, 1);
 }
 
 /* A payload segment leaves the socket: the first one after the response
@@ -176,7 +204,10 @@ static __always_inline void tel_egress_payload(struct aimesh_sock *s, __u64 now)
 		return;
 	t = tel_of(s->backend_id);
 	tel_end_response(s, t);
+	if (s->flags & AIMESH_SKF_IDLE)
+		tel_idle_add(s, -1);
 	s->phase = AIMESH_PH_AWAIT_FIRST;
+	s->framing = AIMESH_FR_NONE;
 	s->req_start_ns = now;
 	s->chunks = 0;
 	s->requests += 1;

@@ -277,8 +277,13 @@ struct aimesh_be_tel {
 	__u64 retransmits;     /* total_retrans, at close */
 	__u64 conn_ns;         /* summed established->close time */
 	__u64 ejections;       /* failure back-offs started */
+	/* Of `closed`, the connections aimesh itself closed, by enum
+	 * aimesh_close_reason (index 0 and 7 unused). For a UDP service: its connected
+	 * sockets aimesh closed (counted in `closed` too). */
+	__u64 closed_by[8];
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_tel) == 104, "be_tel size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_tel) == 168, "be_tel size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_be_tel, closed_by) == 104, "be_tel.closed_by");
 
 /* aimesh_be_load (array indexed by backend id): the live load and health of
  * a backend, written by the kernel only (telemetry and sock_ops), read by the
@@ -292,10 +297,12 @@ struct aimesh_be_load {
 	__u32 penalty;         /* extra virtual connections after failed connects; halves every half-life */
 	__u32 fail_streak;     /* consecutive failed connects */
 	__u32 ejections;       /* consecutive back-offs (the exponent of the next one) */
-	__u32 pad[3];
+	__s32 idle;            /* of `active`: connections idle between requests (atomic add) */
+	__u32 pad[2];
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_load) == 64, "be_load size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_be_load, penalty) == 40, "be_load.penalty");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_be_load, idle) == 52, "be_load.idle");
 
 /* aimesh_svc_load (array indexed by service id): open connections over all
  * of a service's backends, for bounded_hash's average. Kernel-written. */
@@ -351,14 +358,37 @@ enum aimesh_sock_phase {
 	AIMESH_PH_STREAMING = 3,   /* body arriving */
 };
 
+/* How the response in flight ends (lib/http1.h), from its HTTP/1.x head
+ * (RFC 9112, section 6.3). Without one of these the end is not seen, and the
+ * response ends at the next request or at close. */
+enum aimesh_framing {
+	AIMESH_FR_NONE = 0,    /* not known: not HTTP/1.x, a head not parsed, or a body that ends at close */
+	AIMESH_FR_LENGTH = 1,  /* Content-Length: body_left bytes to go */
+	AIMESH_FR_CHUNKED = 2, /* Transfer-Encoding: chunked: chunk_st and body_left follow the chunks */
+};
+
+/* Where chunked framing is (enum values of aimesh_sock.chunk_st). */
+enum aimesh_chunk_state {
+	AIMESH_CH_SIZE = 0,      /* reading a chunk-size line's hex digits (body_left accumulates) */
+	AIMESH_CH_EXT = 1,       /* in a chunk extension, up to the line end */
+	AIMESH_CH_SIZE_LF = 2,   /* CR seen at the end of the size line */
+	AIMESH_CH_DATA = 3,      /* skipping body_left bytes: chunk data and its CRLF */
+	AIMESH_CH_TRAILER_BOL = 4, /* after the last chunk: at the start of a trailer line */
+	AIMESH_CH_TRAILER = 5,   /* in a trailer line */
+	AIMESH_CH_END_LF = 6,    /* CR of the final empty line seen */
+	AIMESH_CH_DONE = 7,      /* the message is complete */
+};
+
 #define AIMESH_SKF_ESTABLISHED 0x01
 #define AIMESH_SKF_RST_SEEN 0x02
 #define AIMESH_SKF_H2 0x04
 #define AIMESH_SKF_CLOSED 0x08
+#define AIMESH_SKF_IDLE 0x10 /* counted in aimesh_be_load.idle (a response ended, no request since) */
 
 /* aimesh_sockets (SK_STORAGE): per-socket state, created by the connect hook
- * for TCP sockets sent to a backend, read and updated by sock_ops and
- * cgroup_skb. Freed with the socket. */
+ * for sockets it connected to a backend (TCP, and connected UDP), read and
+ * updated by sock_ops, cgroup_skb and the lifecycle iterators. Freed with the
+ * socket. */
 struct aimesh_sock {
 	__u32 service_id;
 	__u32 backend_id;
@@ -370,11 +400,25 @@ struct aimesh_sock {
 	__u32 requests;   /* on this connection */
 	__u8 phase;       /* enum aimesh_sock_phase */
 	__u8 flags;       /* AIMESH_SKF_* */
-	__u8 pad[6];
+	__u8 proto;       /* AIMESH_PROTO_TCP / _UDP */
+	__u8 framing;     /* enum aimesh_framing of the response in flight */
+	__u8 chunk_st;    /* enum aimesh_chunk_state (AIMESH_FR_CHUNKED) */
+	__u8 close_reason; /* enum aimesh_close_reason: set by the iterator just before it destroys the socket */
+	__u8 pad[2];
 	__u64 cookie;     /* socket cookie, taken once at connect */
+	__u64 body_left;  /* framing: body bytes to go (length), or of the chunk (chunked) */
+	__u64 idle_ns;    /* when the last response ended (valid with AIMESH_SKF_IDLE) */
+	__u64 doomed_ns;  /* lifecycle: when a pass first found this socket's backend gone */
+	__u8 be_addr[16]; /* the backend it was sent to (IPv4-mapped): a socket connected again */
+	__be16 be_port;   /* elsewhere later is no longer ours, a changed backend record is "removed" */
+	__u16 pad1;
+	__u32 pad2;
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_sock) == 64, "sock size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_sock) == 112, "sock size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, phase) == 48, "sock.phase");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, cookie) == 56, "sock.cookie");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, doomed_ns) == 80, "sock.doomed_ns");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, be_addr) == 88, "sock.be_addr");
 
 enum aimesh_event_type {
 	AIMESH_EV_OPEN = 1,       /* established */
@@ -403,6 +447,104 @@ struct aimesh_event {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_event) == 72, "event size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_event, type) == 56, "event.type");
+
+/* ---- connection lifecycle (bpf/sock_iter.bpf.c, lib/lifecycle.h) ---------
+ * The agent runs the iter/tcp and iter/udp programs (a "pass") inside each
+ * network namespace that holds sockets of its cgroup. They look only at
+ * sockets with an aimesh_sockets entry (connected through a service), report
+ * each one, and destroy (bpf_sock_destroy, Linux >= 6.5) those the rules
+ * select. Idle-ness is decided under the socket lock the iterator holds. */
+
+enum aimesh_close_reason {
+	AIMESH_CLOSE_NONE = 0,
+	AIMESH_CLOSE_REMOVED = 1,      /* backend gone: idle at once, busy after drain_timeout; UDP at once */
+	AIMESH_CLOSE_DRAINED = 2,      /* idle, to a draining/terminating or weight-0 backend */
+	AIMESH_CLOSE_EJECTED = 3,      /* idle, to a backend in failure back-off */
+	AIMESH_CLOSE_REBALANCED = 4,   /* idle, to a backend over its share (the agent's budget) */
+	AIMESH_CLOSE_MAX_AGE = 5,      /* idle, older than the service's max connection age */
+	AIMESH_CLOSE_MAX_REQUESTS = 6, /* idle, has carried the service's max requests per connection */
+	AIMESH_CLOSE_MAX,
+};
+
+/* What a pass saw of a connection (aimesh_conn.state). */
+enum aimesh_conn_state {
+	AIMESH_CS_IDLE = 0,     /* between requests: the last response ended, nothing in flight */
+	AIMESH_CS_BUSY = 1,     /* a request or response in flight, or bytes not yet acked or read */
+	AIMESH_CS_NEW = 2,      /* no request yet */
+	AIMESH_CS_UNKNOWN = 3,  /* request ends not visible: HTTP/2, not HTTP, body until close, no telemetry */
+	AIMESH_CS_DATAGRAM = 4, /* a connected UDP socket */
+	AIMESH_CS_CLOSING = 5,  /* TCP past ESTABLISHED (a FIN was sent or received) */
+};
+
+/* aimesh_lc_ctl[0]: how a pass behaves; the agent writes it before each pass. */
+#define AIMESH_LC_F_ACT 0x1    /* close what the rules select (else only report) */
+#define AIMESH_LC_F_PHASES 0x2 /* telemetry is attached: request phases are tracked */
+struct aimesh_lc_ctl {
+	__u64 idle_guard_ns;    /* a response must have ended this long ago (its last segment read) */
+	__u64 new_idle_ns;      /* a connection with no request yet counts as idle after this */
+	__u64 drain_timeout_ns; /* for services without an aimesh_lc_svc entry */
+	__u32 flags;            /* AIMESH_LC_F_* */
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_ctl) == 32, "lc_ctl size");
+
+/* aimesh_lc_svc (array indexed by service id): per-service rules. */
+#define AIMESH_LCS_F_SET 0x1
+struct aimesh_lc_svc {
+	__u64 max_age_ns;       /* 0: none (each connection's limit is jittered by -10..+0 %) */
+	__u64 drain_timeout_ns; /* busy connections to a removed backend: destroyed this long after first seen */
+	__u32 max_requests;     /* 0: none */
+	__u32 flags;            /* AIMESH_LCS_F_* */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_svc) == 24, "lc_svc size");
+
+/* aimesh_lc_be (array indexed by backend id): re-balancing budget. */
+struct aimesh_lc_be {
+	__u32 rebalance; /* idle connections the pass may still close; it counts down */
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_be) == 8, "lc_be size");
+
+/* One record per socket a pass looked at (bpf_seq_write). */
+struct aimesh_conn {
+	__u64 cookie;
+	__u64 age_ns;   /* since ESTABLISHED (TCP) or connect (UDP) */
+	__u64 idle_ns;  /* AIMESH_CS_IDLE: since the last response ended */
+	__u32 service_id;
+	__u32 backend_id;
+	__u32 requests;
+	__u8 proto;     /* AIMESH_PROTO_* */
+	__u8 state;     /* enum aimesh_conn_state */
+	__u8 closed;    /* enum aimesh_close_reason: what this pass did; 0: left open */
+	__u8 gone;      /* 1: its backend is no longer in aimesh_backends (removed) */
+	__u8 saddr[16]; /* local (client) address, IPv4-mapped */
+	__u8 daddr[16]; /* peer (backend) address, IPv4-mapped */
+	__be16 sport;
+	__be16 dport;
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_conn) == 80, "conn size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_conn, saddr) == 40, "conn.saddr");
+
+/* Context of the SEC("syscall") lifecycle harness (bpf tier): a socket's
+ * state and what the iterator would read from the kernel socket in, the
+ * verdict out. */
+struct aimesh_lc_test_ctx {
+	struct aimesh_sock sock;
+	__u8 daddr[16];
+	__be16 dport;
+	__u8 tcp_state;  /* 1 = ESTABLISHED */
+	__u8 pad0;
+	__u32 unacked;   /* write_seq - snd_una */
+	__u32 unread;    /* rcv_nxt - copied_seq */
+	__u32 pad1;
+	__u64 now_ns;
+	__u8 state;      /* out: enum aimesh_conn_state */
+	__u8 closed;     /* out: enum aimesh_close_reason (the harness does not destroy anything) */
+	__u8 gone;       /* out */
+	__u8 pad2[5];
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_test_ctx) == 160, "lc_test_ctx size");
 
 /* ---- TC data path: connection tracking (bpf/tc_lb.bpf.c) ----------------- */
 

@@ -145,9 +145,10 @@ class Select : public ::testing::Test {
     s.balance_pct = balancePct;
     ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &svc, sizeof(svc), &s, sizeof(s), BPF_ANY), 0);
   }
-  void putLoad(uint32_t id, int64_t active, uint64_t ewmaNs = 0, uint64_t skipUntilNs = 0) {
+  void putLoad(uint32_t id, int64_t active, uint64_t ewmaNs = 0, uint64_t skipUntilNs = 0, int32_t idle = 0) {
     aimesh_be_load l{};
     l.active = active;
+    l.idle = idle;
     l.ewma_ttft_ns = ewmaNs;
     l.skip_until_ns = skipUntilNs;
     ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_be_load, &id, sizeof(id), &l, sizeof(l), BPF_ANY), 0);
@@ -528,14 +529,43 @@ TEST_F(Select, LeastConnPicksTheLessLoadedCandidate) {
   EXPECT_GE(hits[1], 380) << hits[2];
 }
 
-// Cost is (load + 1) / weight: 3 open on weight 4 (1.0) beats 1 open on
-// weight 1 (2.0).
+// Cost is load / weight: 3 open on weight 4 (0.75) beats 1 open on
+// weight 1 (1.0).
 TEST_F(Select, LeastConnIsWeightAware) {
   twoBackends(AIMESH_ALG_LEAST_CONN, 4, 1);
   putLoad(1, 3);
   putLoad(2, 1);
   auto hits = spread(9, 400);
   EXPECT_GE(hits[1], 380) << hits[2];
+}
+
+// Every endpoint idle: equal cost, so the pick follows the weights (the
+// scan starts at a random slot, weights are slots) instead of sending every
+// connection to the heaviest endpoint, as a (load + 1) / weight cost did.
+TEST_F(Select, LeastConnIdleEndpointsSpreadByWeight) {
+  putBackend(1, 9, Family::kV4, AIMESH_BE_ACTIVE, 1);
+  putBackend(2, 9, Family::kV4, AIMESH_BE_ACTIVE, 2);
+  putSlots(9, 0, {1, 2, 2});
+  putService(9, 3, 0, 2);
+  setAlgorithm(9, AIMESH_ALG_LEAST_CONN);
+  putLoad(1, 0);
+  putLoad(2, 0);
+  auto hits = spread(9, 900);
+  EXPECT_NEAR(hits[1], 300, 60) << hits[2];
+  EXPECT_NEAR(hits[2], 600, 60) << hits[1];
+}
+
+// A pooled keep-alive connection between requests is no load: 6 open, all
+// idle, is less than 1 open and busy.
+TEST_F(Select, LeastConnDoesNotCountIdleKeepAliveConnections) {
+  twoBackends(AIMESH_ALG_LEAST_CONN);
+  putLoad(1, 6, 0, 0, 6);
+  putLoad(2, 1, 0, 0, 0);
+  auto hits = spread(9, 400);
+  EXPECT_GE(hits[1], 380) << hits[2];
+  putLoad(1, 6, 0, 0, 4);  // 2 busy: now the other one
+  hits = spread(9, 400);
+  EXPECT_GE(hits[2], 380) << hits[1];
 }
 
 // Beyond AIMESH_LB_SCAN_MAX slots, two random choices: the one loaded

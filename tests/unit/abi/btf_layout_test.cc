@@ -111,14 +111,14 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_be_tel, responses), AIMESH_MEMBER(aimesh_be_tel, chunks),
         AIMESH_MEMBER(aimesh_be_tel, bytes_sent), AIMESH_MEMBER(aimesh_be_tel, bytes_received),
         AIMESH_MEMBER(aimesh_be_tel, retransmits), AIMESH_MEMBER(aimesh_be_tel, conn_ns),
-        AIMESH_MEMBER(aimesh_be_tel, ejections)}},
+        AIMESH_MEMBER(aimesh_be_tel, ejections), AIMESH_MEMBER(aimesh_be_tel, closed_by)}},
       {"aimesh_be_load",
        sizeof(aimesh_be_load),
        {AIMESH_MEMBER(aimesh_be_load, active), AIMESH_MEMBER(aimesh_be_load, ewma_ttft_ns),
         AIMESH_MEMBER(aimesh_be_load, ewma_ts_ns), AIMESH_MEMBER(aimesh_be_load, penalty_ts_ns),
         AIMESH_MEMBER(aimesh_be_load, skip_until_ns), AIMESH_MEMBER(aimesh_be_load, penalty),
         AIMESH_MEMBER(aimesh_be_load, fail_streak), AIMESH_MEMBER(aimesh_be_load, ejections),
-        AIMESH_MEMBER(aimesh_be_load, pad)}},
+        AIMESH_MEMBER(aimesh_be_load, idle), AIMESH_MEMBER(aimesh_be_load, pad)}},
       {"aimesh_svc_load", sizeof(aimesh_svc_load), {AIMESH_MEMBER(aimesh_svc_load, active)}},
       {"aimesh_be_signal",
        sizeof(aimesh_be_signal),
@@ -136,7 +136,38 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_sock, connect_ns), AIMESH_MEMBER(aimesh_sock, established_ns),
         AIMESH_MEMBER(aimesh_sock, req_start_ns), AIMESH_MEMBER(aimesh_sock, last_in_ns),
         AIMESH_MEMBER(aimesh_sock, chunks), AIMESH_MEMBER(aimesh_sock, requests), AIMESH_MEMBER(aimesh_sock, phase),
-        AIMESH_MEMBER(aimesh_sock, flags), AIMESH_MEMBER(aimesh_sock, pad), AIMESH_MEMBER(aimesh_sock, cookie)}},
+        AIMESH_MEMBER(aimesh_sock, flags), AIMESH_MEMBER(aimesh_sock, proto), AIMESH_MEMBER(aimesh_sock, framing),
+        AIMESH_MEMBER(aimesh_sock, chunk_st), AIMESH_MEMBER(aimesh_sock, close_reason), AIMESH_MEMBER(aimesh_sock, pad),
+        AIMESH_MEMBER(aimesh_sock, cookie), AIMESH_MEMBER(aimesh_sock, body_left), AIMESH_MEMBER(aimesh_sock, idle_ns),
+        AIMESH_MEMBER(aimesh_sock, doomed_ns), AIMESH_MEMBER(aimesh_sock, be_addr), AIMESH_MEMBER(aimesh_sock, be_port),
+        AIMESH_MEMBER(aimesh_sock, pad1), AIMESH_MEMBER(aimesh_sock, pad2)}},
+      {"aimesh_lc_ctl",
+       sizeof(aimesh_lc_ctl),
+       {AIMESH_MEMBER(aimesh_lc_ctl, idle_guard_ns), AIMESH_MEMBER(aimesh_lc_ctl, new_idle_ns),
+        AIMESH_MEMBER(aimesh_lc_ctl, drain_timeout_ns), AIMESH_MEMBER(aimesh_lc_ctl, flags),
+        AIMESH_MEMBER(aimesh_lc_ctl, pad)}},
+      {"aimesh_lc_svc",
+       sizeof(aimesh_lc_svc),
+       {AIMESH_MEMBER(aimesh_lc_svc, max_age_ns), AIMESH_MEMBER(aimesh_lc_svc, drain_timeout_ns),
+        AIMESH_MEMBER(aimesh_lc_svc, max_requests), AIMESH_MEMBER(aimesh_lc_svc, flags)}},
+      {"aimesh_lc_be", sizeof(aimesh_lc_be), {AIMESH_MEMBER(aimesh_lc_be, rebalance), AIMESH_MEMBER(aimesh_lc_be, pad)}},
+      {"aimesh_conn",
+       sizeof(aimesh_conn),
+       {AIMESH_MEMBER(aimesh_conn, cookie), AIMESH_MEMBER(aimesh_conn, age_ns), AIMESH_MEMBER(aimesh_conn, idle_ns),
+        AIMESH_MEMBER(aimesh_conn, service_id), AIMESH_MEMBER(aimesh_conn, backend_id),
+        AIMESH_MEMBER(aimesh_conn, requests), AIMESH_MEMBER(aimesh_conn, proto), AIMESH_MEMBER(aimesh_conn, state),
+        AIMESH_MEMBER(aimesh_conn, closed), AIMESH_MEMBER(aimesh_conn, gone), AIMESH_MEMBER(aimesh_conn, saddr),
+        AIMESH_MEMBER(aimesh_conn, daddr), AIMESH_MEMBER(aimesh_conn, sport), AIMESH_MEMBER(aimesh_conn, dport),
+        AIMESH_MEMBER(aimesh_conn, pad)}},
+      {"aimesh_lc_test_ctx",
+       sizeof(aimesh_lc_test_ctx),
+       {AIMESH_MEMBER(aimesh_lc_test_ctx, sock), AIMESH_MEMBER(aimesh_lc_test_ctx, daddr),
+        AIMESH_MEMBER(aimesh_lc_test_ctx, dport), AIMESH_MEMBER(aimesh_lc_test_ctx, tcp_state),
+        AIMESH_MEMBER(aimesh_lc_test_ctx, pad0), AIMESH_MEMBER(aimesh_lc_test_ctx, unacked),
+        AIMESH_MEMBER(aimesh_lc_test_ctx, unread), AIMESH_MEMBER(aimesh_lc_test_ctx, pad1),
+        AIMESH_MEMBER(aimesh_lc_test_ctx, now_ns), AIMESH_MEMBER(aimesh_lc_test_ctx, state),
+        AIMESH_MEMBER(aimesh_lc_test_ctx, closed), AIMESH_MEMBER(aimesh_lc_test_ctx, gone),
+        AIMESH_MEMBER(aimesh_lc_test_ctx, pad2)}},
       {"aimesh_event",
        sizeof(aimesh_event),
        {AIMESH_MEMBER(aimesh_event, ts_ns), AIMESH_MEMBER(aimesh_event, cookie),
@@ -277,6 +308,12 @@ const std::map<std::string, MapAbi>& mapAbis() {
       {"aimesh_policy",
        {"aimesh_policy_key", sizeof(aimesh_policy_key), "aimesh_policy", sizeof(aimesh_policy), AIMESH_MAX_POLICY}},
       {"aimesh_ct", {"aimesh_ct_key", sizeof(aimesh_ct_key), "aimesh_ct", sizeof(aimesh_ct), AIMESH_MAX_CT}},
+      // The lifecycle iterators' own maps (sock_iter, lc_harness; not pinned).
+      {"aimesh_lc_ctl", {"__u32", sizeof(__u32), "aimesh_lc_ctl", sizeof(aimesh_lc_ctl), 1}},
+      {"aimesh_lc_svc", {"__u32", sizeof(__u32), "aimesh_lc_svc", sizeof(aimesh_lc_svc), AIMESH_MAX_SERVICES}},
+      {"aimesh_lc_be", {"__u32", sizeof(__u32), "aimesh_lc_be", sizeof(aimesh_lc_be), AIMESH_MAX_BACKENDS}},
+      // sock_telemetry's per-CPU copy of a response head (bpf/lib/http1.h).
+      {"aimesh_h1_scratch", {"__u32", sizeof(__u32), "h1_buf", 512 + 16, 1}},
       // An array of maps holds map fds (4 bytes) with no BTF value type; each
       // inner map is an array of backend ids (checked by the e2e tests).
       {"aimesh_hash_tables", {"__u32", sizeof(__u32), "<no BTF type>", sizeof(__u32), AIMESH_MAX_SERVICES}},
@@ -323,10 +360,13 @@ TEST(BtfLayout, MapTypesMatchAbi) {
           << obj << ": map " << name << " BTF value type";
     }
     if (obj == "sock_lb.bpf.o") {
-      // sock_lb creates every map but the TC path's conntrack table, which
-      // only exists (and costs memory) when --tc-interfaces is given.
+      // sock_lb creates every pinned map but the TC path's conntrack table,
+      // which only exists (and costs memory) when --tc-interfaces is given.
+      // The lifecycle maps and the head scratch belong to their objects.
       for (const auto& [name, abi] : mapAbis())
-        EXPECT_TRUE(name == "aimesh_ct" || found.count(name)) << obj << " has no map " << name;
+        EXPECT_TRUE(name == "aimesh_ct" || name.starts_with("aimesh_lc_") || name == "aimesh_h1_scratch" ||
+                    found.count(name))
+            << obj << " has no map " << name;
     }
     EXPECT_TRUE(obj != "tc_lb.bpf.o" || found.count("aimesh_ct")) << obj << " has no map aimesh_ct";
   }
