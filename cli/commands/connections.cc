@@ -156,7 +156,7 @@ CommandOutput formatConnections(const nlohmann::json& response, const Connection
     return result;
   }
 
-  // The agent's order: it groups by service and knows the backend slots.
+  // Rows in the order the agent sent them.
   Table table({"SERVICE", "ENDPOINT", "STATE", "OPEN", "IDLE", "BUSY", "OLDEST", "REQ/CONN",
                "CLOSED"});
   for (std::size_t c = 3; c < 8; ++c) table.setAlign(c, Table::Align::kRight);
