@@ -43,6 +43,13 @@ int main(int argc, char** argv) {
   EndpointsFilter filter;
   endpoints->add_option("SERVICE", filter.service, "service name");
   endpoints->add_option("-n,--namespace", filter.ns, "namespace of the service");
+  auto* connections = app.add_subcommand(
+      "connections", "connections open now to each endpoint, and those aimesh closed");
+  ConnectionsQuery connectionsQuery;
+  connections->add_option("SERVICE", connectionsQuery.service, "service name");
+  connections->add_option("-n,--namespace", connectionsQuery.ns, "namespace of the service");
+  connections->add_flag("--each", connectionsQuery.each,
+                        "list every connection under its endpoint (table output)");
   auto* policy = app.add_subcommand("policy", "workload policy in force: allowed client cgroups, denied calls");
   std::string policyService;
   policy->add_option("SERVICE", policyService, "only this service");
@@ -103,6 +110,8 @@ int main(int argc, char** argv) {
     result = runServices(call, servicesNs, *format);
   } else if (*endpoints) {
     result = runEndpoints(call, filter, *format);
+  } else if (*connections) {
+    result = runConnections(call, connectionsQuery, *format);
   } else if (*policy) {
     result = runPolicy(call, policyService, *format);
   } else if (*version) {

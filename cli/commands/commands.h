@@ -83,6 +83,28 @@ CommandOutput runEndpoints(const AgentCall& call, const EndpointsFilter& filter,
 // `call` nullptr: client version only.
 CommandOutput runVersion(const AgentCall* call, OutputFormat format);
 
+// ---- connections: what is open now to each endpoint ------------------------------
+
+struct ConnectionsQuery {
+  std::string service;  // empty: every service
+  std::string ns;       // empty: every namespace
+  bool each = false;    // table: list every connection under its endpoint (--each)
+};
+// One row per endpoint, in the agent's order: SERVICE (ns/name:port) ENDPOINT
+// STATE ("(ejected)" appended) OPEN IDLE BUSY OLDEST REQ/CONN CLOSED (the
+// non-zero reasons aimesh closed connections for, "rebalanced 4, max_age 1").
+// With query.each, under each endpoint row an indented table of its
+// connections, oldest first: CLIENT PROTO AGE REQUESTS STATE ("idle 0.4s").
+// json: the agent's response as is. {"available": false} (the kernel cannot
+// iterate sockets) gives kExitError with the agent's reason on `err`; no
+// endpoints is a note on `err` and kExitOk.
+CommandOutput formatConnections(const nlohmann::json& response, const ConnectionsQuery& query,
+                                OutputFormat format);
+// Sends {"method":"connections","service":...,"namespace":...} (empty strings
+// for "every"); the agent answers an unknown service with {"error": ...}.
+CommandOutput runConnections(const AgentCall& call, const ConnectionsQuery& query,
+                             OutputFormat format);
+
 // ---- latency, top, flows: the kernel's telemetry ---------------------------------
 
 struct LatencyQuery {

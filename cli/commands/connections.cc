@@ -1,0 +1,211 @@
+// meshctl connections: the connections open now to each endpoint (idle, busy,
+// oldest, requests per connection) and how many aimesh closed itself, and why;
+// with --each, every connection under its endpoint. The agent walks the
+// sockets with a socket iterator; meshctl only formats its answer.
+#include <algorithm>
+#include <array>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "commands/commands.h"
+#include "format/table.h"
+
+namespace aimesh {
+namespace {
+
+// The reasons of "closed" in the order the CLOSED column names them: the
+// endpoint went away, then the balancer's choices, then the connection limits.
+constexpr std::array<const char*, 6> kCloseReasons = {"removed",    "drained", "ejected",
+                                                      "rebalanced", "max_age", "max_requests"};
+
+std::string describe(const ConnectionsQuery& query) {
+  return query.ns.empty() ? query.service : query.ns + "/" + query.service;
+}
+
+// "ml/llama:8000".
+std::string serviceText(const nlohmann::json& e) {
+  return cellText(e, "namespace") + "/" + cellText(e, "service") + ":" + cellText(e, "port");
+}
+
+std::string stateText(const nlohmann::json& e) {
+  std::string state = cellText(e, "state");
+  if (e.is_object() && e.value("ejected", false)) state += " (ejected)";
+  return state;
+}
+
+// A duration in seconds as "12.3s" / "1m20s"; "-" when absent.
+std::string durationCell(const nlohmann::json& object, const char* key) {
+  double v = 0;
+  return numberAt(object, key, v) ? formatDuration(v) : "-";
+}
+
+// requests / open, one decimal; "-" when nothing is open (the endpoint's
+// requests count only connections open now, so there is nothing to divide).
+std::string requestsPerConnection(const nlohmann::json& e) {
+  double open = 0, requests = 0;
+  if (!numberAt(e, "open", open) || !(open > 0) || !numberAt(e, "requests", requests)) return "-";
+  return fmt::format("{:.1f}", requests / open);
+}
+
+// The non-zero reasons of "closed": "rebalanced 4, max_age 1"; "-" when none.
+// Reasons this meshctl does not know (a newer agent) follow, by name.
+std::string closedText(const nlohmann::json& e) {
+  if (!e.is_object()) return "-";
+  auto it = e.find("closed");
+  if (it == e.end() || !it->is_object()) return "-";
+  const nlohmann::json& closed = *it;
+  std::vector<std::string> parts;
+  auto add = [&](const std::string& reason, const nlohmann::json& count) {
+    if (count.is_number() && count.get<double>() > 0) parts.push_back(reason + " " + count.dump());
+  };
+  for (const char* reason : kCloseReasons) {
+    if (auto c = closed.find(reason); c != closed.end()) add(reason, *c);
+  }
+  for (const auto& [reason, count] : closed.items()) {
+    if (std::find_if(kCloseReasons.begin(), kCloseReasons.end(), [&](const char* known) {
+          return reason == known;
+        }) == kCloseReasons.end()) {
+      add(reason, count);
+    }
+  }
+  if (parts.empty()) return "-";
+  std::string out = parts[0];
+  for (std::size_t i = 1; i < parts.size(); ++i) out += ", " + parts[i];
+  return out;
+}
+
+// "idle 0.4s" for an idle connection (how long since its last request
+// ended), the bare state otherwise.
+std::string connectionStateText(const nlohmann::json& c) {
+  std::string state = cellText(c, "state");
+  double idle = 0;
+  if (state == "idle" && numberAt(c, "idle_seconds", idle)) state += " " + formatDuration(idle);
+  return state;
+}
+
+// An endpoint's connections, oldest first; one without an age goes last.
+std::vector<const nlohmann::json*> connectionsByAge(const nlohmann::json& e) {
+  std::vector<const nlohmann::json*> out;
+  if (!e.is_object()) return out;
+  auto it = e.find("connections");
+  if (it == e.end() || !it->is_array()) return out;
+  for (const auto& c : *it) {
+    if (c.is_object()) out.push_back(&c);
+  }
+  auto age = [](const nlohmann::json* c) {
+    double v = -1;
+    return numberAt(*c, "age_seconds", v) ? v : -1.0;
+  };
+  std::stable_sort(out.begin(), out.end(),
+                   [&](const auto* a, const auto* b) { return age(a) > age(b); });
+  return out;
+}
+
+// Splits a rendered table into its lines (each keeps its '\n').
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    end = end == std::string::npos ? text.size() : end + 1;
+    out.push_back(text.substr(start, end - start));
+    start = end;
+  }
+  return out;
+}
+
+}  // namespace
+
+CommandOutput formatConnections(const nlohmann::json& response, const ConnectionsQuery& query,
+                                OutputFormat format) {
+  CommandOutput result;
+  if (!checkResponse(response, "endpoints", result)) return result;
+  if (auto it = response.find("available"); it != response.end()) {
+    if (!it->is_boolean()) {
+      return CommandOutput{
+          kExitError, "",
+          "meshctl: unexpected response from the agent (\"available\" is not a boolean)\n"};
+    }
+    if (!it->get<bool>()) {
+      std::string reason = cellText(response, "reason");
+      return CommandOutput{kExitError, "",
+                           "meshctl: the agent cannot list connections on this node: " +
+                               (reason == "-" ? std::string("no reason given") : reason) + "\n"};
+    }
+  }
+  const nlohmann::json& endpoints = response["endpoints"];
+  if (!endpoints.is_array()) {
+    return CommandOutput{
+        kExitError, "",
+        "meshctl: unexpected response from the agent (\"endpoints\" is not a list)\n"};
+  }
+  if (format == OutputFormat::kJson) {
+    result.out = prettyJson(response);
+    return result;
+  }
+  if (endpoints.empty()) {
+    if (!query.service.empty()) {
+      result.err = "No open connections to service " + describe(query) + ".\n";
+    } else if (!query.ns.empty()) {
+      result.err = "No open connections in namespace " + query.ns + ".\n";
+    } else {
+      result.err = "No open connections.\n";
+    }
+    return result;
+  }
+
+  // Rows in the order the agent sent them.
+  Table table({"SERVICE", "ENDPOINT", "STATE", "OPEN", "IDLE", "BUSY", "OLDEST", "REQ/CONN",
+               "CLOSED"});
+  for (std::size_t c = 3; c < 8; ++c) table.setAlign(c, Table::Align::kRight);
+  // With --each: every endpoint's connections in one table, so their columns
+  // line up across endpoints; its lines are then dealt out under each row.
+  Table conns({"CLIENT", "PROTO", "AGE", "REQUESTS", "STATE"});
+  conns.setAlign(2, Table::Align::kRight);
+  conns.setAlign(3, Table::Align::kRight);
+  std::vector<std::size_t> perEndpoint;
+  for (const auto& e : endpoints) {
+    double open = 0;
+    bool anyOpen = numberAt(e, "open", open) && open > 0;
+    table.addRow({serviceText(e), cellText(e, "endpoint"), stateText(e), cellText(e, "open"),
+                  cellText(e, "idle"), cellText(e, "busy"),
+                  anyOpen ? durationCell(e, "oldest_seconds") : "-", requestsPerConnection(e),
+                  closedText(e)});
+    if (!query.each) continue;
+    std::vector<const nlohmann::json*> rows = connectionsByAge(e);
+    for (const auto* c : rows) {
+      conns.addRow({cellText(*c, "client"), cellText(*c, "protocol"),
+                    durationCell(*c, "age_seconds"), cellText(*c, "requests"),
+                    connectionStateText(*c)});
+    }
+    perEndpoint.push_back(rows.size());
+  }
+  if (!query.each) {
+    result.out = table.render();
+    return result;
+  }
+  std::vector<std::string> endpointLines = lines(table.render());
+  std::vector<std::string> connLines = lines(conns.render());
+  result.out = endpointLines[0];
+  std::size_t next = 1;  // connLines[0] is the header, repeated under each endpoint
+  for (std::size_t i = 0; i < perEndpoint.size(); ++i) {
+    result.out += endpointLines[i + 1];
+    if (perEndpoint[i] == 0) continue;
+    result.out += "  " + connLines[0];
+    for (std::size_t k = 0; k < perEndpoint[i]; ++k) result.out += "  " + connLines[next++];
+  }
+  return result;
+}
+
+CommandOutput runConnections(const AgentCall& call, const ConnectionsQuery& query,
+                             OutputFormat format) {
+  // An unknown service is the agent's {"error": ...}: no services lookup needed.
+  auto response = call(nlohmann::json{
+      {"method", "connections"}, {"service", query.service}, {"namespace", query.ns}});
+  if (!response) return agentUnreachable(response.error());
+  return formatConnections(*response, query, format);
+}
+
+}  // namespace aimesh
