@@ -11,6 +11,16 @@
 //     true speeds, so they bound what a connection-level balancer can do.
 // --slow-backend: eleven stand-ins, one stalling 2 s before its first token,
 // and a 1 s TTFT client timeout: the success rate per balancer.
+//
+// --pooled: clients as real inference clients are (OpenAI SDK/httpx,
+// urllib3, Go net/http, gateways): each worker is one application with a
+// keep-alive pool per destination address, so a balancer that picks at
+// connect() time picks once per pooled connection, not per request. The
+// pool follows urllib3 and Go: LIFO, an idle connection is checked with a
+// zero-timeout poll before reuse, no bound on open connections, at most
+// --pool-idle kept idle, and one retry on a new connection when a reused one
+// fails before any response byte. --scenario scale-out / remove rewrite the
+// agent's state file mid-run and report how fast requests follow the change.
 // See docs/benchmarks.md.
 //
 // The client is K worker processes, each in its own child cgroup of the
@@ -27,6 +37,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -49,6 +60,7 @@
 #include <ctime>
 #include <fmt/format.h>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -57,11 +69,13 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "client/api_client.h"
 #include "fixtures/bench_run.h"
+#include "fixtures/http_response.h"
 #include "fixtures/machine_facts.h"
 #include "fixtures/sandbox.h"
 
@@ -125,12 +139,56 @@ struct Config {
   bool scrape = false;
   std::vector<std::string> rows;
 
+  // --pooled: keep-alive pools instead of a connection per request.
+  bool pooled = false;
+  int apps = 8;       // client applications (worker processes), one pool set each
+  int poolIdle = 8;   // idle connections kept per app and destination address
+  // Passed to the stand-ins. uvicorn (vLLM) closes idle keep-alive
+  // connections after 5 s and has no per-connection request limit.
+  int serverKeepAliveMax = 0;
+  int serverKeepAliveTimeoutS = 5;
+  enum class Scenario { None, ScaleOut, Remove } scenario = Scenario::None;
+  double changeAtS = 20;
+
+  int workers() const { return pooled ? apps : clients; }
+  // cpp-httplib holds a thread per open connection, idle ones included: in
+  // pooled mode each app may keep --pool-idle idle connections on top of the
+  // requests in flight, possibly all on one stand-in.
+  int standInThreads() const { return pooled ? std::min(4096, serverThreads + apps * poolIdle) : serverThreads; }
+
   std::vector<ServerSpec> specs;
   double serviceS(const ServerSpec& s) const { return (s.ttftMs + double(s.tpotMs) * (tokens - 1)) / 1000.0; }
-  double capacity() const {
+  double capacity() const { return capacityOf(allEndpoints()); }
+  double capacityOf(const std::vector<int>& endpoints) const {
     double c = 0;
-    for (auto& s : specs) c += maxConcurrent / serviceS(s);
+    for (int i : endpoints) c += maxConcurrent / serviceS(specs[i]);
     return c;
+  }
+  std::vector<int> allEndpoints() const {
+    std::vector<int> v(specs.size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = int(i);
+    return v;
+  }
+  // The service's endpoints before and after a scenario's change: scale-out
+  // starts with the first half and adds the rest; remove drops the last one
+  // from the state file (its stand-in keeps running).
+  std::vector<int> initialEndpoints() const {
+    auto v = allEndpoints();
+    if (scenario == Scenario::ScaleOut) v.resize(std::max<size_t>(1, v.size() / 2));
+    return v;
+  }
+  std::vector<int> finalEndpoints() const {
+    auto v = allEndpoints();
+    if (scenario == Scenario::Remove) v.pop_back();
+    return v;
+  }
+  // What --load is a fraction of: the whole pool; in scale-out the initial
+  // replicas (the pool is short of capacity until the new ones take load);
+  // in remove the replicas that stay (so the removal alone overloads nothing).
+  double loadCapacity() const {
+    if (scenario == Scenario::ScaleOut) return capacityOf(initialEndpoints());
+    if (scenario == Scenario::Remove) return capacityOf(finalEndpoints());
+    return capacity();
   }
 };
 
@@ -138,7 +196,9 @@ void buildSpecs(Config& c) {
   c.specs.clear();
   for (int i = 0; i < c.servers; ++i) {
     ServerSpec s{fmt::format("10.77.0.{}", 2 + i), c.ttftMs, c.tpotMs, false};
-    if (i == c.servers - 1) {  // the last one is the odd one out
+    // The last one is the odd one out, except in the scenarios: there the
+    // question is how load follows a change, which a slow replica would blur.
+    if (i == c.servers - 1 && c.scenario == Config::Scenario::None) {
       s.slow = true;
       if (c.slowBackend) {
         s.ttftMs = c.stallMs;
@@ -157,7 +217,11 @@ struct RowDef {
   std::string key;
   std::string label;
   Kind kind;
-  std::string param;  // agent algorithm or HAProxy balance
+  std::string param;       // agent algorithm or HAProxy balance
+  bool rebalance = true;   // agent: false writes `connections: {rebalance: false}`
+  bool httpMode = false;   // HAProxy: mode http (a per-request L7 proxy) instead of mode tcp
+  bool pooledOnly = false; // only meaningful with keep-alive clients
+  bool inDefaultList = true;  // run when --rows is not given (default mode)
 };
 
 const std::vector<RowDef>& allRows() {
@@ -167,8 +231,15 @@ const std::vector<RowDef>& allRows() {
       {"latency", "aimesh latency", Kind::Agent, "latency"},
       {"maglev", "aimesh maglev", Kind::Agent, "maglev"},
       {"bounded_hash", "aimesh bounded_hash", Kind::Agent, "bounded_hash"},
+      // The same algorithms with the agent's connection re-balancing off:
+      // what connect-time balancing alone does with pooled connections.
+      {"least_conn_static", "aimesh lc static", Kind::Agent, "least_conn", false, false, true, false},
+      {"latency_static", "aimesh latency static", Kind::Agent, "latency", false, false, true, false},
       {"haproxy_rr", "HAProxy roundrobin", Kind::Haproxy, "roundrobin"},
       {"haproxy_lc", "HAProxy leastconn", Kind::Haproxy, "leastconn"},
+      // A per-request L7 peer: HAProxy terminates HTTP and picks a server
+      // for each request, reusing its own server connections.
+      {"haproxy_http_lc", "HAProxy L7 leastconn", Kind::Haproxy, "leastconn", true, true, false, false},
       {"jsq", "ideal JSQ (loadgen)", Kind::Jsq, ""},
       {"sed", "ideal SED (loadgen)", Kind::Sed, ""},
   };
@@ -183,9 +254,9 @@ enum Outcome : uint8_t {
   kRefused,      // connect: ECONNREFUSED
   kConnectFail,  // connect: any other error
   kReset,        // ECONNRESET/EPIPE after connecting
-  kClosed,       // EOF before data: [DONE]
-  kHttpError,    // status != 200
-  kShort,        // [DONE] with fewer token events than asked for
+  kClosed,       // EOF before data: [DONE] (pooled: before the response's end)
+  kHttpError,    // status != 200, or a malformed response
+  kShort,        // [DONE] with fewer token events than asked for (pooled: or no [DONE])
   kTimeout,      // whole-request timeout
   kTtftTimeout,  // no token within the TTFT timeout
   kOutcomes
@@ -198,18 +269,26 @@ const char* outcomeKey(int o) {
 
 // One record per arrival, in memory shared with the workers.
 struct Rec {
-  int64_t ttftNs;  // -1: no token
-  int64_t e2eNs;   // -1: not completed
-  int64_t endNs;   // when it ended, from the schedule's start
+  int64_t ttftNs;   // -1: no token
+  int64_t e2eNs;    // -1: not completed
+  int64_t endNs;    // when it ended, from the schedule's start
+  int64_t startNs;  // when it started (connection taken or connect() called), from the schedule's start
   int32_t tokens;
   int16_t backend;  // index into the specs; -1 unknown
   uint8_t outcome;
-  uint8_t pad;
+  uint8_t connects;  // TCP connections opened for it: 0 (pooled, reused), 1, 2 (retried)
+  uint8_t reused;    // pooled: it took an idle connection from the pool
+  uint8_t retried;   // pooled: that connection failed before any response byte; sent again on a new one
+  uint8_t pad[6];
 };
+static_assert(sizeof(Rec) == 48);
 
 struct SharedState {
   std::atomic<int32_t> inflight[kMaxServers];  // JSQ/SED: the loadgen's own in-flight requests per backend
   std::atomic<int64_t> maxLagNs;               // worst lateness of a connect() behind its arrival time
+  std::atomic<int32_t> changed;                // scenario: the parent has made the change (JSQ/SED follow it)
+  std::atomic<int64_t> staleClosed;            // pooled: idle connections found dropped when taken for reuse
+  std::atomic<int64_t> poolFullClosed;         // pooled: returned connections closed, the idle pool being full
 };
 
 // An anonymous shared mapping: SharedState, then one Rec per arrival.
@@ -227,7 +306,7 @@ class SharedMem {
   SharedMem& operator=(const SharedMem&) = delete;
   void reset() {
     std::memset(base_, 0, size_);
-    for (size_t i = 0; i < n_; ++i) recs()[i] = Rec{-1, -1, -1, 0, -1, kNotRun, 0};
+    for (size_t i = 0; i < n_; ++i) recs()[i] = Rec{-1, -1, -1, -1, 0, -1, kNotRun, 0, 0, 0, {}};
   }
   SharedState* state() { return reinterpret_cast<SharedState*>(base_); }
   Rec* recs() { return reinterpret_cast<Rec*>(base_ + sizeof(SharedState)); }
@@ -244,6 +323,10 @@ struct WorkerPlan {
   uint16_t fixedPort = kPort;
   std::vector<std::string> backends;  // JSQ/SED targets, and the names in X-Aimesh-Backend
   std::vector<double> serviceS;       // SED: true service time per backend
+  // JSQ/SED: the backends they may pick, before and after a scenario's change.
+  std::vector<uint8_t> activeBefore, activeAfter;
+  bool pooled = false;
+  int poolIdle = 0;
   const std::vector<int64_t>* arrivals = nullptr;
   int64_t startNs = 0;
   int64_t hardEndNs = 0;
@@ -264,11 +347,16 @@ sockaddr_in makeAddr(const std::string& addr, uint16_t port) {
   return sa;
 }
 
-// One worker: an epoll loop that opens a connection at each of its arrival
-// times, sends one streaming completion request and reads the SSE stream.
+// One worker: an epoll loop that starts a request at each of its arrival
+// times and reads the SSE stream. Default mode: a new connection per request
+// with `Connection: close`, done at `data: [DONE]`. Pooled: one application's
+// keep-alive pools, one per destination address; a request takes an idle
+// connection or opens one, reads the response to its end (the terminal
+// chunk) and gives the connection back.
 class Worker {
  public:
-  Worker(const WorkerPlan& p, int index) : p_(p), index_(index), rng_(p.seed * 7919 + index) {
+  Worker(const WorkerPlan& p, int index)
+      : p_(p), index_(index), rng_(p.seed * 7919 + index), pools_(p.backends.size() + 1) {
     for (size_t i = 0; i < p.backends.size(); ++i) byName_[p.backends[i]] = int(i);
   }
 
@@ -296,6 +384,8 @@ class Worker {
     // Interrupted or out of time: whatever is still open did not finish.
     for (size_t i = 0; i < reqs_.size(); ++i)
       if (reqs_[i].fd >= 0) finish(int(i), kTimeout);
+    for (auto& pool : pools_)
+      for (int fd : pool) ::close(fd);
     ::close(ep_);
     return 0;
   }
@@ -306,22 +396,32 @@ class Worker {
     int fd = -1;
     St st = St::Free;
     int idx = -1;
-    int backend = -1;
-    bool picked = false;  // counted in shared->inflight
-    int64_t t0 = 0;       // scheduled arrival, monotonic ns
+    int dest = -1;     // pool index: a backend (JSQ/SED) or fixedDest() (VIP, HAProxy)
+    int picked = -1;   // JSQ/SED: the backend counted in shared->inflight
+    int backend = -1;  // from X-Aimesh-Backend
+    int64_t t0 = 0;    // scheduled arrival, monotonic ns
+    int64_t start = 0;
     int64_t ttft = -1;
-    bool headersDone = false;
-    int status = 0;
-    std::string buf;
-    size_t scan = 0;
+    testing::HttpResponseReader reader;
+    std::string body;  // decoded, not yet scanned for whole events
     int tokens = 0;
+    bool done = false;      // data: [DONE] seen
+    bool tookIdle = false;  // started on a pooled connection
+    bool reused = false;    // the current connection came from the pool
+    bool retried = false;
+    bool gotBytes = false;  // any response byte on the current connection
+    int connects = 0;
   };
+
+  int fixedDest() const { return int(p_.backends.size()); }
 
   int pickBackend() {
     const int n = int(p_.backends.size());
+    const auto& active = p_.shared->changed.load(std::memory_order_relaxed) ? p_.activeAfter : p_.activeBefore;
     double best = kInf;
     int chosen = 0, ties = 0;
     for (int b = 0; b < n; ++b) {
+      if (!active[b]) continue;
       double load = p_.shared->inflight[b].load(std::memory_order_relaxed);
       double score = p_.kind == Kind::Jsq ? load : (load + 1) * p_.serviceS[b];
       if (score < best - 1e-12) {
@@ -351,31 +451,92 @@ class Worker {
     r = Req{};
     r.idx = idx;
     r.t0 = p_.startNs + (*p_.arrivals)[idx];
+    r.start = now;
     int64_t lag = now - r.t0;
     int64_t prev = p_.shared->maxLagNs.load();
     while (lag > prev && !p_.shared->maxLagNs.compare_exchange_weak(prev, lag)) {
     }
-    sockaddr_in sa;
+    r.dest = fixedDest();
     if (p_.kind == Kind::Jsq || p_.kind == Kind::Sed) {
-      r.backend = pickBackend();
-      r.picked = true;
-      p_.shared->inflight[r.backend].fetch_add(1);
-      sa = makeAddr(p_.backends[r.backend], kPort);
-    } else {
-      sa = makeAddr(p_.fixedAddr, p_.fixedPort);
+      // Per request, as before; the pool is then that backend's.
+      r.picked = r.dest = pickBackend();
+      p_.shared->inflight[r.picked].fetch_add(1);
     }
     ++active_;
+    if (p_.pooled) {
+      if (int fd = takeIdle(r.dest); fd >= 0) {
+        r.fd = fd;
+        r.tookIdle = r.reused = true;
+        return sendRequest(s);
+      }
+    }
+    connectFresh(s);
+  }
+
+  // LIFO, as urllib3's LifoQueue and Go's idle list: the connection returned
+  // last is taken first. Before reuse, what urllib3's is_connection_dropped()
+  // does: poll with a zero timeout; anything readable (EOF, a stray byte), a
+  // hang-up or an error means the server dropped it.
+  int takeIdle(int dest) {
+    auto& pool = pools_[dest];
+    while (!pool.empty()) {
+      int fd = pool.back();
+      pool.pop_back();
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 0) == 0) return fd;
+      ::close(fd);
+      p_.shared->staleClosed.fetch_add(1, std::memory_order_relaxed);
+    }
+    return -1;
+  }
+
+  void connectFresh(int s) {
+    Req& r = reqs_[s];
+    const sockaddr_in sa = r.dest == fixedDest() ? makeAddr(p_.fixedAddr, p_.fixedPort)
+                                                 : makeAddr(p_.backends[r.dest], kPort);
+    ++r.connects;
     r.st = St::Connecting;
     r.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (r.fd < 0) return finish(s, kConnectFail);
     int one = 1;
     ::setsockopt(r.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (::connect(r.fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 && errno != EINPROGRESS)
+    if (::connect(r.fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0 && errno != EINPROGRESS)
       return finish(s, errno == ECONNREFUSED ? kRefused : kConnectFail);
     epoll_event ev{};
     ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
     ev.data.u32 = uint32_t(s);
     if (::epoll_ctl(ep_, EPOLL_CTL_ADD, r.fd, &ev) != 0) return finish(s, kConnectFail);
+  }
+
+  // A few hundred bytes into an empty send buffer: one send does it.
+  void sendRequest(int s) {
+    Req& r = reqs_[s];
+    static const std::string once = request(false), keepAlive = request(true);
+    const std::string& req = p_.pooled ? keepAlive : once;
+    if (::send(r.fd, req.data(), req.size(), MSG_NOSIGNAL) != ssize_t(req.size())) return failOnConnection(s, kReset);
+    const bool registered = r.st == St::Connecting;  // a pooled one left the epoll set when it went idle
+    r.st = St::Reading;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u32 = uint32_t(s);
+    if (::epoll_ctl(ep_, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, r.fd, &ev) != 0 && !registered)
+      return finish(s, kReset);
+  }
+
+  // A reused connection that fails before any response byte was closed under
+  // the client (the server's idle timeout, a reset, a destroyed socket): send
+  // the request again, once, on a new connection, as Go's net/http and curl
+  // do when nothing was received. Anything else is the request's failure.
+  void failOnConnection(int s, Outcome o) {
+    Req& r = reqs_[s];
+    if (r.reused && !r.gotBytes && !r.retried) {
+      ::close(r.fd);  // also leaves the epoll set
+      r.fd = -1;
+      r.reused = false;
+      r.retried = true;
+      return connectFresh(s);
+    }
+    finish(s, o);
   }
 
   void expire(int64_t now) {
@@ -389,12 +550,12 @@ class Worker {
     }
   }
 
-  std::string request() const {
+  static std::string request(bool keepAlive) {
     static const std::string body = R"({"model":"stand-in","prompt":"Say hello","stream":true})";
     return fmt::format(
         "POST /v1/completions HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n"
-        "Accept: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        kVip, kPort, body.size(), body);
+        "Accept: text/event-stream\r\nContent-Length: {}\r\n{}\r\n{}",
+        kVip, kPort, body.size(), keepAlive ? "" : "Connection: close\r\n", body);
   }
 
   void onEvent(uint32_t s, uint32_t events) {
@@ -406,68 +567,79 @@ class Worker {
       ::getsockopt(r.fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err) return finish(int(s), err == ECONNREFUSED ? kRefused : kConnectFail);
       if (!(events & EPOLLOUT)) return;
-      static const std::string req = request();
-      // A few hundred bytes into an empty send buffer: one send does it.
-      if (::send(r.fd, req.data(), req.size(), MSG_NOSIGNAL) != ssize_t(req.size())) return finish(int(s), kReset);
-      r.st = St::Reading;
-      epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLRDHUP;
-      ev.data.u32 = s;
-      ::epoll_ctl(ep_, EPOLL_CTL_MOD, r.fd, &ev);
-      return;
+      return sendRequest(int(s));
     }
     char buf[16384];
     for (;;) {
       ssize_t n = ::recv(r.fd, buf, sizeof(buf), 0);
       if (n > 0) {
-        r.buf.append(buf, size_t(n));
-        if (int o = parse(r); o != kNotRun) return finish(int(s), Outcome(o));
+        r.gotBytes = true;
+        if (int o = parse(r, buf, size_t(n)); o != kNotRun) return complete(int(s), Outcome(o));
         continue;
       }
-      if (n == 0) return finish(int(s), kClosed);
+      if (n == 0) {
+        // A body delimited by the close (no framing) ends here.
+        if (p_.pooled && r.gotBytes && r.reader.eof() == testing::HttpResponseReader::State::kDone)
+          return complete(int(s), r.done && r.tokens >= p_.tokens ? kOk : kShort);
+        return failOnConnection(int(s), kClosed);
+      }
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR) continue;
+      if (errno == ECONNRESET || errno == ECONNABORTED || errno == EPIPE) return failOnConnection(int(s), kReset);
       return finish(int(s), kReset);
     }
   }
 
   // Returns an outcome once the request is over, kNotRun while it goes on.
-  // The stand-in writes each SSE event (`data: {...}\n\n`) as one HTTP chunk,
-  // so "data: " never straddles a chunk header; TCP may split it, hence the
-  // rescans from `scan`.
-  int parse(Req& r) {
-    if (!r.headersDone) {
-      size_t e = r.buf.find("\r\n\r\n");
-      if (e == std::string::npos) return r.buf.size() > 65536 ? kHttpError : kNotRun;
-      r.headersDone = true;
-      if (r.buf.compare(0, 9, "HTTP/1.1 ") == 0 || r.buf.compare(0, 9, "HTTP/1.0 ") == 0)
-        r.status = std::atoi(r.buf.c_str() + 9);
-      std::string head = r.buf.substr(0, e);
-      if (size_t h = head.find("\r\nX-Aimesh-Backend: "); h != std::string::npos) {
-        size_t v = h + 20, end = head.find("\r\n", v);
-        auto it = byName_.find(head.substr(v, end == std::string::npos ? std::string::npos : end - v));
+  // The body is decoded from its HTTP/1.1 chunks; SSE events end with an
+  // empty line (WHATWG HTML, server-sent events). Default mode stops at
+  // `data: [DONE]` and closes; pooled reads on to the terminal chunk, which
+  // must be gone from the socket before it carries the next request.
+  int parse(Req& r, const char* data, size_t n) {
+    using St = testing::HttpResponseReader::State;
+    const bool hadHead = r.reader.headDone();
+    const St st = r.reader.feed(data, n, &r.body);
+    if (st == St::kError) return kHttpError;
+    if (!r.reader.headDone()) return kNotRun;
+    if (!hadHead) {
+      if (auto name = r.reader.header("X-Aimesh-Backend")) {
+        auto it = byName_.find(*name);
         if (it != byName_.end()) r.backend = it->second;
       }
-      if (r.status != 200) return kHttpError;
-      r.scan = e + 4;
+      if (r.reader.status() != 200) return kHttpError;
     }
-    for (;;) {
-      size_t d = r.buf.find("data: ", r.scan);
-      if (d == std::string::npos) {
-        r.scan = r.buf.size() > 5 ? r.buf.size() - 5 : r.scan;
-        return kNotRun;
-      }
-      if (r.buf.size() < d + 12) {
-        r.scan = d;
-        return kNotRun;
-      }
-      if (r.buf[d + 6] == '{') {
+    size_t scan = 0;
+    for (size_t e; (e = r.body.find("\n\n", scan)) != std::string::npos; scan = e + 2) {
+      std::string_view ev(r.body.data() + scan, e - scan);
+      if (ev.starts_with("data: {")) {
         if (r.tokens++ == 0) r.ttft = monoNs() - r.t0;
-      } else if (r.buf.compare(d + 6, 6, "[DONE]") == 0) {
-        return r.tokens >= p_.tokens ? kOk : kShort;
+      } else if (ev == "data: [DONE]") {
+        r.done = true;
       }
-      r.scan = d + 6;
     }
+    r.body.erase(0, scan);
+    if (!p_.pooled) return r.done ? (r.tokens >= p_.tokens ? kOk : kShort) : kNotRun;
+    if (st == St::kDone) return r.done && r.tokens >= p_.tokens ? kOk : kShort;
+    return kNotRun;
+  }
+
+  // The request is over; pooled, a connection whose response was read to its
+  // end (and not marked `Connection: close`) goes back to its pool.
+  void complete(int s, Outcome o) {
+    Req& r = reqs_[s];
+    if (p_.pooled && r.reader.reusable()) {
+      auto& pool = pools_[r.dest];
+      if (int(pool.size()) < p_.poolIdle) {
+        ::epoll_ctl(ep_, EPOLL_CTL_DEL, r.fd, nullptr);
+        pool.push_back(r.fd);
+        r.fd = -1;
+      } else {
+        // urllib3 discards a connection returned to a full pool; Go closes
+        // one beyond MaxIdleConnsPerHost.
+        p_.shared->poolFullClosed.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    finish(s, o);
   }
 
   void finish(int s, Outcome o) {
@@ -477,14 +649,18 @@ class Worker {
       ::close(r.fd);  // also leaves the epoll set
       r.fd = -1;
     }
-    if (r.picked) p_.shared->inflight[r.backend].fetch_sub(1);
+    if (r.picked >= 0) p_.shared->inflight[r.picked].fetch_sub(1);
     Rec& rec = p_.recs[r.idx];
     rec.ttftNs = r.ttft;
     rec.e2eNs = o == kOk ? now - r.t0 : -1;
     rec.endNs = now - p_.startNs;
+    rec.startNs = r.start - p_.startNs;
     rec.tokens = r.tokens;
     rec.backend = int16_t(r.backend);
     rec.outcome = o;
+    rec.connects = uint8_t(std::min(r.connects, 255));
+    rec.reused = r.tookIdle;
+    rec.retried = r.retried;
     r = Req{};
     free_.push_back(s);
     --active_;
@@ -497,6 +673,7 @@ class Worker {
   int ep_ = -1;
   std::vector<Req> reqs_;
   std::vector<int> free_;
+  std::vector<std::vector<int>> pools_;  // pooled: idle fds per destination, the last returned at the back
   int active_ = 0;
 };
 
@@ -540,11 +717,18 @@ class WorkerSet {
       pids_.push_back(pid);
     }
   }
-  // Waits for every worker until `deadlineNs`; returns the first non-zero status.
-  int wait(int64_t deadlineNs) {
+  // Waits for every worker until `deadlineNs`; returns the first non-zero
+  // status. Calls `at` once, as soon as `atNs` has passed (a scenario's change).
+  int wait(int64_t deadlineNs, int64_t atNs = std::numeric_limits<int64_t>::max(),
+           const std::function<void()>& at = {}) {
     int bad = 0;
+    bool fired = false;
     while (!pids_.empty()) {
       if (gInterrupted) return -1;
+      if (at && !fired && monoNs() >= atNs) {
+        fired = true;
+        at();
+      }
       if (monoNs() > deadlineNs) {
         for (pid_t p : pids_) ::kill(p, SIGKILL);
         bad = bad ? bad : 124;
@@ -559,7 +743,7 @@ class WorkerSet {
           ++i;
         }
       }
-      if (!pids_.empty()) std::this_thread::sleep_for(20ms);
+      if (!pids_.empty()) std::this_thread::sleep_for(at && !fired ? 2ms : 20ms);
     }
     return bad;
   }
@@ -600,7 +784,9 @@ std::vector<Child> startStandIns(const Config& c, const Sandbox& sb, const std::
                            std::to_string(kPort), "--name", s.addr, "--ttft-ms", std::to_string(s.ttftMs),
                            "--tpot-ms", std::to_string(s.tpotMs), "--tokens", std::to_string(c.tokens),
                            "--max-concurrent", std::to_string(c.maxConcurrent), "--threads",
-                           std::to_string(c.serverThreads), "--model", "stand-in"},
+                           std::to_string(c.standInThreads()), "--keep-alive-max",
+                           std::to_string(c.serverKeepAliveMax), "--keep-alive-timeout",
+                           std::to_string(c.serverKeepAliveTimeoutS), "--model", "stand-in"},
                           dir + "/model-" + s.addr + ".log"));
   }
   for (auto& s : c.specs)
@@ -609,13 +795,26 @@ std::vector<Child> startStandIns(const Config& c, const Sandbox& sb, const std::
   return out;
 }
 
-std::string haproxyConfig(const Config& c, const std::string& balance) {
+std::string haproxyConfig(const Config& c, const RowDef& def) {
+  // mode http: HAProxy ends each client request and picks a server for it
+  // (leastconn counts requests in progress), keeping server connections for
+  // any request (http-reuse always). A request sent on a server connection
+  // the stand-in has just closed idle is retried, as a client pool would.
+  // http-no-delay: HTTP mode otherwise sends with MSG_MORE, holding each
+  // small SSE event in the kernel (~200 ms on the first token here); the
+  // option is documented for interactive streams like these.
+  const std::string mode = def.httpMode ? "    mode http\n"
+                                          "    option http-keep-alive\n"
+                                          "    option http-no-delay\n"
+                                          "    http-reuse always\n"
+                                          "    retry-on conn-failure empty-response\n"
+                                        : "    mode tcp\n";
   std::string s = fmt::format(
       "global\n"
       "    maxconn 4096\n"  // HAProxy wants 2 fds per connection; the hard RLIMIT_NOFILE here is 20000
       "    nbthread 1\n"
       "defaults\n"
-      "    mode tcp\n"
+      "{}"
       "    timeout connect 5s\n"
       "    timeout client 120s\n"
       "    timeout server 120s\n"
@@ -624,13 +823,13 @@ std::string haproxyConfig(const Config& c, const std::string& balance) {
       "    default_backend be\n"
       "backend be\n"
       "    balance {}\n",
-      kHaproxyAddr, kHaproxyPort, balance);
+      mode, kHaproxyAddr, kHaproxyPort, def.param);
   // No maxconn (unlimited) and no health checks: the balancer alone decides.
   for (size_t i = 0; i < c.specs.size(); ++i) s += fmt::format("    server s{} {}:{}\n", i, c.specs[i].addr, kPort);
   return s;
 }
 
-std::string stateFile(const Config& c, const std::string& algorithm) {
+std::string stateFile(const Config& c, const RowDef& def, const std::vector<int>& endpoints) {
   std::string s = fmt::format(
       "services:\n"
       "  - name: llm\n"
@@ -639,11 +838,12 @@ std::string stateFile(const Config& c, const std::string& algorithm) {
       "    vips: [{}]\n"
       "    ports: [{{port: {}}}]\n"
       "    algorithm: {}\n"
-      "{}"
+      "{}{}"
       "    endpoints:\n",
-      kVip, kPort, algorithm,
-      c.scrape ? fmt::format("    model_metrics: {{port: {}, path: /metrics}}\n", kPort) : std::string());
-  for (auto& sp : c.specs) s += fmt::format("      - {{address: {}, port: {}}}\n", sp.addr, kPort);
+      kVip, kPort, def.param,
+      c.scrape ? fmt::format("    model_metrics: {{port: {}, path: /metrics}}\n", kPort) : std::string(),
+      def.rebalance ? "" : "    connections: {rebalance: false}\n");
+  for (int i : endpoints) s += fmt::format("      - {{address: {}, port: {}}}\n", c.specs[i].addr, kPort);
   return s;
 }
 
@@ -687,6 +887,15 @@ struct RowResult {
   double maxLagMs = 0;
   double wallS = 0;
   int workerStatus = 0;
+  // Pooled mode.
+  size_t connects = 0;  // TCP connections opened
+  size_t reused = 0;    // requests that took an idle pooled connection
+  size_t retried = 0;   // ... which failed before any response byte and were sent again
+  int64_t staleClosed = 0, poolFullClosed = 0;
+  double changeS = -1;  // scenario: when the change was made, seconds from the schedule's start
+  json scenario;        // scenario: the row's report
+  std::vector<std::string> scenarioLines;
+  double connsPerReq() const { return sent ? double(connects) / double(sent) : 0; }
   size_t errorCount() const {
     size_t n = 0;
     for (auto& [k, v] : errors) n += v;
@@ -717,6 +926,9 @@ RowResult summarize(const RowDef& def, const Config& c, const Rec* recs, size_t 
       ++r.perBackend[x.backend];
     else
       ++r.unknownBackend;
+    r.connects += x.connects;
+    r.reused += x.reused;
+    r.retried += x.retried;
   }
   std::sort(ttft.begin(), ttft.end());
   std::sort(e2e.begin(), e2e.end());
@@ -764,19 +976,39 @@ RowResult runRow(const RowDef& def, const Config& c, Env& env, const Sandbox& sb
     plan.backends.push_back(s.addr);
     plan.serviceS.push_back(c.serviceS(s));
   }
+  plan.activeBefore.assign(c.specs.size(), 0);
+  plan.activeAfter.assign(c.specs.size(), 0);
+  for (int i : c.initialEndpoints()) plan.activeBefore[i] = 1;
+  for (int i : c.finalEndpoints()) plan.activeAfter[i] = 1;
+  plan.pooled = c.pooled;
+  plan.poolIdle = c.poolIdle;
   if (def.kind == Kind::Agent) {
-    testing::writeFile(work + "/state.yaml", stateFile(c, def.param));
+    testing::writeFile(work + "/state.yaml", stateFile(c, def, c.initialEndpoints()));
     std::vector<std::string> extra;
     if (c.scrape) extra = {"--scrape-netns", sb.backend().name()};
     agent = std::make_unique<AgentProcess>(sb.cgroup().path(), work + "/state.yaml", work, extra);
-    agent->start();
+    try {
+      agent->start();
+    } catch (const std::exception& e) {
+      // The work dir (and the log) goes with lb-compare's exit: say why here.
+      std::ifstream log(work + "/agent.log");
+      std::string line, last;
+      while (std::getline(log, line))
+        if (line.find(" error ") != std::string::npos || line.find(" warning ") != std::string::npos) last = line;
+      throw std::runtime_error(fmt::format("row {}: {}{}{}", def.key, e.what(),
+                                           last.empty() ? "" : "; its last error: " + last,
+                                           def.rebalance ? "" : " (this row needs an agent that knows the service "
+                                                                "field `connections: {rebalance: false}`)"));
+    }
     auto st = callAgent(agent->apiSocket(), {{"method", "status"}}, 3000ms);
     if (!st || !st->value("ready", false))
-      throw std::runtime_error(fmt::format("agent not ready; log: {}/agent.log", work));
+      throw std::runtime_error(fmt::format("agent not ready{}; log: {}/agent.log",
+                                          def.rebalance ? "" : " (does it know `connections: {rebalance: false}`?)",
+                                          work));
     plan.fixedAddr = kVip;
     plan.fixedPort = kPort;
   } else if (def.kind == Kind::Haproxy) {
-    testing::writeFile(work + "/haproxy.cfg", haproxyConfig(c, def.param));
+    testing::writeFile(work + "/haproxy.cfg", haproxyConfig(c, def));
     haproxy = testing::startIn(sb.client().name(), {kHaproxyBin, "-db", "-f", work + "/haproxy.cfg"},
                                work + "/haproxy.log");
     if (!waitListening(sb.client().name(), kHaproxyAddr, kHaproxyPort))
@@ -787,7 +1019,7 @@ RowResult runRow(const RowDef& def, const Config& c, Env& env, const Sandbox& sb
 
   mem.reset();
   plan.arrivals = &arrivals;
-  plan.workers = c.clients;
+  plan.workers = c.workers();
   plan.tokens = c.tokens;
   plan.timeoutNs = int64_t(c.timeoutS * 1e9);
   plan.ttftTimeoutNs = int64_t(c.ttftTimeoutS * 1e9);
@@ -799,18 +1031,171 @@ RowResult runRow(const RowDef& def, const Config& c, Env& env, const Sandbox& sb
   const int64_t lastArrival = arrivals.empty() ? 0 : arrivals.back();
   plan.hardEndNs = plan.startNs + lastArrival + plan.timeoutNs + 2'000'000'000;
 
+  // A scenario's change: the agent's state file is replaced atomically
+  // (write, then rename over it: what the agent's inotify watch expects);
+  // JSQ/SED see the shared flag.
+  double changeS = -1;
+  std::function<void()> change;
+  int64_t changeAtNs = std::numeric_limits<int64_t>::max();
+  if (c.scenario != Config::Scenario::None) {
+    changeAtNs = plan.startNs + int64_t(c.changeAtS * 1e9);
+    change = [&] {
+      if (def.kind == Kind::Agent) testing::writeFile(work + "/state.yaml", stateFile(c, def, c.finalEndpoints()));
+      mem.state()->changed.store(1);
+      changeS = (monoNs() - plan.startNs) / 1e9;
+    };
+  }
+
   WorkerSet workers;
   workers.spawn(plan, cgs.paths(), sb.client().name());
-  int st = workers.wait(plan.hardEndNs + 3'000'000'000);
+  int st = workers.wait(plan.hardEndNs + 3'000'000'000, changeAtNs, change);
   checkInterrupted();
 
   RowResult r = summarize(def, c, mem.recs(), arrivals.size(), mem.state()->maxLagNs.load() / 1e6);
   r.workerStatus = st;
+  r.staleClosed = mem.state()->staleClosed.load();
+  r.poolFullClosed = mem.state()->poolFullClosed.load();
+  r.changeS = changeS;
   if (agent && !agent->metricsUrlPath().size())
     fmt::print(stderr, "  warning: agent of row {} stopped answering during the run; log: {}/agent.log\n", def.key,
                work);
   r.wallS = (monoNs() - rowStart) / 1e9;
   return r;  // agent, HAProxy and stand-ins go here
+}
+
+// ---- scenarios ---------------------------------------------------------------------
+
+// Requests are placed in time by their start, the moment the balancer (or
+// the pool) decided where they go; requests that failed before any response
+// header have no known backend and are left out of the shares.
+
+// scale-out: the added replicas' share of requests in 2-s windows after the
+// change, against their fair share of the final pool.
+json scaleOutReport(const Config& c, const RowResult& row, const Rec* recs, size_t n,
+                    std::vector<std::string>& lines) {
+  const auto before = c.initialEndpoints(), after = c.finalEndpoints();
+  std::vector<uint8_t> added(c.specs.size(), 0);
+  for (int i : after)
+    if (std::find(before.begin(), before.end(), i) == before.end()) added[i] = 1;
+  const double fair = double(after.size() - before.size()) / double(after.size());
+  const double change = row.changeS;
+  json out{{"replicas_before", before.size()}, {"replicas_after", after.size()}, {"fair_share", fair}};
+  if (change < 0) {
+    lines.push_back("  the change was not made: the run ended first");
+    out["change_s"] = nullptr;
+    return out;
+  }
+  out["change_s"] = change;
+  // Share of the added replicas among requests started in [from, to) s after the change.
+  auto share = [&](double from, double to, size_t* total) {
+    size_t all = 0, onAdded = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const Rec& x = recs[i];
+      if (x.startNs < 0 || x.backend < 0 || size_t(x.backend) >= added.size()) continue;
+      double t = x.startNs / 1e9 - change;
+      if (t < from || t >= to) continue;
+      ++all;
+      onAdded += added[x.backend];
+    }
+    *total = all;
+    return all ? double(onAdded) / double(all) : std::nan("");
+  };
+  constexpr double kWindowS = 2;
+  constexpr double kGoalS = 10;  // the issue's: >= 80 % of fair share within 10 s
+  double reached = -1;
+  std::string cells;
+  int w = 0;
+  // Whole windows up to the last arrival, counted from the scheduled change
+  // (the real one is a few ms later; the last window is that much short).
+  for (; c.changeAtS + (w + 1) * kWindowS <= c.seconds + 1e-9; ++w) {
+    size_t total = 0;
+    double sh = share(w * kWindowS, (w + 1) * kWindowS, &total);
+    out["windows"].push_back({{"from_s", w * kWindowS},
+                              {"to_s", (w + 1) * kWindowS},
+                              {"requests", total},
+                              {"added_share", std::isnan(sh) ? json(nullptr) : json(sh)}});
+    if (reached < 0 && total && sh >= 0.8 * fair) reached = (w + 1) * kWindowS;
+    if (w && w % 10 == 0) cells += "\n   ";
+    cells += std::isnan(sh) ? fmt::format(" +{:g}s -", (w + 1) * kWindowS)
+                            : fmt::format(" +{:g}s {:.0f}%", (w + 1) * kWindowS, sh * 100);
+  }
+  lines.push_back(fmt::format("  the service went from {} to {} replicas at {:.2f} s; the added replicas' share of "
+                              "requests (by start), per {:g}-s window after it (fair share {:.0f}%):",
+                              before.size(), after.size(), change, kWindowS, fair * 100));
+  lines.push_back("   " + (cells.empty() ? std::string(" (no whole window: raise --seconds)") : cells));
+  out["reached_80pct_of_fair_after_s"] = reached >= 0 ? json(reached) : json(nullptr);
+  lines.push_back(reached >= 0 ? fmt::format("  first window at >= 80% of fair share ends {:g} s after the change "
+                                             "(goal <= {:g} s: {})",
+                                             reached, kGoalS, reached <= kGoalS ? "met" : "NOT met")
+                               : fmt::format("  never at >= 80% of fair share in the run (goal <= {:g} s: NOT met)",
+                                             kGoalS));
+  size_t total = 0;
+  double late = share(10, 20, &total);
+  out["added_share_10_20s"] = std::isnan(late) ? json(nullptr) : json(late);
+  if (c.changeAtS + 20 > c.seconds + 1e-9)
+    lines.push_back(fmt::format("  share over [+10 s, +20 s]: the run ends before (raise --seconds to >= {:g})",
+                                c.changeAtS + 20));
+  else if (!std::isnan(late))
+    lines.push_back(fmt::format("  share over [+10 s, +20 s]: {:.1f}% = {:.0f}% of fair share ({} requests)",
+                                late * 100, late / fair * 100, total));
+  return out;
+}
+
+// remove: did requests keep reaching the removed replica, and for how long
+// after what it had in flight at the change was done?
+json removeReport(const Config& c, const RowResult& row, const Rec* recs, size_t n, std::vector<std::string>& lines) {
+  constexpr double kGoalS = 1;  // the issue's: no new request > 1 s after its in-flight responses
+  const int gone = int(c.specs.size()) - 1;
+  const double change = row.changeS;
+  json out{{"removed", c.specs[gone].addr}};
+  if (change < 0) {
+    lines.push_back("  the change was not made: the run ended first");
+    out["change_s"] = nullptr;
+    return out;
+  }
+  out["change_s"] = change;
+  size_t started = 0, inflight = 0, late = 0;
+  double lastStart = -1, inflightEnd = change;
+  for (size_t i = 0; i < n; ++i) {
+    const Rec& x = recs[i];
+    if (x.backend != gone || x.startNs < 0) continue;
+    double t = x.startNs / 1e9, end = x.endNs / 1e9;
+    if (t >= change) {
+      ++started;
+      lastStart = std::max(lastStart, t);
+    } else if (end > change) {
+      ++inflight;
+      inflightEnd = std::max(inflightEnd, end);
+    }
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (recs[i].backend == gone && recs[i].startNs / 1e9 > inflightEnd + kGoalS) ++late;
+  out["inflight_at_change"] = inflight;
+  out["inflight_end_after_change_s"] = inflightEnd - change;
+  out["started_after_change"] = started;
+  out["started_after_inflight_end_plus_1s"] = late;
+  out["last_start_after_change_s"] = started ? json(lastStart - change) : json(nullptr);
+  out["last_start_after_inflight_end_s"] = started ? json(lastStart - inflightEnd) : json(nullptr);
+  lines.push_back(fmt::format("  {} left the state file at {:.2f} s (its stand-in kept running); {} requests were in "
+                              "flight on it then, the last ended {:.2f} s after the change",
+                              c.specs[gone].addr, change, inflight, inflightEnd - change));
+  if (started == 0) {
+    lines.push_back("  requests it served that started after the change: 0");
+  } else {
+    lines.push_back(fmt::format("  requests it served that started after the change: {}, the last {:.2f} s after the "
+                                "change = {:.2f} s after its in-flight responses ended; {} started later than "
+                                "{:g} s after those",
+                                started, lastStart - change, lastStart - inflightEnd, late, kGoalS));
+  }
+  std::string errs;
+  for (auto& [k, v] : row.errors) errs += fmt::format("{}{} {}", errs.empty() ? "" : ", ", k, v);
+  lines.push_back(fmt::format("  failed: {}{}; retried on a new connection: {}", row.errorCount(),
+                              errs.empty() ? "" : " (" + errs + ")", row.retried));
+  bool met = late == 0 && row.errorCount() == 0;
+  lines.push_back(fmt::format("  goal (nothing new on it > {:g} s after its in-flight responses, 0 failed): {}", kGoalS,
+                              met ? "met" : "NOT met"));
+  out["goal_met"] = met;
+  return out;
 }
 
 // ---- the table ---------------------------------------------------------------------
@@ -824,8 +1209,9 @@ const RowResult* find(const std::vector<RowResult>& rs, const std::string& key) 
 json run(Config& c) {
   const int64_t t0 = monoNs();
   buildSpecs(c);
+  const bool scenario = c.scenario != Config::Scenario::None;
   const double capacity = c.capacity();
-  const double rate = c.load * capacity;
+  const double rate = c.load * c.loadCapacity();
 
   // One arrival schedule (seconds from the start, in ns) for every row.
   std::vector<int64_t> arrivals;
@@ -840,25 +1226,56 @@ json run(Config& c) {
   json facts = testing::machineFacts();
   const auto& fast = c.specs.front();
   const auto& slow = c.specs.back();
-  size_t nFast = c.specs.size() - 1;
-  fmt::print("lb-compare{}: {} model-server stand-ins in the backend namespace, --max-concurrent {} each "
+  size_t nFast = scenario ? c.specs.size() : c.specs.size() - 1;
+  const char* scenarioName = c.scenario == Config::Scenario::ScaleOut ? "scale-out" : "remove";
+  fmt::print("lb-compare{}{}{}: {} model-server stand-ins in the backend namespace, --max-concurrent {} each "
              "(the rest queue FIFO)\n",
-             c.slowBackend ? " --slow-backend" : "", c.specs.size(), c.maxConcurrent);
+             c.slowBackend ? " --slow-backend" : "", c.pooled ? " --pooled" : "",
+             scenario ? fmt::format(" --scenario {}", scenarioName) : std::string(), c.specs.size(), c.maxConcurrent);
   fmt::print("  {} fast ({} .. {}): ttft {} ms, tpot {} ms, {} tokens -> {:.0f} ms per request\n", nFast,
              c.specs.front().addr, c.specs[nFast - 1].addr, fast.ttftMs, fast.tpotMs, c.tokens,
              c.serviceS(fast) * 1000);
-  fmt::print("  1 {} ({}): ttft {} ms, tpot {} ms, {} tokens -> {:.0f} ms per request\n",
-             c.slowBackend ? "stalling" : fmt::format("slow x{}", c.slowFactor), slow.addr, slow.ttftMs, slow.tpotMs,
-             c.tokens, c.serviceS(slow) * 1000);
-  fmt::print("capacity = sum of max_concurrent / service time = {} x {}/{:.3f} s + {}/{:.3f} s = {:.1f} req/s\n",
-             nFast, c.maxConcurrent, c.serviceS(fast), c.maxConcurrent, c.serviceS(slow), capacity);
-  fmt::print("load: open-loop Poisson at {:.0f}% of capacity = {:.1f} req/s for {:g} s (seed {}): {} requests, "
-             "the same schedule in every row\n",
-             c.load * 100, rate, c.seconds, c.seed, arrivals.size());
-  fmt::print("client: {} worker processes, each in its own child cgroup of the sandbox cgroup, in the client "
-             "namespace;\n  a new TCP connection per streaming POST /v1/completions; timeout {:g} s per request{}\n",
-             c.clients, c.timeoutS,
-             c.ttftTimeoutS > 0 ? fmt::format(", {:g} s to the first token", c.ttftTimeoutS) : std::string());
+  if (!scenario) {
+    fmt::print("  1 {} ({}): ttft {} ms, tpot {} ms, {} tokens -> {:.0f} ms per request\n",
+               c.slowBackend ? "stalling" : fmt::format("slow x{}", c.slowFactor), slow.addr, slow.ttftMs,
+               slow.tpotMs, c.tokens, c.serviceS(slow) * 1000);
+    fmt::print("capacity = sum of max_concurrent / service time = {} x {}/{:.3f} s + {}/{:.3f} s = {:.1f} req/s\n",
+               nFast, c.maxConcurrent, c.serviceS(fast), c.maxConcurrent, c.serviceS(slow), capacity);
+    fmt::print("load: open-loop Poisson at {:.0f}% of capacity = {:.1f} req/s for {:g} s (seed {}): {} requests, "
+               "the same schedule in every row\n",
+               c.load * 100, rate, c.seconds, c.seed, arrivals.size());
+  } else {
+    auto before = c.initialEndpoints(), after = c.finalEndpoints();
+    if (c.scenario == Config::Scenario::ScaleOut)
+      fmt::print("scenario scale-out: the service starts with {} replicas ({} .. {}); at {:g} s the state file is "
+                 "replaced (write + rename) by one with all {}\n",
+                 before.size(), c.specs[before.front()].addr, c.specs[before.back()].addr, c.changeAtS, after.size());
+    else
+      fmt::print("scenario remove: the service starts with {} replicas; at {:g} s the state file is replaced "
+                 "(write + rename) by one without {}, whose stand-in keeps running\n",
+                 before.size(), c.changeAtS, c.specs.back().addr);
+    const size_t basis = c.scenario == Config::Scenario::ScaleOut ? before.size() : after.size();
+    fmt::print("load: open-loop Poisson at {:.0f}% of the capacity of the {} {} replicas ({} x {}/{:.3f} s = {:.1f} "
+               "req/s) = {:.1f} req/s for {:g} s (seed {}): {} requests, the same schedule in every row\n",
+               c.load * 100, basis, c.scenario == Config::Scenario::ScaleOut ? "initial" : "remaining", basis,
+               c.maxConcurrent, c.serviceS(fast), c.loadCapacity(), rate, c.seconds, c.seed, arrivals.size());
+  }
+  if (c.pooled)
+    fmt::print("client: {} applications (worker processes), each in its own child cgroup of the sandbox cgroup, in "
+               "the client namespace,\n  each with a keep-alive pool per destination address (LIFO; an idle "
+               "connection is polled before reuse; at most {} idle, no bound on open ones);\n  streaming POST "
+               "/v1/completions over HTTP/1.1 keep-alive, read to the terminal chunk; a request that fails on a "
+               "reused connection\n  before any response byte is sent again once on a new connection; timeout {:g} "
+               "s per request{}\nstand-ins: --threads {} (a thread per open connection, idle ones too), "
+               "--keep-alive-max {}, --keep-alive-timeout {} s\n",
+               c.apps, c.poolIdle, c.timeoutS,
+               c.ttftTimeoutS > 0 ? fmt::format(", {:g} s to the first token", c.ttftTimeoutS) : std::string(),
+               c.standInThreads(), c.serverKeepAliveMax, c.serverKeepAliveTimeoutS);
+  else
+    fmt::print("client: {} worker processes, each in its own child cgroup of the sandbox cgroup, in the client "
+               "namespace;\n  a new TCP connection per streaming POST /v1/completions; timeout {:g} s per request{}\n",
+               c.clients, c.timeoutS,
+               c.ttftTimeoutS > 0 ? fmt::format(", {:g} s to the first token", c.ttftTimeoutS) : std::string());
   fmt::print("agent: {}\n", c.scrape ? "default flags + --scrape-netns <backend ns>; the service has model_metrics "
                                        "(the stand-ins' /metrics every 500 ms)"
                                      : "default flags (telemetry on); no model_metrics scraping");
@@ -905,7 +1322,7 @@ json run(Config& c) {
                     " sysctl -qw net.ipv4.tcp_max_tw_buckets=1024 net.ipv4.tcp_tw_reuse=1"
                     " net.ipv4.ip_local_port_range='1024 65535'") != 0)
       throw std::runtime_error("cannot set the namespaces' TCP sysctls");
-  ChildCgroups cgs(sb.cgroup().path(), c.clients);
+  ChildCgroups cgs(sb.cgroup().path(), c.workers());
   SharedMem mem(arrivals.size());
 
   std::vector<RowResult> results;
@@ -916,9 +1333,17 @@ json run(Config& c) {
       if (d.key == key) def = &d;
     fmt::print(stderr, "row {:<13} running ({:g} s of arrivals, then drain)\n", def->key, c.seconds);
     RowResult r = runRow(*def, c, env, sb, cgs, arrivals, mem);
+    // The scenario reports read this row's records before the next row reuses them.
+    if (c.scenario == Config::Scenario::ScaleOut)
+      r.scenario = scaleOutReport(c, r, mem.recs(), arrivals.size(), r.scenarioLines);
+    else if (c.scenario == Config::Scenario::Remove)
+      r.scenario = removeReport(c, r, mem.recs(), arrivals.size(), r.scenarioLines);
     std::string line = fmt::format("row {:<13} {:6.1f} s: ok {}/{}, TTFT p99 {} ms", def->key, r.wallS, r.ok, r.sent,
                                    ms(r.ttftP99));
     for (auto& [k, v] : r.errors) line += fmt::format(", {} {}", k, v);
+    if (c.pooled)
+      line += fmt::format(", conns/req {:.3f}, retried {}, stale idle closed {}", r.connsPerReq(), r.retried,
+                          r.staleClosed);
     if (r.unknownBackend) line += fmt::format(", {} with no X-Aimesh-Backend", r.unknownBackend);
     if (r.maxLagMs > 50) line += fmt::format(" (loadgen fell behind by up to {:.0f} ms)", r.maxLagMs);
     if (r.workerStatus) line += fmt::format(" (a worker exited with status {})", r.workerStatus);
@@ -928,12 +1353,20 @@ json run(Config& c) {
 
   // ---- the table ----
   const size_t slowIdx = c.specs.size() - 1;
-  fmt::print("\n{:<13} {:<21} {:>8} {:>7} {:>7} {:>8} {:>7} {:>11} {:>6} {:>7} {:>6}{}\n", "row", "balancer",
-             "TTFT p50", "p90", "p99", "e2e p99", "done/s", "ok/sent", "errors", "to slow", "no hdr",
-             c.slowBackend ? fmt::format(" {:>9}", fmt::format("ok<={:g}s", c.ttftTimeoutS)) : std::string());
-  fmt::print("{:<13} {:<21} {:>8} {:>7} {:>7} {:>8}\n", "", "", "ms", "ms", "ms", "ms");
+  const int kw = c.pooled ? 17 : 13;  // the row key column; the pooled-only keys are longer
+  fmt::print("\n{:<{}} {:<21} {:>8} {:>7} {:>7} {:>8} {:>7} {:>11} {:>6} {:>7} {:>6}{}{}\n", "row", kw, "balancer",
+             "TTFT p50", "p90", "p99", "e2e p99", "done/s", "ok/sent", "errors", scenario ? "to last" : "to slow",
+             "no hdr", c.slowBackend ? fmt::format(" {:>9}", fmt::format("ok<={:g}s", c.ttftTimeoutS)) : std::string(),
+             c.pooled ? fmt::format(" {:>9} {:>7}", "conns/req", "retried") : std::string());
+  fmt::print("{:<{}} {:<21} {:>8} {:>7} {:>7} {:>8}\n", "", kw, "", "ms", "ms", "ms", "ms");
+  std::string mode = c.slowBackend ? "slow_backend" : "default";
+  if (c.pooled)
+    mode = std::string("pooled") + (c.slowBackend ? "_slow_backend" : "") +
+           (c.scenario == Config::Scenario::ScaleOut ? "_scale_out"
+            : c.scenario == Config::Scenario::Remove ? "_remove"
+                                                     : "");
   json out{{"machine", facts},
-           {"mode", c.slowBackend ? "slow_backend" : "default"},
+           {"mode", mode},
            {"config",
             {{"servers", c.specs.size()},
              {"max_concurrent", c.maxConcurrent},
@@ -950,16 +1383,31 @@ json run(Config& c) {
              {"server_threads", c.serverThreads},
              {"scrape_model_metrics", c.scrape},
              {"haproxy", wantHaproxy ? haproxyVersion() : ""}}}};
+  if (c.pooled) {
+    out["config"]["apps"] = c.apps;
+    out["config"]["pool_idle"] = c.poolIdle;
+    out["config"]["stand_in_threads"] = c.standInThreads();
+    out["config"]["server_keep_alive_max"] = c.serverKeepAliveMax;
+    out["config"]["server_keep_alive_timeout_s"] = c.serverKeepAliveTimeoutS;
+    out["config"]["load_basis_capacity_per_s"] = c.loadCapacity();
+    if (scenario) {
+      out["config"]["scenario"] = scenarioName;
+      out["config"]["change_at_s"] = c.changeAtS;
+      out["config"]["endpoints_before"] = c.initialEndpoints();
+      out["config"]["endpoints_after"] = c.finalEndpoints();
+    }
+  }
   for (auto& s : c.specs)
     out["config"]["stand_ins"].push_back(
         {{"addr", s.addr}, {"ttft_ms", s.ttftMs}, {"tpot_ms", s.tpotMs}, {"slow", s.slow}, {"service_s", c.serviceS(s)}});
   for (auto& r : results) {
     double toSlow = r.sent ? 100.0 * r.perBackend[slowIdx] / r.sent : 0;
     double success = r.sent ? 100.0 * r.ok / r.sent : 0;
-    fmt::print("{:<13} {:<21} {:>8} {:>7} {:>7} {:>8} {:>7.1f} {:>11} {:>6} {:>6.1f}% {:>6}{}\n", r.def.key,
+    fmt::print("{:<{}} {:<21} {:>8} {:>7} {:>7} {:>8} {:>7.1f} {:>11} {:>6} {:>6.1f}% {:>6}{}{}\n", r.def.key, kw,
                r.def.label, ms(r.ttftP50), ms(r.ttftP90), ms(r.ttftP99), ms(r.e2eP99), r.donePerS,
                fmt::format("{}/{}", r.ok, r.sent), r.errorCount(), toSlow, r.unknownBackend,
-               c.slowBackend ? fmt::format(" {:>8.1f}%", success) : std::string());
+               c.slowBackend ? fmt::format(" {:>8.1f}%", success) : std::string(),
+               c.pooled ? fmt::format(" {:>9.3f} {:>7}", r.connsPerReq(), r.retried) : std::string());
     json jr{{"key", r.def.key},
             {"balancer", r.def.label},
             {"ttft_ms", {{"p50", jnum(r.ttftP50)}, {"p90", jnum(r.ttftP90)}, {"p99", jnum(r.ttftP99)}}},
@@ -975,6 +1423,15 @@ json run(Config& c) {
             {"max_loadgen_lag_ms", r.maxLagMs},
             {"wall_s", r.wallS},
             {"worker_status", r.workerStatus}};
+    if (c.pooled) {
+      jr["connects"] = r.connects;
+      jr["conns_per_req"] = r.connsPerReq();
+      jr["reused"] = r.reused;
+      jr["retried"] = r.retried;
+      jr["stale_idle_closed"] = r.staleClosed;
+      jr["pool_full_closed"] = r.poolFullClosed;
+      if (scenario) jr["scenario"] = r.scenario;
+    }
     out["rows"].push_back(jr);
   }
   fmt::print("percentiles: over every request sent; one that got no token (or did not finish) counts as inf.\n"
@@ -982,9 +1439,29 @@ json run(Config& c) {
              "to slow: share of the requests sent that {} answered (its X-Aimesh-Backend header).\n"
              "no hdr: failed before any response header arrived, so the backend is unknown (not in 'to slow').\n",
              c.seconds, slow.addr);
+  if (scenario)
+    fmt::print("  (in a scenario there is no slow stand-in: 'to slow' is 'to last', the share {} answered)\n",
+               slow.addr);
+  if (c.pooled)
+    fmt::print("conns/req: TCP connections opened per request sent (a reused pooled one opens none; a retry one "
+               "more).\nretried: requests sent again on a new connection after a reused one failed before any "
+               "response byte.\n");
 
-  // Ratios of p99 TTFT the issue asks about.
-  auto ratio = [&](const std::string& a, const std::string& b, double target, const std::string& name) {
+  if (scenario) {
+    fmt::print("\nscenario {}, per row:\n", scenarioName);
+    for (auto& r : results) {
+      fmt::print("row {} ({}):\n", r.def.key, r.def.label);
+      for (auto& l : r.scenarioLines) fmt::print("{}\n", l);
+    }
+    fmt::print("total run time: {:.0f} s\n", (monoNs() - t0) / 1e9);
+    out["run_seconds"] = (monoNs() - t0) / 1e9;
+    return out;
+  }
+
+  // Ratios of p99 TTFT the issue asks about. Pooled, a target also asks for
+  // zero failed requests: a pool that trades errors for latency has not met it.
+  auto ratio = [&](const std::string& a, const std::string& b, double target, const std::string& name,
+                   bool noFailures = false) {
     const RowResult *x = find(results, a), *y = find(results, b);
     if (!x || !y) return;
     // inf (a p99 request that never got a token) has no ratio: show both.
@@ -996,15 +1473,29 @@ json run(Config& c) {
                           : std::isfinite(y->ttftP99) ? "NOT met"
                                                         : "undetermined: the reference's p99 is inf too";
     std::string goal = target > 0 ? fmt::format("  (target <= {:g}: {})", target, verdict) : "";
+    if (target > 0 && noFailures)
+      goal = fmt::format("  (target <= {:g} and 0 failed: {})", target,
+                         x->errorCount() ? fmt::format("NOT met, {} failed", x->errorCount()) : verdict);
     fmt::print("  {:<40} {}{}\n", name, shown, goal);
     out["ratios"][a + "_over_" + b] = {{"value", std::isfinite(v) ? json(v) : json(nullptr)},
                                        {"target", target > 0 ? json(target) : json(nullptr)}};
+    if (noFailures) out["ratios"][a + "_over_" + b]["failed"] = x->errorCount();
   };
   fmt::print("\np99 TTFT ratios:\n");
-  ratio("least_conn", "jsq", 1.1, "least_conn / ideal JSQ");
-  ratio("latency", "sed", 1.2, "latency / ideal SED");
-  for (auto& k : {"random", "least_conn", "latency", "maglev", "bounded_hash", "jsq", "sed"})
-    ratio(k, "haproxy_lc", 0, fmt::format("{} / HAProxy leastconn", k));
+  if (c.pooled) {
+    ratio("least_conn", "jsq", 1.3, "least_conn / ideal JSQ", true);
+    ratio("latency", "sed", 1.3, "latency / ideal SED", true);
+    ratio("least_conn_static", "jsq", 0, "least_conn_static / ideal JSQ");
+    ratio("latency_static", "sed", 0, "latency_static / ideal SED");
+    for (auto& k : {"random", "least_conn", "latency", "maglev", "bounded_hash", "least_conn_static", "latency_static",
+                    "haproxy_http_lc", "jsq", "sed"})
+      ratio(k, "haproxy_lc", 0, fmt::format("{} / HAProxy leastconn", k));
+  } else {
+    ratio("least_conn", "jsq", 1.1, "least_conn / ideal JSQ");
+    ratio("latency", "sed", 1.2, "latency / ideal SED");
+    for (auto& k : {"random", "least_conn", "latency", "maglev", "bounded_hash", "jsq", "sed"})
+      ratio(k, "haproxy_lc", 0, fmt::format("{} / HAProxy leastconn", k));
+  }
   if (c.slowBackend) {
     // Here the success rate is the measure; p99 is inf wherever > 1% failed.
     auto share = [&](const std::string& k) -> std::string {
@@ -1060,24 +1551,73 @@ int main(int argc, char** argv) {
   app.add_flag("--scrape", c.scrape,
                "aimesh rows: scrape the stand-ins' /metrics (model_metrics + agent --scrape-netns); off: default flags");
   app.add_flag("--json", c.wantJson, "also print everything as one JSON object after the table");
+  app.add_flag("--pooled", c.pooled,
+               "clients keep keep-alive pools per destination (urllib3/Go-like) instead of a connection per request");
+  app.add_option("--apps", c.apps, "--pooled: client applications (worker processes, one child cgroup and pool set each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--pool-idle", c.poolIdle, "--pooled: idle connections kept per app and destination address")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--server-keep-alive-max", c.serverKeepAliveMax,
+                 "stand-ins' --keep-alive-max: requests per connection before they close it (0: unlimited)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--server-keep-alive-timeout", c.serverKeepAliveTimeoutS,
+                 "stand-ins' --keep-alive-timeout: idle seconds before they close a keep-alive connection")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  std::string scenario;
+  app.add_option("--scenario", scenario,
+                 "--pooled: scale-out (state file from half the stand-ins to all) or remove (the last one leaves it)")
+      ->check(CLI::IsMember({"scale-out", "remove"}));
+  app.add_option("--change-at", c.changeAtS, "--scenario: seconds into the arrivals when the state file changes")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 600.0));
   CLI11_PARSE(app, argc, argv);
 
+  auto usage = [](const std::string& msg) {
+    std::fprintf(stderr, "lb-compare: %s\n", msg.c_str());
+    return 2;
+  };
+  if (!scenario.empty()) {
+    c.scenario = scenario == "scale-out" ? aimesh::Config::Scenario::ScaleOut : aimesh::Config::Scenario::Remove;
+    if (!c.pooled) return usage("--scenario needs --pooled");
+    if (c.slowBackend) return usage("--scenario runs fast stand-ins only; drop --slow-backend");
+    if (c.changeAtS >= c.seconds) return usage("--change-at must be before the end of --seconds");
+  }
+  if (c.pooled && app.count("--clients")) return usage("--pooled has --apps, not --clients");
+  if (!c.pooled)
+    for (auto* f : {"--apps", "--pool-idle", "--change-at"})
+      if (app.count(f)) return usage(std::string(f) + " needs --pooled");
   if (c.slowBackend) {
     if (!app.count("--servers")) c.servers = 11;
     if (!app.count("--ttft-timeout")) c.ttftTimeoutS = 1.0;
   }
+  if (c.scenario == aimesh::Config::Scenario::ScaleOut && c.servers < 2)
+    return usage("--scenario scale-out needs --servers >= 2");
   if (rows.empty()) {
-    for (auto& d : allRows()) c.rows.push_back(d.key);
+    // Default mode: the nine rows it always ran. Pooled: every row. A
+    // scenario: the aimesh rows that matter for it and the JSQ reference.
+    if (c.scenario != aimesh::Config::Scenario::None)
+      c.rows = {"least_conn", "latency", "least_conn_static", "latency_static", "jsq"};
+    else
+      for (auto& d : allRows())
+        if (c.pooled || d.inDefaultList) c.rows.push_back(d.key);
   } else {
     std::stringstream ss(rows);
     std::string k;
     while (std::getline(ss, k, ',')) {
       std::replace(k.begin(), k.end(), '-', '_');
-      bool known = std::any_of(allRows().begin(), allRows().end(), [&](auto& d) { return d.key == k; });
-      if (!known) {
+      auto d = std::find_if(allRows().begin(), allRows().end(), [&](auto& d) { return d.key == k; });
+      if (d == allRows().end()) {
         std::fprintf(stderr, "lb-compare: unknown row '%s' (%s)\n", k.c_str(), rowHelp.c_str());
         return 2;
       }
+      if (d->pooledOnly && !c.pooled) return usage("row " + k + " needs --pooled");
+      // HAProxy's configuration is not changed mid-run.
+      if (c.scenario != aimesh::Config::Scenario::None && d->kind == aimesh::Kind::Haproxy)
+        return usage("row " + k + ": a scenario runs the aimesh rows and jsq/sed only");
       c.rows.push_back(k);
     }
   }

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -46,6 +47,11 @@ struct ServerOptions {
   int tokens = 16;
   int maxConcurrent = 4;
   int threads = 64;
+  // uvicorn (vLLM's server) closes an idle keep-alive connection after 5 s
+  // and has no per-connection request limit; httplib's defaults (5 requests,
+  // 5 s) would cut a client's pooled connections every fifth request.
+  int keepAliveMax = 0;  // 0: unlimited
+  int keepAliveTimeoutS = 5;
   std::string portFile;
   std::string model = "stand-in";
 };
@@ -224,6 +230,11 @@ class ModelServer {
     const int threads = opts_.threads;
     server_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     server_.set_tcp_nodelay(true);
+    // httplib counts down from this and asserts it is > 0: "unlimited" is the
+    // largest count.
+    server_.set_keep_alive_max_count(opts_.keepAliveMax > 0 ? static_cast<size_t>(opts_.keepAliveMax)
+                                                            : std::numeric_limits<size_t>::max());
+    server_.set_keep_alive_timeout(opts_.keepAliveTimeoutS);
     server_.set_default_headers({{"X-Aimesh-Backend", opts_.name}});
     registerRoutes();
   }
@@ -244,9 +255,10 @@ class ModelServer {
       return false;
     }
     if (!opts_.portFile.empty() && !writePortFile(port)) return false;
-    spdlog::info("model-server '{}' (model {}) listening on {}:{} ttft={}ms tpot={}ms tokens={} max-concurrent={}",
-                 opts_.name, opts_.model, host, port, opts_.ttftMs, opts_.tpotMs, opts_.tokens,
-                 opts_.maxConcurrent);
+    spdlog::info("model-server '{}' (model {}) listening on {}:{} ttft={}ms tpot={}ms tokens={} max-concurrent={} "
+                 "keep-alive-max={} keep-alive-timeout={}s",
+                 opts_.name, opts_.model, host, port, opts_.ttftMs, opts_.tpotMs, opts_.tokens, opts_.maxConcurrent,
+                 opts_.keepAliveMax, opts_.keepAliveTimeoutS);
     if (stopRequested) return true;
     return server_.listen_after_bind();
   }
@@ -477,6 +489,14 @@ int runMain(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--threads", opts.threads, "HTTP worker threads")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--keep-alive-max", opts.keepAliveMax,
+                 "requests per keep-alive connection before the server closes it; 0: unlimited")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--keep-alive-timeout", opts.keepAliveTimeoutS,
+                 "idle seconds before the server closes a keep-alive connection")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   app.add_option("--port-file", opts.portFile, "write the bound port to this file once listening");
   app.add_option("--model", opts.model, "served model name (model_name label)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

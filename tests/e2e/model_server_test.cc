@@ -1,9 +1,12 @@
 // End-to-end tests for the model-server stand-in (bench/model_server.cc):
 // runs the built binary on 127.0.0.1 and talks to it with httplib::Client.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +32,34 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr const char* kModelServerPath = AIMESH_BINARY_DIR "/model-server";
+
+// Sends GET /whoami on `fd` and reads one Content-Length response; returns
+// its head (status line and headers), or "" if the connection was closed.
+std::string whoamiOn(int fd) {
+  const std::string req = "GET /whoami HTTP/1.1\r\nHost: test\r\n\r\n";
+  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "";
+  std::string buf;
+  size_t headEnd = std::string::npos;
+  size_t need = 0;
+  char chunk[4096];
+  while (headEnd == std::string::npos || buf.size() < need) {
+    const ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+    if (n <= 0) return "";
+    buf.append(chunk, static_cast<size_t>(n));
+    if (headEnd == std::string::npos && (headEnd = buf.find("\r\n\r\n")) != std::string::npos) {
+      const size_t cl = buf.find("Content-Length: ");
+      need = headEnd + 4 + (cl < headEnd ? std::stoul(buf.substr(cl + 16)) : 0);
+    }
+  }
+  return buf.substr(0, headEnd);
+}
+
+// True once the peer has closed `fd` (recv returns 0), within the socket's
+// receive timeout.
+bool peerClosed(int fd) {
+  char c;
+  return recv(fd, &c, 1, 0) == 0;
+}
 
 double msSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -75,6 +106,8 @@ class ModelServerTest : public ::testing::Test {
       return false;
     }
     const std::string portFile = dir_ + "/port";
+    std::error_code ec;
+    std::filesystem::remove(portFile, ec);  // a test may start a second server
     std::vector<std::string> args{kModelServerPath, "--listen", listen, "--port", "0", "--port-file", portFile};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
@@ -133,6 +166,23 @@ class ModelServerTest : public ::testing::Test {
     }
     pid_ = -1;
     return status;
+  }
+
+  // A plain blocking TCP connection to the server, so a test controls which
+  // requests share a connection (httplib::Client reconnects on its own).
+  int connectRaw() const {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(port_));
+    inet_pton(AF_INET, host_.c_str(), &sa.sin_addr);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      close(fd);
+      return -1;
+    }
+    return fd;
   }
 
   std::unique_ptr<httplib::Client> client() const {
@@ -380,6 +430,42 @@ TEST_F(ModelServerTest, SigtermStopsPromptlyWithStreamInFlight) {
   EXPECT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_LT(stopMs, 1500);
+}
+
+TEST_F(ModelServerTest, KeepAliveIsUnlimitedByDefaultAndBoundedByTheFlags) {
+  // Default: like uvicorn, no per-connection request limit.
+  ASSERT_TRUE(start({"--name", "ka", "--ttft-ms", "1", "--tpot-ms", "1"}));
+  int fd = connectRaw();
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 8; ++i) {
+    const std::string head = whoamiOn(fd);
+    ASSERT_NE(head, "") << "request " << i << " found the connection closed";
+    EXPECT_EQ(head.find("Connection: close"), std::string::npos) << head;
+  }
+  close(fd);
+  stopChild(SIGKILL);
+
+  // --keep-alive-max 2: the second response says close, and the server does.
+  ASSERT_TRUE(start({"--name", "ka", "--keep-alive-max", "2", "--keep-alive-timeout", "1"}));
+  fd = connectRaw();
+  ASSERT_GE(fd, 0);
+  std::string head = whoamiOn(fd);
+  EXPECT_EQ(head.find("Connection: close"), std::string::npos) << head;
+  head = whoamiOn(fd);
+  EXPECT_NE(head.find("Connection: close"), std::string::npos) << head;
+  EXPECT_TRUE(peerClosed(fd));
+  close(fd);
+
+  // --keep-alive-timeout 1: an idle connection is closed after about 1 s.
+  fd = connectRaw();
+  ASSERT_GE(fd, 0);
+  ASSERT_NE(whoamiOn(fd), "");
+  const auto idleStart = Clock::now();
+  EXPECT_TRUE(peerClosed(fd));
+  const double idleMs = msSince(idleStart);
+  EXPECT_GE(idleMs, 900);
+  EXPECT_LT(idleMs, 3000);
+  close(fd);
 }
 
 TEST_F(ModelServerTest, ListensOnIpv6Loopback) {
