@@ -81,6 +81,26 @@ struct PolicySpec {
   auto operator<=>(const PolicySpec&) const = default;
 };
 
+// How aimesh manages a service's open connections: the lifecycle iterators
+// close idle keep-alive connections so that pooled clients reconnect and the
+// balancer places them again (docs/load-balancing.md#connection-lifecycle).
+inline constexpr double kDefaultRebalanceRate = 4;            // connections per second per service
+inline constexpr uint64_t kDefaultDrainTimeoutMs = 300'000;   // long enough for a streamed completion
+struct ConnectionPolicy {
+  // Close idle connections to endpoints over their share. Unset: on for
+  // least_conn and latency (they exist to balance load), off for random and
+  // the affinity algorithms.
+  std::optional<bool> rebalance;
+  double rebalanceRate = kDefaultRebalanceRate;  // at most this many closed per second for the service (> 0)
+  uint64_t maxAgeMs = 0;      // close a connection between requests once it is this old; 0: never
+  uint32_t maxRequests = 0;   // ... once it has carried this many requests; 0: never
+  uint64_t drainTimeoutMs = kDefaultDrainTimeoutMs;  // busy connections to a removed endpoint: closed after this
+  bool rebalanceOn(Algorithm a) const {
+    return rebalance.value_or(a == Algorithm::kLeastConn || a == Algorithm::kLatency);
+  }
+  bool operator==(const ConnectionPolicy&) const = default;
+};
+
 inline constexpr uint32_t kDefaultHashTableSize = 16381;  // AIMESH_DEFAULT_HASH_SIZE
 inline constexpr uint16_t kDefaultBalancePct = 125;       // AIMESH_DEFAULT_BALANCE_PCT
 
@@ -97,17 +117,18 @@ struct Service {
   uint16_t balancePct = kDefaultBalancePct;        // bounded_hash: bound in % of the average load
   std::optional<ModelMetricsSpec> modelMetrics;    // scrape the endpoints' model-server metrics
   std::optional<PolicySpec> policy;                // who may connect; unset: everyone
+  ConnectionPolicy connections;                    // closing idle connections (re-balancing, limits, removal)
   std::vector<Endpoint> endpoints;
 
   std::string key() const { return nameSpace + "/" + name; }
-  auto operator<=>(const Service&) const = default;
+  bool operator==(const Service&) const = default;
 };
 
 // The whole desired state. Services are kept sorted by key() so that two
 // snapshots of the same state compare equal.
 struct Snapshot {
   std::vector<Service> services;
-  auto operator<=>(const Snapshot&) const = default;
+  bool operator==(const Snapshot&) const = default;
 };
 
 }  // namespace aimesh

@@ -101,7 +101,8 @@ Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimi
       claimedSvc.insert(sid);
       usedSvc.insert(sid);
 
-      ServiceInfo info{svc.name, svc.nameSpace, svc.model, svc.algorithm, ps, fks, {}, svc.modelMetrics, svc.policy};
+      ServiceInfo info{svc.name,         svc.nameSpace, svc.model,  svc.algorithm,  ps, fks, {},
+                       svc.modelMetrics, svc.policy,    svc.connections};
       std::vector<std::pair<uint32_t, uint16_t>> weighted;
       for (const Endpoint& ep : svc.endpoints) {
         uint16_t port = ep.port ? ep.port : ps.port;

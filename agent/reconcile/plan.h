@@ -24,6 +24,7 @@ struct ServiceInfo {
   std::vector<uint32_t> backendIds;  // in endpoint order
   std::optional<ModelMetricsSpec> modelMetrics;  // scrape the endpoints' model-server metrics
   std::optional<PolicySpec> policy;              // who may connect (with the resolved cgroup ids)
+  ConnectionPolicy connections;                  // the lifecycle rules (agent/lifecycle/)
 };
 struct BackendInfo {
   uint32_t serviceId = 0;
