@@ -1,6 +1,7 @@
 #include "source/state_file.h"
 
 #include "lb/maglev.h"
+#include "model/connection_rules.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -387,7 +388,7 @@ class StateParser {
     if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
-                             "hash_balance_factor", "model_metrics", "policy", "endpoints"});
+                             "hash_balance_factor", "model_metrics", "policy", "connections", "endpoints"});
 
     bool nameOk = false;
     if (const Field* f = find(fields, "name")) {
@@ -529,11 +530,77 @@ class StateParser {
       }
     }
 
+    if (const Field* f = find(fields, "connections"); f != nullptr && !f->value.IsNull()) {
+      parseConnections(*f, join(path, "connections"), svc);
+    }
+
     // Absent or null endpoints: a service with no backends, which is valid.
     if (const Field* f = find(fields, "endpoints"); f != nullptr && !f->value.IsNull()) {
       parseEndpoints(*f, join(path, "endpoints"), svc);
     }
     return true;
+  }
+
+  // The values' rules are model/connection_rules.h, shared with the
+  // Kubernetes annotations; here only the YAML types are checked. Durations
+  // may be quoted ("10m" is a string either way); numbers, integers and
+  // booleans may not, as everywhere in the file.
+  void parseConnections(const Field& f, const std::string& path, Service& svc) {
+    if (!expectMap(f.value, path, "{rebalance: true, max_age: 10m}")) return;
+    Fields cf = collect(f.value, path, {"rebalance", "rebalance_rate", "max_age", "max_requests", "drain_timeout"});
+    ConnectionPolicy& cp = svc.connections;
+    auto given = [&](const char* name) -> const Field* {
+      const Field* v = find(cf, name);
+      return v != nullptr && !v->value.IsNull() ? v : nullptr;
+    };
+    auto plain = [](const Field& v) { return v.value.IsScalar() && v.value.Tag() != "!"; };
+
+    if (const Field* v = given("rebalance")) {
+      std::string p = join(path, "rebalance");
+      if (!plain(*v)) {
+        error(markOf(*v), p, "must be true or false, got " + describe(v->value));
+      } else if (auto b = parseBoolText(v->value.Scalar())) {
+        cp.rebalance = *b;
+      } else {
+        error(markOf(*v), p, b.error().message());
+      }
+    }
+    if (const Field* v = given("rebalance_rate")) {
+      std::string p = join(path, "rebalance_rate");
+      if (!plain(*v)) {
+        error(markOf(*v), p,
+              fmt::format("must be a number > 0 and <= {:g}, got ", kMaxRebalanceRate) + describe(v->value));
+      } else if (auto x = parseRebalanceRate(v->value.Scalar())) {
+        cp.rebalanceRate = *x;
+      } else {
+        error(markOf(*v), p, x.error().message());
+      }
+    }
+    if (const Field* v = given("max_requests")) {
+      std::string p = join(path, "max_requests");
+      if (!plain(*v)) {
+        error(markOf(*v), p,
+              "must be an integer 0.." + std::to_string(kMaxMaxRequests) + ", got " + describe(v->value));
+      } else if (auto n = parseMaxRequests(v->value.Scalar())) {
+        cp.maxRequests = *n;
+      } else {
+        error(markOf(*v), p, n.error().message());
+      }
+    }
+    auto duration = [&](const char* name, uint64_t& out) {
+      const Field* v = given(name);
+      if (v == nullptr) return;
+      std::string p = join(path, name);
+      if (!v->value.IsScalar()) {
+        error(markOf(*v), p, "must be a duration like 90, 30s or 10m, got " + describe(v->value));
+      } else if (auto ms = parseDurationMs(v->value.Scalar())) {
+        out = *ms;
+      } else {
+        error(markOf(*v), p, ms.error().message());
+      }
+    };
+    duration("max_age", cp.maxAgeMs);
+    duration("drain_timeout", cp.drainTimeoutMs);
   }
 
   void parseVips(const Field& f, const std::string& path, Service& svc, ServiceInfo& info) {

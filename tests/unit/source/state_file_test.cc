@@ -6,7 +6,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "model/connection_rules.h"
 
 namespace aimesh {
 namespace {
@@ -256,6 +261,13 @@ TEST(StateFileTest, ExampleFileParses) {
                                    {ip("10.77.0.3"), 8000, 2, EndpointState::kActive},
                                    {ip("10.77.0.4"), 8000, 1, EndpointState::kDraining}};
   EXPECT_EQ(chat.endpoints, chatEps);
+  ConnectionPolicy chatConns;
+  chatConns.rebalance = true;
+  chatConns.rebalanceRate = 4;
+  chatConns.maxAgeMs = 600'000;
+  chatConns.drainTimeoutMs = 300'000;
+  EXPECT_EQ(chat.connections, chatConns);
+  EXPECT_EQ(embed.connections, ConnectionPolicy{});
 }
 
 TEST(StateFileTest, ParseStateFileReadsFromDisk) {
@@ -729,6 +741,180 @@ TEST(StateFileBalancing, BadValuesNamed) {
     EXPECT_EQ(r.errors[0].line, 6) << r.errors[0].toString();
     EXPECT_NE(r.errors[0].message.find(c.message), std::string::npos) << r.errors[0].toString();
   }
+}
+
+}  // namespace
+}  // namespace aimesh
+
+// ---- connections: closing idle connections ------------------------------------------
+
+namespace aimesh {
+namespace {
+
+const std::string kConnHead =
+    "services:\n"
+    "  - name: a\n"
+    "    vips: [10.96.0.1]\n"
+    "    ports: [{port: 80}]\n"
+    "    algorithm: least_conn\n";
+
+ConnectionPolicy connectionsOf(const std::string& block) {
+  ParseResult r = parse(kConnHead + block);
+  EXPECT_TRUE(r.snapshot.has_value()) << block << dump(r);
+  if (!r.snapshot || r.snapshot->services.empty()) return ConnectionPolicy{};
+  return r.snapshot->services[0].connections;
+}
+
+TEST(StateFileConnections, EveryFieldParsed) {
+  ConnectionPolicy cp = connectionsOf(
+      "    connections:\n"
+      "      rebalance: false\n"
+      "      rebalance_rate: 0.5\n"
+      "      max_age: 10m\n"
+      "      max_requests: 1000\n"
+      "      drain_timeout: 90\n");
+  ConnectionPolicy want;
+  want.rebalance = false;
+  want.rebalanceRate = 0.5;
+  want.maxAgeMs = 600'000;
+  want.maxRequests = 1000;
+  want.drainTimeoutMs = 90'000;
+  EXPECT_EQ(cp, want);
+  EXPECT_FALSE(cp.rebalanceOn(Algorithm::kLeastConn));
+
+  // Flow style, the largest values, and 0 where it is allowed.
+  cp = connectionsOf(
+      "    connections: {rebalance: true, rebalance_rate: 1000, max_age: 720h, max_requests: 4294967295, "
+      "drain_timeout: 0}\n");
+  EXPECT_EQ(cp.rebalance, std::optional<bool>(true));
+  EXPECT_EQ(cp.rebalanceRate, 1000);
+  EXPECT_EQ(cp.maxAgeMs, kMaxDurationMs);
+  EXPECT_EQ(cp.maxRequests, 4294967295u);
+  EXPECT_EQ(cp.drainTimeoutMs, 0u);
+}
+
+TEST(StateFileConnections, DefaultsWhenAbsent) {
+  for (const std::string& block : {std::string(""), std::string("    connections:\n"),
+                                  std::string("    connections: {}\n"),
+                                  std::string("    connections:\n      rebalance:\n      rebalance_rate:\n"
+                                              "      max_age:\n      max_requests:\n      drain_timeout:\n")}) {
+    SCOPED_TRACE(block);
+    ConnectionPolicy cp = connectionsOf(block);
+    EXPECT_EQ(cp, ConnectionPolicy{});
+    EXPECT_EQ(cp.rebalance, std::nullopt);
+    EXPECT_EQ(cp.rebalanceRate, kDefaultRebalanceRate);
+    EXPECT_EQ(cp.maxAgeMs, 0u);
+    EXPECT_EQ(cp.maxRequests, 0u);
+    EXPECT_EQ(cp.drainTimeoutMs, kDefaultDrainTimeoutMs);
+    EXPECT_TRUE(cp.rebalanceOn(Algorithm::kLeastConn));  // the algorithm decides
+  }
+}
+
+TEST(StateFileConnections, DurationForms) {
+  const std::vector<std::pair<std::string, uint64_t>> cases = {
+      {"90", 90'000},    {"1.5", 1'500},   {"500ms", 500},       {"30s", 30'000},          {"10m", 600'000},
+      {"1h", 3'600'000}, {"1.5h", 5'400'000}, {"\"10m\"", 600'000}, {"'90'", 90'000}, {"0", 0}, {"0s", 0},
+  };
+  for (const auto& [text, ms] : cases) {
+    SCOPED_TRACE(text);
+    ConnectionPolicy cp =
+        connectionsOf("    connections:\n      max_age: " + text + "\n      drain_timeout: " + text + "\n");
+    EXPECT_EQ(cp.maxAgeMs, ms);
+    EXPECT_EQ(cp.drainTimeoutMs, ms);
+  }
+}
+
+TEST(StateFileConnections, BadValuesNamedWithLineAndColumn) {
+  struct Case {
+    std::string line;
+    int column;
+    std::string field, message;  // field under services[0].connections; the whole message
+  } cases[] = {
+      {"      rebalance: yes\n", 18, "rebalance", "must be true or false, got 'yes'"},
+      {"      rebalance: \"true\"\n", 18, "rebalance", "must be true or false, got string \"true\""},
+      {"      rebalance: [true]\n", 18, "rebalance", "must be true or false, got a list"},
+      {"      rebalance_rate: 0\n", 23, "rebalance_rate", "must be > 0 and <= 1000, got 0"},
+      {"      rebalance_rate: 1001\n", 23, "rebalance_rate", "must be > 0 and <= 1000, got 1001"},
+      {"      rebalance_rate: -4\n", 23, "rebalance_rate", "must be a number > 0 and <= 1000, got '-4'"},
+      {"      rebalance_rate: fast\n", 23, "rebalance_rate", "must be a number > 0 and <= 1000, got 'fast'"},
+      {"      rebalance_rate: \"4\"\n", 23, "rebalance_rate", "must be a number > 0 and <= 1000, got string \"4\""},
+      {"      max_requests: -1\n", 21, "max_requests", "must be 0..4294967295, got -1"},
+      {"      max_requests: 4294967296\n", 21, "max_requests", "must be 0..4294967295, got 4294967296"},
+      {"      max_requests: 1.5\n", 21, "max_requests", "must be an integer 0..4294967295, got '1.5'"},
+      {"      max_requests: \"1000\"\n", 21, "max_requests",
+       "must be an integer 0..4294967295, got string \"1000\""},
+      {"      max_age: -5s\n", 16, "max_age", "must not be negative, got '-5s'"},
+      {"      max_age: .nan\n", 16, "max_age", "must be a duration like 90, 1.5, 500ms, 30s, 10m or 1h, got '.nan'"},
+      {"      max_age: 10 m\n", 16, "max_age", "must be a duration like 90, 1.5, 500ms, 30s, 10m or 1h, got '10 m'"},
+      {"      max_age: 2d\n", 16, "max_age", "unknown unit 'd' in '2d'; use ms, s, m or h"},
+      {"      max_age: 721h\n", 16, "max_age", "must be at most 720h (30 days), got '721h'"},
+      {"      max_age: {minutes: 10}\n", 16, "max_age", "must be a duration like 90, 30s or 10m, got a map"},
+      {"      drain_timeout: 0.1ms\n", 22, "drain_timeout", "must be 0 or at least 1ms, got '0.1ms'"},
+      {"      drain_timeout: 2592001\n", 22, "drain_timeout", "must be at most 720h (30 days), got '2592001'"},
+      {"      drain_timout: 5m\n", 7, "drain_timout", "unknown field 'drain_timout' (did you mean 'drain_timeout'?)"},
+      {"      max-age: 10m\n", 7, "max-age", "unknown field 'max-age' (did you mean 'max_age'?)"},
+      {"      idle_timeout: 10m\n", 7, "idle_timeout", "unknown field 'idle_timeout'"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.line);
+    ParseResult r = parse(kConnHead + "    connections:\n" + c.line);
+    EXPECT_FALSE(r.snapshot.has_value()) << "a bad file gives no snapshot: the last good state stays";
+    ASSERT_EQ(r.errors.size(), 1u) << dump(r);
+    const ParseError& e = r.errors[0];
+    EXPECT_EQ(e.file, kFile);
+    EXPECT_EQ(e.line, 7) << e.toString();
+    EXPECT_EQ(e.column, c.column) << e.toString();
+    EXPECT_EQ(e.field, "services[0].connections." + c.field) << e.toString();
+    EXPECT_EQ(e.message, c.message) << e.toString();
+  }
+}
+
+TEST(StateFileConnections, ErrorFullText) {
+  ParseResult r = parse(kConnHead + "    connections:\n      max_age: 2d\n");
+  ASSERT_EQ(r.errors.size(), 1u) << dump(r);
+  EXPECT_EQ(r.errors[0].toString(),
+            "test.yaml:7:16: services[0].connections.max_age: unknown unit 'd' in '2d'; use ms, s, m or h");
+}
+
+TEST(StateFileConnections, ShapeErrors) {
+  expectOneError(kConnHead + "    connections: true\n", 6, 18, "services[0].connections",
+                 "must be a map like {rebalance: true, max_age: 10m}, got 'true'");
+  expectOneError(kConnHead + "    connections: [max_age: 10m]\n", 6, 18, "services[0].connections", "got a list");
+  expectOneError(kConnHead + "    connections:\n      max_age: 1m\n      max_age: 2m\n", 8, 7,
+                 "services[0].connections.max_age", "duplicate field 'max_age' (first at line 7)");
+  expectOneError(kConnHead + "    connections: {}\n    connections: {}\n", 7, 5, "services[0].connections",
+                 "duplicate field 'connections' (first at line 6)");
+}
+
+TEST(StateFileConnections, EveryErrorReportedInFileOrder) {
+  ParseResult r = parse(kConnHead +
+                        "    connections:\n"
+                        "      drain_timeout: 1w\n"
+                        "      max_requests: lots\n"
+                        "      rebalance: maybe\n"
+                        "      max_age: -1m\n"
+                        "      rebalance_rate: 0\n"
+                        "      rebalanse: true\n");
+  EXPECT_FALSE(r.snapshot.has_value());
+  std::vector<std::string> want = {
+      "test.yaml:7:22: services[0].connections.drain_timeout: unknown unit 'w' in '1w'; use ms, s, m or h",
+      "test.yaml:8:21: services[0].connections.max_requests: must be an integer 0..4294967295, got 'lots'",
+      "test.yaml:9:18: services[0].connections.rebalance: must be true or false, got 'maybe'",
+      "test.yaml:10:16: services[0].connections.max_age: must not be negative, got '-1m'",
+      "test.yaml:11:23: services[0].connections.rebalance_rate: must be > 0 and <= 1000, got 0",
+      "test.yaml:12:7: services[0].connections.rebalanse: unknown field 'rebalanse' (did you mean 'rebalance'?)",
+  };
+  ASSERT_EQ(r.errors.size(), want.size()) << dump(r);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(r.errors[i].toString(), want[i]);
+}
+
+TEST(StateFileConnections, OtherServicesUnaffected) {
+  ParseResult r = parse(kConnHead + "    connections: {max_age: 1h}\n" +
+                        "  - {name: b, vips: [10.96.0.2], ports: [{port: 80}]}\n");
+  ASSERT_TRUE(r.snapshot.has_value()) << dump(r);
+  ASSERT_EQ(r.snapshot->services.size(), 2u);
+  EXPECT_EQ(r.snapshot->services[0].connections.maxAgeMs, 3'600'000u);
+  EXPECT_EQ(r.snapshot->services[1].connections, ConnectionPolicy{});
 }
 
 }  // namespace
