@@ -1,5 +1,6 @@
 #include "source/kube_objects.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <utility>
 
 #include "lb/maglev.h"
+#include "model/connection_rules.h"
 
 namespace aimesh::kube {
 
@@ -728,6 +730,41 @@ void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
   } else if (path != nullptr) {
     warn(kModelMetricsPathAnnotation,
          std::string("is set without ") + kModelMetricsPortAnnotation + "; model metrics not scraped");
+  }
+
+  // The connection policy; the rules are the state file's (model/connection_rules.h).
+  ConnectionPolicy& cp = base.connections;
+  if (const std::string* v = find(kRebalanceAnnotation)) {
+    if (auto b = parseBoolText(*v)) {
+      cp.rebalance = *b;
+    } else {
+      warn(kRebalanceAnnotation, b.error().message() + "; using the default for " + toString(base.algorithm) + " (" +
+                                     (cp.rebalanceOn(base.algorithm) ? "on" : "off") + ")");
+    }
+  }
+  if (const std::string* v = find(kRebalanceRateAnnotation)) {
+    if (auto x = parseRebalanceRate(*v)) {
+      cp.rebalanceRate = *x;
+    } else {
+      warn(kRebalanceRateAnnotation, x.error().message() + fmt::format("; using {:g}", cp.rebalanceRate));
+    }
+  }
+  if (const std::string* v = find(kMaxRequestsAnnotation)) {
+    if (auto n = parseMaxRequests(*v)) {
+      cp.maxRequests = *n;
+    } else {
+      warn(kMaxRequestsAnnotation, n.error().message() + "; using " + std::to_string(cp.maxRequests));
+    }
+  }
+  for (auto [name, out] : {std::pair{kMaxConnectionAgeAnnotation, &cp.maxAgeMs},
+                           std::pair{kDrainTimeoutAnnotation, &cp.drainTimeoutMs}}) {
+    if (const std::string* v = find(name)) {
+      if (auto ms = parseDurationMs(*v)) {
+        *out = *ms;
+      } else {
+        warn(name, ms.error().message() + "; using " + formatDurationMs(*out));
+      }
+    }
   }
 }
 

@@ -54,6 +54,13 @@
 //      aimesh.io/model-metrics-path    starts with '/', no spaces; default /metrics
 //                                      (ignored, with a warning, without the port)
 //      aimesh.io/hash-table-size       a prime 7..65521 → hashTableSize (as the state file)
+//      aimesh.io/rebalance             true|false → connections.rebalance (unset: the algorithm's default)
+//      aimesh.io/rebalance-rate        a number > 0, <= 1000 → connections.rebalanceRate
+//      aimesh.io/max-connection-age    a duration ("90", "1.5", "500ms", "30s", "10m", "1h") → connections.maxAgeMs
+//      aimesh.io/max-requests-per-connection  0..2^32-1 → connections.maxRequests
+//      aimesh.io/drain-timeout         a duration → connections.drainTimeoutMs
+//                                      (values read by model/connection_rules.h, as the state file's
+//                                      connections map)
 //      aimesh.io/allow-pods            a label selector → a workload policy: only the pods it
 //                                      selects may connect (docs/policy.md)
 //      aimesh.io/allow-namespaces      "a,b": where allow-pods looks (default: the Service's
@@ -89,6 +96,11 @@ inline constexpr const char* kModelMetricsPathAnnotation = "aimesh.io/model-metr
 inline constexpr const char* kHashTableSizeAnnotation = "aimesh.io/hash-table-size";
 inline constexpr const char* kAllowPodsAnnotation = "aimesh.io/allow-pods";
 inline constexpr const char* kAllowNamespacesAnnotation = "aimesh.io/allow-namespaces";
+inline constexpr const char* kRebalanceAnnotation = "aimesh.io/rebalance";
+inline constexpr const char* kRebalanceRateAnnotation = "aimesh.io/rebalance-rate";
+inline constexpr const char* kMaxConnectionAgeAnnotation = "aimesh.io/max-connection-age";
+inline constexpr const char* kMaxRequestsAnnotation = "aimesh.io/max-requests-per-connection";
+inline constexpr const char* kDrainTimeoutAnnotation = "aimesh.io/drain-timeout";
 
 struct ObjectMeta {
   std::string name, nameSpace, resourceVersion, uid;  // "namespace" is a keyword

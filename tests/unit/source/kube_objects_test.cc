@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace aimesh::kube {
@@ -965,6 +968,123 @@ TEST(KubeSnapshotTest, AnnotationWarningsComeOncePerServiceNotPerPort) {
   ASSERT_EQ(r.snapshot.services.size(), 2u);
   EXPECT_EQ(r.warnings.size(), 1u);
   for (const Service& out : r.snapshot.services) EXPECT_EQ(out.model, "llama-3");
+}
+
+TEST(KubeConnectionsTest, AnnotationsSetTheConnectionPolicy) {
+  BuildResult r = build({annotated({{"aimesh.io/lb-algorithm", "least_conn"},
+                                    {"aimesh.io/rebalance", "false"},
+                                    {"aimesh.io/rebalance-rate", "0.5"},
+                                    {"aimesh.io/max-connection-age", "10m"},
+                                    {"aimesh.io/max-requests-per-connection", "1000"},
+                                    {"aimesh.io/drain-timeout", "90"}})},
+                        {});
+  ASSERT_TRUE(r.warnings.empty()) << r.warnings.front();
+  ConnectionPolicy want;
+  want.rebalance = false;
+  want.rebalanceRate = 0.5;
+  want.maxAgeMs = 600'000;
+  want.maxRequests = 1000;
+  want.drainTimeoutMs = 90'000;
+  EXPECT_EQ(r.snapshot.services.at(0).connections, want);
+
+  // Without annotations: the defaults, re-balancing left to the algorithm.
+  r = build({annotated({})}, {});
+  EXPECT_EQ(r.snapshot.services.at(0).connections, ConnectionPolicy{});
+  EXPECT_EQ(r.snapshot.services.at(0).connections.rebalance, std::nullopt);
+
+  r = build({annotated({{kRebalanceAnnotation, "true"}, {kMaxRequestsAnnotation, "4294967295"},
+                        {kRebalanceRateAnnotation, "1000"}, {kDrainTimeoutAnnotation, "0"},
+                        {kMaxConnectionAgeAnnotation, "720h"}})},
+            {});
+  ASSERT_TRUE(r.warnings.empty()) << r.warnings.front();
+  const ConnectionPolicy& max = r.snapshot.services.at(0).connections;
+  EXPECT_EQ(max.rebalance, std::optional<bool>(true));
+  EXPECT_EQ(max.maxRequests, 4294967295u);
+  EXPECT_EQ(max.rebalanceRate, 1000);
+  EXPECT_EQ(max.drainTimeoutMs, 0u);
+  EXPECT_EQ(max.maxAgeMs, 30ull * 24 * 3600 * 1000);
+}
+
+TEST(KubeConnectionsTest, DurationAnnotationForms) {
+  const std::vector<std::pair<std::string, uint64_t>> cases = {
+      {"90", 90'000}, {"1.5", 1'500}, {"500ms", 500}, {"30s", 30'000}, {"10m", 600'000}, {"1h", 3'600'000},
+      {"1.5h", 5'400'000}, {"0", 0}};
+  for (const auto& [text, ms] : cases) {
+    SCOPED_TRACE(text);
+    BuildResult r = build({annotated({{kMaxConnectionAgeAnnotation, text}, {kDrainTimeoutAnnotation, text}})}, {});
+    EXPECT_TRUE(r.warnings.empty());
+    EXPECT_EQ(r.snapshot.services.at(0).connections.maxAgeMs, ms);
+    EXPECT_EQ(r.snapshot.services.at(0).connections.drainTimeoutMs, ms);
+  }
+}
+
+TEST(KubeConnectionsTest, BadAnnotationsWarnAndKeepDefaults) {
+  struct Case {
+    std::map<std::string, std::string> annotations;
+    std::string warning;
+  };
+  const std::string who = "Service ml/llama: annotation ";
+  const std::vector<Case> cases = {
+      {{{"aimesh.io/rebalance", "yes"}},
+       who + "aimesh.io/rebalance: must be true or false, got 'yes'; using the default for random (off)"},
+      {{{"aimesh.io/rebalance", "1"}, {"aimesh.io/lb-algorithm", "latency"}},
+       who + "aimesh.io/rebalance: must be true or false, got '1'; using the default for latency (on)"},
+      {{{"aimesh.io/rebalance-rate", "0"}}, who + "aimesh.io/rebalance-rate: must be > 0 and <= 1000, got 0; using 4"},
+      {{{"aimesh.io/rebalance-rate", "5000"}},
+       who + "aimesh.io/rebalance-rate: must be > 0 and <= 1000, got 5000; using 4"},
+      {{{"aimesh.io/rebalance-rate", "4/s"}},
+       who + "aimesh.io/rebalance-rate: must be a number > 0 and <= 1000, got '4/s'; using 4"},
+      {{{"aimesh.io/max-connection-age", "10 minutes"}},
+       who + "aimesh.io/max-connection-age: must be a duration like 90, 1.5, 500ms, 30s, 10m or 1h, got "
+             "'10 minutes'; using 0"},
+      {{{"aimesh.io/max-connection-age", "-10m"}},
+       who + "aimesh.io/max-connection-age: must not be negative, got '-10m'; using 0"},
+      {{{"aimesh.io/max-connection-age", "NaN"}},
+       who + "aimesh.io/max-connection-age: must be a duration like 90, 1.5, 500ms, 30s, 10m or 1h, got 'NaN'; "
+             "using 0"},
+      {{{"aimesh.io/max-connection-age", "1d"}},
+       who + "aimesh.io/max-connection-age: unknown unit 'd' in '1d'; use ms, s, m or h; using 0"},
+      {{{"aimesh.io/max-connection-age", "1000h"}},
+       who + "aimesh.io/max-connection-age: must be at most 720h (30 days), got '1000h'; using 0"},
+      {{{"aimesh.io/max-requests-per-connection", "-1"}},
+       who + "aimesh.io/max-requests-per-connection: must be 0..4294967295, got -1; using 0"},
+      {{{"aimesh.io/max-requests-per-connection", "4294967296"}},
+       who + "aimesh.io/max-requests-per-connection: must be 0..4294967295, got 4294967296; using 0"},
+      {{{"aimesh.io/max-requests-per-connection", "1k"}},
+       who + "aimesh.io/max-requests-per-connection: must be an integer 0..4294967295, got '1k'; using 0"},
+      {{{"aimesh.io/drain-timeout", "5 m"}},
+       who + "aimesh.io/drain-timeout: must be a duration like 90, 1.5, 500ms, 30s, 10m or 1h, got '5 m'; using 5m"},
+      {{{"aimesh.io/drain-timeout", "0.1ms"}},
+       who + "aimesh.io/drain-timeout: must be 0 or at least 1ms, got '0.1ms'; using 5m"},
+      {{{"aimesh.io/drain-timeout", ""}},
+       who + "aimesh.io/drain-timeout: must be a duration like 90, 1.5, 500ms, 30s, 10m or 1h, got ''; using 5m"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.warning);
+    BuildResult r = build({annotated(c.annotations)}, {});
+    ASSERT_EQ(r.snapshot.services.size(), 1u);
+    EXPECT_EQ(r.snapshot.services[0].connections, ConnectionPolicy{});
+    EXPECT_THAT(r.warnings, ElementsAre(c.warning));
+  }
+
+  // One bad annotation does not throw away the good ones beside it.
+  BuildResult r =
+      build({annotated({{kMaxConnectionAgeAnnotation, "10m"}, {kDrainTimeoutAnnotation, "forever"}})}, {});
+  EXPECT_EQ(r.snapshot.services.at(0).connections.maxAgeMs, 600'000u);
+  EXPECT_EQ(r.snapshot.services.at(0).connections.drainTimeoutMs, kDefaultDrainTimeoutMs);
+  EXPECT_EQ(r.warnings.size(), 1u);
+}
+
+TEST(KubeConnectionsTest, EveryPortGetsThePolicyWarnedOnce) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("http", 8000), port("grpc", 9000)});
+  s.meta.annotations = {{kMaxRequestsAnnotation, "100"}, {kRebalanceRateAnnotation, "fast"}};
+  BuildResult r = build({s}, {});
+  ASSERT_EQ(r.snapshot.services.size(), 2u);
+  EXPECT_EQ(r.warnings.size(), 1u);
+  for (const Service& out : r.snapshot.services) {
+    EXPECT_EQ(out.connections.maxRequests, 100u);
+    EXPECT_EQ(out.connections.rebalanceRate, kDefaultRebalanceRate);
+  }
 }
 
 TEST(KubeSnapshotTest, OutputIsSortedAndIndependentOfInputOrder) {
