@@ -1,5 +1,6 @@
 #include "agent.h"
 
+#include <arpa/inet.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -41,6 +42,13 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
       [fd = a->dp_.maps().beSignal](uint32_t backendId, const Result<ModelSignals>& r) {
         writeModelSignals(fd, backendId, r);
       });
+  LifecycleOptions lopts = opts.lifecycle;
+  lopts.cgroup = opts.cgroup;
+  lopts.telemetry = opts.telemetry;
+  a->lifecycle_ = Lifecycle::start(lopts, opts.pinDir, opts.limits, a->dp_.maps());
+  if (a->lifecycle_->available())
+    spdlog::info("connection lifecycle: socket iterators loaded (namespaces of {}{}{})", opts.cgroup,
+                 lopts.netnsDir.empty() ? "" : " and ", lopts.netnsDir);
   auto events = EventLog::start(a->dp_.maps().events);
   if (!events) return events.error();
   a->events_ = std::move(events.value());
@@ -130,6 +138,7 @@ bool Agent::applyLocked(const Snapshot& snap) {
   unresolvedCgroups_ = std::move(missing);
   index_ = std::move(idx);
   if (scraper_) scraper_->setTargets(scrapeTargets());
+  if (lifecycle_) lifecycle_->setIndex(index_);
   counters_.reconciles++;
   counters_.ready = true;
   double secs = std::chrono::duration<double>(r->duration).count();
@@ -299,6 +308,14 @@ std::string Agent::metricsText(bool openMetrics) {
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
   in.http = httpCounters_.get();
+  std::vector<ClosedSeries> closed;
+  LifecycleStats lcStats;
+  if (lifecycle_) {
+    closed = lifecycle_->closed();
+    lcStats = lifecycle_->stats();
+    in.closed = &closed;
+    in.lifecycle = &lcStats;
+  }
   return renderMetrics(in);
 }
 
@@ -311,8 +328,9 @@ json Agent::handleApi(const json& req) {
   if (method == "top") return topJson();
   if (method == "flows") return flowsJson(req);
   if (method == "policy") return policyJson();
-  return json{{"error",
-               "unknown method '" + method + "' (status, services, endpoints, latency, top, flows, policy)"}};
+  if (method == "connections") return connectionsJson(req);
+  return json{{"error", "unknown method '" + method +
+                            "' (status, services, endpoints, latency, top, flows, policy, connections)"}};
 }
 
 json Agent::statusJson() {
@@ -345,6 +363,15 @@ json Agent::statusJson() {
       {"limits",
        {{"services", opts_.limits.services}, {"backends", opts_.limits.backends}, {"flows", opts_.limits.flows}}},
   };
+  if (lifecycle_) {
+    LifecycleStats ls = lifecycle_->stats();
+    out["connection_lifecycle"] = {{"available", lifecycle_->available()},
+                                   {"reason", lifecycle_->unavailableReason()},
+                                   {"passes", ls.passes},
+                                   {"pass_errors", ls.passErrors},
+                                   {"namespaces", ls.namespaces},
+                                   {"connections", ls.connections}};
+  }
   if (kube_) {
     KubeSourceStats ks = kube_->stats();
     auto& sv = ks.resources[static_cast<int>(KubeResource::kServices)];
@@ -463,6 +490,7 @@ json Agent::endpointsJson(const json& req) {
       json& e = out.back();
       const BackendTelemetry* t = tel && tel->count(bid) ? &tel->at(bid) : nullptr;
       e["in_flight"] = t ? std::max<int64_t>(0, t->active) : 0;
+      e["idle_connections"] = t ? std::clamp<int64_t>(t->idle, 0, std::max<int64_t>(0, t->active)) : 0;
       e["ttft_ewma_ms"] = t ? t->ewmaTtftNs / 1e6 : 0.0;
       e["failure_penalty"] = t ? t->penalty : 0.0;
       e["consecutive_failures"] = t ? t->failStreak : 0;
@@ -581,6 +609,118 @@ json Agent::flowsJson(const json& req) {
                    {"client_cgroup_id", e.cgroup_id}});
   }
   return json{{"next", next}, {"dropped", dropped}, {"events", out}};
+}
+
+json Agent::connectionsJson(const json& req) {
+  std::string wantSvc = req.value("service", ""), wantNs = req.value("namespace", "");
+  if (!lifecycle_ || !lifecycle_->available())
+    return json{{"available", false},
+                {"reason", lifecycle_ ? lifecycle_->unavailableReason() : "not started"},
+                {"endpoints", json::array()}};
+  auto wanted = [&](const ServiceInfo& s) {
+    return (wantSvc.empty() || s.name == wantSvc) && (wantNs.empty() || s.nameSpace == wantNs);
+  };
+  {
+    std::lock_guard lk(mu_);
+    bool known = wantSvc.empty();
+    for (auto& [id, s] : index_.services) known |= wanted(s);
+    if (!known) return json{{"error", "unknown service '" + (wantNs.empty() ? wantSvc : wantNs + "/" + wantSvc) + "'"}};
+  }
+  // The pass walks every namespace: outside the agent lock.
+  auto seen = lifecycle_->connections();
+  if (!seen) return json{{"error", "list connections: " + seen.error().message()}};
+  std::vector<ClosedSeries> closed = lifecycle_->closed();
+
+  std::lock_guard lk(mu_);
+  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
+  auto closedOf = [&](const ServiceInfo& s, const std::string& ep) {
+    json c = json::object();
+    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) c[closeReasonName(r)] = 0;
+    for (auto& cs : closed)
+      if (cs.service == s.name && cs.nameSpace == s.nameSpace && cs.port == s.port && cs.endpoint == ep)
+        for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) c[closeReasonName(r)] = cs.byReason[r];
+    return c;
+  };
+  struct Row {
+    json j;
+    int64_t open = 0, idle = 0, busy = 0, requests = 0;
+    double oldest = 0;
+    json conns = json::array();
+  };
+  std::map<uint32_t, Row> live;                                  // by backend id
+  std::map<std::pair<uint32_t, std::string>, Row> removed;       // by service id and endpoint
+  for (auto& [bid, b] : index_.backends) {
+    const ServiceInfo& s = index_.services.at(b.serviceId);
+    if (!wanted(s)) continue;
+    Row r;
+    std::string ep = endpointName(bid);
+    const BackendTelemetry* t = tel && tel->count(bid) ? &tel->at(bid) : nullptr;
+    r.j = {{"service", s.name},     {"namespace", s.nameSpace},          {"port", s.port.port},
+           {"protocol", toString(s.port.protocol)}, {"endpoint", ep},     {"backend_id", bid},
+           {"state", toString(b.endpoint.state)},   {"ejected", t && t->ejected}, {"closed", closedOf(s, ep)}};
+    live.emplace(bid, std::move(r));
+  }
+  for (const ConnectionSeen& c : *seen) {
+    const aimesh_conn& rec = c.rec;
+    Row* row = nullptr;
+    std::string ep = Lifecycle::endpointText(rec.daddr, ntohs(rec.dport));
+    if (!rec.gone) {
+      auto it = live.find(rec.backend_id);
+      if (it == live.end()) continue;  // another service, or filtered out
+      row = &it->second;
+    } else {
+      auto sit = index_.services.find(rec.service_id);
+      if (sit != index_.services.end() && !wanted(sit->second)) continue;
+      if (sit == index_.services.end() && !wantSvc.empty()) continue;
+      auto [it, fresh] = removed.try_emplace({rec.service_id, ep});
+      row = &it->second;
+      if (fresh) {
+        json j = {{"endpoint", ep}, {"backend_id", rec.backend_id}, {"state", "removed"}, {"ejected", false}};
+        if (sit != index_.services.end()) {
+          j["service"] = sit->second.name;
+          j["namespace"] = sit->second.nameSpace;
+          j["port"] = sit->second.port.port;
+          j["protocol"] = toString(sit->second.port.protocol);
+          j["closed"] = closedOf(sit->second, ep);
+        } else {
+          j["service"] = fmt::format("service#{}", rec.service_id);
+          j["namespace"] = "";
+          j["port"] = 0;
+          j["protocol"] = rec.proto == AIMESH_PROTO_UDP ? "UDP" : "TCP";
+          j["closed"] = json::object();
+        }
+        row->j = std::move(j);
+      }
+    }
+    row->open++;
+    row->idle += rec.state == AIMESH_CS_IDLE;
+    row->busy += rec.state == AIMESH_CS_BUSY;
+    row->requests += rec.requests;
+    row->oldest = std::max(row->oldest, rec.age_ns / 1e9);
+    json cj = {{"cookie", rec.cookie},
+               {"protocol", rec.proto == AIMESH_PROTO_UDP ? "UDP" : "TCP"},
+               {"client", Lifecycle::endpointText(rec.saddr, ntohs(rec.sport))},
+               {"age_seconds", rec.age_ns / 1e9},
+               {"requests", rec.requests},
+               {"state", connStateName(rec.state)},
+               {"netns", c.netns}};
+    if (rec.state == AIMESH_CS_IDLE) cj["idle_seconds"] = rec.idle_ns / 1e9;
+    row->conns.push_back(std::move(cj));
+  }
+  json out = json::array();
+  auto emit = [&](Row& r) {
+    r.j["open"] = r.open;
+    r.j["idle"] = r.idle;
+    r.j["busy"] = r.busy;
+    r.j["requests"] = r.requests;
+    r.j["oldest_seconds"] = r.oldest;
+    r.j["connections"] = std::move(r.conns);
+    out.push_back(std::move(r.j));
+  };
+  for (auto& [id, r] : live) emit(r);
+  for (auto& [key, r] : removed) emit(r);
+  return json{{"available", true}, {"namespaces_walked", lifecycle_->namespacesWalked()}, {"reason", ""},
+              {"endpoints", out}};
 }
 
 }  // namespace aimesh

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bpf/datapath.h"
+#include "lifecycle/lifecycle.h"
 #include "model/snapshot.h"
 #include "source/kube_source.h"
 #include "telemetry/model_scraper.h"
@@ -49,6 +50,9 @@ struct AgentOptions {
   std::string daemonSet;  // "NAMESPACE/NAME": on exit, clean up if it was deleted (uninstall)
   std::string podCgroupRoot;  // where allowed pods' cgroups are looked for ("" = cgroup)
   HttpServerOptions http;     // metrics listener limits (--metrics-max-connections, --metrics-request-timeout-ms)
+  // Closing connections to removed, draining and over-share endpoints
+  // (cgroup and telemetry are taken from the fields above).
+  LifecycleOptions lifecycle;
 };
 
 class Agent {
@@ -89,6 +93,7 @@ class Agent {
   nlohmann::json latencyJson(const nlohmann::json& req);
   nlohmann::json topJson();
   nlohmann::json flowsJson(const nlohmann::json& req);
+  nlohmann::json connectionsJson(const nlohmann::json& req);
   std::string endpointName(uint32_t backendId) const;  // "10.77.0.2:8000" or "[fd77::2]:8000"
   std::vector<ScrapeTarget> scrapeTargets() const;     // endpoints of services with model_metrics
 
@@ -114,6 +119,8 @@ class Agent {
   std::optional<ApiServer> api_;
   std::set<std::string> kubeWarnings_;  // logged once each
   std::unique_ptr<KubeSource> kube_;
+  // Its thread reads the data plane's maps: destroyed before them.
+  std::unique_ptr<Lifecycle> lifecycle_;
   // Last: destroyed first, before the map fds its thread writes to.
   std::unique_ptr<ModelScraper> scraper_;
 };

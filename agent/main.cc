@@ -50,6 +50,13 @@ int main(int argc, char** argv) {
   app.add_option("--telemetry", opts.telemetry,
                  "attach the latency/lifecycle telemetry programs (sock_ops, cgroup_skb)")
       ->capture_default_str();
+  app.add_option("--connection-lifecycle", opts.lifecycle.enabled,
+                 "close connections to removed endpoints, idle ones to draining or ejected endpoints, and re-balance "
+                 "pooled keep-alive connections (socket iterators, Linux >= 6.5; docs/load-balancing.md)")
+      ->capture_default_str();
+  app.add_option("--netns-dir", opts.lifecycle.netnsDir,
+                 "also walk the network namespaces whose files are in this directory (e.g. /var/run/netns) when "
+                 "looking for connections to close; the namespaces of the cgroup's processes are always walked");
   app.add_option("--tc-interfaces", opts.tcInterfaces,
                  "attach the TC load balancer (packet-level, for traffic not from local sockets) at the ingress of "
                  "these interfaces, comma-separated")
@@ -198,6 +205,8 @@ int main(int argc, char** argv) {
                      {"resync_seconds", resyncSeconds},
                      {"log_level", logLevel},
                      {"telemetry", opts.telemetry},
+                     {"connection_lifecycle", opts.lifecycle.enabled},
+                     {"netns_dir", opts.lifecycle.netnsDir},
                      {"tc_interfaces", opts.tcInterfaces},
                      {"ct_tcp_timeout_seconds", ctTcpS},
                      {"ct_udp_timeout_seconds", ctUdpS},

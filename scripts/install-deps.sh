@@ -12,6 +12,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # tests and demo
   iproute2 curl procps python3 prometheus nghttp2-server
+  # pooled keep-alive HTTP clients as inference clients use them (e2e tests
+  # of the connection lifecycle): urllib3 (requests), httpx (the OpenAI SDK)
+  python3-urllib3 python3-httpx
   # fuzzing (scripts/fuzz.sh): libFuzzer and clang's ASan/UBSan runtimes;
   # only a Recommends of clang, so --no-install-recommends leaves it out
   libclang-rt-14-dev

@@ -7,11 +7,11 @@ namespace aimesh {
 std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
   if (name == "aimesh_frontends") return frontends();
   if (name == "aimesh_services" || name == "aimesh_svc_stats" || name == "aimesh_svc_load" ||
-      name == "aimesh_hash_tables")
+      name == "aimesh_hash_tables" || name == "aimesh_lc_svc")
     return services;
   if (name == "aimesh_slots") return slots();
   if (name == "aimesh_backends" || name == "aimesh_be_stats" || name == "aimesh_be_tel" ||
-      name == "aimesh_be_load" || name == "aimesh_be_signal")
+      name == "aimesh_be_load" || name == "aimesh_be_signal" || name == "aimesh_lc_be")
     return backends;
   if (name == "aimesh_revnat") return revnat();
   if (name == "aimesh_ct") return flows;

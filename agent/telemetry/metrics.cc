@@ -46,7 +46,53 @@ std::string endpointLabel(const BackendInfo& b) {
 
 std::string fmtSeconds(double s) { return fmt::format("{}", s); }
 
-void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel) {
+// Closed connections by reason: "other" (the client or the server closed
+// it: every close the kernel counted less those it counted as aimesh's), and
+// aimesh's own reasons, as the lifecycle counted them since the agent
+// started, for endpoints in the state and for those that left it.
+void renderClosed(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel,
+                  const std::vector<ClosedSeries>* closed) {
+  family(out, "aimesh_endpoint_connections_closed_total", "counter",
+         "Connections to the endpoint that closed, by reason: other (closed by the client or the server), or "
+         "closed by aimesh: removed, drained, ejected, rebalanced, max_age, max_requests.");
+  std::map<std::tuple<std::string, std::string, uint16_t, uint8_t, std::string>, const ClosedSeries*> byKey;
+  if (closed)
+    for (auto& c : *closed)
+      byKey[{c.nameSpace, c.service, c.port.port, static_cast<uint8_t>(c.port.protocol), c.endpoint}] = &c;
+  for (auto& [id, b] : idx.backends) {
+    auto sit = idx.services.find(b.serviceId);
+    auto tit = tel.find(id);
+    if (sit == idx.services.end() || tit == tel.end()) continue;
+    const ServiceInfo& s = sit->second;
+    std::string ep = endpointLabel(b);
+    std::string labels = fmt::format("{},endpoint=\"{}\"", serviceLabels(s), ep);
+    const aimesh_be_tel& c = tit->second.counters;
+    uint64_t ours = 0;
+    for (uint32_t r = 1; r < AIMESH_CLOSE_MAX; ++r) ours += c.closed_by[r];
+    out += fmt::format("aimesh_endpoint_connections_closed_total{{{},reason=\"other\"}} {}\n", labels,
+                       c.closed > ours ? c.closed - ours : 0);
+    auto k = byKey.find({s.nameSpace, s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), ep});
+    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
+      out += fmt::format("aimesh_endpoint_connections_closed_total{{{},reason=\"{}\"}} {}\n", labels,
+                         closeReasonName(r), k == byKey.end() ? 0 : k->second->byReason[r]);
+    if (k != byKey.end()) byKey.erase(k);
+  }
+  // Endpoints no longer in the state: their connections closed by aimesh.
+  for (auto& [key, c] : byKey) {
+    ServiceInfo s;
+    s.name = c->service;
+    s.nameSpace = c->nameSpace;
+    s.model = c->model;
+    s.port = c->port;
+    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
+      if (c->byReason[r])
+        out += fmt::format("aimesh_endpoint_connections_closed_total{{{},endpoint=\"{}\",reason=\"{}\"}} {}\n",
+                           serviceLabels(s), escapeLabel(c->endpoint), closeReasonName(r), c->byReason[r]);
+  }
+}
+
+void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel,
+                     const std::vector<ClosedSeries>* closed) {
   // Each endpoint with its labels, in index order.
   std::vector<std::pair<std::string, const BackendTelemetry*>> eps;
   for (auto& [id, b] : idx.backends) {
@@ -91,8 +137,12 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
       out += fmt::format("aimesh_endpoint_kv_cache_usage_ratio{{{}}} {}\n", labels, t->signal.kv_cache_permille / 1000.0);
   counter("aimesh_endpoint_connections_opened_total", "TCP connections to the endpoint that reached ESTABLISHED.",
           &aimesh_be_tel::opened);
-  counter("aimesh_endpoint_connections_closed_total", "Established TCP connections to the endpoint that closed.",
-          &aimesh_be_tel::closed);
+  renderClosed(out, idx, tel, closed);
+  family(out, "aimesh_endpoint_idle_connections", "gauge",
+         "Open connections to the endpoint idle between requests (an HTTP/1.x response ended, no request since).");
+  for (auto& [labels, t] : eps)
+    out += fmt::format("aimesh_endpoint_idle_connections{{{}}} {}\n", labels,
+                       std::clamp<int64_t>(t->idle, 0, std::max<int64_t>(0, t->active)));
   family(out, "aimesh_endpoint_connection_failures_total", "counter",
          "Connections that failed: refused (RST to the SYN), timeout (no answer), reset (RST after ESTABLISHED).");
   for (auto& [labels, t] : eps) {
@@ -255,7 +305,7 @@ std::string renderMetrics(const MetricsInput& in) {
              return static_cast<uint64_t>(b.endpoint.state == EndpointState::kActive && b.endpoint.weight > 0);
            });
 
-  if (in.telemetry) renderTelemetry(out, idx, *in.telemetry);
+  if (in.telemetry) renderTelemetry(out, idx, *in.telemetry, in.closed);
 
   family(out, "aimesh_datapath_reasons_total", "counter",
          "Data-plane events by reason: refusals, skipped picks, failed bookkeeping.");
@@ -279,6 +329,30 @@ std::string renderMetrics(const MetricsInput& in) {
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"failed\"}} {}\n", a.modelScrapesFailed);
   renderKube(out, in.kube);
   renderHttp(out, in.http);
+  LifecycleStats noLc;
+  const LifecycleStats& lc = in.lifecycle ? *in.lifecycle : noLc;
+  family(out, "aimesh_agent_connection_lifecycle_available", "gauge",
+         "1 if the socket iterators and bpf_sock_destroy loaded (Linux >= 6.5): aimesh can close connections.");
+  out += fmt::format("aimesh_agent_connection_lifecycle_available {}\n", lc.available ? 1 : 0);
+  family(out, "aimesh_agent_connection_passes_total", "counter",
+         "Passes of the socket iterators over the network namespaces of the agent's cgroup.");
+  out += fmt::format("aimesh_agent_connection_passes_total {}\n", lc.passes);
+  family(out, "aimesh_agent_connection_pass_errors_total", "counter", "Passes that failed in every namespace.");
+  out += fmt::format("aimesh_agent_connection_pass_errors_total {}\n", lc.passErrors);
+  family(out, "aimesh_agent_connection_pass_seconds_total", "counter", "Time spent in passes.");
+  out += fmt::format("aimesh_agent_connection_pass_seconds_total {:.9f}\n", lc.passSeconds);
+  family(out, "aimesh_agent_connection_namespaces", "gauge", "Network namespaces the last pass walked.");
+  out += fmt::format("aimesh_agent_connection_namespaces {}\n", lc.namespaces);
+  family(out, "aimesh_agent_connections_closed_total", "counter",
+         "Connections aimesh closed on this node since the agent started, by reason (all endpoints).");
+  {
+    std::array<uint64_t, AIMESH_CLOSE_MAX> sum{};
+    if (in.closed)
+      for (auto& c : *in.closed)
+        for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) sum[r] += c.byReason[r];
+    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
+      out += fmt::format("aimesh_agent_connections_closed_total{{reason=\"{}\"}} {}\n", closeReasonName(r), sum[r]);
+  }
   family(out, "aimesh_tc_flow_entries", "gauge",
          "TC path: flow table entries (forward and reply) after the agent's last sweep.");
   out += fmt::format("aimesh_tc_flow_entries {}\n", a.tcFlows);

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "lifecycle/lifecycle.h"
 #include "source/kube_source.h"
 #include "telemetry/http_server.h"
 #include "reconcile/plan.h"
@@ -51,6 +52,10 @@ struct MetricsInput {
   const KubeSourceStats* kube = nullptr;
   // The metrics listener's own counters; null: all zero.
   const HttpServerCounters* http = nullptr;
+  // Connections the lifecycle closed, per endpoint and reason (endpoints that
+  // left the state included), and its own counters; null: none.
+  const std::vector<ClosedSeries>* closed = nullptr;
+  const LifecycleStats* lifecycle = nullptr;
 };
 
 std::string renderMetrics(const MetricsInput& in);

@@ -52,6 +52,7 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, co
     aimesh_be_load load{};
     if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) {
       bt.active = load.active;
+      bt.idle = load.idle;
       bt.ewmaTtftNs = load.ewma_ttft_ns;
       bt.failStreak = load.fail_streak;
       if (load.penalty) {

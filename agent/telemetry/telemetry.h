@@ -31,6 +31,7 @@ const char* eventTypeName(uint8_t type);
 struct BackendTelemetry {
   aimesh_be_tel counters{};
   int64_t active = 0;
+  int64_t idle = 0;  // of active, idle between requests (aimesh_be_load.idle)
   // Balancer state (aimesh_be_load / aimesh_be_signal), read at the same time.
   uint64_t ewmaTtftNs = 0;       // 0: no sample yet
   double penalty = 0;            // decayed to now

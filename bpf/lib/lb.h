@@ -165,11 +165,20 @@ static __always_inline __u64 lb_ewma_us(__u32 backend_id)
 }
 
 /* Is candidate a strictly cheaper than b? Cost per unit of weight (compared
- * by cross-multiplying: at most 2^46 x 2^16): for `least_conn` the load, so
- * that idle backends tie and the caller's weighted-random order spreads
- * connections by weight; for `latency` (load + 1) times the peak-EWMA TTFT
- * (Finagle's peak-EWMA cost). A backend without a TTFT sample yet costs what
+ * by cross-multiplying: at most 2^46 x 2^16): for `least_conn` the load, then
+ * (on a tie) the open connections, so that idle backends with equal
+ * connections tie and the caller's weighted-random order spreads them by
+ * weight; for `latency` (load + 1) times the peak-EWMA TTFT (Finagle's
+ * peak-EWMA cost). A backend without a TTFT sample yet costs what
  * the other one does per connection: neither starved nor flooded. */
+/* Open connections (idle ones included), for least_conn's tie-break. */
+static __always_inline __u64 lb_open(__u32 backend_id)
+{
+	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+
+	return l && l->active > 0 ? (__u64)l->active : 0;
+}
+
 static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct aimesh_backend *ba, __u32 b,
 				      const struct aimesh_backend *bb, int by_latency)
 {
@@ -188,6 +197,13 @@ static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct ai
 			la *= ea;
 			lb *= eb;
 		}
+	}
+	if (!by_latency && la * bb->weight == lb * ba->weight) {
+		/* Equally busy: the one holding fewer connections, so that the
+		 * connections pooled clients open (or reopen after re-balancing)
+		 * spread over the endpoints instead of piling onto one. */
+		la = lb_open(a);
+		lb = lb_open(b);
 	}
 	return la * bb->weight < lb * ba->weight;
 }

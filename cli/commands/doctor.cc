@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "bpf/sock_iter.h"
 #include "bpf/system.h"
 #include "commands/commands.h"
 #include "format/table.h"
@@ -72,6 +73,8 @@ std::vector<CheckResult> collectDoctorChecks(const AgentCall& call, const Doctor
     for (const auto& h : use.helpers) probes.push_back(probeHelper(use.type, h.id));
     checks.push_back(checkHelpers(use, probes));
   }
+
+  checks.push_back(checkSocketIterators(SockIter::probe()));
 
   Result<nlohmann::json> status = call(nlohmann::json{{"method", "status"}});
   checks.push_back(checkAgent(status, options.socketPath));

@@ -251,6 +251,19 @@ std::vector<std::string> missingCapabilities(uint64_t capEff) {
   return out;
 }
 
+CheckResult checkSocketIterators(const Status& probe) {
+  CheckResult r{"program types", "socket iterators + bpf_sock_destroy", CheckState::kPass, "", ""};
+  if (probe) {
+    r.detail = "iter/tcp and iter/udp load and may destroy sockets (connection lifecycle)";
+    return r;
+  }
+  r.state = CheckState::kWarn;
+  r.detail = "unavailable: " + probe.error().message();
+  r.hint = "Linux >= 6.5 with BTF is needed to close connections to removed endpoints and re-balance pooled "
+           "keep-alive connections; balancing works without it";
+  return r;
+}
+
 CheckResult checkCapabilities(const Result<std::string>& statusText) {
   if (!statusText) return warn("process", "capabilities", statusText.error().message(), "");
   auto caps = parseCapEff(*statusText);

@@ -79,6 +79,12 @@ CheckResult checkMapType(int type, const char* name, int probe);
 // `probes[i]` is the answer for use.helpers[i].
 CheckResult checkHelpers(const ProgramTypeUse& use, const std::vector<int>& probes);
 
+// The connection lifecycle's socket iterators with bpf_sock_destroy (Linux
+// >= 6.5): `probe` is whether they load. Without them aimesh still balances;
+// it cannot close connections to removed endpoints or re-balance pooled
+// clients, so this is a warning, not a failure.
+CheckResult checkSocketIterators(const Status& probe);
+
 // ---- capabilities ---------------------------------------------------------------
 struct CapabilityUse {
   int bit;

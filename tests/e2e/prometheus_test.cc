@@ -273,7 +273,7 @@ TEST_F(PrometheusE2e, PromtoolAcceptsLiveMetrics) {
   for (int i = 0; i < 50; ++i) {
     auto r = getMetrics(false);
     if (r && r->body.find("aimesh_endpoint_connections_closed_total{service=\"llm\",namespace=\"ml\",model=\"stand-"
-                          "in\",port=\"8000\",protocol=\"TCP\",endpoint=\"10.77.0.2:8000\"} " +
+                          "in\",port=\"8000\",protocol=\"TCP\",endpoint=\"10.77.0.2:8000\",reason=\"other\"} " +
                           std::to_string(requests) + "\n") != std::string::npos)
       break;
     std::this_thread::sleep_for(20ms);

@@ -146,6 +146,18 @@ std::vector<CheckResult> sampleChecks() {
   };
 }
 
+// Without socket iterators (Linux < 6.5) aimesh balances but cannot close
+// connections: a warning that says so, not a failure.
+TEST(DoctorTest, SocketIteratorsWarnWhenMissing) {
+  CheckResult ok = checkSocketIterators(Status{});
+  EXPECT_EQ(ok.state, CheckState::kPass);
+  CheckResult missing = checkSocketIterators(Error::fromCode(22, "load iter/tcp"));
+  EXPECT_EQ(missing.state, CheckState::kWarn);
+  EXPECT_NE(missing.detail.find("load iter/tcp"), std::string::npos) << missing.detail;
+  EXPECT_NE(missing.hint.find("6.5"), std::string::npos) << missing.hint;
+  EXPECT_EQ(doctorExitCode({missing}), 0);
+}
+
 TEST(DoctorTest, TableOneLinePerCheckWithFixHints) {
   CommandOutput r = formatDoctor(sampleChecks(), OutputFormat::kTable);
   EXPECT_EQ(r.exitCode, kExitError);

@@ -1,0 +1,340 @@
+#include "lifecycle/lifecycle.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "util/unique_fd.h"
+
+namespace aimesh {
+
+namespace {
+
+uint64_t monoNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t nsOf(std::chrono::milliseconds d) { return static_cast<uint64_t>(d.count()) * 1'000'000ULL; }
+
+// aimesh_be_load of every id up to maxId, in one batch read per 4096 ids.
+std::vector<aimesh_be_load> readLoads(int fd, uint32_t maxId) {
+  std::vector<aimesh_be_load> out(maxId + 1);
+  std::vector<uint32_t> keys(maxId + 1);
+  uint32_t done = 0;
+  uint32_t in = 0, next = 0;
+  bool first = true;
+  while (done <= maxId) {
+    uint32_t count = std::min<uint32_t>(4096, maxId + 1 - done);
+    LIBBPF_OPTS(bpf_map_batch_opts, o);
+    int rc = bpf_map_lookup_batch(fd, first ? nullptr : &in, &next, keys.data() + done, out.data() + done, &count, &o);
+    first = false;
+    if (rc != 0 && errno != ENOENT) {
+      // No batch support: one lookup per id.
+      for (uint32_t id = done; id <= maxId; ++id) bpf_map_lookup_elem(fd, &id, &out[id]);
+      return out;
+    }
+    // Array maps return entries in key order from the start.
+    done += count;
+    in = next;
+    if (rc != 0) break;  // ENOENT: the end of the map
+  }
+  return out;
+}
+
+void zeroBudgets(int fd, const std::map<uint32_t, uint32_t>& budgets) {
+  aimesh_lc_be zero{};
+  for (auto& [id, n] : budgets) bpf_map_update_elem(fd, &id, &zero, BPF_ANY);
+}
+
+}  // namespace
+
+const char* closeReasonName(uint8_t reason) {
+  switch (reason) {
+    case AIMESH_CLOSE_REMOVED: return "removed";
+    case AIMESH_CLOSE_DRAINED: return "drained";
+    case AIMESH_CLOSE_EJECTED: return "ejected";
+    case AIMESH_CLOSE_REBALANCED: return "rebalanced";
+    case AIMESH_CLOSE_MAX_AGE: return "max_age";
+    case AIMESH_CLOSE_MAX_REQUESTS: return "max_requests";
+    default: return "";
+  }
+}
+
+const char* connStateName(uint8_t state) {
+  switch (state) {
+    case AIMESH_CS_IDLE: return "idle";
+    case AIMESH_CS_BUSY: return "busy";
+    case AIMESH_CS_NEW: return "new";
+    case AIMESH_CS_UNKNOWN: return "unknown";
+    case AIMESH_CS_DATAGRAM: return "datagram";
+    case AIMESH_CS_CLOSING: return "closing";
+    default: return "?";
+  }
+}
+
+std::string Lifecycle::endpointText(const uint8_t addr[16], uint16_t port) {
+  IpAddr a;
+  std::memcpy(a.bytes.data(), addr, 16);
+  return a.isV4() ? fmt::format("{}:{}", a.toString(), port) : fmt::format("[{}]:{}", a.toString(), port);
+}
+
+Lifecycle::Lifecycle(const LifecycleOptions& opts, const MapFds& maps)
+    : opts_(opts), maps_(maps), netns_(opts.cgroup, opts.netnsDir) {}
+
+std::unique_ptr<Lifecycle> Lifecycle::start(const LifecycleOptions& opts, const std::string& pinDir,
+                                            const MapLimits& limits, const MapFds& maps) {
+  std::unique_ptr<Lifecycle> lc(new Lifecycle(opts, maps));
+  if (!opts.enabled) {
+    lc->reason_ = "turned off (--connection-lifecycle=false)";
+    return lc;
+  }
+  auto it = SockIter::open(pinDir, limits);
+  if (!it) {
+    lc->reason_ = it.error().message();
+    spdlog::warn("connection lifecycle unavailable: {}; connections to removed endpoints are not closed and "
+                 "pooled connections are not re-balanced (meshctl doctor)",
+                 lc->reason_);
+    return lc;
+  }
+  lc->homeNetns_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (lc->homeNetns_ < 0) {
+    lc->reason_ = std::string("open /proc/self/ns/net: ") + std::strerror(errno);
+    return lc;
+  }
+  lc->iter_.emplace(std::move(it.value()));
+  aimesh_lc_ctl ctl{};
+  ctl.idle_guard_ns = nsOf(opts.idleGuard);
+  ctl.new_idle_ns = nsOf(opts.newIdle);
+  ctl.drain_timeout_ns = nsOf(opts.drainTimeout);
+  uint32_t zero = 0;
+  bpf_map_update_elem(lc->iter_->ctlFd(), &zero, &ctl, BPF_ANY);
+  lc->stats_.available = true;
+  lc->thread_ = std::thread([p = lc.get()] { p->loop(); });
+  return lc;
+}
+
+Lifecycle::~Lifecycle() {
+  {
+    std::lock_guard lk(stopMu_);
+    stop_ = true;
+  }
+  stopCv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (homeNetns_ >= 0) ::close(homeNetns_);
+}
+
+void Lifecycle::setIndex(const IdIndex& index) {
+  std::lock_guard lk(mu_);
+  for (auto& [id, s] : services_)
+    if (!index.services.count(id)) {
+      goneServices_[id] = s;
+      pendingRemoval_ = true;
+    }
+  std::map<uint32_t, EndpointInfo> eps;
+  for (auto& [id, b] : index.backends) {
+    const IpAddr& a = b.endpoint.address;
+    eps[id] = EndpointInfo{b.serviceId, b.endpoint.weight, b.endpoint.state == EndpointState::kActive,
+                           a.isV4() ? fmt::format("{}:{}", a.toString(), b.targetPort)
+                                    : fmt::format("[{}]:{}", a.toString(), b.targetPort)};
+  }
+  for (auto& [id, e] : endpoints_) {
+    auto it = eps.find(id);
+    if (it == eps.end() || it->second.endpoint != e.endpoint || it->second.serviceId != e.serviceId)
+      pendingRemoval_ = true;
+  }
+  endpoints_ = std::move(eps);
+  services_ = index.services;
+  for (auto& [id, s] : services_) goneServices_.erase(id);
+  std::erase_if(tokens_, [&](const auto& kv) { return !services_.count(kv.first); });
+  for (auto& [key, c] : closed_) c.current = false;
+  for (auto& [id, e] : endpoints_) {
+    const ServiceInfo& s = services_.at(e.serviceId);
+    auto it = closed_.find({s.nameSpace + "/" + s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), e.endpoint});
+    if (it != closed_.end()) it->second.current = true;
+  }
+  // Bounded: series of endpoints that left go once there are many of them.
+  if (closed_.size() > 2 * endpoints_.size() + 1024)
+    std::erase_if(closed_, [](const auto& kv) { return !kv.second.current; });
+  if (!iter_) return;
+  // The rules the iterators read, per service id. Ids of services that left
+  // keep theirs: their leftover connections still drain by them.
+  for (auto& [id, s] : services_) {
+    aimesh_lc_svc r{};
+    r.max_age_ns = s.connections.maxAgeMs * 1'000'000ULL;
+    r.max_requests = s.connections.maxRequests;
+    r.drain_timeout_ns = s.connections.drainTimeoutMs * 1'000'000ULL;
+    r.flags = AIMESH_LCS_F_SET;
+    bpf_map_update_elem(iter_->svcFd(), &id, &r, BPF_ANY);
+  }
+}
+
+void Lifecycle::loop() {
+  std::unique_lock lk(stopMu_);
+  while (!stop_) {
+    stopCv_.wait_for(lk, opts_.interval, [&] { return stop_; });
+    if (stop_) break;
+    lk.unlock();
+    tick(std::chrono::steady_clock::now());
+    lk.lock();
+  }
+}
+
+void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
+  std::map<uint32_t, uint32_t> budgets;
+  bool need = false;
+  {
+    std::lock_guard lk(mu_);
+    double dt = lastTick_.time_since_epoch().count() ? std::chrono::duration<double>(now - lastTick_).count() : 0;
+    lastTick_ = now;
+    uint32_t maxId = endpoints_.empty() ? 0 : endpoints_.rbegin()->first;
+    std::vector<aimesh_be_load> loads = endpoints_.empty() ? std::vector<aimesh_be_load>{}
+                                                           : readLoads(maps_.beLoad, maxId);
+    uint64_t mono = monoNs();
+    bool anyOpen = false, anyLimits = false;
+    std::map<uint32_t, std::vector<EndpointLoad>> perService;
+    for (auto& [id, e] : endpoints_) {
+      const aimesh_be_load& l = loads[id];
+      bool ejected = l.skip_until_ns && mono < l.skip_until_ns;
+      int64_t idle = std::clamp<int64_t>(l.idle, 0, std::max<int64_t>(0, l.active));
+      anyOpen |= l.active > 0;
+      if ((!e.active || e.weight == 0 || ejected) && idle > 0) need = true;
+      auto sit = services_.find(e.serviceId);
+      if (sit == services_.end()) continue;
+      const ConnectionPolicy& p = sit->second.connections;
+      if (l.active > 0 && (p.maxAgeMs || p.maxRequests)) anyLimits = true;
+      if (p.rebalanceOn(sit->second.algorithm))
+        perService[e.serviceId].push_back(
+            EndpointLoad{id, e.weight, e.active && e.weight > 0 && !ejected, l.active, idle, l.ewma_ttft_ns});
+    }
+    for (auto& [sid, eps] : perService) {
+      const ServiceInfo& s = services_.at(sid);
+      CloseTokens& t = tokens_[sid];
+      t.refill(s.connections.rebalanceRate, dt);
+      for (auto& [id, n] : rebalanceBudgets(s.algorithm, eps, t.available())) budgets[id] = n;
+    }
+    if (!budgets.empty()) need = true;
+    if (pendingRemoval_) need = true;
+    auto since = now - lastPass_;
+    if (anyLimits && since >= std::chrono::seconds(1)) need = true;
+    if (anyOpen && since >= opts_.sweep) need = true;
+  }
+  if (!need) return;
+  std::lock_guard pass(passMu_);
+  for (auto& [id, n] : budgets) {
+    aimesh_lc_be b{};
+    b.rebalance = n;
+    bpf_map_update_elem(iter_->beFd(), &id, &b, BPF_ANY);
+  }
+  auto seen = passLocked(true);
+  zeroBudgets(iter_->beFd(), budgets);
+  std::lock_guard lk(mu_);
+  lastPass_ = now;
+  if (!seen) {
+    stats_.passErrors++;
+    spdlog::warn("connection lifecycle pass: {}", seen.error().message());
+    return;
+  }
+  account(*seen);
+}
+
+Result<std::vector<ConnectionSeen>> Lifecycle::passLocked(bool act) {
+  auto t0 = std::chrono::steady_clock::now();
+  aimesh_lc_ctl ctl{};
+  uint32_t zero = 0;
+  bpf_map_lookup_elem(iter_->ctlFd(), &zero, &ctl);
+  ctl.flags = (act ? AIMESH_LC_F_ACT : 0) | (opts_.telemetry ? AIMESH_LC_F_PHASES : 0);
+  if (bpf_map_update_elem(iter_->ctlFd(), &zero, &ctl, BPF_ANY) != 0) return Error::fromErrno("write aimesh_lc_ctl");
+  std::vector<NetnsRef> spaces;
+  {
+    std::lock_guard lk(mu_);
+    if (namespaces_.empty() || t0 - lastNetns_ >= opts_.netnsRefresh) {
+      namespaces_ = netns_.find();
+      lastNetns_ = t0;
+    }
+    spaces = namespaces_;
+  }
+  std::vector<ConnectionSeen> out;
+  std::string firstError;
+  for (const NetnsRef& ns : spaces) {
+    UniqueFd fd(::open(ns.path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    // The pid may have exited and its number gone to another process.
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || static_cast<uint64_t>(st.st_ino) != ns.ino) continue;
+    auto r = iter_->pass(fd.get(), homeNetns_);
+    if (!r) {
+      if (firstError.empty()) firstError = ns.path + ": " + r.error().message();
+      continue;
+    }
+    for (auto& c : *r) out.push_back(ConnectionSeen{c, ns.ino});
+  }
+  std::lock_guard lk(mu_);
+  stats_.passes++;
+  stats_.passSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stats_.namespaces = spaces.size();
+  stats_.connections = out.size();
+  if (!firstError.empty() && out.empty() && !spaces.empty()) return Error::msg(firstError);
+  return out;
+}
+
+// Counts what a pass closed, spends the services' re-balancing tokens, and
+// keeps looking while connections to removed endpoints remain. Holds mu_.
+void Lifecycle::account(const std::vector<ConnectionSeen>& seen) {
+  bool gone = false;
+  for (const ConnectionSeen& c : seen) {
+    const aimesh_conn& r = c.rec;
+    if (r.gone && !r.closed) gone = true;
+    if (!r.closed || r.closed >= AIMESH_CLOSE_MAX) continue;
+    if (r.closed == AIMESH_CLOSE_REBALANCED) tokens_[r.service_id].spend(1);
+    const ServiceInfo* s = nullptr;
+    if (auto it = services_.find(r.service_id); it != services_.end()) s = &it->second;
+    else if (auto g = goneServices_.find(r.service_id); g != goneServices_.end()) s = &g->second;
+    if (!s) continue;
+    std::string ep = endpointText(r.daddr, ntohs(r.dport));
+    auto key = std::make_tuple(s->nameSpace + "/" + s->name, s->port.port, static_cast<uint8_t>(s->port.protocol), ep);
+    auto [it, fresh] = closed_.try_emplace(key);
+    if (fresh) {
+      it->second = ClosedSeries{s->name, s->nameSpace, s->model, s->port, ep, false, {}};
+      auto e = endpoints_.find(r.backend_id);
+      it->second.current = !r.gone && e != endpoints_.end() && e->second.endpoint == ep;
+    }
+    it->second.byReason[r.closed]++;
+  }
+  pendingRemoval_ = gone;
+  if (!gone) goneServices_.clear();
+}
+
+Result<std::vector<ConnectionSeen>> Lifecycle::connections() {
+  if (!iter_) return Error::msg(reason_);
+  std::lock_guard pass(passMu_);
+  return passLocked(false);
+}
+
+size_t Lifecycle::namespacesWalked() const {
+  std::lock_guard lk(mu_);
+  return stats_.namespaces;
+}
+
+std::vector<ClosedSeries> Lifecycle::closed() const {
+  std::lock_guard lk(mu_);
+  std::vector<ClosedSeries> out;
+  for (auto& [key, c] : closed_) out.push_back(c);
+  return out;
+}
+
+LifecycleStats Lifecycle::stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+}  // namespace aimesh
