@@ -222,6 +222,7 @@ struct RowDef {
   bool httpMode = false;   // HAProxy: mode http (a per-request L7 proxy) instead of mode tcp
   bool pooledOnly = false; // only meaningful with keep-alive clients
   bool inDefaultList = true;  // run when --rows is not given (default mode)
+  bool lifecycle = true;      // agent: false runs it with --connection-lifecycle=false
 };
 
 const std::vector<RowDef>& allRows() {
@@ -235,6 +236,9 @@ const std::vector<RowDef>& allRows() {
       // what connect-time balancing alone does with pooled connections.
       {"least_conn_static", "aimesh lc static", Kind::Agent, "least_conn", false, false, true, false},
       {"latency_static", "aimesh latency static", Kind::Agent, "latency", false, false, true, false},
+      // No connection lifecycle at all (removed endpoints keep their pooled
+      // connections too): connect-time balancing only, as before it existed.
+      {"least_conn_nolc", "aimesh lc no lifecycle", Kind::Agent, "least_conn", false, false, true, false, false},
       {"haproxy_rr", "HAProxy roundrobin", Kind::Haproxy, "roundrobin"},
       {"haproxy_lc", "HAProxy leastconn", Kind::Haproxy, "leastconn"},
       // A per-request L7 peer: HAProxy terminates HTTP and picks a server
@@ -986,6 +990,7 @@ RowResult runRow(const RowDef& def, const Config& c, Env& env, const Sandbox& sb
     testing::writeFile(work + "/state.yaml", stateFile(c, def, c.initialEndpoints()));
     std::vector<std::string> extra;
     if (c.scrape) extra = {"--scrape-netns", sb.backend().name()};
+    if (!def.lifecycle) extra.push_back("--connection-lifecycle=false");
     agent = std::make_unique<AgentProcess>(sb.cgroup().path(), work + "/state.yaml", work, extra);
     try {
       agent->start();
@@ -1487,8 +1492,9 @@ json run(Config& c) {
     ratio("latency", "sed", 1.3, "latency / ideal SED", true);
     ratio("least_conn_static", "jsq", 0, "least_conn_static / ideal JSQ");
     ratio("latency_static", "sed", 0, "latency_static / ideal SED");
+    ratio("least_conn_nolc", "jsq", 0, "least_conn_nolc / ideal JSQ");
     for (auto& k : {"random", "least_conn", "latency", "maglev", "bounded_hash", "least_conn_static", "latency_static",
-                    "haproxy_http_lc", "jsq", "sed"})
+                    "least_conn_nolc", "haproxy_http_lc", "jsq", "sed"})
       ratio(k, "haproxy_lc", 0, fmt::format("{} / HAProxy leastconn", k));
   } else {
     ratio("least_conn", "jsq", 1.1, "least_conn / ideal JSQ");
@@ -1600,7 +1606,7 @@ int main(int argc, char** argv) {
     // Default mode: the nine rows it always ran. Pooled: every row. A
     // scenario: the aimesh rows that matter for it and the JSQ reference.
     if (c.scenario != aimesh::Config::Scenario::None)
-      c.rows = {"least_conn", "latency", "least_conn_static", "latency_static", "jsq"};
+      c.rows = {"least_conn", "latency", "least_conn_static", "latency_static", "least_conn_nolc", "jsq"};
     else
       for (auto& d : allRows())
         if (c.pooled || d.inDefaultList) c.rows.push_back(d.key);

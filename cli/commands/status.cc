@@ -1,6 +1,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "commands/commands.h"
 #include "format/table.h"
 
@@ -32,6 +34,14 @@ CommandOutput formatStatus(const nlohmann::json& response, OutputFormat format) 
       {"reconciles", cellText(response, "reconciles")},
       {"reconcile errors", cellText(response, "reconcile_errors")},
   };
+  // Whether aimesh can close connections (socket iterators, Linux >= 6.5).
+  if (auto lc = response.find("connection_lifecycle"); lc != response.end() && lc->is_object()) {
+    if (lc->value("available", false))
+      items.emplace_back("connection lifecycle", fmt::format("on ({} passes, {} namespaces)",
+                                                             lc->value("passes", 0), lc->value("namespaces", 0)));
+    else
+      items.emplace_back("connection lifecycle", "unavailable: " + lc->value("reason", std::string("?")));
+  }
   // The last error is only news when there is one.
   if (std::string last = cellText(response, "last_error"); last != "-" && !last.empty()) {
     items.emplace_back("last error", last);

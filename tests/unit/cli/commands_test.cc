@@ -108,6 +108,16 @@ TEST(CommandsTest, StatusOmitsEmptyLastErrorAndMissingPrograms) {
   EXPECT_NE(r.out.find("uptime:           1h2m5s\n"), std::string::npos);
 }
 
+TEST(CommandsTest, StatusSaysWhetherConnectionsCanBeClosed) {
+  json s = kStatus;
+  s["connection_lifecycle"] = {{"available", true}, {"passes", 12}, {"namespaces", 3}, {"reason", ""}};
+  CommandOutput r = formatStatus(s, OutputFormat::kTable);
+  EXPECT_NE(r.out.find("connection lifecycle: on (12 passes, 3 namespaces)\n"), std::string::npos) << r.out;
+  s["connection_lifecycle"] = {{"available", false}, {"reason", "load the socket iterators: Invalid argument"}};
+  r = formatStatus(s, OutputFormat::kTable);
+  EXPECT_NE(r.out.find("unavailable: load the socket iterators"), std::string::npos) << r.out;
+}
+
 TEST(CommandsTest, StatusJsonIsTheAgentsJsonPretty) {
   CommandOutput r = formatStatus(kStatus, OutputFormat::kJson);
   EXPECT_EQ(r.exitCode, kExitOk);
