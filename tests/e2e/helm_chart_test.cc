@@ -247,6 +247,8 @@ std::set<std::string> stringSet(const YAML::Node& seq) {
   return {v.begin(), v.end()};
 }
 
+// The element of `seq` whose name is `name`, or a null node: test with
+// IsMap()/IsNull(), a null node converts to true.
 YAML::Node named(const YAML::Node& seq, const std::string& name) {
   if (seq && seq.IsSequence())
     for (auto x : seq)
@@ -258,7 +260,7 @@ YAML::Node podSpec(const Rendered& r) { return r.one("DaemonSet")["spec"]["templ
 YAML::Node agentContainer(const Rendered& r) {
   auto spec = podSpec(r);
   auto c = named(spec["containers"], "agent");
-  EXPECT_TRUE(c) << "no container named agent";
+  EXPECT_TRUE(c.IsMap()) << "no container named agent";
   return c;
 }
 
