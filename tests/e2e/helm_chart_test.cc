@@ -247,6 +247,8 @@ std::set<std::string> stringSet(const YAML::Node& seq) {
   return {v.begin(), v.end()};
 }
 
+// The element of `seq` whose name is `name`, or a null node: test with
+// IsMap()/IsNull(), a null node converts to true.
 YAML::Node named(const YAML::Node& seq, const std::string& name) {
   if (seq && seq.IsSequence())
     for (auto x : seq)
@@ -258,7 +260,7 @@ YAML::Node podSpec(const Rendered& r) { return r.one("DaemonSet")["spec"]["templ
 YAML::Node agentContainer(const Rendered& r) {
   auto spec = podSpec(r);
   auto c = named(spec["containers"], "agent");
-  EXPECT_TRUE(c) << "no container named agent";
+  EXPECT_TRUE(c.IsMap()) << "no container named agent";
   return c;
 }
 
@@ -300,7 +302,7 @@ std::string q(const std::string& s) { return "\"" + s + "\""; }
 // ---- value sets -------------------------------------------------------------------
 
 // Selector, ServiceMonitor, custom image/resources/tolerations/priority, no
-// bpffs init container, tuning and extra config.
+// bpffs init container, no connection lifecycle, tuning and extra config.
 constexpr const char* kValuesCustom = R"(
 image:
   repository: registry.example.com/ml/aimesh
@@ -311,6 +313,7 @@ imagePullSecrets:
 agent:
   logLevel: debug
   telemetry: false
+  connectionLifecycle: false
   kubernetesSelector: "aimesh.io/mesh=enabled"
   resyncSeconds: 60
   tuning:
@@ -356,11 +359,14 @@ podAnnotations:
   example.com/team: ml
 )";
 
-// Hybrid cgroup node, other pin dir, socket dir, metrics port and names.
+// Hybrid cgroup node, other pin dir, socket dir, netns dir, metrics port and
+// names.
 constexpr const char* kValuesPaths = R"(
 fullnameOverride: mesh-agent
 serviceAccount:
   name: mesh-sa
+agent:
+  netnsDir: /var/run/docker/netns/
 cgroup:
   root: /sys/fs/cgroup/unified
 bpf:
@@ -464,6 +470,68 @@ TEST_F(HelmChart, MountsAndPropagationWithTheBpffsInitContainer) {
   }
 }
 
+// The connection lifecycle walks the pods' network namespaces through their
+// files in agent.netnsDir: the DaemonSet mounts that host directory at the
+// same path, and namespaces the runtime bind-mounts there after the agent
+// started must appear in the container (HostToContainer).
+TEST_F(HelmChart, NetnsDirIsMountedReadOnlyWithHostToContainerPropagation) {
+  for (const Strings& set : {Strings{}, Strings{"--set", "agent.netnsDir=/run/containerd/netns/"}}) {
+    std::string dir = set.empty() ? "/var/run/netns" : "/run/containerd/netns";
+    SCOPED_TRACE(dir);
+    auto r = render(set);
+    auto vol = named(podSpec(r)["volumes"], "netns");
+    ASSERT_TRUE(vol.IsMap()) << "no netns volume";
+    EXPECT_EQ(str(vol["hostPath"]["path"]), dir);
+    // A node without the directory still runs the agent.
+    EXPECT_EQ(str(vol["hostPath"]["type"]), "DirectoryOrCreate");
+    auto mount = named(agentContainer(r)["volumeMounts"], "netns");
+    ASSERT_TRUE(mount.IsMap()) << "no netns mount in the agent";
+    EXPECT_EQ(str(mount["mountPath"]), dir);
+    EXPECT_EQ(str(mount["mountPropagation"]), "HostToContainer");
+    EXPECT_TRUE(mount["readOnly"] && mount["readOnly"].as<bool>());
+    auto conf = agentConf(r);
+    EXPECT_EQ(conf["connection-lifecycle"], "true");
+    EXPECT_EQ(conf["netns-dir"], q(dir)) << "the agent walks the directory it has mounted";
+    // Not in the init container: it only mounts bpffs.
+    for (auto init : podSpec(r)["initContainers"]) EXPECT_TRUE(named(init["volumeMounts"], "netns").IsNull());
+  }
+}
+
+// Without a directory, or without the lifecycle, nothing is mounted and the
+// agent is given no directory to walk.
+TEST_F(HelmChart, NoNetnsMountWithoutADirOrWithoutTheLifecycle) {
+  struct Case {
+    Strings set;
+    std::string lifecycle;
+  };
+  for (auto& c : {Case{{"--set", "agent.netnsDir="}, "true"},
+                  Case{{"--set", "agent.connectionLifecycle=false"}, "false"},
+                  Case{{"--set", "agent.connectionLifecycle=false", "--set", "agent.netnsDir=/run/netns"}, "false"}}) {
+    SCOPED_TRACE(c.set.back());
+    auto r = render(c.set);
+    EXPECT_TRUE(named(podSpec(r)["volumes"], "netns").IsNull());
+    for (auto m : agentContainer(r)["volumeMounts"]) {
+      EXPECT_NE(str(m["name"]), "netns");
+      EXPECT_EQ(str(m["mountPath"]).find("netns"), std::string::npos) << str(m["mountPath"]);
+    }
+    auto conf = agentConf(r);
+    EXPECT_EQ(conf["connection-lifecycle"], c.lifecycle);
+    EXPECT_EQ(conf.count("netns-dir"), 0u);
+  }
+}
+
+// `helm upgrade --reuse-values` renders this chart with the values of the
+// release's older chart, which has neither value; --set KEY=null removes a
+// value the same way. Both count as their defaults, not as off.
+TEST_F(HelmChart, LifecycleValuesMissingFromAnOlderReleaseKeepTheirDefaults) {
+  auto r = render({"--set", "agent.connectionLifecycle=null", "--set", "agent.netnsDir=null"});
+  auto conf = agentConf(r);
+  EXPECT_EQ(conf["connection-lifecycle"], "true");
+  EXPECT_EQ(conf["netns-dir"], q("/var/run/netns"));
+  EXPECT_EQ(str(named(agentContainer(r)["volumeMounts"], "netns")["mountPath"]), "/var/run/netns");
+  EXPECT_EQ(str(named(podSpec(r)["volumes"], "netns")["hostPath"]["path"]), "/var/run/netns");
+}
+
 TEST_F(HelmChart, PodSpecDefaults) {
   auto r = render({});
   auto ds = r.one("DaemonSet");
@@ -562,6 +630,8 @@ TEST_F(HelmChart, ConfigMapHoldsTheAgentSettings) {
       {"log-level", q("info")},
       {"telemetry", "true"},
       {"resync-seconds", "30"},
+      {"connection-lifecycle", "true"},
+      {"netns-dir", q("/var/run/netns")},  // the netns volume's mountPath
   };
   EXPECT_EQ(conf, want);
   EXPECT_EQ(str(r.one("ConfigMap")["metadata"]["name"]), "aimesh");
@@ -600,6 +670,9 @@ TEST_F(HelmChart, CustomValues) {
   EXPECT_EQ(conf["kubernetes-selector"], q("aimesh.io/mesh=enabled"));
   EXPECT_EQ(conf["log-level"], q("debug"));
   EXPECT_EQ(conf["telemetry"], "false");
+  EXPECT_EQ(conf["connection-lifecycle"], "false");
+  EXPECT_EQ(conf.count("netns-dir"), 0u) << "no lifecycle, no namespaces to walk";
+  EXPECT_TRUE(named(spec["volumes"], "netns").IsNull());
   EXPECT_EQ(conf["resync-seconds"], "60");
   EXPECT_EQ(conf["eject-after"], "5");
   EXPECT_EQ(conf["latency-decay-seconds"], "2.5");
@@ -653,6 +726,8 @@ TEST_F(HelmChart, CgroupRootPinDirAndSocketOverrides) {
   EXPECT_EQ(str(named(mounts, "cgroup")["mountPath"]), "/host/sys/fs/cgroup/unified");
   EXPECT_EQ(str(named(vols, "run")["hostPath"]["path"]), "/var/run/aimesh-prod");
   EXPECT_EQ(str(named(mounts, "run")["mountPath"]), "/var/run/aimesh-prod");
+  EXPECT_EQ(str(named(vols, "netns")["hostPath"]["path"]), "/var/run/docker/netns");
+  EXPECT_EQ(str(named(mounts, "netns")["mountPath"]), "/var/run/docker/netns");
   EXPECT_EQ(named(agent["ports"], "metrics")["containerPort"].as<int>(), 19464);
   EXPECT_EQ(envOf(agent)["AIMESH_SOCKET"], "/var/run/aimesh-prod/agent.sock");
   EXPECT_EQ(str(spec["serviceAccountName"]), "mesh-sa");
@@ -669,6 +744,7 @@ TEST_F(HelmChart, CgroupRootPinDirAndSocketOverrides) {
   EXPECT_EQ(conf["cgroup"], q("/host/sys/fs/cgroup/unified"));
   EXPECT_EQ(conf["pin-dir"], q("/sys/fs/bpf/mesh-prod"));
   EXPECT_EQ(conf["api-socket"], q("/var/run/aimesh-prod/agent.sock"));
+  EXPECT_EQ(conf["netns-dir"], q("/var/run/docker/netns"));
   EXPECT_EQ(conf["metrics-addr"], q("[::]:19464"));
   EXPECT_EQ(conf["daemonset"], q("mesh-system/mesh-agent"));
 }
@@ -684,6 +760,8 @@ TEST_F(HelmChart, ChecksumAnnotationFollowsTheConfig) {
   EXPECT_NE(sum({"--set", "agent.logLevel=debug"}), base);
   EXPECT_NE(sum({"--set", "agent.tuning.ejectAfter=7"}), base);
   EXPECT_NE(sum({"--set", "agent.kubernetesSelector=mesh=on"}), base);
+  EXPECT_NE(sum({"--set", "agent.connectionLifecycle=false"}), base);
+  EXPECT_NE(sum({"--set", "agent.netnsDir=/run/docker/netns"}), base);
   EXPECT_NE(sum({"--set", "metrics.port=9500"}), base);
   // Not part of agent.conf: the pods roll for their own reasons, or not at all.
   EXPECT_EQ(sum({"--set", "podAnnotations.team=ml"}), base);
@@ -726,6 +804,11 @@ TEST_F(HelmChart, SchemaAndTemplatesRejectBadValues) {
       {{"--set", "metrics.bindAddress=localhost"}, "metrics.bindAddress"},
       {{"--set", "agent.logLevel=verbose"}, "agent.logLevel"},
       {{"--set-string", "agent.telemetry=yes"}, "agent.telemetry"},
+      {{"--set-string", "agent.connectionLifecycle=yes"}, "agent.connectionLifecycle"},
+      {{"--set", "agent.netnsDir=var/run/netns"}, "agent.netnsDir"},
+      {{"--set", "agent.netnsDir=/"}, "agent.netnsDir"},
+      {{"--set", "agent.extraConfig.netns-dir=/run/netns"}, "agent.netnsDir"},
+      {{"--set", "agent.extraConfig.connection-lifecycle=false"}, "agent.connectionLifecycle"},
       {{"--set", "agent.resyncSeconds=0"}, "agent.resyncSeconds"},
       {{"--set", "agent.tuning.ejectAfter=5000"}, "agent.tuning.ejectAfter"},
       {{"--set", "agent.tuning.scrapeIntervalMs=10"}, "agent.tuning.scrapeIntervalMs"},
@@ -840,11 +923,14 @@ TEST_F(HelmChartAgent, CheckConfigAcceptsTheRenderedConfigAndArgs) {
     std::string name;
     Strings values;
     std::string release, ns, daemonset;
+    bool lifecycle;
+    std::string netnsDir;  // "": no netns-dir line, the agent's default
   };
   std::vector<Case> cases{
-      {"defaults", {}, "aimesh", "kube-system", "kube-system/aimesh"},
-      {"custom", values("custom.yaml", kValuesCustom), "aimesh", "kube-system", "kube-system/aimesh"},
-      {"paths", values("paths.yaml", kValuesPaths), "prod", "mesh-system", "mesh-system/mesh-agent"},
+      {"defaults", {}, "aimesh", "kube-system", "kube-system/aimesh", true, "/var/run/netns"},
+      {"custom", values("custom.yaml", kValuesCustom), "aimesh", "kube-system", "kube-system/aimesh", false, ""},
+      {"paths", values("paths.yaml", kValuesPaths), "prod", "mesh-system", "mesh-system/mesh-agent", true,
+       "/var/run/docker/netns"},
   };
   for (auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -872,6 +958,12 @@ TEST_F(HelmChartAgent, CheckConfigAcceptsTheRenderedConfigAndArgs) {
     }
     EXPECT_EQ(got.value("kubernetes", false), true) << got.dump(2);
     EXPECT_EQ(got.value("daemonset", std::string()), c.daemonset) << got.dump(2);
+    // The lifecycle's settings are in the file, so the loop below checks
+    // them too; a setting the chart leaves out keeps the agent's default.
+    EXPECT_EQ(conf.count("connection-lifecycle"), 1u);
+    EXPECT_EQ(conf.count("netns-dir"), c.netnsDir.empty() ? 0u : 1u);
+    EXPECT_EQ(got.value("connection_lifecycle", !c.lifecycle), c.lifecycle) << got.dump(2);
+    EXPECT_EQ(got.value("netns_dir", std::string("<missing>")), c.netnsDir) << got.dump(2);
     // Every line of agent.conf took effect (check-config names the settings
     // like the flags, with '_' for '-').
     for (auto& [key, raw] : conf) {

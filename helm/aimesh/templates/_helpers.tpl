@@ -69,6 +69,34 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
+agent.connectionLifecycle as "true" or "false". Unset counts as true: a
+release upgraded with --reuse-values keeps the values of the chart it was
+installed with, which may predate this one.
+*/}}
+{{- define "aimesh.connectionLifecycle" -}}
+{{- if hasKey .Values.agent "connectionLifecycle" -}}
+{{- .Values.agent.connectionLifecycle | toString -}}
+{{- else -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The host directory of network namespace files the agent walks and the
+DaemonSet mounts at the same path: agent.netnsDir (/var/run/netns when unset,
+as above), "" when it is empty or the connection lifecycle is off.
+*/}}
+{{- define "aimesh.netnsDir" -}}
+{{- if eq (include "aimesh.connectionLifecycle" .) "true" -}}
+{{- if hasKey .Values.agent "netnsDir" -}}
+{{- .Values.agent.netnsDir | trimSuffix "/" -}}
+{{- else -}}
+/var/run/netns
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 A value as CLI11 reads it in a config file: strings double-quoted, lists as
 [a, b], numbers and booleans bare.
 */}}
@@ -107,9 +135,14 @@ replace these.
   "log-level" $v.agent.logLevel
   "telemetry" $v.agent.telemetry
   "resync-seconds" (int $v.agent.resyncSeconds)
+  "connection-lifecycle" (eq (include "aimesh.connectionLifecycle" .) "true")
 -}}
 {{- if $v.agent.kubernetesSelector -}}
 {{- $_ := set $conf "kubernetes-selector" $v.agent.kubernetesSelector -}}
+{{- end -}}
+{{- /* Only with the DaemonSet's mount of that directory. */ -}}
+{{- with include "aimesh.netnsDir" . -}}
+{{- $_ := set $conf "netns-dir" . -}}
 {{- end -}}
 {{- $tuningFlags := dict
   "latencyDecaySeconds" "latency-decay-seconds"
@@ -135,6 +168,8 @@ replace these.
   "telemetry" "agent.telemetry"
   "resync-seconds" "agent.resyncSeconds"
   "kubernetes-selector" "agent.kubernetesSelector"
+  "connection-lifecycle" "agent.connectionLifecycle"
+  "netns-dir" "agent.netnsDir (the DaemonSet mounts it)"
 -}}
 {{- range $key, $flag := $tuningFlags -}}
 {{- $_ := set $owned $flag (printf "agent.tuning.%s" $key) -}}
