@@ -137,6 +137,8 @@ struct Config {
   // (the backend namespace), so least_conn/latency also see the stand-ins'
   // queues. Off by default: the agent runs with its default flags.
   bool scrape = false;
+  // aimesh rows that re-balance: the service's rebalance_rate (0: the agent's default).
+  double rebalanceRate = 0;
   std::vector<std::string> rows;
 
   // --pooled: keep-alive pools instead of a connection per request.
@@ -846,7 +848,9 @@ std::string stateFile(const Config& c, const RowDef& def, const std::vector<int>
       "    endpoints:\n",
       kVip, kPort, def.param,
       c.scrape ? fmt::format("    model_metrics: {{port: {}, path: /metrics}}\n", kPort) : std::string(),
-      def.rebalance ? "" : "    connections: {rebalance: false}\n");
+      !def.rebalance        ? std::string("    connections: {rebalance: false}\n")
+      : c.rebalanceRate > 0 ? fmt::format("    connections: {{rebalance_rate: {}}}\n", c.rebalanceRate)
+                            : std::string());
   for (int i : endpoints) s += fmt::format("      - {{address: {}, port: {}}}\n", c.specs[i].addr, kPort);
   return s;
 }
@@ -1554,6 +1558,10 @@ int main(int argc, char** argv) {
   std::string rowHelp = "comma-separated subset of:";
   for (auto& d : allRows()) rowHelp += " " + d.key;
   app.add_option("--rows", rows, rowHelp);
+  app.add_option("--rebalance-rate", c.rebalanceRate,
+                 "aimesh rows that re-balance: the service's connections.rebalance_rate (closes per second; 0: the "
+                 "agent's default)")
+      ->check(CLI::Range(0.0, 1000.0));
   app.add_flag("--scrape", c.scrape,
                "aimesh rows: scrape the stand-ins' /metrics (model_metrics + agent --scrape-netns); off: default flags");
   app.add_flag("--json", c.wantJson, "also print everything as one JSON object after the table");
