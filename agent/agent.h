@@ -17,7 +17,7 @@
 #include "model/snapshot.h"
 #include "source/kube_source.h"
 #include "telemetry/model_scraper.h"
-#include "reconcile/bpf_map_writer.h"
+#include "bpf/bpf_map_writer.h"
 #include "reconcile/plan.h"
 #include "reconcile/policy_resolver.h"
 #include "reconcile/reconciler.h"

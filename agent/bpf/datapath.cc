@@ -12,6 +12,7 @@
 
 #include "aimesh/abi.h"
 #include "bpf/system.h"
+#include "util/cgroup.h"
 #include "sock_lb.skel.h"
 #include "sock_ops.skel.h"
 #include "sock_telemetry.skel.h"

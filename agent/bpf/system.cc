@@ -61,10 +61,4 @@ int libbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
 
 void routeLibbpfLogs() { libbpf_set_print(libbpfPrint); }
 
-Result<uint64_t> cgroupId(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return Error::fromErrno("stat cgroup " + path);
-  return static_cast<uint64_t>(st.st_ino);
-}
-
 }  // namespace aimesh

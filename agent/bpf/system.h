@@ -22,7 +22,4 @@ bool isMountedAs(const std::string& dir, const std::string& fstype, const std::s
 // Sends libbpf's messages to spdlog (warnings as warnings, debug as debug).
 void routeLibbpfLogs();
 
-// cgroup v2 id (the directory's inode number) of a cgroup directory.
-Result<uint64_t> cgroupId(const std::string& path);
-
 }  // namespace aimesh

@@ -8,7 +8,7 @@
 #include <map>
 #include <memory>
 
-#include "bpf/system.h"
+#include "util/cgroup.h"
 
 namespace aimesh {
 

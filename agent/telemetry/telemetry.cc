@@ -94,19 +94,6 @@ void writeModelSignals(int fd, uint32_t backendId, const Result<ModelSignals>& r
   bpf_map_update_elem(fd, &backendId, &s, BPF_ANY);
 }
 
-Status resetTelemetry(const MapFds& fds, uint32_t id) {
-  Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel), "aimesh_be_tel");
-  if (!st) return st;
-  aimesh_be_load zero{};
-  if (bpf_map_update_elem(fds.beLoad, &id, &zero, BPF_ANY) != 0) return Error::fromErrno("zero aimesh_be_load");
-  if (id >= AIMESH_MAX_HIST_BACKENDS) return {};
-  for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
-    st = zeroPerCpu(fds.hist, id * AIMESH_M_MAX + m, sizeof(aimesh_hist), "aimesh_hist");
-    if (!st) return st;
-  }
-  return {};
-}
-
 int EventLog::onEvent(void* ctx, void* data, size_t size) {
   auto* self = static_cast<EventLog*>(ctx);
   if (size < sizeof(aimesh_event)) return 0;

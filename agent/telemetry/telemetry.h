@@ -53,9 +53,6 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(
 // using stale numbers. Called from the scraper's thread.
 void writeModelSignals(int beSignalFd, uint32_t backendId, const Result<ModelSignals>& r);
 
-// Zeroes a backend's telemetry (a new backend id must not inherit counters).
-Status resetTelemetry(const MapFds& fds, uint32_t backendId);
-
 struct FlowEvent {
   uint64_t seq = 0;
   aimesh_event ev{};

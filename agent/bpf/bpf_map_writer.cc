@@ -1,6 +1,5 @@
-#include "reconcile/bpf_map_writer.h"
+#include "bpf/bpf_map_writer.h"
 #include "bpf/percpu.h"
-#include "telemetry/telemetry.h"
 #include "util/overloaded.h"
 #include "util/unique_fd.h"
 
@@ -12,6 +11,25 @@
 #include <vector>
 
 namespace aimesh {
+
+namespace {
+
+// A backend id taken by a new endpoint starts with zeroed counters,
+// histograms and load: nothing of the endpoint that held the id before.
+Status resetTelemetry(const MapFds& fds, uint32_t id) {
+  Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel), "aimesh_be_tel");
+  if (!st) return st;
+  aimesh_be_load zero{};
+  if (bpf_map_update_elem(fds.beLoad, &id, &zero, BPF_ANY) != 0) return Error::fromErrno("zero aimesh_be_load");
+  if (id >= AIMESH_MAX_HIST_BACKENDS) return {};
+  for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
+    st = zeroPerCpu(fds.hist, id * AIMESH_M_MAX + m, sizeof(aimesh_hist), "aimesh_hist");
+    if (!st) return st;
+  }
+  return {};
+}
+
+}  // namespace
 
 aimesh_frontend_key toAbi(const FrontendKey& k) {
   aimesh_frontend_key a{};
