@@ -51,7 +51,8 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
                  lopts.netnsDir.empty() ? "" : " and ", lopts.netnsDir);
   auto events = EventLog::start(a->dp_.maps().events);
   if (!events) return events.error();
-  a->events_ = std::move(events.value());
+  a->reader_ = std::make_unique<BpfDatapathReader>(a->dp_.maps(), opts.limits, opts.tuning.penaltyHalfLifeNs,
+                                                   std::move(events.value()));
   if (!opts.stateFile.empty()) a->reload();
   if (opts.kube) {
     spdlog::info("cluster state from the Kubernetes API at {} ({})", opts.kube->server, opts.kube->source);
@@ -279,22 +280,12 @@ std::vector<uint32_t> keysOf(const auto& m) {
 std::string Agent::metricsText(bool openMetrics) {
   // Occupancy walks the maps key by key (revnat can be large): do it before
   // taking the lock so a scrape does not hold up reconciles.
-  const MapFds& m = dp_.maps();
-  std::vector<MapOccupancy> maps;
-  const MapLimits& l = opts_.limits;
-  for (auto [name, fd, cap] : {std::tuple{"aimesh_frontends", m.frontends, l.frontends()},
-                               {"aimesh_services", m.services, l.services},
-                               {"aimesh_slots", m.slots, l.slots()},
-                               {"aimesh_backends", m.backends, l.backends},
-                               {"aimesh_revnat", m.revnat, l.revnat()}}) {
-    auto n = countEntries(fd);
-    maps.push_back(MapOccupancy{name, n ? *n : 0, static_cast<uint64_t>(cap)});
-  }
+  std::vector<MapOccupancy> maps = reader_->occupancy();
   std::lock_guard lk(mu_);
-  auto st = readStats(dp_.maps(), keysOf(index_.services), keysOf(index_.backends));
+  auto st = reader_->stats(keysOf(index_.services), keysOf(index_.backends));
   DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
   if (!st) spdlog::warn("read counters: {}", st.error().message());
-  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
+  auto tel = reader_->telemetry(keysOf(index_.backends));
   if (!tel) spdlog::warn("read telemetry: {}", tel.error().message());
   AgentCounters counters = counters_;
   if (scraper_) {
@@ -303,7 +294,7 @@ std::string Agent::metricsText(bool openMetrics) {
   }
   MetricsInput in{&index_, &stats, counters, std::move(maps), AIMESH_VERSION};
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
-  in.events = events_ ? events_->total() : 0;
+  in.events = reader_->flowEventsTotal();
   in.openMetrics = openMetrics;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
@@ -394,7 +385,7 @@ json Agent::statusJson() {
 
 json Agent::servicesJson() {
   std::lock_guard lk(mu_);
-  auto st = readStats(dp_.maps(), keysOf(index_.services), {});
+  auto st = reader_->stats(keysOf(index_.services), {});
   json out = json::array();
   for (auto& [id, s] : index_.services) {
     json fes = json::array();
@@ -424,7 +415,7 @@ json Agent::servicesJson() {
 
 json Agent::policyJson() {
   std::lock_guard lk(mu_);
-  auto st = readStats(dp_.maps(), keysOf(index_.services), {});
+  auto st = reader_->stats(keysOf(index_.services), {});
   json out = json::array();
   for (auto& [id, s] : index_.services) {
     ServiceCounters c = st && st->services.count(id) ? st->services.at(id) : ServiceCounters{};
@@ -467,8 +458,8 @@ json Agent::policyJson() {
 json Agent::endpointsJson(const json& req) {
   std::lock_guard lk(mu_);
   std::string wantSvc = req.value("service", ""), wantNs = req.value("namespace", "");
-  auto st = readStats(dp_.maps(), {}, keysOf(index_.backends));
-  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
+  auto st = reader_->stats({}, keysOf(index_.backends));
+  auto tel = reader_->telemetry(keysOf(index_.backends));
   json out = json::array();
   for (auto& [sid, s] : index_.services) {
     if (!wantSvc.empty() && s.name != wantSvc) continue;
@@ -548,7 +539,7 @@ json Agent::latencyJson(const json& req) {
     for (auto& [sid, s] : index_.services) known |= s.name == want && (ns.empty() || s.nameSpace == ns);
     if (!known) return json{{"error", "unknown service '" + want + "'"}};
   }
-  auto tel = readTelemetry(dp_.maps(), ids, opts_.tuning.penaltyHalfLifeNs);
+  auto tel = reader_->telemetry(ids);
   if (!tel) return json{{"error", tel.error().message()}};
   json eps = json::array();
   for (uint32_t id : ids) {
@@ -566,7 +557,7 @@ json Agent::latencyJson(const json& req) {
 
 json Agent::topJson() {
   std::lock_guard lk(mu_);
-  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
+  auto tel = reader_->telemetry(keysOf(index_.backends));
   if (!tel) return json{{"error", tel.error().message()}};
   json eps = json::array();
   for (auto& [id, b] : index_.backends) {
@@ -588,8 +579,8 @@ json Agent::topJson() {
 
 json Agent::flowsJson(const json& req) {
   uint64_t since = req.value("since", uint64_t{0}), next = 0, dropped = 0;
-  if (!events_) return json{{"error", "no event log"}};
-  auto evs = events_->since(since, 1000, &next, &dropped);
+  std::vector<FlowEvent> evs;
+  if (!reader_->flowEvents(since, 1000, &evs, &next, &dropped)) return json{{"error", "no event log"}};
   std::lock_guard lk(mu_);
   json out = json::array();
   for (auto& fe : evs) {
@@ -632,7 +623,7 @@ json Agent::connectionsJson(const json& req) {
   std::vector<ClosedSeries> closed = lifecycle_->closed();
 
   std::lock_guard lk(mu_);
-  auto tel = readTelemetry(dp_.maps(), keysOf(index_.backends), opts_.tuning.penaltyHalfLifeNs);
+  auto tel = reader_->telemetry(keysOf(index_.backends));
   auto closedOf = [&](const ServiceInfo& s, const std::string& ep) {
     json c = json::object();
     for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) c[closeReasonName(r)] = 0;

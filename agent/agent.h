@@ -22,6 +22,7 @@
 #include "reconcile/policy_resolver.h"
 #include "reconcile/reconciler.h"
 #include "telemetry/api_server.h"
+#include "telemetry/datapath_reader.h"
 #include "telemetry/http_server.h"
 #include "telemetry/metrics.h"
 #include "telemetry/telemetry.h"
@@ -113,7 +114,8 @@ class Agent {
   std::set<std::string> warnedCgroups_;
   std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
-  std::unique_ptr<EventLog> events_;
+  // The read side: counters, telemetry, occupancy and flow events.
+  std::unique_ptr<DatapathReader> reader_;
   std::optional<HttpServer> http_;
   std::shared_ptr<HttpServerCounters> httpCounters_ = std::make_shared<HttpServerCounters>();
   std::optional<ApiServer> api_;

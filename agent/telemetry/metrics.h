@@ -10,6 +10,7 @@
 
 #include "lifecycle/lifecycle.h"
 #include "source/kube_source.h"
+#include "telemetry/datapath_reader.h"
 #include "telemetry/http_server.h"
 #include "reconcile/plan.h"
 #include "telemetry/stats.h"
@@ -30,12 +31,6 @@ struct AgentCounters {
   uint64_t modelScrapesFailed = 0;
   uint64_t tcFlows = 0;         // aimesh_ct entries at the last sweep (both directions)
   uint64_t tcFlowsExpired = 0;  // idle entries the sweeps deleted
-};
-
-struct MapOccupancy {
-  std::string map;
-  uint64_t entries = 0;
-  uint64_t capacity = 0;
 };
 
 struct MetricsInput {

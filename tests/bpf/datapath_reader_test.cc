@@ -1,0 +1,151 @@
+// bpf tier: BpfDatapathReader against real kernel maps of the ABI's types
+// (created here, nothing attached or pinned). Per-CPU values are written on
+// every possible CPU with different numbers, so a reader that forgot to sum
+// or merge over CPUs fails.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "aimesh/abi.h"
+#include "telemetry/datapath_reader.h"
+#include "util/unique_fd.h"
+
+namespace aimesh {
+namespace {
+
+int possibleCpus() { return libbpf_num_possible_cpus(); }
+
+UniqueFd makeMap(bpf_map_type type, uint32_t keySize, uint32_t valueSize, uint32_t entries, const char* name) {
+  int fd = bpf_map_create(type, name, keySize, valueSize, entries, nullptr);
+  EXPECT_GE(fd, 0) << name << ": " << std::strerror(errno);
+  return UniqueFd(fd);
+}
+
+// Writes per-CPU values: fill(cpu, value) sets CPU cpu's copy.
+template <typename T, typename F>
+void putPerCpu(int fd, uint32_t key, F fill) {
+  std::vector<T> v(possibleCpus());
+  for (int c = 0; c < possibleCpus(); ++c) fill(c, v[c]);
+  ASSERT_EQ(bpf_map_update_elem(fd, &key, v.data(), BPF_ANY), 0) << std::strerror(errno);
+}
+
+class DatapathReaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    svcStats_ = makeMap(BPF_MAP_TYPE_PERCPU_ARRAY, 4, sizeof(aimesh_svc_stats), 16, "t_svc_stats");
+    beStats_ = makeMap(BPF_MAP_TYPE_PERCPU_ARRAY, 4, sizeof(aimesh_be_stats), 16, "t_be_stats");
+    reasons_ = makeMap(BPF_MAP_TYPE_PERCPU_ARRAY, 4, sizeof(uint64_t), AIMESH_R_MAX, "t_reasons");
+    beTel_ = makeMap(BPF_MAP_TYPE_PERCPU_ARRAY, 4, sizeof(aimesh_be_tel), 16, "t_be_tel");
+    hist_ = makeMap(BPF_MAP_TYPE_PERCPU_ARRAY, 4, sizeof(aimesh_hist), AIMESH_MAX_HIST_BACKENDS * AIMESH_M_MAX,
+                    "t_hist");
+    beLoad_ = makeMap(BPF_MAP_TYPE_ARRAY, 4, sizeof(aimesh_be_load), 16, "t_be_load");
+    beSignal_ = makeMap(BPF_MAP_TYPE_ARRAY, 4, sizeof(aimesh_be_signal), 16, "t_be_signal");
+    frontends_ = makeMap(BPF_MAP_TYPE_HASH, sizeof(aimesh_frontend_key), 4, 64, "t_frontends");
+    fds_.svcStats = svcStats_.get();
+    fds_.beStats = beStats_.get();
+    fds_.reasons = reasons_.get();
+    fds_.beTel = beTel_.get();
+    fds_.hist = hist_.get();
+    fds_.beLoad = beLoad_.get();
+    fds_.beSignal = beSignal_.get();
+    fds_.frontends = frontends_.get();
+  }
+
+  MapFds fds_;
+  UniqueFd svcStats_, beStats_, reasons_, beTel_, hist_, beLoad_, beSignal_, frontends_;
+};
+
+TEST_F(DatapathReaderTest, StatsAreSummedOverCpus) {
+  const int n = possibleCpus();
+  const uint64_t tri = uint64_t(n) * (n + 1) / 2;  // 1 + 2 + ... + n
+  putPerCpu<aimesh_svc_stats>(fds_.svcStats, 3, [](int c, aimesh_svc_stats& s) {
+    s.connects = c + 1;
+    s.refused = 1;
+    s.denied = 2;
+  });
+  putPerCpu<aimesh_be_stats>(fds_.beStats, 5, [](int c, aimesh_be_stats& s) { s.connects = 10 * (c + 1); });
+  putPerCpu<uint64_t>(fds_.reasons, AIMESH_R_NO_BACKEND, [](int, uint64_t& v) { v = 7; });
+
+  BpfDatapathReader r(fds_, MapLimits{}, AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS, nullptr);
+  auto st = r.stats({3}, {5});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(st->services.at(3).connects, tri);
+  EXPECT_EQ(st->services.at(3).refused, uint64_t(n));
+  EXPECT_EQ(st->services.at(3).denied, 2 * uint64_t(n));
+  EXPECT_EQ(st->backends.at(5).connects, 10 * tri);
+  EXPECT_EQ(st->reasons[AIMESH_R_NO_BACKEND], 7 * uint64_t(n));
+  EXPECT_EQ(st->reasons[AIMESH_R_SERVICE_MISSING], 0u);
+}
+
+TEST_F(DatapathReaderTest, TelemetryMergesCountersHistogramsAndLoad) {
+  const int n = possibleCpus();
+  putPerCpu<aimesh_be_tel>(fds_.beTel, 5, [](int c, aimesh_be_tel& t) {
+    t.requests = c + 1;
+    t.closed_by[0] = 1;
+  });
+  // One TTFT sample per CPU in bucket 3.
+  putPerCpu<aimesh_hist>(fds_.hist, 5 * AIMESH_M_MAX + AIMESH_M_TTFT, [](int, aimesh_hist& h) {
+    h.buckets[3] = 1;
+    h.count = 1;
+    h.sum_ns = 1000;
+  });
+  aimesh_be_load load{};
+  load.active = 4;
+  load.idle = 3;
+  load.ewma_ttft_ns = 123456;
+  load.fail_streak = 2;
+  uint32_t id = 5;
+  ASSERT_EQ(bpf_map_update_elem(fds_.beLoad, &id, &load, BPF_ANY), 0);
+
+  BpfDatapathReader r(fds_, MapLimits{}, AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS, nullptr);
+  auto tel = r.telemetry({5, 6});
+  ASSERT_TRUE(tel) << tel.error().message();
+  const BackendTelemetry& t = tel->at(5);
+  EXPECT_EQ(t.counters.requests, uint64_t(n) * (n + 1) / 2);
+  EXPECT_EQ(t.counters.closed_by[0], uint64_t(n));
+  EXPECT_EQ(t.active, 4);
+  EXPECT_EQ(t.idle, 3);
+  EXPECT_EQ(t.ewmaTtftNs, 123456u);
+  EXPECT_EQ(t.failStreak, 2u);
+  EXPECT_FALSE(t.ejected);
+  ASSERT_TRUE(t.hasHistograms);
+  EXPECT_EQ(t.hist[AIMESH_M_TTFT].count, uint64_t(n));
+  EXPECT_EQ(t.hist[AIMESH_M_GAP].count, 0u);
+  EXPECT_EQ(tel->at(6).active, 0);  // nothing written: zeros, not an error
+}
+
+TEST_F(DatapathReaderTest, OccupancyCountsEntriesAgainstTheLimits) {
+  for (uint16_t port : {8000, 8001, 9000}) {
+    aimesh_frontend_key k{};
+    k.port = port;
+    uint32_t v = 1;
+    ASSERT_EQ(bpf_map_update_elem(fds_.frontends, &k, &v, BPF_ANY), 0);
+  }
+  MapLimits limits;
+  limits.services = 64;
+  BpfDatapathReader r(fds_, limits, AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS, nullptr);
+  auto occ = r.occupancy();
+  ASSERT_EQ(occ.size(), 5u);
+  EXPECT_EQ(occ[0].map, "aimesh_frontends");
+  EXPECT_EQ(occ[0].entries, 3u);
+  EXPECT_EQ(occ[0].capacity, limits.frontends());
+  EXPECT_EQ(occ[1].map, "aimesh_services");
+  EXPECT_EQ(occ[1].entries, 0u);  // no map: counted as empty
+  EXPECT_EQ(occ[1].capacity, 64u);
+}
+
+TEST_F(DatapathReaderTest, NoEventLogSaysSo) {
+  BpfDatapathReader r(fds_, MapLimits{}, AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS, nullptr);
+  std::vector<FlowEvent> evs;
+  uint64_t next = 0, dropped = 0;
+  EXPECT_FALSE(r.flowEvents(0, 10, &evs, &next, &dropped));
+  EXPECT_EQ(r.flowEventsTotal(), 0u);
+}
+
+}  // namespace
+}  // namespace aimesh
