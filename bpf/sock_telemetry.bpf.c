@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Request/response timing for sockets connected through a service, from the
  * payload segments they send and receive (cgroup_skb egress/ingress). Always
- * allows the packet. The cost for a socket that is not ours is one storage
- * lookup; for ours, a header parse and a few map updates per segment. */
+ * allows the packet. A segment without payload (handshake, ACK, FIN) costs a
+ * header parse and no storage lookup; a payload segment of a socket that is
+ * not ours, one storage lookup; of ours, the HTTP/1.1 head parse or body walk
+ * (lib/http1.h) and a few map updates. */
 #include "lib/http1.h"
 #include "lib/telemetry.h"
 

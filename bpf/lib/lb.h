@@ -155,7 +155,7 @@ static __always_inline int lb_random(struct lb_ctx *c, const struct aimesh_servi
 	return -ECONNREFUSED;
 }
 
-/* latency: peak-EWMA TTFB in microseconds, capped at 2^30. */
+/* latency: peak-EWMA TTFT in microseconds, capped at 2^30. */
 static __always_inline __u64 lb_ewma_us(__u32 backend_id)
 {
 	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);

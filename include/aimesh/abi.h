@@ -70,7 +70,7 @@ enum aimesh_backend_state {
 
 /* Why the data plane refused, skipped or could not record something.
  * Indexes the per-CPU aimesh_reasons array. Keep reasonName() in
- * agent/telemetry/metrics.cc and docs/metrics.md in step. */
+ * agent/telemetry/stats.cc and docs/metrics.md in step. */
 enum aimesh_reason {
 	AIMESH_R_NO_BACKEND = 0,       /* service has no usable backend: ECONNREFUSED */
 	AIMESH_R_SERVICE_MISSING = 1,  /* frontend names a service id with no record */
