@@ -284,16 +284,18 @@ TEST_F(LifecycleE2e, RebalanceMovesPooledConnectionsToNewReplicas) {
   for (auto a : {"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"}) startModelServer(a, 5, 2, 2);
   startAgent(service({"10.77.0.2"}));
   auto c = startPy({"--lib", "urllib3", "--url", "http://10.96.0.40:8000/v1/completions", "--requests", "100000",
-                    "--threads", "6", "--pool", "6", "--interval", "0.1", "--seconds", "9"});
+                    "--threads", "6", "--pool", "6", "--interval", "0.1", "--seconds", "12"});
   std::this_thread::sleep_for(2s);
   auto added = std::chrono::steady_clock::now();
   edit(service({"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"}));
   auto recs = finish(c);
   std::string first;
   EXPECT_EQ(failures(recs, &first), 0) << first;
-  std::map<std::string, int> late;  // requests that started 4 s or more after the replicas joined
+  // Requests that started 5 s or more after the replicas joined (the issue's
+  // goal is 10 s; the margin keeps a loaded CI machine from failing it).
+  std::map<std::string, int> late;
   for (auto& r : recs)
-    if (r.value("start", 0.0) >= monoSeconds(added) + 4.0) late[r.value("backend", "")]++;
+    if (r.value("start", 0.0) >= monoSeconds(added) + 5.0) late[r.value("backend", "")]++;
   int total = 0;
   for (auto& [b, n] : late) total += n;
   ASSERT_GT(total, 50);
