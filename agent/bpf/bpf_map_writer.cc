@@ -1,4 +1,5 @@
 #include "bpf/bpf_map_writer.h"
+#include "bpf/map_walk.h"
 #include "bpf/percpu.h"
 #include "util/overloaded.h"
 #include "util/unique_fd.h"
@@ -8,6 +9,7 @@
 #include <bpf/libbpf.h>
 
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace aimesh {
@@ -99,15 +101,15 @@ Status remove(int fd, const void* k, const char* map) {
 
 template <class K, class V, class F>
 Status forEach(int fd, const char* map, F f) {
-  K key{}, next{};
-  K* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    V v{};
-    if (bpf_map_lookup_elem(fd, &next, &v) == 0) f(next, v);
-    key = next;
-    prev = &key;
-  }
-  if (errno != ENOENT) return Error::fromErrno(std::string("iterate ") + map);
+  auto n = walkKeys<K>(
+      fd,
+      [&](const K& k) {
+        V v{};
+        if (bpf_map_lookup_elem(fd, &k, &v) == 0) f(k, v);
+        return true;
+      },
+      std::numeric_limits<uint64_t>::max(), map);
+  if (!n) return n.error();
   return {};
 }
 // A service's hash table: a new inner array, filled, then swapped into the

@@ -1,4 +1,5 @@
 #include "bpf/conntrack.h"
+#include "bpf/map_walk.h"
 
 #include <bpf/bpf.h>
 #include <time.h>
@@ -15,19 +16,17 @@ Result<ConntrackSweep> sweepConntrack(int ctFd, const DatapathOptions::Tuning& t
   uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
   ConntrackSweep out;
   std::vector<aimesh_ct_key> dead;
-  aimesh_ct_key key{}, next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(ctFd, prev, &next) == 0) {
-    key = next;
-    prev = &key;
+  auto walked = walkKeys<aimesh_ct_key>(ctFd, [&](const aimesh_ct_key& key) {
     ++out.entries;
     aimesh_ct v{};
-    if (bpf_map_lookup_elem(ctFd, &key, &v) != 0) continue;  // gone meanwhile
+    if (bpf_map_lookup_elem(ctFd, &key, &v) != 0) return true;  // gone meanwhile
     uint64_t timeout = (v.flags & AIMESH_CTF_CLOSING) ? t.ctClosingTimeoutNs
                        : key.proto == AIMESH_PROTO_TCP ? t.ctTcpTimeoutNs
                                                        : t.ctUdpTimeoutNs;
     if (now > v.last_seen_ns && now - v.last_seen_ns > timeout) dead.push_back(key);
-  }
+    return true;
+  });
+  if (!walked) return walked.error();
   // Deleted after the walk: deleting while walking restarts get_next_key.
   for (auto& k : dead)
     if (bpf_map_delete_elem(ctFd, &k) == 0) ++out.expired;

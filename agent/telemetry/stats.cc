@@ -1,5 +1,5 @@
 #include "telemetry/stats.h"
-
+#include "bpf/map_walk.h"
 #include "bpf/percpu.h"
 
 #include <bpf/bpf.h>
@@ -67,15 +67,7 @@ Result<uint64_t> countEntries(int mapFd, uint64_t limit) {
   bpf_map_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(mapFd, &info, &len) != 0) return Error::fromErrno("map info");
-  std::vector<uint8_t> key(info.key_size), next(info.key_size);
-  uint64_t n = 0;
-  void* prev = nullptr;
-  while (n < limit && bpf_map_get_next_key(mapFd, prev, next.data()) == 0) {
-    ++n;
-    key.swap(next);
-    prev = key.data();
-  }
-  return n;
+  return walkKeys(mapFd, info.key_size, [](const void*) { return true; }, limit);
 }
 
 }  // namespace aimesh

@@ -1,6 +1,7 @@
 #include "probe/pinned.h"
 
 #include "bpf/datapath.h"
+#include "bpf/map_walk.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -173,17 +174,17 @@ std::optional<uint64_t> countUsed(int fd, const bpf_map_info& info) {
     case BPF_MAP_TYPE_PERCPU_HASH:
     case BPF_MAP_TYPE_LRU_PERCPU_HASH:
     case BPF_MAP_TYPE_HASH_OF_MAPS: {
-      std::vector<char> key(info.key_size), next(info.key_size);
-      uint64_t n = 0;
-      void* prev = nullptr;
       // A map being written may restart the walk; bound it by size and time.
-      while (n <= static_cast<uint64_t>(info.max_entries) && bpf_map_get_next_key(fd, prev, next.data()) == 0) {
-        ++n;
-        key.swap(next);
-        prev = key.data();
-        if ((n & 1023) == 0 && std::chrono::steady_clock::now() > deadline) return std::nullopt;
-      }
-      return n;
+      bool late = false;
+      auto n = walkKeys(
+          fd, info.key_size,
+          [&, seen = uint64_t{0}](const void*) mutable {
+            late = (++seen & 1023) == 0 && std::chrono::steady_clock::now() > deadline;
+            return !late;
+          },
+          static_cast<uint64_t>(info.max_entries) + 1);
+      if (late || !n) return std::nullopt;
+      return *n;
     }
     case BPF_MAP_TYPE_ARRAY:
     case BPF_MAP_TYPE_PERCPU_ARRAY:
