@@ -77,7 +77,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 	svc = bpf_map_lookup_elem(&aimesh_svc_load, &s->service_id);
 	if (svc)
 		__sync_fetch_and_add(&svc->active, -1);
-	hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * 1000);
+	hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * NSEC_PER_USEC);
 	if (t) {
 		t->closed += 1;
 		t->bytes_sent += skops->bytes_acked;

@@ -17,7 +17,7 @@ struct ConntrackSweep {
 };
 
 // Deletes every entry idle for longer than its timeout (same rule as
-// ct_timeout() in bpf/tc_lb.bpf.c), by CLOCK_MONOTONIC, the clock of
+// ct_timeout() in bpf/lib/conntrack.h), by CLOCK_MONOTONIC, the clock of
 // bpf_ktime_get_ns().
 Result<ConntrackSweep> sweepConntrack(int ctFd, const DatapathOptions::Tuning& t);
 

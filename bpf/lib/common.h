@@ -19,6 +19,10 @@
 #define EPERM 1
 #endif
 
+/* Time units: bpf_ktime_get_ns() and every *_ns field count nanoseconds. */
+#define NSEC_PER_SEC 1000000000ULL
+#define NSEC_PER_USEC 1000ULL
+
 /* sock_addr programs: 1 lets the call proceed, 0 fails it (with the errno set
  * by bpf_set_retval, EPERM otherwise). */
 #define SYS_PROCEED 1

@@ -9,8 +9,8 @@
  * size and key offsets asserted. Hash keys compare raw bytes, so callers
  * zero-initialise keys (padding included).
  *
- * What does not live here: map definitions (bpf/lib/maps.h) and agent-side
- * value types (agent/model/).
+ * What does not live here: map definitions (bpf/lib/maps.h; the TC path's
+ * aimesh_ct in bpf/lib/conntrack.h) and agent-side value types (agent/model/).
  */
 #ifndef AIMESH_ABI_H
 #define AIMESH_ABI_H
@@ -546,7 +546,7 @@ struct aimesh_lc_test_ctx {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_test_ctx) == 160, "lc_test_ctx size");
 
-/* ---- TC data path: connection tracking (bpf/tc_lb.bpf.c) ----------------- */
+/* ---- TC data path: connection tracking (bpf/lib/conntrack.h) ------------- */
 
 #define AIMESH_MAX_CT 262144
 /* Idle time after which a flow is forgotten, by protocol and state. */
