@@ -74,10 +74,10 @@
 #include <vector>
 
 #include "client/api_client.h"
-#include "fixtures/bench_run.h"
 #include "fixtures/http_response.h"
-#include "fixtures/machine_facts.h"
 #include "fixtures/sandbox.h"
+#include "support/bench_run.h"
+#include "support/machine_facts.h"
 
 namespace aimesh {
 namespace {

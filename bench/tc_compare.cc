@@ -65,12 +65,12 @@
 
 #include "aimesh/abi.h"
 #include "client/api_client.h"
-#include "fixtures/bench_run.h"
 #include "fixtures/libbpf_log.h"
-#include "fixtures/machine_facts.h"
-#include "fixtures/rate_client.h"
 #include "fixtures/packets.h"
+#include "fixtures/rate_client.h"
 #include "fixtures/sandbox.h"
+#include "support/bench_run.h"
+#include "support/machine_facts.h"
 #include "tc_lb.skel.h"
 
 namespace aimesh {
