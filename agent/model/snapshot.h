@@ -32,6 +32,13 @@ std::optional<Protocol> parseProtocol(const std::string& s);        // case-inse
 std::optional<Algorithm> parseAlgorithm(const std::string& s);      // as in toString
 std::optional<EndpointState> parseEndpointState(const std::string& s);
 
+// "10.0.0.1:8000", or "[fd00::1]:8000" for IPv6: how logs, errors, the API
+// and /metrics name an endpoint. An IPv4-mapped address (::ffff:10.0.0.1,
+// the form IpAddr holds IPv4 in) is written as IPv4.
+std::string formatHostPort(const IpAddr& a, uint16_t port);
+// A frontend (vip, port, protocol): "10.0.0.1:80/TCP", "[fd00::1]:80/UDP".
+std::string formatFrontend(const IpAddr& a, uint16_t port, Protocol p);
+
 struct PortSpec {
   uint16_t port = 0;
   Protocol protocol = Protocol::kTcp;

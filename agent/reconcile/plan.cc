@@ -10,10 +10,7 @@
 
 namespace aimesh {
 
-std::string FrontendKey::toString() const {
-  std::string a = addr.isV4() ? addr.toString() : "[" + addr.toString() + "]";
-  return a + ":" + std::to_string(port) + "/" + aimesh::toString(proto);
-}
+std::string FrontendKey::toString() const { return formatFrontend(addr, port, proto); }
 
 std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t>>& weighted,
                                   uint32_t maxSlots) {

@@ -922,11 +922,6 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map
   }
 }
 
-std::string frontendText(const IpAddr& a, const PortSpec& p) {
-  std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
-  return host + ":" + std::to_string(p.port) + "/" + toString(p.protocol);
-}
-
 }  // namespace
 
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
@@ -960,7 +955,7 @@ BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
       if (inserted) {
         vips.push_back(vip);
       } else {
-        result.warnings.push_back("Service " + s.key() + ": " + frontendText(vip, port) +
+        result.warnings.push_back("Service " + s.key() + ": " + formatFrontend(vip, port.port, port.protocol) +
                                   " is already used by Service " + it->second + "; skipped");
       }
     }

@@ -113,11 +113,6 @@ std::optional<std::string> checkCgroupPath(const std::string& s) {
   return std::nullopt;
 }
 
-std::string hostPort(const IpAddr& a, uint16_t port) {
-  std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
-  return host + ":" + std::to_string(port);
-}
-
 // One key/value pair of a YAML map.
 struct Field {
   YAML::Node key;
@@ -721,7 +716,8 @@ class StateParser {
       if (!ok) continue;
       auto [it, inserted] = seen.emplace(std::make_pair(ep.address, ep.port), i);
       if (!inserted) {
-        std::string what = ep.port == 0 ? ep.address.toString() + " (frontend port)" : hostPort(ep.address, ep.port);
+        std::string what =
+            ep.port == 0 ? ep.address.toString() + " (frontend port)" : formatHostPort(ep.address, ep.port);
         error(item.Mark(), p, "duplicate endpoint " + what + " (also " + indexed(path, it->second) + ")");
         continue;
       }
@@ -750,7 +746,7 @@ class StateParser {
           const ServiceInfo& other = infos[it->second];
           std::string owner = other.key.empty() ? other.path : other.key + " (" + other.path + ")";
           error(vip.mark, indexed(join(info.path, "vips"), vip.index),
-                hostPort(vip.addr, port.port) + "/" + toString(port.protocol) + " is already used by service " + owner);
+                formatFrontend(vip.addr, port.port, port.protocol) + " is already used by service " + owner);
         }
       }
     }
