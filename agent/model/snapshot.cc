@@ -72,8 +72,7 @@ std::optional<Protocol> parseProtocol(const std::string& s) {
 }
 
 std::optional<Algorithm> parseAlgorithm(const std::string& s) {
-  for (auto a : {Algorithm::kRandom, Algorithm::kMaglev, Algorithm::kLeastConn, Algorithm::kLatency,
-                 Algorithm::kBoundedHash}) {
+  for (auto a : kAlgorithms) {
     if (s == toString(a)) return a;
   }
   return std::nullopt;

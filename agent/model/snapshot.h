@@ -25,6 +25,10 @@ enum class Protocol : uint8_t { kTcp = 6, kUdp = 17 };
 enum class Algorithm : uint8_t { kRandom = 0, kMaglev = 1, kLeastConn = 2, kLatency = 3, kBoundedHash = 4 };
 enum class EndpointState : uint8_t { kActive = 0, kDraining = 1, kTerminating = 2 };
 
+// Every algorithm, in enum order (what parseAlgorithm() accepts).
+inline constexpr Algorithm kAlgorithms[] = {Algorithm::kRandom, Algorithm::kMaglev, Algorithm::kLeastConn,
+                                            Algorithm::kLatency, Algorithm::kBoundedHash};
+
 const char* toString(Protocol p);         // "TCP" / "UDP"
 const char* toString(Algorithm a);        // "random", "maglev", ...
 const char* toString(EndpointState s);    // "active", "draining", "terminating"

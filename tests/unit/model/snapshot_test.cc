@@ -42,5 +42,14 @@ TEST(SnapshotFormatFrontend, AddressPortProtocol) {
   EXPECT_EQ(formatFrontend(ip("::ffff:10.96.0.1"), 8000, Protocol::kUdp), "10.96.0.1:8000/UDP");
 }
 
+TEST(SnapshotAlgorithms, EveryAlgorithmOnceRoundTrips) {
+  size_t n = 0;
+  for (Algorithm a : kAlgorithms) {
+    EXPECT_EQ(static_cast<size_t>(a), n++);  // enum order, none left out
+    EXPECT_EQ(parseAlgorithm(toString(a)), a);
+  }
+  EXPECT_EQ(n, 5u);
+}
+
 }  // namespace
 }  // namespace aimesh
