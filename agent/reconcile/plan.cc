@@ -1,5 +1,6 @@
 #include "reconcile/plan.h"
 
+#include "aimesh/abi.h"
 #include "lb/maglev.h"
 
 #include <fmt/format.h>
@@ -9,6 +10,12 @@
 #include <set>
 
 namespace aimesh {
+
+// lb/ and model/ keep their own copies of the kernel's hash-table numbers
+// (they do not include the ABI); the kernel records are built here.
+static_assert(kMaglevMaxSize == AIMESH_MAX_HASH_SIZE);
+static_assert(kDefaultHashTableSize == AIMESH_DEFAULT_HASH_SIZE);
+static_assert(kDefaultBalancePct == AIMESH_DEFAULT_BALANCE_PCT);
 
 std::string FrontendKey::toString() const { return formatFrontend(addr, port, proto); }
 
