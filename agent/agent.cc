@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "bpf/conntrack.h"
+#include "model/snapshot.h"
 #include "source/file_watcher.h"
 #include "source/state_file.h"
 #include "telemetry/stats.h"
@@ -504,11 +505,7 @@ namespace aimesh {
 std::string Agent::endpointName(uint32_t backendId) const {
   auto it = index_.backends.find(backendId);
   if (it == index_.backends.end()) return fmt::format("backend#{}", backendId);
-  const IpAddr& a = it->second.endpoint.address;
-  // fmt, not std::string operator+: g++ 12 at -O3 reports a false -Wrestrict
-  // inside the chained concatenation.
-  return a.isV4() ? fmt::format("{}:{}", a.toString(), it->second.targetPort)
-                  : fmt::format("[{}]:{}", a.toString(), it->second.targetPort);
+  return formatHostPort(it->second.endpoint.address, it->second.targetPort);
 }
 
 namespace {

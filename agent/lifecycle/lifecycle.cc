@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "model/snapshot.h"
 #include "util/unique_fd.h"
 
 namespace aimesh {
@@ -86,7 +87,7 @@ const char* connStateName(uint8_t state) {
 std::string Lifecycle::endpointText(const uint8_t addr[16], uint16_t port) {
   IpAddr a;
   std::memcpy(a.bytes.data(), addr, 16);
-  return a.isV4() ? fmt::format("{}:{}", a.toString(), port) : fmt::format("[{}]:{}", a.toString(), port);
+  return formatHostPort(a, port);
 }
 
 Lifecycle::Lifecycle(const LifecycleOptions& opts, const MapFds& maps)
@@ -143,10 +144,8 @@ void Lifecycle::setIndex(const IdIndex& index) {
     }
   std::map<uint32_t, EndpointInfo> eps;
   for (auto& [id, b] : index.backends) {
-    const IpAddr& a = b.endpoint.address;
     eps[id] = EndpointInfo{b.serviceId, b.endpoint.weight, b.endpoint.state == EndpointState::kActive,
-                           a.isV4() ? fmt::format("{}:{}", a.toString(), b.targetPort)
-                                    : fmt::format("[{}]:{}", a.toString(), b.targetPort)};
+                           formatHostPort(b.endpoint.address, b.targetPort)};
   }
   for (auto& [id, e] : endpoints_) {
     auto it = eps.find(id);

@@ -6,6 +6,8 @@
 #include <cctype>
 #include <cstring>
 
+#include "util/host_port.h"
+
 namespace aimesh {
 namespace {
 constexpr std::array<uint8_t, 12> kV4MappedPrefix{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -70,8 +72,7 @@ std::optional<Protocol> parseProtocol(const std::string& s) {
 }
 
 std::optional<Algorithm> parseAlgorithm(const std::string& s) {
-  for (auto a : {Algorithm::kRandom, Algorithm::kMaglev, Algorithm::kLeastConn, Algorithm::kLatency,
-                 Algorithm::kBoundedHash}) {
+  for (auto a : kAlgorithms) {
     if (s == toString(a)) return a;
   }
   return std::nullopt;
@@ -82,6 +83,18 @@ std::optional<EndpointState> parseEndpointState(const std::string& s) {
     if (s == toString(st)) return st;
   }
   return std::nullopt;
+}
+
+std::string formatHostPort(const IpAddr& a, uint16_t port) {
+  // toString() has a ':' for IPv6 only, so the string form brackets exactly those.
+  return formatHostPort(a.toString(), port);
+}
+
+std::string formatFrontend(const IpAddr& a, uint16_t port, Protocol p) {
+  std::string out = formatHostPort(a, port);
+  out += '/';
+  out += toString(p);
+  return out;
 }
 
 }  // namespace aimesh

@@ -25,12 +25,23 @@ enum class Protocol : uint8_t { kTcp = 6, kUdp = 17 };
 enum class Algorithm : uint8_t { kRandom = 0, kMaglev = 1, kLeastConn = 2, kLatency = 3, kBoundedHash = 4 };
 enum class EndpointState : uint8_t { kActive = 0, kDraining = 1, kTerminating = 2 };
 
+// Every algorithm, in enum order (what parseAlgorithm() accepts).
+inline constexpr Algorithm kAlgorithms[] = {Algorithm::kRandom, Algorithm::kMaglev, Algorithm::kLeastConn,
+                                            Algorithm::kLatency, Algorithm::kBoundedHash};
+
 const char* toString(Protocol p);         // "TCP" / "UDP"
 const char* toString(Algorithm a);        // "random", "maglev", ...
 const char* toString(EndpointState s);    // "active", "draining", "terminating"
 std::optional<Protocol> parseProtocol(const std::string& s);        // case-insensitive TCP/UDP
 std::optional<Algorithm> parseAlgorithm(const std::string& s);      // as in toString
 std::optional<EndpointState> parseEndpointState(const std::string& s);
+
+// "10.0.0.1:8000", or "[fd00::1]:8000" for IPv6: how logs, errors, the API
+// and /metrics name an endpoint. An IPv4-mapped address (::ffff:10.0.0.1,
+// the form IpAddr holds IPv4 in) is written as IPv4.
+std::string formatHostPort(const IpAddr& a, uint16_t port);
+// A frontend (vip, port, protocol): "10.0.0.1:80/TCP", "[fd00::1]:80/UDP".
+std::string formatFrontend(const IpAddr& a, uint16_t port, Protocol p);
 
 struct PortSpec {
   uint16_t port = 0;

@@ -1,5 +1,6 @@
 #include "reconcile/plan.h"
 
+#include "aimesh/abi.h"
 #include "lb/maglev.h"
 
 #include <fmt/format.h>
@@ -10,10 +11,13 @@
 
 namespace aimesh {
 
-std::string FrontendKey::toString() const {
-  std::string a = addr.isV4() ? addr.toString() : "[" + addr.toString() + "]";
-  return a + ":" + std::to_string(port) + "/" + aimesh::toString(proto);
-}
+// lb/ and model/ keep their own copies of the kernel's hash-table numbers
+// (they do not include the ABI); the kernel records are built here.
+static_assert(kMaglevMaxSize == AIMESH_MAX_HASH_SIZE);
+static_assert(kDefaultHashTableSize == AIMESH_DEFAULT_HASH_SIZE);
+static_assert(kDefaultBalancePct == AIMESH_DEFAULT_BALANCE_PCT);
+
+std::string FrontendKey::toString() const { return formatFrontend(addr, port, proto); }
 
 std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t>>& weighted,
                                   uint32_t maxSlots) {

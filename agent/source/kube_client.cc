@@ -11,6 +11,8 @@
 #include <mutex>
 #include <sstream>
 
+#include "util/host_port.h"
+
 namespace aimesh {
 
 namespace {
@@ -143,9 +145,7 @@ Result<KubeConfig> inClusterConfig(const std::string& saDir) {
     return Error::msg("--kubernetes: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set "
                       "(not running in a pod? use --kubeconfig FILE)");
   KubeConfig c;
-  std::string h = host;
-  if (h.find(':') != std::string::npos) h = "[" + h + "]";  // IPv6 service address
-  c.server = fmt::format("https://{}:{}", h, port);
+  c.server = fmt::format("https://{}:{}", bracketHost(host), port);  // the port as given
   c.caFile = saDir + "/ca.crt";
   c.tokenFile = saDir + "/token";
   c.source = "in-cluster (" + saDir + ")";

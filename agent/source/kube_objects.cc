@@ -10,8 +10,8 @@
 #include <tuple>
 #include <utility>
 
-#include "lb/maglev.h"
 #include "model/connection_rules.h"
+#include "model/service_rules.h"
 
 namespace aimesh::kube {
 
@@ -19,9 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-// The same bounds the state file applies to hash_table_size.
-constexpr long long kMinHashTableSize = 7;
-constexpr long long kMaxHashTableSize = kMaglevMaxSize;  // AIMESH_MAX_HASH_SIZE
 // Numbers in annotations with more digits are out of every range we accept.
 constexpr size_t kMaxAnnotationDigits = 9;
 constexpr size_t kMaxLabelNameLength = 63;
@@ -43,15 +40,6 @@ std::string describe(const json& v) {
   }
   return "nothing";
 }
-
-std::string join(const std::string& base, std::string_view key) {
-  if (base.empty()) return std::string(key);
-  return base + "." + std::string(key);
-}
-
-std::string indexed(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
-
-std::string keyed(const std::string& base, const std::string& key) { return base + "[" + key + "]"; }
 
 // Reads typed fields out of JSON objects and keeps the first problem found.
 // The API server omits empty fields and sometimes writes them as null
@@ -101,16 +89,15 @@ class Reader {
   }
 
   std::optional<long long> integer(const json& v, const std::string& path, long long min, long long max) {
-    std::string range = std::to_string(min) + ".." + std::to_string(max);
     if (!v.is_number_integer()) {
-      fail(path, "must be an integer " + range + ", got " + describe(v));
+      fail(path, notIntegerMessage(min, max, describe(v)));
       return std::nullopt;
     }
     // Unsigned values above the signed range are out of range anyway.
     bool huge = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max);
     long long n = huge ? 0 : v.get<long long>();
     if (huge || n < min || n > max) {
-      fail(path, "must be " + range + ", got " + v.dump());
+      fail(path, outOfRangeMessage(min, max, v.dump()));
       return std::nullopt;
     }
     return n;
@@ -119,7 +106,7 @@ class Reader {
   std::optional<uint16_t> portField(const json& obj, const char* key, const std::string& path, bool required) {
     const json* v = get(obj, key, path, required);
     if (v == nullptr) return std::nullopt;
-    auto n = integer(*v, path, 1, 65535);
+    auto n = integer(*v, path, kMinPort, kMaxPort);
     if (!n) return std::nullopt;
     return static_cast<uint16_t>(*n);
   }
@@ -150,7 +137,7 @@ class Reader {
     const json* m = objectField(obj, key, path, false);
     if (m == nullptr) return out;
     for (auto it = m->begin(); it != m->end(); ++it) {
-      if (auto s = string(it.value(), keyed(path, it.key()))) out.emplace(it.key(), *s);
+      if (auto s = string(it.value(), keyPath(path, it.key()))) out.emplace(it.key(), *s);
     }
     return out;
   }
@@ -242,7 +229,7 @@ Result<ServiceObj> decodeService(const json& object) {
 
     if (const json* ips = r.listField(*spec, "clusterIPs", "spec.clusterIPs", false)) {
       for (size_t i = 0; i < ips->size(); ++i) {
-        if (auto s = r.string((*ips)[i], indexed("spec.clusterIPs", i))) svc.clusterIPs.push_back(*s);
+        if (auto s = r.string((*ips)[i], indexPath("spec.clusterIPs", i))) svc.clusterIPs.push_back(*s);
       }
     }
     // Older API servers and hand-written objects have only the singular field.
@@ -252,15 +239,15 @@ Result<ServiceObj> decodeService(const json& object) {
     if (const json* ports = r.listField(*spec, "ports", "spec.ports", false)) {
       for (size_t i = 0; i < ports->size(); ++i) {
         const json& item = (*ports)[i];
-        std::string p = indexed("spec.ports", i);
+        std::string p = indexPath("spec.ports", i);
         if (!item.is_object()) {
           r.fail(p, "must be an object, got " + describe(item));
           break;
         }
         ServicePort port;
-        if (auto s = r.stringField(item, "name", join(p, "name"), false)) port.name = *s;
-        if (auto n = r.portField(item, "port", join(p, "port"), true)) port.port = *n;
-        if (auto proto = r.protocolField(item, join(p, "protocol"), port.supported)) port.protocol = *proto;
+        if (auto s = r.stringField(item, "name", joinPath(p, "name"), false)) port.name = *s;
+        if (auto n = r.portField(item, "port", joinPath(p, "port"), true)) port.port = *n;
+        if (auto proto = r.protocolField(item, joinPath(p, "protocol"), port.supported)) port.protocol = *proto;
         svc.ports.push_back(std::move(port));
       }
     }
@@ -281,17 +268,17 @@ Result<EndpointSliceObj> decodeEndpointSlice(const json& object) {
   if (const json* ports = r.listField(object, "ports", "ports", false)) {
     for (size_t i = 0; i < ports->size() && !r.failed(); ++i) {
       const json& item = (*ports)[i];
-      std::string p = indexed("ports", i);
+      std::string p = indexPath("ports", i);
       if (!item.is_object()) {
         r.fail(p, "must be an object, got " + describe(item));
         break;
       }
       SlicePort port;
       bool supported = true;
-      if (auto s = r.stringField(item, "name", join(p, "name"), false)) port.name = *s;
+      if (auto s = r.stringField(item, "name", joinPath(p, "name"), false)) port.name = *s;
       // No port number: "all ports" (Kubernetes API docs for EndpointPort).
-      if (auto n = r.portField(item, "port", join(p, "port"), false)) port.port = *n;
-      if (auto proto = r.protocolField(item, join(p, "protocol"), supported)) port.protocol = *proto;
+      if (auto n = r.portField(item, "port", joinPath(p, "port"), false)) port.port = *n;
+      if (auto proto = r.protocolField(item, joinPath(p, "protocol"), supported)) port.protocol = *proto;
       if (supported) slice.ports.push_back(std::move(port));
     }
   }
@@ -299,24 +286,24 @@ Result<EndpointSliceObj> decodeEndpointSlice(const json& object) {
   if (const json* eps = r.listField(object, "endpoints", "endpoints", false)) {
     for (size_t i = 0; i < eps->size() && !r.failed(); ++i) {
       const json& item = (*eps)[i];
-      std::string p = indexed("endpoints", i);
+      std::string p = indexPath("endpoints", i);
       if (!item.is_object()) {
         r.fail(p, "must be an object, got " + describe(item));
         break;
       }
       SliceEndpoint ep;
-      if (const json* addrs = r.listField(item, "addresses", join(p, "addresses"), true)) {
+      if (const json* addrs = r.listField(item, "addresses", joinPath(p, "addresses"), true)) {
         for (size_t j = 0; j < addrs->size(); ++j) {
-          if (auto s = r.string((*addrs)[j], indexed(join(p, "addresses"), j))) ep.addresses.push_back(*s);
+          if (auto s = r.string((*addrs)[j], indexPath(joinPath(p, "addresses"), j))) ep.addresses.push_back(*s);
         }
       }
-      std::string cp = join(p, "conditions");
+      std::string cp = joinPath(p, "conditions");
       if (const json* cond = r.objectField(item, "conditions", cp, false)) {
-        ep.ready = r.boolField(*cond, "ready", join(cp, "ready"));
-        ep.serving = r.boolField(*cond, "serving", join(cp, "serving"));
-        ep.terminating = r.boolField(*cond, "terminating", join(cp, "terminating"));
+        ep.ready = r.boolField(*cond, "ready", joinPath(cp, "ready"));
+        ep.serving = r.boolField(*cond, "serving", joinPath(cp, "serving"));
+        ep.terminating = r.boolField(*cond, "terminating", joinPath(cp, "terminating"));
       }
-      if (auto s = r.stringField(item, "nodeName", join(p, "nodeName"), false)) ep.nodeName = *s;
+      if (auto s = r.stringField(item, "nodeName", joinPath(p, "nodeName"), false)) ep.nodeName = *s;
       slice.endpoints.push_back(std::move(ep));
     }
   }
@@ -657,8 +644,8 @@ std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w) {
     for (size_t j = 0; j < ep.addresses.size(); ++j) {
       auto addr = IpAddr::parse(ep.addresses[j]);
       if (!addr || addr->isV4() != v4) {
-        w.push_back(who + ": " + indexed(join(indexed("endpoints", i), "addresses"), j) + ": '" + ep.addresses[j] +
-                    "' is not an " + slice.addressType + " address; skipped");
+        w.push_back(who + ": " + indexPath(joinPath(indexPath("endpoints", i), "addresses"), j) + ": '" +
+                    ep.addresses[j] + "' is not an " + slice.addressType + " address; skipped");
         continue;
       }
       if (state) out.addresses.push_back(SliceAddress{*addr, *state});
@@ -679,28 +666,22 @@ void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
   };
 
   if (const std::string* v = find(kAlgorithmAnnotation)) {
-    if (auto a = parseAlgorithm(*v)) {
+    if (auto a = parseAlgorithmText(*v)) {
       base.algorithm = *a;
     } else {
-      warn(kAlgorithmAnnotation, "must be one of random, maglev, least_conn, latency, bounded_hash, got '" + *v +
-                                     "'; using " + toString(base.algorithm));
+      warn(kAlgorithmAnnotation, a.error().message() + "; using " + toString(base.algorithm));
     }
   }
 
   if (const std::string* v = find(kModelAnnotation)) base.model = *v;
 
   if (const std::string* v = find(kHashTableSizeAnnotation)) {
-    std::string range = std::to_string(kMinHashTableSize) + ".." + std::to_string(kMaxHashTableSize);
     std::string keep = "; using " + std::to_string(base.hashTableSize);
     auto n = parseAnnotationInt(*v);
     if (!n) {
-      warn(kHashTableSizeAnnotation, "must be an integer " + range + ", got '" + *v + "'" + keep);
-    } else if (*n < kMinHashTableSize || *n > kMaxHashTableSize) {
-      warn(kHashTableSizeAnnotation, "must be " + range + ", got " + *v + keep);
-    } else if (!isPrime(static_cast<uint32_t>(*n))) {
-      // Same wording as the state file's hash_table_size.
-      warn(kHashTableSizeAnnotation,
-           "must be a prime (Maglev needs one), got " + std::to_string(*n) + "; e.g. 16381, 32749 or 65521" + keep);
+      warn(kHashTableSizeAnnotation, notIntegerMessage(kMinHashTableSize, kMaxHashTableSize, "'" + *v + "'") + keep);
+    } else if (auto bad = checkHashTableSize(*n, *v)) {
+      warn(kHashTableSizeAnnotation, *bad + keep);
     } else {
       base.hashTableSize = static_cast<uint32_t>(*n);
     }
@@ -709,18 +690,18 @@ void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
   const std::string* port = find(kModelMetricsPortAnnotation);
   const std::string* path = find(kModelMetricsPathAnnotation);
   if (port != nullptr) {
+    const std::string notScraped = "; model metrics not scraped";
     auto n = parseAnnotationInt(*port);
     if (!n) {
-      warn(kModelMetricsPortAnnotation, "must be an integer 1..65535, got '" + *port + "'; model metrics not scraped");
-    } else if (*n < 1 || *n > 65535) {
-      warn(kModelMetricsPortAnnotation, "must be 1..65535, got " + *port + "; model metrics not scraped");
+      warn(kModelMetricsPortAnnotation, notIntegerMessage(kMinPort, kMaxPort, "'" + *port + "'") + notScraped);
+    } else if (*n < kMinPort || *n > kMaxPort) {
+      warn(kModelMetricsPortAnnotation, outOfRangeMessage(kMinPort, kMaxPort, *port) + notScraped);
     } else {
       ModelMetricsSpec spec;
       spec.port = static_cast<uint16_t>(*n);
       if (path != nullptr) {
-        if (path->empty() || (*path)[0] != '/' || path->find_first_of(" \t\r\n") != std::string::npos) {
-          warn(kModelMetricsPathAnnotation,
-               "must start with '/' and hold no spaces, got '" + *path + "'; using " + spec.path);
+        if (auto bad = checkMetricsPath(*path)) {
+          warn(kModelMetricsPathAnnotation, *bad + "; using " + spec.path);
         } else {
           spec.path = *path;
         }
@@ -768,14 +749,6 @@ void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
   }
 }
 
-// A namespace name as Kubernetes allows it (RFC 1123 label).
-bool validNamespace(std::string_view s) {
-  if (s.empty() || s.size() > kMaxLabelNameLength) return false;
-  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(s.front()) || !alnum(s.back())) return false;
-  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
-}
-
 // The workload policy annotations: which pods of this node may connect.
 // Fails closed: whatever cannot be read allows nobody.
 void applyPolicyAnnotations(const ServiceObj& svc, const std::map<std::string, PodObj>* pods, Service& base,
@@ -800,7 +773,7 @@ void applyPolicyAnnotations(const ServiceObj& svc, const std::map<std::string, P
       item.erase(item.find_last_not_of(" \t") + 1);
       if (item == "*") {
         anyNamespace = true;
-      } else if (validNamespace(item)) {
+      } else if (!checkDnsLabel(item)) {  // a namespace name (RFC 1123 label)
         namespaces.push_back(item);
       } else {
         w.push_back(who + "annotation " + kAllowNamespacesAnnotation + ": '" + item +
@@ -860,7 +833,7 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map
   for (size_t i = 0; i < svc.clusterIPs.size(); ++i) {
     auto a = IpAddr::parse(svc.clusterIPs[i]);
     if (!a) {
-      w.push_back(who + ": " + indexed("spec.clusterIPs", i) + ": '" + svc.clusterIPs[i] +
+      w.push_back(who + ": " + indexPath("spec.clusterIPs", i) + ": '" + svc.clusterIPs[i] +
                   "' is not an IP address; skipped");
       continue;
     }
@@ -887,7 +860,7 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map
   for (size_t i = 0; i < svc.ports.size(); ++i) {
     const ServicePort& sp = svc.ports[i];
     if (!sp.supported) {
-      w.push_back(who + ": " + indexed("spec.ports", i) + " (" + (sp.name.empty() ? "" : "'" + sp.name + "', ") +
+      w.push_back(who + ": " + indexPath("spec.ports", i) + " (" + (sp.name.empty() ? "" : "'" + sp.name + "', ") +
                   std::to_string(sp.port) + "/SCTP): SCTP is not supported; skipped");
       continue;
     }
@@ -920,11 +893,6 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map
     }
     out.push_back(std::move(s));
   }
-}
-
-std::string frontendText(const IpAddr& a, const PortSpec& p) {
-  std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
-  return host + ":" + std::to_string(p.port) + "/" + toString(p.protocol);
 }
 
 }  // namespace
@@ -960,7 +928,7 @@ BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
       if (inserted) {
         vips.push_back(vip);
       } else {
-        result.warnings.push_back("Service " + s.key() + ": " + frontendText(vip, port) +
+        result.warnings.push_back("Service " + s.key() + ": " + formatFrontend(vip, port.port, port.protocol) +
                                   " is already used by Service " + it->second + "; skipped");
       }
     }

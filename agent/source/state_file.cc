@@ -1,7 +1,7 @@
 #include "source/state_file.h"
 
-#include "lb/maglev.h"
 #include "model/connection_rules.h"
+#include "model/service_rules.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -34,7 +34,6 @@ std::string ParseError::toString() const {
 
 namespace {
 
-constexpr size_t kMaxLabelLength = 63;
 // A state file is a few KiB; anything far bigger is a mistake (wrong path, a
 // log file) and not worth holding in memory.
 constexpr off_t kMaxFileSize = 16 * 1024 * 1024;
@@ -42,14 +41,6 @@ constexpr off_t kMaxFileSize = 16 * 1024 * 1024;
 // Numbers with more digits are out of every range we accept; they are
 // reported as out of range without converting (std::stoll would overflow).
 constexpr size_t kMaxIntDigits = 18;
-constexpr long long kMaxHashTableSize = 65521;  // AIMESH_MAX_HASH_SIZE
-
-std::string join(const std::string& base, std::string_view key) {
-  if (base.empty()) return std::string(key);
-  return base + "." + std::string(key);
-}
-
-std::string indexed(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
 
 // How a node is named in "must be X, got Y" messages.
 std::string describe(const YAML::Node& n) {
@@ -80,22 +71,6 @@ size_t editDistance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
-// RFC 1123 label, as Kubernetes uses for names and namespaces.
-std::optional<std::string> checkLabel(const std::string& s) {
-  if (s.empty()) return "must not be empty";
-  if (s.size() > kMaxLabelLength) {
-    return "must be at most " + std::to_string(kMaxLabelLength) + " characters, got " + std::to_string(s.size());
-  }
-  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  bool ok = alnum(s.front()) && alnum(s.back()) &&
-            std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
-  if (!ok) {
-    return "must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit), "
-           "got '" + s + "'";
-  }
-  return std::nullopt;
-}
-
 // An allowed cgroup: an absolute path of a cgroup v2 directory, without
 // "." or ".." components (the agent resolves it to the directory's id).
 std::optional<std::string> checkCgroupPath(const std::string& s) {
@@ -111,11 +86,6 @@ std::optional<std::string> checkCgroupPath(const std::string& s) {
   }
   if (s.find('\0') != std::string::npos) return "must not contain NUL characters";
   return std::nullopt;
-}
-
-std::string hostPort(const IpAddr& a, uint16_t port) {
-  std::string host = a.isV4() ? a.toString() : "[" + a.toString() + "]";
-  return host + ":" + std::to_string(port);
 }
 
 // One key/value pair of a YAML map.
@@ -244,7 +214,7 @@ class StateParser {
         continue;
       }
       const std::string& name = key.Scalar();
-      std::string fieldPath = join(path, name);
+      std::string fieldPath = joinPath(path, name);
       if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
         std::string msg = "unknown field '" + name + "'";
         for (auto a : allowed) {
@@ -286,16 +256,15 @@ class StateParser {
 
   std::optional<long long> readInt(const Field& f, const std::string& path, long long min, long long max) {
     const YAML::Node& v = f.value;
-    std::string range = std::to_string(min) + ".." + std::to_string(max);
     if (!v.IsScalar() || v.Tag() == "!") {
-      error(markOf(f), path, "must be an integer " + range + ", got " + describe(v));
+      error(markOf(f), path, notIntegerMessage(min, max, describe(v)));
       return std::nullopt;
     }
     const std::string& s = v.Scalar();
     size_t start = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
     bool digits = s.size() > start && std::all_of(s.begin() + start, s.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!digits) {
-      error(markOf(f), path, "must be an integer " + range + ", got " + describe(v));
+      error(markOf(f), path, notIntegerMessage(min, max, describe(v)));
       return std::nullopt;
     }
     long long n = 0;
@@ -305,7 +274,7 @@ class StateParser {
       if (s[0] == '-') n = -n;
     }
     if (huge || n < min || n > max) {
-      error(markOf(f), path, "must be " + range + ", got " + s);
+      error(markOf(f), path, outOfRangeMessage(min, max, s));
       return std::nullopt;
     }
     return n;
@@ -372,7 +341,7 @@ class StateParser {
     std::vector<ServiceInfo> infos;
     for (size_t i = 0; i < services->value.size(); ++i) {
       ServiceInfo info;
-      info.path = indexed("services", i);
+      info.path = indexPath("services", i);
       Service svc;
       if (parseService(services->value[i], svc, info)) snap.services.push_back(std::move(svc));
       // Cross checks also run on services that had errors of their own, so
@@ -392,9 +361,9 @@ class StateParser {
 
     bool nameOk = false;
     if (const Field* f = find(fields, "name")) {
-      std::string p = join(path, "name");
+      std::string p = joinPath(path, "name");
       if (auto s = readString(*f, p)) {
-        if (auto bad = checkLabel(*s)) {
+        if (auto bad = checkDnsLabel(*s)) {
           error(markOf(*f), p, *bad);
         } else {
           svc.name = *s;
@@ -403,15 +372,15 @@ class StateParser {
         }
       }
     } else {
-      error(node.Mark(), join(path, "name"), "required field is missing");
+      error(node.Mark(), joinPath(path, "name"), "required field is missing");
     }
 
     bool nsOk = true;
     if (const Field* f = find(fields, "namespace"); f != nullptr && !f->value.IsNull()) {
-      std::string p = join(path, "namespace");
+      std::string p = joinPath(path, "namespace");
       nsOk = false;
       if (auto s = readString(*f, p)) {
-        if (auto bad = checkLabel(*s)) {
+        if (auto bad = checkDnsLabel(*s)) {
           error(markOf(*f), p, *bad);
         } else {
           svc.nameSpace = *s;
@@ -422,67 +391,67 @@ class StateParser {
     if (nameOk && nsOk) info.key = svc.key();
 
     if (const Field* f = find(fields, "model"); f != nullptr && !f->value.IsNull()) {
-      if (auto s = readString(*f, join(path, "model"))) svc.model = *s;
+      if (auto s = readString(*f, joinPath(path, "model"))) svc.model = *s;
     }
 
     if (const Field* f = find(fields, "vips")) {
-      parseVips(*f, join(path, "vips"), svc, info);
+      parseVips(*f, joinPath(path, "vips"), svc, info);
     } else {
-      error(node.Mark(), join(path, "vips"), "required field is missing");
+      error(node.Mark(), joinPath(path, "vips"), "required field is missing");
     }
 
     if (const Field* f = find(fields, "ports")) {
-      parsePorts(*f, join(path, "ports"), svc, info);
+      parsePorts(*f, joinPath(path, "ports"), svc, info);
     } else {
-      error(node.Mark(), join(path, "ports"), "required field is missing");
+      error(node.Mark(), joinPath(path, "ports"), "required field is missing");
     }
 
     if (const Field* f = find(fields, "algorithm"); f != nullptr && !f->value.IsNull()) {
-      std::string p = join(path, "algorithm");
+      std::string p = joinPath(path, "algorithm");
       if (auto s = readString(*f, p)) {
-        if (auto a = parseAlgorithm(*s)) {
+        if (auto a = parseAlgorithmText(*s)) {
           svc.algorithm = *a;
         } else {
-          error(markOf(*f), p,
-                "must be one of random, maglev, least_conn, latency, bounded_hash, got '" + *s + "'");
+          error(markOf(*f), p, a.error().message());
         }
       }
     }
 
     if (const Field* f = find(fields, "hash_table_size"); f != nullptr && !f->value.IsNull()) {
-      std::string p = join(path, "hash_table_size");
-      if (auto n = readInt(*f, p, 7, kMaxHashTableSize)) {
-        if (isPrime(static_cast<uint32_t>(*n))) {
-          svc.hashTableSize = static_cast<uint32_t>(*n);
+      std::string p = joinPath(path, "hash_table_size");
+      if (auto n = readInt(*f, p, kMinHashTableSize, kMaxHashTableSize)) {
+        if (auto bad = checkHashTableSize(*n, f->value.Scalar())) {
+          error(markOf(*f), p, *bad);
         } else {
-          error(markOf(*f), p, "must be a prime (Maglev needs one), got " + std::to_string(*n) +
-                                   "; e.g. 16381, 32749 or 65521");
+          svc.hashTableSize = static_cast<uint32_t>(*n);
         }
       }
     }
 
     if (const Field* f = find(fields, "hash_balance_factor"); f != nullptr && !f->value.IsNull()) {
-      std::string p = join(path, "hash_balance_factor");
-      if (auto x = readNumber(*f, p, 1.0, 10.0)) svc.balancePct = static_cast<uint16_t>(*x * 100 + 0.5);
+      std::string p = joinPath(path, "hash_balance_factor");
+      if (auto x = readNumber(*f, p, kMinHashBalanceFactor, kMaxHashBalanceFactor)) {
+        svc.balancePct = static_cast<uint16_t>(*x * 100 + 0.5);
+      }
     }
 
     if (const Field* f = find(fields, "model_metrics"); f != nullptr && !f->value.IsNull()) {
-      std::string p = join(path, "model_metrics");
+      std::string p = joinPath(path, "model_metrics");
       if (expectMap(f->value, p, "{port: 8000, path: /metrics}")) {
         Fields mf = collect(f->value, p, {"port", "path"});
         ModelMetricsSpec spec;
         bool ok = true;
         if (const Field* port = find(mf, "port")) {
-          if (auto n = readInt(*port, join(p, "port"), 1, 65535)) spec.port = static_cast<uint16_t>(*n);
+          if (auto n = readInt(*port, joinPath(p, "port"), kMinPort, kMaxPort)) spec.port = static_cast<uint16_t>(*n);
           else ok = false;
         } else {
-          error(f->value.Mark(), join(p, "port"), "required field is missing");
+          error(f->value.Mark(), joinPath(p, "port"), "required field is missing");
           ok = false;
         }
         if (const Field* mp = find(mf, "path"); mp != nullptr && !mp->value.IsNull()) {
-          if (auto s = readString(*mp, join(p, "path"))) {
-            if (s->empty() || (*s)[0] != '/' || s->find_first_of(" \t\r\n") != std::string::npos) {
-              error(markOf(*mp), join(p, "path"), "must start with '/' and hold no spaces, got '" + *s + "'");
+          if (auto s = readString(*mp, joinPath(p, "path"))) {
+            if (auto bad = checkMetricsPath(*s)) {
+              error(markOf(*mp), joinPath(p, "path"), *bad);
               ok = false;
             } else {
               spec.path = *s;
@@ -496,17 +465,17 @@ class StateParser {
     }
 
     if (const Field* f = find(fields, "policy"); f != nullptr && !f->value.IsNull()) {
-      std::string p = join(path, "policy");
+      std::string p = joinPath(path, "policy");
       if (expectMap(f->value, p, "{allow_cgroups: [/sys/fs/cgroup/...]}")) {
         Fields pf = collect(f->value, p, {"allow_cgroups"});
         PolicySpec spec;
         bool ok = true;
         if (const Field* ac = find(pf, "allow_cgroups"); ac != nullptr && !ac->value.IsNull()) {
-          std::string ap = join(p, "allow_cgroups");
+          std::string ap = joinPath(p, "allow_cgroups");
           if (expectList(*ac, ap)) {
             for (size_t i = 0; i < ac->value.size(); ++i) {
               YAML::Node v = ac->value[i];
-              std::string ip = indexed(ap, i);
+              std::string ip = indexPath(ap, i);
               auto cg = readStringNode(v, ip);
               if (!cg) {
                 ok = false;
@@ -531,12 +500,12 @@ class StateParser {
     }
 
     if (const Field* f = find(fields, "connections"); f != nullptr && !f->value.IsNull()) {
-      parseConnections(*f, join(path, "connections"), svc);
+      parseConnections(*f, joinPath(path, "connections"), svc);
     }
 
     // Absent or null endpoints: a service with no backends, which is valid.
     if (const Field* f = find(fields, "endpoints"); f != nullptr && !f->value.IsNull()) {
-      parseEndpoints(*f, join(path, "endpoints"), svc);
+      parseEndpoints(*f, joinPath(path, "endpoints"), svc);
     }
     return true;
   }
@@ -556,7 +525,7 @@ class StateParser {
     auto plain = [](const Field& v) { return v.value.IsScalar() && v.value.Tag() != "!"; };
 
     if (const Field* v = given("rebalance")) {
-      std::string p = join(path, "rebalance");
+      std::string p = joinPath(path, "rebalance");
       if (!plain(*v)) {
         error(markOf(*v), p, "must be true or false, got " + describe(v->value));
       } else if (auto b = parseBoolText(v->value.Scalar())) {
@@ -566,7 +535,7 @@ class StateParser {
       }
     }
     if (const Field* v = given("rebalance_rate")) {
-      std::string p = join(path, "rebalance_rate");
+      std::string p = joinPath(path, "rebalance_rate");
       if (!plain(*v)) {
         error(markOf(*v), p,
               fmt::format("must be a number > 0 and <= {:g}, got ", kMaxRebalanceRate) + describe(v->value));
@@ -577,7 +546,7 @@ class StateParser {
       }
     }
     if (const Field* v = given("max_requests")) {
-      std::string p = join(path, "max_requests");
+      std::string p = joinPath(path, "max_requests");
       if (!plain(*v)) {
         error(markOf(*v), p,
               "must be an integer 0.." + std::to_string(kMaxMaxRequests) + ", got " + describe(v->value));
@@ -590,7 +559,7 @@ class StateParser {
     auto duration = [&](const char* name, uint64_t& out) {
       const Field* v = given(name);
       if (v == nullptr) return;
-      std::string p = join(path, name);
+      std::string p = joinPath(path, name);
       if (!v->value.IsScalar()) {
         error(markOf(*v), p, "must be a duration like 90, 30s or 10m, got " + describe(v->value));
       } else if (auto ms = parseDurationMs(v->value.Scalar())) {
@@ -611,12 +580,12 @@ class StateParser {
     }
     for (size_t i = 0; i < f.value.size(); ++i) {
       YAML::Node v = f.value[i];
-      std::string p = indexed(path, i);
+      std::string p = indexPath(path, i);
       auto a = readAddr(v, v.Mark(), p);
       if (!a) continue;
       auto dup = std::find_if(info.vips.begin(), info.vips.end(), [&](const Vip& x) { return x.addr == *a; });
       if (dup != info.vips.end()) {
-        error(v.Mark(), p, "duplicate vip " + a->toString() + " (also " + indexed(path, dup->index) + ")");
+        error(v.Mark(), p, "duplicate vip " + a->toString() + " (also " + indexPath(path, dup->index) + ")");
         continue;
       }
       info.vips.push_back(Vip{*a, v.Mark(), i});
@@ -632,23 +601,23 @@ class StateParser {
     }
     for (size_t i = 0; i < f.value.size(); ++i) {
       YAML::Node item = f.value[i];
-      std::string p = indexed(path, i);
+      std::string p = indexPath(path, i);
       if (!expectMap(item, p, "{port: 8000, protocol: TCP}")) continue;
       Fields pf = collect(item, p, {"port", "protocol"});
       PortSpec spec;
       bool ok = true;
       if (const Field* port = find(pf, "port")) {
-        if (auto n = readInt(*port, join(p, "port"), 1, 65535)) {
+        if (auto n = readInt(*port, joinPath(p, "port"), kMinPort, kMaxPort)) {
           spec.port = static_cast<uint16_t>(*n);
         } else {
           ok = false;
         }
       } else {
-        error(item.Mark(), join(p, "port"), "required field is missing");
+        error(item.Mark(), joinPath(p, "port"), "required field is missing");
         ok = false;
       }
       if (const Field* proto = find(pf, "protocol"); proto != nullptr && !proto->value.IsNull()) {
-        std::string pp = join(p, "protocol");
+        std::string pp = joinPath(p, "protocol");
         if (auto s = readString(*proto, pp)) {
           if (auto pr = parseProtocol(*s)) {
             spec.protocol = *pr;
@@ -676,37 +645,37 @@ class StateParser {
     std::map<std::pair<IpAddr, uint16_t>, size_t> seen;
     for (size_t i = 0; i < f.value.size(); ++i) {
       YAML::Node item = f.value[i];
-      std::string p = indexed(path, i);
+      std::string p = indexPath(path, i);
       if (!expectMap(item, p, "{address: 10.0.1.5, port: 8000}")) continue;
       Fields ef = collect(item, p, {"address", "port", "weight", "state"});
       Endpoint ep;
       bool ok = true;
       if (const Field* a = find(ef, "address")) {
-        if (auto addr = readAddr(a->value, markOf(*a), join(p, "address"))) {
+        if (auto addr = readAddr(a->value, markOf(*a), joinPath(p, "address"))) {
           ep.address = *addr;
         } else {
           ok = false;
         }
       } else {
-        error(item.Mark(), join(p, "address"), "required field is missing");
+        error(item.Mark(), joinPath(p, "address"), "required field is missing");
         ok = false;
       }
       if (const Field* port = find(ef, "port"); port != nullptr && !port->value.IsNull()) {
-        if (auto n = readInt(*port, join(p, "port"), 1, 65535)) {
+        if (auto n = readInt(*port, joinPath(p, "port"), kMinPort, kMaxPort)) {
           ep.port = static_cast<uint16_t>(*n);
         } else {
           ok = false;
         }
       }
       if (const Field* w = find(ef, "weight"); w != nullptr && !w->value.IsNull()) {
-        if (auto n = readInt(*w, join(p, "weight"), 0, 65535)) {
+        if (auto n = readInt(*w, joinPath(p, "weight"), 0, kMaxWeight)) {
           ep.weight = static_cast<uint16_t>(*n);
         } else {
           ok = false;
         }
       }
       if (const Field* st = find(ef, "state"); st != nullptr && !st->value.IsNull()) {
-        std::string sp = join(p, "state");
+        std::string sp = joinPath(p, "state");
         if (auto s = readString(*st, sp)) {
           if (auto state = parseEndpointState(*s)) {
             ep.state = *state;
@@ -721,8 +690,9 @@ class StateParser {
       if (!ok) continue;
       auto [it, inserted] = seen.emplace(std::make_pair(ep.address, ep.port), i);
       if (!inserted) {
-        std::string what = ep.port == 0 ? ep.address.toString() + " (frontend port)" : hostPort(ep.address, ep.port);
-        error(item.Mark(), p, "duplicate endpoint " + what + " (also " + indexed(path, it->second) + ")");
+        std::string what =
+            ep.port == 0 ? ep.address.toString() + " (frontend port)" : formatHostPort(ep.address, ep.port);
+        error(item.Mark(), p, "duplicate endpoint " + what + " (also " + indexPath(path, it->second) + ")");
         continue;
       }
       svc.endpoints.push_back(ep);
@@ -739,7 +709,7 @@ class StateParser {
       if (!info.key.empty()) {
         auto [it, inserted] = byKey.emplace(info.key, i);
         if (!inserted) {
-          error(info.nameMark, join(info.path, "name"),
+          error(info.nameMark, joinPath(info.path, "name"),
                 "duplicate service " + info.key + " (also " + infos[it->second].path + ")");
         }
       }
@@ -749,8 +719,8 @@ class StateParser {
           if (inserted || it->second == i) continue;
           const ServiceInfo& other = infos[it->second];
           std::string owner = other.key.empty() ? other.path : other.key + " (" + other.path + ")";
-          error(vip.mark, indexed(join(info.path, "vips"), vip.index),
-                hostPort(vip.addr, port.port) + "/" + toString(port.protocol) + " is already used by service " + owner);
+          error(vip.mark, indexPath(joinPath(info.path, "vips"), vip.index),
+                formatFrontend(vip.addr, port.port, port.protocol) + " is already used by service " + owner);
         }
       }
     }

@@ -20,6 +20,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "util/host_port.h"
 #include "util/unique_fd.h"
 
 namespace aimesh {
@@ -411,9 +412,7 @@ HttpServer::~HttpServer() = default;
 
 void HttpServer::stop() { impl_.reset(); }
 
-std::string HttpServer::address() const {
-  return (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_);
-}
+std::string HttpServer::address() const { return formatHostPort(host_, static_cast<uint16_t>(port_)); }
 
 Result<std::pair<std::string, int>> splitHostPort(const std::string& addr) {
   std::string host, port;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <string_view>
 
+#include "model/snapshot.h"
+
 namespace aimesh {
 
 std::string escapeLabel(const std::string& v) {
@@ -38,11 +40,7 @@ std::string serviceLabels(const ServiceInfo& s) {
                      escapeLabel(s.nameSpace), escapeLabel(s.model), s.port.port, toString(s.port.protocol));
 }
 
-std::string endpointLabel(const BackendInfo& b) {
-  const IpAddr& a = b.endpoint.address;
-  return a.isV4() ? fmt::format("{}:{}", a.toString(), b.targetPort)
-                  : fmt::format("[{}]:{}", a.toString(), b.targetPort);
-}
+std::string endpointLabel(const BackendInfo& b) { return formatHostPort(b.endpoint.address, b.targetPort); }
 
 std::string fmtSeconds(double s) { return fmt::format("{}", s); }
 

@@ -21,6 +21,8 @@
 #include <thread>
 #include <utility>
 
+#include "util/host_port.h"
+
 namespace aimesh {
 namespace {
 
@@ -246,11 +248,7 @@ Result<std::string> hostLiteral(const std::string& host) {
   return Error::fromCode(EINVAL, "scrape target host '" + host + "' is not an IP literal");
 }
 
-std::string targetUrl(const ScrapeTarget& t) {
-  std::string h = t.host;
-  if (h.find(':') != std::string::npos && h.front() != '[') h = "[" + h + "]";
-  return "http://" + h + ":" + std::to_string(t.port) + t.path;
-}
+std::string targetUrl(const ScrapeTarget& t) { return "http://" + formatHostPort(t.host, t.port) + t.path; }
 
 std::string describe(httplib::Error e) {
   switch (e) {

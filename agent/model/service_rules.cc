@@ -1,0 +1,79 @@
+#include "model/service_rules.h"
+
+#include <algorithm>
+
+namespace aimesh {
+
+std::string joinPath(const std::string& base, std::string_view key) {
+  if (base.empty()) return std::string(key);
+  std::string out = base;
+  out += '.';
+  out += key;
+  return out;
+}
+
+std::string indexPath(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
+
+std::string keyPath(const std::string& base, std::string_view key) {
+  std::string out = base;
+  out += '[';
+  out += key;
+  out += ']';
+  return out;
+}
+
+std::string rangeText(long long min, long long max) { return std::to_string(min) + ".." + std::to_string(max); }
+
+std::string notIntegerMessage(long long min, long long max, std::string_view got) {
+  return "must be an integer " + rangeText(min, max) + ", got " + std::string(got);
+}
+
+std::string outOfRangeMessage(long long min, long long max, std::string_view got) {
+  return "must be " + rangeText(min, max) + ", got " + std::string(got);
+}
+
+std::optional<std::string> checkDnsLabel(std::string_view s) {
+  if (s.empty()) return "must not be empty";
+  if (s.size() > kMaxDnsLabelLength) {
+    return "must be at most " + std::to_string(kMaxDnsLabelLength) + " characters, got " + std::to_string(s.size());
+  }
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool ok = alnum(s.front()) && alnum(s.back()) &&
+            std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
+  if (!ok) {
+    return "must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit), "
+           "got '" + std::string(s) + "'";
+  }
+  return std::nullopt;
+}
+
+Result<Algorithm> parseAlgorithmText(const std::string& text) {
+  if (auto a = parseAlgorithm(text)) return *a;
+  std::string names;
+  for (Algorithm a : kAlgorithms) {
+    if (!names.empty()) names += ", ";
+    names += toString(a);
+  }
+  return Error::msg("must be one of " + names + ", got '" + text + "'");
+}
+
+std::optional<std::string> checkHashTableSize(long long n, std::string_view written) {
+  if (n < kMinHashTableSize || n > kMaxHashTableSize) {
+    return outOfRangeMessage(kMinHashTableSize, kMaxHashTableSize, written);
+  }
+  if (!isPrime(static_cast<uint32_t>(n))) {
+    // 32749: the largest prime below 2^15, between the default and the largest.
+    return "must be a prime (Maglev needs one), got " + std::to_string(n) + "; e.g. " +
+           std::to_string(kDefaultHashTableSize) + ", 32749 or " + std::to_string(kMaxHashTableSize);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> checkMetricsPath(std::string_view path) {
+  if (path.empty() || path[0] != '/' || path.find_first_of(" \t\r\n") != std::string_view::npos) {
+    return "must start with '/' and hold no spaces, got '" + std::string(path) + "'";
+  }
+  return std::nullopt;
+}
+
+}  // namespace aimesh

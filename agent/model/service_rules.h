@@ -1,0 +1,82 @@
+// The rules for a service's fields (Service in snapshot.h) that both
+// sources check: the state file (source/state_file.cc) and the Kubernetes
+// objects and annotations (source/kube_objects.cc). Each rule is here once,
+// so a value is accepted, bounded and reported the same in either (issue
+// #14: no rule kept twice). The connection policy's values have their own
+// file, connection_rules.h. How a value is typed (a YAML scalar, a JSON
+// number, annotation text), where an error is reported and what is kept
+// instead stay with each source.
+//
+// Messages are the text after the field, such as "must be 7..65521, got 3";
+// a source prefixes the field or annotation ("services[0].hash_table_size: ",
+// "Service ml/llama: annotation aimesh.io/hash-table-size: ").
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "lb/maglev.h"
+#include "model/snapshot.h"
+#include "util/result.h"
+
+namespace aimesh {
+
+// ---- bounds -----------------------------------------------------------------
+
+// A service's port, an endpoint's port, a model-metrics port.
+inline constexpr long long kMinPort = 1;
+inline constexpr long long kMaxPort = 65535;
+// Endpoint::weight: 0 (no new connections) up to this.
+inline constexpr long long kMaxWeight = 65535;
+// Service::hashTableSize: a prime in this range. The largest is the kernel's
+// (AIMESH_MAX_HASH_SIZE, the same as kMaglevMaxSize).
+inline constexpr long long kMinHashTableSize = 7;
+inline constexpr long long kMaxHashTableSize = kMaglevMaxSize;
+// bounded_hash's load bound as a factor of the average (Service::balancePct
+// is this × 100).
+inline constexpr double kMinHashBalanceFactor = 1;
+inline constexpr double kMaxHashBalanceFactor = 10;
+// An RFC 1123 label: a service name or namespace.
+inline constexpr size_t kMaxDnsLabelLength = 63;
+
+// ---- where an error is --------------------------------------------------------
+// Paths name a field the way the user wrote it: "services[3].ports[0].port",
+// "spec.ports[1].port", "metadata.labels[app]".
+
+// "services[0]" and "port" → "services[0].port"; "" and "services" → "services".
+std::string joinPath(const std::string& base, std::string_view key);
+// "services" and 3 → "services[3]".
+std::string indexPath(const std::string& base, size_t i);
+// "metadata.labels" and "app" → "metadata.labels[app]".
+std::string keyPath(const std::string& base, std::string_view key);
+
+// ---- integers -----------------------------------------------------------------
+
+// "1..65535".
+std::string rangeText(long long min, long long max);
+// "must be an integer 1..65535, got 'http'": the value is no integer at all.
+// got is the value as the source describes it ('http', string "8000", 80.5).
+std::string notIntegerMessage(long long min, long long max, std::string_view got);
+// "must be 1..65535, got 70000": an integer out of range; got as written.
+std::string outOfRangeMessage(long long min, long long max, std::string_view got);
+
+// ---- rules --------------------------------------------------------------------
+
+// A service name or namespace: an RFC 1123 label, as Kubernetes names
+// namespaces (lowercase letters, digits and '-', starting and ending with a
+// letter or digit, 1 to kMaxDnsLabelLength characters).
+std::optional<std::string> checkDnsLabel(std::string_view s);
+
+// Service::algorithm by its name, as toString(Algorithm) writes it.
+Result<Algorithm> parseAlgorithmText(const std::string& text);
+
+// Service::hashTableSize: a prime kMinHashTableSize..kMaxHashTableSize (Maglev
+// needs a prime). written is n as the user wrote it, quoted when out of range.
+std::optional<std::string> checkHashTableSize(long long n, std::string_view written);
+
+// ModelMetricsSpec::path: starts with '/', no spaces, tabs or line breaks.
+std::optional<std::string> checkMetricsPath(std::string_view path);
+
+}  // namespace aimesh
