@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <iostream>
 #include <map>
@@ -38,6 +39,14 @@ const std::string kState =
 // meshctl ARGS; stderr passes through to the test's.
 std::pair<int, std::string> meshctl(const std::string& args) {
   return capture(std::string(AIMESH_BINARY_DIR) + "/meshctl " + args);
+}
+
+// A small proc file's content without the trailing newline ("" if unreadable).
+std::string readFileTrimmed(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
 }
 
 json parse(const std::string& text) {
@@ -292,7 +301,11 @@ TEST_F(DoctorE2e, BpfStatsCountsRunsDuringTheWindow) {
   // meshctl turns statistics on for 3 s; the connections fall inside.
   auto run = std::async(std::launch::async,
                         [&] { return meshctl("bpf -o json --stats 3 --pin-dir " + agent_->pinDir()); });
-  std::this_thread::sleep_for(700ms);
+  // The connections must fall inside the window: wait until statistics are
+  // on (the sysctl reads the kernel's switch, which meshctl's BPF_ENABLE_STATS
+  // turns on), not a fixed time a loaded machine may not keep.
+  for (int i = 0; i < 250 && readFileTrimmed("/proc/sys/kernel/bpf_stats_enabled") != "1"; ++i)
+    std::this_thread::sleep_for(10ms);
   EXPECT_EQ(connections(5), 5);
   auto [rc, out] = run.get();
   ASSERT_EQ(rc, 0);
@@ -310,7 +323,11 @@ TEST_F(DoctorE2e, BpfStatsCountsRunsDuringTheWindow) {
   // The table form, for the record.
   auto table = std::async(std::launch::async,
                           [&] { return meshctl("bpf --stats 2 --pin-dir " + agent_->pinDir()); });
-  std::this_thread::sleep_for(700ms);
+  // The connections must fall inside the window: wait until statistics are
+  // on (the sysctl reads the kernel's switch, which meshctl's BPF_ENABLE_STATS
+  // turns on), not a fixed time a loaded machine may not keep.
+  for (int i = 0; i < 250 && readFileTrimmed("/proc/sys/kernel/bpf_stats_enabled") != "1"; ++i)
+    std::this_thread::sleep_for(10ms);
   EXPECT_EQ(connections(5), 5);
   auto [trc, tout] = table.get();
   EXPECT_EQ(trc, 0);

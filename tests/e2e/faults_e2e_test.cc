@@ -75,12 +75,15 @@ TEST_F(FaultsE2e, KillNineAndRestartEveryTwoSecondsUnderLoadFailsNoConnection) {
   startAgent(yaml({{p[0], "active"}, {p[1], "active"}}));
 
   RateSample cc, ka;
-  const double seconds = 12;
+  // Each cycle is 2 s plus the agent's start, which a loaded machine makes
+  // slower than a second: 20 s of load leaves room for the 4 restarts below
+  // (the loop stops after them; the clients go on against the last agent).
+  const double seconds = 20;
   std::thread t1 = client(RateWorkload::kConnectClose, seconds, cc);
   std::thread t2 = client(RateWorkload::kKeepAlive, seconds, ka);
   int restarts = 0;
   auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() + 2s < end) {
+  while (restarts < 4 && std::chrono::steady_clock::now() + 2s < end) {
     std::this_thread::sleep_for(1s);
     agent_->kill9();
     std::this_thread::sleep_for(1s);  // a second with no agent at all
