@@ -9,7 +9,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <iostream>
 #include <map>
@@ -39,14 +38,6 @@ const std::string kState =
 // meshctl ARGS; stderr passes through to the test's.
 std::pair<int, std::string> meshctl(const std::string& args) {
   return capture(std::string(AIMESH_BINARY_DIR) + "/meshctl " + args);
-}
-
-// A small proc file's content without the trailing newline ("" if unreadable).
-std::string readFileTrimmed(const std::string& path) {
-  std::ifstream f(path);
-  std::string s;
-  std::getline(f, s);
-  return s;
 }
 
 json parse(const std::string& text) {
@@ -304,7 +295,7 @@ TEST_F(DoctorE2e, BpfStatsCountsRunsDuringTheWindow) {
   // The connections must fall inside the window: wait until statistics are
   // on (the sysctl reads the kernel's switch, which meshctl's BPF_ENABLE_STATS
   // turns on), not a fixed time a loaded machine may not keep.
-  for (int i = 0; i < 250 && readFileTrimmed("/proc/sys/kernel/bpf_stats_enabled") != "1"; ++i)
+  for (int i = 0; i < 250 && readFile("/proc/sys/kernel/bpf_stats_enabled") != "1\n"; ++i)
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(connections(5), 5);
   auto [rc, out] = run.get();
@@ -326,7 +317,7 @@ TEST_F(DoctorE2e, BpfStatsCountsRunsDuringTheWindow) {
   // The connections must fall inside the window: wait until statistics are
   // on (the sysctl reads the kernel's switch, which meshctl's BPF_ENABLE_STATS
   // turns on), not a fixed time a loaded machine may not keep.
-  for (int i = 0; i < 250 && readFileTrimmed("/proc/sys/kernel/bpf_stats_enabled") != "1"; ++i)
+  for (int i = 0; i < 250 && readFile("/proc/sys/kernel/bpf_stats_enabled") != "1\n"; ++i)
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(connections(5), 5);
   auto [trc, tout] = table.get();

@@ -70,13 +70,6 @@ bool updating() {
   return u && std::string(u) == "1";
 }
 
-std::string readAll(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // Replaces every occurrence of `from` in s.
 std::string replaceAll(std::string s, const std::string& from, const std::string& to) {
   if (from.empty()) return s;
@@ -168,7 +161,7 @@ class GoldenE2e : public AgentE2e {
       std::ofstream(path) << actual;
       return;
     }
-    std::string want = readAll(path);
+    std::string want = readFile(path);
     ASSERT_FALSE(want.empty()) << path << " is missing: run with AIMESH_UPDATE_GOLDEN=1 and review it";
     if (want == actual) return;
     // The first differing line, for a readable failure.

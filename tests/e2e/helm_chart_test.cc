@@ -845,13 +845,6 @@ TEST_F(HelmChart, SchemaAndTemplatesRejectBadValues) {
   EXPECT_NE(r.status, 0) << "helm lint accepted metrics.port=abc";
 }
 
-std::string readFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // Whitespace-separated words of `text` between the line that contains
 // `from` and the next line that contains `to`, without comments and
 // shell/Dockerfile punctuation.

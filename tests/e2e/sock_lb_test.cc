@@ -424,13 +424,6 @@ std::string manyServicesYaml(int n) {
   return y.str();
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 TEST_F(SockLbE2e, MapLimitsSizeTheMapsAndAMismatchedRestartIsRefused) {
   serve("10.77.0.2", "a");
   std::vector<std::string> small{"--max-services", "32", "--max-backends", "64", "--max-flows", "4096"};
@@ -466,7 +459,7 @@ TEST_F(SockLbE2e, MapLimitsSizeTheMapsAndAMismatchedRestartIsRefused) {
   agent_->kill9();
   agent_->setExtraArgs({"--max-services", "64", "--max-backends", "64", "--max-flows", "4096"});
   EXPECT_THROW(agent_->start(), std::runtime_error);
-  std::string log = slurp(dir_ + "/agent.log");
+  std::string log = readFile(dir_ + "/agent.log");
   EXPECT_NE(log.find("aimesh_frontends holds 128 entries"), std::string::npos) << log;
   EXPECT_NE(log.find("--cleanup"), std::string::npos) << log;
   r = json::parse(client([] { return json{{"name", tcpAsk("10.96.1.7", 8000).name}}.dump(); }));

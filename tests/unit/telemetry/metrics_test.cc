@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "fixtures/metrics_doc.h"
+#include "fixtures/sandbox.h"
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -281,14 +282,8 @@ TEST(MetricsRender, OneHelpAndTypePerFamilyBeforeItsSamples) {
 
 // ---- docs/metrics.md must list exactly what renderMetrics() prints --------
 
-std::string readFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 using testing::documentedFamilies;
+using testing::readFile;
 
 TEST(MetricsDoc, ListsExactlyTheFamiliesRenderMetricsPrintsWithTheirTypes) {
   std::string path = std::string(AIMESH_SOURCE_DIR) + "/docs/metrics.md";
