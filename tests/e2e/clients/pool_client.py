@@ -105,6 +105,8 @@ def main():
     p.add_argument("--interval", type=float, default=0.1, help="pause after each request, per thread")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pool", type=int, default=1)
+    p.add_argument("--pool-per-thread", action="store_true",
+                   help="each thread its own client and pool (else one pool shared by the threads)")
     p.add_argument("--tokens", type=int, default=4)
     p.add_argument("--stream", action="store_true")
     p.add_argument("--go-file", default="", help="wait until this file exists before each request")
@@ -117,6 +119,8 @@ def main():
 
     def worker():
         own = HttpClientClient(args) if args.lib == "httpclient" else client
+        if args.pool_per_thread:
+            own = {"urllib3": Urllib3Client, "httpx": HttpxClient, "httpclient": HttpClientClient}[args.lib](args)
         while time.monotonic() < deadline:
             with lock:
                 if counter[0] >= args.requests:
