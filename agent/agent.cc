@@ -8,16 +8,14 @@
 
 #include "bpf/conntrack.h"
 #include "model/snapshot.h"
-#include "source/file_watcher.h"
-#include "source/state_file.h"
 #include "telemetry/stats.h"
 
 namespace aimesh {
 
 using json = nlohmann::json;
 
-Agent::Agent(AgentOptions opts, Datapath dp)
-    : opts_(std::move(opts)), dp_(std::move(dp)), writer_(dp_.maps(), opts_.limits), reconciler_(writer_, opts_.limits),
+Agent::Agent(AgentOptions opts, std::optional<Datapath> dp, std::unique_ptr<MapWriter> writer)
+    : opts_(std::move(opts)), dp_(std::move(dp)), writer_(std::move(writer)), reconciler_(*writer_, opts_.limits),
       started_(std::chrono::steady_clock::now()) {
   counters_.startTimeSeconds =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -36,30 +34,35 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
   for (auto& p : dp->programs())
     spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
 
-  std::unique_ptr<Agent> a(new Agent(opts, std::move(dp.value())));
+  auto writer = std::make_unique<BpfMapWriter>(dp->maps(), opts.limits);
+  std::unique_ptr<Agent> a(new Agent(opts, std::move(dp.value()), std::move(writer)));
   // Model-server signals: the scraper's thread writes them into aimesh_be_signal.
   a->scraper_ = std::make_unique<ModelScraper>(
       ModelScraper::Options{opts.scrapeInterval, opts.scrapeTimeout, opts.scrapeNetns},
-      [fd = a->dp_.maps().beSignal](uint32_t backendId, const Result<ModelSignals>& r) {
+      [fd = a->dp_->maps().beSignal](uint32_t backendId, const Result<ModelSignals>& r) {
         writeModelSignals(fd, backendId, r);
       });
   LifecycleOptions lopts = opts.lifecycle;
   lopts.cgroup = opts.cgroup;
   lopts.telemetry = opts.telemetry;
-  a->lifecycle_ = Lifecycle::start(lopts, opts.pinDir, opts.limits, a->dp_.maps());
+  a->lifecycle_ = Lifecycle::start(lopts, opts.pinDir, opts.limits, a->dp_->maps());
   if (a->lifecycle_->available())
     spdlog::info("connection lifecycle: socket iterators loaded (namespaces of {}{}{})", opts.cgroup,
                  lopts.netnsDir.empty() ? "" : " and ", lopts.netnsDir);
-  auto events = EventLog::start(a->dp_.maps().events);
+  auto events = EventLog::start(a->dp_->maps().events);
   if (!events) return events.error();
-  a->reader_ = std::make_unique<BpfDatapathReader>(a->dp_.maps(), opts.limits, opts.tuning.penaltyHalfLifeNs,
+  a->reader_ = std::make_unique<BpfDatapathReader>(a->dp_->maps(), opts.limits, opts.tuning.penaltyHalfLifeNs,
                                                    std::move(events.value()));
-  if (!opts.stateFile.empty()) a->reload();
+  if (!opts.stateFile.empty()) {
+    a->source_ = std::make_unique<StateFileSource>(opts.stateFile);
+    a->reload();
+  }
   if (opts.kube) {
     spdlog::info("cluster state from the Kubernetes API at {} ({})", opts.kube->server, opts.kube->source);
     auto ks = KubeSource::start(KubeClient(*opts.kube, KubeClient::Options{}), opts.kubeOptions);
     if (!ks) return ks.error();
     a->kube_ = std::move(ks.value());
+    a->source_ = std::make_unique<KubeStateSource>(*a->kube_, opts.kube->server);
   }
 
   HttpServerOptions httpOpts = opts.http;
@@ -80,23 +83,38 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
   return a;
 }
 
+std::unique_ptr<Agent> Agent::assemble(AgentOptions opts, AgentParts parts) {
+  std::unique_ptr<Agent> a(new Agent(std::move(opts), std::nullopt, std::move(parts.writer)));
+  a->reader_ = std::move(parts.reader);
+  a->source_ = std::move(parts.source);
+  return a;
+}
+
 bool Agent::reload() {
-  ParseResult pr = parseStateFile(opts_.stateFile);
+  std::optional<StateUpdate> u = source_ ? source_->current() : std::nullopt;
+  return u && applyUpdate(*u);
+}
+
+bool Agent::applyUpdate(const StateUpdate& u) {
   std::lock_guard lk(mu_);
-  if (!pr.ok()) {
+  for (auto& w : u.warnings) {
+    if (sourceWarnings_.size() > 10000) sourceWarnings_.clear();  // bounded; may log some again
+    if (sourceWarnings_.insert(w).second) spdlog::warn("{}", w);
+  }
+  if (!u.ok()) {
     counters_.stateFileErrors++;
     counters_.lastStateFileOk = false;
     lastError_.clear();
-    for (auto& e : pr.errors) {
-      spdlog::error("{}", e.toString());
+    for (auto& e : u.errors) {
+      spdlog::error("{}", e);
       if (!lastError_.empty()) lastError_ += "; ";
-      lastError_ += e.toString();
+      lastError_ += e;
     }
-    spdlog::warn("state file rejected ({} error(s)); the last good state stays in force", pr.errors.size());
+    spdlog::warn("state file rejected ({} error(s)); the last good state stays in force", u.errors.size());
     return false;
   }
   counters_.lastStateFileOk = true;
-  return applyLocked(*pr.snapshot);
+  return applyLocked(*u.snapshot);
 }
 
 std::vector<ScrapeTarget> Agent::scrapeTargets() const {
@@ -153,15 +171,6 @@ bool Agent::applyLocked(const Snapshot& snap) {
   return true;
 }
 
-void Agent::applyKube(const kube::BuildResult& br) {
-  std::lock_guard lk(mu_);
-  for (auto& w : br.warnings) {
-    if (kubeWarnings_.size() > 10000) kubeWarnings_.clear();  // bounded; may log some again
-    if (kubeWarnings_.insert(w).second) spdlog::warn("kubernetes: {}", w);
-  }
-  applyLocked(br.snapshot);
-}
-
 bool Agent::uninstalling() {
   if (opts_.daemonSet.empty() || !kube_) return false;
   auto slash = opts_.daemonSet.find('/');
@@ -202,40 +211,29 @@ bool Agent::uninstalling() {
   return false;
 }
 
-void Agent::run(const std::atomic<bool>& stop) {
-  std::optional<FileWatcher> watcher;
-  if (!opts_.stateFile.empty()) {
-    auto w = FileWatcher::create(opts_.stateFile);
-    if (w) watcher.emplace(std::move(w.value()));
-    else spdlog::error("cannot watch {}: {}", opts_.stateFile, w.error().message());
+// Deletes the TC balancer's idle flows every ctSweepInterval.
+void Agent::sweepFlows() {
+  auto now = std::chrono::steady_clock::now();
+  if (!dp_ || dp_->maps().ct < 0 || now - lastSweep_ < opts_.ctSweepInterval) return;
+  lastSweep_ = now;
+  auto sw = sweepConntrack(dp_->maps().ct, opts_.tuning);
+  std::lock_guard lk(mu_);
+  if (sw) {
+    counters_.tcFlows = sw->entries - sw->expired;
+    counters_.tcFlowsExpired += sw->expired;
   }
+}
+
+void Agent::run(const std::atomic<bool>& stop) {
+  constexpr std::chrono::milliseconds kTick{200};
   auto lastSync = std::chrono::steady_clock::now();
-  auto lastSweep = lastSync;
   while (!stop.load()) {
-    if (dp_.maps().ct >= 0 && std::chrono::steady_clock::now() - lastSweep >= opts_.ctSweepInterval) {
-      lastSweep = std::chrono::steady_clock::now();
-      auto sw = sweepConntrack(dp_.maps().ct, opts_.tuning);
-      std::lock_guard lk(mu_);
-      if (sw) {
-        counters_.tcFlows = sw->entries - sw->expired;
-        counters_.tcFlowsExpired += sw->expired;
-      }
-    }
-    bool changed = false;
-    if (kube_) {
-      if (auto br = kube_->waitForChange(std::chrono::milliseconds(200))) {
-        applyKube(*br);
-        lastSync = std::chrono::steady_clock::now();
-        continue;
-      }
-    } else if (watcher) {
-      changed = watcher->waitForChange(std::chrono::milliseconds(200));
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    if (changed) {
-      spdlog::info("{} changed", opts_.stateFile);
-      reload();
+    sweepFlows();
+    std::optional<StateUpdate> u;
+    if (source_) u = source_->next(kTick);
+    else std::this_thread::sleep_for(kTick);
+    if (u) {
+      applyUpdate(*u);
       lastSync = std::chrono::steady_clock::now();
     } else if (policyRecheckDue()) {
       std::lock_guard lk(mu_);
@@ -270,23 +268,15 @@ bool Agent::ready() {
   return counters_.ready;
 }
 
-namespace {
-std::vector<uint32_t> keysOf(const auto& m) {
-  std::vector<uint32_t> v;
-  for (auto& [k, _] : m) v.push_back(k);
-  return v;
-}
-}  // namespace
-
 std::string Agent::metricsText(bool openMetrics) {
   // Occupancy walks the maps key by key (revnat can be large): do it before
   // taking the lock so a scrape does not hold up reconciles.
   std::vector<MapOccupancy> maps = reader_->occupancy();
   std::lock_guard lk(mu_);
-  auto st = reader_->stats(keysOf(index_.services), keysOf(index_.backends));
+  auto st = reader_->stats(serviceIds(index_), backendIds(index_));
   DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
   if (!st) spdlog::warn("read counters: {}", st.error().message());
-  auto tel = reader_->telemetry(keysOf(index_.backends));
+  auto tel = reader_->telemetry(backendIds(index_));
   if (!tel) spdlog::warn("read telemetry: {}", tel.error().message());
   AgentCounters counters = counters_;
   if (scraper_) {
@@ -313,402 +303,143 @@ std::string Agent::metricsText(bool openMetrics) {
 
 json Agent::handleApi(const json& req) {
   std::string method = req.value("method", "");
-  if (method == "status") return statusJson();
-  if (method == "services") return servicesJson();
-  if (method == "endpoints") return endpointsJson(req);
-  if (method == "latency") return latencyJson(req);
-  if (method == "top") return topJson();
-  if (method == "flows") return flowsJson(req);
-  if (method == "policy") return policyJson();
-  if (method == "connections") return connectionsJson(req);
+  ServiceFilter filter{req.value("service", ""), req.value("namespace", "")};
+  auto answer = [](const auto& view) -> json {
+    if constexpr (requires { view.error(); }) {
+      if (!view) return json{{"error", view.error().message()}};
+      return *view;
+    } else {
+      return view;
+    }
+  };
+  if (method == "status") return answer(statusView());
+  if (method == "services") return answer(servicesView());
+  if (method == "endpoints") return answer(endpointsView(filter));
+  if (method == "latency") return answer(latencyView(filter));
+  if (method == "top") return answer(topView());
+  if (method == "flows") return answer(flowsView(req.value("since", uint64_t{0})));
+  if (method == "policy") return answer(policyView());
+  if (method == "connections") return answer(connectionsView(filter));
   return json{{"error", "unknown method '" + method +
                             "' (status, services, endpoints, latency, top, flows, policy, connections)"}};
 }
 
-json Agent::statusJson() {
+view::Status Agent::statusView() {
   std::lock_guard lk(mu_);
-  json progs = json::array();
-  for (auto& p : dp_.programs())
-    progs.push_back({{"name", p.name},
-                     {"attached", true},
-                     {"attach_to", p.attachTo},
-                     {"link_id", p.linkId},
-                     {"prog_id", p.progId},
-                     {"adopted", p.adopted}});
-  json out{
-      {"version", AIMESH_VERSION},
-      {"pid", ::getpid()},
-      {"ready", counters_.ready},
-      {"uptime_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
-      {"cgroup", opts_.cgroup},
-      {"pin_dir", opts_.pinDir},
-      {"state_file", opts_.stateFile},
-      {"source", kube_ ? "kubernetes" : "file"},
-      {"metrics_addr", http_ ? http_->address() : opts_.metricsAddr},
-      {"reconciles", counters_.reconciles},
-      {"reconcile_errors", counters_.reconcileErrors},
-      {"state_file_errors", counters_.stateFileErrors},
-      {"last_error", lastError_},
-      {"services", index_.services.size()},
-      {"endpoints", index_.backends.size()},
-      {"programs", progs},
-      {"limits",
-       {{"services", opts_.limits.services}, {"backends", opts_.limits.backends}, {"flows", opts_.limits.flows}}},
+  view::Status out{
+      .version = AIMESH_VERSION,
+      .pid = ::getpid(),
+      .ready = counters_.ready,
+      .uptimeSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count(),
+      .cgroup = opts_.cgroup,
+      .pinDir = opts_.pinDir,
+      .stateFile = opts_.stateFile,
+      .source = kube_ ? "kubernetes" : "file",
+      .metricsAddr = http_ ? http_->address() : opts_.metricsAddr,
+      .reconciles = counters_.reconciles,
+      .reconcileErrors = counters_.reconcileErrors,
+      .stateFileErrors = counters_.stateFileErrors,
+      .lastError = lastError_,
+      .services = index_.services.size(),
+      .endpoints = index_.backends.size(),
+      .limits = {opts_.limits.services, opts_.limits.backends, opts_.limits.flows},
   };
+  if (dp_)
+    for (auto& p : dp_->programs())
+      out.programs.push_back({.name = p.name, .attached = true, .attachTo = p.attachTo, .linkId = p.linkId,
+                              .progId = p.progId, .adopted = p.adopted});
   if (lifecycle_) {
     LifecycleStats ls = lifecycle_->stats();
-    out["connection_lifecycle"] = {{"available", lifecycle_->available()},
-                                   {"reason", lifecycle_->unavailableReason()},
-                                   {"passes", ls.passes},
-                                   {"pass_errors", ls.passErrors},
-                                   {"namespaces", ls.namespaces},
-                                   {"connections", ls.connections}};
+    out.connectionLifecycle = view::LifecycleStatus{.available = lifecycle_->available(),
+                                                    .reason = lifecycle_->unavailableReason(),
+                                                    .passes = ls.passes,
+                                                    .passErrors = ls.passErrors,
+                                                    .namespaces = ls.namespaces,
+                                                    .connections = ls.connections};
   }
   if (kube_) {
     KubeSourceStats ks = kube_->stats();
     auto& sv = ks.resources[static_cast<int>(KubeResource::kServices)];
     auto& sl = ks.resources[static_cast<int>(KubeResource::kEndpointSlices)];
     auto& po = ks.resources[static_cast<int>(KubeResource::kPods)];
-    out["kubernetes"] = {{"server", opts_.kube->server},
-                         {"config", opts_.kube->source},
-                         {"synced", kube_->synced()},
-                         {"services", sv.objects},
-                         {"endpointslices", sl.objects},
-                         {"node_name", opts_.kubeOptions.nodeName},
-                         {"pods", po.objects},
-                         {"relists", sv.relists + sl.relists + po.relists},
-                         {"watch_restarts", sv.watchRestarts + sl.watchRestarts + po.watchRestarts},
-                         {"errors", sv.errors + sl.errors + po.errors},
-                         {"last_error", ks.lastError}};
+    out.kubernetes = view::KubernetesStatus{.server = opts_.kube->server,
+                                            .config = opts_.kube->source,
+                                            .synced = kube_->synced(),
+                                            .services = sv.objects,
+                                            .endpointslices = sl.objects,
+                                            .nodeName = opts_.kubeOptions.nodeName,
+                                            .pods = po.objects,
+                                            .relists = sv.relists + sl.relists + po.relists,
+                                            .watchRestarts = sv.watchRestarts + sl.watchRestarts + po.watchRestarts,
+                                            .errors = sv.errors + sl.errors + po.errors,
+                                            .lastError = ks.lastError};
   }
   return out;
 }
 
-json Agent::servicesJson() {
+view::ServiceList Agent::servicesView() {
   std::lock_guard lk(mu_);
-  auto st = reader_->stats(keysOf(index_.services), {});
-  json out = json::array();
-  for (auto& [id, s] : index_.services) {
-    json fes = json::array();
-    for (auto& f : s.frontends) fes.push_back(f.toString());
-    size_t active = 0;
-    for (auto bid : s.backendIds) {
-      auto& ep = index_.backends.at(bid).endpoint;
-      active += ep.state == EndpointState::kActive && ep.weight > 0;
-    }
-    ServiceCounters c = st && st->services.count(id) ? st->services.at(id) : ServiceCounters{};
-    out.push_back({{"name", s.name},
-                   {"namespace", s.nameSpace},
-                   {"model", s.model},
-                   {"algorithm", toString(s.algorithm)},
-                   {"service_id", id},
-                   {"frontends", fes},
-                   {"endpoints", s.backendIds.size()},
-                   {"active_endpoints", active},
-                   {"connections", c.connects},
-                   {"datagrams", c.datagrams},
-                   {"refused", c.refused},
-                   {"denied", c.denied},
-                   {"policy", s.policy.has_value()}});
-  }
-  return json{{"services", out}};
+  auto st = reader_->stats(serviceIds(index_), {});
+  return buildServices(index_, st ? &st.value() : nullptr);
 }
 
-json Agent::policyJson() {
+view::Policy Agent::policyView() {
   std::lock_guard lk(mu_);
-  auto st = reader_->stats(keysOf(index_.services), {});
-  json out = json::array();
-  for (auto& [id, s] : index_.services) {
-    ServiceCounters c = st && st->services.count(id) ? st->services.at(id) : ServiceCounters{};
-    json j{{"name", s.name},    {"namespace", s.nameSpace}, {"service_id", id}, {"port", s.port.port},
-           {"protocol", toString(s.port.protocol)}, {"enforced", s.policy.has_value()}, {"denied", c.denied}};
-    json allow = json::array();
-    if (s.policy) {
-      for (auto& path : s.policy->allowCgroups) {
-        json a{{"cgroup", path}};
-        auto miss = std::find_if(unresolvedCgroups_.begin(), unresolvedCgroups_.end(), [&](const UnresolvedCgroup& u) {
-          return u.service == s.nameSpace + "/" + s.name && u.path == path;
-        });
-        if (miss != unresolvedCgroups_.end()) {
-          a["resolved"] = false;
-          a["reason"] = miss->reason;
-        } else {
-          a["resolved"] = true;
-        }
-        allow.push_back(a);
-      }
-      for (auto& pod : s.policy->allowPods) {
-        json a{{"pod", pod.name}, {"uid", pod.uid}};
-        auto miss = std::find_if(unresolvedCgroups_.begin(), unresolvedCgroups_.end(), [&](const UnresolvedCgroup& u) {
-          return u.service == s.nameSpace + "/" + s.name && u.path == "pod " + pod.name;
-        });
-        a["resolved"] = miss == unresolvedCgroups_.end();
-        if (miss != unresolvedCgroups_.end()) a["reason"] = miss->reason;
-        else a["cgroup"] = pod.cgroup;
-        allow.push_back(a);
-      }
-      if (!s.policy->podSelector.empty()) j["pod_selector"] = s.policy->podSelector;
-      j["allowed_cgroup_ids"] = s.policy->allowCgroupIds;
-    }
-    j["allow"] = allow;
-    out.push_back(j);
-  }
-  return json{{"services", out}};
+  auto st = reader_->stats(serviceIds(index_), {});
+  return buildPolicy(index_, st ? &st.value() : nullptr, unresolvedCgroups_);
 }
 
-json Agent::endpointsJson(const json& req) {
+view::EndpointList Agent::endpointsView(const ServiceFilter& filter) {
   std::lock_guard lk(mu_);
-  std::string wantSvc = req.value("service", ""), wantNs = req.value("namespace", "");
-  auto st = reader_->stats({}, keysOf(index_.backends));
-  auto tel = reader_->telemetry(keysOf(index_.backends));
-  json out = json::array();
-  for (auto& [sid, s] : index_.services) {
-    if (!wantSvc.empty() && s.name != wantSvc) continue;
-    if (!wantNs.empty() && s.nameSpace != wantNs) continue;
-    for (auto bid : s.backendIds) {
-      const BackendInfo& b = index_.backends.at(bid);
-      BackendCounters c = st && st->backends.count(bid) ? st->backends.at(bid) : BackendCounters{};
-      out.push_back({{"service", s.name},
-                     {"namespace", s.nameSpace},
-                     {"address", b.endpoint.address.toString()},
-                     {"port", b.targetPort},
-                     {"protocol", toString(s.port.protocol)},
-                     {"weight", b.endpoint.weight},
-                     {"state", toString(b.endpoint.state)},
-                     {"backend_id", bid},
-                     {"connections", c.connects},
-                     {"datagrams", c.datagrams}});
-      // Live load and health, from the kernel (0 when telemetry is off).
-      json& e = out.back();
-      const BackendTelemetry* t = tel && tel->count(bid) ? &tel->at(bid) : nullptr;
-      e["in_flight"] = t ? std::max<int64_t>(0, t->active) : 0;
-      e["idle_connections"] = t ? std::clamp<int64_t>(t->idle, 0, std::max<int64_t>(0, t->active)) : 0;
-      e["ttft_ewma_ms"] = t ? t->ewmaTtftNs / 1e6 : 0.0;
-      e["failure_penalty"] = t ? t->penalty : 0.0;
-      e["consecutive_failures"] = t ? t->failStreak : 0;
-      e["ejected"] = t && t->ejected;
-      e["ejected_for_seconds"] = t ? t->ejectedForSeconds : 0.0;
-      if (t && t->signal.valid) {
-        e["queued_requests"] = t->signal.queue_depth;
-        e["running_requests"] = t->signal.running;
-        e["kv_cache_usage"] = t->signal.kv_cache_permille / 1000.0;
-      }
-    }
-  }
-  return json{{"endpoints", out}};
+  auto st = reader_->stats({}, backendIds(index_));
+  auto tel = reader_->telemetry(backendIds(index_));
+  return buildEndpoints(index_, filter, st ? &st.value() : nullptr, tel ? &tel.value() : nullptr);
 }
 
-}  // namespace aimesh
-
-namespace aimesh {
-
-std::string Agent::endpointName(uint32_t backendId) const {
-  auto it = index_.backends.find(backendId);
-  if (it == index_.backends.end()) return fmt::format("backend#{}", backendId);
-  return formatHostPort(it->second.endpoint.address, it->second.targetPort);
-}
-
-namespace {
-json histJson(const Histogram& h) {
-  json buckets = json::array();
-  for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b)
-    if (h.buckets[b])
-      buckets.push_back({histBucketLower(b) / 1e9, histBucketUpper(b) / 1e9, h.buckets[b]});
-  return json{{"count", h.count},
-              {"sum_seconds", h.sumNs / 1e9},
-              {"p50", h.quantileNs(0.5) / 1e9},
-              {"p90", h.quantileNs(0.9) / 1e9},
-              {"p99", h.quantileNs(0.99) / 1e9},
-              {"buckets", buckets}};
-}
-}  // namespace
-
-json Agent::latencyJson(const json& req) {
+Result<view::Latency> Agent::latencyView(const ServiceFilter& filter) {
   std::lock_guard lk(mu_);
-  std::string want = req.value("service", ""), ns = req.value("namespace", "");
-  std::vector<uint32_t> ids;
-  for (auto& [sid, s] : index_.services) {
-    if (s.name != want || (!ns.empty() && s.nameSpace != ns)) continue;
-    ids.insert(ids.end(), s.backendIds.begin(), s.backendIds.end());
-  }
-  if (ids.empty()) {
-    bool known = false;
-    for (auto& [sid, s] : index_.services) known |= s.name == want && (ns.empty() || s.nameSpace == ns);
-    if (!known) return json{{"error", "unknown service '" + want + "'"}};
-  }
-  auto tel = reader_->telemetry(ids);
-  if (!tel) return json{{"error", tel.error().message()}};
-  json eps = json::array();
-  for (uint32_t id : ids) {
-    const BackendInfo& b = index_.backends.at(id);
-    const ServiceInfo& s = index_.services.at(b.serviceId);
-    const BackendTelemetry& t = tel->at(id);
-    json metrics = json::object();
-    if (t.hasHistograms)
-      for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) metrics[metricName(m)] = histJson(t.hist[m]);
-    eps.push_back({{"service", s.name}, {"namespace", s.nameSpace}, {"model", s.model}, {"endpoint", endpointName(id)},
-                   {"backend_id", id}, {"metrics", metrics}});
-  }
-  return json{{"endpoints", eps}};
+  auto ids = latencyBackends(index_, filter);
+  if (!ids) return ids.error();
+  auto tel = reader_->telemetry(*ids);
+  if (!tel) return tel.error();
+  return buildLatency(index_, *ids, *tel);
 }
 
-json Agent::topJson() {
+Result<view::Top> Agent::topView() {
   std::lock_guard lk(mu_);
-  auto tel = reader_->telemetry(keysOf(index_.backends));
-  if (!tel) return json{{"error", tel.error().message()}};
-  json eps = json::array();
-  for (auto& [id, b] : index_.backends) {
-    const ServiceInfo& s = index_.services.at(b.serviceId);
-    const BackendTelemetry& t = tel->at(id);
-    const aimesh_be_tel& c = t.counters;
-    eps.push_back({{"service", s.name}, {"namespace", s.nameSpace}, {"model", s.model}, {"endpoint", endpointName(id)},
-                   {"backend_id", id}, {"active", std::max<int64_t>(0, t.active)}, {"opened", c.opened},
-                   {"requests", c.requests}, {"responses", c.responses},
-                   {"errors", c.failed_refused + c.failed_timeout + c.reset},
-                   {"ttft_p50", t.hist[AIMESH_M_TTFT].quantileNs(0.5) / 1e9},
-                   {"ttft_p99", t.hist[AIMESH_M_TTFT].quantileNs(0.99) / 1e9},
-                   {"gap_p50", t.hist[AIMESH_M_GAP].quantileNs(0.5) / 1e9}});
-  }
+  auto tel = reader_->telemetry(backendIds(index_));
+  if (!tel) return tel.error();
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return json{{"time_seconds", ts.tv_sec + ts.tv_nsec / 1e9}, {"endpoints", eps}};
+  return buildTop(index_, *tel, ts.tv_sec + ts.tv_nsec / 1e9);
 }
 
-json Agent::flowsJson(const json& req) {
-  uint64_t since = req.value("since", uint64_t{0}), next = 0, dropped = 0;
+Result<view::Flows> Agent::flowsView(uint64_t since) {
+  uint64_t next = 0, dropped = 0;
   std::vector<FlowEvent> evs;
-  if (!reader_->flowEvents(since, 1000, &evs, &next, &dropped)) return json{{"error", "no event log"}};
+  if (!reader_->flowEvents(since, 1000, &evs, &next, &dropped)) return Error::msg("no event log");
   std::lock_guard lk(mu_);
-  json out = json::array();
-  for (auto& fe : evs) {
-    const aimesh_event& e = fe.ev;
-    auto sit = index_.services.find(e.service_id);
-    out.push_back({{"seq", fe.seq},
-                   {"time_seconds", e.ts_ns / 1e9},
-                   {"type", eventTypeName(e.type)},
-                   {"service", sit == index_.services.end() ? "" : sit->second.name},
-                   {"namespace", sit == index_.services.end() ? "" : sit->second.nameSpace},
-                   {"endpoint", e.backend_id ? endpointName(e.backend_id) : ""},
-                   {"duration_seconds", e.duration_ns / 1e9},
-                   {"bytes_sent", e.bytes_sent},
-                   {"bytes_received", e.bytes_received},
-                   {"requests", e.requests},
-                   {"retransmits", e.retransmits},
-                   {"client_cgroup_id", e.cgroup_id}});
-  }
-  return json{{"next", next}, {"dropped", dropped}, {"events", out}};
+  return buildFlows(index_, evs, next, dropped);
 }
 
-json Agent::connectionsJson(const json& req) {
-  std::string wantSvc = req.value("service", ""), wantNs = req.value("namespace", "");
+Result<view::Connections> Agent::connectionsView(const ServiceFilter& filter) {
   if (!lifecycle_ || !lifecycle_->available())
-    return json{{"available", false},
-                {"reason", lifecycle_ ? lifecycle_->unavailableReason() : "not started"},
-                {"endpoints", json::array()}};
-  auto wanted = [&](const ServiceInfo& s) {
-    return (wantSvc.empty() || s.name == wantSvc) && (wantNs.empty() || s.nameSpace == wantNs);
-  };
+    return view::Connections{.available = false,
+                             .reason = lifecycle_ ? lifecycle_->unavailableReason() : "not started"};
   {
     std::lock_guard lk(mu_);
-    bool known = wantSvc.empty();
-    for (auto& [id, s] : index_.services) known |= wanted(s);
-    if (!known) return json{{"error", "unknown service '" + (wantNs.empty() ? wantSvc : wantNs + "/" + wantSvc) + "'"}};
+    bool known = filter.name.empty();
+    for (auto& [id, s] : index_.services) known |= filter.matches(s);
+    if (!known) return Error::msg("unknown service '" + filter.text() + "'");
   }
   // The pass walks every namespace: outside the agent lock.
   auto seen = lifecycle_->connections();
-  if (!seen) return json{{"error", "list connections: " + seen.error().message()}};
+  if (!seen) return Error::msg("list connections: " + seen.error().message());
   std::vector<ClosedSeries> closed = lifecycle_->closed();
-
   std::lock_guard lk(mu_);
-  auto tel = reader_->telemetry(keysOf(index_.backends));
-  auto closedOf = [&](const ServiceInfo& s, const std::string& ep) {
-    json c = json::object();
-    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) c[closeReasonName(r)] = 0;
-    for (auto& cs : closed)
-      if (cs.service == s.name && cs.nameSpace == s.nameSpace && cs.port == s.port && cs.endpoint == ep)
-        for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) c[closeReasonName(r)] = cs.byReason[r];
-    return c;
-  };
-  struct Row {
-    json j;
-    int64_t open = 0, idle = 0, busy = 0, requests = 0;
-    double oldest = 0;
-    json conns = json::array();
-  };
-  std::map<uint32_t, Row> live;                                  // by backend id
-  std::map<std::pair<uint32_t, std::string>, Row> removed;       // by service id and endpoint
-  for (auto& [bid, b] : index_.backends) {
-    const ServiceInfo& s = index_.services.at(b.serviceId);
-    if (!wanted(s)) continue;
-    Row r;
-    std::string ep = endpointName(bid);
-    const BackendTelemetry* t = tel && tel->count(bid) ? &tel->at(bid) : nullptr;
-    r.j = {{"service", s.name},     {"namespace", s.nameSpace},          {"port", s.port.port},
-           {"protocol", toString(s.port.protocol)}, {"endpoint", ep},     {"backend_id", bid},
-           {"state", toString(b.endpoint.state)},   {"ejected", t && t->ejected}, {"closed", closedOf(s, ep)}};
-    live.emplace(bid, std::move(r));
-  }
-  for (const ConnectionSeen& c : *seen) {
-    const aimesh_conn& rec = c.rec;
-    Row* row = nullptr;
-    std::string ep = Lifecycle::endpointText(rec.daddr, ntohs(rec.dport));
-    if (!rec.gone) {
-      auto it = live.find(rec.backend_id);
-      if (it == live.end()) continue;  // another service, or filtered out
-      row = &it->second;
-    } else {
-      auto sit = index_.services.find(rec.service_id);
-      if (sit != index_.services.end() && !wanted(sit->second)) continue;
-      if (sit == index_.services.end() && !wantSvc.empty()) continue;
-      auto [it, fresh] = removed.try_emplace({rec.service_id, ep});
-      row = &it->second;
-      if (fresh) {
-        json j = {{"endpoint", ep}, {"backend_id", rec.backend_id}, {"state", "removed"}, {"ejected", false}};
-        if (sit != index_.services.end()) {
-          j["service"] = sit->second.name;
-          j["namespace"] = sit->second.nameSpace;
-          j["port"] = sit->second.port.port;
-          j["protocol"] = toString(sit->second.port.protocol);
-          j["closed"] = closedOf(sit->second, ep);
-        } else {
-          j["service"] = fmt::format("service#{}", rec.service_id);
-          j["namespace"] = "";
-          j["port"] = 0;
-          j["protocol"] = rec.proto == AIMESH_PROTO_UDP ? "UDP" : "TCP";
-          j["closed"] = json::object();
-        }
-        row->j = std::move(j);
-      }
-    }
-    row->open++;
-    row->idle += rec.state == AIMESH_CS_IDLE;
-    row->busy += rec.state == AIMESH_CS_BUSY;
-    row->requests += rec.requests;
-    row->oldest = std::max(row->oldest, rec.age_ns / 1e9);
-    json cj = {{"cookie", rec.cookie},
-               {"protocol", rec.proto == AIMESH_PROTO_UDP ? "UDP" : "TCP"},
-               {"client", Lifecycle::endpointText(rec.saddr, ntohs(rec.sport))},
-               {"age_seconds", rec.age_ns / 1e9},
-               {"requests", rec.requests},
-               {"state", connStateName(rec.state)},
-               {"netns", c.netns}};
-    if (rec.state == AIMESH_CS_IDLE) cj["idle_seconds"] = rec.idle_ns / 1e9;
-    row->conns.push_back(std::move(cj));
-  }
-  json out = json::array();
-  auto emit = [&](Row& r) {
-    r.j["open"] = r.open;
-    r.j["idle"] = r.idle;
-    r.j["busy"] = r.busy;
-    r.j["requests"] = r.requests;
-    r.j["oldest_seconds"] = r.oldest;
-    r.j["connections"] = std::move(r.conns);
-    out.push_back(std::move(r.j));
-  };
-  for (auto& [id, r] : live) emit(r);
-  for (auto& [key, r] : removed) emit(r);
-  return json{{"available", true}, {"namespaces_walked", lifecycle_->namespacesWalked()}, {"reason", ""},
-              {"endpoints", out}};
+  auto tel = reader_->telemetry(backendIds(index_));
+  return buildConnections(index_, filter, *seen, closed, tel ? &tel.value() : nullptr,
+                          lifecycle_->namespacesWalked());
 }
 
 }  // namespace aimesh

@@ -16,6 +16,7 @@
 #include "lifecycle/lifecycle.h"
 #include "model/snapshot.h"
 #include "source/kube_source.h"
+#include "source/state_source.h"
 #include "telemetry/model_scraper.h"
 #include "bpf/bpf_map_writer.h"
 #include "reconcile/plan.h"
@@ -26,6 +27,7 @@
 #include "telemetry/http_server.h"
 #include "telemetry/metrics.h"
 #include "telemetry/telemetry.h"
+#include "telemetry/views.h"
 
 namespace aimesh {
 
@@ -56,12 +58,24 @@ struct AgentOptions {
   LifecycleOptions lifecycle;
 };
 
+// What an agent runs on. start() builds them over the kernel; a unit test
+// gives fakes (tests/fixtures: FakeMapWriter, FakeDatapathReader, a source).
+struct AgentParts {
+  std::unique_ptr<MapWriter> writer;      // the write side (reconciles go here)
+  std::unique_ptr<DatapathReader> reader; // the read side (views, /metrics)
+  std::unique_ptr<StateSource> source;    // null: no desired state
+};
+
 class Agent {
  public:
   // Loads and attaches (or adopts) the data plane, applies the state file if
   // it is valid, and starts the metrics and API servers. Errors here are
   // fatal and say what to fix.
   static Result<std::unique_ptr<Agent>> start(const AgentOptions& opts);
+
+  // An agent over these parts only: no kernel, no servers, no lifecycle or
+  // scraper. For tests; apply with reload() or run().
+  static std::unique_ptr<Agent> assemble(AgentOptions opts, AgentParts parts);
 
   // Follows the state source (file or Kubernetes) until `stop` becomes true.
   void run(const std::atomic<bool>& stop);
@@ -71,8 +85,9 @@ class Agent {
   // for the next agent. Unknown (API unreachable) counts as not uninstalling.
   bool uninstalling();
 
-  // Parses the state file and applies it; a bad file keeps the last good
-  // state. Returns false if the file was rejected or applying failed.
+  // Reads the source's current state and applies it; a bad state file keeps
+  // the last good state. Returns false if it was rejected or applying failed
+  // (or the source has no state yet).
   bool reload();
   const std::string& podCgroupRoot() const { return opts_.podCgroupRoot.empty() ? opts_.cgroup : opts_.podCgroupRoot; }
 
@@ -81,26 +96,29 @@ class Agent {
   bool ready();
 
  private:
-  explicit Agent(AgentOptions opts, Datapath dp);
+  Agent(AgentOptions opts, std::optional<Datapath> dp, std::unique_ptr<MapWriter> writer);
   bool applyLocked(const Snapshot& snap);
-  void applyKube(const kube::BuildResult& br);
-  nlohmann::json statusJson();
-  nlohmann::json servicesJson();
-  nlohmann::json policyJson();
+  // Applies a source's update, or counts and logs why it was rejected.
+  bool applyUpdate(const StateUpdate& u);
+  void sweepFlows();
   // Re-resolves the policies' cgroup paths; applies again if an id changed.
   void recheckPolicyLocked();
   bool policyRecheckDue();
-  nlohmann::json endpointsJson(const nlohmann::json& req);
-  nlohmann::json latencyJson(const nlohmann::json& req);
-  nlohmann::json topJson();
-  nlohmann::json flowsJson(const nlohmann::json& req);
-  nlohmann::json connectionsJson(const nlohmann::json& req);
-  std::string endpointName(uint32_t backendId) const;  // "10.77.0.2:8000" or "[fd77::2]:8000"
+  // The API's views (view/views.h), built by telemetry/views.h from what
+  // the reader and the lifecycle read.
+  view::Status statusView();
+  view::ServiceList servicesView();
+  view::Policy policyView();
+  view::EndpointList endpointsView(const ServiceFilter& filter);
+  Result<view::Latency> latencyView(const ServiceFilter& filter);
+  Result<view::Top> topView();
+  Result<view::Flows> flowsView(uint64_t since);
+  Result<view::Connections> connectionsView(const ServiceFilter& filter);
   std::vector<ScrapeTarget> scrapeTargets() const;     // endpoints of services with model_metrics
 
   AgentOptions opts_;
-  Datapath dp_;
-  BpfMapWriter writer_;
+  std::optional<Datapath> dp_;  // none when assembled from parts
+  std::unique_ptr<MapWriter> writer_;
   Reconciler reconciler_;
   std::mutex mu_;  // guards everything below
   std::optional<Snapshot> lastGood_;
@@ -114,13 +132,15 @@ class Agent {
   std::set<std::string> warnedCgroups_;
   std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point lastSweep_ = std::chrono::steady_clock::now();  // TC flows
   // The read side: counters, telemetry, occupancy and flow events.
   std::unique_ptr<DatapathReader> reader_;
   std::optional<HttpServer> http_;
   std::shared_ptr<HttpServerCounters> httpCounters_ = std::make_shared<HttpServerCounters>();
   std::optional<ApiServer> api_;
-  std::set<std::string> kubeWarnings_;  // logged once each
+  std::set<std::string> sourceWarnings_;  // logged once each
   std::unique_ptr<KubeSource> kube_;
+  std::unique_ptr<StateSource> source_;  // may refer to kube_: destroyed first
   // Its thread reads the data plane's maps: destroyed before them.
   std::unique_ptr<Lifecycle> lifecycle_;
   // Last: destroyed first, before the map fds its thread writes to.

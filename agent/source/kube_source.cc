@@ -488,4 +488,13 @@ KubeSource::DaemonSetState KubeSource::daemonSet(const std::string& nameSpace, c
   return dsStateOf(j);
 }
 
+std::optional<StateUpdate> KubeStateSource::next(std::chrono::milliseconds timeout) {
+  auto br = source_.waitForChange(timeout);
+  if (!br) return std::nullopt;
+  StateUpdate u;
+  u.snapshot = std::move(br->snapshot);
+  for (auto& w : br->warnings) u.warnings.push_back("kubernetes: " + w);
+  return u;
+}
+
 }  // namespace aimesh

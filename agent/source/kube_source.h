@@ -30,6 +30,7 @@
 
 #include "source/kube_client.h"
 #include "source/kube_objects.h"
+#include "source/state_source.h"
 
 namespace aimesh {
 
@@ -131,6 +132,21 @@ class KubeSource {
 
   std::atomic<DaemonSetState> watchedDs_{DaemonSetState::kUnknown};
   std::thread threads_[kKubeResources + 1];  // one per resource, and the DaemonSet's
+};
+
+// The Kubernetes API as the agent's StateSource. The agent keeps the
+// KubeSource itself too (its counters, the DaemonSet checks at exit); this
+// only hands on its snapshots, with the objects it skipped as warnings.
+class KubeStateSource final : public StateSource {
+ public:
+  KubeStateSource(KubeSource& source, std::string server) : source_(source), server_(std::move(server)) {}
+  std::optional<StateUpdate> current() override { return std::nullopt; }  // the first state comes once synced
+  std::optional<StateUpdate> next(std::chrono::milliseconds timeout) override;
+  std::string describe() const override { return "kubernetes " + server_; }
+
+ private:
+  KubeSource& source_;
+  std::string server_;
 };
 
 }  // namespace aimesh

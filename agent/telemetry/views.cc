@@ -1,0 +1,284 @@
+#include "telemetry/views.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "model/snapshot.h"
+#include "telemetry/histogram.h"
+
+namespace aimesh {
+
+namespace {
+template <class M>
+std::vector<uint32_t> keysOf(const M& m) {
+  std::vector<uint32_t> out;
+  out.reserve(m.size());
+  for (auto& [k, v] : m) out.push_back(k);
+  return out;
+}
+
+template <class M>
+const typename M::mapped_type* find(const M* m, uint32_t id) {
+  if (!m) return nullptr;
+  auto it = m->find(id);
+  return it == m->end() ? nullptr : &it->second;
+}
+
+const char* protoName(uint8_t proto) { return proto == AIMESH_PROTO_UDP ? "UDP" : "TCP"; }
+}  // namespace
+
+std::vector<uint32_t> serviceIds(const IdIndex& idx) { return keysOf(idx.services); }
+std::vector<uint32_t> backendIds(const IdIndex& idx) { return keysOf(idx.backends); }
+
+std::string endpointName(const IdIndex& idx, uint32_t backendId) {
+  auto it = idx.backends.find(backendId);
+  if (it == idx.backends.end()) return fmt::format("backend#{}", backendId);
+  return formatHostPort(it->second.endpoint.address, it->second.targetPort);
+}
+
+view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats) {
+  view::ServiceList out;
+  for (auto& [id, s] : idx.services) {
+    view::Service v{.name = s.name, .nameSpace = s.nameSpace, .model = s.model,
+                    .algorithm = toString(s.algorithm), .serviceId = id};
+    for (auto& f : s.frontends) v.frontends.push_back(f.toString());
+    v.endpoints = s.backendIds.size();
+    for (auto bid : s.backendIds) {
+      auto& ep = idx.backends.at(bid).endpoint;
+      v.activeEndpoints += ep.state == EndpointState::kActive && ep.weight > 0;
+    }
+    if (const ServiceCounters* c = stats ? find(&stats->services, id) : nullptr) {
+      v.connections = c->connects;
+      v.datagrams = c->datagrams;
+      v.refused = c->refused;
+      v.denied = c->denied;
+    }
+    v.policy = s.policy.has_value();
+    out.services.push_back(std::move(v));
+  }
+  return out;
+}
+
+view::EndpointList buildEndpoints(const IdIndex& idx, const ServiceFilter& filter, const DatapathStats* stats,
+                                  const TelemetryById* tel) {
+  view::EndpointList out;
+  for (auto& [sid, s] : idx.services) {
+    if (!filter.matches(s)) continue;
+    for (auto bid : s.backendIds) {
+      const BackendInfo& b = idx.backends.at(bid);
+      const BackendCounters* c = stats ? find(&stats->backends, bid) : nullptr;
+      view::Endpoint e{.service = s.name, .nameSpace = s.nameSpace, .address = b.endpoint.address.toString(),
+                       .port = b.targetPort, .protocol = toString(s.port.protocol), .weight = b.endpoint.weight,
+                       .state = toString(b.endpoint.state), .backendId = bid,
+                       .connections = c ? c->connects : 0, .datagrams = c ? c->datagrams : 0};
+      if (const BackendTelemetry* t = find(tel, bid)) {
+        e.inFlight = std::max<int64_t>(0, t->active);
+        e.idleConnections = std::clamp<int64_t>(t->idle, 0, std::max<int64_t>(0, t->active));
+        e.ttftEwmaMs = t->ewmaTtftNs / 1e6;
+        e.failurePenalty = t->penalty;
+        e.consecutiveFailures = t->failStreak;
+        e.ejected = t->ejected;
+        e.ejectedForSeconds = t->ejectedForSeconds;
+        if (t->signal.valid) {
+          e.queuedRequests = t->signal.queue_depth;
+          e.runningRequests = t->signal.running;
+          e.kvCacheUsage = t->signal.kv_cache_permille / 1000.0;
+        }
+      }
+      out.endpoints.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
+view::Policy buildPolicy(const IdIndex& idx, const DatapathStats* stats,
+                         const std::vector<UnresolvedCgroup>& unresolved) {
+  view::Policy out;
+  for (auto& [id, s] : idx.services) {
+    const ServiceCounters* c = stats ? find(&stats->services, id) : nullptr;
+    view::ServicePolicy p{.name = s.name, .nameSpace = s.nameSpace, .serviceId = id, .port = s.port.port,
+                          .protocol = toString(s.port.protocol), .enforced = s.policy.has_value(),
+                          .denied = c ? c->denied : 0};
+    if (s.policy) {
+      std::string key = s.nameSpace + "/" + s.name;
+      auto missing = [&](const std::string& path) -> const UnresolvedCgroup* {
+        auto it = std::find_if(unresolved.begin(), unresolved.end(),
+                               [&](const UnresolvedCgroup& u) { return u.service == key && u.path == path; });
+        return it == unresolved.end() ? nullptr : &*it;
+      };
+      for (auto& path : s.policy->allowCgroups) {
+        const UnresolvedCgroup* miss = missing(path);
+        view::PolicyAllow a{.cgroup = path, .resolved = !miss};
+        if (miss) a.reason = miss->reason;
+        p.allow.push_back(std::move(a));
+      }
+      for (auto& pod : s.policy->allowPods) {
+        const UnresolvedCgroup* miss = missing("pod " + pod.name);
+        view::PolicyAllow a{.pod = pod.name, .uid = pod.uid, .resolved = !miss};
+        if (miss) a.reason = miss->reason;
+        else a.cgroup = pod.cgroup;
+        p.allow.push_back(std::move(a));
+      }
+      if (!s.policy->podSelector.empty()) p.podSelector = s.policy->podSelector;
+      p.allowedCgroupIds = s.policy->allowCgroupIds;
+    }
+    out.services.push_back(std::move(p));
+  }
+  return out;
+}
+
+Result<std::vector<uint32_t>> latencyBackends(const IdIndex& idx, const ServiceFilter& filter) {
+  std::vector<uint32_t> ids;
+  bool known = false;
+  for (auto& [sid, s] : idx.services) {
+    if (s.name != filter.name || (!filter.nameSpace.empty() && s.nameSpace != filter.nameSpace)) continue;
+    known = true;
+    ids.insert(ids.end(), s.backendIds.begin(), s.backendIds.end());
+  }
+  if (!known) return Error::msg("unknown service '" + filter.name + "'");
+  return ids;
+}
+
+view::Histogram histogramView(const Histogram& h) {
+  view::Histogram v{.count = h.count, .sumSeconds = h.sumNs / 1e9, .p50 = h.quantileNs(0.5) / 1e9,
+                    .p90 = h.quantileNs(0.9) / 1e9, .p99 = h.quantileNs(0.99) / 1e9};
+  for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b)
+    if (h.buckets[b]) v.buckets.push_back({histBucketLower(b) / 1e9, histBucketUpper(b) / 1e9, h.buckets[b]});
+  return v;
+}
+
+view::Latency buildLatency(const IdIndex& idx, const std::vector<uint32_t>& backendIds, const TelemetryById& tel) {
+  view::Latency out;
+  for (uint32_t id : backendIds) {
+    const BackendInfo& b = idx.backends.at(id);
+    const ServiceInfo& s = idx.services.at(b.serviceId);
+    view::EndpointLatency e{.service = s.name, .nameSpace = s.nameSpace, .model = s.model,
+                            .endpoint = endpointName(idx, id), .backendId = id};
+    if (const BackendTelemetry* t = find(&tel, id); t && t->hasHistograms)
+      for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) e.metrics[metricName(m)] = histogramView(t->hist[m]);
+    out.endpoints.push_back(std::move(e));
+  }
+  return out;
+}
+
+view::Top buildTop(const IdIndex& idx, const TelemetryById& tel, double monoSeconds) {
+  view::Top out{.timeSeconds = monoSeconds};
+  static const BackendTelemetry kNone{};
+  for (auto& [id, b] : idx.backends) {
+    const ServiceInfo& s = idx.services.at(b.serviceId);
+    const BackendTelemetry* t = find(&tel, id);
+    if (!t) t = &kNone;
+    const aimesh_be_tel& c = t->counters;
+    out.endpoints.push_back(view::TopEndpoint{
+        .service = s.name, .nameSpace = s.nameSpace, .model = s.model, .endpoint = endpointName(idx, id),
+        .backendId = id, .active = std::max<int64_t>(0, t->active), .opened = c.opened, .requests = c.requests,
+        .responses = c.responses, .errors = c.failed_refused + c.failed_timeout + c.reset,
+        .ttftP50 = t->hist[AIMESH_M_TTFT].quantileNs(0.5) / 1e9,
+        .ttftP99 = t->hist[AIMESH_M_TTFT].quantileNs(0.99) / 1e9,
+        .gapP50 = t->hist[AIMESH_M_GAP].quantileNs(0.5) / 1e9});
+  }
+  return out;
+}
+
+view::Flows buildFlows(const IdIndex& idx, const std::vector<FlowEvent>& events, uint64_t next, uint64_t dropped) {
+  view::Flows out{.next = next, .dropped = dropped};
+  for (auto& fe : events) {
+    const aimesh_event& e = fe.ev;
+    auto sit = idx.services.find(e.service_id);
+    bool known = sit != idx.services.end();
+    out.events.push_back(view::Flow{
+        .seq = fe.seq, .timeSeconds = e.ts_ns / 1e9, .type = eventTypeName(e.type),
+        .service = known ? sit->second.name : "", .nameSpace = known ? sit->second.nameSpace : "",
+        .endpoint = e.backend_id ? endpointName(idx, e.backend_id) : "", .durationSeconds = e.duration_ns / 1e9,
+        .bytesSent = e.bytes_sent, .bytesReceived = e.bytes_received, .requests = e.requests,
+        .retransmits = e.retransmits, .clientCgroupId = e.cgroup_id});
+  }
+  return out;
+}
+
+namespace {
+
+// Connections closed by aimesh, by reason (every reason listed), for one
+// endpoint of a service.
+std::map<std::string, uint64_t> closedOf(const std::vector<ClosedSeries>& closed, const ServiceInfo& s,
+                                         const std::string& ep) {
+  std::map<std::string, uint64_t> out;
+  for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) out[closeReasonName(r)] = 0;
+  for (auto& cs : closed)
+    if (cs.service == s.name && cs.nameSpace == s.nameSpace && cs.port == s.port && cs.endpoint == ep)
+      for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) out[closeReasonName(r)] = cs.byReason[r];
+  return out;
+}
+
+// A row for connections to an endpoint that left the state, named after its
+// service if that is still known.
+view::EndpointConnections removedRow(const IdIndex& idx, const aimesh_conn& rec, const std::string& ep,
+                                     const std::vector<ClosedSeries>& closed) {
+  view::EndpointConnections row{.endpoint = ep, .backendId = rec.backend_id, .state = "removed"};
+  if (auto sit = idx.services.find(rec.service_id); sit != idx.services.end()) {
+    const ServiceInfo& s = sit->second;
+    row.service = s.name;
+    row.nameSpace = s.nameSpace;
+    row.port = s.port.port;
+    row.protocol = toString(s.port.protocol);
+    row.closed = closedOf(closed, s, ep);
+  } else {
+    row.service = fmt::format("service#{}", rec.service_id);
+    row.protocol = protoName(rec.proto);
+  }
+  return row;
+}
+
+void addConnection(view::EndpointConnections& row, const ConnectionSeen& c) {
+  const aimesh_conn& rec = c.rec;
+  row.open++;
+  row.idle += rec.state == AIMESH_CS_IDLE;
+  row.busy += rec.state == AIMESH_CS_BUSY;
+  row.requests += rec.requests;
+  row.oldestSeconds = std::max(row.oldestSeconds, rec.age_ns / 1e9);
+  view::Connection v{.cookie = rec.cookie, .protocol = protoName(rec.proto),
+                     .client = Lifecycle::endpointText(rec.saddr, ntohs(rec.sport)), .ageSeconds = rec.age_ns / 1e9,
+                     .requests = rec.requests, .state = connStateName(rec.state), .netns = c.netns};
+  if (rec.state == AIMESH_CS_IDLE) v.idleSeconds = rec.idle_ns / 1e9;
+  row.connections.push_back(std::move(v));
+}
+
+}  // namespace
+
+view::Connections buildConnections(const IdIndex& idx, const ServiceFilter& filter,
+                                   const std::vector<ConnectionSeen>& seen, const std::vector<ClosedSeries>& closed,
+                                   const TelemetryById* tel, uint64_t namespacesWalked) {
+  std::map<uint32_t, view::EndpointConnections> live;                                // by backend id
+  std::map<std::pair<uint32_t, std::string>, view::EndpointConnections> removed;     // by service id and endpoint
+  for (auto& [bid, b] : idx.backends) {
+    const ServiceInfo& s = idx.services.at(b.serviceId);
+    if (!filter.matches(s)) continue;
+    std::string ep = endpointName(idx, bid);
+    const BackendTelemetry* t = find(tel, bid);
+    live.emplace(bid, view::EndpointConnections{.service = s.name, .nameSpace = s.nameSpace, .port = s.port.port,
+                                                .protocol = toString(s.port.protocol), .endpoint = ep,
+                                                .backendId = bid, .state = toString(b.endpoint.state),
+                                                .ejected = t && t->ejected, .closed = closedOf(closed, s, ep)});
+  }
+  for (const ConnectionSeen& c : seen) {
+    const aimesh_conn& rec = c.rec;
+    if (!rec.gone) {
+      if (auto it = live.find(rec.backend_id); it != live.end()) addConnection(it->second, c);
+      continue;  // else another service, or filtered out
+    }
+    auto sit = idx.services.find(rec.service_id);
+    if (sit != idx.services.end() ? !filter.matches(sit->second) : !filter.name.empty()) continue;
+    std::string ep = Lifecycle::endpointText(rec.daddr, ntohs(rec.dport));
+    auto [it, fresh] = removed.try_emplace({rec.service_id, ep});
+    if (fresh) it->second = removedRow(idx, rec, ep, closed);
+    addConnection(it->second, c);
+  }
+  view::Connections out{.available = true, .reason = "", .namespacesWalked = namespacesWalked};
+  for (auto& [id, r] : live) out.endpoints.push_back(std::move(r));
+  for (auto& [key, r] : removed) out.endpoints.push_back(std::move(r));
+  return out;
+}
+
+}  // namespace aimesh

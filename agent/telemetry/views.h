@@ -1,0 +1,65 @@
+// Builds the read API's views (view/views.h) from the id index and what the
+// DatapathReader and the lifecycle read. Pure: no kernel, no lock, no clock
+// (the caller reads everything first and passes it in), so every view is
+// unit-tested on hand-made input (tests/unit/telemetry/views_test.cc).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lifecycle/lifecycle.h"
+#include "reconcile/plan.h"
+#include "reconcile/policy_resolver.h"
+#include "telemetry/datapath_reader.h"
+#include "telemetry/stats.h"
+#include "telemetry/telemetry.h"
+#include "view/views.h"
+
+namespace aimesh {
+
+using TelemetryById = std::map<uint32_t, BackendTelemetry>;
+
+// The ids of an index's services or backends, for the reader.
+std::vector<uint32_t> serviceIds(const IdIndex& idx);
+std::vector<uint32_t> backendIds(const IdIndex& idx);
+
+// "10.77.0.2:8000", "[fd77::2]:8000", or "backend#7" for an id not in the index.
+std::string endpointName(const IdIndex& idx, uint32_t backendId);
+
+// Which services a request names: empty name or namespace matches all.
+struct ServiceFilter {
+  std::string name;
+  std::string nameSpace;
+  bool matches(const ServiceInfo& s) const {
+    return (name.empty() || s.name == name) && (nameSpace.empty() || s.nameSpace == nameSpace);
+  }
+  // "ml/llm", or "llm" without a namespace.
+  std::string text() const { return nameSpace.empty() ? name : nameSpace + "/" + name; }
+};
+
+// A null stats or telemetry counts as all zero (not read, or telemetry off).
+view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats);
+view::EndpointList buildEndpoints(const IdIndex& idx, const ServiceFilter& filter, const DatapathStats* stats,
+                                  const TelemetryById* tel);
+view::Policy buildPolicy(const IdIndex& idx, const DatapathStats* stats,
+                         const std::vector<UnresolvedCgroup>& unresolved);
+
+// The backends of the services named exactly (a namespace narrows it), in
+// index order; an error when no such service exists.
+Result<std::vector<uint32_t>> latencyBackends(const IdIndex& idx, const ServiceFilter& filter);
+view::Latency buildLatency(const IdIndex& idx, const std::vector<uint32_t>& backendIds, const TelemetryById& tel);
+view::Histogram histogramView(const Histogram& h);
+
+view::Top buildTop(const IdIndex& idx, const TelemetryById& tel, double monoSeconds);
+view::Flows buildFlows(const IdIndex& idx, const std::vector<FlowEvent>& events, uint64_t next, uint64_t dropped);
+
+// The connections a lifecycle pass saw, per endpoint of the services the
+// filter matches (all of them listed, with or without connections), then
+// per endpoint that left the state (state "removed").
+view::Connections buildConnections(const IdIndex& idx, const ServiceFilter& filter,
+                                   const std::vector<ConnectionSeen>& seen, const std::vector<ClosedSeries>& closed,
+                                   const TelemetryById* tel, uint64_t namespacesWalked);
+
+}  // namespace aimesh

@@ -1,0 +1,13 @@
+#include "view/views.h"
+
+namespace aimesh::view {
+
+void to_json(nlohmann::json& j, const Bucket& b) { j = nlohmann::json::array({b.lower, b.upper, b.count}); }
+
+void from_json(const nlohmann::json& j, Bucket& b) {
+  if (!j.is_array() || j.size() != 3)
+    throw nlohmann::json::type_error::create(302, "a bucket is [lower, upper, count]", &j);
+  b = Bucket{j[0].get<double>(), j[1].get<double>(), j[2].get<uint64_t>()};
+}
+
+}  // namespace aimesh::view
