@@ -89,6 +89,38 @@ void renderClosed(std::string& out, const IdIndex& idx, const std::map<uint32_t,
   }
 }
 
+// The latency histograms of each endpoint that has them (ids below
+// AIMESH_MAX_HIST_BACKENDS), in classic Prometheus buckets.
+void renderHistograms(std::string& out, const std::vector<std::pair<std::string, const BackendTelemetry*>>& eps) {
+  struct H {
+    uint32_t metric;
+    const char* name;
+    const char* help;
+  };
+  for (const H& h : {H{AIMESH_M_CONNECT, "aimesh_endpoint_connect_seconds", "Time from connect() to ESTABLISHED."},
+                     H{AIMESH_M_TTFB, "aimesh_endpoint_ttfb_seconds", "Time from request start to the first response byte."},
+                     H{AIMESH_M_TTFT, "aimesh_endpoint_ttft_seconds",
+                       "Time from request start to the first response body byte (first token when streaming)."},
+                     H{AIMESH_M_GAP, "aimesh_endpoint_chunk_gap_seconds",
+                       "Time between response payload segments (inter-token latency when streaming)."},
+                     H{AIMESH_M_DURATION, "aimesh_endpoint_response_duration_seconds",
+                       "Time from request start to the last response byte."},
+                     H{AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}}) {
+    family(out, h.name, "histogram", h.help);
+    const auto& bounds = promBoundsSeconds();
+    for (auto& [labels, t] : eps) {
+      if (!t->hasHistograms) continue;
+      const Histogram& hist = t->hist[h.metric];
+      auto cum = promCumulative(hist);
+      for (size_t i = 0; i < bounds.size(); ++i)
+        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, fmtSeconds(bounds[i]), cum[i]);
+      out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", h.name, labels, hist.count);
+      out += fmt::format("{}_sum{{{}}} {}\n", h.name, labels, hist.sumNs / 1e9);
+      out += fmt::format("{}_count{{{}}} {}\n", h.name, labels, hist.count);
+    }
+  }
+}
+
 void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel,
                      const std::vector<ClosedSeries>* closed) {
   // Each endpoint with its labels, in index order.
@@ -168,33 +200,7 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
   for (auto& [labels, t] : eps)
     out += fmt::format("aimesh_endpoint_connection_seconds_total{{{}}} {}\n", labels, t->counters.conn_ns / 1e9);
 
-  struct H {
-    uint32_t metric;
-    const char* name;
-    const char* help;
-  };
-  for (const H& h : {H{AIMESH_M_CONNECT, "aimesh_endpoint_connect_seconds", "Time from connect() to ESTABLISHED."},
-                     H{AIMESH_M_TTFB, "aimesh_endpoint_ttfb_seconds", "Time from request start to the first response byte."},
-                     H{AIMESH_M_TTFT, "aimesh_endpoint_ttft_seconds",
-                       "Time from request start to the first response body byte (first token when streaming)."},
-                     H{AIMESH_M_GAP, "aimesh_endpoint_chunk_gap_seconds",
-                       "Time between response payload segments (inter-token latency when streaming)."},
-                     H{AIMESH_M_DURATION, "aimesh_endpoint_response_duration_seconds",
-                       "Time from request start to the last response byte."},
-                     H{AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}}) {
-    family(out, h.name, "histogram", h.help);
-    const auto& bounds = promBoundsSeconds();
-    for (auto& [labels, t] : eps) {
-      if (!t->hasHistograms) continue;
-      const Histogram& hist = t->hist[h.metric];
-      auto cum = promCumulative(hist);
-      for (size_t i = 0; i < bounds.size(); ++i)
-        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, fmtSeconds(bounds[i]), cum[i]);
-      out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", h.name, labels, hist.count);
-      out += fmt::format("{}_sum{{{}}} {}\n", h.name, labels, hist.sumNs / 1e9);
-      out += fmt::format("{}_count{{{}}} {}\n", h.name, labels, hist.count);
-    }
-  }
+  renderHistograms(out, eps);
 }
 
 }  // namespace
@@ -257,12 +263,15 @@ void renderHttp(std::string& out, const HttpServerCounters* c) {
 }
 }  // namespace
 
-std::string renderMetrics(const MetricsInput& in) {
-  std::string out;
-  gOpenMetrics = in.openMetrics;
-  const IdIndex& idx = *in.index;
-  const DatapathStats& st = *in.stats;
+namespace {
 
+// A family with one unlabelled sample.
+void scalar(std::string& out, const char* name, const char* type, const char* help, const std::string& value) {
+  family(out, name, type, help);
+  out += fmt::format("{} {}\n", name, value);
+}
+
+void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathStats& st) {
   auto svcCounter = [&](const char* name, const char* help, uint64_t ServiceCounters::*field) {
     family(out, name, "counter", help);
     for (auto& [id, s] : idx.services) {
@@ -280,7 +289,9 @@ std::string renderMetrics(const MetricsInput& in) {
   svcCounter("aimesh_service_policy_denied_total",
              "Calls to a service address refused (EPERM) because the service's policy does not allow the client.",
              &ServiceCounters::denied);
+}
 
+void renderEndpointCounters(std::string& out, const IdIndex& idx, const DatapathStats& st) {
   auto beMetric = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
     for (auto& [id, b] : idx.backends) {
@@ -302,24 +313,85 @@ std::string renderMetrics(const MetricsInput& in) {
            [](const BackendInfo& b, const BackendCounters&) {
              return static_cast<uint64_t>(b.endpoint.state == EndpointState::kActive && b.endpoint.weight > 0);
            });
+}
 
-  if (in.telemetry) renderTelemetry(out, idx, *in.telemetry, in.closed);
-
+// Reasons, what is programmed, and how full the maps are.
+void renderDatapath(std::string& out, const MetricsInput& in) {
   family(out, "aimesh_datapath_reasons_total", "counter",
          "Data-plane events by reason: refusals, skipped picks, failed bookkeeping.");
   for (uint32_t r = 0; r < AIMESH_R_MAX; ++r)
-    out += fmt::format("aimesh_datapath_reasons_total{{reason=\"{}\"}} {}\n", reasonName(r), st.reasons[r]);
-
-  family(out, "aimesh_services", "gauge", "Service ports programmed into the data plane.");
-  out += fmt::format("aimesh_services {}\n", idx.services.size());
-  family(out, "aimesh_endpoints", "gauge", "Endpoints programmed into the data plane.");
-  out += fmt::format("aimesh_endpoints {}\n", idx.backends.size());
-
+    out += fmt::format("aimesh_datapath_reasons_total{{reason=\"{}\"}} {}\n", reasonName(r), in.stats->reasons[r]);
+  scalar(out, "aimesh_services", "gauge", "Service ports programmed into the data plane.",
+         std::to_string(in.index->services.size()));
+  scalar(out, "aimesh_endpoints", "gauge", "Endpoints programmed into the data plane.",
+         std::to_string(in.index->backends.size()));
   family(out, "aimesh_map_entries", "gauge", "Entries in a BPF map.");
   for (auto& m : in.maps) out += fmt::format("aimesh_map_entries{{map=\"{}\"}} {}\n", m.map, m.entries);
   family(out, "aimesh_map_capacity", "gauge", "Maximum entries of a BPF map.");
   for (auto& m : in.maps) out += fmt::format("aimesh_map_capacity{{map=\"{}\"}} {}\n", m.map, m.capacity);
+}
 
+// The lifecycle's own counters and what it closed, summed over endpoints.
+void renderLifecycle(std::string& out, const LifecycleStats* stats, const std::vector<ClosedSeries>* closed) {
+  LifecycleStats none;
+  const LifecycleStats& lc = stats ? *stats : none;
+  scalar(out, "aimesh_agent_connection_lifecycle_available", "gauge",
+         "1 if the socket iterators and bpf_sock_destroy loaded (Linux >= 6.5): aimesh can close connections.",
+         lc.available ? "1" : "0");
+  scalar(out, "aimesh_agent_connection_passes_total", "counter",
+         "Passes of the socket iterators over the network namespaces of the agent's cgroup.", std::to_string(lc.passes));
+  scalar(out, "aimesh_agent_connection_pass_errors_total", "counter", "Passes that failed in every namespace.",
+         std::to_string(lc.passErrors));
+  scalar(out, "aimesh_agent_connection_pass_seconds_total", "counter", "Time spent in passes.",
+         fmt::format("{:.9f}", lc.passSeconds));
+  scalar(out, "aimesh_agent_connection_namespaces", "gauge", "Network namespaces the last pass walked.",
+         std::to_string(lc.namespaces));
+  family(out, "aimesh_agent_connections_closed_total", "counter",
+         "Connections aimesh closed on this node since the agent started, by reason (all endpoints).");
+  std::array<uint64_t, AIMESH_CLOSE_MAX> sum{};
+  if (closed)
+    for (auto& c : *closed)
+      for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) sum[r] += c.byReason[r];
+  for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
+    out += fmt::format("aimesh_agent_connections_closed_total{{reason=\"{}\"}} {}\n", closeReasonName(r), sum[r]);
+}
+
+// The agent's own counters: TC flow sweeps, reconciles, the state file.
+void renderAgent(std::string& out, const AgentCounters& a, uint64_t events) {
+  scalar(out, "aimesh_tc_flow_entries", "gauge",
+         "TC path: flow table entries (forward and reply) after the agent's last sweep.", std::to_string(a.tcFlows));
+  scalar(out, "aimesh_agent_tc_flows_expired_total", "counter",
+         "TC path: idle flow table entries deleted by the agent's sweeps.", std::to_string(a.tcFlowsExpired));
+  scalar(out, "aimesh_agent_reconciles_total", "counter", "Reconcile runs that completed.",
+         std::to_string(a.reconciles));
+  scalar(out, "aimesh_agent_reconcile_errors_total", "counter", "Reconcile runs that failed to apply.",
+         std::to_string(a.reconcileErrors));
+  scalar(out, "aimesh_agent_reconcile_duration_seconds_total", "counter", "Time spent in completed reconcile runs.",
+         fmt::format("{:.9f}", a.reconcileSecondsTotal));
+  scalar(out, "aimesh_agent_last_reconcile_duration_seconds", "gauge", "Duration of the last completed reconcile run.",
+         fmt::format("{:.9f}", a.lastReconcileSeconds));
+  scalar(out, "aimesh_agent_state_file_errors_total", "counter",
+         "State file loads rejected as invalid (the last good state stayed in force).",
+         std::to_string(a.stateFileErrors));
+  scalar(out, "aimesh_agent_state_file_valid", "gauge", "1 if the state file as it is now on disk is valid.",
+         a.lastStateFileOk ? "1" : "0");
+  scalar(out, "aimesh_agent_ready", "gauge", "1 once the first state has been applied to the data plane.",
+         a.ready ? "1" : "0");
+  scalar(out, "aimesh_agent_start_time_seconds", "gauge", "Start time of the agent since the Unix epoch.",
+         fmt::format("{:.3f}", a.startTimeSeconds));
+  scalar(out, "aimesh_agent_flow_events_total", "counter", "Connection events read from the kernel ring buffer.",
+         std::to_string(events));
+}
+
+}  // namespace
+
+std::string renderMetrics(const MetricsInput& in) {
+  std::string out;
+  gOpenMetrics = in.openMetrics;
+  renderServiceCounters(out, *in.index, *in.stats);
+  renderEndpointCounters(out, *in.index, *in.stats);
+  if (in.telemetry) renderTelemetry(out, *in.index, *in.telemetry, in.closed);
+  renderDatapath(out, in);
   const AgentCounters& a = in.agent;
   family(out, "aimesh_agent_model_scrapes_total", "counter",
          "Scrapes of endpoints' model-server metrics (services with model_metrics), by result.");
@@ -327,55 +399,8 @@ std::string renderMetrics(const MetricsInput& in) {
   out += fmt::format("aimesh_agent_model_scrapes_total{{result=\"failed\"}} {}\n", a.modelScrapesFailed);
   renderKube(out, in.kube);
   renderHttp(out, in.http);
-  LifecycleStats noLc;
-  const LifecycleStats& lc = in.lifecycle ? *in.lifecycle : noLc;
-  family(out, "aimesh_agent_connection_lifecycle_available", "gauge",
-         "1 if the socket iterators and bpf_sock_destroy loaded (Linux >= 6.5): aimesh can close connections.");
-  out += fmt::format("aimesh_agent_connection_lifecycle_available {}\n", lc.available ? 1 : 0);
-  family(out, "aimesh_agent_connection_passes_total", "counter",
-         "Passes of the socket iterators over the network namespaces of the agent's cgroup.");
-  out += fmt::format("aimesh_agent_connection_passes_total {}\n", lc.passes);
-  family(out, "aimesh_agent_connection_pass_errors_total", "counter", "Passes that failed in every namespace.");
-  out += fmt::format("aimesh_agent_connection_pass_errors_total {}\n", lc.passErrors);
-  family(out, "aimesh_agent_connection_pass_seconds_total", "counter", "Time spent in passes.");
-  out += fmt::format("aimesh_agent_connection_pass_seconds_total {:.9f}\n", lc.passSeconds);
-  family(out, "aimesh_agent_connection_namespaces", "gauge", "Network namespaces the last pass walked.");
-  out += fmt::format("aimesh_agent_connection_namespaces {}\n", lc.namespaces);
-  family(out, "aimesh_agent_connections_closed_total", "counter",
-         "Connections aimesh closed on this node since the agent started, by reason (all endpoints).");
-  {
-    std::array<uint64_t, AIMESH_CLOSE_MAX> sum{};
-    if (in.closed)
-      for (auto& c : *in.closed)
-        for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r) sum[r] += c.byReason[r];
-    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
-      out += fmt::format("aimesh_agent_connections_closed_total{{reason=\"{}\"}} {}\n", closeReasonName(r), sum[r]);
-  }
-  family(out, "aimesh_tc_flow_entries", "gauge",
-         "TC path: flow table entries (forward and reply) after the agent's last sweep.");
-  out += fmt::format("aimesh_tc_flow_entries {}\n", a.tcFlows);
-  family(out, "aimesh_agent_tc_flows_expired_total", "counter",
-         "TC path: idle flow table entries deleted by the agent's sweeps.");
-  out += fmt::format("aimesh_agent_tc_flows_expired_total {}\n", a.tcFlowsExpired);
-  family(out, "aimesh_agent_reconciles_total", "counter", "Reconcile runs that completed.");
-  out += fmt::format("aimesh_agent_reconciles_total {}\n", a.reconciles);
-  family(out, "aimesh_agent_reconcile_errors_total", "counter", "Reconcile runs that failed to apply.");
-  out += fmt::format("aimesh_agent_reconcile_errors_total {}\n", a.reconcileErrors);
-  family(out, "aimesh_agent_reconcile_duration_seconds_total", "counter", "Time spent in completed reconcile runs.");
-  out += fmt::format("aimesh_agent_reconcile_duration_seconds_total {:.9f}\n", a.reconcileSecondsTotal);
-  family(out, "aimesh_agent_last_reconcile_duration_seconds", "gauge", "Duration of the last completed reconcile run.");
-  out += fmt::format("aimesh_agent_last_reconcile_duration_seconds {:.9f}\n", a.lastReconcileSeconds);
-  family(out, "aimesh_agent_state_file_errors_total", "counter",
-         "State file loads rejected as invalid (the last good state stayed in force).");
-  out += fmt::format("aimesh_agent_state_file_errors_total {}\n", a.stateFileErrors);
-  family(out, "aimesh_agent_state_file_valid", "gauge", "1 if the state file as it is now on disk is valid.");
-  out += fmt::format("aimesh_agent_state_file_valid {}\n", a.lastStateFileOk ? 1 : 0);
-  family(out, "aimesh_agent_ready", "gauge", "1 once the first state has been applied to the data plane.");
-  out += fmt::format("aimesh_agent_ready {}\n", a.ready ? 1 : 0);
-  family(out, "aimesh_agent_start_time_seconds", "gauge", "Start time of the agent since the Unix epoch.");
-  out += fmt::format("aimesh_agent_start_time_seconds {:.3f}\n", a.startTimeSeconds);
-  family(out, "aimesh_agent_flow_events_total", "counter", "Connection events read from the kernel ring buffer.");
-  out += fmt::format("aimesh_agent_flow_events_total {}\n", in.events);
+  renderLifecycle(out, in.lifecycle, in.closed);
+  renderAgent(out, a, in.events);
   family(out, "aimesh_build_info", "gauge", "Build information; always 1.");
   out += fmt::format("aimesh_build_info{{version=\"{}\"}} 1\n", escapeLabel(in.version));
   if (in.openMetrics) out += "# EOF\n";
