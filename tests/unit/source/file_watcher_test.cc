@@ -1,6 +1,8 @@
 #include "source/file_watcher.h"
 
 #include <gtest/gtest.h>
+
+#include "fixtures/sandbox.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -27,21 +29,6 @@ constexpr auto kQuiet = 150ms;
 static_assert(!std::is_copy_constructible_v<FileWatcher>);
 static_assert(std::is_nothrow_move_constructible_v<FileWatcher>);
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/aimesh-watch-XXXXXX";
-    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void writeFile(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::trunc);
@@ -52,7 +39,7 @@ class FileWatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(dir_.path().empty()) << "mkdtemp failed";
-    file_ = dir_.path() / "state.yaml";
+    file_ = fs::path(dir_.path()) / "state.yaml";
   }
 
   FileWatcher make() {
@@ -61,7 +48,7 @@ class FileWatcherTest : public ::testing::Test {
     return std::move(w).value();
   }
 
-  TempDir dir_;
+  testing::ScratchDir dir_;
   fs::path file_;
 };
 
@@ -103,7 +90,7 @@ TEST_F(FileWatcherTest, RenameReplaceIsSeenEveryTime) {
   // Atomic save, as editors and config managers do it: a new inode each
   // time. A watch on the file itself would go blind after the first one.
   for (int i = 0; i < 3; ++i) {
-    fs::path tmp = dir_.path() / (".state.yaml.tmp" + std::to_string(i));
+    fs::path tmp = fs::path(dir_.path()) / (".state.yaml.tmp" + std::to_string(i));
     writeFile(tmp, "services: []\n# v" + std::to_string(i) + "\n");
     // Drain the temp file's events: they are not ours and must not count.
     EXPECT_FALSE(w.waitForChange(50ms)) << "temp file events reported as a change, round " << i;
@@ -123,24 +110,24 @@ TEST_F(FileWatcherTest, DeleteIsAChange) {
 TEST_F(FileWatcherTest, OtherFilesInTheDirectoryAreIgnored) {
   writeFile(file_, "services: []\n");
   FileWatcher w = make();
-  writeFile(dir_.path() / "other.yaml", "x");
-  writeFile(dir_.path() / "state.yaml.bak", "x");
-  fs::rename(dir_.path() / "other.yaml", dir_.path() / "other2.yaml");
+  writeFile(fs::path(dir_.path()) / "other.yaml", "x");
+  writeFile(fs::path(dir_.path()) / "state.yaml.bak", "x");
+  fs::rename(fs::path(dir_.path()) / "other.yaml", fs::path(dir_.path()) / "other2.yaml");
   EXPECT_FALSE(w.waitForChange(kQuiet));
 }
 
 TEST_F(FileWatcherTest, ConfigMapSymlinkSwapIsAChange) {
   // Kubernetes ConfigMap volumes: state.yaml -> ..data/state.yaml, and an
   // update renames a new "..data" symlink into place.
-  fs::create_directory(dir_.path() / "..v1");
-  fs::create_directory(dir_.path() / "..v2");
-  writeFile(dir_.path() / "..v1" / "state.yaml", "services: []\n");
-  writeFile(dir_.path() / "..v2" / "state.yaml", "services: []\n# v2\n");
-  fs::create_directory_symlink("..v1", dir_.path() / "..data");
+  fs::create_directory(fs::path(dir_.path()) / "..v1");
+  fs::create_directory(fs::path(dir_.path()) / "..v2");
+  writeFile(fs::path(dir_.path()) / "..v1" / "state.yaml", "services: []\n");
+  writeFile(fs::path(dir_.path()) / "..v2" / "state.yaml", "services: []\n# v2\n");
+  fs::create_directory_symlink("..v1", fs::path(dir_.path()) / "..data");
   fs::create_symlink("..data/state.yaml", file_);
   FileWatcher w = make();
-  fs::create_directory_symlink("..v2", dir_.path() / "..data_tmp");
-  fs::rename(dir_.path() / "..data_tmp", dir_.path() / "..data");
+  fs::create_directory_symlink("..v2", fs::path(dir_.path()) / "..data_tmp");
+  fs::rename(fs::path(dir_.path()) / "..data_tmp", fs::path(dir_.path()) / "..data");
   EXPECT_TRUE(w.waitForChange(kChangeTimeout));
 }
 
@@ -184,14 +171,14 @@ TEST_F(FileWatcherTest, DestructorClosesFd) {
 }
 
 TEST_F(FileWatcherTest, MissingParentDirectoryFails) {
-  auto w = FileWatcher::create((dir_.path() / "no-such-dir" / "state.yaml").string());
+  auto w = FileWatcher::create((fs::path(dir_.path()) / "no-such-dir" / "state.yaml").string());
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.error().code, ENOENT);
   EXPECT_NE(w.error().context.find("no-such-dir"), std::string::npos) << w.error().message();
 }
 
 TEST_F(FileWatcherTest, DirectoryPathFails) {
-  auto w = FileWatcher::create(dir_.path().string() + "/");
+  auto w = FileWatcher::create(dir_.path() + "/");
   EXPECT_FALSE(w.ok());
 }
 

@@ -4,6 +4,8 @@
 #include "source/kube_client.h"
 
 #include <gtest/gtest.h>
+
+#include "fixtures/sandbox.h"
 #include <stdlib.h>
 
 #include <filesystem>
@@ -14,23 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/aimesh-kubecfg-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string write(const std::string& name, const std::string& text) const {
-    std::string p = path_ + "/" + name;
-    std::ofstream(p) << text;
-    return p;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 TEST(Base64, DecodesStandardAndUrlAlphabetsWithPaddingAndNewlines) {
   EXPECT_EQ(*base64Decode("aGVsbG8="), "hello");
@@ -75,7 +60,7 @@ users:
 )";
 
 TEST(Kubeconfig, CurrentContextWithRelativePathsResolvedAgainstTheFile) {
-  TempDir d;
+  testing::ScratchDir d;
   auto path = d.write("config", kKubeconfig);
   auto c = loadKubeconfig(path);
   ASSERT_TRUE(c) << c.error().message();
@@ -87,7 +72,7 @@ TEST(Kubeconfig, CurrentContextWithRelativePathsResolvedAgainstTheFile) {
 }
 
 TEST(Kubeconfig, NamedContextWithInlineDataAndTrailingSlashTrimmed) {
-  TempDir d;
+  testing::ScratchDir d;
   auto c = loadKubeconfig(d.write("config", kKubeconfig), "prod");
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_EQ(c->server, "https://10.0.0.1:6443");
@@ -98,7 +83,7 @@ TEST(Kubeconfig, NamedContextWithInlineDataAndTrailingSlashTrimmed) {
 }
 
 TEST(Kubeconfig, ErrorsNameTheFileAndWhatIsMissing) {
-  TempDir d;
+  testing::ScratchDir d;
   auto path = d.write("config", kKubeconfig);
   auto c = loadKubeconfig(path, "staging");
   ASSERT_FALSE(c);
@@ -151,7 +136,7 @@ class EnvGuard {
 };
 
 TEST(InClusterConfig, ServiceHostAndPortFromTheEnvironmentCredentialsFromTheServiceAccount) {
-  TempDir d;
+  testing::ScratchDir d;
   d.write("token", "tok\n");
   d.write("ca.crt", "pem");
   {
@@ -171,7 +156,7 @@ TEST(InClusterConfig, ServiceHostAndPortFromTheEnvironmentCredentialsFromTheServ
 }
 
 TEST(InClusterConfig, SaysWhatIsMissing) {
-  TempDir d;
+  testing::ScratchDir d;
   {
     EnvGuard h("KUBERNETES_SERVICE_HOST", nullptr), p("KUBERNETES_SERVICE_PORT", nullptr);
     auto c = inClusterConfig(d.path());
