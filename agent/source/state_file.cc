@@ -358,156 +358,132 @@ class StateParser {
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
                              "hash_balance_factor", "model_metrics", "policy", "connections", "endpoints"});
+    parseIdentity(node, fields, svc, info);
+    for (auto [key, parse] : {std::pair{"vips", &StateParser::parseVips}, std::pair{"ports", &StateParser::parsePorts}}) {
+      if (const Field* f = find(fields, key)) (this->*parse)(*f, joinPath(path, key), svc, info);
+      else error(node.Mark(), joinPath(path, key), "required field is missing");
+    }
+    parseHashing(fields, path, svc);
+    if (const Field* f = present(fields, "model_metrics")) parseModelMetrics(*f, joinPath(path, "model_metrics"), svc);
+    if (const Field* f = present(fields, "policy")) parsePolicy(*f, joinPath(path, "policy"), svc);
+    if (const Field* f = present(fields, "connections")) parseConnections(*f, joinPath(path, "connections"), svc);
+    // Absent or null endpoints: a service with no backends, which is valid.
+    if (const Field* f = present(fields, "endpoints")) parseEndpoints(*f, joinPath(path, "endpoints"), svc);
+    return true;
+  }
 
+  // A field that is there and not null.
+  static const Field* present(const Fields& fields, const char* key) {
+    const Field* f = find(fields, key);
+    return f != nullptr && !f->value.IsNull() ? f : nullptr;
+  }
+
+  // A string that must be a DNS label (a name or namespace).
+  std::optional<std::string> readDnsLabel(const Field& f, const std::string& p) {
+    auto s = readString(f, p);
+    if (!s) return std::nullopt;
+    if (auto bad = checkDnsLabel(*s)) {
+      error(markOf(f), p, *bad);
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  // name (required), namespace and model.
+  void parseIdentity(const YAML::Node& node, const Fields& fields, Service& svc, ServiceInfo& info) {
+    const std::string& path = info.path;
     bool nameOk = false;
     if (const Field* f = find(fields, "name")) {
-      std::string p = joinPath(path, "name");
-      if (auto s = readString(*f, p)) {
-        if (auto bad = checkDnsLabel(*s)) {
-          error(markOf(*f), p, *bad);
-        } else {
-          svc.name = *s;
-          nameOk = true;
-          info.nameMark = markOf(*f);
-        }
+      if (auto s = readDnsLabel(*f, joinPath(path, "name"))) {
+        svc.name = *s;
+        nameOk = true;
+        info.nameMark = markOf(*f);
       }
     } else {
       error(node.Mark(), joinPath(path, "name"), "required field is missing");
     }
-
     bool nsOk = true;
-    if (const Field* f = find(fields, "namespace"); f != nullptr && !f->value.IsNull()) {
-      std::string p = joinPath(path, "namespace");
-      nsOk = false;
-      if (auto s = readString(*f, p)) {
-        if (auto bad = checkDnsLabel(*s)) {
-          error(markOf(*f), p, *bad);
-        } else {
-          svc.nameSpace = *s;
-          nsOk = true;
-        }
-      }
+    if (const Field* f = present(fields, "namespace")) {
+      auto s = readDnsLabel(*f, joinPath(path, "namespace"));
+      nsOk = s.has_value();
+      if (s) svc.nameSpace = *s;
     }
     if (nameOk && nsOk) info.key = svc.key();
-
-    if (const Field* f = find(fields, "model"); f != nullptr && !f->value.IsNull()) {
+    if (const Field* f = present(fields, "model"))
       if (auto s = readString(*f, joinPath(path, "model"))) svc.model = *s;
-    }
+  }
 
-    if (const Field* f = find(fields, "vips")) {
-      parseVips(*f, joinPath(path, "vips"), svc, info);
-    } else {
-      error(node.Mark(), joinPath(path, "vips"), "required field is missing");
-    }
-
-    if (const Field* f = find(fields, "ports")) {
-      parsePorts(*f, joinPath(path, "ports"), svc, info);
-    } else {
-      error(node.Mark(), joinPath(path, "ports"), "required field is missing");
-    }
-
-    if (const Field* f = find(fields, "algorithm"); f != nullptr && !f->value.IsNull()) {
+  // algorithm, hash_table_size and hash_balance_factor.
+  void parseHashing(const Fields& fields, const std::string& path, Service& svc) {
+    if (const Field* f = present(fields, "algorithm")) {
       std::string p = joinPath(path, "algorithm");
       if (auto s = readString(*f, p)) {
-        if (auto a = parseAlgorithmText(*s)) {
-          svc.algorithm = *a;
-        } else {
-          error(markOf(*f), p, a.error().message());
-        }
+        if (auto a = parseAlgorithmText(*s)) svc.algorithm = *a;
+        else error(markOf(*f), p, a.error().message());
       }
     }
-
-    if (const Field* f = find(fields, "hash_table_size"); f != nullptr && !f->value.IsNull()) {
+    if (const Field* f = present(fields, "hash_table_size")) {
       std::string p = joinPath(path, "hash_table_size");
       if (auto n = readInt(*f, p, kMinHashTableSize, kMaxHashTableSize)) {
-        if (auto bad = checkHashTableSize(*n, f->value.Scalar())) {
-          error(markOf(*f), p, *bad);
-        } else {
-          svc.hashTableSize = static_cast<uint32_t>(*n);
-        }
+        if (auto bad = checkHashTableSize(*n, f->value.Scalar())) error(markOf(*f), p, *bad);
+        else svc.hashTableSize = static_cast<uint32_t>(*n);
       }
     }
-
-    if (const Field* f = find(fields, "hash_balance_factor"); f != nullptr && !f->value.IsNull()) {
-      std::string p = joinPath(path, "hash_balance_factor");
-      if (auto x = readNumber(*f, p, kMinHashBalanceFactor, kMaxHashBalanceFactor)) {
+    if (const Field* f = present(fields, "hash_balance_factor")) {
+      if (auto x = readNumber(*f, joinPath(path, "hash_balance_factor"), kMinHashBalanceFactor, kMaxHashBalanceFactor))
         svc.balancePct = static_cast<uint16_t>(*x * 100 + 0.5);
-      }
     }
+  }
 
-    if (const Field* f = find(fields, "model_metrics"); f != nullptr && !f->value.IsNull()) {
-      std::string p = joinPath(path, "model_metrics");
-      if (expectMap(f->value, p, "{port: 8000, path: /metrics}")) {
-        Fields mf = collect(f->value, p, {"port", "path"});
-        ModelMetricsSpec spec;
-        bool ok = true;
-        if (const Field* port = find(mf, "port")) {
-          if (auto n = readInt(*port, joinPath(p, "port"), kMinPort, kMaxPort)) spec.port = static_cast<uint16_t>(*n);
-          else ok = false;
-        } else {
-          error(f->value.Mark(), joinPath(p, "port"), "required field is missing");
+  void parseModelMetrics(const Field& f, const std::string& p, Service& svc) {
+    if (!expectMap(f.value, p, "{port: 8000, path: /metrics}")) return;
+    Fields mf = collect(f.value, p, {"port", "path"});
+    ModelMetricsSpec spec;
+    bool ok = true;
+    if (const Field* port = find(mf, "port")) {
+      if (auto n = readInt(*port, joinPath(p, "port"), kMinPort, kMaxPort)) spec.port = static_cast<uint16_t>(*n);
+      else ok = false;
+    } else {
+      error(f.value.Mark(), joinPath(p, "port"), "required field is missing");
+      ok = false;
+    }
+    if (const Field* mp = present(mf, "path")) {
+      auto s = readString(*mp, joinPath(p, "path"));
+      auto bad = s ? checkMetricsPath(*s) : std::nullopt;
+      if (bad) error(markOf(*mp), joinPath(p, "path"), *bad);
+      if (s && !bad) spec.path = *s;
+      else ok = false;
+    }
+    if (ok) svc.modelMetrics = spec;
+  }
+
+  void parsePolicy(const Field& f, const std::string& p, Service& svc) {
+    if (!expectMap(f.value, p, "{allow_cgroups: [/sys/fs/cgroup/...]}")) return;
+    Fields pf = collect(f.value, p, {"allow_cgroups"});
+    PolicySpec spec;
+    bool ok = true;
+    if (const Field* ac = present(pf, "allow_cgroups")) {
+      std::string ap = joinPath(p, "allow_cgroups");
+      if (!expectList(*ac, ap)) return;
+      for (size_t i = 0; i < ac->value.size(); ++i) {
+        YAML::Node v = ac->value[i];
+        std::string ip = indexPath(ap, i);
+        auto cg = readStringNode(v, ip);
+        if (!cg) {
           ok = false;
+        } else if (auto bad = checkCgroupPath(*cg)) {
+          error(v.Mark(), ip, *bad);
+          ok = false;
+        } else if (std::find(spec.allowCgroups.begin(), spec.allowCgroups.end(), *cg) != spec.allowCgroups.end()) {
+          error(v.Mark(), ip, "duplicate cgroup " + *cg);
+          ok = false;
+        } else {
+          spec.allowCgroups.push_back(*cg);
         }
-        if (const Field* mp = find(mf, "path"); mp != nullptr && !mp->value.IsNull()) {
-          if (auto s = readString(*mp, joinPath(p, "path"))) {
-            if (auto bad = checkMetricsPath(*s)) {
-              error(markOf(*mp), joinPath(p, "path"), *bad);
-              ok = false;
-            } else {
-              spec.path = *s;
-            }
-          } else {
-            ok = false;
-          }
-        }
-        if (ok) svc.modelMetrics = spec;
       }
     }
-
-    if (const Field* f = find(fields, "policy"); f != nullptr && !f->value.IsNull()) {
-      std::string p = joinPath(path, "policy");
-      if (expectMap(f->value, p, "{allow_cgroups: [/sys/fs/cgroup/...]}")) {
-        Fields pf = collect(f->value, p, {"allow_cgroups"});
-        PolicySpec spec;
-        bool ok = true;
-        if (const Field* ac = find(pf, "allow_cgroups"); ac != nullptr && !ac->value.IsNull()) {
-          std::string ap = joinPath(p, "allow_cgroups");
-          if (expectList(*ac, ap)) {
-            for (size_t i = 0; i < ac->value.size(); ++i) {
-              YAML::Node v = ac->value[i];
-              std::string ip = indexPath(ap, i);
-              auto cg = readStringNode(v, ip);
-              if (!cg) {
-                ok = false;
-              } else if (auto bad = checkCgroupPath(*cg)) {
-                error(v.Mark(), ip, *bad);
-                ok = false;
-              } else if (std::find(spec.allowCgroups.begin(), spec.allowCgroups.end(), *cg) !=
-                         spec.allowCgroups.end()) {
-                error(v.Mark(), ip, "duplicate cgroup " + *cg);
-                ok = false;
-              } else {
-                spec.allowCgroups.push_back(*cg);
-              }
-            }
-          } else {
-            ok = false;
-          }
-        }
-        // An empty allow list is valid: nobody may connect.
-        if (ok) svc.policy = std::move(spec);
-      }
-    }
-
-    if (const Field* f = find(fields, "connections"); f != nullptr && !f->value.IsNull()) {
-      parseConnections(*f, joinPath(path, "connections"), svc);
-    }
-
-    // Absent or null endpoints: a service with no backends, which is valid.
-    if (const Field* f = find(fields, "endpoints"); f != nullptr && !f->value.IsNull()) {
-      parseEndpoints(*f, joinPath(path, "endpoints"), svc);
-    }
-    return true;
+    // An empty allow list is valid: nobody may connect.
+    if (ok) svc.policy = std::move(spec);
   }
 
   // The values' rules are model/connection_rules.h, shared with the

@@ -10,6 +10,8 @@
 #include <thread>
 #include <utility>
 
+#include "util/unique_fd.h"
+
 namespace aimesh {
 namespace {
 
@@ -18,20 +20,6 @@ using Clock = std::chrono::steady_clock;
 // Responses are small (a few hundred bytes per endpoint); this only guards
 // against a runaway peer.
 constexpr std::size_t kMaxResponseBytes = 64u << 20;
-
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-  ~FdCloser() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 Error notRunning(const std::string& path, const char* why) {
   return Error::msg("aimesh agent is not running at " + path + " (" + why +
@@ -64,11 +52,9 @@ bool waitFor(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-}  // namespace
-
-Result<nlohmann::json> callAgent(const std::string& socketPath, const nlohmann::json& request,
-                                 std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+// Connects to the agent's socket (non-blocking), saying what to do when
+// nothing is there.
+Result<UniqueFd> connectTo(const std::string& socketPath, Clock::time_point deadline) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socketPath.empty()) return Error::msg("agent socket path is empty");
@@ -77,13 +63,13 @@ Result<nlohmann::json> callAgent(const std::string& socketPath, const nlohmann::
   }
   std::copy(socketPath.begin(), socketPath.end(), addr.sun_path);
 
-  FdCloser fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (fd.get() < 0) return Error::fromErrno("socket(AF_UNIX)");
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return Error::fromErrno("socket(AF_UNIX)");
 
   // A non-blocking AF_UNIX connect either completes at once or fails with
   // EAGAIN when the listen backlog is full (it never returns EINPROGRESS).
   for (;;) {
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) break;
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) return fd;
     switch (errno) {
       case EINTR:
         continue;
@@ -106,21 +92,20 @@ Result<nlohmann::json> callAgent(const std::string& socketPath, const nlohmann::
         return Error::fromErrno("connect " + socketPath);
     }
   }
+}
 
-  std::string out = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  out.push_back('\n');
+// Sends the whole request line.
+Status sendLine(int fd, const std::string& out, const std::string& socketPath, Clock::time_point deadline) {
   std::size_t off = 0;
   while (off < out.size()) {
-    ssize_t n = ::send(fd.get(), out.data() + off, out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0) {
       off += static_cast<std::size_t>(n);
       continue;
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!waitFor(fd.get(), POLLOUT, deadline)) {
-        return Error::fromErrno("send request to agent at " + socketPath);
-      }
+      if (!waitFor(fd, POLLOUT, deadline)) return Error::fromErrno("send request to agent at " + socketPath);
       continue;
     }
     // EPIPE/ECONNRESET: the agent answered early (e.g. request too large) and
@@ -128,40 +113,53 @@ Result<nlohmann::json> callAgent(const std::string& socketPath, const nlohmann::
     if (errno == EPIPE || errno == ECONNRESET) break;
     return Error::fromErrno("send request to agent at " + socketPath);
   }
+  return {};
+}
 
+// Reads up to the first newline (or the close), at most kMaxResponseBytes.
+Result<std::string> readLine(int fd, const std::string& socketPath, Clock::time_point deadline,
+                             std::chrono::milliseconds timeout) {
   std::string in;
   char buf[16384];
   for (;;) {
-    ssize_t n = ::recv(fd.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n > 0) {
       in.append(buf, static_cast<std::size_t>(n));
       if (in.find('\n') != std::string::npos) break;
-      if (in.size() > kMaxResponseBytes) {
-        return Error::msg("response from agent at " + socketPath + " is too large");
-      }
+      if (in.size() > kMaxResponseBytes) return Error::msg("response from agent at " + socketPath + " is too large");
       continue;
     }
     if (n == 0) break;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!waitFor(fd.get(), POLLIN, deadline)) {
-        if (errno == ETIMEDOUT) {
-          return Error::fromCode(ETIMEDOUT, "no response from the aimesh agent at " + socketPath +
-                                                " within " + std::to_string(timeout.count()) +
-                                                " ms");
-        }
-        return Error::fromErrno("read response from agent at " + socketPath);
+      if (waitFor(fd, POLLIN, deadline)) continue;
+      if (errno == ETIMEDOUT) {
+        return Error::fromCode(ETIMEDOUT, "no response from the aimesh agent at " + socketPath + " within " +
+                                              std::to_string(timeout.count()) + " ms");
       }
-      continue;
     }
     return Error::fromErrno("read response from agent at " + socketPath);
   }
-
   if (auto nl = in.find('\n'); nl != std::string::npos) in.resize(nl);
-  if (in.empty()) {
+  return in;
+}
+
+}  // namespace
+
+Result<nlohmann::json> callAgent(const std::string& socketPath, const nlohmann::json& request,
+                                 std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto fd = connectTo(socketPath, deadline);
+  if (!fd) return fd.error();
+  std::string out = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out.push_back('\n');
+  if (auto sent = sendLine(fd->get(), out, socketPath, deadline); !sent) return sent.error();
+  auto in = readLine(fd->get(), socketPath, deadline, timeout);
+  if (!in) return in.error();
+  if (in->empty()) {
     return Error::msg("the aimesh agent at " + socketPath + " closed the connection without a response");
   }
-  auto parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  auto parsed = nlohmann::json::parse(*in, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     return Error::msg("the aimesh agent at " + socketPath + " sent a response that is not JSON");
   }
