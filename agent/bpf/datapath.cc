@@ -125,9 +125,81 @@ Result<void*> openSkel(const char* what, Skel* (*open)(const bpf_object_open_opt
   return static_cast<void*>(s);
 }
 
+// Loads a skeleton (openSkel) and appends it to `objects`, which then owns
+// it; returns the skeleton. `Object` is Datapath::Object, deduced (the name
+// is private to Datapath).
+template <class Skel, void (*Destroy)(Skel*), class Object>
+Result<Skel*> loadObject(std::vector<Object>& objects, const char* what, Skel* (*open)(const bpf_object_open_opts*),
+                         int (*load)(Skel*), const DatapathOptions& opts) {
+  auto s = openSkel(what, open, load, Destroy, opts.pinDir, opts.limits);
+  if (!s) return s.error();
+  auto* skel = static_cast<Skel*>(*s);
+  Object o;
+  o.skel = skel;
+  o.destroy = [](void* p) { Destroy(static_cast<Skel*>(p)); };
+  o.obj = skel->obj;
+  objects.push_back(std::move(o));
+  return skel;
+}
+
 // The telemetry programs, detached when telemetry is off.
 bool isTelemetryLink(const std::string& name) {
   return name == "sockops" || name == "skb_egress" || name == "skb_ingress";
+}
+
+// Makes the pin dir and its links dir, each checked before anything is made
+// inside it.
+Status makePinDirs(const std::string& pinDir) {
+  std::error_code ec;
+  for (const auto& dir : {pinDir, linksDir(pinDir)}) {
+    fs::create_directories(dir, ec);
+    if (ec) return Error::fromCode(ec.value(), "create pin dir " + dir);
+    if (auto st = securePinDir(dir); !st) return st.error();
+  }
+  return {};
+}
+
+// Telemetry off: detach telemetry links an earlier agent pinned.
+void detachTelemetryLinks(const std::string& pinDir) {
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(linksDir(pinDir), ec)) {
+    if (!isTelemetryLink(e.path().filename())) continue;
+    int fd = bpf_obj_get(e.path().c_str());
+    if (fd >= 0) {
+      bpf_link_detach(fd);
+      ::close(fd);
+    }
+    ::unlink(e.path().c_str());
+  }
+}
+
+MapFds mapFdsOf(const sock_lb& lb) {
+  auto* m = &lb.maps;
+  MapFds fds{bpf_map__fd(m->aimesh_frontends), bpf_map__fd(m->aimesh_services), bpf_map__fd(m->aimesh_slots),
+             bpf_map__fd(m->aimesh_backends),  bpf_map__fd(m->aimesh_revnat),   bpf_map__fd(m->aimesh_svc_stats),
+             bpf_map__fd(m->aimesh_be_stats),  bpf_map__fd(m->aimesh_reasons),  bpf_map__fd(m->aimesh_hist),
+             bpf_map__fd(m->aimesh_be_tel),    bpf_map__fd(m->aimesh_be_load),  bpf_map__fd(m->aimesh_events),
+             bpf_map__fd(m->aimesh_hash_tables), bpf_map__fd(m->aimesh_svc_load), bpf_map__fd(m->aimesh_be_signal),
+             bpf_map__fd(m->aimesh_config)};
+  fds.policy = bpf_map__fd(m->aimesh_policy);
+  return fds;
+}
+
+// Writes the tunables into aimesh_config (one entry, at key 0).
+Status writeConfig(int configFd, const DatapathOptions::Tuning& tuning) {
+  aimesh_config cfg{};
+  cfg.ewma_tau_ns = tuning.ewmaTauNs;
+  cfg.penalty_half_life_ns = tuning.penaltyHalfLifeNs;
+  cfg.eject_base_ns = tuning.ejectBaseNs;
+  cfg.eject_max_ns = tuning.ejectMaxNs;
+  cfg.penalty_per_failure = tuning.penaltyPerFailure;
+  cfg.eject_after = tuning.ejectAfter;
+  cfg.ct_tcp_timeout_ns = tuning.ctTcpTimeoutNs;
+  cfg.ct_udp_timeout_ns = tuning.ctUdpTimeoutNs;
+  cfg.ct_closing_timeout_ns = tuning.ctClosingTimeoutNs;
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(configFd, &zero, &cfg, BPF_ANY) != 0) return Error::fromErrno("write aimesh_config");
+  return {};
 }
 
 }  // namespace
@@ -214,14 +286,9 @@ Status Datapath::attachTc(const DatapathOptions& opts) {
   }
   if (opts.tcInterfaces.empty()) return {};
 
-  auto tc = openSkel("tc_lb", tc_lb__open_opts, tc_lb__load, tc_lb__destroy, opts.pinDir, opts.limits);
+  auto tc = loadObject<tc_lb, tc_lb__destroy>(objects_, "tc_lb", tc_lb__open_opts, tc_lb__load, opts);
   if (!tc) return tc.error();
-  Object o;
-  o.skel = *tc;
-  o.destroy = [](void* s) { tc_lb__destroy(static_cast<tc_lb*>(s)); };
-  o.obj = static_cast<tc_lb*>(*tc)->obj;
-  auto* skel = static_cast<tc_lb*>(*tc);
-  objects_.push_back(std::move(o));
+  tc_lb* skel = *tc;
   maps_.ct = bpf_map__fd(skel->maps.aimesh_ct);
   int progFd = bpf_program__fd(skel->progs.aimesh_tc_ingress);
   bpf_prog_info pinfo{};
@@ -249,14 +316,7 @@ Status Datapath::attachTc(const DatapathOptions& opts) {
 }
 
 Result<Datapath> Datapath::open(const DatapathOptions& opts) {
-  std::error_code ec;
-  // The pin dir is checked before anything is made inside it.
-  for (const auto& dir : {opts.pinDir, linksDir(opts.pinDir)}) {
-    fs::create_directories(dir, ec);
-    if (ec) return Error::fromCode(ec.value(), "create pin dir " + dir);
-    if (auto st = securePinDir(dir); !st) return st.error();
-  }
-
+  if (Status st = makePinDirs(opts.pinDir); !st) return st.error();
   auto cgId = cgroupId(opts.cgroupPath);
   if (!cgId) return cgId.error();
   UniqueFd cgFd(::open(opts.cgroupPath.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -264,69 +324,26 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
 
   Datapath dp;
   // sock_lb first: it creates and pins every map; the others reuse the pins.
-  auto lb = openSkel("sock_lb", sock_lb__open_opts, sock_lb__load, sock_lb__destroy, opts.pinDir, opts.limits);
+  auto lb = loadObject<sock_lb, sock_lb__destroy>(dp.objects_, "sock_lb", sock_lb__open_opts, sock_lb__load, opts);
   if (!lb) return lb.error();
-  Object o;
-  o.skel = *lb;
-  o.destroy = [](void* s) { sock_lb__destroy(static_cast<sock_lb*>(s)); };
-  o.obj = static_cast<sock_lb*>(*lb)->obj;
-  dp.objects_.push_back(std::move(o));
-
   if (opts.telemetry) {
-    auto ops = openSkel("sock_ops", sock_ops__open_opts, sock_ops__load, sock_ops__destroy, opts.pinDir, opts.limits);
+    auto ops = loadObject<sock_ops, sock_ops__destroy>(dp.objects_, "sock_ops", sock_ops__open_opts, sock_ops__load,
+                                                       opts);
     if (!ops) return ops.error();
-    Object a;
-    a.skel = *ops;
-    a.destroy = [](void* s) { sock_ops__destroy(static_cast<sock_ops*>(s)); };
-    a.obj = static_cast<sock_ops*>(*ops)->obj;
-    dp.objects_.push_back(std::move(a));
-    auto tel = openSkel("sock_telemetry", sock_telemetry__open_opts, sock_telemetry__load, sock_telemetry__destroy,
-                        opts.pinDir, opts.limits);
+    auto tel = loadObject<sock_telemetry, sock_telemetry__destroy>(dp.objects_, "sock_telemetry",
+                                                                   sock_telemetry__open_opts, sock_telemetry__load,
+                                                                   opts);
     if (!tel) return tel.error();
-    Object b;
-    b.skel = *tel;
-    b.destroy = [](void* s) { sock_telemetry__destroy(static_cast<sock_telemetry*>(s)); };
-    b.obj = static_cast<sock_telemetry*>(*tel)->obj;
-    dp.objects_.push_back(std::move(b));
   } else {
-    // Telemetry off: detach telemetry links an earlier agent pinned.
-    for (auto& e : fs::directory_iterator(linksDir(opts.pinDir), ec)) {
-      if (!isTelemetryLink(e.path().filename())) continue;
-      int fd = bpf_obj_get(e.path().c_str());
-      if (fd >= 0) {
-        bpf_link_detach(fd);
-        ::close(fd);
-      }
-      ::unlink(e.path().c_str());
-    }
+    detachTelemetryLinks(opts.pinDir);
   }
 
   for (auto& obj : dp.objects_) {
     Status st = dp.attachAll(obj, opts, cgFd.get(), *cgId);
     if (!st) return st.error();
   }
-
-  auto* m = &static_cast<sock_lb*>(dp.objects_[0].skel)->maps;
-  dp.maps_ = MapFds{bpf_map__fd(m->aimesh_frontends), bpf_map__fd(m->aimesh_services), bpf_map__fd(m->aimesh_slots),
-                    bpf_map__fd(m->aimesh_backends),  bpf_map__fd(m->aimesh_revnat),   bpf_map__fd(m->aimesh_svc_stats),
-                    bpf_map__fd(m->aimesh_be_stats),  bpf_map__fd(m->aimesh_reasons),  bpf_map__fd(m->aimesh_hist),
-                    bpf_map__fd(m->aimesh_be_tel),    bpf_map__fd(m->aimesh_be_load),  bpf_map__fd(m->aimesh_events),
-                    bpf_map__fd(m->aimesh_hash_tables), bpf_map__fd(m->aimesh_svc_load), bpf_map__fd(m->aimesh_be_signal),
-                    bpf_map__fd(m->aimesh_config)};
-  dp.maps_.policy = bpf_map__fd(m->aimesh_policy);
-  aimesh_config cfg{};
-  cfg.ewma_tau_ns = opts.tuning.ewmaTauNs;
-  cfg.penalty_half_life_ns = opts.tuning.penaltyHalfLifeNs;
-  cfg.eject_base_ns = opts.tuning.ejectBaseNs;
-  cfg.eject_max_ns = opts.tuning.ejectMaxNs;
-  cfg.penalty_per_failure = opts.tuning.penaltyPerFailure;
-  cfg.eject_after = opts.tuning.ejectAfter;
-  cfg.ct_tcp_timeout_ns = opts.tuning.ctTcpTimeoutNs;
-  cfg.ct_udp_timeout_ns = opts.tuning.ctUdpTimeoutNs;
-  cfg.ct_closing_timeout_ns = opts.tuning.ctClosingTimeoutNs;
-  uint32_t zero = 0;
-  if (bpf_map_update_elem(dp.maps_.config, &zero, &cfg, BPF_ANY) != 0)
-    return Error::fromErrno("write aimesh_config");
+  dp.maps_ = mapFdsOf(**lb);
+  if (Status st = writeConfig(dp.maps_.config, opts.tuning); !st) return st.error();
   // Last: the TC program reads the configuration just written (timeouts).
   if (Status st = dp.attachTc(opts); !st) return st.error();
   return dp;

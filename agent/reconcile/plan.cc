@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 #include <set>
+#include <tuple>
 
 namespace aimesh {
 
@@ -50,9 +52,55 @@ std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t
 
 namespace {
 
-uint32_t lowestFree(const std::set<uint32_t>& used, uint32_t& cursor, uint32_t limit) {
-  while (cursor < limit && used.count(cursor)) ++cursor;
-  return cursor < limit ? cursor++ : 0;
+// Hands out ids in [1, limit). An id in use now or already handed out in this
+// plan is never handed out again in the same plan, so a removed id's counters
+// are not inherited by a new object. `used_` holds both (one set, so handing
+// out n ids costs O(n log n)).
+class IdPool {
+ public:
+  template <class Records>
+  IdPool(const Records& current, uint32_t limit) : limit_(limit) {
+    for (auto& [id, _] : current) used_.insert(id);
+  }
+
+  bool claimed(uint32_t id) const { return claimed_.count(id) != 0; }
+
+  // Claims an id of the current state for this plan.
+  void keep(uint32_t id) {
+    claimed_.insert(id);
+    used_.insert(id);
+  }
+
+  // Claims the lowest free id and appends it to `fresh`; nullopt when every
+  // id below the limit is taken.
+  std::optional<uint32_t> claimNew(std::vector<uint32_t>& fresh) {
+    while (cursor_ < limit_ && used_.count(cursor_)) ++cursor_;
+    if (cursor_ >= limit_) return std::nullopt;
+    uint32_t id = cursor_++;
+    fresh.push_back(id);
+    keep(id);
+    return id;
+  }
+
+ private:
+  std::set<uint32_t> used_, claimed_;
+  uint32_t cursor_ = 1;
+  uint32_t limit_;
+};
+
+// A backend keeps its id through (service id, address, port).
+using BackendAddress = std::tuple<uint32_t, IpAddr, uint16_t>;
+
+// The ids of one plan, and the current backends' ids by address.
+struct PlanIds {
+  IdPool services, backends;
+  std::map<BackendAddress, uint32_t> currentBackends;
+};
+
+PlanIds planIds(const KernelState& current, const MapLimits& limits) {
+  PlanIds ids{IdPool(current.services, limits.services), IdPool(current.backends, limits.backends), {}};
+  for (auto& [id, be] : current.backends) ids.currentBackends[{be.serviceId, be.addr, be.port}] = id;
+  return ids;
 }
 
 // The slots of `gen` for service `id` in `state`, in index order.
@@ -65,126 +113,149 @@ std::vector<uint32_t> slotsOf(const KernelState& state, uint32_t id, uint8_t gen
   return out;
 }
 
-}  // namespace
+std::vector<FrontendKey> frontendsOf(const Service& svc, const PortSpec& ps) {
+  std::vector<FrontendKey> fks;
+  for (auto& vip : svc.vips) fks.push_back(FrontendKey{vip, ps.port, ps.protocol});
+  return fks;
+}
 
-Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimits& limits) {
-  Plan plan;
-  KernelState& out = plan.desired;
-
-  // Ids in use now or already handed out in this plan are never reused in the
-  // same plan, so a removed id's counters are not inherited by a new object.
-  // `used*` holds both (one set, so handing out n ids costs O(n log n)).
-  std::set<uint32_t> usedSvc, usedBe;
-  for (auto& [id, _] : current.services) usedSvc.insert(id);
-  for (auto& [id, _] : current.backends) usedBe.insert(id);
-  uint32_t svcCursor = 1, beCursor = 1;
-  std::set<uint32_t> claimedSvc, claimedBe;
-
-  std::map<std::tuple<uint32_t, IpAddr, uint16_t>, uint32_t> currentBackendIds;
-  for (auto& [id, be] : current.backends) currentBackendIds[{be.serviceId, be.addr, be.port}] = id;
-
-  for (const Service& svc : desired.services) {
-    for (const PortSpec& ps : svc.ports) {
-      std::vector<FrontendKey> fks;
-      for (auto& vip : svc.vips) fks.push_back(FrontendKey{vip, ps.port, ps.protocol});
-
-      uint32_t sid = 0;
-      for (auto& fk : fks) {
-        auto it = current.frontends.find(fk);
-        if (it != current.frontends.end() && current.services.count(it->second) &&
-            !claimedSvc.count(it->second)) {
-          sid = it->second;
-          break;
-        }
-      }
-      if (sid == 0) {
-        sid = lowestFree(usedSvc, svcCursor, limits.services);
-        if (sid == 0) continue;  // full: the caller reports the shortfall via index size
-        plan.newServiceIds.push_back(sid);
-      }
-      claimedSvc.insert(sid);
-      usedSvc.insert(sid);
-
-      ServiceInfo info{svc.name,         svc.nameSpace, svc.model,  svc.algorithm,  ps, fks, {},
-                       svc.modelMetrics, svc.policy,    svc.connections};
-      std::vector<std::pair<uint32_t, uint16_t>> weighted;
-      for (const Endpoint& ep : svc.endpoints) {
-        uint16_t port = ep.port ? ep.port : ps.port;
-        uint32_t bid = 0;
-        auto it = currentBackendIds.find({sid, ep.address, port});
-        if (it != currentBackendIds.end() && !claimedBe.count(it->second)) {
-          bid = it->second;
-        } else {
-          bid = lowestFree(usedBe, beCursor, limits.backends);
-          if (bid == 0) continue;
-          plan.newBackendIds.push_back(bid);
-        }
-        claimedBe.insert(bid);
-        usedBe.insert(bid);
-        out.backends[bid] = BackendRecord{ep.address, port, ep.state, sid, ep.weight};
-        plan.index.backends[bid] = BackendInfo{sid, ep, port};
-        info.backendIds.push_back(bid);
-        if (ep.state == EndpointState::kActive) weighted.emplace_back(bid, ep.weight);
-      }
-
-      std::vector<uint32_t> slots = expandSlots(weighted, AIMESH_MAX_SLOTS_PER_SVC);
-      std::set<uint32_t> distinct(slots.begin(), slots.end());
-      ServiceRecord rec{static_cast<uint32_t>(slots.size()), static_cast<uint32_t>(distinct.size()),
-                        svc.algorithm, 0};
-      if (svc.algorithm == Algorithm::kMaglev || svc.algorithm == Algorithm::kBoundedHash) {
-        // The table holds the backends that take new connections, each
-        // known by its address and port so every agent builds the same one.
-        std::vector<MaglevBackend> mb;
-        for (auto& [bid, weight] : weighted) {
-          const BackendRecord& br = out.backends[bid];
-          mb.push_back(MaglevBackend{bid, fmt::format("{}:{}", br.addr.toString(), br.port), weight});
-        }
-        std::vector<uint32_t> table = buildMaglevTable(std::move(mb), svc.hashTableSize);
-        if (!table.empty()) {
-          rec.hashSize = svc.hashTableSize;
-          rec.balancePct = svc.balancePct;
-          out.hashTables[sid] = std::move(table);
-        }
-      }
-
-      auto cur = current.services.find(sid);
-      if (cur != current.services.end()) {
-        const ServiceRecord& c = cur->second;
-        // Keep every slot of this service as it is; then, if the live slot
-        // list must change, write the other generation and flip to it. The
-        // old generation stays for readers still on the old record.
-        for (auto it = current.slots.lower_bound(SlotKey{sid, 0});
-             it != current.slots.end() && it->first.serviceId == sid; ++it)
-          out.slots[it->first] = it->second;
-        bool same = slotsOf(current, sid, c.slotGen, c.slotCount) == slots;
-        rec.slotGen = same ? c.slotGen : static_cast<uint8_t>(1 - (c.slotGen & 1));
-        if (!same) {
-          uint32_t base = rec.slotGen * AIMESH_MAX_SLOTS_PER_SVC;
-          for (auto it = out.slots.lower_bound(SlotKey{sid, base});
-               it != out.slots.end() && it->first.serviceId == sid &&
-               it->first.slot < base + AIMESH_MAX_SLOTS_PER_SVC;)
-            it = out.slots.erase(it);
-        }
-      }
-      uint32_t base = rec.slotGen * AIMESH_MAX_SLOTS_PER_SVC;
-      for (uint32_t i = 0; i < slots.size(); ++i) out.slots[SlotKey{sid, base + i}] = slots[i];
-
-      if (svc.policy) {
-        rec.policy = true;
-        for (uint64_t cg : svc.policy->allowCgroupIds) out.policy[PolicyKey{cg, sid}] = 1;
-      }
-      out.services[sid] = rec;
-      for (auto& fk : fks) out.frontends[fk] = sid;
-      plan.index.services[sid] = std::move(info);
+// An existing service keeps its id through the first of its frontends that
+// names a current service not yet claimed in this plan; otherwise it gets
+// the lowest free id. nullopt when the services map is full.
+std::optional<uint32_t> claimServiceId(const KernelState& current, const std::vector<FrontendKey>& fks,
+                                       IdPool& ids, std::vector<uint32_t>& fresh) {
+  uint32_t kept = 0;
+  for (auto& fk : fks) {
+    auto it = current.frontends.find(fk);
+    if (it != current.frontends.end() && current.services.count(it->second) && !ids.claimed(it->second)) {
+      kept = it->second;
+      break;
     }
   }
+  if (kept == 0) return ids.claimNew(fresh);
+  ids.keep(kept);
+  return kept;
+}
 
-  // Slots of the inactive generation may name backends that are gone; drop
-  // those entries so no slot points at a deleted backend.
+// The current id of the backend at `addr` if this plan has not claimed it
+// yet, otherwise the lowest free id. nullopt when the backends map is full.
+std::optional<uint32_t> claimBackendId(PlanIds& ids, const BackendAddress& addr, std::vector<uint32_t>& fresh) {
+  auto it = ids.currentBackends.find(addr);
+  if (it == ids.currentBackends.end() || ids.backends.claimed(it->second)) return ids.backends.claimNew(fresh);
+  ids.backends.keep(it->second);
+  return it->second;
+}
+
+using WeightedBackends = std::vector<std::pair<uint32_t, uint16_t>>;
+
+// Gives the endpoints of `svc` on port `ps` backend ids under service `sid`
+// and adds their records and index entries (endpoints that do not fit are
+// left out). Returns the active ones with their weights, in endpoint order.
+WeightedBackends planBackends(const Service& svc, const PortSpec& ps, uint32_t sid, PlanIds& ids, Plan& plan,
+                              ServiceInfo& info) {
+  WeightedBackends weighted;
+  for (const Endpoint& ep : svc.endpoints) {
+    uint16_t port = ep.port ? ep.port : ps.port;
+    std::optional<uint32_t> bid = claimBackendId(ids, {sid, ep.address, port}, plan.newBackendIds);
+    if (!bid) continue;
+    plan.desired.backends[*bid] = BackendRecord{ep.address, port, ep.state, sid, ep.weight};
+    plan.index.backends[*bid] = BackendInfo{sid, ep, port};
+    info.backendIds.push_back(*bid);
+    if (ep.state == EndpointState::kActive) weighted.emplace_back(*bid, ep.weight);
+  }
+  return weighted;
+}
+
+// maglev and bounded_hash: builds the service's hash table into `out` and
+// records its size and load bound in `rec`. Other algorithms have none.
+void planHashTable(const Service& svc, uint32_t sid, const WeightedBackends& weighted, KernelState& out,
+                   ServiceRecord& rec) {
+  if (svc.algorithm != Algorithm::kMaglev && svc.algorithm != Algorithm::kBoundedHash) return;
+  // The table holds the backends that take new connections, each
+  // known by its address and port so every agent builds the same one.
+  std::vector<MaglevBackend> mb;
+  for (auto& [bid, weight] : weighted) {
+    const BackendRecord& br = out.backends[bid];
+    mb.push_back(MaglevBackend{bid, fmt::format("{}:{}", br.addr.toString(), br.port), weight});
+  }
+  std::vector<uint32_t> table = buildMaglevTable(std::move(mb), svc.hashTableSize);
+  if (table.empty()) return;
+  rec.hashSize = svc.hashTableSize;
+  rec.balancePct = svc.balancePct;
+  out.hashTables[sid] = std::move(table);
+}
+
+// Writes `slots` as the live slot list of service `sid` and sets
+// `rec.slotGen`. A current service keeps every slot as it is; then, if the
+// live slot list must change, the other generation is written and the record
+// flips to it. The old generation stays for readers still on the old record.
+void planSlots(const KernelState& current, uint32_t sid, const std::vector<uint32_t>& slots, KernelState& out,
+               ServiceRecord& rec) {
+  if (auto cur = current.services.find(sid); cur != current.services.end()) {
+    const ServiceRecord& c = cur->second;
+    for (auto it = current.slots.lower_bound(SlotKey{sid, 0});
+         it != current.slots.end() && it->first.serviceId == sid; ++it)
+      out.slots[it->first] = it->second;
+    bool same = slotsOf(current, sid, c.slotGen, c.slotCount) == slots;
+    rec.slotGen = same ? c.slotGen : static_cast<uint8_t>(1 - (c.slotGen & 1));
+    if (!same) {
+      uint32_t base = rec.slotGen * AIMESH_MAX_SLOTS_PER_SVC;
+      for (auto it = out.slots.lower_bound(SlotKey{sid, base});
+           it != out.slots.end() && it->first.serviceId == sid && it->first.slot < base + AIMESH_MAX_SLOTS_PER_SVC;)
+        it = out.slots.erase(it);
+    }
+  }
+  uint32_t base = rec.slotGen * AIMESH_MAX_SLOTS_PER_SVC;
+  for (uint32_t i = 0; i < slots.size(); ++i) out.slots[SlotKey{sid, base + i}] = slots[i];
+}
+
+// Adds the kernel service for port `ps` of `svc` to the plan, with its
+// backends, slots, hash table and policy entries; a service that does not
+// fit is left out (the caller reports the shortfall via the index's size).
+void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& current, PlanIds& ids, Plan& plan) {
+  KernelState& out = plan.desired;
+  std::vector<FrontendKey> fks = frontendsOf(svc, ps);
+  std::optional<uint32_t> claimed = claimServiceId(current, fks, ids.services, plan.newServiceIds);
+  if (!claimed) return;
+  uint32_t sid = *claimed;
+
+  ServiceInfo info{svc.name,         svc.nameSpace, svc.model,  svc.algorithm,  ps, fks, {},
+                   svc.modelMetrics, svc.policy,    svc.connections};
+  WeightedBackends weighted = planBackends(svc, ps, sid, ids, plan, info);
+
+  std::vector<uint32_t> slots = expandSlots(weighted, AIMESH_MAX_SLOTS_PER_SVC);
+  std::set<uint32_t> distinct(slots.begin(), slots.end());
+  ServiceRecord rec{static_cast<uint32_t>(slots.size()), static_cast<uint32_t>(distinct.size()), svc.algorithm, 0};
+  planHashTable(svc, sid, weighted, out, rec);
+  planSlots(current, sid, slots, out, rec);
+
+  if (svc.policy) {
+    rec.policy = true;
+    for (uint64_t cg : svc.policy->allowCgroupIds) out.policy[PolicyKey{cg, sid}] = 1;
+  }
+  out.services[sid] = rec;
+  for (auto& fk : fks) out.frontends[fk] = sid;
+  plan.index.services[sid] = std::move(info);
+}
+
+// Slots of the inactive generation may name backends that are gone; drop
+// those entries so no slot points at a deleted backend.
+void dropSlotsOfDeletedBackends(KernelState& out) {
   for (auto it = out.slots.begin(); it != out.slots.end();) {
     if (!out.backends.count(it->second)) it = out.slots.erase(it);
     else ++it;
   }
+}
+
+}  // namespace
+
+Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimits& limits) {
+  Plan plan;
+  PlanIds ids = planIds(current, limits);
+  for (const Service& svc : desired.services) {
+    for (const PortSpec& ps : svc.ports) planServicePort(svc, ps, current, ids, plan);
+  }
+  dropSlotsOfDeletedBackends(plan.desired);
   return plan;
 }
 

@@ -654,99 +654,113 @@ std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w) {
   return out;
 }
 
+// The aimesh.io/* annotations of one Service, and where warnings about them go.
+class Annotations {
+ public:
+  Annotations(const ServiceObj& svc, Warnings& w) : svc_(svc), w_(w) {}
+
+  // The annotation's value, or nullptr when it is not set.
+  const std::string* find(const char* name) const {
+    auto it = svc_.meta.annotations.find(name);
+    return it == svc_.meta.annotations.end() ? nullptr : &it->second;
+  }
+
+  void warn(const char* name, const std::string& message) {
+    w_.push_back("Service " + svc_.meta.key() + ": annotation " + name + ": " + message);
+  }
+
+  // Sets `field` from annotation `name` when it is set and `parse` accepts
+  // it; otherwise warns with the parser's message and `kept()`, which says
+  // what stays in force ("; using ...").
+  template <class Parse, class T, class Kept>
+  void parseInto(const char* name, Parse parse, T& field, Kept kept) {
+    const std::string* v = find(name);
+    if (v == nullptr) return;
+    if (auto parsed = parse(*v)) {
+      field = *parsed;
+    } else {
+      warn(name, parsed.error().message() + kept());
+    }
+  }
+
+ private:
+  const ServiceObj& svc_;
+  Warnings& w_;
+};
+
+void applyHashTableSizeAnnotation(Annotations& ann, Service& base) {
+  const std::string* v = ann.find(kHashTableSizeAnnotation);
+  if (v == nullptr) return;
+  std::string keep = "; using " + std::to_string(base.hashTableSize);
+  auto n = parseAnnotationInt(*v);
+  if (!n) {
+    ann.warn(kHashTableSizeAnnotation, notIntegerMessage(kMinHashTableSize, kMaxHashTableSize, "'" + *v + "'") + keep);
+  } else if (auto bad = checkHashTableSize(*n, *v)) {
+    ann.warn(kHashTableSizeAnnotation, *bad + keep);
+  } else {
+    base.hashTableSize = static_cast<uint32_t>(*n);
+  }
+}
+
+// Model metrics are scraped only with a valid port; the path is optional.
+void applyModelMetricsAnnotations(Annotations& ann, Service& base) {
+  const std::string* port = ann.find(kModelMetricsPortAnnotation);
+  const std::string* path = ann.find(kModelMetricsPathAnnotation);
+  if (port == nullptr) {
+    if (path != nullptr) {
+      ann.warn(kModelMetricsPathAnnotation,
+               std::string("is set without ") + kModelMetricsPortAnnotation + "; model metrics not scraped");
+    }
+    return;
+  }
+  const std::string notScraped = "; model metrics not scraped";
+  auto n = parseAnnotationInt(*port);
+  if (!n) {
+    ann.warn(kModelMetricsPortAnnotation, notIntegerMessage(kMinPort, kMaxPort, "'" + *port + "'") + notScraped);
+    return;
+  }
+  if (*n < kMinPort || *n > kMaxPort) {
+    ann.warn(kModelMetricsPortAnnotation, outOfRangeMessage(kMinPort, kMaxPort, *port) + notScraped);
+    return;
+  }
+  ModelMetricsSpec spec;
+  spec.port = static_cast<uint16_t>(*n);
+  if (path != nullptr) {
+    if (auto bad = checkMetricsPath(*path)) {
+      ann.warn(kModelMetricsPathAnnotation, *bad + "; using " + spec.path);
+    } else {
+      spec.path = *path;
+    }
+  }
+  base.modelMetrics = spec;
+}
+
+// The connection policy; the rules are the state file's (model/connection_rules.h).
+void applyConnectionAnnotations(Annotations& ann, Service& base) {
+  ConnectionPolicy& cp = base.connections;
+  ann.parseInto(kRebalanceAnnotation, parseBoolText, cp.rebalance, [&] {
+    return std::string("; using the default for ") + toString(base.algorithm) + " (" +
+           (cp.rebalanceOn(base.algorithm) ? "on" : "off") + ")";
+  });
+  ann.parseInto(kRebalanceRateAnnotation, parseRebalanceRate, cp.rebalanceRate,
+                [&] { return fmt::format("; using {:g}", cp.rebalanceRate); });
+  ann.parseInto(kMaxRequestsAnnotation, parseMaxRequests, cp.maxRequests,
+                [&] { return "; using " + std::to_string(cp.maxRequests); });
+  ann.parseInto(kMaxConnectionAgeAnnotation, parseDurationMs, cp.maxAgeMs,
+                [&] { return "; using " + formatDurationMs(cp.maxAgeMs); });
+  ann.parseInto(kDrainTimeoutAnnotation, parseDurationMs, cp.drainTimeoutMs,
+                [&] { return "; using " + formatDurationMs(cp.drainTimeoutMs); });
+}
+
 // Reads the aimesh.io/* annotations into base; bad values keep the default.
 void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
-  const auto& ann = svc.meta.annotations;
-  auto warn = [&](const char* name, const std::string& message) {
-    w.push_back("Service " + svc.meta.key() + ": annotation " + name + ": " + message);
-  };
-  auto find = [&](const char* name) -> const std::string* {
-    auto it = ann.find(name);
-    return it == ann.end() ? nullptr : &it->second;
-  };
-
-  if (const std::string* v = find(kAlgorithmAnnotation)) {
-    if (auto a = parseAlgorithmText(*v)) {
-      base.algorithm = *a;
-    } else {
-      warn(kAlgorithmAnnotation, a.error().message() + "; using " + toString(base.algorithm));
-    }
-  }
-
-  if (const std::string* v = find(kModelAnnotation)) base.model = *v;
-
-  if (const std::string* v = find(kHashTableSizeAnnotation)) {
-    std::string keep = "; using " + std::to_string(base.hashTableSize);
-    auto n = parseAnnotationInt(*v);
-    if (!n) {
-      warn(kHashTableSizeAnnotation, notIntegerMessage(kMinHashTableSize, kMaxHashTableSize, "'" + *v + "'") + keep);
-    } else if (auto bad = checkHashTableSize(*n, *v)) {
-      warn(kHashTableSizeAnnotation, *bad + keep);
-    } else {
-      base.hashTableSize = static_cast<uint32_t>(*n);
-    }
-  }
-
-  const std::string* port = find(kModelMetricsPortAnnotation);
-  const std::string* path = find(kModelMetricsPathAnnotation);
-  if (port != nullptr) {
-    const std::string notScraped = "; model metrics not scraped";
-    auto n = parseAnnotationInt(*port);
-    if (!n) {
-      warn(kModelMetricsPortAnnotation, notIntegerMessage(kMinPort, kMaxPort, "'" + *port + "'") + notScraped);
-    } else if (*n < kMinPort || *n > kMaxPort) {
-      warn(kModelMetricsPortAnnotation, outOfRangeMessage(kMinPort, kMaxPort, *port) + notScraped);
-    } else {
-      ModelMetricsSpec spec;
-      spec.port = static_cast<uint16_t>(*n);
-      if (path != nullptr) {
-        if (auto bad = checkMetricsPath(*path)) {
-          warn(kModelMetricsPathAnnotation, *bad + "; using " + spec.path);
-        } else {
-          spec.path = *path;
-        }
-      }
-      base.modelMetrics = spec;
-    }
-  } else if (path != nullptr) {
-    warn(kModelMetricsPathAnnotation,
-         std::string("is set without ") + kModelMetricsPortAnnotation + "; model metrics not scraped");
-  }
-
-  // The connection policy; the rules are the state file's (model/connection_rules.h).
-  ConnectionPolicy& cp = base.connections;
-  if (const std::string* v = find(kRebalanceAnnotation)) {
-    if (auto b = parseBoolText(*v)) {
-      cp.rebalance = *b;
-    } else {
-      warn(kRebalanceAnnotation, b.error().message() + "; using the default for " + toString(base.algorithm) + " (" +
-                                     (cp.rebalanceOn(base.algorithm) ? "on" : "off") + ")");
-    }
-  }
-  if (const std::string* v = find(kRebalanceRateAnnotation)) {
-    if (auto x = parseRebalanceRate(*v)) {
-      cp.rebalanceRate = *x;
-    } else {
-      warn(kRebalanceRateAnnotation, x.error().message() + fmt::format("; using {:g}", cp.rebalanceRate));
-    }
-  }
-  if (const std::string* v = find(kMaxRequestsAnnotation)) {
-    if (auto n = parseMaxRequests(*v)) {
-      cp.maxRequests = *n;
-    } else {
-      warn(kMaxRequestsAnnotation, n.error().message() + "; using " + std::to_string(cp.maxRequests));
-    }
-  }
-  for (auto [name, out] : {std::pair{kMaxConnectionAgeAnnotation, &cp.maxAgeMs},
-                           std::pair{kDrainTimeoutAnnotation, &cp.drainTimeoutMs}}) {
-    if (const std::string* v = find(name)) {
-      if (auto ms = parseDurationMs(*v)) {
-        *out = *ms;
-      } else {
-        warn(name, ms.error().message() + "; using " + formatDurationMs(*out));
-      }
-    }
-  }
+  Annotations ann(svc, w);
+  ann.parseInto(kAlgorithmAnnotation, parseAlgorithmText, base.algorithm,
+                [&] { return std::string("; using ") + toString(base.algorithm); });
+  if (const std::string* v = ann.find(kModelAnnotation)) base.model = *v;
+  applyHashTableSizeAnnotation(ann, base);
+  applyModelMetricsAnnotations(ann, base);
+  applyConnectionAnnotations(ann, base);
 }
 
 // The workload policy annotations: which pods of this node may connect.

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <system_error>
 #include <thread>
@@ -158,6 +159,17 @@ int parseHead(std::string_view head, std::size_t maxHeaders, Request& req) {
   return 0;
 }
 
+// A request head in the connection's buffer: `end` is the offset just past
+// it; `status`, if not 0, is the error to answer with before parsing it.
+struct Head {
+  std::size_t end = std::string::npos;
+  int status = 0;
+};
+
+bool isBadRequest(int status) {
+  return status == 400 || status == 405 || status == 413 || status == 414 || status == 431;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -190,6 +202,15 @@ struct HttpServer::Impl {
   void reject(int fd);
   void drain(int fd);
   void serve(UniqueFd fd);
+  // Reads from fd into buf until it holds a whole request head; nullopt
+  // when the connection is to be closed (peer gone, stop, or timed out).
+  std::optional<Head> readHead(int fd, std::string& buf, Clock::time_point deadline, bool firstRequest);
+  // The answer to the head at the start of buf; fills req when it parses.
+  Response answer(const std::string& buf, const Head& head, bool lastRequest, Request& req);
+  // route(), with a handler's exception answered 500.
+  Response routeOrFail(const Request& req);
+  // Sends res; false when the connection is then closed.
+  bool reply(int fd, const Response& res, bool headOnly);
   // Waits until fd is ready for `events` or the deadline/stop; true if ready.
   bool waitFor(int fd, short events, Clock::time_point deadline);
   bool sendAll(int fd, const std::string& data, Clock::time_point deadline);
@@ -252,86 +273,100 @@ Response HttpServer::Impl::route(const Request& req) {
   return r;
 }
 
+std::optional<Head> HttpServer::Impl::readHead(int fd, std::string& buf, Clock::time_point deadline,
+                                               bool firstRequest) {
+  // The deadline covers the whole head, so trickling bytes does not extend it.
+  char chunk[4096];
+  Head head;
+  std::size_t searched = 0;
+  while ((head.end = headEnd(buf, searched)) == std::string::npos) {
+    searched = buf.size();
+    if (buf.size() > opts.maxHeaderBytes) {
+      head.status = buf.find('\n') == std::string::npos ? 414 : 431;
+      return head;
+    }
+    if (!waitFor(fd, POLLIN, deadline)) {
+      bool timedOut = Clock::now() >= deadline;
+      if (!buf.empty() && timedOut) {
+        sendAll(fd, render(errorResponse(408, "request head not received in time"), false),
+                Clock::now() + std::chrono::milliseconds(200));
+      }
+      // An idle keep-alive connection ending is normal; a connection that
+      // never sent a request, or stopped midway, is a slow client.
+      if (timedOut && (firstRequest || !buf.empty())) counters->timedOut++;
+      return std::nullopt;
+    }
+    // Never hold more than the limit (+ the bytes that show it was passed).
+    std::size_t room = opts.maxHeaderBytes + 4 - std::min(buf.size(), opts.maxHeaderBytes + 3);
+    ssize_t n = ::recv(fd, chunk, std::min(sizeof(chunk), room), MSG_DONTWAIT);
+    if (n == 0) return std::nullopt;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      return std::nullopt;
+    }
+    buf.append(chunk, static_cast<std::size_t>(n));
+  }
+  if (head.end > opts.maxHeaderBytes) head.status = 431;
+  return head;
+}
+
+Response HttpServer::Impl::answer(const std::string& buf, const Head& head, bool lastRequest, Request& req) {
+  int status =
+      head.status != 0 ? head.status : parseHead(std::string_view(buf).substr(0, head.end), opts.maxHeaders, req);
+  if (status == 431) {
+    return errorResponse(431, "request head over " + std::to_string(opts.maxHeaderBytes) + " bytes or " +
+                                  std::to_string(opts.maxHeaders) + " header fields");
+  }
+  if (status != 0) return errorResponse(status, reason(status));
+  if (req.method != "GET" && req.method != "HEAD") {
+    Response res = errorResponse(405, "only GET and HEAD");
+    res.allowHeader = true;
+    return res;
+  }
+  if (req.hasBody) return errorResponse(413, "request bodies are not accepted");
+  Response res = routeOrFail(req);
+  bool http10 = req.version == "HTTP/1.0";
+  bool wantsClose = req.connection.find("close") != std::string::npos ||
+                    (http10 && req.connection.find("keep-alive") == std::string::npos);
+  if (wantsClose || lastRequest) res.close = true;
+  return res;
+}
+
+Response HttpServer::Impl::routeOrFail(const Request& req) {
+  try {
+    return route(req);
+  } catch (const std::exception& e) {
+    spdlog::warn("metrics listener: {} {}: {}", req.method, req.path, e.what());
+  } catch (...) {
+  }
+  return errorResponse(500, "internal error");
+}
+
+bool HttpServer::Impl::reply(int fd, const Response& res, bool headOnly) {
+  counters->requests++;
+  if (isBadRequest(res.status)) counters->badRequests++;
+  bool ok = sendAll(fd, render(res, headOnly), Clock::now() + opts.writeTimeout);
+  if (ok && !res.close) return true;
+  ::shutdown(fd, SHUT_WR);
+  // Closing with unread request bytes makes the kernel send a reset,
+  // which can destroy the error answer before the client reads it; so
+  // after an error read and drop what the client still sends, for a
+  // bounded time and amount ("lingering close", as nginx does).
+  if (ok && res.status >= 400) drain(fd);
+  return false;
+}
+
 void HttpServer::Impl::serve(UniqueFd conn) {
   int fd = conn.get();
   std::string buf;
-  char chunk[4096];
   auto deadline = Clock::now() + opts.requestTimeout;
   for (std::size_t served = 0; served < opts.maxRequestsPerConnection; ++served) {
-    // Read until the head is complete; the deadline covers the whole head,
-    // so trickling bytes does not extend it.
-    std::size_t end;
-    std::size_t searched = 0;
-    int early = 0;
-    while ((end = headEnd(buf, searched)) == std::string::npos) {
-      searched = buf.size();
-      if (buf.size() > opts.maxHeaderBytes) {
-        early = buf.find('\n') == std::string::npos ? 414 : 431;
-        break;
-      }
-      if (!waitFor(fd, POLLIN, deadline)) {
-        bool timedOut = Clock::now() >= deadline;
-        if (!buf.empty() && timedOut) {
-          sendAll(fd, render(errorResponse(408, "request head not received in time"), false),
-                  Clock::now() + std::chrono::milliseconds(200));
-        }
-        // An idle keep-alive connection ending is normal; a connection that
-        // never sent a request, or stopped midway, is a slow client.
-        if (timedOut && (served == 0 || !buf.empty())) counters->timedOut++;
-        return;
-      }
-      // Never hold more than the limit (+ the bytes that show it was passed).
-      std::size_t room = opts.maxHeaderBytes + 4 - std::min(buf.size(), opts.maxHeaderBytes + 3);
-      ssize_t n = ::recv(fd, chunk, std::min(sizeof(chunk), room), MSG_DONTWAIT);
-      if (n == 0) return;
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-        return;
-      }
-      buf.append(chunk, static_cast<std::size_t>(n));
-    }
+    std::optional<Head> head = readHead(fd, buf, deadline, served == 0);
+    if (!head) return;
     Request req;
-    Response res;
-    if (early == 0 && end > opts.maxHeaderBytes) early = 431;
-    int status = early != 0 ? early : parseHead(std::string_view(buf).substr(0, end), opts.maxHeaders, req);
-    if (status == 431) {
-      res = errorResponse(431, "request head over " + std::to_string(opts.maxHeaderBytes) + " bytes or " +
-                                   std::to_string(opts.maxHeaders) + " header fields");
-    } else if (status != 0) {
-      res = errorResponse(status, reason(status));
-    } else if (req.method != "GET" && req.method != "HEAD") {
-      res = errorResponse(405, "only GET and HEAD");
-      res.allowHeader = true;
-    } else if (req.hasBody) {
-      res = errorResponse(413, "request bodies are not accepted");
-    } else {
-      try {
-        res = route(req);
-      } catch (const std::exception& e) {
-        spdlog::warn("metrics listener: {} {}: {}", req.method, req.path, e.what());
-        res = errorResponse(500, "internal error");
-      } catch (...) {
-        res = errorResponse(500, "internal error");
-      }
-      bool http10 = req.version == "HTTP/1.0";
-      bool wantsClose = req.connection.find("close") != std::string::npos ||
-                        (http10 && req.connection.find("keep-alive") == std::string::npos);
-      if (wantsClose || served + 1 == opts.maxRequestsPerConnection) res.close = true;
-    }
-    counters->requests++;
-    if (res.status == 400 || res.status == 405 || res.status == 413 || res.status == 414 || res.status == 431)
-      counters->badRequests++;
-    bool ok = sendAll(fd, render(res, req.method == "HEAD"), Clock::now() + opts.writeTimeout);
-    if (!ok || res.close) {
-      ::shutdown(fd, SHUT_WR);
-      // Closing with unread request bytes makes the kernel send a reset,
-      // which can destroy the error answer before the client reads it; so
-      // after an error read and drop what the client still sends, for a
-      // bounded time and amount ("lingering close", as nginx does).
-      if (ok && res.status >= 400) drain(fd);
-      return;
-    }
-    buf.erase(0, end);
+    Response res = answer(buf, *head, served + 1 == opts.maxRequestsPerConnection, req);
+    if (!reply(fd, res, req.method == "HEAD")) return;
+    buf.erase(0, head->end);
     deadline = Clock::now() + opts.requestTimeout;
   }
 }
