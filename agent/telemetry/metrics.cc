@@ -131,26 +131,27 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
     if (sit == idx.services.end() || tit == tel.end()) continue;
     eps.emplace_back(fmt::format("{},endpoint=\"{}\"", serviceLabels(sit->second), endpointLabel(b)), &tit->second);
   }
-  auto counter = [&](const char* name, const char* help, __u64 aimesh_be_tel::*field) {
-    family(out, name, "counter", help);
-    for (auto& [labels, t] : eps) out += fmt::format("{}{{{}}} {}\n", name, labels, t->counters.*field);
+  // One sample per endpoint: value(t).
+  auto each = [&](const char* name, const char* type, const char* help, auto value) {
+    family(out, name, type, help);
+    for (auto& [labels, t] : eps) out += fmt::format("{}{{{}}} {}\n", name, labels, value(*t));
   };
-  family(out, "aimesh_endpoint_active_connections", "gauge", "Open TCP connections to the endpoint through a service.");
-  for (auto& [labels, t] : eps)
-    out += fmt::format("aimesh_endpoint_active_connections{{{}}} {}\n", labels, std::max<int64_t>(0, t->active));
-  family(out, "aimesh_endpoint_ttft_peak_ewma_seconds", "gauge",
-         "The latency balancer's peak-EWMA of time to first token (0: no sample yet).");
-  for (auto& [labels, t] : eps)
-    out += fmt::format("aimesh_endpoint_ttft_peak_ewma_seconds{{{}}} {}\n", labels, t->ewmaTtftNs / 1e9);
-  family(out, "aimesh_endpoint_failure_penalty", "gauge",
-         "Extra load (virtual connections) the balancer adds after failed connects; halves every half-life.");
-  for (auto& [labels, t] : eps) out += fmt::format("aimesh_endpoint_failure_penalty{{{}}} {}\n", labels, t->penalty);
-  family(out, "aimesh_endpoint_consecutive_failures", "gauge", "Failed connects to the endpoint since the last success.");
-  for (auto& [labels, t] : eps)
-    out += fmt::format("aimesh_endpoint_consecutive_failures{{{}}} {}\n", labels, t->failStreak);
-  family(out, "aimesh_endpoint_ejected", "gauge",
-         "1 while the endpoint is in failure back-off and gets no new connections.");
-  for (auto& [labels, t] : eps) out += fmt::format("aimesh_endpoint_ejected{{{}}} {}\n", labels, t->ejected ? 1 : 0);
+  auto counter = [&](const char* name, const char* help, __u64 aimesh_be_tel::*field) {
+    each(name, "counter", help, [field](const BackendTelemetry& t) { return t.counters.*field; });
+  };
+  each("aimesh_endpoint_active_connections", "gauge", "Open TCP connections to the endpoint through a service.",
+       [](const BackendTelemetry& t) { return std::max<int64_t>(0, t.active); });
+  each("aimesh_endpoint_ttft_peak_ewma_seconds", "gauge",
+       "The latency balancer's peak-EWMA of time to first token (0: no sample yet).",
+       [](const BackendTelemetry& t) { return t.ewmaTtftNs / 1e9; });
+  each("aimesh_endpoint_failure_penalty", "gauge",
+       "Extra load (virtual connections) the balancer adds after failed connects; halves every half-life.",
+       [](const BackendTelemetry& t) { return t.penalty; });
+  each("aimesh_endpoint_consecutive_failures", "gauge", "Failed connects to the endpoint since the last success.",
+       [](const BackendTelemetry& t) { return t.failStreak; });
+  each("aimesh_endpoint_ejected", "gauge",
+       "1 while the endpoint is in failure back-off and gets no new connections.",
+       [](const BackendTelemetry& t) { return t.ejected ? 1 : 0; });
   counter("aimesh_endpoint_ejections_total", "Failure back-offs started for the endpoint.", &aimesh_be_tel::ejections);
   family(out, "aimesh_endpoint_queued_requests", "gauge",
          "Requests waiting in the model server's queue (scraped; only for services with model_metrics).");
@@ -168,11 +169,9 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
   counter("aimesh_endpoint_connections_opened_total", "TCP connections to the endpoint that reached ESTABLISHED.",
           &aimesh_be_tel::opened);
   renderClosed(out, idx, tel, closed);
-  family(out, "aimesh_endpoint_idle_connections", "gauge",
-         "Open connections to the endpoint idle between requests (an HTTP/1.x response ended, no request since).");
-  for (auto& [labels, t] : eps)
-    out += fmt::format("aimesh_endpoint_idle_connections{{{}}} {}\n", labels,
-                       std::clamp<int64_t>(t->idle, 0, std::max<int64_t>(0, t->active)));
+  each("aimesh_endpoint_idle_connections", "gauge",
+       "Open connections to the endpoint idle between requests (an HTTP/1.x response ended, no request since).",
+       [](const BackendTelemetry& t) { return std::clamp<int64_t>(t.idle, 0, std::max<int64_t>(0, t.active)); });
   family(out, "aimesh_endpoint_connection_failures_total", "counter",
          "Connections that failed: refused (RST to the SYN), timeout (no answer), reset (RST after ESTABLISHED).");
   for (auto& [labels, t] : eps) {
@@ -195,10 +194,9 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
           &aimesh_be_tel::bytes_received);
   counter("aimesh_endpoint_retransmits_total", "TCP retransmissions on connections to the endpoint (at close).",
           &aimesh_be_tel::retransmits);
-  family(out, "aimesh_endpoint_connection_seconds_total", "counter",
-         "Time connections to the endpoint spent established (at close).");
-  for (auto& [labels, t] : eps)
-    out += fmt::format("aimesh_endpoint_connection_seconds_total{{{}}} {}\n", labels, t->counters.conn_ns / 1e9);
+  each("aimesh_endpoint_connection_seconds_total", "counter",
+       "Time connections to the endpoint spent established (at close).",
+       [](const BackendTelemetry& t) { return t.counters.conn_ns / 1e9; });
 
   renderHistograms(out, eps);
 }
