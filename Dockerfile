@@ -46,7 +46,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libbpf1 libelf1 zlib1g libfmt9 libspdlog1.10 libyaml-cpp0.7 \
-      libcpp-httplib0.11 libcurl4 libssl3 ca-certificates \
+      libcurl4 libssl3 ca-certificates \
       util-linux mount \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/bin/ /usr/local/bin/

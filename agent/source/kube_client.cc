@@ -1,6 +1,5 @@
 #include "source/kube_client.h"
 
-#include <curl/curl.h>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -8,9 +7,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <sstream>
 
+#include "util/curl.h"
 #include "util/host_port.h"
 
 namespace aimesh {
@@ -39,20 +38,6 @@ std::string resolve(const std::string& dir, const std::string& p) {
   if (p.empty() || p[0] == '/') return p;
   return dir + "/" + p;
 }
-
-void globalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
-using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
 // State shared with libcurl's callbacks for one request.
 struct Transfer {
@@ -219,14 +204,14 @@ Result<KubeConfig> loadKubeconfig(const std::string& path, const std::string& co
   }
 }
 
-KubeClient::KubeClient(KubeConfig cfg, Options opts) : cfg_(std::move(cfg)), opts_(opts) { globalInit(); }
+KubeClient::KubeClient(KubeConfig cfg, Options opts) : cfg_(std::move(cfg)), opts_(opts) { curlGlobalInit(); }
 
 namespace {
 
 // A configured easy handle for `url`; `headers` must outlive it.
-Result<CurlPtr> makeHandle(const KubeConfig& cfg, const KubeClient::Options& opts, const std::string& url,
-                           SlistPtr& headers, Transfer& t, bool streaming) {
-  CurlPtr c(curl_easy_init());
+Result<CurlEasy> makeHandle(const KubeConfig& cfg, const KubeClient::Options& opts, const std::string& url,
+                            CurlSlist& headers, Transfer& t, bool streaming) {
+  CurlEasy c(curl_easy_init());
   if (!c) return Error::msg("curl_easy_init failed");
   CURL* h = c.get();
   t.curl = h;
@@ -289,7 +274,7 @@ Error curlError(CURLcode rc, const std::string& url, const char* errbuf) {
 Result<KubeClient::Response> KubeClient::get(const std::string& path, const std::atomic<bool>* stop) const {
   Transfer t;
   t.stop = stop;
-  SlistPtr headers;
+  CurlSlist headers;
   std::string url = cfg_.server + path;
   auto h = makeHandle(cfg_, opts_, url, headers, t, false);
   if (!h) return h.error();
@@ -308,7 +293,7 @@ Result<long> KubeClient::stream(const std::string& path, const std::function<boo
   Transfer t;
   t.stop = stop;
   t.onLine = &onLine;
-  SlistPtr headers;
+  CurlSlist headers;
   std::string url = cfg_.server + path;
   auto h = makeHandle(cfg_, opts_, url, headers, t, true);
   if (!h) return h.error();

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <httplib.h>
 #include <pthread.h>
 #include <sched.h>
 #include <spdlog/spdlog.h>
@@ -14,13 +13,16 @@
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
-#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
+#include "util/curl.h"
 #include "util/host_port.h"
 
 namespace aimesh {
@@ -226,18 +228,28 @@ std::string excerpt(std::string_view line) {
 
 // ---- scraper helpers --------------------------------------------------------
 
+// Scrapes in flight at once. They all run on the scraper's one thread, so
+// this bounds sockets, not threads: with more targets, the next one starts
+// as each ends, and its timeout starts then.
 constexpr size_t kMaxParallel = 32;
+// Idle keep-alive connections kept between ticks; libcurl closes the least
+// recently used beyond this. With more targets than this, connections turn
+// over every tick, as they did before they were reused.
+constexpr long kMaxKeptConnections = 64;
 // vLLM's full exposition with histograms is a few hundred KiB; anything much
 // larger is not a model server.
 constexpr size_t kMaxBodyBytes = 8u << 20;
+// The longest curl_multi_poll() waits. libcurl shortens it to its own next
+// timeout and curl_multi_wakeup() ends it, so this is only a backstop.
+constexpr int kMaxPollMs = 1000;
 
 bool sameTarget(const ScrapeTarget& a, const ScrapeTarget& b) {
   return a.backendId == b.backendId && a.host == b.host && a.port == b.port && a.path == b.path;
 }
 
-// The bare literal for httplib (it brackets IPv6 itself in the Host header).
-// Names are refused: getaddrinfo() has no timeout, and DNS inside a joined
-// netns would use the agent's resolv.conf anyway.
+// The bare literal, without brackets. Names are refused: a name would need
+// getaddrinfo() (libcurl runs it on a thread of its own), and DNS inside a
+// joined netns would use the agent's resolv.conf anyway.
 Result<std::string> hostLiteral(const std::string& host) {
   std::string h = host;
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
@@ -248,21 +260,15 @@ Result<std::string> hostLiteral(const std::string& host) {
   return Error::fromCode(EINVAL, "scrape target host '" + host + "' is not an IP literal");
 }
 
+// The URL in messages.
 std::string targetUrl(const ScrapeTarget& t) { return "http://" + formatHostPort(t.host, t.port) + t.path; }
 
-std::string describe(httplib::Error e) {
-  switch (e) {
-    case httplib::Error::Connection:
-      return "cannot connect";
-    case httplib::Error::ConnectionTimeout:
-      return "connect timed out";
-    case httplib::Error::Read:
-      return "read failed";
-    case httplib::Error::Write:
-      return "write failed";
-    default:
-      return httplib::to_string(e);
-  }
+// The URL libcurl fetches: an IPv6 zone's '%' is written "%25" (RFC 6874),
+// the one spelling curl's URL parser cannot misread.
+std::string fetchUrl(const std::string& literal, const ScrapeTarget& t) {
+  std::string host = literal;
+  if (auto pct = host.find('%'); pct != std::string::npos) host.replace(pct, 1, "%25");
+  return "http://" + formatHostPort(host, t.port) + t.path;
 }
 
 Status joinNetns(const std::string& name) {
@@ -272,12 +278,69 @@ Status joinNetns(const std::string& name) {
   const std::string path = "/var/run/netns/" + name;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Error::fromErrno("open netns " + path);
-  // Only this thread (and threads it creates) moves; the agent stays put.
+  // Only this thread moves; the agent stays put. Every socket the scraper
+  // opens is opened by this thread, so every scrape goes from the netns.
   int rc = ::setns(fd, CLONE_NEWNET);
   int err = errno;
   ::close(fd);
   if (rc != 0) return Error::fromCode(err, "setns(CLONE_NEWNET) " + path);
   return {};
+}
+
+// One scrape in flight. libcurl's body callback writes here.
+struct Transfer {
+  size_t index = 0;  // into the tick's targets
+  std::string url;   // targetUrl(), for messages
+  CurlEasy easy;
+  CurlMultiMember member;  // declared after easy: leaves the multi before easy is freed
+  std::string body;
+  long status = 0;
+  bool tooLarge = false;
+  std::array<char, CURL_ERROR_SIZE> err{};
+};
+
+size_t onBody(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * n;
+  if (t->status == 0) curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &t->status);
+  if (t->status != 200) return 0;  // no need to read an error page (ends with CURLE_WRITE_ERROR)
+  if (t->body.size() + len > kMaxBodyBytes) {
+    t->tooLarge = true;
+    return 0;
+  }
+  t->body.append(data, len);
+  return len;
+}
+
+// What a finished transfer means.
+Result<ModelSignals> outcome(const Transfer& t, CURLcode rc, std::chrono::milliseconds timeout) {
+  long status = t.status;
+  if (status == 0) curl_easy_getinfo(t.easy.get(), CURLINFO_RESPONSE_CODE, &status);
+  if (status != 0 && status != 200) return Error::msg(t.url + ": HTTP status " + std::to_string(status));
+  if (t.tooLarge) return Error::msg(t.url + ": body larger than " + std::to_string(kMaxBodyBytes) + " bytes");
+  const std::string detail = t.err[0] ? t.err.data() : curl_easy_strerror(rc);
+  switch (rc) {
+    case CURLE_OK:
+      break;
+    case CURLE_OPERATION_TIMEDOUT:
+      return Error::fromCode(ETIMEDOUT,
+                             t.url + ": no complete answer within " + std::to_string(timeout.count()) + " ms");
+    case CURLE_COULDNT_CONNECT: {
+      long os = 0;  // ECONNREFUSED, ENETUNREACH...: more to the point than curl's text
+      curl_easy_getinfo(t.easy.get(), CURLINFO_OS_ERRNO, &os);
+      return Error::fromCode(static_cast<int>(os), t.url + ": cannot connect");
+    }
+    case CURLE_SEND_ERROR:
+      return Error::msg(t.url + ": write failed: " + detail);
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+      return Error::msg(t.url + ": read failed: " + detail);
+    default:
+      return Error::msg(t.url + ": " + detail);
+  }
+  auto parsed = parseModelMetrics(t.body);
+  if (!parsed) return Error::msg(t.url + ": " + parsed.error().message());
+  return parsed;
 }
 
 }  // namespace
@@ -340,20 +403,6 @@ Result<ModelSignals> parseModelMetrics(std::string_view text) {
 // ---- ModelScraper -----------------------------------------------------------
 
 struct ModelScraper::Impl {
-  // One tick's bookkeeping, shared by the scraper thread and its workers
-  // under `mu`.
-  struct InFlight {
-    std::shared_ptr<httplib::Client> client;  // set while its request runs
-    Clock::time_point deadline;
-    bool cut = false;  // stop() called on it
-  };
-  struct Tick {
-    explicit Tick(size_t n) : slots(n) {}
-    std::vector<InFlight> slots;
-    std::deque<std::pair<size_t, Result<ModelSignals>>> done;
-    std::atomic<size_t> next{0};
-  };
-
   Options opts;
   Sink sink;
   std::mutex mu;
@@ -362,20 +411,32 @@ struct ModelScraper::Impl {
   bool stopping = false;              // guarded by mu
   std::atomic<uint64_t> ok{0}, failed{0};
   std::map<uint32_t, bool> healthy;  // scraper thread only: log on changes
+  // libcurl's side, used by the scraper thread only, except that the
+  // destructor calls curl_multi_wakeup() (the one multi call libcurl allows
+  // from another thread). The multi handle holds the connection cache, so
+  // keep-alive connections outlive a tick; spare easy handles keep their
+  // options between scrapes. Declared in this order so the easy handles go
+  // before the multi and the header list they point at.
+  CurlSlist headers;
+  CurlMulti multi;
+  std::vector<CurlEasy> spare;
   std::thread thread;
 
   void run();
   void runTick(const std::vector<ScrapeTarget>& snap);
-  void work(const std::vector<ScrapeTarget>& snap, Tick& tick);
-  Result<ModelSignals> scrape(const ScrapeTarget& t, InFlight& slot);
+  Result<std::unique_ptr<Transfer>> start(const ScrapeTarget& t, size_t index);
+  Result<CurlEasy> newHandle() const;
+  void recycle(Transfer& t);
+  bool stopRequested();
   void deliver(const ScrapeTarget& t, const Result<ModelSignals>& r);
 };
 
 void ModelScraper::Impl::run() {
   ::pthread_setname_np(::pthread_self(), "aimesh-scrape");
-  // Before any socket: workers created below inherit this thread's netns.
-  Status ns = joinNetns(opts.netns);
-  if (!ns) spdlog::error("model scraper: {}; every scrape will fail", ns.error().message());
+  // Before any socket: libcurl opens every one of them on this thread.
+  Status ready = joinNetns(opts.netns);
+  if (ready && !multi) ready = Error::msg("curl_multi_init failed");
+  if (!ready) spdlog::error("model scraper: {}; every scrape will fail", ready.error().message());
   auto next = Clock::now();
   bool idle = true;  // the last tick had no targets
   std::unique_lock lk(mu);
@@ -391,10 +452,10 @@ void ModelScraper::Impl::run() {
       return std::none_of(snap.begin(), snap.end(), [&](const ScrapeTarget& t) { return t.backendId == kv.first; });
     });
     const auto start = Clock::now();
-    if (ns) {
+    if (ready) {
       runTick(snap);
     } else {
-      for (const auto& t : snap) deliver(t, ns.error());
+      for (const auto& t : snap) deliver(t, ready.error());
     }
     // Fixed cadence from the tick's start; an overrun starts the next at once
     // rather than bursting to catch up.
@@ -403,145 +464,124 @@ void ModelScraper::Impl::run() {
   }
 }
 
+// One tick: every target's GET through the multi handle, up to kMaxParallel
+// at a time, each result delivered as soon as it is in. libcurl enforces
+// each transfer's timeout, so a dead or silent backend ends at its deadline
+// while the others are read as they answer.
 void ModelScraper::Impl::runTick(const std::vector<ScrapeTarget>& snap) {
-  const size_t n = snap.size();
-  if (n == 0) return;
-  Tick tick(n);
-  std::vector<std::thread> workers;
-  try {
-    for (size_t i = 0; i < std::min(n, kMaxParallel); ++i) workers.emplace_back([&] { work(snap, tick); });
-  } catch (const std::system_error& e) {
-    spdlog::warn("model scraper: cannot start worker thread: {}", e.what());
-  }
-  if (workers.empty()) work(snap, tick);  // sequential, still bounded per target
-
-  size_t delivered = 0;
-  std::unique_lock lk(mu);
-  while (delivered < n && !stopping) {
-    if (!tick.done.empty()) {
-      auto [i, r] = std::move(tick.done.front());
-      tick.done.pop_front();
-      lk.unlock();
-      deliver(snap[i], r);
-      ++delivered;
-      lk.lock();
-      continue;
-    }
-    // httplib's own timeouts apply per connect and per read; cut a request
-    // at its deadline so a server trickling bytes cannot hold it longer.
-    const auto now = Clock::now();
-    auto wake = Clock::time_point::max();
-    std::vector<std::shared_ptr<httplib::Client>> overdue;
-    for (auto& s : tick.slots) {
-      if (!s.client || s.cut) continue;
-      if (s.deadline <= now) {
-        s.cut = true;
-        overdue.push_back(s.client);
-      } else {
-        wake = std::min(wake, s.deadline);
-      }
-    }
-    if (!overdue.empty()) {
-      lk.unlock();  // stop() can wait for a connect() in progress
-      for (auto& c : overdue) c->stop();
-      lk.lock();
-      continue;
-    }
-    if (wake == Clock::time_point::max()) {
-      cv.wait(lk);
-    } else {
-      cv.wait_until(lk, wake);
-    }
-  }
-  if (stopping) {
-    std::vector<std::shared_ptr<httplib::Client>> live;
-    for (auto& s : tick.slots)
-      if (s.client) {
-        s.cut = true;
-        live.push_back(s.client);
-      }
-    lk.unlock();
-    for (auto& c : live) c->stop();
-  } else {
-    lk.unlock();
-  }
-  for (auto& w : workers) w.join();
-}
-
-void ModelScraper::Impl::work(const std::vector<ScrapeTarget>& snap, Tick& tick) {
+  std::vector<std::unique_ptr<Transfer>> inFlight;
+  size_t next = 0;
   for (;;) {
-    const size_t i = tick.next.fetch_add(1);
-    if (i >= snap.size()) return;
-    auto r = scrape(snap[i], tick.slots[i]);
-    {
-      std::lock_guard g(mu);
-      tick.done.emplace_back(i, std::move(r));
+    // Returning drops what is in flight: the transfers leave the multi and
+    // their connections close.
+    if (stopRequested()) return;
+    while (inFlight.size() < kMaxParallel && next < snap.size()) {
+      const size_t i = next++;
+      auto t = start(snap[i], i);
+      if (t) {
+        inFlight.push_back(std::move(*t));
+      } else {
+        deliver(snap[i], t.error());  // a bad target: reported without a request
+      }
     }
-    cv.notify_all();
+    if (inFlight.empty()) return;
+
+    int running = 0;
+    CURLMcode mc = curl_multi_perform(multi.get(), &running);
+    bool ended = false;
+    int queued = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi.get(), &queued)) {
+      if (m->msg != CURLMSG_DONE) continue;
+      // *m is libcurl's until the handle leaves the multi: copy first.
+      CURL* easy = m->easy_handle;
+      const CURLcode rc = m->data.result;
+      auto it = std::find_if(inFlight.begin(), inFlight.end(), [&](const auto& t) { return t->easy.get() == easy; });
+      if (it == inFlight.end()) continue;
+      std::unique_ptr<Transfer> t = std::move(*it);
+      inFlight.erase(it);
+      auto r = outcome(*t, rc, opts.timeout);
+      recycle(*t);
+      deliver(snap[t->index], r);
+      ended = true;
+    }
+    if (mc == CURLM_OK && !ended) mc = curl_multi_poll(multi.get(), nullptr, 0, kMaxPollMs, nullptr);
+    if (mc != CURLM_OK) {
+      // The multi handle itself failed (out of memory): fail this tick's
+      // scrapes rather than spin; the next tick tries again.
+      const std::string why = std::string("libcurl: ") + curl_multi_strerror(mc);
+      for (auto& t : inFlight) deliver(snap[t->index], Error::msg(t->url + ": " + why));
+      inFlight.clear();
+    }
   }
 }
 
-Result<ModelSignals> ModelScraper::Impl::scrape(const ScrapeTarget& t, InFlight& slot) {
-  const std::string url = targetUrl(t);
+Result<std::unique_ptr<Transfer>> ModelScraper::Impl::start(const ScrapeTarget& t, size_t index) {
+  auto tr = std::make_unique<Transfer>();
+  tr->index = index;
+  tr->url = targetUrl(t);
   auto host = hostLiteral(t.host);
   if (!host) return host.error();
-  if (t.port == 0) return Error::fromCode(EINVAL, url + ": port 0");
+  if (t.port == 0) return Error::fromCode(EINVAL, tr->url + ": port 0");
   if (t.path.empty() || t.path[0] != '/')
     return Error::fromCode(EINVAL, "scrape target path '" + t.path + "' must start with '/'");
 
-  auto cli = std::make_shared<httplib::Client>(*host, t.port);
-  cli->set_connection_timeout(opts.timeout);
-  cli->set_read_timeout(opts.timeout);
-  cli->set_write_timeout(opts.timeout);
-  cli->set_keep_alive(false);
-  cli->set_follow_location(false);
-  const auto deadline = Clock::now() + opts.timeout;
-  {
-    std::lock_guard g(mu);
-    if (stopping) return Error::msg(url + ": scraper stopping");
-    slot.client = cli;
-    slot.deadline = deadline;
+  if (spare.empty()) {
+    auto h = newHandle();
+    if (!h) return Error::msg(tr->url + ": " + h.error().message());
+    spare.push_back(std::move(*h));
   }
-  cv.notify_all();  // the scraper thread now has a deadline to watch
+  tr->easy = std::move(spare.back());
+  spare.pop_back();
+  CURL* h = tr->easy.get();
+  curl_easy_setopt(h, CURLOPT_URL, fetchUrl(*host, t).c_str());  // libcurl copies it
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, tr.get());
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, tr->err.data());
+  auto member = CurlMultiMember::add(multi.get(), h);
+  if (!member) {
+    recycle(*tr);
+    return Error::msg(tr->url + ": " + member.error().message());
+  }
+  tr->member = std::move(*member);
+  return tr;
+}
 
-  // Ask for 0.0.4 text explicitly: prometheus_client would otherwise be free
-  // to answer in OpenMetrics.
-  const httplib::Headers headers{{"Accept", "text/plain;version=0.0.4;q=1.0,*/*;q=0.1"},
-                                 {"User-Agent", "aimesh-agent/" AIMESH_VERSION}};
-  int status = 0;
-  bool tooLarge = false;
-  std::string body;
-  auto res = cli->Get(
-      t.path, headers,
-      [&](const httplib::Response& r) {
-        status = r.status;
-        return r.status == 200;  // no need to read an error page
-      },
-      [&](const char* data, size_t len) {
-        if (body.size() + len > kMaxBodyBytes) {
-          tooLarge = true;
-          return false;
-        }
-        body.append(data, len);
-        return Clock::now() < deadline;
-      });
-  bool cut = false;
-  {
-    std::lock_guard g(mu);
-    slot.client.reset();
-    cut = slot.cut;
-  }
-  if (!res) {
-    if (status != 0 && status != 200) return Error::msg(url + ": HTTP status " + std::to_string(status));
-    if (tooLarge) return Error::msg(url + ": body larger than " + std::to_string(kMaxBodyBytes) + " bytes");
-    if (cut || Clock::now() >= deadline)
-      return Error::fromCode(ETIMEDOUT, url + ": no complete answer within " + std::to_string(opts.timeout.count()) +
-                                            " ms");
-    return Error::msg(url + ": " + describe(res.error()));
-  }
-  auto parsed = parseModelMetrics(body);
-  if (!parsed) return Error::msg(url + ": " + parsed.error().message());
-  return parsed;
+// The options every scrape shares, set once per handle.
+Result<CurlEasy> ModelScraper::Impl::newHandle() const {
+  CurlEasy e(curl_easy_init());
+  if (!e) return Error::msg("curl_easy_init failed");
+  CURL* h = e.get();
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  // The whole scrape: connect, request and body. A server trickling bytes
+  // cannot stretch it.
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(opts.timeout.count()));
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, onBody);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "aimesh-agent/" AIMESH_VERSION);
+  curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+  curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);  // the path as configured
+  // Targets are pod addresses: an http_proxy in the agent's environment
+  // must not send scrapes elsewhere. "" turns proxies off whatever it says.
+  curl_easy_setopt(h, CURLOPT_PROXY, "");
+  // Reuse a connection from the last tick or the one before, no older: one
+  // to a backend that has left the set is closed soon after.
+  const auto twoTicks = std::chrono::ceil<std::chrono::seconds>(2 * opts.interval);
+  curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, static_cast<long>(std::max<int64_t>(1, twoTicks.count())));
+  return e;
+}
+
+// Takes t's handle out of the multi (its connection goes back to the cache,
+// or is closed if the transfer failed) and keeps it for the next scrape.
+void ModelScraper::Impl::recycle(Transfer& t) {
+  t.member = {};
+  if (!t.easy) return;
+  curl_easy_setopt(t.easy.get(), CURLOPT_WRITEDATA, nullptr);
+  curl_easy_setopt(t.easy.get(), CURLOPT_ERRORBUFFER, nullptr);
+  spare.push_back(std::move(t.easy));
+}
+
+bool ModelScraper::Impl::stopRequested() {
+  std::lock_guard g(mu);
+  return stopping;
 }
 
 void ModelScraper::Impl::deliver(const ScrapeTarget& t, const Result<ModelSignals>& r) {
@@ -570,6 +610,12 @@ ModelScraper::ModelScraper(Options opts, Sink sink) : impl_(std::make_unique<Imp
   opts.timeout = std::max(opts.timeout, milliseconds(1));
   impl_->opts = std::move(opts);
   impl_->sink = std::move(sink);
+  curlGlobalInit();
+  // Ask for 0.0.4 text explicitly: prometheus_client would otherwise be free
+  // to answer in OpenMetrics.
+  impl_->headers.reset(curl_slist_append(nullptr, "Accept: text/plain;version=0.0.4;q=1.0,*/*;q=0.1"));
+  impl_->multi.reset(curl_multi_init());
+  if (impl_->multi) curl_multi_setopt(impl_->multi.get(), CURLMOPT_MAXCONNECTS, kMaxKeptConnections);
   impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
 }
 
@@ -579,6 +625,8 @@ ModelScraper::~ModelScraper() {
     impl_->stopping = true;
   }
   impl_->cv.notify_all();
+  // Ends a curl_multi_poll() in progress, or the next one at once.
+  if (impl_->multi) curl_multi_wakeup(impl_->multi.get());
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 

@@ -1,8 +1,9 @@
 // Optional scraper of model-server load signals: parseModelMetrics() reads a
 // Prometheus text exposition (vLLM, SGLang, TGI names) into ModelSignals, and
 // ModelScraper polls a set of backends' /metrics on its own thread (optionally
-// inside another network namespace) and hands each result to a sink, which
-// the agent uses to write queue depth into a BPF map for the load balancer.
+// inside another network namespace) through libcurl's multi interface and
+// hands each result to a sink, which the agent uses to write queue depth into
+// a BPF map for the load balancer.
 //
 // Not here: the BPF map, its layout or the writer (the sink's job), service
 // discovery of which backends to scrape (the caller's setTargets()), and the
@@ -49,8 +50,9 @@ struct ScrapeTarget {
 };
 
 // Scrapes every target once per interval, all targets in parallel (up to 32
-// at a time), each bounded by Options.timeout, so a slow or dead backend
-// delays no one else. Results go to the sink from the scraper's own thread,
+// at a time) on the scraper's one thread, each bounded by Options.timeout,
+// so a slow or dead backend delays no one else. Connections are kept alive
+// from one tick to the next. Results go to the sink from the scraper's thread,
 // one call at a time, never under an internal lock (the sink may call
 // setTargets()). A result is dropped if its backend left the target set while
 // it was in flight.
@@ -63,13 +65,14 @@ class ModelScraper {
     std::chrono::milliseconds timeout{300};  // whole scrape: connect + request + body
     // "" = the agent's own network namespace; else a name under
     // /var/run/netns, joined by the scraper thread with setns(CLONE_NEWNET)
-    // before it opens any socket. If that fails, every scrape reports why.
+    // before it opens any socket (it opens them all). If that fails, every
+    // scrape reports why.
     std::string netns;
   };
 
   ModelScraper(Options opts, Sink sink);
-  // Stops and joins the thread: in-flight requests are cut (httplib stop()),
-  // so it returns within about Options.timeout at worst, never hangs.
+  // Stops and joins the thread: in-flight requests are dropped at once
+  // (curl_multi_wakeup() ends the thread's wait) and reported to no one.
   ~ModelScraper();
   ModelScraper(const ModelScraper&) = delete;
   ModelScraper& operator=(const ModelScraper&) = delete;

@@ -3,7 +3,8 @@
 // namespace. Streams from the client namespace fill the stand-in's single
 // slot so requests queue; the scraper must report that queue, then zero once
 // the load is gone. Dead and silent backends must fail within the timeout
-// without holding up the live ones. Everything lives in the sandbox.
+// without holding up the live ones, all on the scraper's one thread.
+// Everything lives in the sandbox.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,6 +35,13 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+
+// Threads of this process, from /proc/self/task.
+size_t threadCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
 
 double msBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -235,6 +244,7 @@ TEST_F(ModelScraperE2e, DeadAndSilentBackendsFailWithinTimeoutWithoutHoldingUpLi
   }).join();
 
   Recorder rec;
+  const size_t threadsBefore = threadCount();
   // A long interval: every result below comes from the first tick, which
   // starts as soon as the idle scraper is given targets.
   scraper_ = std::make_unique<ModelScraper>(
@@ -271,6 +281,9 @@ TEST_F(ModelScraperE2e, DeadAndSilentBackendsFailWithinTimeoutWithoutHoldingUpLi
   // flight; shutting down cuts it rather than waiting for its deadline, and
   // it is not reported.
   ASSERT_TRUE(rec.waitFor(1, live->at + 1ms, [](const Recorder::Record&) { return true; }, 4s).has_value());
+  // Mid-tick, four scrapes made and one in flight: one thread is the
+  // scraper, none is per target.
+  EXPECT_EQ(threadCount(), threadsBefore + 1);
   const auto t1 = Clock::now();
   scraper_.reset();
   EXPECT_LT(msBetween(t1, Clock::now()), 250);

@@ -2,16 +2,21 @@
 // stand-in, SGLang and TGI expositions, label and value edge cases, and
 // errors that name the line; ModelScraper against an httplib server on
 // loopback (values, HTTP/parse/host errors, per-target deadlines, prompt
-// shutdown, replacing targets, a netns that cannot be joined).
+// shutdown, replacing targets, a netns that cannot be joined, many targets
+// at once on the scraper's one thread).
 #include "telemetry/model_scraper.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -292,10 +297,13 @@ class Recorder {
 
 // A metrics server on loopback: /m/<name> serves a settable body, /hold
 // answers only when released (or when the test ends), /trickle sends headers
-// and then a comment line every 20 ms, forever.
+// and then a comment line every 20 ms, forever. httplib serves a connection
+// on one thread until it closes, and the scraper keeps its connections open:
+// `threads` must exceed the connections a test holds at once.
 class FakeMetricsServer {
  public:
-  explicit FakeMetricsServer(const std::string& host = "127.0.0.1") {
+  explicit FakeMetricsServer(const std::string& host = "127.0.0.1", size_t threads = 8) {
+    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     server_.Get(R"(/m/(\w+))", [this](const httplib::Request& req, httplib::Response& res) {
       std::lock_guard g(mu_);
       auto it = bodies_.find(req.matches[1]);
@@ -323,10 +331,21 @@ class FakeMetricsServer {
         }
       });
     });
+    // httplib listens with a backlog of 5, and a tick connects to all its
+    // targets at once: a burst to one server would overflow that and wait
+    // out a SYN retransmit (1 s). Model servers listen with far more
+    // (uvicorn: 2048), so raise it as soon as the socket listens.
+    server_.set_socket_options([this](int s) {
+      httplib::default_socket_options(s);
+      listenFd_ = s;
+    });
     port_ = server_.bind_to_any_port(host);
+    if (port_ > 0 && ::listen(listenFd_, SOMAXCONN) != 0) port_ = -1;
     if (port_ > 0) {
       thread_ = std::thread([this] { server_.listen_after_bind(); });
       for (int i = 0; i < 500 && !server_.is_running(); ++i) std::this_thread::sleep_for(2ms);
+      // One answer: the accept loop, and so the worker pool, is running.
+      httplib::Client(host, port_).Get("/m/");
     }
   }
   ~FakeMetricsServer() {
@@ -356,12 +375,47 @@ class FakeMetricsServer {
   httplib::Server server_;
   std::thread thread_;
   int port_ = -1;
+  int listenFd_ = -1;  // httplib's; it closes it
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::string> bodies_;
   int held_ = 0;
   bool released_ = false;
 };
+
+// Completes TCP handshakes (the kernel's backlog) and never reads or answers:
+// a backend that hangs.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&sa), len) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+      return;
+    port_ = ntohs(sa.sin_port);
+  }
+  ~SilentListener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+  uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+// Threads of this process, from /proc/self/task.
+size_t threadCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
 
 double msBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -454,7 +508,7 @@ TEST(ModelScraper, SlowTargetsTimeOutWithoutDelayingOthers) {
   EXPECT_FALSE(hold[0].ok);
   EXPECT_FALSE(trickle[0].ok);
   EXPECT_NE(hold[0].error.find("no complete answer within 200 ms"), std::string::npos) << hold[0].error;
-  // The trickle never trips httplib's read timeout; only the deadline cuts it.
+  // The trickle keeps the connection busy; only the deadline cuts it.
   EXPECT_NE(trickle[0].error.find("no complete answer within 200 ms"), std::string::npos) << trickle[0].error;
   EXPECT_LT(fast[0].at, hold[0].at);
   EXPECT_GE(msBetween(fast[0].at, hold[0].at), 150);
@@ -558,6 +612,66 @@ TEST(ModelScraper, Ipv6LiteralTargetsPlainAndBracketed) {
     ASSERT_TRUE(r.ok) << r.error;
     EXPECT_DOUBLE_EQ(r.signals.running, 4);
   }
+}
+
+// 32 targets, all at the server at the same moment, and the process has one
+// thread more than before the scraper: its own. No thread per target.
+TEST(ModelScraper, ScrapesManyTargetsAtOnceOnItsOneThread) {
+  constexpr uint32_t kTargets = 32;
+  FakeMetricsServer srv("127.0.0.1", kTargets + 8);
+  ASSERT_TRUE(srv.ok());
+  const size_t before = threadCount();
+  Recorder rec;
+  ModelScraper scraper({.interval = 10s, .timeout = 5s, .netns = ""}, rec.sink());
+  std::vector<ScrapeTarget> targets;
+  for (uint32_t id = 1; id <= kTargets; ++id) targets.push_back({id, "127.0.0.1", srv.port(), "/hold"});
+  scraper.setTargets(targets);
+  ASSERT_TRUE(srv.waitHeld(kTargets, 3s)) << "the 32 requests never were in flight together";
+  EXPECT_EQ(threadCount(), before + 1);
+  srv.release();
+  for (uint32_t id = 1; id <= kTargets; ++id) {
+    ASSERT_TRUE(rec.hasAtLeast(id, 1)) << id;
+    auto r = rec.of(id).front();
+    EXPECT_TRUE(r.ok) << id << ": " << r.error;
+    EXPECT_DOUBLE_EQ(r.signals.waiting, 1);
+  }
+  EXPECT_EQ(scraper.scrapesOk(), kTargets);
+  EXPECT_EQ(threadCount(), before + 1);
+}
+
+// One silent backend among 31 live ones: the live answers are all in well
+// before the timeout, the silent one fails at it, not later.
+TEST(ModelScraper, SilentTargetFailsAtItsDeadlineWithoutDelayingThirtyOneOthers) {
+  constexpr uint32_t kLive = 31;
+  FakeMetricsServer srv("127.0.0.1", kLive + 8);
+  ASSERT_TRUE(srv.ok());
+  srv.setBody("a", "vllm:num_requests_waiting 2\n");
+  SilentListener silent;
+  ASSERT_NE(silent.port(), 0);
+  Recorder rec;
+  ModelScraper scraper({.interval = 10s, .timeout = 500ms, .netns = ""}, rec.sink());
+  std::vector<ScrapeTarget> targets{{100, "127.0.0.1", silent.port(), "/metrics"}};
+  for (uint32_t id = 1; id <= kLive; ++id) targets.push_back({id, "127.0.0.1", srv.port(), "/m/a"});
+  const auto t0 = Clock::now();
+  scraper.setTargets(targets);
+  ASSERT_TRUE(rec.hasAtLeast(100, 1));
+  auto hung = rec.of(100).front();
+  EXPECT_FALSE(hung.ok);
+  EXPECT_NE(hung.error.find("http://127.0.0.1:" + std::to_string(silent.port()) +
+                            "/metrics: no complete answer within 500 ms"),
+            std::string::npos)
+      << hung.error;
+  EXPECT_GE(msBetween(t0, hung.at), 450);
+  EXPECT_LT(msBetween(t0, hung.at), 500 + 400);
+  for (uint32_t id = 1; id <= kLive; ++id) {
+    ASSERT_TRUE(rec.hasAtLeast(id, 1)) << id;
+    auto r = rec.of(id).front();
+    EXPECT_TRUE(r.ok) << id << ": " << r.error;
+    EXPECT_LT(r.at, hung.at) << id;
+    EXPECT_LT(msBetween(t0, r.at), 250) << id;  // half the timeout
+  }
+  EXPECT_EQ(scraper.scrapesOk(), kLive);
+  EXPECT_EQ(scraper.scrapesFailed(), 1u);
 }
 
 }  // namespace
