@@ -191,7 +191,7 @@ AIMESH_VIEW_FIELDS(EndpointList) { v("endpoints", s.endpoints); }
 // ---- latency -----------------------------------------------------------------
 
 // One non-empty histogram bucket: [lower, upper) in seconds, and its count.
-// In JSON a 3-element array.
+// In JSON a 3-element array; an upper bound of null reads as infinity.
 struct Bucket {
   double lower = 0;
   double upper = 0;

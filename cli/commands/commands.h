@@ -1,5 +1,7 @@
 // meshctl commands. Each command is split in two so tests need no agent:
-//   format*(): the agent's JSON response → text and an exit code (pure);
+//   format*(): the agent's JSON response → text and an exit code (pure); each
+//              parses the response into its type from view/views.h and reads
+//              the typed fields (commands/view_cells.h);
 //   run*():    asks the agent through an AgentCall, then calls format*().
 // main.cc only parses flags and dispatches. Table rendering lives in
 // format/table.h; the socket protocol in client/api_client.h.
@@ -45,7 +47,8 @@ struct EndpointsFilter {
 
 // ---- pure formatting ---------------------------------------------------------
 // Each takes the agent's response; {"error": ...} or a response of the wrong
-// shape gives kExitError and a message on `err`.
+// shape (one that does not parse into its view) gives kExitError and a
+// message on `err`.
 
 // status as "key: value" lines, then the attached programs.
 CommandOutput formatStatus(const nlohmann::json& response, OutputFormat format);
@@ -238,8 +241,5 @@ bool checkResponse(const nlohmann::json& response, const char* requiredKey,
 std::string prettyJson(const nlohmann::json& value);
 // 12.5 → "12.5s", 3725 → "1h2m5s", 200000 → "2d7h33m".
 std::string formatDuration(double seconds);
-
-// object[key] as a number, if it is one (JSON ints and floats alike).
-bool numberAt(const nlohmann::json& object, const char* key, double& value);
 
 }  // namespace aimesh

@@ -80,12 +80,4 @@ std::string prettyJson(const nlohmann::json& value) {
   return value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-bool numberAt(const nlohmann::json& object, const char* key, double& value) {
-  if (!object.is_object()) return false;
-  auto it = object.find(key);
-  if (it == object.end() || !it->is_number()) return false;
-  value = it->get<double>();
-  return true;
-}
-
 }  // namespace aimesh

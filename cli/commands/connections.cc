@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 #include "format/table.h"
 
 namespace aimesh {
@@ -24,46 +25,44 @@ std::string describe(const ConnectionsQuery& query) {
   return query.ns.empty() ? query.service : query.ns + "/" + query.service;
 }
 
+using EC = view::EndpointConnections;
+using C = view::Connection;
+
 // "ml/llama:8000".
-std::string serviceText(const nlohmann::json& e) {
-  return cellText(e, "namespace") + "/" + cellText(e, "service") + ":" + cellText(e, "port");
+std::string serviceText(const Item<EC>& e) {
+  return e.cell(&EC::nameSpace) + "/" + e.cell(&EC::service) + ":" + e.cell(&EC::port);
 }
 
-std::string stateText(const nlohmann::json& e) {
-  std::string state = cellText(e, "state");
-  if (e.is_object() && e.value("ejected", false)) state += " (ejected)";
+std::string stateText(const Item<EC>& e) {
+  std::string state = e.cell(&EC::state);
+  if (e.view().ejected) state += " (ejected)";
   return state;
 }
 
 // A duration in seconds as "12.3s" / "1m20s"; "-" when absent.
-std::string durationCell(const nlohmann::json& object, const char* key) {
-  double v = 0;
-  return numberAt(object, key, v) ? formatDuration(v) : "-";
+template <view::View T>
+std::string durationCell(const Item<T>& item, double T::* member) {
+  return item.has(member) ? formatDuration(item.view().*member) : "-";
 }
 
 // requests / open, one decimal; "-" when nothing is open (the endpoint's
 // requests count only connections open now, so there is nothing to divide).
-std::string requestsPerConnection(const nlohmann::json& e) {
-  double open = 0, requests = 0;
-  if (!numberAt(e, "open", open) || !(open > 0) || !numberAt(e, "requests", requests)) return "-";
-  return fmt::format("{:.1f}", requests / open);
+std::string requestsPerConnection(const Item<EC>& e) {
+  if (!e.has(&EC::open) || !(e.view().open > 0) || !e.has(&EC::requests)) return "-";
+  return fmt::format("{:.1f}", static_cast<double>(e.view().requests) / static_cast<double>(e.view().open));
 }
 
 // The non-zero reasons of "closed": "rebalanced 4, max_age 1"; "-" when none.
 // Reasons this meshctl does not know (a newer agent) follow, by name.
-std::string closedText(const nlohmann::json& e) {
-  if (!e.is_object()) return "-";
-  auto it = e.find("closed");
-  if (it == e.end() || !it->is_object()) return "-";
-  const nlohmann::json& closed = *it;
+std::string closedText(const EC& e) {
   std::vector<std::string> parts;
-  auto add = [&](const std::string& reason, const nlohmann::json& count) {
-    if (count.is_number() && count.get<double>() > 0) parts.push_back(reason + " " + count.dump());
+  auto add = [&](const std::string& reason, uint64_t count) {
+    if (count > 0) parts.push_back(reason + " " + std::to_string(count));
   };
   for (const char* reason : kCloseReasons) {
-    if (auto c = closed.find(reason); c != closed.end()) add(reason, *c);
+    if (auto c = e.closed.find(reason); c != e.closed.end()) add(reason, c->second);
   }
-  for (const auto& [reason, count] : closed.items()) {
+  for (const auto& [reason, count] : e.closed) {
     if (std::find_if(kCloseReasons.begin(), kCloseReasons.end(), [&](const char* known) {
           return reason == known;
         }) == kCloseReasons.end()) {
@@ -78,28 +77,18 @@ std::string closedText(const nlohmann::json& e) {
 
 // "idle 0.4s" for an idle connection (how long since its last request
 // ended), the bare state otherwise.
-std::string connectionStateText(const nlohmann::json& c) {
-  std::string state = cellText(c, "state");
-  double idle = 0;
-  if (state == "idle" && numberAt(c, "idle_seconds", idle)) state += " " + formatDuration(idle);
+std::string connectionStateText(const Item<C>& c) {
+  std::string state = c.cell(&C::state);
+  if (state == "idle" && c.view().idleSeconds) state += " " + formatDuration(*c.view().idleSeconds);
   return state;
 }
 
 // An endpoint's connections, oldest first; one without an age goes last.
-std::vector<const nlohmann::json*> connectionsByAge(const nlohmann::json& e) {
-  std::vector<const nlohmann::json*> out;
-  if (!e.is_object()) return out;
-  auto it = e.find("connections");
-  if (it == e.end() || !it->is_array()) return out;
-  for (const auto& c : *it) {
-    if (c.is_object()) out.push_back(&c);
-  }
-  auto age = [](const nlohmann::json* c) {
-    double v = -1;
-    return numberAt(*c, "age_seconds", v) ? v : -1.0;
-  };
-  std::stable_sort(out.begin(), out.end(),
-                   [&](const auto* a, const auto* b) { return age(a) > age(b); });
+std::vector<Item<C>> connectionsByAge(const Item<EC>& e) {
+  std::vector<Item<C>> out;
+  for (std::size_t i = 0; i < e.view().connections.size(); ++i) out.push_back(itemAt(e, &EC::connections, i));
+  auto age = [](const Item<C>& c) { return c.has(&C::ageSeconds) ? c.view().ageSeconds : -1.0; };
+  std::stable_sort(out.begin(), out.end(), [&](const auto& a, const auto& b) { return age(a) > age(b); });
   return out;
 }
 
@@ -128,24 +117,27 @@ CommandOutput formatConnections(const nlohmann::json& response, const Connection
           kExitError, "",
           "meshctl: unexpected response from the agent (\"available\" is not a boolean)\n"};
     }
-    if (!it->get<bool>()) {
-      std::string reason = cellText(response, "reason");
-      return CommandOutput{kExitError, "",
-                           "meshctl: the agent cannot list connections on this node: " +
-                               (reason == "-" ? std::string("no reason given") : reason) + "\n"};
-    }
   }
-  const nlohmann::json& endpoints = response["endpoints"];
-  if (!endpoints.is_array()) {
+  if (!response["endpoints"].is_array()) {
     return CommandOutput{
         kExitError, "",
         "meshctl: unexpected response from the agent (\"endpoints\" is not a list)\n"};
+  }
+  std::optional<view::Connections> parsed = parseResponse<view::Connections>(response, result);
+  if (!parsed) return result;
+  using Cs = view::Connections;
+  Item<Cs> all(*parsed, response);
+  if (all.has(&Cs::available) && !parsed->available) {
+    std::string reason = all.cell(&Cs::reason);
+    return CommandOutput{kExitError, "",
+                         "meshctl: the agent cannot list connections on this node: " +
+                             (reason == "-" ? std::string("no reason given") : reason) + "\n"};
   }
   if (format == OutputFormat::kJson) {
     result.out = prettyJson(response);
     return result;
   }
-  if (endpoints.empty()) {
+  if (parsed->endpoints.empty()) {
     if (!query.service.empty()) {
       result.err = "No open connections to service " + describe(query) + ".\n";
     } else if (!query.ns.empty()) {
@@ -166,19 +158,17 @@ CommandOutput formatConnections(const nlohmann::json& response, const Connection
   conns.setAlign(2, Table::Align::kRight);
   conns.setAlign(3, Table::Align::kRight);
   std::vector<std::size_t> perEndpoint;
-  for (const auto& e : endpoints) {
-    double open = 0;
-    bool anyOpen = numberAt(e, "open", open) && open > 0;
-    table.addRow({serviceText(e), cellText(e, "endpoint"), stateText(e), cellText(e, "open"),
-                  cellText(e, "idle"), cellText(e, "busy"),
-                  anyOpen ? durationCell(e, "oldest_seconds") : "-", requestsPerConnection(e),
-                  closedText(e)});
+  for (std::size_t i = 0; i < parsed->endpoints.size(); ++i) {
+    Item<EC> e = itemAt(all, &Cs::endpoints, i);
+    bool anyOpen = e.has(&EC::open) && e.view().open > 0;
+    table.addRow({serviceText(e), e.cell(&EC::endpoint), stateText(e), e.cell(&EC::open), e.cell(&EC::idle),
+                  e.cell(&EC::busy), anyOpen ? durationCell(e, &EC::oldestSeconds) : "-",
+                  requestsPerConnection(e), closedText(e.view())});
     if (!query.each) continue;
-    std::vector<const nlohmann::json*> rows = connectionsByAge(e);
-    for (const auto* c : rows) {
-      conns.addRow({cellText(*c, "client"), cellText(*c, "protocol"),
-                    durationCell(*c, "age_seconds"), cellText(*c, "requests"),
-                    connectionStateText(*c)});
+    std::vector<Item<C>> rows = connectionsByAge(e);
+    for (const auto& c : rows) {
+      conns.addRow({c.cell(&C::client), c.cell(&C::protocol), durationCell(c, &C::ageSeconds),
+                    c.cell(&C::requests), connectionStateText(c)});
     }
     perEndpoint.push_back(rows.size());
   }

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 #include "format/bars.h"
 
 namespace aimesh {
@@ -39,14 +40,39 @@ std::string timeOfDay(double monotonicSeconds, const FlowClock& clock) {
                      ms % 1000);
 }
 
-std::string field(const nlohmann::json& event, const char* key, const char* label,
-                  std::string (*text)(double)) {
-  double v = 0;
-  if (!numberAt(event, key, v)) return "";
-  return fmt::format(" {}={}", label, text(v));
+using F = view::Flow;
+
+// " label=text", or nothing when the agent did not send the field.
+template <class N>
+std::string field(const Item<F>& event, N F::* member, const char* label, std::string (*text)(double)) {
+  if (!event.has(member)) return "";
+  return fmt::format(" {}={}", label, text(static_cast<double>(event.view().*member)));
 }
 
 std::string countText(double v) { return fmt::format("{:.0f}", v); }
+
+std::string eventLine(const Item<F>& event, const FlowClock& clock) {
+  double t = event.has(&F::timeSeconds) ? event.view().timeSeconds : NAN;
+  std::string type = event.cell(&F::type);
+  std::string line = fmt::format("{} {:<6} {}/{}", timeOfDay(t, clock), type, event.cell(&F::nameSpace),
+                                 event.cell(&F::service));
+  if (type == "no_backend") return line + " (no usable endpoint)\n";
+  if (type == "denied")
+    return line + " (not allowed by policy: client cgroup " + event.cell(&F::clientCgroupId) + ")\n";
+  line += " -> " + event.cell(&F::endpoint);
+  if (type == "open") {
+    line += field(event, &F::durationSeconds, "connect", latencyText);
+  } else if (type == "refused" || type == "timeout") {
+    line += field(event, &F::durationSeconds, "after", latencyText);
+  } else if (type == "close" || type == "reset") {
+    line += field(event, &F::durationSeconds, "duration", latencyText);
+    line += field(event, &F::requests, "requests", countText);
+    line += field(event, &F::bytesSent, "sent", bytesText);
+    line += field(event, &F::bytesReceived, "received", bytesText);
+    line += field(event, &F::retransmits, "retransmits", countText);
+  }
+  return line + "\n";
+}
 
 }  // namespace
 
@@ -61,55 +87,39 @@ FlowClock systemFlowClock() {
 }
 
 std::string formatFlowEvent(const nlohmann::json& event, const FlowClock& clock) {
-  double t = NAN;
-  numberAt(event, "time_seconds", t);
-  std::string type = cellText(event, "type");
-  std::string line = fmt::format("{} {:<6} {}/{}", timeOfDay(t, clock), type,
-                                 cellText(event, "namespace"), cellText(event, "service"));
-  if (type == "no_backend") return line + " (no usable endpoint)\n";
-  if (type == "denied")
-    return line + " (not allowed by policy: client cgroup " + cellText(event, "client_cgroup_id") + ")\n";
-  line += " -> " + cellText(event, "endpoint");
-  if (type == "open") {
-    line += field(event, "duration_seconds", "connect", latencyText);
-  } else if (type == "refused" || type == "timeout") {
-    line += field(event, "duration_seconds", "after", latencyText);
-  } else if (type == "close" || type == "reset") {
-    line += field(event, "duration_seconds", "duration", latencyText);
-    line += field(event, "requests", "requests", countText);
-    line += field(event, "bytes_sent", "sent", bytesText);
-    line += field(event, "bytes_received", "received", bytesText);
-    line += field(event, "retransmits", "retransmits", countText);
-  }
-  return line + "\n";
+  // An event that does not parse shows what it can: nothing.
+  auto parsed = view::parseView<F>(event);
+  static const nlohmann::json kNothing = nlohmann::json::object();
+  return parsed ? eventLine(Item<F>(*parsed, event), clock) : eventLine(Item<F>(F{}, kNothing), clock);
 }
 
 CommandOutput formatFlows(const nlohmann::json& response, const FlowClock& clock,
                           OutputFormat format) {
   CommandOutput result;
   if (!checkResponse(response, "events", result)) return result;
-  const nlohmann::json& events = response["events"];
-  if (!events.is_array()) {
+  if (!response["events"].is_array()) {
     return CommandOutput{
         kExitError, "", "meshctl: unexpected response from the agent (\"events\" is not a list)\n"};
   }
-  double dropped = 0;
-  if (numberAt(response, "dropped", dropped) && dropped > 0) {
+  std::optional<view::Flows> parsed = parseResponse<view::Flows>(response, result);
+  if (!parsed) return result;
+  if (parsed->dropped > 0) {
     result.err = fmt::format(
-        "meshctl: {:.0f} flow events were lost before these (the agent's buffer overflowed)\n",
-        dropped);
+        "meshctl: {} flow events were lost before these (the agent's buffer overflowed)\n", parsed->dropped);
   }
-  for (const auto& e : events) {
+  Item<view::Flows> all(*parsed, response);
+  for (std::size_t i = 0; i < parsed->events.size(); ++i) {
+    Item<F> e = itemAt(all, &view::Flows::events, i);
     result.out += format == OutputFormat::kJson
-                      ? e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"
-                      : formatFlowEvent(e, clock);
+                      ? e.json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"
+                      : eventLine(e, clock);
   }
   return result;
 }
 
 int runFlows(const AgentCall& call, const FlowsOptions& options, OutputFormat format,
              const FlowClock& clock, std::ostream& out, std::ostream& err, const PollLoop& loop) {
-  nlohmann::json since = 0;
+  uint64_t since = 0;
   bool printedAny = false;
   // The agent may answer a request with only part of what it has (a page);
   // ask again at once while pages keep coming, and wait only after an empty
@@ -123,15 +133,17 @@ int runFlows(const AgentCall& call, const FlowsOptions& options, OutputFormat fo
     out << shown.out << std::flush;
     err << shown.err << std::flush;
     if (shown.exitCode != kExitOk) return shown.exitCode;
-    printedAny = printedAny || !(*response)["events"].empty();
+    // formatFlows() accepted it, so it parses.
+    view::Flows page = *view::parseView<view::Flows>(*response);
+    printedAny = printedAny || !page.events.empty();
 
     // Keep our place; an agent that sends no "next" gets the same `since` again.
     bool advanced = false;
-    if (auto it = response->find("next"); it != response->end() && it->is_number()) {
-      advanced = *it != since;
-      since = *it;
+    if (Item<view::Flows>(page, *response).has(&view::Flows::next)) {
+      advanced = page.next != since;
+      since = page.next;
     }
-    bool more = advanced && !(*response)["events"].empty();
+    bool more = advanced && !page.events.empty();
     if (!options.follow) {
       if (more && ++pages < kFlowsMaxPages) continue;
       break;

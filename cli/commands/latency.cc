@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 #include "format/bars.h"
 
 namespace aimesh {
@@ -20,48 +21,36 @@ constexpr std::array<const char*, 6> kMetrics = {"connect", "ttfb",     "ttft",
 // bucket edge is 2^37 ns, ~137 s).
 constexpr double kOpenEndedSeconds = 1e9;
 
-double number(const nlohmann::json& object, const char* key) {
-  if (!object.is_object()) return std::numeric_limits<double>::quiet_NaN();
-  auto it = object.find(key);
-  if (it == object.end() || !it->is_number()) return std::numeric_limits<double>::quiet_NaN();
-  return it->get<double>();
-}
+using EL = view::EndpointLatency;
+using H = view::Histogram;
 
-// [[lower, upper, count], ...] → BarBuckets; malformed entries are skipped.
-std::vector<BarBucket> barBuckets(const nlohmann::json& histogram) {
+// The view's buckets as BarBuckets; empty ones are left out.
+std::vector<BarBucket> barBuckets(const H& histogram) {
   std::vector<BarBucket> out;
-  auto it = histogram.find("buckets");
-  if (it == histogram.end() || !it->is_array()) return out;
-  for (const auto& b : *it) {
-    if (!b.is_array() || b.size() != 3 || !b[0].is_number() || !b[2].is_number()) continue;
-    BarBucket bar;
-    bar.lower = b[0].get<double>();
-    // The overflow bucket's upper bound: null, or UINT64_MAX ns (~585 years)
-    // as histBucketUpper() gives it.
-    bar.upper = b[1].is_number() && b[1].get<double>() < kOpenEndedSeconds
-                    ? b[1].get<double>()
-                    : std::numeric_limits<double>::infinity();
-    bar.count = b[2].is_number_unsigned()
-                    ? b[2].get<uint64_t>()
-                    : static_cast<uint64_t>(std::llround(std::max(0.0, b[2].get<double>())));
-    if (bar.count > 0) out.push_back(bar);
+  for (const view::Bucket& b : histogram.buckets) {
+    // The overflow bucket's upper bound: null (infinity), or UINT64_MAX ns
+    // (~585 years) as histBucketUpper() gives it.
+    double upper = b.upper < kOpenEndedSeconds ? b.upper : std::numeric_limits<double>::infinity();
+    if (b.count > 0) out.push_back(BarBucket{b.lower, upper, b.count});
   }
   return out;
 }
 
-std::string endpointLine(const nlohmann::json& e) {
-  std::string line =
-      cellText(e, "namespace") + "/" + cellText(e, "service") + "  " + cellText(e, "endpoint");
-  if (std::string model = cellText(e, "model"); model != "-") line += "  model=" + model;
-  if (std::string id = cellText(e, "backend_id"); id != "-") line += "  backend=" + id;
+std::string endpointLine(const Item<EL>& e) {
+  std::string line = e.cell(&EL::nameSpace) + "/" + e.cell(&EL::service) + "  " + e.cell(&EL::endpoint);
+  if (std::string model = e.cell(&EL::model); model != "-") line += "  model=" + model;
+  if (std::string id = e.cell(&EL::backendId); id != "-") line += "  backend=" + id;
   return line + "\n";
 }
 
-std::string metricBlock(const char* name, const nlohmann::json& h) {
-  std::string block = fmt::format("  {}  n={}  p50={} p90={} p99={}\n", name, cellText(h, "count"),
-                                  latencyText(number(h, "p50")), latencyText(number(h, "p90")),
-                                  latencyText(number(h, "p99")));
-  std::vector<BarBucket> rows = mergeBuckets(barBuckets(h), kLatencyMaxRows);
+std::string quantile(const Item<H>& h, double H::* member) {
+  return latencyText(h.has(member) ? h.view().*member : std::numeric_limits<double>::quiet_NaN());
+}
+
+std::string metricBlock(const char* name, const Item<H>& h) {
+  std::string block = fmt::format("  {}  n={}  p50={} p90={} p99={}\n", name, h.cell(&H::count),
+                                  quantile(h, &H::p50), quantile(h, &H::p90), quantile(h, &H::p99));
+  std::vector<BarBucket> rows = mergeBuckets(barBuckets(h.view()), kLatencyMaxRows);
   return block + renderBars(rows, 40, "    ");
 }
 
@@ -71,38 +60,32 @@ CommandOutput formatLatency(const nlohmann::json& response, const LatencyQuery& 
                             OutputFormat format) {
   CommandOutput result;
   if (!checkResponse(response, "endpoints", result)) return result;
-  const nlohmann::json& endpoints = response["endpoints"];
-  if (!endpoints.is_array()) {
+  if (!response["endpoints"].is_array()) {
     return CommandOutput{
         kExitError, "",
         "meshctl: unexpected response from the agent (\"endpoints\" is not a list)\n"};
   }
+  std::optional<view::Latency> parsed = parseResponse<view::Latency>(response, result);
+  if (!parsed) return result;
   if (format == OutputFormat::kJson) {
     result.out = prettyJson(response);
     return result;
   }
-  if (endpoints.empty()) {
+  if (parsed->endpoints.empty()) {
     std::string name = query.ns.empty() ? query.service : query.ns + "/" + query.service;
     result.err = "No endpoints for service " + name + ".\n";
     return result;
   }
-  bool first = true;
-  for (const auto& e : endpoints) {
-    if (!first) result.out += "\n";
-    first = false;
+  Item<view::Latency> all(*parsed, response);
+  for (std::size_t i = 0; i < parsed->endpoints.size(); ++i) {
+    if (i > 0) result.out += "\n";
+    Item<EL> e = itemAt(all, &view::Latency::endpoints, i);
     result.out += endpointLine(e);
-    const nlohmann::json* metrics = nullptr;
-    if (auto it = e.find("metrics"); e.is_object() && it != e.end() && it->is_object()) {
-      metrics = &*it;
-    }
     bool any = false;
     for (const char* name : kMetrics) {
-      if (metrics == nullptr) break;
-      auto it = metrics->find(name);
-      if (it == metrics->end() || !it->is_object()) continue;
-      double count = number(*it, "count");
-      if (!(count > 0)) continue;
-      result.out += metricBlock(name, *it);
+      auto it = e.view().metrics.find(name);
+      if (it == e.view().metrics.end() || !(it->second.count > 0)) continue;
+      result.out += metricBlock(name, Item<H>(it->second, e.json().at(viewKey(&EL::metrics)).at(name)));
       any = true;
     }
     if (!any) result.out += "  no samples yet\n";

@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 #include "format/table.h"
 
 namespace aimesh {
@@ -10,15 +11,20 @@ CommandOutput formatServices(const nlohmann::json& response, const std::string& 
                              OutputFormat format) {
   CommandOutput result;
   if (!checkResponse(response, "services", result)) return result;
-  const nlohmann::json& all = response["services"];
-  if (!all.is_array()) {
+  if (!response["services"].is_array()) {
     return CommandOutput{kExitError, "",
                          "meshctl: unexpected response from the agent (\"services\" is not a list)\n"};
   }
+  std::optional<view::ServiceList> parsed = parseResponse<view::ServiceList>(response, result);
+  if (!parsed) return result;
 
-  std::vector<const nlohmann::json*> rows;
-  for (const auto& s : all) {
-    if (ns.empty() || cellText(s, "namespace") == ns) rows.push_back(&s);
+  using L = view::ServiceList;
+  using S = view::Service;
+  Item<L> list(*parsed, response);
+  std::vector<Item<S>> rows;
+  for (std::size_t i = 0; i < parsed->services.size(); ++i) {
+    Item<S> s = itemAt(list, &L::services, i);
+    if (ns.empty() || s.view().nameSpace == ns) rows.push_back(s);
   }
 
   if (format == OutputFormat::kJson) {
@@ -26,7 +32,7 @@ CommandOutput formatServices(const nlohmann::json& response, const std::string& 
       result.out = prettyJson(response);
     } else {
       nlohmann::json filtered = nlohmann::json::array();
-      for (const auto* s : rows) filtered.push_back(*s);
+      for (const auto& s : rows) filtered.push_back(s.json());
       result.out = prettyJson(nlohmann::json{{"services", filtered}});
     }
     return result;
@@ -36,17 +42,15 @@ CommandOutput formatServices(const nlohmann::json& response, const std::string& 
     result.err = ns.empty() ? "No services.\n" : "No services in namespace " + ns + ".\n";
     return result;
   }
-  std::stable_sort(rows.begin(), rows.end(), [](const auto* a, const auto* b) {
-    return std::pair(cellText(*a, "namespace"), cellText(*a, "name")) <
-           std::pair(cellText(*b, "namespace"), cellText(*b, "name"));
+  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.cell(&S::nameSpace), a.cell(&S::name)) < std::pair(b.cell(&S::nameSpace), b.cell(&S::name));
   });
   Table table({"NAMESPACE", "NAME", "MODEL", "ALGORITHM", "FRONTENDS", "ENDPOINTS", "CONNECTIONS",
                "REFUSED"});
-  for (const auto* s : rows) {
-    table.addRow({cellText(*s, "namespace"), cellText(*s, "name"), cellText(*s, "model"),
-                  cellText(*s, "algorithm"), cellText(*s, "frontends"),
-                  cellText(*s, "active_endpoints") + "/" + cellText(*s, "endpoints"),
-                  cellText(*s, "connections"), cellText(*s, "refused")});
+  for (const auto& s : rows) {
+    table.addRow({s.cell(&S::nameSpace), s.cell(&S::name), s.cell(&S::model), s.cell(&S::algorithm),
+                  s.cell(&S::frontends), s.cell(&S::activeEndpoints) + "/" + s.cell(&S::endpoints),
+                  s.cell(&S::connections), s.cell(&S::refused)});
   }
   // "2/3" active/total; "-/-" if the agent left the counts out.
   table.setAlign(5, Table::Align::kRight);

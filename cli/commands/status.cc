@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 #include "format/table.h"
 
 namespace aimesh {
@@ -11,48 +12,50 @@ namespace aimesh {
 CommandOutput formatStatus(const nlohmann::json& response, OutputFormat format) {
   CommandOutput result;
   if (!checkResponse(response, "version", result)) return result;
+  std::optional<view::Status> parsed = parseResponse<view::Status>(response, result);
+  if (!parsed) return result;
   if (format == OutputFormat::kJson) {
     result.out = prettyJson(response);
     return result;
   }
 
-  std::string uptime = "-";
-  if (auto it = response.find("uptime_seconds"); it != response.end() && it->is_number()) {
-    uptime = formatDuration(it->get<double>());
-  }
+  using S = view::Status;
+  Item<S> s(*parsed, response);
   std::vector<std::pair<std::string, std::string>> items = {
-      {"version", cellText(response, "version")},
-      {"pid", cellText(response, "pid")},
-      {"ready", cellText(response, "ready")},
-      {"uptime", uptime},
-      {"cgroup", cellText(response, "cgroup")},
-      {"pin dir", cellText(response, "pin_dir")},
-      {"state file", cellText(response, "state_file")},
-      {"metrics", cellText(response, "metrics_addr")},
-      {"services", cellText(response, "services")},
-      {"endpoints", cellText(response, "endpoints")},
-      {"reconciles", cellText(response, "reconciles")},
-      {"reconcile errors", cellText(response, "reconcile_errors")},
+      {"version", s.cell(&S::version)},
+      {"pid", s.cell(&S::pid)},
+      {"ready", s.cell(&S::ready)},
+      {"uptime", s.has(&S::uptimeSeconds) ? formatDuration(parsed->uptimeSeconds) : "-"},
+      {"cgroup", s.cell(&S::cgroup)},
+      {"pin dir", s.cell(&S::pinDir)},
+      {"state file", s.cell(&S::stateFile)},
+      {"metrics", s.cell(&S::metricsAddr)},
+      {"services", s.cell(&S::services)},
+      {"endpoints", s.cell(&S::endpoints)},
+      {"reconciles", s.cell(&S::reconciles)},
+      {"reconcile errors", s.cell(&S::reconcileErrors)},
   };
   // Whether aimesh can close connections (socket iterators, Linux >= 6.5).
-  if (auto lc = response.find("connection_lifecycle"); lc != response.end() && lc->is_object()) {
-    if (lc->value("available", false))
-      items.emplace_back("connection lifecycle", fmt::format("on ({} passes, {} namespaces)",
-                                                             lc->value("passes", 0), lc->value("namespaces", 0)));
+  if (const auto& lc = parsed->connectionLifecycle) {
+    using L = view::LifecycleStatus;
+    Item<L> l(*lc, response.at(viewKey(&S::connectionLifecycle)));
+    if (lc->available)
+      items.emplace_back("connection lifecycle",
+                         fmt::format("on ({} passes, {} namespaces)", lc->passes, lc->namespaces));
     else
-      items.emplace_back("connection lifecycle", "unavailable: " + lc->value("reason", std::string("?")));
+      items.emplace_back("connection lifecycle",
+                         "unavailable: " + (l.has(&L::reason) ? lc->reason : std::string("?")));
   }
   // The last error is only news when there is one.
-  if (std::string last = cellText(response, "last_error"); last != "-" && !last.empty()) {
-    items.emplace_back("last error", last);
-  }
+  if (!parsed->lastError.empty()) items.emplace_back("last error", parsed->lastError);
   result.out = renderKeyValues(items);
 
-  auto programs = response.find("programs");
-  if (programs != response.end() && programs->is_array() && !programs->empty()) {
+  if (!parsed->programs.empty()) {
+    using P = view::Program;
     Table table({"NAME", "ATTACHED", "LINK"});
-    for (const auto& p : *programs) {
-      table.addRow({cellText(p, "name"), cellText(p, "attached"), cellText(p, "link_id")});
+    for (std::size_t i = 0; i < parsed->programs.size(); ++i) {
+      Item<P> p = itemAt(s, &S::programs, i);
+      table.addRow({p.cell(&P::name), p.cell(&P::attached), p.cell(&P::linkId)});
     }
     result.out += "programs:\n";
     // Indent the program table under its key.

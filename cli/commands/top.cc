@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 #include "format/bars.h"
 #include "format/table.h"
 
@@ -25,21 +26,48 @@ void onSigint(int) {
   gInterrupted = 1;
 }
 
+using T = view::Top;
+using TE = view::TopEndpoint;
+
 // The same endpoint in two polls: a backend id can be reused for a new
 // endpoint, so the address and service take part too.
-bool sameEndpoint(const nlohmann::json& a, const nlohmann::json& b) {
-  for (const char* key : {"backend_id", "endpoint", "service", "namespace"}) {
-    if (cellText(a, key) != cellText(b, key)) return false;
-  }
-  return true;
+bool sameEndpoint(const Item<TE>& a, const Item<TE>& b) {
+  return a.cell(&TE::backendId) == b.cell(&TE::backendId) && a.cell(&TE::endpoint) == b.cell(&TE::endpoint) &&
+         a.cell(&TE::service) == b.cell(&TE::service) && a.cell(&TE::nameSpace) == b.cell(&TE::nameSpace);
 }
 
-
-std::string latencyCell(const nlohmann::json& e, const char* key) {
-  double v = 0;
+std::string latencyCell(const Item<TE>& e, double TE::* member) {
   // No samples yet: the agent sends null or 0.
-  if (!numberAt(e, key, v) || !(v > 0)) return "-";
-  return latencyText(v);
+  if (!e.has(member) || !(e.view().*member > 0)) return "-";
+  return latencyText(e.view().*member);
+}
+
+// A previous poll that can give rates: one that parses and has its list.
+std::optional<T> previousPoll(const nlohmann::json& previous) {
+  if (!previous.is_object() || !previous.contains("endpoints") || !previous["endpoints"].is_array()) {
+    return std::nullopt;
+  }
+  auto parsed = view::parseView<T>(previous);
+  if (!parsed) return std::nullopt;
+  return std::move(*parsed);
+}
+
+std::optional<double> rate(const std::optional<Item<T>>& previous, const Item<T>& current,
+                           const Item<TE>& endpoint) {
+  if (!previous || !previous->has(&T::timeSeconds) || !current.has(&T::timeSeconds) ||
+      !endpoint.has(&TE::requests)) {
+    return std::nullopt;
+  }
+  double t0 = previous->view().timeSeconds, t1 = current.view().timeSeconds;
+  if (!(t1 > t0)) return std::nullopt;
+  for (std::size_t i = 0; i < previous->view().endpoints.size(); ++i) {
+    Item<TE> before = itemAt(*previous, &T::endpoints, i);
+    if (!sameEndpoint(before, endpoint)) continue;
+    uint64_t r0 = before.view().requests, r1 = endpoint.view().requests;
+    if (!before.has(&TE::requests) || r1 < r0) return std::nullopt;
+    return static_cast<double>(r1 - r0) / (t1 - t0);
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -65,59 +93,52 @@ PollLoop sigintPollLoop() {
 
 std::optional<double> requestRate(const nlohmann::json& previous, const nlohmann::json& current,
                                   const nlohmann::json& endpoint) {
-  if (!previous.is_object() || !previous.contains("endpoints") ||
-      !previous["endpoints"].is_array()) {
-    return std::nullopt;
-  }
-  double t0 = 0, t1 = 0, r1 = 0;
-  if (!numberAt(previous, "time_seconds", t0) || !numberAt(current, "time_seconds", t1) ||
-      !numberAt(endpoint, "requests", r1) || !(t1 > t0)) {
-    return std::nullopt;
-  }
-  for (const auto& before : previous["endpoints"]) {
-    if (!sameEndpoint(before, endpoint)) continue;
-    double r0 = 0;
-    if (!numberAt(before, "requests", r0) || r1 < r0) return std::nullopt;
-    return (r1 - r0) / (t1 - t0);
-  }
-  return std::nullopt;
+  std::optional<T> before = previousPoll(previous);
+  auto now = view::parseView<T>(current);
+  auto e = view::parseView<TE>(endpoint);
+  if (!before || !now || !e) return std::nullopt;
+  return rate(Item<T>(*before, previous), Item<T>(*now, current), Item<TE>(*e, endpoint));
 }
 
 CommandOutput formatTopFrame(const nlohmann::json& previous, const nlohmann::json& current,
                              OutputFormat format) {
   CommandOutput result;
   if (!checkResponse(current, "endpoints", result)) return result;
-  const nlohmann::json& endpoints = current["endpoints"];
-  if (!endpoints.is_array()) {
+  if (!current["endpoints"].is_array()) {
     return CommandOutput{
         kExitError, "",
         "meshctl: unexpected response from the agent (\"endpoints\" is not a list)\n"};
   }
+  std::optional<T> parsed = parseResponse<T>(current, result);
+  if (!parsed) return result;
   if (format == OutputFormat::kJson) {
     result.out = current.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     return result;
   }
-  if (endpoints.empty()) {
+  if (parsed->endpoints.empty()) {
     result.out = "No endpoints.\n";
     return result;
   }
-  std::vector<const nlohmann::json*> rows;
-  for (const auto& e : endpoints) rows.push_back(&e);
-  auto key = [](const nlohmann::json* e) {
-    return std::tuple(cellText(*e, "namespace"), cellText(*e, "service"), cellText(*e, "endpoint"));
+  Item<T> now(*parsed, current);
+  std::optional<T> before = previousPoll(previous);
+  std::optional<Item<T>> then;
+  if (before) then.emplace(*before, previous);
+
+  std::vector<Item<TE>> rows;
+  for (std::size_t i = 0; i < parsed->endpoints.size(); ++i) rows.push_back(itemAt(now, &T::endpoints, i));
+  auto key = [](const Item<TE>& e) {
+    return std::tuple(e.cell(&TE::nameSpace), e.cell(&TE::service), e.cell(&TE::endpoint));
   };
-  std::stable_sort(rows.begin(), rows.end(),
-                   [&](const auto* a, const auto* b) { return key(a) < key(b); });
+  std::stable_sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) { return key(a) < key(b); });
 
   Table table(
       {"SERVICE", "ENDPOINT", "ACTIVE", "REQ/S", "TTFT_P50", "TTFT_P99", "GAP_P50", "ERRORS"});
   for (std::size_t c = 2; c < 8; ++c) table.setAlign(c, Table::Align::kRight);
-  for (const auto* e : rows) {
-    std::optional<double> rate = requestRate(previous, current, *e);
-    table.addRow({cellText(*e, "namespace") + "/" + cellText(*e, "service"),
-                  cellText(*e, "endpoint"), cellText(*e, "active"),
-                  rate ? fmt::format("{:.1f}", *rate) : "-", latencyCell(*e, "ttft_p50"),
-                  latencyCell(*e, "ttft_p99"), latencyCell(*e, "gap_p50"), cellText(*e, "errors")});
+  for (const auto& e : rows) {
+    std::optional<double> r = rate(then, now, e);
+    table.addRow({e.cell(&TE::nameSpace) + "/" + e.cell(&TE::service), e.cell(&TE::endpoint),
+                  e.cell(&TE::active), r ? fmt::format("{:.1f}", *r) : "-", latencyCell(e, &TE::ttftP50),
+                  latencyCell(e, &TE::ttftP99), latencyCell(e, &TE::gapP50), e.cell(&TE::errors)});
   }
   result.out = table.render();
   return result;

@@ -1,4 +1,7 @@
+#include <optional>
+
 #include "commands/commands.h"
+#include "commands/view_cells.h"
 
 namespace aimesh {
 
@@ -10,16 +13,23 @@ CommandOutput formatVersion(const Result<nlohmann::json>* agentStatus, OutputFor
     if (!agentStatus->ok()) {
       doc["agent"] = {{"error", agentStatus->error().message()}};
       result.err = "meshctl: " + agentStatus->error().message() + "\n";
-    } else if (CommandOutput failure; !checkResponse(agentStatus->value(), "version", failure)) {
-      std::string text = failure.err;
-      if (text.rfind("meshctl: ", 0) == 0) text.erase(0, 9);
-      if (!text.empty() && text.back() == '\n') text.pop_back();
-      doc["agent"] = {{"error", text}};
-      result.err = failure.err;
     } else {
-      std::string v = cellText(agentStatus->value(), "version");
-      doc["agent"] = {{"version", v}};
-      agentLine = "agent:   " + v + "\n";
+      CommandOutput failure;
+      std::optional<view::Status> status;
+      if (checkResponse(agentStatus->value(), "version", failure)) {
+        status = parseResponse<view::Status>(agentStatus->value(), failure);
+      }
+      if (!status) {
+        std::string text = failure.err;
+        if (text.rfind("meshctl: ", 0) == 0) text.erase(0, 9);
+        if (!text.empty() && text.back() == '\n') text.pop_back();
+        doc["agent"] = {{"error", text}};
+        result.err = failure.err;
+      } else {
+        std::string v = cellOf(status->version);
+        doc["agent"] = {{"version", v}};
+        agentLine = "agent:   " + v + "\n";
+      }
     }
   }
   if (format == OutputFormat::kJson) {

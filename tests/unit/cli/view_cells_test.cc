@@ -1,0 +1,71 @@
+// commands/view_cells.h: keys found through a view's field list, cells that
+// read like cellText() of the same JSON, "-" for what an older agent left out,
+// and the typed commands' answer to a response of the wrong type.
+#include "commands/view_cells.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace aimesh {
+namespace {
+
+using nlohmann::json;
+
+TEST(ViewCellsTest, KeysComeFromTheFieldList) {
+  EXPECT_STREQ(viewKey(&view::Endpoint::inFlight), "in_flight");
+  EXPECT_STREQ(viewKey(&view::Endpoint::nameSpace), "namespace");
+  EXPECT_STREQ(viewKey(&view::EndpointConnections::oldestSeconds), "oldest_seconds");
+  EXPECT_STREQ(viewKey(&view::Status::connectionLifecycle), "connection_lifecycle");
+}
+
+TEST(ViewCellsTest, CellsReadLikeCellText) {
+  json j = {{"service", "s"}, {"namespace", ""}, {"port", 8000}, {"ejected", true},
+            {"in_flight", nullptr}, {"kv_cache_usage", 0.5}};
+  view::Endpoint e = *view::parseView<view::Endpoint>(j);
+  Item<view::Endpoint> item(e, j);
+  for (auto [typed, key] : {std::pair{item.cell(&view::Endpoint::service), "service"},
+                            std::pair{item.cell(&view::Endpoint::nameSpace), "namespace"},
+                            std::pair{item.cell(&view::Endpoint::port), "port"},
+                            std::pair{item.cell(&view::Endpoint::ejected), "ejected"},
+                            std::pair{item.cell(&view::Endpoint::inFlight), "in_flight"},
+                            std::pair{item.cell(&view::Endpoint::kvCacheUsage), "kv_cache_usage"},
+                            std::pair{item.cell(&view::Endpoint::weight), "weight"}}) {
+    EXPECT_EQ(typed, cellText(j, key)) << key;
+  }
+  EXPECT_FALSE(item.has(&view::Endpoint::inFlight));  // null: not sent
+  EXPECT_FALSE(item.has(&view::Endpoint::weight));
+  EXPECT_TRUE(item.has(&view::Endpoint::port));
+  EXPECT_EQ(cellOf(std::vector<std::string>{"a", "b"}), "a,b");
+  EXPECT_EQ(cellOf(std::vector<std::string>{}), "-");
+  EXPECT_EQ(cellOf(std::optional<uint32_t>{}), "-");
+}
+
+TEST(ViewCellsTest, AWrongTypeIsAnUnexpectedResponse) {
+  json bad = {{"services", {{{"name", "s"}, {"endpoints", "three"}}}}};
+  CommandOutput r = formatServices(bad, "", OutputFormat::kTable);
+  EXPECT_EQ(r.exitCode, kExitError);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err.rfind("meshctl: unexpected response from the agent: ", 0), 0u) << r.err;
+}
+
+TEST(ViewCellsTest, OlderAgentWithoutCountsShowsDashes) {
+  // An agent that sends no counts at all: "-", never a made-up 0.
+  json services = {{"services", {{{"name", "s"}, {"namespace", "ml"}}}}};
+  CommandOutput r = formatServices(services, "", OutputFormat::kTable);
+  EXPECT_EQ(r.exitCode, kExitOk);
+  std::istringstream lines(r.out);
+  std::string header, row;
+  std::getline(lines, header);
+  std::getline(lines, row);
+  std::istringstream cells(row);
+  std::vector<std::string> got;
+  for (std::string c; cells >> c;) got.push_back(c);
+  EXPECT_EQ(got, (std::vector<std::string>{"ml", "s", "-", "-", "-", "-/-", "-", "-"})) << r.out;
+}
+
+}  // namespace
+}  // namespace aimesh
