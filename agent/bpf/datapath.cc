@@ -20,15 +20,6 @@
 
 namespace aimesh {
 
-static_assert(DatapathOptions::Tuning{}.ewmaTauNs == AIMESH_DEFAULT_EWMA_TAU_NS);
-static_assert(DatapathOptions::Tuning{}.penaltyHalfLifeNs == AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS);
-static_assert(DatapathOptions::Tuning{}.ejectBaseNs == AIMESH_DEFAULT_EJECT_BASE_NS);
-static_assert(DatapathOptions::Tuning{}.ejectMaxNs == AIMESH_DEFAULT_EJECT_MAX_NS);
-static_assert(DatapathOptions::Tuning{}.penaltyPerFailure == AIMESH_DEFAULT_PENALTY_PER_FAILURE);
-static_assert(DatapathOptions::Tuning{}.ejectAfter == AIMESH_DEFAULT_EJECT_AFTER);
-static_assert(DatapathOptions::Tuning{}.ctTcpTimeoutNs == AIMESH_CT_TCP_TIMEOUT_NS);
-static_assert(DatapathOptions::Tuning{}.ctUdpTimeoutNs == AIMESH_CT_UDP_TIMEOUT_NS);
-static_assert(DatapathOptions::Tuning{}.ctClosingTimeoutNs == AIMESH_CT_CLOSING_TIMEOUT_NS);
 namespace fs = std::filesystem;
 
 namespace {

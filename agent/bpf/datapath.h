@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "aimesh/abi.h"
 #include "util/unique_fd.h"
 #include "util/result.h"
 #include "reconcile/limits.h"
@@ -34,17 +35,18 @@ struct DatapathOptions {
   // Sizes of the maps (set before load; pinned maps must already match).
   MapLimits limits;
   // Tunables written into aimesh_config at every start (balancer feedback).
+  // The defaults are abi.h's, the only copy (the agent's flags show them).
   struct Tuning {
-    uint64_t ewmaTauNs = 10'000'000'000ULL;         // AIMESH_DEFAULT_EWMA_TAU_NS
-    uint64_t penaltyHalfLifeNs = 5'000'000'000ULL;  // AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS
-    uint64_t ejectBaseNs = 1'000'000'000ULL;        // AIMESH_DEFAULT_EJECT_BASE_NS
-    uint64_t ejectMaxNs = 30'000'000'000ULL;        // AIMESH_DEFAULT_EJECT_MAX_NS
-    uint32_t penaltyPerFailure = 4;                 // AIMESH_DEFAULT_PENALTY_PER_FAILURE
-    uint32_t ejectAfter = 3;                        // AIMESH_DEFAULT_EJECT_AFTER
-    // TC path flow idle timeouts (AIMESH_CT_*_TIMEOUT_NS).
-    uint64_t ctTcpTimeoutNs = 300'000'000'000ULL;
-    uint64_t ctUdpTimeoutNs = 60'000'000'000ULL;
-    uint64_t ctClosingTimeoutNs = 10'000'000'000ULL;
+    uint64_t ewmaTauNs = AIMESH_DEFAULT_EWMA_TAU_NS;
+    uint64_t penaltyHalfLifeNs = AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS;
+    uint64_t ejectBaseNs = AIMESH_DEFAULT_EJECT_BASE_NS;
+    uint64_t ejectMaxNs = AIMESH_DEFAULT_EJECT_MAX_NS;
+    uint32_t penaltyPerFailure = AIMESH_DEFAULT_PENALTY_PER_FAILURE;
+    uint32_t ejectAfter = AIMESH_DEFAULT_EJECT_AFTER;
+    // TC path flow idle timeouts.
+    uint64_t ctTcpTimeoutNs = AIMESH_CT_TCP_TIMEOUT_NS;
+    uint64_t ctUdpTimeoutNs = AIMESH_CT_UDP_TIMEOUT_NS;
+    uint64_t ctClosingTimeoutNs = AIMESH_CT_CLOSING_TIMEOUT_NS;
   } tuning;
 };
 
