@@ -36,16 +36,16 @@ struct AgentOptions {
   std::string stateFile;
   std::string metricsAddr = "0.0.0.0:9464";
   std::string apiSocket = "/run/aimesh/agent.sock";
-  std::string pinDir = "/sys/fs/bpf/aimesh";
+  std::string pinDir = DatapathOptions{}.pinDir;
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
-  bool telemetry = true;                     // attach sock_ops + cgroup_skb telemetry
+  bool telemetry = DatapathOptions{}.telemetry;  // attach sock_ops + cgroup_skb telemetry
   std::vector<std::string> tcInterfaces;     // attach the TC load balancer at these interfaces' ingress
   std::chrono::milliseconds ctSweepInterval{5000};  // delete idle TC flows this often
   DatapathOptions::Tuning tuning;            // balancer feedback tunables (aimesh_config)
   MapLimits limits;                          // map sizes (--max-services, --max-backends, --max-flows)
   // Model-server metrics scraping (services with model_metrics:).
-  std::chrono::milliseconds scrapeInterval{500};
-  std::chrono::milliseconds scrapeTimeout{300};
+  std::chrono::milliseconds scrapeInterval = ModelScraper::Options{}.interval;
+  std::chrono::milliseconds scrapeTimeout = ModelScraper::Options{}.timeout;
   std::string scrapeNetns;  // scrape from inside this network namespace ("" = the agent's)
   // Kubernetes source instead of the state file (set: --kubernetes / --kubeconfig).
   std::optional<KubeConfig> kube;
