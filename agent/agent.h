@@ -40,7 +40,8 @@ struct AgentOptions {
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
   bool telemetry = DatapathOptions{}.telemetry;  // attach sock_ops + cgroup_skb telemetry
   std::vector<std::string> tcInterfaces;     // attach the TC load balancer at these interfaces' ingress
-  std::chrono::milliseconds ctSweepInterval{5000};  // delete idle TC flows this often
+  // Delete idle TC flows this often (parseAgentFlags() lowers it to half the shortest flow timeout).
+  std::chrono::milliseconds ctSweepInterval{5000};
   DatapathOptions::Tuning tuning;            // balancer feedback tunables (aimesh_config)
   MapLimits limits;                          // map sizes (--max-services, --max-backends, --max-flows)
   // Model-server metrics scraping (services with model_metrics:).
