@@ -53,6 +53,28 @@ std::map<uint32_t, uint32_t> rebalanceBudgets(Algorithm algorithm, const std::ve
     excess = std::min(excess, eIdle);
     if (excess > 0) over.push_back({e.id, excess});
   }
+  // Within rounding, an endpoint may still sit below its share while every
+  // other one holds exactly ceil(share): 2, 2, 2, 0 over four equal
+  // replicas (share 1.5) happens whenever reconnects race and two land on
+  // the same replica. Nobody is over ceil, yet one replica gets nothing. So
+  // the connections missing below floor(share) are also taken, one each,
+  // from endpoints holding more than their floor (the fullest first); the
+  // balancer sends the reconnect to the emptiest replica.
+  int64_t missing = 0, moving = 0;
+  std::vector<std::pair<double, uint32_t>> donors;  // (open per unit of capacity, id)
+  for (size_t i = 0; i < usable.size(); ++i) {
+    const EndpointLoad& e = *usable[i];
+    int64_t eOpen = std::max<int64_t>(0, e.open), eIdle = std::clamp<int64_t>(e.idle, 0, eOpen);
+    auto floorShare = static_cast<int64_t>(std::floor(open * cap[i] / total + 1e-9));
+    missing += std::max<int64_t>(0, floorShare - eOpen);
+    bool isOver = std::any_of(over.begin(), over.end(), [&](const Over& o) { return o.id == e.id; });
+    double eBusy = static_cast<double>(eOpen - eIdle), shareBusy = busy * cap[i] / total;
+    if (!isOver && eOpen > floorShare && eIdle > 0 && eBusy + 1e-9 >= shareBusy)
+      donors.emplace_back(static_cast<double>(eOpen) / cap[i], e.id);
+  }
+  for (auto& o : over) moving += o.excess;
+  std::stable_sort(donors.begin(), donors.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; i < donors.size() && moving < missing; ++i, ++moving) over.push_back({donors[i].second, 1});
   std::stable_sort(over.begin(), over.end(), [](const Over& a, const Over& b) { return a.excess > b.excess; });
   // Round-robin over the over-share endpoints, the largest excess first.
   for (bool any = true; any && budget > 0;) {

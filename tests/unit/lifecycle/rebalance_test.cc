@@ -38,6 +38,27 @@ TEST(Rebalance, WithinRoundingOfTheShareNothingMoves) {
   EXPECT_EQ(rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 3, 3), ep(2, 0, 0)}, 100), (Budgets{{1, 1}}));
 }
 
+// Every replica at or under ceil(share) is not enough: 2, 2, 2, 0 over four
+// equal replicas leaves one with nothing. One connection is taken from a
+// replica above its floor for each one missing below a floor.
+TEST(Rebalance, AReplicaBelowItsFloorGetsAConnectionFromOneAboveIt) {
+  auto b = rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 2, 2), ep(2, 2, 2), ep(3, 2, 2), ep(4, 0, 0)}, 100);
+  EXPECT_EQ(b.size(), 1u);
+  EXPECT_EQ(b.begin()->second, 1u);
+  EXPECT_FALSE(b.count(4));
+  // Two missing, two donors (the fullest first: 3 holds 3 of share 2.25).
+  b = rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 3, 3), ep(2, 3, 3), ep(3, 3, 3), ep(4, 0, 0)}, 100);
+  EXPECT_EQ(b, (Budgets{{1, 1}, {2, 1}}));
+  // A donor with no idle connection gives nothing; busy ones are left alone.
+  b = rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 2, 0), ep(2, 2, 0), ep(3, 2, 0), ep(4, 0, 0)}, 100);
+  EXPECT_TRUE(b.empty());
+  // Connections already moving from an over-share endpoint fill the gap.
+  b = rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 3, 3), ep(2, 2, 2), ep(3, 1, 1), ep(4, 0, 0)}, 100);
+  EXPECT_EQ(b, (Budgets{{1, 1}}));
+  // Balanced within rounding: 2, 2, 1, 1.
+  EXPECT_TRUE(rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 2, 2), ep(2, 2, 2), ep(3, 1, 1), ep(4, 1, 1)}, 100).empty());
+}
+
 TEST(Rebalance, SharesFollowWeights) {
   // Weights 3:1, 8 connections: 6 and 2.
   EXPECT_EQ(rebalanceBudgets(Algorithm::kLeastConn, {ep(1, 4, 4, 3), ep(2, 4, 4, 1)}, 100), (Budgets{{2, 2}}));
