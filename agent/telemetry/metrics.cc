@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "model/snapshot.h"
+#include "telemetry/views.h"
 
 namespace aimesh {
 
@@ -40,7 +41,17 @@ std::string serviceLabels(const ServiceInfo& s) {
                      escapeLabel(s.nameSpace), escapeLabel(s.model), s.port.port, toString(s.port.protocol));
 }
 
-std::string endpointLabel(const BackendInfo& b) { return formatHostPort(b.endpoint.address, b.targetPort); }
+// The labels of an endpoint's series: its service's, then endpoint="host:port".
+std::string endpointLabels(const EndpointRow& r) {
+  return fmt::format("{},endpoint=\"{}\"", serviceLabels(*r.service), r.name);
+}
+
+// An endpoint row with its labels, formatted once per scrape.
+struct Labelled {
+  const EndpointRow* row;
+  std::string labels;
+  const BackendTelemetry& tel() const { return *row->telemetry; }
+};
 
 std::string fmtSeconds(double s) { return fmt::format("{}", s); }
 
@@ -48,7 +59,7 @@ std::string fmtSeconds(double s) { return fmt::format("{}", s); }
 // it: every close the kernel counted less those it counted as aimesh's), and
 // aimesh's own reasons, as the lifecycle counted them since the agent
 // started, for endpoints in the state and for those that left it.
-void renderClosed(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel,
+void renderClosed(std::string& out, const std::vector<Labelled>& eps,
                   const std::vector<ClosedSeries>* closed) {
   family(out, "aimesh_endpoint_connections_closed_total", "counter",
          "Connections to the endpoint that closed, by reason: other (closed by the client or the server), or "
@@ -57,22 +68,17 @@ void renderClosed(std::string& out, const IdIndex& idx, const std::map<uint32_t,
   if (closed)
     for (auto& c : *closed)
       byKey[{c.nameSpace, c.service, c.port.port, static_cast<uint8_t>(c.port.protocol), c.endpoint}] = &c;
-  for (auto& [id, b] : idx.backends) {
-    auto sit = idx.services.find(b.serviceId);
-    auto tit = tel.find(id);
-    if (sit == idx.services.end() || tit == tel.end()) continue;
-    const ServiceInfo& s = sit->second;
-    std::string ep = endpointLabel(b);
-    std::string labels = fmt::format("{},endpoint=\"{}\"", serviceLabels(s), ep);
-    const aimesh_be_tel& c = tit->second.counters;
+  for (auto& [r, labels] : eps) {
+    const ServiceInfo& s = *r->service;
+    const aimesh_be_tel& c = r->telemetry->counters;
     uint64_t ours = 0;
-    for (uint32_t r = 1; r < AIMESH_CLOSE_MAX; ++r) ours += c.closed_by[r];
+    for (uint32_t reason = 1; reason < AIMESH_CLOSE_MAX; ++reason) ours += c.closed_by[reason];
     out += fmt::format("aimesh_endpoint_connections_closed_total{{{},reason=\"other\"}} {}\n", labels,
                        c.closed > ours ? c.closed - ours : 0);
-    auto k = byKey.find({s.nameSpace, s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), ep});
-    for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
+    auto k = byKey.find({s.nameSpace, s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), r->name});
+    for (uint8_t reason = 1; reason < AIMESH_CLOSE_MAX; ++reason)
       out += fmt::format("aimesh_endpoint_connections_closed_total{{{},reason=\"{}\"}} {}\n", labels,
-                         closeReasonName(r), k == byKey.end() ? 0 : k->second->byReason[r]);
+                         closeReasonName(reason), k == byKey.end() ? 0 : k->second->byReason[reason]);
     if (k != byKey.end()) byKey.erase(k);
   }
   // Endpoints no longer in the state: their connections closed by aimesh.
@@ -91,7 +97,7 @@ void renderClosed(std::string& out, const IdIndex& idx, const std::map<uint32_t,
 
 // The latency histograms of each endpoint that has them (ids below
 // AIMESH_MAX_HIST_BACKENDS), in classic Prometheus buckets.
-void renderHistograms(std::string& out, const std::vector<std::pair<std::string, const BackendTelemetry*>>& eps) {
+void renderHistograms(std::string& out, const std::vector<Labelled>& eps) {
   struct H {
     uint32_t metric;
     const char* name;
@@ -108,9 +114,9 @@ void renderHistograms(std::string& out, const std::vector<std::pair<std::string,
                      H{AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}}) {
     family(out, h.name, "histogram", h.help);
     const auto& bounds = promBoundsSeconds();
-    for (auto& [labels, t] : eps) {
-      if (!t->hasHistograms) continue;
-      const Histogram& hist = t->hist[h.metric];
+    for (auto& [r, labels] : eps) {
+      if (!r->telemetry->hasHistograms) continue;
+      const Histogram& hist = r->telemetry->hist[h.metric];
       auto cum = promCumulative(hist);
       for (size_t i = 0; i < bounds.size(); ++i)
         out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, fmtSeconds(bounds[i]), cum[i]);
@@ -121,20 +127,15 @@ void renderHistograms(std::string& out, const std::vector<std::pair<std::string,
   }
 }
 
-void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32_t, BackendTelemetry>& tel,
-                     const std::vector<ClosedSeries>* closed) {
-  // Each endpoint with its labels, in index order.
-  std::vector<std::pair<std::string, const BackendTelemetry*>> eps;
-  for (auto& [id, b] : idx.backends) {
-    auto sit = idx.services.find(b.serviceId);
-    auto tit = tel.find(id);
-    if (sit == idx.services.end() || tit == tel.end()) continue;
-    eps.emplace_back(fmt::format("{},endpoint=\"{}\"", serviceLabels(sit->second), endpointLabel(b)), &tit->second);
-  }
+// The endpoints with telemetry (rows: the index's endpoints, in id order).
+void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, const std::vector<ClosedSeries>* closed) {
+  std::vector<Labelled> eps;
+  for (const EndpointRow& r : rows)
+    if (r.telemetry) eps.push_back({&r, endpointLabels(r)});
   // One sample per endpoint: value(t).
   auto each = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
-    for (auto& [labels, t] : eps) out += fmt::format("{}{{{}}} {}\n", name, labels, value(*t));
+    for (auto& e : eps) out += fmt::format("{}{{{}}} {}\n", name, e.labels, value(e.tel()));
   };
   auto counter = [&](const char* name, const char* help, __u64 aimesh_be_tel::*field) {
     each(name, "counter", help, [field](const BackendTelemetry& t) { return t.counters.*field; });
@@ -153,34 +154,33 @@ void renderTelemetry(std::string& out, const IdIndex& idx, const std::map<uint32
        "1 while the endpoint is in failure back-off and gets no new connections.",
        [](const BackendTelemetry& t) { return t.ejected ? 1 : 0; });
   counter("aimesh_endpoint_ejections_total", "Failure back-offs started for the endpoint.", &aimesh_be_tel::ejections);
-  family(out, "aimesh_endpoint_queued_requests", "gauge",
-         "Requests waiting in the model server's queue (scraped; only for services with model_metrics).");
-  for (auto& [labels, t] : eps)
-    if (t->signal.valid) out += fmt::format("aimesh_endpoint_queued_requests{{{}}} {}\n", labels, t->signal.queue_depth);
-  family(out, "aimesh_endpoint_running_requests", "gauge",
-         "Requests the model server is running (scraped; only for services with model_metrics).");
-  for (auto& [labels, t] : eps)
-    if (t->signal.valid) out += fmt::format("aimesh_endpoint_running_requests{{{}}} {}\n", labels, t->signal.running);
-  family(out, "aimesh_endpoint_kv_cache_usage_ratio", "gauge",
-         "The model server's KV-cache use, 0 to 1 (scraped; only for services with model_metrics).");
-  for (auto& [labels, t] : eps)
-    if (t->signal.valid)
-      out += fmt::format("aimesh_endpoint_kv_cache_usage_ratio{{{}}} {}\n", labels, t->signal.kv_cache_permille / 1000.0);
+  // Model-server signals: only endpoints scraped successfully have a sample.
+  auto scraped = [&](const char* name, const char* help, auto value) {
+    family(out, name, "gauge", help);
+    for (auto& e : eps)
+      if (e.tel().signal.valid) out += fmt::format("{}{{{}}} {}\n", name, e.labels, value(e.tel().signal));
+  };
+  scraped("aimesh_endpoint_queued_requests",
+          "Requests waiting in the model server's queue (scraped; only for services with model_metrics).",
+          [](const aimesh_be_signal& g) { return g.queue_depth; });
+  scraped("aimesh_endpoint_running_requests",
+          "Requests the model server is running (scraped; only for services with model_metrics).",
+          [](const aimesh_be_signal& g) { return g.running; });
+  scraped("aimesh_endpoint_kv_cache_usage_ratio",
+          "The model server's KV-cache use, 0 to 1 (scraped; only for services with model_metrics).",
+          [](const aimesh_be_signal& g) { return g.kv_cache_permille / 1000.0; });
   counter("aimesh_endpoint_connections_opened_total", "TCP connections to the endpoint that reached ESTABLISHED.",
           &aimesh_be_tel::opened);
-  renderClosed(out, idx, tel, closed);
+  renderClosed(out, eps, closed);
   each("aimesh_endpoint_idle_connections", "gauge",
        "Open connections to the endpoint idle between requests (an HTTP/1.x response ended, no request since).",
        [](const BackendTelemetry& t) { return std::clamp<int64_t>(t.idle, 0, std::max<int64_t>(0, t.active)); });
   family(out, "aimesh_endpoint_connection_failures_total", "counter",
          "Connections that failed: refused (RST to the SYN), timeout (no answer), reset (RST after ESTABLISHED).");
-  for (auto& [labels, t] : eps) {
-    out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"refused\"}} {}\n", labels,
-                       t->counters.failed_refused);
-    out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"timeout\"}} {}\n", labels,
-                       t->counters.failed_timeout);
-    out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"reset\"}} {}\n", labels,
-                       t->counters.reset);
+  for (auto& e : eps) {
+    const aimesh_be_tel& c = e.tel().counters;
+    for (auto [reason, v] : {std::pair{"refused", c.failed_refused}, {"timeout", c.failed_timeout}, {"reset", c.reset}})
+      out += fmt::format("aimesh_endpoint_connection_failures_total{{{},reason=\"{}\"}} {}\n", e.labels, reason, v);
   }
   counter("aimesh_endpoint_requests_total", "Requests started (first payload sent after the previous response began).",
           &aimesh_be_tel::requests);
@@ -273,9 +273,8 @@ void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathS
   auto svcCounter = [&](const char* name, const char* help, uint64_t ServiceCounters::*field) {
     family(out, name, "counter", help);
     for (auto& [id, s] : idx.services) {
-      auto it = st.services.find(id);
-      uint64_t v = it == st.services.end() ? 0 : it->second.*field;
-      out += fmt::format("{}{{{}}} {}\n", name, serviceLabels(s), v);
+      const ServiceCounters* c = serviceCounters(&st, id);
+      out += fmt::format("{}{{{}}} {}\n", name, serviceLabels(s), c ? c->*field : 0);
     }
   };
   svcCounter("aimesh_service_connections_total", "Connections to a service address sent to a backend by connect().",
@@ -289,17 +288,12 @@ void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathS
              &ServiceCounters::denied);
 }
 
-void renderEndpointCounters(std::string& out, const IdIndex& idx, const DatapathStats& st) {
+void renderEndpointCounters(std::string& out, const std::vector<EndpointRow>& rows) {
   auto beMetric = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
-    for (auto& [id, b] : idx.backends) {
-      auto sit = idx.services.find(b.serviceId);
-      if (sit == idx.services.end()) continue;
-      auto it = st.backends.find(id);
-      BackendCounters c = it == st.backends.end() ? BackendCounters{} : it->second;
-      out += fmt::format("{}{{{},endpoint=\"{}\"}} {}\n", name, serviceLabels(sit->second), endpointLabel(b),
-                         value(b, c));
-    }
+    for (const EndpointRow& r : rows)
+      out += fmt::format("{}{{{}}} {}\n", name, endpointLabels(r),
+                         value(*r.backend, r.counters ? *r.counters : BackendCounters{}));
   };
   beMetric("aimesh_endpoint_connections_total", "counter", "Connections sent to this endpoint by connect().",
            [](const BackendInfo&, const BackendCounters& c) { return c.connects; });
@@ -386,9 +380,10 @@ void renderAgent(std::string& out, const AgentCounters& a, uint64_t events) {
 std::string renderMetrics(const MetricsInput& in) {
   std::string out;
   gOpenMetrics = in.openMetrics;
+  std::vector<EndpointRow> rows = endpointRows(*in.index, {}, in.stats, in.telemetry);
   renderServiceCounters(out, *in.index, *in.stats);
-  renderEndpointCounters(out, *in.index, *in.stats);
-  if (in.telemetry) renderTelemetry(out, *in.index, *in.telemetry, in.closed);
+  renderEndpointCounters(out, rows);
+  if (in.telemetry) renderTelemetry(out, rows, in.closed);
   renderDatapath(out, in);
   const AgentCounters& a = in.agent;
   family(out, "aimesh_agent_model_scrapes_total", "counter",

@@ -38,6 +38,28 @@ std::string endpointName(const IdIndex& idx, uint32_t backendId) {
   return formatHostPort(it->second.endpoint.address, it->second.targetPort);
 }
 
+EndpointRow endpointRow(const IdIndex& idx, uint32_t backendId, const DatapathStats* stats, const TelemetryById* tel) {
+  const BackendInfo& b = idx.backends.at(backendId);
+  return EndpointRow{.id = backendId, .service = &idx.services.at(b.serviceId), .backend = &b,
+                     .name = formatHostPort(b.endpoint.address, b.targetPort),
+                     .counters = stats ? find(&stats->backends, backendId) : nullptr, .telemetry = find(tel, backendId)};
+}
+
+std::vector<EndpointRow> endpointRows(const IdIndex& idx, const ServiceFilter& filter, const DatapathStats* stats,
+                                      const TelemetryById* tel) {
+  std::vector<EndpointRow> out;
+  out.reserve(idx.backends.size());
+  for (auto& [id, b] : idx.backends) {
+    auto sit = idx.services.find(b.serviceId);
+    if (sit != idx.services.end() && filter.matches(sit->second)) out.push_back(endpointRow(idx, id, stats, tel));
+  }
+  return out;
+}
+
+const ServiceCounters* serviceCounters(const DatapathStats* stats, uint32_t serviceId) {
+  return stats ? find(&stats->services, serviceId) : nullptr;
+}
+
 view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats) {
   view::ServiceList out;
   for (auto& [id, s] : idx.services) {
@@ -49,7 +71,7 @@ view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats) 
       auto& ep = idx.backends.at(bid).endpoint;
       v.activeEndpoints += ep.state == EndpointState::kActive && ep.weight > 0;
     }
-    if (const ServiceCounters* c = stats ? find(&stats->services, id) : nullptr) {
+    if (const ServiceCounters* c = serviceCounters(stats, id)) {
       v.connections = c->connects;
       v.datagrams = c->datagrams;
       v.refused = c->refused;
@@ -67,13 +89,14 @@ view::EndpointList buildEndpoints(const IdIndex& idx, const ServiceFilter& filte
   for (auto& [sid, s] : idx.services) {
     if (!filter.matches(s)) continue;
     for (auto bid : s.backendIds) {
-      const BackendInfo& b = idx.backends.at(bid);
-      const BackendCounters* c = stats ? find(&stats->backends, bid) : nullptr;
+      EndpointRow r = endpointRow(idx, bid, stats, tel);
+      const BackendInfo& b = *r.backend;
+      const BackendCounters* c = r.counters;
       view::Endpoint e{.service = s.name, .nameSpace = s.nameSpace, .address = b.endpoint.address.toString(),
                        .port = b.targetPort, .protocol = toString(s.port.protocol), .weight = b.endpoint.weight,
                        .state = toString(b.endpoint.state), .backendId = bid,
                        .connections = c ? c->connects : 0, .datagrams = c ? c->datagrams : 0};
-      if (const BackendTelemetry* t = find(tel, bid)) {
+      if (const BackendTelemetry* t = r.telemetry) {
         e.inFlight = std::max<int64_t>(0, t->active);
         e.idleConnections = std::clamp<int64_t>(t->idle, 0, std::max<int64_t>(0, t->active));
         e.ttftEwmaMs = t->ewmaTtftNs / 1e6;
@@ -97,7 +120,7 @@ view::Policy buildPolicy(const IdIndex& idx, const DatapathStats* stats,
                          const std::vector<UnresolvedCgroup>& unresolved) {
   view::Policy out;
   for (auto& [id, s] : idx.services) {
-    const ServiceCounters* c = stats ? find(&stats->services, id) : nullptr;
+    const ServiceCounters* c = serviceCounters(stats, id);
     view::ServicePolicy p{.name = s.name, .nameSpace = s.nameSpace, .serviceId = id, .port = s.port.port,
                           .protocol = toString(s.port.protocol), .enforced = s.policy.has_value(),
                           .denied = c ? c->denied : 0};
@@ -152,11 +175,11 @@ view::Histogram histogramView(const Histogram& h) {
 view::Latency buildLatency(const IdIndex& idx, const std::vector<uint32_t>& backendIds, const TelemetryById& tel) {
   view::Latency out;
   for (uint32_t id : backendIds) {
-    const BackendInfo& b = idx.backends.at(id);
-    const ServiceInfo& s = idx.services.at(b.serviceId);
-    view::EndpointLatency e{.service = s.name, .nameSpace = s.nameSpace, .model = s.model,
-                            .endpoint = endpointName(idx, id), .backendId = id};
-    if (const BackendTelemetry* t = find(&tel, id); t && t->hasHistograms)
+    EndpointRow r = endpointRow(idx, id, nullptr, &tel);
+    const ServiceInfo& s = *r.service;
+    view::EndpointLatency e{.service = s.name, .nameSpace = s.nameSpace, .model = s.model, .endpoint = r.name,
+                            .backendId = id};
+    if (const BackendTelemetry* t = r.telemetry; t && t->hasHistograms)
       for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) e.metrics[metricName(m)] = histogramView(t->hist[m]);
     out.endpoints.push_back(std::move(e));
   }
@@ -166,14 +189,13 @@ view::Latency buildLatency(const IdIndex& idx, const std::vector<uint32_t>& back
 view::Top buildTop(const IdIndex& idx, const TelemetryById& tel, double monoSeconds) {
   view::Top out{.timeSeconds = monoSeconds};
   static const BackendTelemetry kNone{};
-  for (auto& [id, b] : idx.backends) {
-    const ServiceInfo& s = idx.services.at(b.serviceId);
-    const BackendTelemetry* t = find(&tel, id);
-    if (!t) t = &kNone;
+  for (const EndpointRow& r : endpointRows(idx, {}, nullptr, &tel)) {
+    const ServiceInfo& s = *r.service;
+    const BackendTelemetry* t = r.telemetry ? r.telemetry : &kNone;
     const aimesh_be_tel& c = t->counters;
     out.endpoints.push_back(view::TopEndpoint{
-        .service = s.name, .nameSpace = s.nameSpace, .model = s.model, .endpoint = endpointName(idx, id),
-        .backendId = id, .active = std::max<int64_t>(0, t->active), .opened = c.opened, .requests = c.requests,
+        .service = s.name, .nameSpace = s.nameSpace, .model = s.model, .endpoint = r.name,
+        .backendId = r.id, .active = std::max<int64_t>(0, t->active), .opened = c.opened, .requests = c.requests,
         .responses = c.responses, .errors = c.failed_refused + c.failed_timeout + c.reset,
         .ttftP50 = t->hist[AIMESH_M_TTFT].quantileNs(0.5) / 1e9,
         .ttftP99 = t->hist[AIMESH_M_TTFT].quantileNs(0.99) / 1e9,
@@ -252,15 +274,13 @@ view::Connections buildConnections(const IdIndex& idx, const ServiceFilter& filt
                                    const TelemetryById* tel, uint64_t namespacesWalked) {
   std::map<uint32_t, view::EndpointConnections> live;                                // by backend id
   std::map<std::pair<uint32_t, std::string>, view::EndpointConnections> removed;     // by service id and endpoint
-  for (auto& [bid, b] : idx.backends) {
-    const ServiceInfo& s = idx.services.at(b.serviceId);
-    if (!filter.matches(s)) continue;
-    std::string ep = endpointName(idx, bid);
-    const BackendTelemetry* t = find(tel, bid);
-    live.emplace(bid, view::EndpointConnections{.service = s.name, .nameSpace = s.nameSpace, .port = s.port.port,
-                                                .protocol = toString(s.port.protocol), .endpoint = ep,
-                                                .backendId = bid, .state = toString(b.endpoint.state),
-                                                .ejected = t && t->ejected, .closed = closedOf(closed, s, ep)});
+  for (const EndpointRow& r : endpointRows(idx, filter, nullptr, tel)) {
+    const ServiceInfo& s = *r.service;
+    live.emplace(r.id, view::EndpointConnections{.service = s.name, .nameSpace = s.nameSpace, .port = s.port.port,
+                                                 .protocol = toString(s.port.protocol), .endpoint = r.name,
+                                                 .backendId = r.id, .state = toString(r.backend->endpoint.state),
+                                                 .ejected = r.telemetry && r.telemetry->ejected,
+                                                 .closed = closedOf(closed, s, r.name)});
   }
   for (const ConnectionSeen& c : seen) {
     const aimesh_conn& rec = c.rec;

@@ -39,6 +39,25 @@ struct ServiceFilter {
   std::string text() const { return nameSpace.empty() ? name : nameSpace + "/" + name; }
 };
 
+// One endpoint of the index joined with its service and with what was read
+// about it. Every per-endpoint view and /metrics (telemetry/metrics.h) start
+// from these rows, so the id -> service, name and readings join is here once.
+struct EndpointRow {
+  uint32_t id = 0;
+  const ServiceInfo* service = nullptr;
+  const BackendInfo* backend = nullptr;
+  std::string name;                             // endpointName()
+  const BackendCounters* counters = nullptr;    // null: not read (or never counted)
+  const BackendTelemetry* telemetry = nullptr;  // null: telemetry off or not read
+};
+// The row of one backend id of the index (its service must be in it).
+EndpointRow endpointRow(const IdIndex& idx, uint32_t backendId, const DatapathStats* stats, const TelemetryById* tel);
+// The endpoints of the services the filter matches, in backend id order.
+std::vector<EndpointRow> endpointRows(const IdIndex& idx, const ServiceFilter& filter, const DatapathStats* stats,
+                                      const TelemetryById* tel);
+// The counters read for a service id, null if none.
+const ServiceCounters* serviceCounters(const DatapathStats* stats, uint32_t serviceId);
+
 // A null stats or telemetry counts as all zero (not read, or telemetry off).
 view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats);
 view::EndpointList buildEndpoints(const IdIndex& idx, const ServiceFilter& filter, const DatapathStats* stats,

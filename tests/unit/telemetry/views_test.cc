@@ -42,6 +42,40 @@ struct Fixture {
   }
 };
 
+// The join every per-endpoint view and /metrics start from: id order, the
+// service and name of each endpoint, and only what was read.
+TEST(ViewBuildersTest, EndpointRowsJoinServiceNameAndReadings) {
+  Fixture f;
+  DatapathStats st;
+  st.backends[2] = BackendCounters{7, 0};
+  TelemetryById tel;
+  tel[3].active = 4;
+  auto rows = endpointRows(f.idx, {}, &st, &tel);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].id, 1u);
+  EXPECT_EQ(rows[0].service->name, "llm");
+  EXPECT_EQ(rows[0].name, "10.77.0.2:8000");
+  EXPECT_EQ(rows[0].counters, nullptr);
+  EXPECT_EQ(rows[0].telemetry, nullptr);
+  EXPECT_EQ(rows[1].name, "[fd77::3]:8000");
+  ASSERT_NE(rows[1].counters, nullptr);
+  EXPECT_EQ(rows[1].counters->connects, 7u);
+  EXPECT_EQ(rows[2].service->name, "chat");
+  EXPECT_EQ(rows[2].name, "10.77.0.4:9000");
+  ASSERT_NE(rows[2].telemetry, nullptr);
+  EXPECT_EQ(rows[2].telemetry->active, 4);
+  // A filter keeps its services' endpoints; no readings, no pointers.
+  rows = endpointRows(f.idx, ServiceFilter{"chat", ""}, nullptr, nullptr);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id, 3u);
+  EXPECT_EQ(rows[0].counters, nullptr);
+  EXPECT_EQ(serviceCounters(nullptr, 1), nullptr);
+  st.services[2] = ServiceCounters{1, 2, 3, 4};
+  ASSERT_NE(serviceCounters(&st, 2), nullptr);
+  EXPECT_EQ(serviceCounters(&st, 2)->denied, 4u);
+  EXPECT_EQ(serviceCounters(&st, 1), nullptr);
+}
+
 TEST(ViewBuildersTest, ServicesCountActiveEndpointsAndDefaultMissingCountersToZero) {
   Fixture f;
   DatapathStats st;
