@@ -229,9 +229,6 @@ std::string formatNanoseconds(double ns);
 std::string formatBytes(uint64_t bytes);
 
 // ---- helpers shared by the commands (exposed for tests) ------------------------
-// A JSON value as a table cell: strings bare, numbers as JSON prints them,
-// booleans yes/no, arrays comma-joined; missing, null, "" and [] are "-".
-std::string cellText(const nlohmann::json& object, const char* key);
 // Checks an agent response before formatting: {"error": text}, a response
 // that is not an object or one without `requiredKey` fills `failure`
 // (kExitError, message on err) and returns false.

@@ -24,24 +24,6 @@ AgentCall agentAt(std::string socketPath, std::chrono::milliseconds timeout) {
   };
 }
 
-std::string cellText(const nlohmann::json& object, const char* key) {
-  if (!object.is_object()) return "-";
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return "-";
-  const nlohmann::json& v = *it;
-  if (v.is_string()) return v.get_ref<const std::string&>().empty() ? "-" : v.get<std::string>();
-  if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
-  if (v.is_array()) {
-    std::string out;
-    for (const auto& item : v) {
-      if (!out.empty()) out += ',';
-      out += item.is_string() ? item.get<std::string>() : item.dump();
-    }
-    return out.empty() ? "-" : out;
-  }
-  return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 std::string formatDuration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "-";
   if (seconds < 60) {

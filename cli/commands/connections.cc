@@ -4,6 +4,7 @@
 // sockets with a socket iterator; meshctl only formats its answer.
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,48 +106,63 @@ std::vector<std::string> lines(const std::string& text) {
   return out;
 }
 
+// The agent's answer as a view, or the error to print: {"error": ...}, a
+// malformed answer, or an agent that cannot walk sockets on this node.
+std::optional<view::Connections> parseConnections(const nlohmann::json& response, CommandOutput& failure) {
+  if (!checkResponse(response, "endpoints", failure)) return std::nullopt;
+  if (auto it = response.find("available"); it != response.end() && !it->is_boolean()) {
+    failure = CommandOutput{kExitError, "",
+                            "meshctl: unexpected response from the agent (\"available\" is not a boolean)\n"};
+    return std::nullopt;
+  }
+  if (!response["endpoints"].is_array()) {
+    failure = CommandOutput{kExitError, "", "meshctl: unexpected response from the agent (\"endpoints\" is not a list)\n"};
+    return std::nullopt;
+  }
+  std::optional<view::Connections> parsed = parseResponse<view::Connections>(response, failure);
+  if (!parsed) return std::nullopt;
+  if (Item<view::Connections> all(*parsed, response); all.has(&view::Connections::available) && !parsed->available) {
+    std::string reason = all.cell(&view::Connections::reason);
+    failure = CommandOutput{kExitError, "",
+                            "meshctl: the agent cannot list connections on this node: " +
+                                (reason == "-" ? std::string("no reason given") : reason) + "\n"};
+    return std::nullopt;
+  }
+  return parsed;
+}
+
+std::string nothingOpen(const ConnectionsQuery& query) {
+  if (!query.service.empty()) return "No open connections to service " + describe(query) + ".\n";
+  if (!query.ns.empty()) return "No open connections in namespace " + query.ns + ".\n";
+  return "No open connections.\n";
+}
+
+// With --each: the endpoint table's rows, each followed by its connections'
+// rows (the connections' header repeated under each endpoint that has any),
+// indented. `perEndpoint[i]` connection rows belong to endpoint row i.
+std::string interleave(const Table& endpoints, const Table& connections, const std::vector<std::size_t>& perEndpoint) {
+  std::vector<std::string> endpointLines = lines(endpoints.render());
+  std::vector<std::string> connLines = lines(connections.render());
+  std::string out = endpointLines[0];
+  std::size_t next = 1;  // connLines[0] is the header
+  for (std::size_t i = 0; i < perEndpoint.size(); ++i) {
+    out += endpointLines[i + 1];
+    if (perEndpoint[i] == 0) continue;
+    out += "  " + connLines[0];
+    for (std::size_t k = 0; k < perEndpoint[i]; ++k) out += "  " + connLines[next++];
+  }
+  return out;
+}
+
 }  // namespace
 
 CommandOutput formatConnections(const nlohmann::json& response, const ConnectionsQuery& query,
                                 OutputFormat format) {
   CommandOutput result;
-  if (!checkResponse(response, "endpoints", result)) return result;
-  if (auto it = response.find("available"); it != response.end()) {
-    if (!it->is_boolean()) {
-      return CommandOutput{
-          kExitError, "",
-          "meshctl: unexpected response from the agent (\"available\" is not a boolean)\n"};
-    }
-  }
-  if (!response["endpoints"].is_array()) {
-    return CommandOutput{
-        kExitError, "",
-        "meshctl: unexpected response from the agent (\"endpoints\" is not a list)\n"};
-  }
-  std::optional<view::Connections> parsed = parseResponse<view::Connections>(response, result);
+  std::optional<view::Connections> parsed = parseConnections(response, result);
   if (!parsed) return result;
-  using Cs = view::Connections;
-  Item<Cs> all(*parsed, response);
-  if (all.has(&Cs::available) && !parsed->available) {
-    std::string reason = all.cell(&Cs::reason);
-    return CommandOutput{kExitError, "",
-                         "meshctl: the agent cannot list connections on this node: " +
-                             (reason == "-" ? std::string("no reason given") : reason) + "\n"};
-  }
-  if (format == OutputFormat::kJson) {
-    result.out = prettyJson(response);
-    return result;
-  }
-  if (parsed->endpoints.empty()) {
-    if (!query.service.empty()) {
-      result.err = "No open connections to service " + describe(query) + ".\n";
-    } else if (!query.ns.empty()) {
-      result.err = "No open connections in namespace " + query.ns + ".\n";
-    } else {
-      result.err = "No open connections.\n";
-    }
-    return result;
-  }
+  if (format == OutputFormat::kJson) return CommandOutput{kExitOk, prettyJson(response), ""};
+  if (parsed->endpoints.empty()) return CommandOutput{kExitOk, "", nothingOpen(query)};
 
   // Rows in the order the agent sent them.
   Table table({"SERVICE", "ENDPOINT", "STATE", "OPEN", "IDLE", "BUSY", "OLDEST", "REQ/CONN",
@@ -158,8 +174,9 @@ CommandOutput formatConnections(const nlohmann::json& response, const Connection
   conns.setAlign(2, Table::Align::kRight);
   conns.setAlign(3, Table::Align::kRight);
   std::vector<std::size_t> perEndpoint;
+  Item<view::Connections> all(*parsed, response);
   for (std::size_t i = 0; i < parsed->endpoints.size(); ++i) {
-    Item<EC> e = itemAt(all, &Cs::endpoints, i);
+    Item<EC> e = itemAt(all, &view::Connections::endpoints, i);
     bool anyOpen = e.has(&EC::open) && e.view().open > 0;
     table.addRow({serviceText(e), e.cell(&EC::endpoint), stateText(e), e.cell(&EC::open), e.cell(&EC::idle),
                   e.cell(&EC::busy), anyOpen ? durationCell(e, &EC::oldestSeconds) : "-",
@@ -172,20 +189,7 @@ CommandOutput formatConnections(const nlohmann::json& response, const Connection
     }
     perEndpoint.push_back(rows.size());
   }
-  if (!query.each) {
-    result.out = table.render();
-    return result;
-  }
-  std::vector<std::string> endpointLines = lines(table.render());
-  std::vector<std::string> connLines = lines(conns.render());
-  result.out = endpointLines[0];
-  std::size_t next = 1;  // connLines[0] is the header, repeated under each endpoint
-  for (std::size_t i = 0; i < perEndpoint.size(); ++i) {
-    result.out += endpointLines[i + 1];
-    if (perEndpoint[i] == 0) continue;
-    result.out += "  " + connLines[0];
-    for (std::size_t k = 0; k < perEndpoint[i]; ++k) result.out += "  " + connLines[next++];
-  }
+  result.out = query.each ? interleave(table, conns, perEndpoint) : table.render();
   return result;
 }
 

@@ -30,7 +30,7 @@ const char* viewKey(M T::* member) {
   return key;
 }
 
-// A typed value as a table cell, as cellText() shows the same JSON value:
+// A typed value as a table cell:
 // strings bare ("" is "-"), booleans yes/no, numbers as JSON prints them,
 // lists comma-joined ([] is "-"), an empty optional "-".
 inline std::string cellOf(const std::string& s) { return s.empty() ? "-" : s; }

@@ -286,20 +286,7 @@ TEST(CommandsTest, ParseOutputFormat) {
   EXPECT_FALSE(parseOutputFormat("yaml").ok());
 }
 
-TEST(CommandsTest, CellTextAndDuration) {
-  json o = {{"s", "x"}, {"e", ""}, {"n", 5}, {"f", 0.5}, {"b", false}, {"a", {"p", "q"}},
-            {"z", nullptr}, {"ea", json::array()}};
-  EXPECT_EQ(cellText(o, "s"), "x");
-  EXPECT_EQ(cellText(o, "e"), "-");
-  EXPECT_EQ(cellText(o, "n"), "5");
-  EXPECT_EQ(cellText(o, "f"), "0.5");
-  EXPECT_EQ(cellText(o, "b"), "no");
-  EXPECT_EQ(cellText(o, "a"), "p,q");
-  EXPECT_EQ(cellText(o, "z"), "-");
-  EXPECT_EQ(cellText(o, "ea"), "-");
-  EXPECT_EQ(cellText(o, "missing"), "-");
-  EXPECT_EQ(cellText(json::array(), "x"), "-");
-
+TEST(CommandsTest, FormatDuration) {
   EXPECT_EQ(formatDuration(0), "0s");
   EXPECT_EQ(formatDuration(12.5), "12.5s");
   EXPECT_EQ(formatDuration(59), "59s");
