@@ -22,14 +22,7 @@ Agent::Agent(AgentOptions opts, std::optional<Datapath> dp, std::unique_ptr<MapW
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
-  DatapathOptions dopts;
-  dopts.pinDir = opts.pinDir;
-  dopts.cgroupPath = opts.cgroup;
-  dopts.telemetry = opts.telemetry;
-  dopts.tcInterfaces = opts.tcInterfaces;
-  dopts.tuning = opts.tuning;
-  dopts.limits = opts.limits;
-  auto dp = Datapath::open(dopts);
+  auto dp = Datapath::open(opts.datapathOptions());
   if (!dp) return dp.error();
   for (auto& p : dp->programs())
     spdlog::info("{} {} on {} (link {})", p.adopted ? "adopted" : "attached", p.name, p.attachTo, p.linkId);
@@ -42,9 +35,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
       [fd = a->dp_->maps().beSignal](uint32_t backendId, const Result<ModelSignals>& r) {
         writeModelSignals(fd, backendId, r);
       });
-  LifecycleOptions lopts = opts.lifecycle;
-  lopts.cgroup = opts.cgroup;
-  lopts.telemetry = opts.telemetry;
+  LifecycleOptions lopts = opts.lifecycleOptions();
   a->lifecycle_ = Lifecycle::start(lopts, opts.pinDir, opts.limits, a->dp_->maps());
   if (a->lifecycle_->available())
     spdlog::info("connection lifecycle: socket iterators loaded (namespaces of {}{}{})", opts.cgroup,

@@ -57,6 +57,20 @@ struct AgentOptions {
   // Closing connections to removed, draining and over-share endpoints
   // (cgroup and telemetry are taken from the fields above).
   LifecycleOptions lifecycle;
+
+  // What the kernel side is opened with: the same cgroup, pins, telemetry,
+  // TC interfaces, tuning and map sizes as above, in one place.
+  DatapathOptions datapathOptions() const {
+    return DatapathOptions{.pinDir = pinDir, .cgroupPath = cgroup, .telemetry = telemetry,
+                           .tcInterfaces = tcInterfaces, .limits = limits, .tuning = tuning};
+  }
+  // The lifecycle's options with the agent's cgroup and telemetry.
+  LifecycleOptions lifecycleOptions() const {
+    LifecycleOptions l = lifecycle;
+    l.cgroup = cgroup;
+    l.telemetry = telemetry;
+    return l;
+  }
 };
 
 // What an agent runs on. start() builds them over the kernel; a unit test

@@ -247,5 +247,28 @@ TEST_F(AgentTest, FlowsAndLatencyComeFromTheReader) {
   EXPECT_TRUE(lat.endpoints[1].metrics.empty());
 }
 
+// The kernel side and the lifecycle are opened with the agent's own flags.
+TEST(AgentOptionsTest, DatapathAndLifecycleOptionsCarryTheAgentsFlags) {
+  AgentOptions o;
+  o.pinDir = "/sys/fs/bpf/x";
+  o.cgroup = "/sys/fs/cgroup/unified/t";
+  o.telemetry = false;
+  o.tcInterfaces = {"veth0"};
+  o.tuning.ewmaTauNs = 7;
+  o.limits.services = 33;
+  o.lifecycle.drainTimeout = std::chrono::milliseconds(1234);
+  DatapathOptions d = o.datapathOptions();
+  EXPECT_EQ(d.pinDir, o.pinDir);
+  EXPECT_EQ(d.cgroupPath, o.cgroup);
+  EXPECT_FALSE(d.telemetry);
+  EXPECT_EQ(d.tcInterfaces, o.tcInterfaces);
+  EXPECT_EQ(d.tuning.ewmaTauNs, 7u);
+  EXPECT_EQ(d.limits.services, 33u);
+  LifecycleOptions l = o.lifecycleOptions();
+  EXPECT_EQ(l.cgroup, o.cgroup);
+  EXPECT_FALSE(l.telemetry);
+  EXPECT_EQ(l.drainTimeout, std::chrono::milliseconds(1234));
+}
+
 }  // namespace
 }  // namespace aimesh
