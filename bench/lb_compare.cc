@@ -1306,11 +1306,8 @@ json run(Config& c) {
     throw std::runtime_error(std::string(kHaproxyBin) + " not found: apt-get install haproxy (scripts/install-deps.sh)");
 
   Env env;
-  env.dir = testing::tempDir();
-  struct DirGuard {
-    std::string d;
-    ~DirGuard() { testing::removeTree(d); }
-  } dirGuard{env.dir};
+  testing::ScratchDir scratch;  // removed on every way out
+  env.dir = scratch.path();
 
   Sandbox sb;
   // More stand-ins than the sandbox's four backend addresses: add addresses

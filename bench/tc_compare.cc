@@ -699,11 +699,8 @@ json runE2e(int rounds, double seconds, int cpu, const std::vector<int>& counts)
     if (testing::sh(fmt::format("command -v {} >/dev/null", tool)) != 0)
       throw std::runtime_error(fmt::format("{} not found (scripts/install-deps.sh installs it)", tool));
 
-  std::string dir = testing::tempDir();
-  struct DirGuard {
-    std::string d;
-    ~DirGuard() { testing::removeTree(d); }
-  } dirGuard{dir};
+  testing::ScratchDir scratch;  // removed on every way out
+  const std::string& dir = scratch.path();
   TestCgroup cgroup;  // the agent's socket hooks go here; no client is in it
 
   std::vector<Node> nodes;

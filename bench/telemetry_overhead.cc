@@ -363,11 +363,8 @@ json run(int runs, double seconds, int cpu) {
     throw std::runtime_error(agentBin + " not found: build the aimesh-agent target first");
 
   Env env;
-  env.dir = testing::tempDir();
-  struct DirGuard {
-    std::string d;
-    ~DirGuard() { testing::removeTree(d); }
-  } dirGuard{env.dir};
+  testing::ScratchDir scratch;  // removed on every way out
+  env.dir = scratch.path();
   testing::writeFile(env.dir + "/state.yaml", kState);
 
   Sandbox sb;
