@@ -278,6 +278,7 @@ std::string Agent::metricsText(bool openMetrics) {
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
   in.events = reader_->flowEventsTotal();
   in.openMetrics = openMetrics;
+  in.bucketsPerOctave = opts_.histogramBucketsPerOctave;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
   in.http = httpCounters_.get();

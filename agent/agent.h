@@ -35,6 +35,7 @@ struct AgentOptions {
   std::string cgroup;        // cgroup v2 directory to attach to
   std::string stateFile;
   std::string metricsAddr = "0.0.0.0:9464";
+  int histogramBucketsPerOctave = 2;  // classic `le` bounds per power of two in /metrics (1, 2, 4, 8)
   std::string apiSocket = "/run/aimesh/agent.sock";
   std::string pinDir = DatapathOptions{}.pinDir;
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often

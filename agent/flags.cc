@@ -152,6 +152,10 @@ std::vector<FlagSpec> processFlags() {
                 {"--kubernetes", "--kubeconfig"}),
       plain("--metrics-addr", "HOST:PORT for /metrics, /healthz, /readyz (port 0: any)",
             [](auto& f) -> auto& { return f.agent.metricsAddr; }),
+      plain("--histogram-buckets-per-octave",
+            "classic /metrics histograms: `le` bounds per power of two (1, 2, 4 or 8; 8 is the kernel's own "
+            "resolution). Scrapers that ask for native histograms get every kernel bucket",
+            [](auto& f) -> auto& { return f.agent.histogramBucketsPerOctave; }, {CLI::IsMember({1, 2, 4, 8})}),
       plain("--metrics-max-connections",
             "metrics listener: connections served at once; one more gets 503 and is closed",
             [](auto& f) -> auto& { return f.agent.http.maxConnections; }, {CLI::Range(1, 10000)}),

@@ -1,61 +1,54 @@
 #include "telemetry/histogram.h"
 
+#include <array>
 #include <bit>
+#include <cmath>
 #include <limits>
 
 namespace aimesh {
 namespace {
 
 constexpr uint32_t kLastBucket = AIMESH_HIST_BUCKETS - 1;
-constexpr uint64_t kMinValue = uint64_t{1} << AIMESH_HIST_MIN_SHIFT;
-constexpr uint64_t kMaxValue = uint64_t{1} << AIMESH_HIST_MAX_SHIFT;
-// First power of two exported to Prometheus (16 us).
-constexpr uint32_t kPromMinShift = 14;
+constexpr std::array<uint64_t, 8> kThresholds = {AIMESH_HIST_T0, AIMESH_HIST_T1, AIMESH_HIST_T2, AIMESH_HIST_T3,
+                                                 AIMESH_HIST_T4, AIMESH_HIST_T5, AIMESH_HIST_T6, AIMESH_HIST_T7};
+// First classic `le` bound: 2^(-128/8) s, about 15 us.
+constexpr int kPromMinIndex = -128;
 
-static_assert(kPromMinShift >= AIMESH_HIST_MIN_SHIFT + 1,
-              "1.5 * 2^k is a bucket boundary only when 2^(k-1) is inside the log-linear range");
-static_assert(AIMESH_HIST_SUBS % 2 == 0, "1.5 * 2^k must be a sub-bucket boundary");
-
-// Exported bounds in nanoseconds: 2^k, 1.5 * 2^k for k in [14, MAX_SHIFT), then
-// 2^MAX_SHIFT, where the overflow bucket starts.
-std::vector<uint64_t> makePromBoundsNs() {
-  std::vector<uint64_t> out;
-  for (uint32_t k = kPromMinShift; k < AIMESH_HIST_MAX_SHIFT; ++k) {
-    uint64_t p = uint64_t{1} << k;
-    out.push_back(p);
-    out.push_back(p + p / 2);
-  }
-  out.push_back(kMaxValue);
-  return out;
-}
-
-const std::vector<uint64_t>& promBoundsNs() {
-  static const std::vector<uint64_t> bounds = makePromBoundsNs();
-  return bounds;
+// The nanosecond value at which native boundary index j (2^(j/8) s) falls
+// in the kernel's integer arithmetic: threshold n of octave k.
+uint64_t boundaryNs(int j) {
+  int e = j + AIMESH_HIST_INDEX_OFFSET;  // 8k + n
+  auto k = static_cast<uint32_t>(e / 8), n = static_cast<uint32_t>(e % 8);
+  uint64_t t = kThresholds[n];
+  if (k >= 16) return t << (k - 16);
+  uint64_t div = uint64_t{1} << (16 - k);
+  return (t + div - 1) / div;
 }
 
 }  // namespace
 
 uint32_t histBucket(uint64_t ns) {
-  if (ns < kMinValue) return 0;
-  if (ns >= kMaxValue) return kLastBucket;
+  if (ns < AIMESH_HIST_MIN_NS) return 0;
+  if (ns >= AIMESH_HIST_MAX_NS) return kLastBucket;
   auto k = static_cast<uint32_t>(std::bit_width(ns) - 1);
-  auto sub = static_cast<uint32_t>((ns >> (k - AIMESH_HIST_SUB_BITS)) & (AIMESH_HIST_SUBS - 1));
-  return 1 + (k - AIMESH_HIST_MIN_SHIFT) * AIMESH_HIST_SUBS + sub;
+  uint64_t m = k >= 16 ? ns >> (k - 16) : ns << (16 - k);
+  uint32_t cnt = 0;
+  for (uint64_t t : kThresholds) cnt += m >= t;
+  return 8 * k + cnt - AIMESH_HIST_INDEX_OFFSET - AIMESH_HIST_MIN_INDEX;
 }
 
 uint64_t histBucketLower(uint32_t bucket) {
   if (bucket == 0) return 0;
-  if (bucket >= kLastBucket) return kMaxValue;
-  uint32_t k = AIMESH_HIST_MIN_SHIFT + (bucket - 1) / AIMESH_HIST_SUBS;
-  uint32_t sub = (bucket - 1) % AIMESH_HIST_SUBS;
-  return (uint64_t{1} << k) + (uint64_t{sub} << (k - AIMESH_HIST_SUB_BITS));
+  if (bucket >= kLastBucket) return AIMESH_HIST_MAX_NS;
+  return boundaryNs(histNativeIndex(bucket) - 1);
 }
 
 uint64_t histBucketUpper(uint32_t bucket) {
   if (bucket >= kLastBucket) return std::numeric_limits<uint64_t>::max();
   return histBucketLower(bucket + 1);
 }
+
+int histNativeIndex(uint32_t bucket) { return static_cast<int>(bucket) + AIMESH_HIST_MIN_INDEX; }
 
 void Histogram::add(const aimesh_hist& h) {
   for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b) buckets[b] += h.buckets[b];
@@ -98,24 +91,25 @@ double Histogram::quantileNs(double q) const {
   return static_cast<double>(histBucketLower(kLastBucket));  // unreachable: rank <= total
 }
 
-const std::vector<double>& promBoundsSeconds() {
-  static const std::vector<double> bounds = [] {
-    std::vector<double> out;
-    for (uint64_t ns : promBoundsNs()) out.push_back(static_cast<double>(ns) / 1e9);
-    return out;
-  }();
-  return bounds;
+bool validBucketsPerOctave(int perOctave) {
+  return perOctave == 1 || perOctave == 2 || perOctave == 4 || perOctave == 8;
 }
 
-std::vector<uint64_t> promCumulative(const Histogram& h) {
-  const std::vector<uint64_t>& bounds = promBoundsNs();
+std::vector<double> promBoundsSeconds(int perOctave) {
+  std::vector<double> out;
+  int step = 8 / perOctave;
+  for (int i = kPromMinIndex; i <= AIMESH_HIST_MAX_INDEX; i += step) out.push_back(std::exp2(i / 8.0));
+  return out;
+}
+
+std::vector<uint64_t> promCumulative(const Histogram& h, int perOctave) {
   std::vector<uint64_t> out;
-  out.reserve(bounds.size());
+  int step = 8 / perOctave;
   uint64_t cumulative = 0;
   uint32_t b = 0;
-  for (uint64_t bound : bounds) {
-    // Every bound is a bucket boundary, so "upper <= bound" is exact.
-    while (b < kLastBucket && histBucketUpper(b) <= bound) cumulative += h.buckets[b++];
+  for (int i = kPromMinIndex; i <= AIMESH_HIST_MAX_INDEX; i += step) {
+    // Buckets 0 .. i - MIN_INDEX end at or below 2^(i/8) s: exact.
+    while (b < kLastBucket && histNativeIndex(b) <= i) cumulative += h.buckets[b++];
     out.push_back(cumulative);
   }
   return out;

@@ -97,7 +97,7 @@ void renderClosed(std::string& out, const std::vector<Labelled>& eps,
 
 // The latency histograms of each endpoint that has them (ids below
 // AIMESH_MAX_HIST_BACKENDS), in classic Prometheus buckets.
-void renderHistograms(std::string& out, const std::vector<Labelled>& eps) {
+void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int perOctave) {
   struct H {
     uint32_t metric;
     const char* name;
@@ -113,13 +113,14 @@ void renderHistograms(std::string& out, const std::vector<Labelled>& eps) {
                        "Time from request start to the last response byte."},
                      H{AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}}) {
     family(out, h.name, "histogram", h.help);
-    const auto& bounds = promBoundsSeconds();
+    std::vector<std::string> les;
+    for (double b : promBoundsSeconds(perOctave)) les.push_back(fmtSeconds(b));
     for (auto& [r, labels] : eps) {
       if (!r->telemetry->hasHistograms) continue;
       const Histogram& hist = r->telemetry->hist[h.metric];
-      auto cum = promCumulative(hist);
-      for (size_t i = 0; i < bounds.size(); ++i)
-        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, fmtSeconds(bounds[i]), cum[i]);
+      auto cum = promCumulative(hist, perOctave);
+      for (size_t i = 0; i < les.size(); ++i)
+        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, les[i], cum[i]);
       out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", h.name, labels, hist.count);
       out += fmt::format("{}_sum{{{}}} {}\n", h.name, labels, hist.sumNs / 1e9);
       out += fmt::format("{}_count{{{}}} {}\n", h.name, labels, hist.count);
@@ -128,7 +129,8 @@ void renderHistograms(std::string& out, const std::vector<Labelled>& eps) {
 }
 
 // The endpoints with telemetry (rows: the index's endpoints, in id order).
-void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, const std::vector<ClosedSeries>* closed) {
+void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, const std::vector<ClosedSeries>* closed,
+                     int perOctave) {
   std::vector<Labelled> eps;
   for (const EndpointRow& r : rows)
     if (r.telemetry) eps.push_back({&r, endpointLabels(r)});
@@ -198,7 +200,7 @@ void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, con
        "Time connections to the endpoint spent established (at close).",
        [](const BackendTelemetry& t) { return t.counters.conn_ns / 1e9; });
 
-  renderHistograms(out, eps);
+  renderHistograms(out, eps, perOctave);
 }
 
 }  // namespace
@@ -383,7 +385,7 @@ std::string renderMetrics(const MetricsInput& in) {
   std::vector<EndpointRow> rows = endpointRows(*in.index, {}, in.stats, in.telemetry);
   renderServiceCounters(out, *in.index, *in.stats);
   renderEndpointCounters(out, rows);
-  if (in.telemetry) renderTelemetry(out, rows, in.closed);
+  if (in.telemetry) renderTelemetry(out, rows, in.closed, in.bucketsPerOctave);
   renderDatapath(out, in);
   const AgentCounters& a = in.agent;
   family(out, "aimesh_agent_model_scrapes_total", "counter",

@@ -43,6 +43,7 @@ struct MetricsInput {
   const std::map<uint32_t, BackendTelemetry>* telemetry = nullptr;
   uint64_t events = 0;       // flow events read from the ring buffer
   bool openMetrics = false;  // OpenMetrics 1.0 text instead of Prometheus 0.0.4
+  int bucketsPerOctave = 2;  // classic histogram `le` bounds per power of two (1, 2, 4, 8)
   // The Kubernetes source's counters; null with a state file (all zero then).
   const KubeSourceStats* kube = nullptr;
   // The metrics listener's own counters; null: all zero.

@@ -1,4 +1,4 @@
-/* Log-linear latency histograms (layout in aimesh/abi.h, AIMESH_HIST_*). */
+/* Latency histograms in Prometheus' schema-3 buckets (aimesh/abi.h, AIMESH_HIST_*). */
 #ifndef AIMESH_BPF_HIST_H
 #define AIMESH_BPF_HIST_H
 
@@ -18,17 +18,21 @@ static __always_inline __u32 hist_fls64(__u64 v)
 	return r;
 }
 
+/* The bucket of a value (aimesh/abi.h: Prometheus schema 3, in integers). */
 static __always_inline __u32 hist_bucket(__u64 ns)
 {
-	__u32 k;
+	__u32 k, cnt;
+	__u64 m;
 
-	if (ns < (1ULL << AIMESH_HIST_MIN_SHIFT))
+	if (ns < AIMESH_HIST_MIN_NS)
 		return 0;
-	if (ns >= (1ULL << AIMESH_HIST_MAX_SHIFT))
+	if (ns >= AIMESH_HIST_MAX_NS)
 		return AIMESH_HIST_BUCKETS - 1;
-	k = hist_fls64(ns);
-	return 1 + (k - AIMESH_HIST_MIN_SHIFT) * AIMESH_HIST_SUBS +
-	       ((ns >> (k - AIMESH_HIST_SUB_BITS)) & (AIMESH_HIST_SUBS - 1));
+	k = hist_fls64(ns); /* 9..36 here */
+	m = k >= 16 ? ns >> (k - 16) : ns << (16 - k);
+	cnt = (m >= AIMESH_HIST_T0) + (m >= AIMESH_HIST_T1) + (m >= AIMESH_HIST_T2) + (m >= AIMESH_HIST_T3) +
+	      (m >= AIMESH_HIST_T4) + (m >= AIMESH_HIST_T5) + (m >= AIMESH_HIST_T6) + (m >= AIMESH_HIST_T7);
+	return 8 * k + cnt - AIMESH_HIST_INDEX_OFFSET - AIMESH_HIST_MIN_INDEX;
 }
 
 /* Per-CPU: plain increments, no atomics. */

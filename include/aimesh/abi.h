@@ -223,18 +223,35 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_stats) == 16, "be_stats size");
 
 /* ---- telemetry (sock_ops, cgroup_skb) ----------------------------------- */
 
-/* Latency histograms are log-linear: 2^AIMESH_HIST_SUB_BITS sub-buckets per
- * power of two of nanoseconds, so a bucket is at most 12.5% wide and a
- * percentile interpolated inside it is within ~6% of the exact value.
- *   bucket 0                      v < 2^MIN_SHIFT ns (~1 us)
- *   bucket 1 + (k-MIN)*8 + sub    2^k <= v < 2^(k+1), sub = (v >> (k-3)) & 7
- *   bucket AIMESH_HIST_BUCKETS-1  v >= 2^MAX_SHIFT ns (~137 s)
+/* Latency histograms have the buckets of Prometheus' native histograms,
+ * schema 3: boundaries at 2^(i/8) seconds, 8 per power of two, each bucket
+ * 9% wider than the one below, so a percentile interpolated inside one is
+ * within ~4.5% of the exact value and the agent can export the kernel's own
+ * buckets to Prometheus unchanged (agent/telemetry/native_histogram.h).
+ * Native bucket i holds 2^((i-1)/8) s <= v < 2^(i/8) s:
+ *   bucket 0                      v below 2^(MIN_INDEX/8) s (954 ns)
+ *   bucket i - MIN_INDEX          MIN_INDEX < i <= MAX_INDEX
+ *   bucket AIMESH_HIST_BUCKETS-1  v at or above 2^(MAX_INDEX/8) s (128 s)
+ * In integers: with k = floor(log2 ns) and m = the 17 leading bits of ns
+ * (2^16 <= m < 2^17), i = 8k + #{n : m >= T_n} - AIMESH_HIST_INDEX_OFFSET,
+ * where T_n = ceil(2^16 x 2^((n + f)/8)), 8 x log2(1e9) = 239 + f. The
+ * boundaries are then within 2^-16 of 2^(i/8) s (a nanosecond below 65 us).
  * agent/telemetry/histogram.h has the same arithmetic for the reader. */
-#define AIMESH_HIST_SUB_BITS 3
-#define AIMESH_HIST_SUBS (1 << AIMESH_HIST_SUB_BITS)
-#define AIMESH_HIST_MIN_SHIFT 10
-#define AIMESH_HIST_MAX_SHIFT 37
-#define AIMESH_HIST_BUCKETS (2 + (AIMESH_HIST_MAX_SHIFT - AIMESH_HIST_MIN_SHIFT) * AIMESH_HIST_SUBS)
+#define AIMESH_HIST_SCHEMA 3
+#define AIMESH_HIST_MIN_INDEX (-160)
+#define AIMESH_HIST_MAX_INDEX 56
+#define AIMESH_HIST_INDEX_OFFSET 239
+#define AIMESH_HIST_T0 66560
+#define AIMESH_HIST_T1 72584
+#define AIMESH_HIST_T2 79153
+#define AIMESH_HIST_T3 86317
+#define AIMESH_HIST_T4 94130
+#define AIMESH_HIST_T5 102649
+#define AIMESH_HIST_T6 111939
+#define AIMESH_HIST_T7 122071
+#define AIMESH_HIST_MIN_NS 954ULL          /* lower bound of bucket 1 */
+#define AIMESH_HIST_MAX_NS 128000720896ULL /* lower bound of the overflow bucket */
+#define AIMESH_HIST_BUCKETS (AIMESH_HIST_MAX_INDEX - AIMESH_HIST_MIN_INDEX + 2)
 /* Backends with an id below this get histograms (per CPU: this many x
  * AIMESH_M_MAX x sizeof(struct aimesh_hist), ~2.7 MB at 256). */
 #define AIMESH_MAX_HIST_BACKENDS 256

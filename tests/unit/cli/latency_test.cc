@@ -204,8 +204,8 @@ TEST(LatencyTest, OverflowBucketAsTheAgentSendsIt) {
                         {"backend_id", 1},
                         {"metrics", {{"duration", m}}}}}}};
     CommandOutput r = formatLatency(response, {"s", ""}, OutputFormat::kTable);
-    EXPECT_NE(r.out.find("    >=137s  " + bar(40) + " 1\n"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("p99=137s"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("    >=128s  " + bar(40) + " 1\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("p99=128s"), std::string::npos) << r.out;
   }
 }
 

@@ -1,4 +1,5 @@
-// Unit tests of the agent's reading of the kernel's log-linear histograms:
+// Unit tests of the agent's reading of the kernel's histograms (Prometheus
+// native schema-3 buckets):
 // bucket arithmetic against the layout in abi.h, percentile accuracy against
 // exact sample quantiles, merging of per-CPU copies, and the cumulative `le`
 // buckets exported to Prometheus.
@@ -20,32 +21,50 @@ namespace {
 constexpr uint32_t kLast = AIMESH_HIST_BUCKETS - 1;
 constexpr uint64_t kMs = 1'000'000;
 
-// The layout as abi.h states it, written out independently of histogram.cc:
-// find k with 2^k <= v < 2^(k+1) by a loop, not a bit trick.
+// The layout as abi.h states it, in floating point and independently of the
+// integer arithmetic: native bucket i holds 2^((i-1)/8) s <= v < 2^(i/8) s.
+// Exact except within 2^-16 (or a nanosecond) of a boundary.
 uint32_t referenceBucket(uint64_t v) {
-  if (v < (uint64_t{1} << AIMESH_HIST_MIN_SHIFT)) return 0;
-  if (v >= (uint64_t{1} << AIMESH_HIST_MAX_SHIFT)) return AIMESH_HIST_BUCKETS - 1;
-  uint32_t k = AIMESH_HIST_MIN_SHIFT;
-  while ((v >> (k + 1)) != 0) ++k;
-  uint32_t sub = static_cast<uint32_t>((v >> (k - 3)) & 7);
-  return 1 + (k - AIMESH_HIST_MIN_SHIFT) * 8 + sub;
+  if (v == 0) return 0;
+  double i = std::floor(8 * std::log2(static_cast<double>(v) * 1e-9)) + 1;
+  if (i <= AIMESH_HIST_MIN_INDEX) return 0;
+  if (i > AIMESH_HIST_MAX_INDEX) return kLast;
+  return static_cast<uint32_t>(i - AIMESH_HIST_MIN_INDEX);
+}
+
+// Is v within 2^-15 (or 2 ns) of a boundary 2^(j/8) s?
+bool nearABoundary(uint64_t v) {
+  double x = 8 * std::log2(static_cast<double>(v) * 1e-9);
+  double j = std::round(x);
+  double edge = 1e9 * std::exp2(j / 8);
+  return std::abs(static_cast<double>(v) - edge) <= std::max(2.0, edge / 32768);
 }
 
 TEST(HistBucketTest, LayoutConstants) {
-  EXPECT_EQ(AIMESH_HIST_SUBS, 8);
+  EXPECT_EQ(AIMESH_HIST_SCHEMA, 3);
   EXPECT_EQ(AIMESH_HIST_BUCKETS, 218);
+  // The thresholds: ceil(2^16 x 2^((n + f)/8)), 8 log2(1e9) = OFFSET + f.
+  double f = 8 * std::log2(1e9) - AIMESH_HIST_INDEX_OFFSET;
+  ASSERT_GT(f, 0);
+  ASSERT_LT(f, 1);
+  uint64_t t[] = {AIMESH_HIST_T0, AIMESH_HIST_T1, AIMESH_HIST_T2, AIMESH_HIST_T3,
+                  AIMESH_HIST_T4, AIMESH_HIST_T5, AIMESH_HIST_T6, AIMESH_HIST_T7};
+  for (int n = 0; n < 8; ++n) EXPECT_EQ(t[n], static_cast<uint64_t>(std::ceil(65536 * std::exp2((n + f) / 8)))) << n;
+  EXPECT_EQ(AIMESH_HIST_MIN_NS, static_cast<uint64_t>(std::ceil(1e9 * std::exp2(AIMESH_HIST_MIN_INDEX / 8.0))));
 }
 
 TEST(HistBucketTest, KnownValues) {
   EXPECT_EQ(histBucket(0), 0u);
-  EXPECT_EQ(histBucket(1023), 0u);
-  EXPECT_EQ(histBucket(1024), 1u);
-  EXPECT_EQ(histBucket(1024 + 127), 1u);
-  EXPECT_EQ(histBucket(1024 + 128), 2u);
-  EXPECT_EQ(histBucket(2047), 8u);
-  EXPECT_EQ(histBucket(2048), 9u);
-  EXPECT_EQ(histBucket((uint64_t{1} << 37) - 1), kLast - 1);
-  EXPECT_EQ(histBucket(uint64_t{1} << 37), kLast);
+  EXPECT_EQ(histBucket(953), 0u);
+  EXPECT_EQ(histBucket(954), 1u);  // 2^-20 s = 953.67 ns
+  EXPECT_EQ(histBucket(1039), 1u);
+  EXPECT_EQ(histBucket(1040), 2u);  // 2^(-159/8) s = 1039.99 ns
+  // 1 s is the boundary of native index 0: just below in bucket 0 - MIN_INDEX.
+  EXPECT_EQ(histNativeIndex(histBucket(999'000'000)), 0);
+  EXPECT_EQ(histNativeIndex(histBucket(1'001'000'000)), 1);
+  EXPECT_EQ(histNativeIndex(histBucket(25'000'000)), -42);  // 2^(-43/8) = 24.3 ms <= 25 ms < 2^(-42/8) = 26.5 ms
+  EXPECT_EQ(histBucket(AIMESH_HIST_MAX_NS - 1), kLast - 1);
+  EXPECT_EQ(histBucket(AIMESH_HIST_MAX_NS), kLast);
   EXPECT_EQ(histBucket(std::numeric_limits<uint64_t>::max()), kLast);
 }
 
@@ -60,34 +79,36 @@ TEST(HistBucketTest, EveryBucketsBoundsMapBackToIt) {
     EXPECT_EQ(histBucket(upper - 1), b);
     if (b < kLast) {
       EXPECT_EQ(histBucket(upper), b + 1);
+      // The upper bound is Prometheus' 2^(index/8) s, to 2^-16 or a nanosecond.
+      double edge = 1e9 * std::exp2(histNativeIndex(b) / 8.0);
+      EXPECT_NEAR(static_cast<double>(upper), edge, std::max(1.0, edge / 65536));
     }
     previousUpper = upper;
   }
   EXPECT_EQ(histBucketLower(0), 0u);
-  EXPECT_EQ(histBucketUpper(0), uint64_t{1} << AIMESH_HIST_MIN_SHIFT);
-  EXPECT_EQ(histBucketLower(kLast), uint64_t{1} << AIMESH_HIST_MAX_SHIFT);
+  EXPECT_EQ(histBucketUpper(0), AIMESH_HIST_MIN_NS);
+  EXPECT_EQ(histBucketLower(kLast), AIMESH_HIST_MAX_NS);
   EXPECT_EQ(histBucketUpper(kLast), std::numeric_limits<uint64_t>::max());
 }
 
-TEST(HistBucketTest, LogLinearBucketsAreAtMostAnEighthWide) {
+TEST(HistBucketTest, EachBucketIsAnEighthOfAnOctave) {
   for (uint32_t b = 1; b < kLast; ++b) {
-    uint64_t lower = histBucketLower(b), upper = histBucketUpper(b);
-    EXPECT_LE((upper - lower) * 8, lower) << "bucket " << b;
+    double lower = static_cast<double>(histBucketLower(b)), upper = static_cast<double>(histBucketUpper(b));
+    EXPECT_NEAR(upper / lower, std::exp2(1.0 / 8), 0.002) << "bucket " << b;
   }
 }
 
 TEST(HistBucketTest, MatchesTheLayoutInAbiAndIsMonotonic) {
   std::mt19937_64 rng(42);
   uint32_t previous = 0;
-  // Every power of two and its neighbours, then random values over all scales.
-  for (uint32_t s = 0; s < 64; ++s) {
-    uint64_t p = uint64_t{1} << s;
-    for (uint64_t v : {p - 1, p, p + 1}) EXPECT_EQ(histBucket(v), referenceBucket(v)) << v;
-  }
+  int checked = 0;
   for (int i = 0; i < 200000; ++i) {
     uint64_t v = rng() >> (rng() % 64);
+    if (nearABoundary(v)) continue;
     ASSERT_EQ(histBucket(v), referenceBucket(v)) << v;
+    ++checked;
   }
+  EXPECT_GT(checked, 150000);
   for (uint64_t v = 0; v < (uint64_t{1} << 38); v = v * 9 / 8 + 1) {
     uint32_t b = histBucket(v);
     ASSERT_GE(b, previous) << v;
@@ -165,8 +186,9 @@ TEST(HistQuantileTest, WithinTenPercentOfExactSampleQuantiles) {
       EXPECT_LE(got, static_cast<double>(histBucketUpper(b))) << dist.name << " q=" << q;
     }
   }
-  // A bucket is at most 12.5% wide, so interpolation should land within ~6%.
-  EXPECT_LE(worst, 0.065);
+  // A bucket is 9% wide; a point mass interpolated across it is off by at
+  // most that much.
+  EXPECT_LE(worst, 0.0905);
 }
 
 TEST(HistQuantileTest, ContinuousDistributionsAreMuchCloser) {
@@ -176,7 +198,10 @@ TEST(HistQuantileTest, ContinuousDistributionsAreMuchCloser) {
     for (uint64_t v : dist.samples) h.record(v);
     for (double q : {0.5, 0.9, 0.99}) {
       double exact = exactQuantile(dist.samples, q);
-      EXPECT_LE(std::abs(h.quantileNs(q) - exact) / exact, 0.02) << dist.name << " q=" << q;
+      // 4%: a quantile next to the end of the distribution's support sits in
+      // a bucket only partly filled (uniform 1-100 ms, p99), which linear
+      // interpolation spreads over the whole bucket.
+      EXPECT_LE(std::abs(h.quantileNs(q) - exact) / exact, 0.04) << dist.name << " q=" << q;
     }
   }
 }
@@ -189,38 +214,40 @@ TEST(HistQuantileTest, EmptyIsZero) {
 }
 
 TEST(HistQuantileTest, InterpolatesLinearlyInsideABucket) {
-  // 8 samples in bucket 1 ([1024, 1152)): rank q*8 of 8 → 1024 + q*128.
+  // 8 samples in bucket 1 ([954, 1040)): rank q*8 of 8 -> 954 + q*86.
   Histogram h;
-  for (int i = 0; i < 8; ++i) h.record(1100);
-  EXPECT_DOUBLE_EQ(h.quantileNs(0.5), 1024 + 64);
-  EXPECT_DOUBLE_EQ(h.quantileNs(0.25), 1024 + 32);
-  EXPECT_DOUBLE_EQ(h.quantileNs(1.0), 1152);
-  EXPECT_DOUBLE_EQ(h.meanNs(), 1100);
+  for (int i = 0; i < 8; ++i) h.record(1000);
+  EXPECT_DOUBLE_EQ(h.quantileNs(0.5), 954 + 43);
+  EXPECT_DOUBLE_EQ(h.quantileNs(0.25), 954 + 21.5);
+  EXPECT_DOUBLE_EQ(h.quantileNs(1.0), 1040);
+  EXPECT_DOUBLE_EQ(h.meanNs(), 1000);
 }
 
 TEST(HistQuantileTest, RankWalksTheCumulativeCounts) {
-  // 10 samples in [1024,1152), 10 in [2048,2304): p50 is the top of the first
-  // bucket (rank 10 reached there), p75 halfway into the second.
+  // 10 samples in [954, 1040), 10 in bucket 9 ([1908, 2080)): p50 is the top
+  // of the first bucket (rank 10 reached there), p75 halfway into the second.
   Histogram h;
-  for (int i = 0; i < 10; ++i) h.record(1030);
-  for (int i = 0; i < 10; ++i) h.record(2100);
-  EXPECT_DOUBLE_EQ(h.quantileNs(0.5), 1152);
-  EXPECT_DOUBLE_EQ(h.quantileNs(0.75), 2048 + 128);
+  for (int i = 0; i < 10; ++i) h.record(1000);
+  for (int i = 0; i < 10; ++i) h.record(2000);
+  ASSERT_EQ(histBucket(2000), 9u);
+  double lo = static_cast<double>(histBucketLower(9)), hi = static_cast<double>(histBucketUpper(9));
+  EXPECT_DOUBLE_EQ(h.quantileNs(0.5), 1040);
+  EXPECT_DOUBLE_EQ(h.quantileNs(0.75), lo + (hi - lo) / 2);
 }
 
 TEST(HistQuantileTest, FirstBucketInterpolatesFromZero) {
   Histogram h;
   for (int i = 0; i < 100; ++i) h.record(500);
-  EXPECT_DOUBLE_EQ(h.quantileNs(0.5), 512);
-  EXPECT_DOUBLE_EQ(h.quantileNs(1.0), 1024);
+  EXPECT_DOUBLE_EQ(h.quantileNs(0.5), 477);
+  EXPECT_DOUBLE_EQ(h.quantileNs(1.0), 954);
 }
 
 TEST(HistQuantileTest, OverflowBucketReturnsItsLowerBound) {
   Histogram h;
   h.record(10 * kMs);
-  h.record(uint64_t{200} * 1'000'000'000);  // 200 s, past 2^37 ns
+  h.record(uint64_t{200} * 1'000'000'000);  // 200 s, past 128 s
   h.record(uint64_t{300} * 1'000'000'000);
-  double overflow = static_cast<double>(uint64_t{1} << AIMESH_HIST_MAX_SHIFT);
+  auto overflow = static_cast<double>(AIMESH_HIST_MAX_NS);
   EXPECT_DOUBLE_EQ(h.quantileNs(0.99), overflow);
   EXPECT_DOUBLE_EQ(h.quantileNs(1.0), overflow);
   EXPECT_LT(h.quantileNs(0.2), 12.0 * kMs);
@@ -260,46 +287,49 @@ TEST(HistMergeTest, EmptyCopiesChangeNothing) {
   EXPECT_EQ(h.sumNs, 5 * kMs);
 }
 
-uint64_t boundNs(double seconds) { return static_cast<uint64_t>(std::llround(seconds * 1e9)); }
-
-TEST(HistPromTest, BoundsArePowersOfTwoAndOneAndAHalfTimesThem) {
-  const auto& bounds = promBoundsSeconds();
-  ASSERT_EQ(bounds.size(), 2u * (37 - 14) + 1);
-  EXPECT_EQ(boundNs(bounds.front()), uint64_t{1} << 14);
-  EXPECT_EQ(boundNs(bounds[1]), (uint64_t{1} << 14) * 3 / 2);
-  EXPECT_EQ(boundNs(bounds.back()), uint64_t{1} << 37);
-  for (std::size_t i = 0; i < bounds.size(); ++i) {
-    if (i > 0) {
-      EXPECT_LT(bounds[i - 1], bounds[i]);
+TEST(HistPromTest, BoundsAreKernelBoundariesPerOctaveAsAsked) {
+  for (int perOctave : {1, 2, 4, 8}) {
+    SCOPED_TRACE(perOctave);
+    ASSERT_TRUE(validBucketsPerOctave(perOctave));
+    std::vector<double> bounds = promBoundsSeconds(perOctave);
+    ASSERT_EQ(bounds.size(), static_cast<size_t>(23 * perOctave + 1)) << "15 us .. 128 s";
+    EXPECT_DOUBLE_EQ(bounds.front(), std::exp2(-16));
+    EXPECT_DOUBLE_EQ(bounds.back(), 128);
+    for (std::size_t i = 1; i < bounds.size(); ++i) EXPECT_NEAR(bounds[i] / bounds[i - 1], std::exp2(1.0 / perOctave), 1e-12);
+    // Each bound is the upper edge of a kernel bucket (to 2^-16).
+    for (double le : bounds) {
+      uint32_t b = histBucket(static_cast<uint64_t>(le * 1e9 * (1 - 1e-4)));
+      EXPECT_NEAR(static_cast<double>(histBucketUpper(b)), le * 1e9, std::max(1.0, le * 1e9 / 65536)) << le;
     }
-    uint64_t ns = boundNs(bounds[i]);
-    EXPECT_EQ(histBucketLower(histBucket(ns)), ns)
-        << "bound " << bounds[i] << " is not a bucket edge";
   }
+  EXPECT_FALSE(validBucketsPerOctave(3));
+  EXPECT_FALSE(validBucketsPerOctave(0));
+  EXPECT_EQ(promBoundsSeconds().size(), promBoundsSeconds(2).size());
 }
 
 TEST(HistPromTest, CumulativeMatchesABruteForceCount) {
-  for (const auto& dist : distributions()) {
-    Histogram h;
-    for (uint64_t v : dist.samples) h.record(v);
-    h.record(100);                            // bucket 0
-    h.record(uint64_t{500} * 1'000'000'000);  // overflow bucket: only in +Inf
-    const auto& bounds = promBoundsSeconds();
-    std::vector<uint64_t> cumulative = promCumulative(h);
-    ASSERT_EQ(cumulative.size(), bounds.size());
-    for (std::size_t i = 0; i < bounds.size(); ++i) {
-      if (i > 0) {
-        EXPECT_LE(cumulative[i - 1], cumulative[i]) << dist.name;
+  for (int perOctave : {2, 8}) {
+    for (const auto& dist : distributions()) {
+      Histogram h;
+      for (uint64_t v : dist.samples) h.record(v);
+      h.record(100);                            // bucket 0
+      h.record(uint64_t{500} * 1'000'000'000);  // overflow bucket: only in +Inf
+      std::vector<double> bounds = promBoundsSeconds(perOctave);
+      std::vector<uint64_t> cumulative = promCumulative(h, perOctave);
+      ASSERT_EQ(cumulative.size(), bounds.size());
+      for (std::size_t i = 0; i < bounds.size(); ++i) {
+        if (i > 0) {
+          EXPECT_LE(cumulative[i - 1], cumulative[i]) << dist.name;
+        }
+        // The kernel's edge nearest the bound: "bucket upper <= edge" is "sample < edge".
+        uint64_t edge = histBucketUpper(histBucket(static_cast<uint64_t>(bounds[i] * 1e9 * (1 - 1e-4))));
+        uint64_t brute =
+            1 + static_cast<uint64_t>(std::count_if(dist.samples.begin(), dist.samples.end(),
+                                                    [&](uint64_t v) { return v < edge; }));
+        EXPECT_EQ(cumulative[i], brute) << dist.name << " le=" << bounds[i];
       }
-      // Each bound is a bucket edge, so "bucket upper <= bound" is "sample < bound".
-      uint64_t bound = boundNs(bounds[i]);
-      uint64_t brute =
-          1 + static_cast<uint64_t>(std::count_if(dist.samples.begin(), dist.samples.end(),
-                                                  [&](uint64_t v) { return v < bound; }));
-      EXPECT_EQ(cumulative[i], brute) << dist.name << " le=" << bounds[i];
+      EXPECT_EQ(cumulative.back(), h.count - 1) << "the 500 s sample is only in +Inf";
     }
-    EXPECT_LE(cumulative.back(), h.count);
-    EXPECT_EQ(cumulative.back(), h.count - 1) << "the 500 s sample is only in +Inf";
   }
 }
 
