@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -248,16 +250,75 @@ bool HttpServer::Impl::sendAll(int fd, const std::string& data, Clock::time_poin
   return true;
 }
 
+namespace {
+
+bool equalsNoCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+MetricsFormat negotiateMetricsFormat(std::string_view accept, bool openMetrics, bool protobuf) {
+  MetricsFormat best = MetricsFormat::kText;
+  double bestQ = -1;
+  while (!accept.empty()) {
+    size_t comma = accept.find(',');
+    std::string_view item = accept.substr(0, comma);
+    accept = comma == std::string_view::npos ? std::string_view{} : accept.substr(comma + 1);
+    size_t semi = item.find(';');
+    std::string_view type = trim(item.substr(0, semi));
+    double q = 1;
+    bool delimited = false, familyProto = false;
+    for (std::string_view params = semi == std::string_view::npos ? "" : item.substr(semi + 1); !params.empty();) {
+      size_t next = params.find(';');
+      std::string_view p = trim(params.substr(0, next));
+      params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
+      size_t eq = p.find('=');
+      if (eq == std::string_view::npos) continue;
+      std::string_view key = trim(p.substr(0, eq)), value = trim(p.substr(eq + 1));
+      if (equalsNoCase(key, "q")) q = std::strtod(std::string(value).c_str(), nullptr);
+      else if (equalsNoCase(key, "encoding")) delimited = value == "delimited";
+      else if (equalsNoCase(key, "proto")) familyProto = value == "io.prometheus.client.MetricFamily";
+    }
+    MetricsFormat f;
+    if (protobuf && equalsNoCase(type, "application/vnd.google.protobuf") && delimited && familyProto)
+      f = MetricsFormat::kProtobuf;
+    else if (openMetrics && equalsNoCase(type, "application/openmetrics-text"))
+      f = MetricsFormat::kOpenMetrics;
+    else if (equalsNoCase(type, "text/plain") || type == "*/*" || equalsNoCase(type, "text/*"))
+      f = MetricsFormat::kText;
+    else
+      continue;
+    if (q > 0 && q > bestQ) {
+      best = f;
+      bestQ = q;
+    }
+  }
+  return best;
+}
+
+const char* metricsContentType(MetricsFormat f) {
+  switch (f) {
+    case MetricsFormat::kProtobuf:
+      return "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+    case MetricsFormat::kOpenMetrics:
+      return "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    case MetricsFormat::kText:
+      break;
+  }
+  return "text/plain; version=0.0.4; charset=utf-8";
+}
+
 Response HttpServer::Impl::route(const Request& req) {
   Response r;
   if (req.path == "/metrics") {
-    if (handlers.openMetrics && req.accept.find("application/openmetrics-text") != std::string::npos) {
-      r.body = handlers.openMetrics();
-      r.contentType = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    } else {
-      r.body = handlers.metrics();
-      r.contentType = "text/plain; version=0.0.4; charset=utf-8";
-    }
+    MetricsFormat f = negotiateMetricsFormat(req.accept, bool(handlers.openMetrics), bool(handlers.protobuf));
+    r.body = f == MetricsFormat::kProtobuf      ? handlers.protobuf()
+             : f == MetricsFormat::kOpenMetrics ? handlers.openMetrics()
+                                                : handlers.metrics();
+    r.contentType = metricsContentType(f);
   } else if (req.path == "/healthz") {
     r.body = "ok\n";
     r.contentType = "text/plain";

@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "util/result.h"
@@ -32,10 +33,22 @@ namespace aimesh {
 struct HttpHandlers {
   std::function<std::string()> metrics;
   std::function<bool()> ready;
-  // OpenMetrics text, served when the scraper's Accept header asks for
+  // OpenMetrics text, served when the scraper's Accept header prefers
   // application/openmetrics-text; optional.
   std::function<std::string()> openMetrics = {};
+  // Prometheus' protobuf format (delimited MetricFamily messages: native
+  // histograms), served when the Accept header prefers it; optional.
+  std::function<std::string()> protobuf = {};
 };
+
+// The /metrics formats, and which one an Accept header prefers: the
+// acceptable one with the highest q (ties: the first listed), among those
+// the server has. Protobuf must name proto=io.prometheus.client.MetricFamily
+// and encoding=delimited, as Prometheus does. Anything else (no header,
+// */*, text/plain) is the Prometheus text format.
+enum class MetricsFormat { kText, kOpenMetrics, kProtobuf };
+MetricsFormat negotiateMetricsFormat(std::string_view accept, bool openMetrics, bool protobuf);
+const char* metricsContentType(MetricsFormat f);
 
 // What the listener did, for /metrics (aimesh_agent_http_*). Shared with
 // the owner so it can be read at any time, even while the server starts.

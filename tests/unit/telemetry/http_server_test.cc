@@ -172,6 +172,38 @@ class HttpServerLimits : public ::testing::Test {
   std::optional<HttpServer> server_;
 };
 
+// Which /metrics format an Accept header gets: the highest q among those
+// the server has (ties: the first listed), protobuf only with Prometheus'
+// parameters, the text format for anything else.
+TEST(MetricsNegotiation, HighestQualityAmongWhatTheServerHas) {
+  using F = MetricsFormat;
+  // Prometheus 2.42 with --enable-feature=native-histograms, and without.
+  const char* nativeProm =
+      "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,"
+      "text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+  const char* classicProm =
+      "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+  EXPECT_EQ(negotiateMetricsFormat(nativeProm, true, true), F::kProtobuf);
+  EXPECT_EQ(negotiateMetricsFormat(nativeProm, true, false), F::kText);
+  EXPECT_EQ(negotiateMetricsFormat(classicProm, true, true), F::kOpenMetrics);
+  EXPECT_EQ(negotiateMetricsFormat(classicProm, false, true), F::kText);
+  EXPECT_EQ(negotiateMetricsFormat("", true, true), F::kText);
+  EXPECT_EQ(negotiateMetricsFormat("*/*", true, true), F::kText);
+  // Protobuf needs the MetricFamily and delimited parameters.
+  EXPECT_EQ(negotiateMetricsFormat("application/vnd.google.protobuf", true, true), F::kText);
+  EXPECT_EQ(negotiateMetricsFormat("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
+                                   "encoding=text",
+                                   true, true),
+            F::kText);
+  // q decides, then the order; q=0 is "not acceptable".
+  EXPECT_EQ(negotiateMetricsFormat("text/plain;q=0.9, application/openmetrics-text;q=0.5", true, true), F::kText);
+  EXPECT_EQ(negotiateMetricsFormat("application/openmetrics-text;q=0, text/plain;q=0.1", true, true), F::kText);
+  EXPECT_EQ(negotiateMetricsFormat("Application/OpenMetrics-Text ; Q=1", true, true), F::kOpenMetrics);
+  EXPECT_STREQ(metricsContentType(F::kProtobuf),
+               "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited");
+}
+
 TEST_F(HttpServerLimits, GetAndHeadOfTheThreePaths) {
   start();
   std::string m = fetch("/metrics?x=1");  // query strings are ignored
