@@ -19,6 +19,7 @@ RUN apt-get update \
       libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev \
       libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libbrotli-dev \
       libgtest-dev libgmock-dev libbenchmark-dev \
+      libprotobuf-dev protobuf-compiler golang-github-prometheus-client-model-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -46,7 +47,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libbpf1 libelf1 zlib1g libfmt9 libspdlog1.10 libyaml-cpp0.7 \
-      libcurl4 libssl3 ca-certificates \
+      libcurl4 libssl3 libprotobuf32 ca-certificates \
       util-linux mount \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/bin/ /usr/local/bin/

@@ -59,9 +59,10 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
   HttpServerOptions httpOpts = opts.http;
   httpOpts.counters = a->httpCounters_;
   auto http = HttpServer::start(opts.metricsAddr,
-                                HttpHandlers{[p = a.get()] { return p->metricsText(false); },
+                                HttpHandlers{[p = a.get()] { return p->metricsText(MetricsFormat::kText); },
                                              [p = a.get()] { return p->ready(); },
-                                             [p = a.get()] { return p->metricsText(true); }},
+                                             [p = a.get()] { return p->metricsText(MetricsFormat::kOpenMetrics); },
+                                             [p = a.get()] { return p->metricsText(MetricsFormat::kProtobuf); }},
                                 httpOpts);
   if (!http) return http.error();
   a->http_.emplace(std::move(http.value()));
@@ -259,7 +260,7 @@ bool Agent::ready() {
   return counters_.ready;
 }
 
-std::string Agent::metricsText(bool openMetrics) {
+std::string Agent::metricsText(MetricsFormat format) {
   // Occupancy walks the maps key by key (revnat can be large): do it before
   // taking the lock so a scrape does not hold up reconciles.
   std::vector<MapOccupancy> maps = reader_->occupancy();
@@ -277,7 +278,7 @@ std::string Agent::metricsText(bool openMetrics) {
   MetricsInput in{&index_, &stats, counters, std::move(maps), AIMESH_VERSION};
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
   in.events = reader_->flowEventsTotal();
-  in.openMetrics = openMetrics;
+  in.openMetrics = format == MetricsFormat::kOpenMetrics;
   in.bucketsPerOctave = opts_.histogramBucketsPerOctave;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
@@ -290,7 +291,7 @@ std::string Agent::metricsText(bool openMetrics) {
     in.closed = &closed;
     in.lifecycle = &lcStats;
   }
-  return renderMetrics(in);
+  return format == MetricsFormat::kProtobuf ? renderMetricsProtobuf(in) : renderMetrics(in);
 }
 
 json Agent::handleApi(const json& req) {

@@ -26,6 +26,7 @@
 #include "telemetry/datapath_reader.h"
 #include "telemetry/http_server.h"
 #include "telemetry/metrics.h"
+#include "telemetry/metrics_proto.h"
 #include "telemetry/telemetry.h"
 #include "telemetry/views.h"
 
@@ -108,7 +109,7 @@ class Agent {
   const std::string& podCgroupRoot() const { return opts_.podCgroupRoot.empty() ? opts_.cgroup : opts_.podCgroupRoot; }
 
   nlohmann::json handleApi(const nlohmann::json& req);
-  std::string metricsText(bool openMetrics = false);
+  std::string metricsText(MetricsFormat format = MetricsFormat::kText);
   bool ready();
 
  private:

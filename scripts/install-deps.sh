@@ -10,6 +10,10 @@ PACKAGES=(
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libbrotli-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # /metrics in Prometheus' protobuf format (native histograms): the
+  # protobuf library and compiler, and the published metrics.proto (the
+  # Go package is where Debian ships it)
+  libprotobuf-dev protobuf-compiler golang-github-prometheus-client-model-dev
   # tests and demo
   iproute2 curl procps python3 prometheus nghttp2-server
   # pooled keep-alive HTTP clients as inference clients use them (e2e tests

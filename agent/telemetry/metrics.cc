@@ -41,9 +41,12 @@ std::string serviceLabels(const ServiceInfo& s) {
                      escapeLabel(s.nameSpace), escapeLabel(s.model), s.port.port, toString(s.port.protocol));
 }
 
-// The labels of an endpoint's series: its service's, then endpoint="host:port".
+// The labels of an endpoint's series: its service's, then endpoint="host:port"
+// (endpointLabelPairs() escaped and joined).
 std::string endpointLabels(const EndpointRow& r) {
-  return fmt::format("{},endpoint=\"{}\"", serviceLabels(*r.service), r.name);
+  std::string out;
+  for (auto& [k, v] : endpointLabelPairs(r)) out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escapeLabel(v));
+  return out;
 }
 
 // An endpoint row with its labels, formatted once per scrape.
@@ -98,20 +101,7 @@ void renderClosed(std::string& out, const std::vector<Labelled>& eps,
 // The latency histograms of each endpoint that has them (ids below
 // AIMESH_MAX_HIST_BACKENDS), in classic Prometheus buckets.
 void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int perOctave) {
-  struct H {
-    uint32_t metric;
-    const char* name;
-    const char* help;
-  };
-  for (const H& h : {H{AIMESH_M_CONNECT, "aimesh_endpoint_connect_seconds", "Time from connect() to ESTABLISHED."},
-                     H{AIMESH_M_TTFB, "aimesh_endpoint_ttfb_seconds", "Time from request start to the first response byte."},
-                     H{AIMESH_M_TTFT, "aimesh_endpoint_ttft_seconds",
-                       "Time from request start to the first response body byte (first token when streaming)."},
-                     H{AIMESH_M_GAP, "aimesh_endpoint_chunk_gap_seconds",
-                       "Time between response payload segments (inter-token latency when streaming)."},
-                     H{AIMESH_M_DURATION, "aimesh_endpoint_response_duration_seconds",
-                       "Time from request start to the last response byte."},
-                     H{AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}}) {
+  for (const HistogramFamily& h : histogramFamilies()) {
     family(out, h.name, "histogram", h.help);
     std::vector<std::string> les;
     for (double b : promBoundsSeconds(perOctave)) les.push_back(fmtSeconds(b));
@@ -130,7 +120,7 @@ void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int pe
 
 // The endpoints with telemetry (rows: the index's endpoints, in id order).
 void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, const std::vector<ClosedSeries>* closed,
-                     int perOctave) {
+                     int perOctave, bool histograms) {
   std::vector<Labelled> eps;
   for (const EndpointRow& r : rows)
     if (r.telemetry) eps.push_back({&r, endpointLabels(r)});
@@ -200,7 +190,7 @@ void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, con
        "Time connections to the endpoint spent established (at close).",
        [](const BackendTelemetry& t) { return t.counters.conn_ns / 1e9; });
 
-  renderHistograms(out, eps, perOctave);
+  if (histograms) renderHistograms(out, eps, perOctave);
 }
 
 }  // namespace
@@ -385,7 +375,7 @@ std::string renderMetrics(const MetricsInput& in) {
   std::vector<EndpointRow> rows = endpointRows(*in.index, {}, in.stats, in.telemetry);
   renderServiceCounters(out, *in.index, *in.stats);
   renderEndpointCounters(out, rows);
-  if (in.telemetry) renderTelemetry(out, rows, in.closed, in.bucketsPerOctave);
+  if (in.telemetry) renderTelemetry(out, rows, in.closed, in.bucketsPerOctave, in.histograms);
   renderDatapath(out, in);
   const AgentCounters& a = in.agent;
   family(out, "aimesh_agent_model_scrapes_total", "counter",
@@ -400,6 +390,30 @@ std::string renderMetrics(const MetricsInput& in) {
   out += fmt::format("aimesh_build_info{{version=\"{}\"}} 1\n", escapeLabel(in.version));
   if (in.openMetrics) out += "# EOF\n";
   return out;
+}
+
+const std::vector<HistogramFamily>& histogramFamilies() {
+  static const std::vector<HistogramFamily> families = {
+      {AIMESH_M_CONNECT, "aimesh_endpoint_connect_seconds", "Time from connect() to ESTABLISHED."},
+      {AIMESH_M_TTFB, "aimesh_endpoint_ttfb_seconds", "Time from request start to the first response byte."},
+      {AIMESH_M_TTFT, "aimesh_endpoint_ttft_seconds",
+       "Time from request start to the first response body byte (first token when streaming)."},
+      {AIMESH_M_GAP, "aimesh_endpoint_chunk_gap_seconds",
+       "Time between response payload segments (inter-token latency when streaming)."},
+      {AIMESH_M_DURATION, "aimesh_endpoint_response_duration_seconds",
+       "Time from request start to the last response byte."},
+      {AIMESH_M_RTT, "aimesh_endpoint_rtt_seconds", "Smoothed TCP round-trip time, sampled at close."}};
+  return families;
+}
+
+std::vector<std::pair<std::string, std::string>> endpointLabelPairs(const EndpointRow& r) {
+  const ServiceInfo& s = *r.service;
+  return {{"service", s.name},
+          {"namespace", s.nameSpace},
+          {"model", s.model},
+          {"port", std::to_string(s.port.port)},
+          {"protocol", toString(s.port.protocol)},
+          {"endpoint", r.name}};
 }
 
 }  // namespace aimesh

@@ -15,6 +15,7 @@
 #include "reconcile/plan.h"
 #include "telemetry/stats.h"
 #include "telemetry/telemetry.h"
+#include "telemetry/views.h"
 
 namespace aimesh {
 
@@ -44,6 +45,7 @@ struct MetricsInput {
   uint64_t events = 0;       // flow events read from the ring buffer
   bool openMetrics = false;  // OpenMetrics 1.0 text instead of Prometheus 0.0.4
   int bucketsPerOctave = 2;  // classic histogram `le` bounds per power of two (1, 2, 4, 8)
+  bool histograms = true;    // the latency histogram families (metrics_proto.h renders its own)
   // The Kubernetes source's counters; null with a state file (all zero then).
   const KubeSourceStats* kube = nullptr;
   // The metrics listener's own counters; null: all zero.
@@ -55,6 +57,18 @@ struct MetricsInput {
 };
 
 std::string renderMetrics(const MetricsInput& in);
+
+// The latency histogram families, in the order /metrics prints them.
+struct HistogramFamily {
+  uint32_t metric;  // enum aimesh_metric
+  const char* name;
+  const char* help;
+};
+const std::vector<HistogramFamily>& histogramFamilies();
+
+// The labels of an endpoint's series, unescaped: service, namespace, model,
+// port, protocol, endpoint.
+std::vector<std::pair<std::string, std::string>> endpointLabelPairs(const EndpointRow& r);
 
 // Escapes a label value (backslash, double quote, newline).
 std::string escapeLabel(const std::string& v);
