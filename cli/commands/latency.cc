@@ -18,7 +18,7 @@ constexpr std::array<const char*, 6> kMetrics = {"connect", "ttfb",     "ttft",
                                                  "gap",     "duration", "rtt"};
 
 // Upper bounds from here on mean "no upper bound" (the kernel's last finite
-// bucket edge is 2^37 ns, ~137 s).
+// bucket edge is 2^7 s, 128 s).
 constexpr double kOpenEndedSeconds = 1e9;
 
 using EL = view::EndpointLatency;

@@ -36,7 +36,7 @@ std::vector<BarBucket> mergeBuckets(std::vector<BarBucket> buckets, std::size_t 
 // One line per row: "  <range>  <bar> <count>", ranges left-aligned to the
 // widest one, the longest bar `maxWidth` █ long and the others scaled to it
 // (rounded, at least one █ for a non-zero count). Ranges read
-// "8.0ms-10.0ms"; an infinite upper bound reads ">=137s".
+// "8.0ms-10.0ms"; an infinite upper bound reads ">=128s".
 std::string renderBars(const std::vector<BarBucket>& rows, std::size_t maxWidth = 40,
                        const std::string& indent = "  ");
 
