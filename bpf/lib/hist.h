@@ -30,8 +30,14 @@ static __always_inline __u32 hist_bucket(__u64 ns)
 		return AIMESH_HIST_BUCKETS - 1;
 	k = hist_fls64(ns); /* 9..36 here */
 	m = k >= 16 ? ns >> (k - 16) : ns << (16 - k);
-	cnt = (m >= AIMESH_HIST_T0) + (m >= AIMESH_HIST_T1) + (m >= AIMESH_HIST_T2) + (m >= AIMESH_HIST_T3) +
-	      (m >= AIMESH_HIST_T4) + (m >= AIMESH_HIST_T5) + (m >= AIMESH_HIST_T6) + (m >= AIMESH_HIST_T7);
+	/* How many thresholds m reaches, in at most four comparisons (BPF
+	 * has no set-on-compare: each comparison is a branch). */
+	if (m < AIMESH_HIST_T3)
+		cnt = m < AIMESH_HIST_T1 ? (m < AIMESH_HIST_T0 ? 0 : 1) : (m < AIMESH_HIST_T2 ? 2 : 3);
+	else if (m < AIMESH_HIST_T5)
+		cnt = m < AIMESH_HIST_T4 ? 4 : 5;
+	else
+		cnt = m < AIMESH_HIST_T6 ? 6 : (m < AIMESH_HIST_T7 ? 7 : 8);
 	return 8 * k + cnt - AIMESH_HIST_INDEX_OFFSET - AIMESH_HIST_MIN_INDEX;
 }
 
