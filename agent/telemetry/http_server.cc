@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <condition_variable>
@@ -250,16 +249,6 @@ bool HttpServer::Impl::sendAll(int fd, const std::string& data, Clock::time_poin
   return true;
 }
 
-namespace {
-
-bool equalsNoCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-}  // namespace
-
 MetricsFormat negotiateMetricsFormat(std::string_view accept, bool openMetrics, bool protobuf) {
   MetricsFormat best = MetricsFormat::kText;
   double bestQ = -1;
@@ -278,16 +267,17 @@ MetricsFormat negotiateMetricsFormat(std::string_view accept, bool openMetrics, 
       size_t eq = p.find('=');
       if (eq == std::string_view::npos) continue;
       std::string_view key = trim(p.substr(0, eq)), value = trim(p.substr(eq + 1));
-      if (equalsNoCase(key, "q")) q = std::strtod(std::string(value).c_str(), nullptr);
-      else if (equalsNoCase(key, "encoding")) delimited = value == "delimited";
-      else if (equalsNoCase(key, "proto")) familyProto = value == "io.prometheus.client.MetricFamily";
+      if (lower(key) == "q") q = std::strtod(std::string(value).c_str(), nullptr);
+      else if (lower(key) == "encoding") delimited = value == "delimited";
+      else if (lower(key) == "proto") familyProto = value == "io.prometheus.client.MetricFamily";
     }
     MetricsFormat f;
-    if (protobuf && equalsNoCase(type, "application/vnd.google.protobuf") && delimited && familyProto)
+    std::string media = lower(type);
+    if (protobuf && media == "application/vnd.google.protobuf" && delimited && familyProto)
       f = MetricsFormat::kProtobuf;
-    else if (openMetrics && equalsNoCase(type, "application/openmetrics-text"))
+    else if (openMetrics && media == "application/openmetrics-text")
       f = MetricsFormat::kOpenMetrics;
-    else if (equalsNoCase(type, "text/plain") || type == "*/*" || equalsNoCase(type, "text/*"))
+    else if (media == "text/plain" || media == "*/*" || media == "text/*")
       f = MetricsFormat::kText;
     else
       continue;

@@ -36,18 +36,14 @@ void family(std::string& out, const char* name, const char* type, const char* he
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", n, help, n, type);
 }
 
-std::string serviceLabels(const ServiceInfo& s) {
-  return fmt::format("service=\"{}\",namespace=\"{}\",model=\"{}\",port=\"{}\",protocol=\"{}\"", escapeLabel(s.name),
-                     escapeLabel(s.nameSpace), escapeLabel(s.model), s.port.port, toString(s.port.protocol));
-}
-
-// The labels of an endpoint's series: its service's, then endpoint="host:port"
-// (endpointLabelPairs() escaped and joined).
-std::string endpointLabels(const EndpointRow& r) {
+// Label pairs as the text formats print them: k="v",... with v escaped.
+std::string joinLabels(const LabelPairs& labels) {
   std::string out;
-  for (auto& [k, v] : endpointLabelPairs(r)) out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escapeLabel(v));
+  for (auto& [k, v] : labels) out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escapeLabel(v));
   return out;
 }
+
+std::string serviceLabels(const ServiceInfo& s) { return joinLabels(serviceLabelPairs(s)); }
 
 // An endpoint row with its labels, formatted once per scrape.
 struct Labelled {
@@ -101,10 +97,10 @@ void renderClosed(std::string& out, const std::vector<Labelled>& eps,
 // The latency histograms of each endpoint that has them (ids below
 // AIMESH_MAX_HIST_BACKENDS), in classic Prometheus buckets.
 void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int perOctave) {
+  std::vector<std::string> les;
+  for (double b : promBoundsSeconds(perOctave)) les.push_back(fmtSeconds(b));
   for (const HistogramFamily& h : histogramFamilies()) {
     family(out, h.name, "histogram", h.help);
-    std::vector<std::string> les;
-    for (double b : promBoundsSeconds(perOctave)) les.push_back(fmtSeconds(b));
     for (auto& [r, labels] : eps) {
       if (!r->telemetry->hasHistograms) continue;
       const Histogram& hist = r->telemetry->hist[h.metric];
@@ -119,11 +115,11 @@ void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int pe
 }
 
 // The endpoints with telemetry (rows: the index's endpoints, in id order).
-void renderTelemetry(std::string& out, const std::vector<EndpointRow>& rows, const std::vector<ClosedSeries>* closed,
+void renderTelemetry(std::string& out, const std::vector<Labelled>& rows, const std::vector<ClosedSeries>* closed,
                      int perOctave, bool histograms) {
   std::vector<Labelled> eps;
-  for (const EndpointRow& r : rows)
-    if (r.telemetry) eps.push_back({&r, endpointLabels(r)});
+  for (const Labelled& r : rows)
+    if (r.row->telemetry) eps.push_back(r);
   // One sample per endpoint: value(t).
   auto each = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
@@ -280,12 +276,11 @@ void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathS
              &ServiceCounters::denied);
 }
 
-void renderEndpointCounters(std::string& out, const std::vector<EndpointRow>& rows) {
+void renderEndpointCounters(std::string& out, const std::vector<Labelled>& rows) {
   auto beMetric = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
-    for (const EndpointRow& r : rows)
-      out += fmt::format("{}{{{}}} {}\n", name, endpointLabels(r),
-                         value(*r.backend, r.counters ? *r.counters : BackendCounters{}));
+    for (auto& [r, labels] : rows)
+      out += fmt::format("{}{{{}}} {}\n", name, labels, value(*r->backend, r->counters ? *r->counters : BackendCounters{}));
   };
   beMetric("aimesh_endpoint_connections_total", "counter", "Connections sent to this endpoint by connect().",
            [](const BackendInfo&, const BackendCounters& c) { return c.connects; });
@@ -372,10 +367,14 @@ void renderAgent(std::string& out, const AgentCounters& a, uint64_t events) {
 std::string renderMetrics(const MetricsInput& in) {
   std::string out;
   gOpenMetrics = in.openMetrics;
+  // Each endpoint's labels are formatted once per scrape, for every family.
   std::vector<EndpointRow> rows = endpointRows(*in.index, {}, in.stats, in.telemetry);
+  std::vector<Labelled> labelled;
+  labelled.reserve(rows.size());
+  for (const EndpointRow& r : rows) labelled.push_back({&r, joinLabels(endpointLabelPairs(r))});
   renderServiceCounters(out, *in.index, *in.stats);
-  renderEndpointCounters(out, rows);
-  if (in.telemetry) renderTelemetry(out, rows, in.closed, in.bucketsPerOctave, in.histograms);
+  renderEndpointCounters(out, labelled);
+  if (in.telemetry) renderTelemetry(out, labelled, in.closed, in.bucketsPerOctave, in.histograms);
   renderDatapath(out, in);
   const AgentCounters& a = in.agent;
   family(out, "aimesh_agent_model_scrapes_total", "counter",
@@ -406,14 +405,18 @@ const std::vector<HistogramFamily>& histogramFamilies() {
   return families;
 }
 
-std::vector<std::pair<std::string, std::string>> endpointLabelPairs(const EndpointRow& r) {
-  const ServiceInfo& s = *r.service;
+LabelPairs serviceLabelPairs(const ServiceInfo& s) {
   return {{"service", s.name},
           {"namespace", s.nameSpace},
           {"model", s.model},
           {"port", std::to_string(s.port.port)},
-          {"protocol", toString(s.port.protocol)},
-          {"endpoint", r.name}};
+          {"protocol", toString(s.port.protocol)}};
+}
+
+LabelPairs endpointLabelPairs(const EndpointRow& r) {
+  LabelPairs out = serviceLabelPairs(*r.service);
+  out.emplace_back("endpoint", r.name);
+  return out;
 }
 
 }  // namespace aimesh

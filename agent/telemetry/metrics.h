@@ -66,9 +66,12 @@ struct HistogramFamily {
 };
 const std::vector<HistogramFamily>& histogramFamilies();
 
-// The labels of an endpoint's series, unescaped: service, namespace, model,
-// port, protocol, endpoint.
-std::vector<std::pair<std::string, std::string>> endpointLabelPairs(const EndpointRow& r);
+// The labels of a service's series, unescaped: service, namespace, model,
+// port, protocol; an endpoint's add endpoint. The one definition of them:
+// the text formats join these, the protobuf format sends them as they are.
+using LabelPairs = std::vector<std::pair<std::string, std::string>>;
+LabelPairs serviceLabelPairs(const ServiceInfo& s);
+LabelPairs endpointLabelPairs(const EndpointRow& r);
 
 // Escapes a label value (backslash, double quote, newline).
 std::string escapeLabel(const std::string& v);
