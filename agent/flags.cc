@@ -345,6 +345,7 @@ std::string checkConfigText(const AgentFlags& flags, unsigned possibleCpus) {
   for (auto& spec : agentFlagTable())
     if (spec.isSetting()) j[spec.key()] = spec.value(flags);
   j["map_memory_bytes"] = mapMemoryBytes(flags.agent.limits, possibleCpus);
+  j["histogram_bytes_per_endpoint"] = histogramBytes(1);
   return j.dump(2) + "\n";
 }
 

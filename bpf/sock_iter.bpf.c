@@ -68,8 +68,8 @@ static __always_inline int iter_visit(struct seq_file *seq, struct sock_common *
 		} else if (s->proto == AIMESH_PROTO_UDP) {
 			t = bpf_map_lookup_elem(&aimesh_be_tel, &s->backend_id);
 			if (t) {
-				t->closed += 1;
-				t->closed_by[reason & 7] += 1;
+				stat_add(t->closed, 1);
+				stat_add(t->closed_by[reason & 7], 1);
 			}
 		}
 	}

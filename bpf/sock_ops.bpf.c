@@ -29,7 +29,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct ai
 		__sync_fetch_and_add(&svc->active, 1);
 	t = tel_of(s->backend_id);
 	if (t)
-		t->opened += 1;
+		stat_add(t->opened, 1);
 	tel_event(s, s->cookie, AIMESH_EV_OPEN, now, now - s->connect_ns, 0, 0, 0);
 }
 
@@ -53,11 +53,11 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		tel_backend_failed(s->backend_id, now, t);
 		if (s->flags & AIMESH_SKF_RST_SEEN) {
 			if (t)
-				t->failed_refused += 1;
+				stat_add(t->failed_refused, 1);
 			tel_event(s, s->cookie, AIMESH_EV_REFUSED, now, now - s->connect_ns, 0, 0, 0);
 		} else {
 			if (t)
-				t->failed_timeout += 1;
+				stat_add(t->failed_timeout, 1);
 			tel_event(s, s->cookie, AIMESH_EV_TIMEOUT, now, now - s->connect_ns, 0, 0, 0);
 		}
 		return;
@@ -79,17 +79,17 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 		__sync_fetch_and_add(&svc->active, -1);
 	hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * NSEC_PER_USEC);
 	if (t) {
-		t->closed += 1;
-		t->bytes_sent += skops->bytes_acked;
-		t->bytes_received += skops->bytes_received;
-		t->retransmits += skops->total_retrans;
-		t->conn_ns += now - s->established_ns;
+		stat_add(t->closed, 1);
+		stat_add(t->bytes_sent, skops->bytes_acked);
+		stat_add(t->bytes_received, skops->bytes_received);
+		stat_add(t->retransmits, skops->total_retrans);
+		stat_add(t->conn_ns, now - s->established_ns);
 		if (s->flags & AIMESH_SKF_RST_SEEN)
-			t->reset += 1;
+			stat_add(t->reset, 1);
 		/* Destroyed by the lifecycle iterator, which said why. */
 		reason = s->close_reason & 7;
 		if (reason)
-			t->closed_by[reason] += 1;
+			stat_add(t->closed_by[reason], 1);
 	}
 	tel_event(s, s->cookie, (s->flags & AIMESH_SKF_RST_SEEN) ? AIMESH_EV_RESET : AIMESH_EV_CLOSE, now,
 		  now - s->established_ns, skops->bytes_acked, skops->bytes_received, skops->total_retrans);

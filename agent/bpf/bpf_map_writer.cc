@@ -1,6 +1,5 @@
 #include "bpf/bpf_map_writer.h"
 #include "bpf/map_walk.h"
-#include "bpf/percpu.h"
 #include "util/overloaded.h"
 #include "util/unique_fd.h"
 
@@ -16,17 +15,27 @@ namespace aimesh {
 
 namespace {
 
-// A backend id taken by a new endpoint starts with zeroed counters,
-// histograms and load: nothing of the endpoint that held the id before.
+Status update(int fd, const void* k, const void* v, const char* map) {
+  if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) return Error::fromErrno(std::string("update ") + map);
+  return {};
+}
+
+Status remove(int fd, const void* k, const char* map) {
+  if (bpf_map_delete_elem(fd, k) != 0 && errno != ENOENT) return Error::fromErrno(std::string("delete ") + map);
+  return {};
+}
+
+// A backend id taken by a new endpoint starts with zeroed counters and load
+// and no histograms: nothing of the endpoint that held the id before (its
+// first sample creates a histogram again).
 Status resetTelemetry(const MapFds& fds, uint32_t id) {
-  Status st = zeroPerCpu(fds.beTel, id, sizeof(aimesh_be_tel), "aimesh_be_tel");
-  if (!st) return st;
+  aimesh_be_tel tel{};
+  if (Status st = update(fds.beTel, &id, &tel, "aimesh_be_tel"); !st) return st;
   aimesh_be_load zero{};
-  if (bpf_map_update_elem(fds.beLoad, &id, &zero, BPF_ANY) != 0) return Error::fromErrno("zero aimesh_be_load");
-  if (id >= AIMESH_MAX_HIST_BACKENDS) return {};
+  if (Status st = update(fds.beLoad, &id, &zero, "aimesh_be_load"); !st) return st;
   for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
-    st = zeroPerCpu(fds.hist, id * AIMESH_M_MAX + m, sizeof(aimesh_hist), "aimesh_hist");
-    if (!st) return st;
+    uint32_t key = id * AIMESH_M_MAX + m;
+    if (Status st = remove(fds.hist, &key, "aimesh_hist"); !st) return st;
   }
   return {};
 }
@@ -89,16 +98,6 @@ ServiceRecord fromAbi(const aimesh_service& a) {
 
 namespace {
 
-Status update(int fd, const void* k, const void* v, const char* map) {
-  if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) return Error::fromErrno(std::string("update ") + map);
-  return {};
-}
-
-Status remove(int fd, const void* k, const char* map) {
-  if (bpf_map_delete_elem(fd, k) != 0 && errno != ENOENT) return Error::fromErrno(std::string("delete ") + map);
-  return {};
-}
-
 template <class K, class V, class F>
 Status forEach(int fd, const char* map, F f) {
   auto n = walkKeys<K>(
@@ -149,13 +148,15 @@ Status BpfMapWriter::apply(const MapOp& op) {
   return std::visit(
       Overloaded{
           [&](const ResetServiceStats& o) {
-            Status st = zeroPerCpu(fds_.svcStats, o.id, sizeof(aimesh_svc_stats), "aimesh_svc_stats");
+            aimesh_svc_stats stats{};
+            Status st = update(fds_.svcStats, &o.id, &stats, "aimesh_svc_stats");
             if (!st || fds_.svcLoad < 0) return st;
             aimesh_svc_load zero{};
             return update(fds_.svcLoad, &o.id, &zero, "aimesh_svc_load");
           },
           [&](const ResetBackendStats& o) {
-            Status st = zeroPerCpu(fds_.beStats, o.id, sizeof(aimesh_be_stats), "aimesh_be_stats");
+            aimesh_be_stats stats{};
+            Status st = update(fds_.beStats, &o.id, &stats, "aimesh_be_stats");
             if (!st || fds_.beTel < 0) return st;
             st = resetTelemetry(fds_, o.id);
             if (!st || fds_.beSignal < 0) return st;

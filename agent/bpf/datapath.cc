@@ -69,15 +69,15 @@ Result<bpf_link_info> linkInfo(int fd) {
 }
 
 // Sizes every sized map of `obj` from `limits`, before load. A map already
-// pinned with another size cannot be reused (libbpf would refuse with a bare
-// EINVAL): say which map, both sizes and the way out.
+// pinned with another size, type or value size cannot be reused (libbpf would
+// refuse with a bare EINVAL): say which map, what differs and the way out.
 Status sizeMaps(bpf_object* obj, const MapLimits& limits) {
   bpf_map* m = nullptr;
   bpf_object__for_each_map(m, obj) {
     auto want = limits.entriesOf(bpf_map__name(m));
-    if (!want) continue;
-    if (int err = bpf_map__set_max_entries(m, *want); err != 0)
-      return Error::fromCode(err, fmt::format("size map {} to {} entries", bpf_map__name(m), *want));
+    if (want)
+      if (int err = bpf_map__set_max_entries(m, *want); err != 0)
+        return Error::fromCode(err, fmt::format("size map {} to {} entries", bpf_map__name(m), *want));
     const char* pin = bpf_map__pin_path(m);
     if (!pin) continue;
     UniqueFd fd(bpf_obj_get(pin));
@@ -85,7 +85,14 @@ Status sizeMaps(bpf_object* obj, const MapLimits& limits) {
     bpf_map_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return Error::fromErrno(std::string("inspect ") + pin);
-    if (info.max_entries != *want)
+    if (info.type != bpf_map__type(m) || info.value_size != bpf_map__value_size(m))
+      return Error::msg(fmt::format(
+          "pinned map {} is a {} of {}-byte values but this agent's programs want a {} of {}-byte values: it "
+          "was made by another aimesh version; run aimesh-agent --cleanup first (that detaches the data plane "
+          "until the agent starts again)",
+          pin, libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type)), info.value_size,
+          libbpf_bpf_map_type_str(bpf_map__type(m)), bpf_map__value_size(m)));
+    if (want && info.max_entries != *want)
       return Error::msg(fmt::format(
           "pinned map {} holds {} entries but this agent's limits (--max-services {}, --max-backends {}, "
           "--max-flows {}) want {}: start with the limits it was created with, or run aimesh-agent --cleanup "

@@ -14,6 +14,7 @@ std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
       name == "aimesh_be_load" || name == "aimesh_be_signal" || name == "aimesh_lc_be")
     return backends;
   if (name == "aimesh_revnat") return revnat();
+  if (name == "aimesh_hist") return backends * AIMESH_M_MAX;
   if (name == "aimesh_ct") return flows;
   if (name == "aimesh_policy") return policies();
   return std::nullopt;
@@ -39,13 +40,23 @@ uint64_t mapMemoryBytes(const MapLimits& l, unsigned cpus) {
   b += kv(l.slots(), sizeof(aimesh_slot_key), sizeof(aimesh_slot));
   b += kv(l.backends, 0, sizeof(aimesh_backend));
   b += kv(l.revnat(), sizeof(aimesh_revnat_key), sizeof(aimesh_revnat));
-  b += kv(l.services, 0, c * sizeof(aimesh_svc_stats));
-  b += kv(l.backends, 0, c * (sizeof(aimesh_be_stats) + sizeof(aimesh_be_tel)));
+  b += kv(l.services, 0, sizeof(aimesh_svc_stats));
+  b += kv(l.backends, 0, sizeof(aimesh_be_stats) + sizeof(aimesh_be_tel));
+  b += kv(AIMESH_R_MAX, 0, c * sizeof(uint64_t));  // aimesh_reasons, the one per-CPU map
+  b += AIMESH_EVENTS_BYTES;
   b += kv(l.backends, 0, sizeof(aimesh_be_load) + sizeof(aimesh_be_signal));
   b += kv(l.services, 0, sizeof(aimesh_svc_load) + sizeof(uint32_t));
   b += kv(l.flows, sizeof(aimesh_ct_key), sizeof(aimesh_ct));
   b += kv(l.policies(), sizeof(aimesh_policy_key), sizeof(aimesh_policy));
   return b;
+}
+
+uint64_t histogramBytes(uint64_t endpoints) {
+  // key + value + the hash element's header, rounded up to the kernel's
+  // allocation size class (2 KiB for a 1.7 KiB histogram).
+  uint64_t elem = sizeof(uint32_t) + sizeof(aimesh_hist) + 64, alloc = 64;
+  while (alloc < elem) alloc *= 2;
+  return endpoints * AIMESH_M_MAX * alloc;
 }
 
 }  // namespace aimesh

@@ -2,8 +2,8 @@
 // with the AIMESH_MAX_* defaults; the agent sets every sized map from these
 // before loading (--max-services, --max-backends, --max-flows), so a node
 // with 10,000 services does not need a rebuild and a small node does not pay
-// for it. The per-CPU maps (counters) grow with the number of CPUs: see
-// mapMemoryBytes() and docs/operations.md.
+// for it. Only the small reasons array is per-CPU: see mapMemoryBytes() and
+// docs/operations.md.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +26,7 @@ struct MapLimits {
   uint32_t policies() const { return services * (AIMESH_MAX_POLICY / AIMESH_MAX_SERVICES); }
 
   // The entries map `name` should have, or nullopt for a map whose size is
-  // fixed (histograms, reasons, config, the ring buffer).
+  // fixed (reasons, config, the ring buffer).
   std::optional<uint32_t> entriesOf(const std::string& name) const;
 
   // What is wrong with these limits, naming the flag; nullopt if nothing.
@@ -40,9 +40,14 @@ inline constexpr uint32_t kMinServices = 16, kMaxServicesLimit = 1u << 18;  // 2
 inline constexpr uint32_t kMinBackends = 16, kMaxBackendsLimit = 1u << 20;  // 1,048,576
 inline constexpr uint32_t kMinFlows = 1024, kMaxFlowsLimit = 1u << 24;      // 16,777,216
 
-// Bytes the sized maps take for these limits on `cpus` CPUs (values and keys,
-// per-CPU copies included; the kernel's per-entry overhead of hash maps is
-// not counted). For the operator's sizing table, and `--check-config`.
+// Bytes the maps take for these limits on `cpus` CPUs (values and keys, the
+// events ring buffer, the per-CPU reasons array; the kernel's per-entry
+// overhead of hash maps is not counted), histograms excepted: those are
+// created by their first sample, see histogramBytes(). For the operator's
+// sizing table, and `--check-config`.
 uint64_t mapMemoryBytes(const MapLimits& l, unsigned cpus);
+// Kernel memory of the latency histograms of `endpoints` endpoints that each
+// have a sample of every metric (whatever the CPU count).
+uint64_t histogramBytes(uint64_t endpoints);
 
 }  // namespace aimesh

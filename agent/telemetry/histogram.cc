@@ -51,8 +51,10 @@ uint64_t histBucketUpper(uint32_t bucket) {
 int histNativeIndex(uint32_t bucket) { return static_cast<int>(bucket) + AIMESH_HIST_MIN_INDEX; }
 
 void Histogram::add(const aimesh_hist& h) {
-  for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b) buckets[b] += h.buckets[b];
-  count += h.count;
+  for (uint32_t b = 0; b < AIMESH_HIST_BUCKETS; ++b) {
+    buckets[b] += h.buckets[b];
+    count += h.buckets[b];  // the kernel keeps no count of its own
+  }
   sumNs += h.sum_ns;
 }
 
@@ -63,8 +65,8 @@ void Histogram::record(uint64_t ns) {
 }
 
 double Histogram::quantileNs(double q) const {
-  // The kernel bumps a bucket and `count` separately (per-CPU, no lock), so a
-  // read can catch them apart; rank against the buckets actually summed.
+  // `count` is the buckets' sum when read from the kernel; a histogram built
+  // by hand may disagree: rank against the buckets.
   uint64_t total = 0;
   for (uint64_t c : buckets) total += c;
   if (total == 0) return 0;

@@ -1,6 +1,6 @@
 // Latency histograms as the kernel keeps them (Prometheus native schema-3
 // buckets, layout in include/aimesh/abi.h: AIMESH_HIST_*): bucket arithmetic,
-// merging of per-CPU copies, percentiles, and the classic `le` buckets
+// merging, percentiles, and the classic `le` buckets
 // exported to Prometheus.
 // Pure: no kernel access.
 #pragma once
@@ -30,7 +30,7 @@ struct Histogram {
   uint64_t count = 0;
   uint64_t sumNs = 0;
 
-  void add(const aimesh_hist& h);       // merge one per-CPU copy
+  void add(const aimesh_hist& h);       // merge a kernel histogram (count = its buckets' sum)
   void record(uint64_t ns);             // for tests and models
   bool empty() const { return count == 0; }
   // The q-quantile (0 < q <= 1) in nanoseconds, interpolated linearly inside

@@ -94,16 +94,17 @@ void renderClosed(std::string& out, const std::vector<Labelled>& eps,
   }
 }
 
-// The latency histograms of each endpoint that has them (ids below
-// AIMESH_MAX_HIST_BACKENDS), in classic Prometheus buckets.
+// The latency histograms that have samples, in classic Prometheus buckets. A
+// histogram with none has no series (the kernel has not created it yet): an
+// endpoint that nothing on this node talked to costs no series.
 void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int perOctave) {
   std::vector<std::string> les;
   for (double b : promBoundsSeconds(perOctave)) les.push_back(fmtSeconds(b));
   for (const HistogramFamily& h : histogramFamilies()) {
     family(out, h.name, "histogram", h.help);
     for (auto& [r, labels] : eps) {
-      if (!r->telemetry->hasHistograms) continue;
       const Histogram& hist = r->telemetry->hist[h.metric];
+      if (hist.empty()) continue;
       auto cum = promCumulative(hist, perOctave);
       for (size_t i = 0; i < les.size(); ++i)
         out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", h.name, labels, les[i], cum[i]);

@@ -205,7 +205,7 @@ std::string renderMetricsProtobuf(const MetricsInput& in) {
     f.set_help(h.help);
     f.set_type(pb::HISTOGRAM);
     for (const EndpointRow& r : rows) {
-      if (!r.telemetry || !r.telemetry->hasHistograms) continue;
+      if (!r.telemetry || r.telemetry->hist[h.metric].empty()) continue;  // as the text format
       pb::Metric* m = f.add_metric();
       setLabels(m, endpointLabelPairs(r));
       setNative(m->mutable_histogram(), toNative(r.telemetry->hist[h.metric]));

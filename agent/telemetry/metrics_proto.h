@@ -32,7 +32,7 @@ struct NativeHistogram {
   uint64_t zeroCount = 0;
   std::vector<std::pair<int32_t, uint32_t>> spans;  // (offset, length); the first offset is the first index
   std::vector<int64_t> deltas;                      // each bucket's count minus the previous one's
-  uint64_t count = 0;                               // zeroCount + every bucket (not the racing `count`)
+  uint64_t count = 0;                               // zeroCount + every bucket
   double sumSeconds = 0;
 };
 NativeHistogram toNative(const Histogram& h);

@@ -18,7 +18,7 @@ const char* reasonName(uint32_t reason) {
     case AIMESH_R_FAMILY_MISMATCH: return "family_mismatch";
     case AIMESH_R_REVNAT_FAILED: return "revnat_failed";
     case AIMESH_R_SOCK_STORAGE_FAILED: return "sock_storage_failed";
-    case AIMESH_R_HIST_RANGE: return "hist_range";
+    case AIMESH_R_HIST_FULL: return "hist_full";
     case AIMESH_R_EVENT_DROPPED: return "event_dropped";
     case AIMESH_R_EJECTED_SKIPPED: return "ejected_skipped";
     case AIMESH_R_EJECTED_FALLBACK: return "ejected_fallback";
@@ -36,24 +36,14 @@ Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& 
                                 const std::vector<uint32_t>& backendIds) {
   DatapathStats st;
   for (uint32_t id : serviceIds) {
-    auto v = lookupPerCpu<aimesh_svc_stats>(fds.svcStats, id, "aimesh_svc_stats");
-    if (!v) return v.error();
-    ServiceCounters& c = st.services[id];
-    for (auto& s : *v) {
-      c.connects += s.connects;
-      c.datagrams += s.datagrams;
-      c.refused += s.refused;
-      c.denied += s.denied;
-    }
+    aimesh_svc_stats s{};
+    if (bpf_map_lookup_elem(fds.svcStats, &id, &s) != 0) return Error::fromErrno("lookup aimesh_svc_stats");
+    st.services[id] = ServiceCounters{s.connects, s.datagrams, s.refused, s.denied};
   }
   for (uint32_t id : backendIds) {
-    auto v = lookupPerCpu<aimesh_be_stats>(fds.beStats, id, "aimesh_be_stats");
-    if (!v) return v.error();
-    BackendCounters& c = st.backends[id];
-    for (auto& s : *v) {
-      c.connects += s.connects;
-      c.datagrams += s.datagrams;
-    }
+    aimesh_be_stats s{};
+    if (bpf_map_lookup_elem(fds.beStats, &id, &s) != 0) return Error::fromErrno("lookup aimesh_be_stats");
+    st.backends[id] = BackendCounters{s.connects, s.datagrams};
   }
   for (uint32_t r = 0; r < AIMESH_R_MAX; ++r) {
     auto v = lookupPerCpu<uint64_t>(fds.reasons, r, "aimesh_reasons");

@@ -1,10 +1,11 @@
 #include "telemetry/telemetry.h"
 
-#include "bpf/percpu.h"
+#include "bpf/map_walk.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace aimesh {
@@ -34,6 +35,34 @@ const char* eventTypeName(uint8_t type) {
   }
 }
 
+namespace {
+
+// The histograms of the endpoints in `out`: only those that have had a
+// sample exist in the kernel, so walk the map's keys (its size follows the
+// endpoints with traffic) rather than look up every endpoint's.
+Status readHistograms(int fd, std::map<uint32_t, BackendTelemetry>& out) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return Error::fromErrno("inspect aimesh_hist");
+  std::vector<uint32_t> keys;
+  auto walked = walkKeys<uint32_t>(
+      fd, [&](uint32_t k) { return keys.push_back(k), true; }, uint64_t{info.max_entries} * 2, "aimesh_hist");
+  if (!walked) return walked.error();
+  aimesh_hist h;
+  for (uint32_t k : keys) {
+    auto it = out.find(k / AIMESH_M_MAX);
+    if (it == out.end()) continue;
+    if (bpf_map_lookup_elem(fd, &k, &h) != 0) {
+      if (errno == ENOENT) continue;  // deleted since the walk: the id was given to another endpoint
+      return Error::fromErrno("read aimesh_hist");
+    }
+    it->second.hist[k % AIMESH_M_MAX].add(h);
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& ids,
                                                            uint64_t penaltyHalfLifeNs) {
   std::map<uint32_t, BackendTelemetry> out;
@@ -42,13 +71,7 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, co
   const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
   for (uint32_t id : ids) {
     BackendTelemetry& bt = out[id];
-    auto tel = lookupPerCpu<aimesh_be_tel>(fds.beTel, id, "aimesh_be_tel");
-    if (!tel) return tel.error();
-    for (const aimesh_be_tel& t : *tel) {  // all fields are u64 counters
-      auto* dst = reinterpret_cast<uint64_t*>(&bt.counters);
-      auto* src = reinterpret_cast<const uint64_t*>(&t);
-      for (size_t i = 0; i < sizeof(t) / sizeof(uint64_t); ++i) dst[i] += src[i];
-    }
+    if (bpf_map_lookup_elem(fds.beTel, &id, &bt.counters) != 0) return Error::fromErrno("read aimesh_be_tel");
     aimesh_be_load load{};
     if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) {
       bt.active = load.active;
@@ -67,14 +90,8 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, co
       }
     }
     if (fds.beSignal >= 0) bpf_map_lookup_elem(fds.beSignal, &id, &bt.signal);
-    if (id >= AIMESH_MAX_HIST_BACKENDS) continue;
-    bt.hasHistograms = true;
-    for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) {
-      auto h = lookupPerCpu<aimesh_hist>(fds.hist, id * AIMESH_M_MAX + m, "aimesh_hist");
-      if (!h) return h.error();
-      for (const aimesh_hist& c : *h) bt.hist[m].add(c);
-    }
   }
+  if (Status st = readHistograms(fds.hist, out); !st) return st.error();
   return out;
 }
 

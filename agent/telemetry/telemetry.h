@@ -1,6 +1,6 @@
-// Reads what the telemetry programs keep per backend: lifecycle counters
-// (per-CPU, summed), the active-connection gauge, and latency histograms
-// (per-CPU, merged). Also the consumer of the events ring buffer.
+// Reads what the telemetry programs keep per backend: lifecycle counters,
+// the active-connection gauge, and latency histograms (those that exist: a
+// histogram is created by its first sample). Also the consumer of the events ring buffer.
 #pragma once
 
 #include <array>
@@ -39,7 +39,6 @@ struct BackendTelemetry {
   bool ejected = false;          // in failure back-off now
   double ejectedForSeconds = 0;  // back-off left
   aimesh_be_signal signal{};     // valid = 0 when not scraped
-  bool hasHistograms = false;  // id < AIMESH_MAX_HIST_BACKENDS
   std::array<Histogram, AIMESH_M_MAX> hist{};
 };
 

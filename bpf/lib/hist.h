@@ -41,25 +41,30 @@ static __always_inline __u32 hist_bucket(__u64 ns)
 	return 8 * k + cnt - AIMESH_HIST_INDEX_OFFSET - AIMESH_HIST_MIN_INDEX;
 }
 
-/* Per-CPU: plain increments, no atomics. */
+/* What a new histogram starts from (read-only data, never written). */
+static const struct aimesh_hist hist_zero;
+
+/* The first sample of an endpoint and metric creates its histogram. Two CPUs
+ * doing that at once: one insert wins, the other's BPF_NOEXIST fails, and
+ * both find the winner's. A histogram is shared by every CPU: two atomic
+ * adds per sample (the count is the buckets' sum). */
 static __always_inline void hist_record(__u32 backend_id, __u32 metric, __u64 ns)
 {
-	struct aimesh_hist *h;
-	__u32 idx, b;
+	__u32 key = backend_id * AIMESH_M_MAX + metric, b;
+	struct aimesh_hist *h = bpf_map_lookup_elem(&aimesh_hist, &key);
 
-	if (backend_id >= AIMESH_MAX_HIST_BACKENDS || metric >= AIMESH_M_MAX) {
-		count_reason(AIMESH_R_HIST_RANGE);
-		return;
+	if (!h) {
+		bpf_map_update_elem(&aimesh_hist, &key, &hist_zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&aimesh_hist, &key);
+		if (!h) {
+			count_reason(AIMESH_R_HIST_FULL);
+			return;
+		}
 	}
-	idx = backend_id * AIMESH_M_MAX + metric;
-	h = bpf_map_lookup_elem(&aimesh_hist, &idx);
-	if (!h)
-		return;
 	b = hist_bucket(ns);
 	if (b < AIMESH_HIST_BUCKETS)
-		h->buckets[b] += 1;
-	h->count += 1;
-	h->sum_ns += ns;
+		stat_add(h->buckets[b], 1);
+	stat_add(h->sum_ns, ns);
 }
 
 #endif

@@ -62,9 +62,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_revnat SEC(".maps");
 
+/* The counters below are shared by every CPU (not per-CPU arrays: a copy per
+ * possible CPU made them grow to hundreds of MiB on big nodes) and updated
+ * with atomic adds (stat_add). */
+
 /* per-service counters, indexed by service id */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, AIMESH_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct aimesh_svc_stats);
@@ -73,7 +77,7 @@ struct {
 
 /* per-backend counters, indexed by backend id */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, AIMESH_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct aimesh_be_stats);
@@ -99,18 +103,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_sockets SEC(".maps");
 
-/* latency histograms, indexed by backend id * AIMESH_M_MAX + metric */
+/* latency histograms, key backend id * AIMESH_M_MAX + metric. A histogram is
+ * created by the first sample of its endpoint and metric (lib/hist.h), so
+ * memory follows the endpoints that carry traffic from this node, not
+ * --max-backends; shared by every CPU, updated with atomic adds. The agent
+ * deletes an endpoint's histograms when it gives the id to another. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AIMESH_MAX_HIST_BACKENDS * AIMESH_M_MAX);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_BACKENDS * AIMESH_M_MAX);
 	__type(key, __u32);
 	__type(value, struct aimesh_hist);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_hist SEC(".maps");
 
 /* per-backend connection lifecycle counters, indexed by backend id */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, AIMESH_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct aimesh_be_tel);
@@ -189,6 +198,10 @@ struct {
 	__uint(max_entries, AIMESH_EVENTS_BYTES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_events SEC(".maps");
+
+/* Adds to a counter of a shared map. Two CPUs adding to the same counter at
+ * the same moment contend for its cache line; nothing else does. */
+#define stat_add(field, n) __sync_fetch_and_add(&(field), (n))
 
 static __always_inline void count_reason(__u32 reason)
 {

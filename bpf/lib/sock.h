@@ -116,7 +116,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	if (!policy_allows(svc_id)) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
-			ss->denied += 1;
+			stat_add(ss->denied, 1);
 		sock_refuse_event(ctx, svc_id, AIMESH_EV_DENIED);
 		bpf_set_retval(-EPERM);
 		return SYS_REJECT;
@@ -131,7 +131,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	if (err || !be) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
-			ss->refused += 1;
+			stat_add(ss->refused, 1);
 		sock_refuse_event(ctx, svc_id, AIMESH_EV_NO_BACKEND);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
@@ -157,14 +157,14 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);
 	if (is_connect) {
 		if (ss)
-			ss->connects += 1;
+			stat_add(ss->connects, 1);
 		if (bs)
-			bs->connects += 1;
+			stat_add(bs->connects, 1);
 	} else {
 		if (ss)
-			ss->datagrams += 1;
+			stat_add(ss->datagrams, 1);
 		if (bs)
-			bs->datagrams += 1;
+			stat_add(bs->datagrams, 1);
 	}
 	return SYS_PROCEED;
 }

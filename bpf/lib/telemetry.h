@@ -141,7 +141,7 @@ static __always_inline void tel_backend_failed(__u32 backend_id, __u64 now, stru
 	l->skip_until_ns = now + backoff;
 	l->ejections = ej + 1;
 	if (t)
-		t->ejections += 1;
+		stat_add(t->ejections, 1);
 }
 
 /* A connect succeeded: the failure streak and the back-off exponent reset
@@ -177,7 +177,7 @@ static __always_inline void tel_end_response(struct aimesh_sock *s, struct aimes
 		return;
 	hist_record(s->backend_id, AIMESH_M_DURATION, s->last_in_ns - s->req_start_ns);
 	if (t)
-		t->responses += 1;
+		stat_add(t->responses, 1);
 	s->phase = AIMESH_PH_IDLE;
 }
 
@@ -212,7 +212,7 @@ static __always_inline void tel_egress_payload(struct aimesh_sock *s, __u64 now)
 	s->chunks = 0;
 	s->requests += 1;
 	if (t)
-		t->requests += 1;
+		stat_add(t->requests, 1);
 }
 
 /* A payload segment arrives. `headers_only` says it is an HTTP/1.x response
@@ -251,7 +251,7 @@ static __always_inline void tel_ingress_payload(struct aimesh_sock *s, __u64 now
 	s->chunks += 1;
 	t = tel_of(s->backend_id);
 	if (t)
-		t->chunks += 1;
+		stat_add(t->chunks, 1);
 }
 
 #endif

@@ -80,7 +80,7 @@ enum aimesh_reason {
 	AIMESH_R_FAMILY_MISMATCH = 5,  /* picked a backend of a family the call cannot use, retried */
 	AIMESH_R_REVNAT_FAILED = 6,    /* could not record the reverse translation */
 	AIMESH_R_SOCK_STORAGE_FAILED = 7, /* no per-socket state: connection not measured */
-	AIMESH_R_HIST_RANGE = 8,       /* backend id >= AIMESH_MAX_HIST_BACKENDS: sample dropped */
+	AIMESH_R_HIST_FULL = 8,        /* no histogram could be created (map full, no memory): sample dropped */
 	AIMESH_R_EVENT_DROPPED = 9,    /* events ring buffer full */
 	AIMESH_R_EJECTED_SKIPPED = 10, /* picked a backend in its failure back-off, picked again */
 	AIMESH_R_EJECTED_FALLBACK = 11, /* every pick was in back-off: used one anyway (fail open) */
@@ -185,7 +185,7 @@ struct aimesh_revnat {
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_revnat) == 24, "revnat size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_revnat, service_id) == 20, "revnat.service_id");
 
-/* aimesh_svc_stats (per-CPU array indexed by service id). */
+/* aimesh_svc_stats (array indexed by service id, shared by all CPUs). */
 struct aimesh_svc_stats {
 	__u64 connects;   /* connect() rewritten to a backend */
 	__u64 datagrams;  /* unconnected sendmsg() rewritten to a backend */
@@ -213,7 +213,7 @@ struct aimesh_policy {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_policy) == 4, "policy size");
 
-/* aimesh_be_stats (per-CPU array indexed by backend id). */
+/* aimesh_be_stats (array indexed by backend id, shared by all CPUs). */
 struct aimesh_be_stats {
 	__u64 connects;
 	__u64 datagrams;
@@ -252,15 +252,12 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_be_stats) == 16, "be_stats size");
 #define AIMESH_HIST_MIN_NS 954ULL          /* lower bound of bucket 1 */
 #define AIMESH_HIST_MAX_NS 128000720896ULL /* lower bound of the overflow bucket */
 #define AIMESH_HIST_BUCKETS (AIMESH_HIST_MAX_INDEX - AIMESH_HIST_MIN_INDEX + 2)
-/* Backends with an id below this get histograms (per CPU: this many x
- * AIMESH_M_MAX x sizeof(struct aimesh_hist), ~2.7 MB at 256). */
-#define AIMESH_MAX_HIST_BACKENDS 256
 /* Connection events ring buffer: 1 MiB holds ~14,500 events, about 200 ms
  * of two events per connection at 35,000 connections/s; the agent drains it
  * every 100 ms. */
 #define AIMESH_EVENTS_BYTES (1024 * 1024)
 
-/* What a histogram measures. Index: backend_id * AIMESH_M_MAX + metric. */
+/* What a histogram measures. Key in aimesh_hist: backend_id * AIMESH_M_MAX + metric. */
 enum aimesh_metric {
 	AIMESH_M_CONNECT = 0,  /* connect() hook -> TCP established */
 	AIMESH_M_TTFB = 1,     /* request start -> first response payload */
@@ -271,14 +268,17 @@ enum aimesh_metric {
 	AIMESH_M_MAX,
 };
 
+/* aimesh_hist (hash, created by the first sample): one endpoint's histogram
+ * of one metric. The sample count is the sum of the buckets (the reader adds
+ * them up), so a sample costs two atomic adds, and a reader never sees a
+ * count that disagrees with the buckets. */
 struct aimesh_hist {
 	__u64 buckets[AIMESH_HIST_BUCKETS];
-	__u64 count;
 	__u64 sum_ns;
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_hist) == (AIMESH_HIST_BUCKETS + 2) * 8, "hist size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_hist) == (AIMESH_HIST_BUCKETS + 1) * 8, "hist size");
 
-/* aimesh_be_tel (per-CPU array indexed by backend id): lifecycle counters
+/* aimesh_be_tel (array indexed by backend id, shared by all CPUs): lifecycle counters
  * kept by sock_ops and cgroup_skb for sockets connected through a service. */
 struct aimesh_be_tel {
 	__u64 opened;          /* reached ESTABLISHED */

@@ -14,7 +14,9 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <map>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -151,6 +153,69 @@ TEST_F(TelemetryE2e, KernelMeasuredTtftAndGapsMatchTheModelServerAndTheClient) {
   }
   EXPECT_EQ(opens, requests);
   EXPECT_EQ(closes, requests);
+}
+
+// Every endpoint has histograms, not only the first 256 ids (before, samples
+// of higher ids were dropped): one service of 300 endpoints, each reached at
+// least once; each has its connect, TTFT and RTT histograms in /metrics and
+// in the latency view, and no sample was dropped.
+TEST_F(TelemetryE2e, ThreeHundredEndpointsOfOneServiceAllHaveHistograms) {
+  const int n = 300;
+  const uint16_t first = 9000;
+  servers_.push_back(startPortsServer(sandbox_->backend().name(), "10.77.0.2", first, n));
+  std::string yaml = "services:\n  - name: wide\n    namespace: ml\n    vips: [10.96.0.42]\n"
+                     "    ports: [{port: 8000}]\n    endpoints:\n";
+  for (int i = 0; i < n; ++i) yaml += "      - {address: 10.77.0.2, port: " + std::to_string(first + i) + "}\n";
+  startAgent(yaml);
+
+  // Random picks: connect, ask, close until every endpoint answered (about
+  // 1,900 connections on average; bounded in count and time).
+  std::string reached = runClient([&] {
+    std::set<std::string> ports;
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (int i = 0; i < 30000 && ports.size() < size_t(n) && std::chrono::steady_clock::now() < deadline; ++i)
+      if (Reply r = tcpAsk("10.96.0.42", 8000); r.err == 0) ports.insert(r.name);
+    return std::to_string(ports.size());
+  });
+  ASSERT_EQ(reached, std::to_string(n));
+
+  // The RTT sample is taken at close: wait until every endpoint has one.
+  std::string addr = agent_->metricsUrlPath();
+  auto colon = addr.rfind(':');
+  httplib::Client c(addr.substr(0, colon), std::stoi(addr.substr(colon + 1)));
+  std::map<std::string, std::map<std::string, uint64_t>> counts;  // family -> endpoint -> count
+  std::string body;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    auto res = c.Get("/metrics");
+    ASSERT_TRUE(res);
+    body = res->body;
+    counts.clear();
+    std::istringstream in(body);
+    for (std::string line; std::getline(in, line);) {
+      auto brace = line.find('{'), ep = line.find("endpoint=\"");
+      if (line.starts_with("#") || line.find("_seconds_count{") == std::string::npos || ep == std::string::npos) continue;
+      auto epEnd = line.find('"', ep + 10);
+      counts[line.substr(0, brace)][line.substr(ep + 10, epEnd - ep - 10)] = std::stoull(line.substr(line.rfind(' ') + 1));
+    }
+    if (counts["aimesh_endpoint_rtt_seconds_count"].size() == size_t(n)) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  for (const char* fam : {"aimesh_endpoint_connect_seconds_count", "aimesh_endpoint_ttft_seconds_count",
+                          "aimesh_endpoint_rtt_seconds_count"}) {
+    EXPECT_EQ(counts[fam].size(), size_t(n)) << fam;
+    for (int i = 0; i < n; ++i)
+      EXPECT_GE(counts[fam]["10.77.0.2:" + std::to_string(first + i)], 1u) << fam << " of port " << first + i;
+  }
+  EXPECT_NE(body.find("aimesh_datapath_reasons_total{reason=\"hist_full\"} 0"), std::string::npos);
+
+  json lat = api({{"method", "latency"}, {"service", "wide"}});
+  ASSERT_EQ(lat["endpoints"].size(), size_t(n));
+  uint32_t maxId = 0;
+  for (auto& e : lat["endpoints"]) {
+    maxId = std::max(maxId, e["backend_id"].get<uint32_t>());
+    EXPECT_GE(e["metrics"]["connect"]["count"].get<uint64_t>(), 1u) << e["endpoint"];
+  }
+  EXPECT_GE(maxId, 256u) << "endpoint ids reach past the old 256 limit";
 }
 
 TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {

@@ -125,6 +125,7 @@ TEST(AgentFlags, CheckConfigPrintsTheDefaultsInTheFlagsUnits) {
   EXPECT_EQ(j.at("bpffs"), AgentFlags{}.bpffs);
   EXPECT_EQ(j.at("tc_interfaces"), json::array());
   EXPECT_EQ(j.at("map_memory_bytes"), mapMemoryBytes(MapLimits{}, 4));
+  EXPECT_EQ(j.at("histogram_bytes_per_endpoint"), histogramBytes(1));
 }
 
 // Every setting in the table is printed under its flag's name ('_' for
@@ -132,7 +133,7 @@ TEST(AgentFlags, CheckConfigPrintsTheDefaultsInTheFlagsUnits) {
 // not settings.
 TEST(AgentFlags, CheckConfigListsEveryFlagInTheTable) {
   json j = checkConfig(flagsOf({}));
-  std::set<std::string> want{"map_memory_bytes"}, got, actions;
+  std::set<std::string> want{"map_memory_bytes", "histogram_bytes_per_endpoint"}, got, actions;
   for (auto& s : agentFlagTable()) {
     std::string key = s.name.substr(2);
     std::replace(key.begin(), key.end(), '-', '_');

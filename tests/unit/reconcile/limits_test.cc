@@ -55,8 +55,9 @@ TEST(MapLimits, EverySizedMapFollowsItsLimit) {
   EXPECT_EQ(l.entriesOf("aimesh_slots"), 327680u);
   EXPECT_EQ(l.entriesOf("aimesh_revnat"), 81920u);
   EXPECT_EQ(l.entriesOf("aimesh_ct"), 1u << 20);
+  EXPECT_EQ(l.entriesOf("aimesh_hist"), 20480u * AIMESH_M_MAX);  // room for every endpoint's histograms
   // Fixed-size maps are left alone.
-  for (const char* m : {"aimesh_hist", "aimesh_reasons", "aimesh_config", "aimesh_events", "nope"})
+  for (const char* m : {"aimesh_reasons", "aimesh_config", "aimesh_events", "nope"})
     EXPECT_EQ(l.entriesOf(m), std::nullopt) << m;
 }
 
@@ -72,13 +73,19 @@ TEST(MapLimits, ValidateNamesTheFlagAndTheRange) {
   EXPECT_NE(e->find("--max-flows 10"), std::string::npos) << *e;
 }
 
-TEST(MapLimits, MemoryGrowsWithCpusOnlyThroughPerCpuMaps) {
+TEST(MapLimits, MemoryGrowsWithCpusOnlyThroughTheReasonsArray) {
   MapLimits l;
   uint64_t one = mapMemoryBytes(l, 1), two = mapMemoryBytes(l, 2);
-  uint64_t perCpu = uint64_t(l.services) * sizeof(aimesh_svc_stats) +
-                    uint64_t(l.backends) * (sizeof(aimesh_be_stats) + sizeof(aimesh_be_tel));
-  EXPECT_EQ(two - one, perCpu);
+  EXPECT_EQ(two - one, uint64_t(AIMESH_R_MAX) * sizeof(uint64_t));
+  EXPECT_LT(mapMemoryBytes(l, 128) - one, 64u * 1024);  // counters are shared, not per CPU
   EXPECT_GT(mapMemoryBytes(MapLimits{10240, 20480, AIMESH_MAX_CT}, 1), one);
+}
+
+TEST(MapLimits, HistogramsCostAFixedAmountPerEndpointWithTraffic) {
+  // Six metrics, each a 1.7 KiB histogram in a 2 KiB kernel allocation.
+  EXPECT_EQ(histogramBytes(1), uint64_t(AIMESH_M_MAX) * 2048);
+  EXPECT_EQ(histogramBytes(300), 300 * histogramBytes(1));
+  EXPECT_EQ(histogramBytes(0), 0u);
 }
 
 TEST(MakePlanLimits, IdsStayBelowTheLimitsAndTheRestIsLeftOut) {

@@ -253,23 +253,22 @@ TEST(HistQuantileTest, OverflowBucketReturnsItsLowerBound) {
   EXPECT_LT(h.quantileNs(0.2), 12.0 * kMs);
 }
 
-TEST(HistMergeTest, PerCpuCopiesAddUp) {
+TEST(HistMergeTest, KernelHistogramsAddUpAndCountIsTheBucketsSum) {
   std::mt19937_64 rng(7);
   std::lognormal_distribution<double> d(std::log(20.0 * kMs), 1.0);
-  std::vector<aimesh_hist> perCpu(4);
-  for (auto& h : perCpu) h = aimesh_hist{};
+  std::vector<aimesh_hist> parts(4);
+  for (auto& h : parts) h = aimesh_hist{};
   Histogram direct;
   for (int i = 0; i < 40000; ++i) {
     auto v = static_cast<uint64_t>(d(rng));
-    aimesh_hist& cpu = perCpu[rng() % perCpu.size()];
-    // What hist_record() in bpf/lib/hist.h does on one CPU.
-    cpu.buckets[histBucket(v)] += 1;
-    cpu.count += 1;
-    cpu.sum_ns += v;
+    aimesh_hist& part = parts[rng() % parts.size()];
+    // What hist_record() in bpf/lib/hist.h does (the kernel keeps no count).
+    part.buckets[histBucket(v)] += 1;
+    part.sum_ns += v;
     direct.record(v);
   }
   Histogram merged;
-  for (const auto& h : perCpu) merged.add(h);
+  for (const auto& h : parts) merged.add(h);
   EXPECT_EQ(merged.count, 40000u);
   EXPECT_EQ(merged.count, direct.count);
   EXPECT_EQ(merged.sumNs, direct.sumNs);

@@ -104,9 +104,7 @@ struct Fixture {
     // Kernel telemetry for backends 1 and 2: counters and a few samples.
     telemetry[1].counters.opened = 3;
     telemetry[1].active = 2;
-    telemetry[1].hasHistograms = true;
     telemetry[1].hist[AIMESH_M_TTFT].record(50'000'000);
-    telemetry[2].hasHistograms = true;
     in.telemetry = &telemetry;
   }
   std::map<uint32_t, BackendTelemetry> telemetry;

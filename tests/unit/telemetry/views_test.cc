@@ -154,13 +154,12 @@ TEST(ViewBuildersTest, LatencyNeedsAKnownServiceAndListsItsEndpoints) {
   EXPECT_EQ(*ids, (std::vector<uint32_t>{1, 2}));
 
   TelemetryById tel;
-  tel[1].hasHistograms = true;
   tel[1].hist[AIMESH_M_TTFT].record(100'000'000);
-  tel[2].hasHistograms = false;  // beyond the histogram range
+  tel[2] = BackendTelemetry{};  // no sample yet
   auto v = buildLatency(f.idx, *ids, tel);
   ASSERT_EQ(v.endpoints.size(), 2u);
   EXPECT_EQ(v.endpoints[1].endpoint, "[fd77::3]:8000");
-  EXPECT_TRUE(v.endpoints[1].metrics.empty());
+  EXPECT_EQ(v.endpoints[1].metrics.at("ttft").count, 0u);
   const view::Histogram& ttft = v.endpoints[0].metrics.at("ttft");
   EXPECT_EQ(ttft.count, 1u);
   ASSERT_EQ(ttft.buckets.size(), 1u);
