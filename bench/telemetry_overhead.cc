@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -38,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -76,6 +78,17 @@ const char* kState = R"(services:
     namespace: bench
     vips: [10.96.0.40]
     ports: [{port: 8000}]
+    endpoints:
+      - {address: 10.77.0.2, port: 8000}
+)";
+// The same service with telemetry sampling at its floor (one connection in
+// 65,536 timed): what a connection that is not sampled costs.
+const char* kStateUnsampled = R"(services:
+  - name: echo
+    namespace: bench
+    vips: [10.96.0.40]
+    ports: [{port: 8000}]
+    telemetry: {sample: 0.00001}
     endpoints:
       - {address: 10.77.0.2, port: 8000}
 )";
@@ -124,32 +137,61 @@ Sample clientLoop(Workload w, const std::string& addr, double seconds) {
 }
 
 // Runs the client in `cgroup` + the client namespace, in a forked child.
+// One client loop, as a JSON line written to fd; `cpu` as in pinTo.
+int clientTo(int fd, Workload w, const std::string& addr, double seconds, int cpu) {
+  try {
+    pinTo(cpu);
+    Sample s = clientLoop(w, addr, seconds);
+    std::string t = json{{"rate", s.rate},
+                         {"ops", s.ops},
+                         {"errors", s.errors},
+                         {"warmup_ops", s.warmupOps},
+                         {"errno", s.firstErrno}}
+                        .dump() +
+                    "\n";
+    return ::write(fd, t.data(), t.size()) == static_cast<ssize_t>(t.size()) ? 0 : 2;
+  } catch (...) {  // never unwind into the parent's objects in the child
+    return 3;
+  }
+}
+
+// `clients` client processes at once (the first on `cpu`, the others on the
+// next CPUs), each with its own connection: with 2, two CPUs count into the
+// same endpoint's shared counters and histograms at the same time.
 Sample measure(const Sandbox& sb, const std::string& cgroup, Workload w, const std::string& addr, double seconds,
-               int cpu) {
+               int cpu, int clients) {
   int status = 0;
   std::string out = testing::runIn(
       cgroup, sb.client().name(),
       [&](int fd) {
-        try {
-          pinTo(cpu);
-          Sample s = clientLoop(w, addr, seconds);
-          std::string t = json{{"rate", s.rate},
-                               {"ops", s.ops},
-                               {"errors", s.errors},
-                               {"warmup_ops", s.warmupOps},
-                               {"errno", s.firstErrno}}
-                              .dump();
-          return ::write(fd, t.data(), t.size()) == static_cast<ssize_t>(t.size()) ? 0 : 2;
-        } catch (...) {  // never unwind into the parent's objects in the child
-          return 3;
+        long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+        std::vector<pid_t> kids;
+        for (int k = 1; k < clients; ++k) {
+          pid_t pid = ::fork();
+          if (pid == 0) _exit(clientTo(fd, w, addr, seconds, cpu < 0 ? -1 : int((cpu + k) % ncpu)));
+          if (pid > 0) kids.push_back(pid);
         }
+        int rc = clientTo(fd, w, addr, seconds, cpu);
+        for (pid_t pid : kids) {
+          int st = 0;
+          ::waitpid(pid, &st, 0);
+          if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) rc = rc ? rc : 4;
+        }
+        return rc;
       },
       &status);
   checkInterrupted();
   if (status != 0) throw std::runtime_error(fmt::format("client exited with status {}", status));
-  json j = json::parse(out);
-  Sample s{j["rate"].get<double>(), j["ops"].get<long>(), j["errors"].get<long>(), j["warmup_ops"].get<long>(),
-           j["errno"].get<int>()};
+  Sample s;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {  // one per client: summed
+    json j = json::parse(line);
+    s.rate += j["rate"].get<double>();
+    s.ops += j["ops"].get<long>();
+    s.errors += j["errors"].get<long>();
+    s.warmupOps += j["warmup_ops"].get<long>();
+    if (!s.firstErrno) s.firstErrno = j["errno"].get<int>();
+  }
   if (s.ops == 0)
     throw std::runtime_error(fmt::format("{} to {}: no successful operation (first error: {})", label(w), addr,
                                          std::strerror(s.firstErrno)));
@@ -177,12 +219,12 @@ std::vector<std::string> programNames(const json& status) {
 
 bool isTelemetry(const std::string& n) { return n == "sockops" || n == "skb_egress" || n == "skb_ingress"; }
 
-std::unique_ptr<AgentProcess> startAgent(Env& env, const Sandbox& sb, Mode m) {
+std::unique_ptr<AgentProcess> startAgent(Env& env, const Sandbox& sb, Mode m, const char* state = "state.yaml") {
   std::string work = env.dir + "/agent-" + std::to_string(env.agentStarts++);
   ::mkdir(work.c_str(), 0700);
   std::vector<std::string> extra;
   if (m == Mode::Detached || m == Mode::Empty) extra.push_back("--telemetry=false");
-  auto a = std::make_unique<AgentProcess>(sb.cgroup().path(), env.dir + "/state.yaml", work, extra);
+  auto a = std::make_unique<AgentProcess>(sb.cgroup().path(), env.dir + "/" + state, work, extra);
   a->start();
   // The data plane must be what the mode says.
   auto names = programNames(agentStatus(*a));
@@ -223,6 +265,8 @@ class EmptyHooks {
     }
   }
   ~EmptyHooks() { release(); }
+  // The three programs' fds, in attach order (sockops, egress, ingress).
+  std::vector<int> programs() const { return progs_; }
   EmptyHooks(const EmptyHooks&) = delete;
   EmptyHooks& operator=(const EmptyHooks&) = delete;
 
@@ -241,6 +285,7 @@ class EmptyHooks {
     int prog = bpf_prog_load(type, name, "GPL", code, n, &opts);
     if (prog < 0) throw std::runtime_error(fmt::format("load {}: {}", name, std::strerror(-prog)));
     fds_.push_back(prog);
+    progs_.push_back(prog);
     int link = bpf_link_create(prog, cg_, at, nullptr);
     if (link < 0) throw std::runtime_error(fmt::format("attach {}: {}", name, std::strerror(-link)));
     fds_.push_back(link);
@@ -248,11 +293,12 @@ class EmptyHooks {
   void release() {
     for (auto it = fds_.rbegin(); it != fds_.rend(); ++it) ::close(*it);  // links first: detaches
     fds_.clear();
+    progs_.clear();
     if (cg_ >= 0) ::close(cg_);
     cg_ = -1;
   }
   int cg_ = -1;
-  std::vector<int> fds_;
+  std::vector<int> fds_, progs_;
 };
 
 // ---- BPF run-time statistics ------------------------------------------------
@@ -347,15 +393,15 @@ struct Results {
   std::map<Workload, std::map<Mode, long>> errors;
 };
 
-json run(int runs, double seconds, int cpu) {
+json run(int runs, double seconds, int cpu, int clients) {
   json facts = testing::machineFacts();
   fmt::print("telemetry-overhead: {} run(s) of {:g} s per workload and mode\n", runs, seconds);
   fmt::print("machine: nproc {}, kernel {} ({}), {}\n", facts["nproc"].get<long>(), facts["kernel"].get<std::string>(),
              facts["machine"].get<std::string>(), facts["cpu"].get<std::string>());
   fmt::print("date: {}; loadavg at start: {}\n", facts["date"].get<std::string>(),
              facts["loadavg_at_start"].get<std::string>());
-  fmt::print("client and echo server pinned to {}\n", cpu < 0 ? std::string("no CPU (--cpu -1)")
-                                                              : fmt::format("CPU {}", cpu));
+  fmt::print("{} client(s); the first client and the echo server pinned to {}\n", clients,
+             cpu < 0 ? std::string("no CPU (--cpu -1)") : fmt::format("CPU {}", cpu));
   std::fflush(stdout);
 
   std::string agentBin = std::string(AIMESH_BINARY_DIR) + "/aimesh-agent";
@@ -366,6 +412,7 @@ json run(int runs, double seconds, int cpu) {
   testing::ScratchDir scratch;  // removed on every way out
   env.dir = scratch.path();
   testing::writeFile(env.dir + "/state.yaml", kState);
+  testing::writeFile(env.dir + "/state-unsampled.yaml", kStateUnsampled);
 
   Sandbox sb;
   TestCgroup directCg;  // nothing is ever attached here: baseline (c)
@@ -401,7 +448,7 @@ json run(int runs, double seconds, int cpu) {
       const std::string& cg = m == Mode::Direct ? directCg.path() : sb.cgroup().path();
       const char* addr = m == Mode::Direct ? kBackend : kVip;
       for (Workload w : kWorkloads) {
-        Sample s = measure(sb, cg, w, addr, seconds, cpu);
+        Sample s = measure(sb, cg, w, addr, seconds, cpu, clients);
         res.rates[w][m].push_back(s.rate);
         res.errors[w][m] += s.errors;
         line += fmt::format(" {}/{} {:.0f}/s", key(m), w == Workload::ConnectClose ? "cc" : "ka", s.rate);
@@ -429,7 +476,7 @@ json run(int runs, double seconds, int cpu) {
     for (Workload w : kWorkloads) {
       std::vector<ProgCounters> before;
       for (auto& p : progs) before.push_back(readCounters(p));
-      statsSample[w] = measure(sb, sb.cgroup().path(), w, kVip, seconds, cpu);
+      statsSample[w] = measure(sb, sb.cgroup().path(), w, kVip, seconds, cpu, clients);
       for (size_t i = 0; i < progs.size(); ++i) {
         ProgCounters after = readCounters(progs[i]);
         progRows[i].delta[w] = {after.cnt - before[i].cnt, after.ns - before[i].ns};
@@ -438,6 +485,45 @@ json run(int runs, double seconds, int cpu) {
   }
   for (auto& p : progs) ::close(p.fd);
   agent.reset();
+
+  // Two more passes with statistics on, each giving the BPF ns per operation
+  // of the programs at the three telemetry hooks: (1) the floor, the agent
+  // without telemetry plus the empty programs (what any program there costs:
+  // being called, and the statistics' own clock reads); (2) the telemetry
+  // programs with sampling at its floor, so no connection is timed.
+  auto hookNsPerOp = [&](const std::vector<Prog>& hooks) {
+    std::map<Workload, double> perOp;
+    BpfStatsOn stats;
+    for (Workload w : kWorkloads) {
+      std::vector<ProgCounters> before;
+      for (auto& p : hooks) before.push_back(readCounters(p));
+      Sample sm = measure(sb, sb.cgroup().path(), w, kVip, seconds, cpu, clients);
+      double ops = double(sm.ops + sm.warmupOps), ns = 0;
+      for (size_t i = 0; i < hooks.size(); ++i) ns += double(readCounters(hooks[i]).ns - before[i].ns);
+      perOp[w] = ops > 0 ? ns / ops : 0;
+    }
+    return perOp;
+  };
+  std::map<Workload, double> floorNsPerOp, unsampledNsPerOp;
+  {
+    checkInterrupted();
+    auto bare = startAgent(env, sb, Mode::Empty);
+    EmptyHooks empty(sb.cgroup().path());
+    std::vector<Prog> hooks;
+    for (int fd : empty.programs()) hooks.push_back(Prog{.name = "empty", .attach = "", .id = 0, .fd = fd});
+    floorNsPerOp = hookNsPerOp(hooks);
+  }
+  {
+    checkInterrupted();
+    auto sampledOut = startAgent(env, sb, Mode::Attached, "state-unsampled.yaml");
+    std::vector<Prog> hooks;
+    for (const Prog& p : attachedPrograms(agentStatus(*sampledOut))) {
+      if (isTelemetry(p.name)) hooks.push_back(p);
+      else ::close(p.fd);
+    }
+    unsampledNsPerOp = hookNsPerOp(hooks);
+    for (auto& p : hooks) ::close(p.fd);
+  }
 
   // ---- the table ----
   json out{{"machine", facts}, {"runs", runs}, {"seconds", seconds}};
@@ -510,11 +596,27 @@ json run(int runs, double seconds, int cpu) {
              "(telemetry {:.0f})\n",
              nsPerOpAll[Workload::ConnectClose], nsPerOpTel[Workload::ConnectClose], nsPerOpAll[Workload::KeepAlive],
              nsPerOpTel[Workload::KeepAlive]);
+  fmt::print("BPF ns per operation of empty programs at the same hooks (the floor): connect+close {:.0f}, "
+             "keep-alive request {:.0f}\n",
+             floorNsPerOp[Workload::ConnectClose], floorNsPerOp[Workload::KeepAlive]);
+  fmt::print("BPF ns per operation of the telemetry programs, no connection sampled: connect+close {:.0f}, "
+             "keep-alive request {:.0f}\n",
+             unsampledNsPerOp[Workload::ConnectClose], unsampledNsPerOp[Workload::KeepAlive]);
+  auto above = [&](std::map<Workload, double>& m, Workload w) { return m[w] - floorNsPerOp[w]; };
+  fmt::print("telemetry above the floor, every connection sampled: connect+close {:.0f} (goal <= 800), "
+             "keep-alive request {:.0f} (goal <= 150)\n",
+             above(nsPerOpTel, Workload::ConnectClose), above(nsPerOpTel, Workload::KeepAlive));
+  fmt::print("telemetry above the floor, none sampled: connect+close {:.0f}, keep-alive request {:.0f} "
+             "({:.0f} per payload segment; goal <= 30)\n",
+             above(unsampledNsPerOp, Workload::ConnectClose), above(unsampledNsPerOp, Workload::KeepAlive),
+             above(unsampledNsPerOp, Workload::KeepAlive) / 2);
   for (Workload w : kWorkloads) {
     out["bpf_stats"][key(w)] = {{"ops_per_second", statsSample[w].rate},
                                 {"ops", statsSample[w].ops + statsSample[w].warmupOps},
                                 {"bpf_ns_per_op", nsPerOpAll[w]},
-                                {"telemetry_bpf_ns_per_op", nsPerOpTel[w]}};
+                                {"telemetry_bpf_ns_per_op", nsPerOpTel[w]},
+                                {"floor_bpf_ns_per_op", floorNsPerOp[w]},
+                                {"unsampled_telemetry_bpf_ns_per_op", unsampledNsPerOp[w]}};
   }
   out["bpf_stats"]["enabled_with"] = statsHow;
   out["cpu"] = cpu;
@@ -530,15 +632,21 @@ int main(int argc, char** argv) {
   double seconds = 2;
   bool wantJson = false;
   int cpu = 0;  // addCpuOption() sets the default
+  int clients = 1;
   app.add_option("--runs", runs, "measured runs per workload and mode (the median is reported)")
       ->capture_default_str()
       ->check(CLI::Range(1, 50));
   app.add_option("--seconds", seconds, "length of one run")->capture_default_str()->check(CLI::Range(0.1, 60.0));
   aimesh::testing::addCpuOption(app, cpu, "pin the client and the echo server to this CPU (-1: no pinning)");
+  app.add_option("--clients", clients,
+                 "client processes at once, each on its own CPU from --cpu on (2: two CPUs count into the same "
+                 "endpoint)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
   CLI11_PARSE(app, argc, argv);
   return aimesh::testing::runBenchMain({.name = "telemetry-overhead",
                                         .needsRootFor = "cgroups, network namespaces, BPF",
                                         .removed = "sandbox removed"},
-                                       wantJson, [&] { return aimesh::run(runs, seconds, cpu); });
+                                       wantJson, [&] { return aimesh::run(runs, seconds, cpu, clients); });
 }

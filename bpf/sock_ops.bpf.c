@@ -18,7 +18,8 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct ai
 
 	s->established_ns = now;
 	s->flags |= AIMESH_SKF_ESTABLISHED;
-	hist_record(s->backend_id, AIMESH_M_CONNECT, now - s->connect_ns);
+	if (!(s->flags & AIMESH_SKF_UNSAMPLED))
+		hist_record(s->backend_id, AIMESH_M_CONNECT, now - s->connect_ns);
 	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
 	if (load) {
 		__sync_fetch_and_add(&load->active, 1);
@@ -77,7 +78,8 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 	svc = bpf_map_lookup_elem(&aimesh_svc_load, &s->service_id);
 	if (svc)
 		__sync_fetch_and_add(&svc->active, -1);
-	hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * NSEC_PER_USEC);
+	if (!(s->flags & AIMESH_SKF_UNSAMPLED))
+		hist_record(s->backend_id, AIMESH_M_RTT, (__u64)(skops->srtt_us >> 3) * NSEC_PER_USEC);
 	if (t) {
 		stat_add(t->closed, 1);
 		stat_add(t->bytes_sent, skops->bytes_acked);

@@ -3,8 +3,9 @@
  * payload segments they send and receive (cgroup_skb egress/ingress). Always
  * allows the packet. A segment without payload (handshake, ACK, FIN) costs a
  * header parse and no storage lookup; a payload segment of a socket that is
- * not ours, one storage lookup; of ours, the HTTP/1.1 head parse or body walk
- * (lib/http1.h) and a few map updates. */
+ * not ours, or not sampled (aimesh_service.sample_skip), one storage lookup;
+ * of a sampled one, the HTTP/1.1 head parse or body walk (lib/http1.h) and a
+ * few map updates. */
 #include "lib/http1.h"
 #include "lib/telemetry.h"
 
@@ -130,7 +131,7 @@ int aimesh_skb_egress(struct __sk_buff *skb)
 	if (!parse_tcp(skb, &off, &len, &flags) || len == 0)
 		return 1;
 	s = sock_state(skb);
-	if (!s)
+	if (!s || (s->flags & AIMESH_SKF_UNSAMPLED))
 		return 1;
 	if (s->requests == 0 && !(s->flags & AIMESH_SKF_H2) && h2_preface(skb, off, len)) {
 		/* The preface and SETTINGS are not a request. */
@@ -200,9 +201,11 @@ int aimesh_skb_ingress(struct __sk_buff *skb)
 	if (!s)
 		return 1;
 	if (flags & TCP_FLAG_RST) {
-		s->flags |= AIMESH_SKF_RST_SEEN;
+		s->flags |= AIMESH_SKF_RST_SEEN; /* every connection: failures are counted exactly */
 		return 1;
 	}
+	if (s->flags & AIMESH_SKF_UNSAMPLED)
+		return 1;
 	if (s->flags & AIMESH_SKF_H2) {
 		frames = h2_frames(skb, off, len);
 		if (!frames)

@@ -88,12 +88,13 @@ aimesh_service toAbi(const ServiceRecord& s) {
   a.hash_size = s.hashSize;
   a.balance_pct = s.balancePct;
   a.flags = s.policy ? AIMESH_SVC_F_POLICY : 0;
+  a.sample_skip = s.sampleSkip;
   return a;
 }
 
 ServiceRecord fromAbi(const aimesh_service& a) {
   return ServiceRecord{a.slot_count, a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
-                       a.hash_size,  a.balance_pct,   (a.flags & AIMESH_SVC_F_POLICY) != 0};
+                       a.hash_size,  a.balance_pct,   (a.flags & AIMESH_SVC_F_POLICY) != 0, a.sample_skip};
 }
 
 namespace {

@@ -1,5 +1,7 @@
 #include "model/connection_rules.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
 
@@ -117,8 +119,8 @@ Result<bool> parseBoolText(std::string_view text) {
   return Error::msg("must be true or false, got " + quoted(text));
 }
 
-Result<double> parseRebalanceRate(std::string_view text) {
-  const std::string range = "> 0 and <= " + std::to_string(static_cast<int>(kMaxRebalanceRate));
+Result<double> parsePositiveDecimal(std::string_view text, double max) {
+  const std::string range = fmt::format("> 0 and <= {:g}", max);
   Decimal d;
   if (text.empty() || scanDecimal(text, d) != text.size()) {
     return Error::msg("must be a number " + range + ", got " + quoted(text));
@@ -130,9 +132,11 @@ Result<double> parseRebalanceRate(std::string_view text) {
   // an underflow (0.000…1 with hundreds of zeros) leaves x at 0.
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), x);
   if (ec != std::errc() || ptr != text.data() + text.size()) x = 0;
-  if (!(x > 0) || x > kMaxRebalanceRate) return outOfRange();
+  if (!(x > 0) || x > max) return outOfRange();
   return x;
 }
+
+Result<double> parseRebalanceRate(std::string_view text) { return parsePositiveDecimal(text, kMaxRebalanceRate); }
 
 Result<uint32_t> parseMaxRequests(std::string_view text) {
   const std::string range = "0.." + std::to_string(kMaxMaxRequests);

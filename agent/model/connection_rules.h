@@ -45,6 +45,9 @@ std::string formatDurationMs(uint64_t ms);
 // schema). Not yes/no/on/off/1/0.
 Result<bool> parseBoolText(std::string_view text);
 
+// A decimal number ("4", "0.5") > 0 and <= max.
+Result<double> parsePositiveDecimal(std::string_view text, double max);
+
 // ConnectionPolicy::rebalanceRate: a decimal number ("4", "0.5"),
 // > 0 and <= kMaxRebalanceRate.
 Result<double> parseRebalanceRate(std::string_view text);

@@ -1,6 +1,9 @@
 #include "model/service_rules.h"
 
 #include <algorithm>
+#include <cmath>
+
+#include "model/connection_rules.h"
 
 namespace aimesh {
 
@@ -74,6 +77,23 @@ std::optional<std::string> checkMetricsPath(std::string_view path) {
     return "must start with '/' and hold no spaces, got '" + std::string(path) + "'";
   }
   return std::nullopt;
+}
+
+std::optional<std::string> checkTelemetrySample(double x, std::string_view written) {
+  if (!(x > 0) || x > kMaxTelemetrySample) return "must be > 0 and <= 1, got " + std::string(written);
+  return std::nullopt;
+}
+
+Result<double> parseTelemetrySample(std::string_view text) { return parsePositiveDecimal(text, kMaxTelemetrySample); }
+
+double effectiveTelemetrySample(const Service& svc) {
+  return svc.connections.followsRequests(svc.algorithm) ? 1.0 : svc.telemetrySample;
+}
+
+uint16_t telemetrySkip(double sample) {
+  if (!(sample < 1)) return 0;
+  double skip = std::round((1 - sample) * 65536);
+  return skip >= 65535 ? 65535 : skip <= 0 ? 0 : static_cast<uint16_t>(skip);
 }
 
 }  // namespace aimesh

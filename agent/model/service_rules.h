@@ -38,6 +38,8 @@ inline constexpr long long kMaxHashTableSize = kMaglevMaxSize;
 // is this × 100).
 inline constexpr double kMinHashBalanceFactor = 1;
 inline constexpr double kMaxHashBalanceFactor = 10;
+// Service::telemetrySample: > 0 and <= this.
+inline constexpr double kMaxTelemetrySample = 1;
 // An RFC 1123 label: a service name or namespace.
 inline constexpr size_t kMaxDnsLabelLength = 63;
 
@@ -78,5 +80,17 @@ std::optional<std::string> checkHashTableSize(long long n, std::string_view writ
 
 // ModelMetricsSpec::path: starts with '/', no spaces, tabs or line breaks.
 std::optional<std::string> checkMetricsPath(std::string_view path);
+
+// Service::telemetrySample: > 0 and <= 1. written is x as the user wrote it.
+std::optional<std::string> checkTelemetrySample(double x, std::string_view written);
+// The same from annotation text ("0.1").
+Result<double> parseTelemetrySample(std::string_view text);
+// The sample in force: 1 where the connection lifecycle follows every
+// connection's requests (ConnectionPolicy::followsRequests), else the
+// service's own.
+double effectiveTelemetrySample(const Service& svc);
+// aimesh_service.sample_skip for a sample: a connection is measured when
+// (random & 0xffff) >= skip, so 0 measures all, 65535 one in 65,536.
+uint16_t telemetrySkip(double sample);
 
 }  // namespace aimesh

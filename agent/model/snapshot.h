@@ -109,6 +109,10 @@ struct ConnectionPolicy {
   bool rebalanceOn(Algorithm a) const {
     return rebalance.value_or(a == Algorithm::kLeastConn || a == Algorithm::kLatency);
   }
+  // Whether the lifecycle needs every connection's requests followed (its
+  // idle moments and request count): then every connection is measured,
+  // whatever the service's telemetry sample says.
+  bool followsRequests(Algorithm a) const { return rebalanceOn(a) || maxAgeMs != 0 || maxRequests != 0; }
   bool operator==(const ConnectionPolicy&) const = default;
 };
 
@@ -129,6 +133,10 @@ struct Service {
   std::optional<ModelMetricsSpec> modelMetrics;    // scrape the endpoints' model-server metrics
   std::optional<PolicySpec> policy;                // who may connect; unset: everyone
   ConnectionPolicy connections;                    // closing idle connections (re-balancing, limits, removal)
+  // The share of connections, decided at connect, whose requests are timed
+  // (histograms, request counters, the latency EWMA); connection counts and
+  // load are exact for all. 0 < x <= 1. See effectiveTelemetrySample().
+  double telemetrySample = 1;
   std::vector<Endpoint> endpoints;
 
   std::string key() const { return nameSpace + "/" + name; }

@@ -40,6 +40,7 @@ std::string describe(const MapOp& op) {
                                         toString(o.rec.algorithm));
             if (o.rec.hashSize) d += fmt::format(" hash={} balance={}%", o.rec.hashSize, o.rec.balancePct);
             if (o.rec.policy) d += " policy";
+            if (o.rec.sampleSkip) d += fmt::format(" sample-skip={}", o.rec.sampleSkip);
             return d;
           },
           [](const UpsertFrontend& o) {

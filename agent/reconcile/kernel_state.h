@@ -29,6 +29,7 @@ struct ServiceRecord {
   uint32_t hashSize = 0;    // entries of this service's hash table; 0 = none
   uint16_t balancePct = 0;  // bounded_hash load bound
   bool policy = false;      // AIMESH_SVC_F_POLICY: only clients in `policy` entries may connect
+  uint16_t sampleSkip = 0;  // telemetry sampling (telemetrySkip()); 0: every connection measured
   auto operator<=>(const ServiceRecord&) const = default;
 };
 

@@ -2,6 +2,7 @@
 
 #include "aimesh/abi.h"
 #include "lb/maglev.h"
+#include "model/service_rules.h"
 
 #include <fmt/format.h>
 
@@ -226,6 +227,7 @@ void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& 
   std::vector<uint32_t> slots = expandSlots(weighted, AIMESH_MAX_SLOTS_PER_SVC);
   std::set<uint32_t> distinct(slots.begin(), slots.end());
   ServiceRecord rec{static_cast<uint32_t>(slots.size()), static_cast<uint32_t>(distinct.size()), svc.algorithm, 0};
+  rec.sampleSkip = telemetrySkip(effectiveTelemetrySample(svc));
   planHashTable(svc, sid, weighted, out, rec);
   planSlots(current, sid, slots, out, rec);
 

@@ -761,6 +761,8 @@ void applyAnnotations(const ServiceObj& svc, Service& base, Warnings& w) {
   applyHashTableSizeAnnotation(ann, base);
   applyModelMetricsAnnotations(ann, base);
   applyConnectionAnnotations(ann, base);
+  ann.parseInto(kTelemetrySampleAnnotation, parseTelemetrySample, base.telemetrySample,
+                [&] { return fmt::format("; using {:g}", base.telemetrySample); });
 }
 
 // The workload policy annotations: which pods of this node may connect.

@@ -101,6 +101,7 @@ inline constexpr const char* kRebalanceRateAnnotation = "aimesh.io/rebalance-rat
 inline constexpr const char* kMaxConnectionAgeAnnotation = "aimesh.io/max-connection-age";
 inline constexpr const char* kMaxRequestsAnnotation = "aimesh.io/max-requests-per-connection";
 inline constexpr const char* kDrainTimeoutAnnotation = "aimesh.io/drain-timeout";
+inline constexpr const char* kTelemetrySampleAnnotation = "aimesh.io/telemetry-sample";
 
 struct ObjectMeta {
   std::string name, nameSpace, resourceVersion, uid;  // "namespace" is a keyword

@@ -357,7 +357,7 @@ class StateParser {
     if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
-                             "hash_balance_factor", "model_metrics", "policy", "connections", "endpoints"});
+                             "hash_balance_factor", "model_metrics", "policy", "connections", "telemetry", "endpoints"});
     parseIdentity(node, fields, svc, info);
     for (auto [key, parse] : {std::pair{"vips", &StateParser::parseVips}, std::pair{"ports", &StateParser::parsePorts}}) {
       if (const Field* f = find(fields, key)) (this->*parse)(*f, joinPath(path, key), svc, info);
@@ -367,6 +367,7 @@ class StateParser {
     if (const Field* f = present(fields, "model_metrics")) parseModelMetrics(*f, joinPath(path, "model_metrics"), svc);
     if (const Field* f = present(fields, "policy")) parsePolicy(*f, joinPath(path, "policy"), svc);
     if (const Field* f = present(fields, "connections")) parseConnections(*f, joinPath(path, "connections"), svc);
+    if (const Field* f = present(fields, "telemetry")) parseTelemetry(*f, joinPath(path, "telemetry"), svc);
     // Absent or null endpoints: a service with no backends, which is valid.
     if (const Field* f = present(fields, "endpoints")) parseEndpoints(*f, joinPath(path, "endpoints"), svc);
     return true;
@@ -490,6 +491,19 @@ class StateParser {
   // Kubernetes annotations; here only the YAML types are checked. Durations
   // may be quoted ("10m" is a string either way); numbers, integers and
   // booleans may not, as everywhere in the file.
+  // telemetry: {sample: 0.1}
+  void parseTelemetry(const Field& f, const std::string& path, Service& svc) {
+    if (!expectMap(f.value, path, "{sample: 0.1}")) return;
+    Fields tf = collect(f.value, path, {"sample"});
+    const Field* sample = present(tf, "sample");
+    if (sample == nullptr) return;
+    std::string p = joinPath(path, "sample");
+    if (auto x = readNumber(*sample, p, 0, kMaxTelemetrySample)) {
+      if (auto bad = checkTelemetrySample(*x, sample->value.Scalar())) error(markOf(*sample), p, *bad);
+      else svc.telemetrySample = *x;
+    }
+  }
+
   void parseConnections(const Field& f, const std::string& path, Service& svc) {
     if (!expectMap(f.value, path, "{rebalance: true, max_age: 10m}")) return;
     Fields cf = collect(f.value, path, {"rebalance", "rebalance_rate", "max_age", "max_requests", "drain_timeout"});

@@ -56,6 +56,7 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 				       const struct aimesh_backend *be, __u8 proto)
 {
 	struct aimesh_sock *s;
+	struct aimesh_service *svc;
 	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk) {
@@ -76,6 +77,11 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 	s->proto = proto;
 	__builtin_memcpy(s->be_addr, be->addr, 16);
 	s->be_port = be->port;
+	/* Telemetry sampling, decided once per connection: an unsampled one is
+	 * counted and balanced like any other, but its requests are not timed. */
+	svc = bpf_map_lookup_elem(&aimesh_services, &svc_id);
+	if (svc && svc->sample_skip && (bpf_get_prandom_u32() & 0xffff) < svc->sample_skip)
+		s->flags |= AIMESH_SKF_UNSAMPLED;
 }
 
 /* A call refused before it reached a backend: counted and reported as an

@@ -127,13 +127,15 @@ struct aimesh_service {
 	__u8 pad0;
 	__u32 hash_size;     /* maglev/bounded_hash: entries in this service's table (a prime) */
 	__u16 balance_pct;   /* bounded_hash: load bound, percent of the service average (125) */
-	__u16 pad1;
+	__u16 sample_skip;   /* telemetry sampling: a connection is measured when
+			      * (random & 0xffff) >= sample_skip; 0: all of them */
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_service) == 20, "service size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, algorithm) == 8, "service.algorithm");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, slot_gen) == 10, "service.slot_gen");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, hash_size) == 12, "service.hash_size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, balance_pct) == 16, "service.balance_pct");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_service, sample_skip) == 18, "service.sample_skip");
 
 /* aimesh_slots key. slot = slot_gen * AIMESH_MAX_SLOTS_PER_SVC + index. */
 struct aimesh_slot_key {
@@ -401,6 +403,7 @@ enum aimesh_chunk_state {
 #define AIMESH_SKF_H2 0x04
 #define AIMESH_SKF_CLOSED 0x08
 #define AIMESH_SKF_IDLE 0x10 /* counted in aimesh_be_load.idle (a response ended, no request since) */
+#define AIMESH_SKF_UNSAMPLED 0x20 /* requests not timed (aimesh_service.sample_skip, decided at connect) */
 
 /* aimesh_sockets (SK_STORAGE): per-socket state, created by the connect hook
  * for sockets it connected to a backend (TCP, and connected UDP), read and

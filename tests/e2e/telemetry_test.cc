@@ -218,6 +218,55 @@ TEST_F(TelemetryE2e, ThreeHundredEndpointsOfOneServiceAllHaveHistograms) {
   EXPECT_GE(maxId, 256u) << "endpoint ids reach past the old 256 limit";
 }
 
+// Telemetry sampling: a quarter of the connections are timed; every one is
+// counted. 400 connections, each one request: connection counts are exact,
+// histogram samples and request counts are about 100 (binomial, sd 8.7).
+TEST_F(TelemetryE2e, SampledTelemetryTimesAShareAndCountsEveryConnection) {
+  const int n = 400;
+  serve("10.77.0.2");
+  startAgent(R"(services:
+  - name: sampled
+    namespace: ml
+    vips: [10.96.0.43]
+    ports: [{port: 8000}]
+    telemetry: {sample: 0.25}
+    endpoints:
+      - {address: 10.77.0.2, port: 8000}
+)");
+  std::string ok = runClient([&] {
+    int good = 0;
+    for (int i = 0; i < n; ++i) good += tcpAsk("10.96.0.43", 8000).err == 0;
+    return std::to_string(good);
+  });
+  ASSERT_EQ(ok, std::to_string(n));
+
+  std::string addr = agent_->metricsUrlPath();
+  auto colon = addr.rfind(':');
+  httplib::Client c(addr.substr(0, colon), std::stoi(addr.substr(colon + 1)));
+  auto value = [](const std::string& body, const std::string& family) -> long {
+    auto at = body.find("\n" + family + "{");
+    if (at == std::string::npos) return -1;
+    auto eol = body.find('\n', at + 1);
+    return std::stol(body.substr(body.rfind(' ', eol) + 1, eol - body.rfind(' ', eol) - 1));
+  };
+  std::string body;
+  for (int attempt = 0; attempt < 50; ++attempt) {  // the last closes are counted by sock_ops
+    auto res = c.Get("/metrics");
+    ASSERT_TRUE(res);
+    body = res->body;
+    if (value(body, "aimesh_endpoint_connections_closed_total") == n) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(value(body, "aimesh_service_connections_total"), n);
+  EXPECT_EQ(value(body, "aimesh_endpoint_connections_opened_total"), n);
+  EXPECT_EQ(value(body, "aimesh_endpoint_connections_closed_total"), n);
+  long timed = value(body, "aimesh_endpoint_connect_seconds_count");
+  EXPECT_GE(timed, 60) << body;
+  EXPECT_LE(timed, 140) << body;
+  EXPECT_EQ(value(body, "aimesh_endpoint_ttft_seconds_count"), timed);  // one request per timed connection
+  EXPECT_EQ(value(body, "aimesh_endpoint_requests_total"), timed);
+}
+
 TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {
   startModelServer("10.77.0.2", 1, 1, 1);
   startAgent(kState);

@@ -59,7 +59,7 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_service, algorithm), AIMESH_MEMBER(aimesh_service, flags),
         AIMESH_MEMBER(aimesh_service, slot_gen), AIMESH_MEMBER(aimesh_service, pad0),
         AIMESH_MEMBER(aimesh_service, hash_size), AIMESH_MEMBER(aimesh_service, balance_pct),
-        AIMESH_MEMBER(aimesh_service, pad1)}},
+        AIMESH_MEMBER(aimesh_service, sample_skip)}},
       {"aimesh_slot_key",
        sizeof(aimesh_slot_key),
        {AIMESH_MEMBER(aimesh_slot_key, service_id), AIMESH_MEMBER(aimesh_slot_key, slot)}},

@@ -102,3 +102,46 @@ TEST(ServiceRulesMetricsPath, ValidAndExactMessages) {
 
 }  // namespace
 }  // namespace aimesh
+
+// ---- telemetry sampling -------------------------------------------------------
+
+namespace aimesh {
+namespace {
+
+TEST(ServiceRulesTelemetrySample, BoundsAndMessages) {
+  EXPECT_EQ(checkTelemetrySample(0.1, "0.1"), std::nullopt);
+  EXPECT_EQ(checkTelemetrySample(1, "1"), std::nullopt);
+  EXPECT_EQ(checkTelemetrySample(0, "0"), "must be > 0 and <= 1, got 0");
+  EXPECT_EQ(checkTelemetrySample(1.5, "1.5"), "must be > 0 and <= 1, got 1.5");
+  EXPECT_EQ(*parseTelemetrySample("0.25"), 0.25);
+  EXPECT_EQ(parseTelemetrySample("10%").error().message(), "must be a number > 0 and <= 1, got '10%'");
+  EXPECT_EQ(parseTelemetrySample("0").error().message(), "must be > 0 and <= 1, got 0");
+}
+
+// The kernel measures a connection when (random & 0xffff) >= skip.
+TEST(ServiceRulesTelemetrySample, SkipIsTheShareNotMeasuredOutOf65536) {
+  EXPECT_EQ(telemetrySkip(1), 0u);
+  EXPECT_EQ(telemetrySkip(0.5), 32768u);
+  EXPECT_EQ(telemetrySkip(0.1), 58982u);  // 10.0 % measured
+  EXPECT_EQ(telemetrySkip(0.0001), 65529u);
+  EXPECT_EQ(telemetrySkip(1e-9), 65535u);  // at least one in 65,536
+}
+
+// Where the lifecycle follows every connection's requests, all are measured.
+TEST(ServiceRulesTelemetrySample, TheLifecycleNeedsEveryConnectionFollowed) {
+  Service s;
+  s.telemetrySample = 0.1;
+  EXPECT_EQ(effectiveTelemetrySample(s), 0.1);  // random: no re-balancing
+  s.algorithm = Algorithm::kLeastConn;          // re-balances by default
+  EXPECT_EQ(effectiveTelemetrySample(s), 1.0);
+  s.connections.rebalance = false;
+  EXPECT_EQ(effectiveTelemetrySample(s), 0.1);
+  s.connections.maxRequests = 100;
+  EXPECT_EQ(effectiveTelemetrySample(s), 1.0);
+  s.connections.maxRequests = 0;
+  s.connections.maxAgeMs = 60'000;
+  EXPECT_EQ(effectiveTelemetrySample(s), 1.0);
+}
+
+}  // namespace
+}  // namespace aimesh

@@ -101,6 +101,19 @@ TEST(MakePlan, DrainingAndZeroWeightGetNoSlots) {
   EXPECT_EQ(p.desired.slots.at(SlotKey{1, 0}), 1u);
 }
 
+// The service record carries the telemetry sample as the kernel's skip
+// threshold, forced to "every connection" where the lifecycle needs it.
+TEST(MakePlan, TelemetrySampleBecomesTheRecordsSkip) {
+  Service a = svc("a", "10.96.0.1", 80, {ep("10.0.0.1")});
+  a.telemetrySample = 0.5;
+  Service b = svc("b", "10.96.0.2", 80, {ep("10.0.0.2")});
+  b.telemetrySample = 0.5;
+  b.algorithm = Algorithm::kLeastConn;  // re-balances: every connection followed
+  Plan p = makePlan(Snapshot{{a, b}}, {});
+  EXPECT_EQ(p.desired.services.at(1).sampleSkip, 32768u);
+  EXPECT_EQ(p.desired.services.at(2).sampleSkip, 0u);
+}
+
 TEST(MakePlan, NoEndpointsMeansZeroSlots) {
   Plan p = makePlan(Snapshot{{svc("a", "10.96.0.1", 80, {})}}, {});
   EXPECT_EQ(p.desired.services.at(1).slotCount, 0u);

@@ -1005,6 +1005,18 @@ TEST(KubeConnectionsTest, AnnotationsSetTheConnectionPolicy) {
   EXPECT_EQ(max.maxAgeMs, 30ull * 24 * 3600 * 1000);
 }
 
+TEST(KubeConnectionsTest, TelemetrySampleAnnotation) {
+  BuildResult r = build({annotated({{kTelemetrySampleAnnotation, "0.25"}})}, {});
+  ASSERT_TRUE(r.warnings.empty()) << r.warnings.front();
+  EXPECT_EQ(r.snapshot.services.at(0).telemetrySample, 0.25);
+  r = build({annotated({{kTelemetrySampleAnnotation, "25%"}})}, {});
+  EXPECT_EQ(r.snapshot.services.at(0).telemetrySample, 1.0);
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0],
+            "Service ml/llama: annotation aimesh.io/telemetry-sample: must be a number > 0 and <= 1, got '25%'; "
+            "using 1");
+}
+
 TEST(KubeConnectionsTest, DurationAnnotationForms) {
   const std::vector<std::pair<std::string, uint64_t>> cases = {
       {"90", 90'000}, {"1.5", 1'500}, {"500ms", 500}, {"30s", 30'000}, {"10m", 600'000}, {"1h", 3'600'000},

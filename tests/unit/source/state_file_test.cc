@@ -718,6 +718,15 @@ TEST(StateFileBalancing, Defaults) {
   EXPECT_EQ(s.modelMetrics->path, "/metrics");
 }
 
+TEST(StateFileBalancing, TelemetrySampleParsedAndBounded) {
+  ParseResult r = parseStateText(std::string(kHashService) + "    telemetry: {sample: 0.1}\n", "state.yaml");
+  ASSERT_TRUE(r.snapshot) << (r.errors.empty() ? "" : r.errors[0].toString());
+  EXPECT_EQ(r.snapshot->services[0].telemetrySample, 0.1);
+  r = parseStateText(std::string(kHashService) + "    telemetry: {}\n", "state.yaml");
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_EQ(r.snapshot->services[0].telemetrySample, 1.0);  // the default: every connection
+}
+
 TEST(StateFileBalancing, BadValuesNamed) {
   struct Case {
     std::string line, field, message;
@@ -731,6 +740,11 @@ TEST(StateFileBalancing, BadValuesNamed) {
       {"    model_metrics: {port: 8000, path: metrics}\n", "services[0].model_metrics.path", "must start with '/'"},
       {"    model_metrics: {port: 8000, scheme: https}\n", "services[0].model_metrics.scheme", "unknown field"},
       {"    model_metrics: 8000\n", "services[0].model_metrics", ""},
+      {"    telemetry: {sample: 0}\n", "services[0].telemetry.sample", "must be > 0 and <= 1, got 0"},
+      {"    telemetry: {sample: 2}\n", "services[0].telemetry.sample", "must be 0..1, got 2"},
+      {"    telemetry: {sample: most}\n", "services[0].telemetry.sample", "must be a number"},
+      {"    telemetry: {rate: 0.1}\n", "services[0].telemetry.rate", "unknown field"},
+      {"    telemetry: 0.1\n", "services[0].telemetry", "must be a map like {sample: 0.1}"},
   };
   for (auto& c : cases) {
     SCOPED_TRACE(c.line);
