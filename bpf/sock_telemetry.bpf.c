@@ -107,13 +107,13 @@ static __always_inline int h2_preface(struct __sk_buff *skb, __u32 off, __u32 le
 	return p[0] == 'P' && p[1] == 'R' && p[2] == 'I' && p[3] == ' ' && p[4] == '*' && p[6] == 'H';
 }
 
+/* The socket's state, if it is ours. bpf_sk_storage_get() takes the
+ * skb's sock_common and returns nothing for a request or timewait socket,
+ * so no bpf_sk_fullsock() call is needed first. */
 static __always_inline struct aimesh_sock *sock_state(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
 
-	if (!sk)
-		return 0;
-	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 0;
 	return bpf_sk_storage_get(&aimesh_sockets, sk, 0, 0);

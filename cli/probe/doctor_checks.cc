@@ -137,7 +137,6 @@ const std::vector<ProgramTypeUse>& programTypesUsed() {
         {BPF_FUNC_map_update_elem, "map_update_elem"},
         {BPF_FUNC_ktime_get_ns, "ktime_get_ns"},
         {BPF_FUNC_skb_load_bytes, "skb_load_bytes"},
-        {BPF_FUNC_sk_fullsock, "sk_fullsock"},
         {BPF_FUNC_sk_storage_get, "sk_storage_get"},
         {BPF_FUNC_loop, "loop"}}},
       {BPF_PROG_TYPE_SCHED_CLS,
