@@ -125,6 +125,39 @@ TEST_F(DatapathReaderTest, TelemetryReadsCountersHistogramsThatExistAndLoad) {
   EXPECT_EQ(tel->at(6).active, 0);  // nothing written: zeros, not an error
 }
 
+// More histograms than one batch read (256) holds: every one is read, each
+// added to its own endpoint and metric.
+TEST_F(DatapathReaderTest, HistogramsOfManyEndpointsAreReadInBatches) {
+  LIBBPF_OPTS(bpf_map_create_opts, noPrealloc, .map_flags = BPF_F_NO_PREALLOC);
+  int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "t_hist_many", 4, sizeof(aimesh_hist), 512 * AIMESH_M_MAX, &noPrealloc);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  UniqueFd many(fd);
+  auto h = std::make_unique<aimesh_hist>();
+  std::vector<uint32_t> ids;
+  for (uint32_t id = 1; id <= 400; ++id) {
+    *h = aimesh_hist{};
+    h->buckets[5] = id;  // endpoint id samples of TTFT, one of RTT
+    put(fd, id * AIMESH_M_MAX + AIMESH_M_TTFT, *h);
+    *h = aimesh_hist{};
+    h->buckets[9] = 1;
+    put(fd, id * AIMESH_M_MAX + AIMESH_M_RTT, *h);
+    ids.push_back(id);
+  }
+  UniqueFd tel512 = makeMap(BPF_MAP_TYPE_ARRAY, 4, sizeof(aimesh_be_tel), 512, "t_be_tel_512");
+  MapFds fds = fds_;
+  fds.hist = many.get();
+  fds.beTel = tel512.get();
+  BpfDatapathReader r(fds, MapLimits{512, 512, AIMESH_MAX_CT}, AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS, nullptr);
+  auto tel = r.telemetry(ids);
+  ASSERT_TRUE(tel) << tel.error().message();
+  ASSERT_EQ(tel->size(), 400u);
+  for (uint32_t id = 1; id <= 400; ++id) {
+    EXPECT_EQ(tel->at(id).hist[AIMESH_M_TTFT].count, id) << id;
+    EXPECT_EQ(tel->at(id).hist[AIMESH_M_RTT].count, 1u) << id;
+    EXPECT_TRUE(tel->at(id).hist[AIMESH_M_GAP].empty()) << id;
+  }
+}
+
 TEST_F(DatapathReaderTest, OccupancyCountsEntriesAgainstTheLimits) {
   for (uint16_t port : {8000, 8001, 9000}) {
     aimesh_frontend_key k{};
