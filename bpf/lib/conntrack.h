@@ -213,7 +213,7 @@ static __always_inline int ct_create(struct __sk_buff *skb, struct nat_flow *f, 
 	__u64 hash;
 
 	hash = ct_flow_hash(&f->key);
-	if (lb_select(service_id, bpf_get_prandom_u32(), hash, f->family, &backend_id, &be))
+	if (lb_select(service_id, bpf_get_prandom_u32(), hash, f->family, &backend_id, &be, 0))
 		return CT_NO_BACKEND;
 	/* A frontend this node would deliver locally is a node address. */
 	if (ct_fib(skb, f, f->key.saddr, f->key.daddr, &fib) == BPF_FIB_LKUP_RET_NOT_FWDED)

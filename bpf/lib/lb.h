@@ -350,9 +350,11 @@ static __always_inline int lb_hash(struct lb_ctx *c, const struct aimesh_service
 /* Pick a backend of service `service_id` for a new connection or datagram.
  * `rnd` drives the random draws, `hash_key` (the client's cgroup id on the
  * socket path) the hash algorithms; `family` is 0 or the AIMESH_FAMILY_* the
- * call needs. Returns 0 and sets *backend_id / *out, or -ECONNREFUSED. */
+ * call needs. Returns 0 and sets *backend_id / *out, or -ECONNREFUSED.
+ * `sample_skip`, if not null, gets the service's telemetry sampling threshold
+ * (the caller would otherwise look the service up a second time). */
 static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key, int family,
-				     __u32 *backend_id, struct aimesh_backend **out)
+				     __u32 *backend_id, struct aimesh_backend **out, __u16 *sample_skip)
 {
 	struct lb_ctx c = { .service_id = service_id, .family = family };
 	struct aimesh_service *svc;
@@ -363,6 +365,8 @@ static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key
 		count_reason(AIMESH_R_SERVICE_MISSING);
 		return -ECONNREFUSED;
 	}
+	if (sample_skip)
+		*sample_skip = svc->sample_skip;
 	alg = svc->algorithm;
 	if (alg != AIMESH_ALG_RANDOM)
 		c.cfg = health_config();

@@ -53,10 +53,9 @@ static __always_inline void sock_write_addr(struct bpf_sock_addr *ctx, int famil
  * cgroup_skb follow it (TCP) and the lifecycle iterators know it (TCP and
  * UDP), and only it. */
 static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id, __u64 cookie,
-				       const struct aimesh_backend *be, __u8 proto)
+				       const struct aimesh_backend *be, __u8 proto, __u16 sample_skip)
 {
 	struct aimesh_sock *s;
-	struct aimesh_service *svc;
 	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk) {
@@ -79,8 +78,7 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 	s->be_port = be->port;
 	/* Telemetry sampling, decided once per connection: an unsampled one is
 	 * counted and balanced like any other, but its requests are not timed. */
-	svc = bpf_map_lookup_elem(&aimesh_services, &svc_id);
-	if (svc && svc->sample_skip && (bpf_get_prandom_u32() & 0xffff) < svc->sample_skip)
+	if (sample_skip && (bpf_get_prandom_u32() & 0xffff) < sample_skip)
 		s->flags |= AIMESH_SKF_UNSAMPLED;
 }
 
@@ -107,6 +105,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	struct aimesh_svc_stats *ss;
 	struct aimesh_be_stats *bs;
 	__u32 svc_id, be_id = 0;
+	__u16 sample_skip = 0;
 	int err, need;
 
 	if (ctx->protocol != AIMESH_PROTO_TCP && ctx->protocol != AIMESH_PROTO_UDP)
@@ -133,7 +132,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	 * refuses an unconnected UDPv6 send rewritten to a mapped address
 	 * (ENOTSUPP in udpv6_sendmsg), so sendmsg6 needs an IPv6 backend. */
 	need = family == AIMESH_FAMILY_V4 ? AIMESH_FAMILY_V4 : (is_connect ? 0 : AIMESH_FAMILY_V6);
-	err = lb_select(svc_id, bpf_get_prandom_u32(), bpf_get_current_cgroup_id(), need, &be_id, &be);
+	err = lb_select(svc_id, bpf_get_prandom_u32(), bpf_get_current_cgroup_id(), need, &be_id, &be, &sample_skip);
 	if (err || !be) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
@@ -157,7 +156,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	sock_write_addr(ctx, family, be->addr, be->port);
 
 	if (is_connect)
-		sock_track(ctx, svc_id, be_id, rk.cookie, be, fk.proto);
+		sock_track(ctx, svc_id, be_id, rk.cookie, be, fk.proto, sample_skip);
 
 	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);
