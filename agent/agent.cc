@@ -280,6 +280,8 @@ std::string Agent::metricsText(MetricsFormat format) {
   in.events = reader_->flowEventsTotal();
   in.openMetrics = format == MetricsFormat::kOpenMetrics;
   in.bucketsPerOctave = opts_.histogramBucketsPerOctave;
+  view::Clients clients = clientsLocked();
+  in.clients = &clients;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
   in.http = httpCounters_.get();
@@ -313,8 +315,9 @@ json Agent::handleApi(const json& req) {
   if (method == "flows") return answer(flowsView(req.value("since", uint64_t{0})));
   if (method == "policy") return answer(policyView());
   if (method == "connections") return answer(connectionsView(filter));
+  if (method == "clients") return answer(clientsView());
   return json{{"error", "unknown method '" + method +
-                            "' (status, services, endpoints, latency, top, flows, policy, connections)"}};
+                            "' (status, services, endpoints, latency, top, flows, policy, connections, clients)"}};
 }
 
 view::Status Agent::statusView() {
@@ -405,6 +408,43 @@ Result<view::Top> Agent::topView() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return buildTop(index_, *tel, ts.tv_sec + ts.tv_nsec / 1e9);
+}
+
+view::Clients Agent::clientsView() {
+  std::lock_guard lk(mu_);
+  return clientsLocked();
+}
+
+view::Clients Agent::clientsLocked() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const double monoSeconds = ts.tv_sec + ts.tv_nsec / 1e9;
+  const auto readAt = std::chrono::steady_clock::now();
+  auto pairs = reader_->clients();
+  if (!pairs) {
+    spdlog::warn("read clients: {}", pairs.error().message());
+    return view::Clients{.timeSeconds = monoSeconds, .topK = opts_.clientTopK};
+  }
+  if (!clientCgroups_ && !opts_.cgroup.empty()) clientCgroups_ = std::make_unique<CgroupIndex>(opts_.cgroup);
+  if (clientCgroups_ && !pairs->empty()) clientCgroups_->refresh();  // notices cgroups that went away
+  PodNameLookup pods;
+  if (kube_) pods = [this](const std::string& uid) { return kube_->podName(uid); };
+  std::vector<NamedClient> named;
+  std::vector<aimesh_client_key> gone;
+  for (const ClientPair& p : *pairs) {
+    uint64_t id = p.key.cgroup_id;
+    auto path = clientCgroups_ ? clientCgroups_->path(id) : std::nullopt;
+    if (path) {
+      named.push_back(NamedClient{clientName(*path, pods), p});
+    } else if (clientCgroups_ && clientCgroups_->goneSince(id, readAt)) {
+      gone.push_back(p.key);  // its cgroup was removed: the client's series end
+    } else {
+      named.push_back(NamedClient{fmt::format("cgroup:{}", id), p});
+    }
+  }
+  if (!gone.empty())
+    if (Status st = reader_->forgetClients(gone); !st) spdlog::warn("forget clients: {}", st.error().message());
+  return buildClients(index_, named, opts_.clientTopK, monoSeconds);
 }
 
 Result<view::Flows> Agent::flowsView(uint64_t since) {

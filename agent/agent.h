@@ -37,6 +37,7 @@ struct AgentOptions {
   std::string stateFile;
   std::string metricsAddr = "0.0.0.0:9464";
   int histogramBucketsPerOctave = 2;  // classic `le` bounds per power of two in /metrics (1, 2, 4, 8)
+  uint32_t clientTopK = 20;  // (client, service) pairs shown by name; the rest are "other"
   std::string apiSocket = "/run/aimesh/agent.sock";
   std::string pinDir = DatapathOptions{}.pinDir;
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
@@ -131,6 +132,9 @@ class Agent {
   Result<view::Top> topView();
   Result<view::Flows> flowsView(uint64_t since);
   Result<view::Connections> connectionsView(const ServiceFilter& filter);
+  view::Clients clientsView();
+  // Reads aimesh_clients, names the cgroups and forgets those that are gone.
+  view::Clients clientsLocked();
   std::vector<ScrapeTarget> scrapeTargets() const;     // endpoints of services with model_metrics
 
   AgentOptions opts_;
@@ -150,6 +154,7 @@ class Agent {
   std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point lastSweep_ = std::chrono::steady_clock::now();  // TC flows
+  std::unique_ptr<CgroupIndex> clientCgroups_;  // names the clients' cgroups (made at first use)
   // The read side: counters, telemetry, occupancy and flow events.
   std::unique_ptr<DatapathReader> reader_;
   std::optional<HttpServer> http_;

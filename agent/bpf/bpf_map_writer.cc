@@ -1,4 +1,6 @@
 #include "bpf/bpf_map_writer.h"
+
+#include "bpf/clients_map.h"
 #include "bpf/map_walk.h"
 #include "util/overloaded.h"
 #include "util/unique_fd.h"
@@ -151,6 +153,7 @@ Status BpfMapWriter::apply(const MapOp& op) {
           [&](const ResetServiceStats& o) {
             aimesh_svc_stats stats{};
             Status st = update(fds_.svcStats, &o.id, &stats, "aimesh_svc_stats");
+            if (st) st = forgetServiceClients(fds_.clients, o.id);  // the id's clients called another service
             if (!st || fds_.svcLoad < 0) return st;
             aimesh_svc_load zero{};
             return update(fds_.svcLoad, &o.id, &zero, "aimesh_svc_load");

@@ -180,6 +180,7 @@ MapFds mapFdsOf(const sock_lb& lb) {
              bpf_map__fd(m->aimesh_hash_tables), bpf_map__fd(m->aimesh_svc_load), bpf_map__fd(m->aimesh_be_signal),
              bpf_map__fd(m->aimesh_config)};
   fds.policy = bpf_map__fd(m->aimesh_policy);
+  fds.clients = bpf_map__fd(m->aimesh_clients);
   return fds;
 }
 

@@ -71,6 +71,7 @@ struct MapFds {
   int hashTables = -1, svcLoad = -1, beSignal = -1, config = -1;
   int ct = -1;  // aimesh_ct, only with TC interfaces
   int policy = -1;
+  int clients = -1;  // aimesh_clients
 };
 
 class Datapath {

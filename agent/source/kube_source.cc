@@ -393,6 +393,13 @@ KubeSourceStats KubeSource::stats() const {
   return stats_;
 }
 
+std::optional<std::string> KubeSource::podName(const std::string& uid) const {
+  std::lock_guard lk(mu_);
+  for (const auto& [key, pod] : pods_)
+    if (pod.meta.uid == uid) return pod.meta.nameSpace + "/" + pod.meta.name;
+  return std::nullopt;
+}
+
 namespace {
 KubeSource::DaemonSetState dsStateOf(const json& obj) {
   const json& meta = objField(obj, "metadata");

@@ -88,6 +88,8 @@ class KubeSource {
   bool synced() const;
   bool watchesPods() const { return !opts_.nodeName.empty(); }
   KubeSourceStats stats() const;
+  // "namespace/name" of the watched pod with this uid (pods of this node), if any.
+  std::optional<std::string> podName(const std::string& uid) const;
 
   // For uninstall detection: is this DaemonSet still there? Asked now.
   enum class DaemonSetState { kPresent, kDeleting, kGone, kUnknown };

@@ -40,4 +40,10 @@ bool BpfDatapathReader::flowEvents(uint64_t since, size_t max, std::vector<FlowE
 
 uint64_t BpfDatapathReader::flowEventsTotal() const { return events_ ? events_->total() : 0; }
 
+Result<std::vector<ClientPair>> BpfDatapathReader::clients() const { return readClients(fds_.clients); }
+
+Status BpfDatapathReader::forgetClients(const std::vector<aimesh_client_key>& keys) const {
+  return fds_.clients < 0 ? Status{} : aimesh::forgetClients(fds_.clients, keys);
+}
+
 }  // namespace aimesh

@@ -13,6 +13,7 @@
 
 #include "bpf/datapath.h"
 #include "reconcile/limits.h"
+#include "telemetry/clients.h"
 #include "telemetry/stats.h"
 #include "telemetry/telemetry.h"
 #include "util/result.h"
@@ -45,6 +46,10 @@ class DatapathReader {
                           uint64_t* dropped) const = 0;
   // Flow events received since the start.
   virtual uint64_t flowEventsTotal() const = 0;
+  // Every (calling cgroup, service) entry of aimesh_clients.
+  virtual Result<std::vector<ClientPair>> clients() const = 0;
+  // The read side's one write: entries of clients that are gone.
+  virtual Status forgetClients(const std::vector<aimesh_client_key>& keys) const = 0;
 };
 
 class BpfDatapathReader : public DatapathReader {
@@ -60,6 +65,8 @@ class BpfDatapathReader : public DatapathReader {
   bool flowEvents(uint64_t since, size_t max, std::vector<FlowEvent>* out, uint64_t* next,
                   uint64_t* dropped) const override;
   uint64_t flowEventsTotal() const override;
+  Result<std::vector<ClientPair>> clients() const override;
+  Status forgetClients(const std::vector<aimesh_client_key>& keys) const override;
 
  private:
   MapFds fds_;

@@ -363,6 +363,42 @@ void renderAgent(std::string& out, const AgentCounters& a, uint64_t events) {
          std::to_string(events));
 }
 
+// Who calls which service: a series per (client, service) row of the view
+// (the top clients by name, the rest as client="other"). No rows, no series.
+void renderClients(std::string& out, const view::Clients* clients) {
+  static const std::vector<view::ClientRow> kNone;
+  const std::vector<view::ClientRow>& rows = clients ? clients->clients : kNone;
+  std::vector<std::string> labels;
+  for (const view::ClientRow& r : rows)
+    labels.push_back(joinLabels({{"client", r.client},
+                                 {"service", r.service},
+                                 {"namespace", r.nameSpace},
+                                 {"port", std::to_string(r.port)},
+                                 {"protocol", r.protocol}}));
+  auto counter = [&](const char* name, const char* help, uint64_t view::ClientRow::* member) {
+    family(out, name, "counter", help);
+    for (size_t i = 0; i < rows.size(); ++i)
+      out += fmt::format("{}{{{}}} {}\n", name, labels[i], rows[i].*member);
+  };
+  counter("aimesh_client_connections_total",
+          "TCP connections a client (a pod or cgroup on this node) made to the service, sent to an endpoint.",
+          &view::ClientRow::connections);
+  counter("aimesh_client_datagrams_total", "Unconnected UDP sends of a client to the service, sent to an endpoint.",
+          &view::ClientRow::datagrams);
+  counter("aimesh_client_requests_total", "Requests of a client to the service, on sampled TCP connections.",
+          &view::ClientRow::requests);
+  family(out, "aimesh_client_refused_total", "counter",
+         "Calls of a client to the service that failed: no_backend (ECONNREFUSED) or denied by policy (EPERM).");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    out += fmt::format("aimesh_client_refused_total{{{},reason=\"no_backend\"}} {}\n", labels[i], rows[i].refused);
+    out += fmt::format("aimesh_client_refused_total{{{},reason=\"denied\"}} {}\n", labels[i], rows[i].denied);
+  }
+  family(out, "aimesh_client_pairs", "gauge",
+         "(client cgroup, service) pairs the kernel counts calls of (aimesh_clients); those past --client-top-k "
+         "are summed as client=\"other\".");
+  out += fmt::format("aimesh_client_pairs {}\n", clients ? clients->pairs : 0);
+}
+
 }  // namespace
 
 std::string renderMetrics(const MetricsInput& in) {
@@ -385,6 +421,7 @@ std::string renderMetrics(const MetricsInput& in) {
   renderKube(out, in.kube);
   renderHttp(out, in.http);
   renderLifecycle(out, in.lifecycle, in.closed);
+  renderClients(out, in.clients);
   renderAgent(out, a, in.events);
   family(out, "aimesh_build_info", "gauge", "Build information; always 1.");
   out += fmt::format("aimesh_build_info{{version=\"{}\"}} 1\n", escapeLabel(in.version));

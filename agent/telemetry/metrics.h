@@ -54,6 +54,8 @@ struct MetricsInput {
   // left the state included), and its own counters; null: none.
   const std::vector<ClosedSeries>* closed = nullptr;
   const LifecycleStats* lifecycle = nullptr;
+  // Who calls which service (the top clients and "other"); null: none.
+  const view::Clients* clients = nullptr;
 };
 
 std::string renderMetrics(const MetricsInput& in);

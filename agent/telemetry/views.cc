@@ -222,6 +222,75 @@ view::Flows buildFlows(const IdIndex& idx, const std::vector<FlowEvent>& events,
 
 namespace {
 
+uint64_t clientCalls(const aimesh_client_stats& c) {
+  return c.connects + c.datagrams + c.requests + c.refused + c.denied;
+}
+
+void addClientStats(view::ClientRow& row, const aimesh_client_stats& c) {
+  row.connections += c.connects;
+  row.datagrams += c.datagrams;
+  row.requests += c.requests;
+  row.refused += c.refused;
+  row.denied += c.denied;
+}
+
+uint64_t rowCalls(const view::ClientRow& r) { return r.connections + r.datagrams + r.requests + r.refused + r.denied; }
+
+}  // namespace
+
+view::Clients buildClients(const IdIndex& idx, const std::vector<NamedClient>& clients, uint32_t topK,
+                           double monoSeconds) {
+  view::Clients out{.timeSeconds = monoSeconds, .topK = topK, .pairs = clients.size()};
+  // Cgroups with one name (a pod's own and its containers') are one client:
+  // summed, under the lowest of their ids.
+  std::map<std::pair<std::string, uint32_t>, NamedClient> merged;
+  for (const NamedClient& c : clients) {
+    if (!idx.services.contains(c.pair.key.service_id)) continue;
+    auto [it, fresh] = merged.try_emplace({c.name, c.pair.key.service_id}, c);
+    if (fresh) continue;
+    aimesh_client_stats& m = it->second.pair.stats;
+    m.connects += c.pair.stats.connects;
+    m.datagrams += c.pair.stats.datagrams;
+    m.requests += c.pair.stats.requests;
+    m.refused += c.pair.stats.refused;
+    m.denied += c.pair.stats.denied;
+    it->second.pair.key.cgroup_id = std::min(it->second.pair.key.cgroup_id, c.pair.key.cgroup_id);
+  }
+  std::vector<const NamedClient*> known;
+  for (auto& [key, c] : merged) known.push_back(&c);
+  std::stable_sort(known.begin(), known.end(), [](const NamedClient* a, const NamedClient* b) {
+    uint64_t ca = clientCalls(a->pair.stats), cb = clientCalls(b->pair.stats);
+    return ca != cb ? ca > cb : std::tie(a->name, a->pair.key.cgroup_id) < std::tie(b->name, b->pair.key.cgroup_id);
+  });
+  std::map<uint32_t, view::ClientRow> other;  // by service id
+  auto rowOf = [&](const ServiceInfo& s, std::string client, uint64_t cgroupId) {
+    return view::ClientRow{.client = std::move(client), .cgroupId = cgroupId, .service = s.name,
+                           .nameSpace = s.nameSpace, .port = s.port.port, .protocol = toString(s.port.protocol)};
+  };
+  for (size_t i = 0; i < known.size(); ++i) {
+    const NamedClient& c = *known[i];
+    const ServiceInfo& s = idx.services.at(c.pair.key.service_id);
+    if (i < topK) {
+      out.clients.push_back(rowOf(s, c.name, c.pair.key.cgroup_id));
+      addClientStats(out.clients.back(), c.pair.stats);
+      continue;
+    }
+    auto [it, fresh] = other.try_emplace(c.pair.key.service_id);
+    if (fresh) it->second = rowOf(s, "other", 0);
+    addClientStats(it->second, c.pair.stats);
+  }
+  for (auto& [id, row] : other) out.clients.push_back(std::move(row));
+  auto order = [](const view::ClientRow& r) {
+    return std::tuple(r.nameSpace, r.service, r.port, r.protocol, r.client == "other", ~rowCalls(r), r.client,
+                      r.cgroupId);
+  };
+  std::stable_sort(out.clients.begin(), out.clients.end(),
+                   [&](const view::ClientRow& a, const view::ClientRow& b) { return order(a) < order(b); });
+  return out;
+}
+
+namespace {
+
 // Connections closed by aimesh, by reason (every reason listed), for one
 // endpoint of a service.
 std::map<std::string, uint64_t> closedOf(const std::vector<ClosedSeries>& closed, const ServiceInfo& s,

@@ -12,6 +12,7 @@
 #include "lifecycle/lifecycle.h"
 #include "reconcile/plan.h"
 #include "reconcile/policy_resolver.h"
+#include "telemetry/clients.h"
 #include "telemetry/datapath_reader.h"
 #include "telemetry/stats.h"
 #include "telemetry/telemetry.h"
@@ -73,6 +74,20 @@ view::Histogram histogramView(const Histogram& h);
 
 view::Top buildTop(const IdIndex& idx, const TelemetryById& tel, double monoSeconds);
 view::Flows buildFlows(const IdIndex& idx, const std::vector<FlowEvent>& events, uint64_t next, uint64_t dropped);
+
+// A kernel client entry with the name the agent gave its cgroup.
+struct NamedClient {
+  std::string name;
+  ClientPair pair;
+};
+// Who calls which service: the `topK` (client, service) pairs with the most
+// calls (connections + datagrams + requests + refused + denied) by name, the
+// others summed per service into a row named "other". Cgroups with one name
+// (a pod's and its containers') are summed into one client first. Pairs of
+// service ids not in the index are left out. Rows by namespace, service and port, then
+// by calls (most first), "other" last.
+view::Clients buildClients(const IdIndex& idx, const std::vector<NamedClient>& clients, uint32_t topK,
+                           double monoSeconds);
 
 // The connections a lifecycle pass saw, per endpoint of the services the
 // filter matches (all of them listed, with or without connections), then

@@ -259,6 +259,41 @@ struct Top {
 };
 AIMESH_VIEW_FIELDS(Top) { v("time_seconds", s.timeSeconds), v("endpoints", s.endpoints); }
 
+// ---- clients (who calls which service) ---------------------------------------
+
+// One (client, service) pair: calls from processes of one cgroup on this node
+// to one service, counted in the kernel (aimesh_clients). The pairs past the
+// agent's top K (by connections + datagrams + requests + refused + denied)
+// are summed per service into a row whose client is "other".
+struct ClientRow {
+  std::string client;     // "namespace/pod" (Kubernetes), the cgroup path, "cgroup:ID", or "other"
+  uint64_t cgroupId = 0;  // 0 for "other"; the lowest id when several cgroups (a pod's) share the name
+  std::string service;
+  std::string nameSpace;
+  uint16_t port = 0;  // the service port (a service with two ports has a row per port)
+  std::string protocol;
+  uint64_t connections = 0;  // TCP connects sent to an endpoint
+  uint64_t datagrams = 0;    // unconnected UDP sends sent to an endpoint
+  uint64_t requests = 0;     // requests on sampled connections
+  uint64_t refused = 0;      // no usable endpoint (ECONNREFUSED)
+  uint64_t denied = 0;       // not allowed by the service's policy (EPERM)
+};
+AIMESH_VIEW_FIELDS(ClientRow) {
+  v("client", s.client), v("cgroup_id", s.cgroupId), v("service", s.service), v("namespace", s.nameSpace),
+      v("port", s.port), v("protocol", s.protocol), v("connections", s.connections), v("datagrams", s.datagrams), v("requests", s.requests),
+      v("refused", s.refused), v("denied", s.denied);
+}
+
+struct Clients {
+  double timeSeconds = 0;  // CLOCK_MONOTONIC when read: rates come from two of these
+  uint32_t topK = 0;       // pairs shown by name; the rest are in "other"
+  uint64_t pairs = 0;      // (client, service) pairs the kernel counts
+  std::vector<ClientRow> clients;
+};
+AIMESH_VIEW_FIELDS(Clients) {
+  v("time_seconds", s.timeSeconds), v("top_k", s.topK), v("pairs", s.pairs), v("clients", s.clients);
+}
+
 // ---- flows -------------------------------------------------------------------
 
 struct Flow {

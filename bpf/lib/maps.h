@@ -146,6 +146,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_policy SEC(".maps");
 
+/* (calling cgroup, service) -> counters (lib/clients.h). An entry is made by
+ * the client's first call to the service; the agent deletes those of cgroups
+ * that are gone and of service ids it gives to another service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_CLIENTS);
+	__type(key, struct aimesh_client_key);
+	__type(value, struct aimesh_client_stats);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_clients SEC(".maps");
+
 /* service id -> open connections over its backends (sock_ops writes) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

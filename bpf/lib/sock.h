@@ -5,6 +5,7 @@
 #ifndef AIMESH_BPF_SOCK_H
 #define AIMESH_BPF_SOCK_H
 
+#include "lib/clients.h"
 #include "lib/lb.h"
 #include "lib/policy.h"
 #include "lib/telemetry.h"
@@ -53,7 +54,7 @@ static __always_inline void sock_write_addr(struct bpf_sock_addr *ctx, int famil
  * cgroup_skb follow it (TCP) and the lifecycle iterators know it (TCP and
  * UDP), and only it. */
 static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, __u32 be_id, __u64 cookie,
-				       const struct aimesh_backend *be, __u8 proto, __u16 sample_skip)
+				       const struct aimesh_backend *be, __u8 proto, __u16 sample_skip, __u64 cgroup_id)
 {
 	struct aimesh_sock *s;
 	struct bpf_sock *sk = ctx->sk;
@@ -76,6 +77,7 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 	s->proto = proto;
 	__builtin_memcpy(s->be_addr, be->addr, 16);
 	s->be_port = be->port;
+	s->cgroup_id = cgroup_id;
 	/* Telemetry sampling, decided once per connection: an unsampled one is
 	 * counted and balanced like any other, but its requests are not timed. */
 	if (sample_skip && (bpf_get_prandom_u32() & 0xffff) < sample_skip)
@@ -84,11 +86,11 @@ static __always_inline void sock_track(struct bpf_sock_addr *ctx, __u32 svc_id, 
 
 /* A call refused before it reached a backend: counted and reported as an
  * event that names the calling cgroup. */
-static __always_inline void sock_refuse_event(struct bpf_sock_addr *ctx, __u32 svc_id, __u8 type)
+static __always_inline void sock_refuse_event(struct bpf_sock_addr *ctx, __u32 svc_id, __u8 type, __u64 cgroup_id)
 {
 	struct aimesh_sock ev = { .service_id = svc_id };
 
-	tel_event_cgroup(&ev, bpf_get_socket_cookie(ctx), type, bpf_ktime_get_ns(), bpf_get_current_cgroup_id());
+	tel_event_cgroup(&ev, bpf_get_socket_cookie(ctx), type, bpf_ktime_get_ns(), cgroup_id);
 }
 
 /* connect4/6 (is_connect) and sendmsg4/6: service address -> backend.
@@ -104,6 +106,8 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	struct aimesh_backend *be = 0;
 	struct aimesh_svc_stats *ss;
 	struct aimesh_be_stats *bs;
+	struct aimesh_client_stats *cs;
+	__u64 cgroup_id;
 	__u32 svc_id, be_id = 0;
 	__u16 sample_skip = 0;
 	int err, need;
@@ -117,12 +121,16 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	if (!fe)
 		return SYS_PROCEED;
 	svc_id = fe->service_id;
+	cgroup_id = bpf_get_current_cgroup_id();
+	cs = client_stats(cgroup_id, svc_id, 1);
 
 	if (!policy_allows(svc_id)) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
 			stat_add(ss->denied, 1);
-		sock_refuse_event(ctx, svc_id, AIMESH_EV_DENIED);
+		if (cs)
+			stat_add(cs->denied, 1);
+		sock_refuse_event(ctx, svc_id, AIMESH_EV_DENIED, cgroup_id);
 		bpf_set_retval(-EPERM);
 		return SYS_REJECT;
 	}
@@ -132,12 +140,14 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	 * refuses an unconnected UDPv6 send rewritten to a mapped address
 	 * (ENOTSUPP in udpv6_sendmsg), so sendmsg6 needs an IPv6 backend. */
 	need = family == AIMESH_FAMILY_V4 ? AIMESH_FAMILY_V4 : (is_connect ? 0 : AIMESH_FAMILY_V6);
-	err = lb_select(svc_id, bpf_get_prandom_u32(), bpf_get_current_cgroup_id(), need, &be_id, &be, &sample_skip);
+	err = lb_select(svc_id, bpf_get_prandom_u32(), cgroup_id, need, &be_id, &be, &sample_skip);
 	if (err || !be) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
 			stat_add(ss->refused, 1);
-		sock_refuse_event(ctx, svc_id, AIMESH_EV_NO_BACKEND);
+		if (cs)
+			stat_add(cs->refused, 1);
+		sock_refuse_event(ctx, svc_id, AIMESH_EV_NO_BACKEND, cgroup_id);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
@@ -156,7 +166,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	sock_write_addr(ctx, family, be->addr, be->port);
 
 	if (is_connect)
-		sock_track(ctx, svc_id, be_id, rk.cookie, be, fk.proto, sample_skip);
+		sock_track(ctx, svc_id, be_id, rk.cookie, be, fk.proto, sample_skip, cgroup_id);
 
 	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);
@@ -165,11 +175,15 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 			stat_add(ss->connects, 1);
 		if (bs)
 			stat_add(bs->connects, 1);
+		if (cs)
+			stat_add(cs->connects, 1);
 	} else {
 		if (ss)
 			stat_add(ss->datagrams, 1);
 		if (bs)
 			stat_add(bs->datagrams, 1);
+		if (cs)
+			stat_add(cs->datagrams, 1);
 	}
 	return SYS_PROCEED;
 }

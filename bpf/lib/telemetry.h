@@ -5,6 +5,7 @@
 #ifndef AIMESH_BPF_TELEMETRY_H
 #define AIMESH_BPF_TELEMETRY_H
 
+#include "lib/clients.h"
 #include "lib/health.h"
 #include "lib/hist.h"
 
@@ -198,6 +199,7 @@ static __always_inline void tel_response_done(struct aimesh_sock *s, __u64 now)
  * waiting for the answer belongs to the same request (a body in pieces). */
 static __always_inline void tel_egress_payload(struct aimesh_sock *s, __u64 now)
 {
+	struct aimesh_client_stats *c;
 	struct aimesh_be_tel *t;
 
 	if (s->phase == AIMESH_PH_AWAIT_FIRST)
@@ -213,6 +215,9 @@ static __always_inline void tel_egress_payload(struct aimesh_sock *s, __u64 now)
 	s->requests += 1;
 	if (t)
 		stat_add(t->requests, 1);
+	c = client_stats(s->cgroup_id, s->service_id, 0);
+	if (c)
+		stat_add(c->requests, 1);
 }
 
 /* A payload segment arrives. `headers_only` says it is an HTTP/1.x response

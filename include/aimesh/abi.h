@@ -90,6 +90,7 @@ enum aimesh_reason {
 	AIMESH_R_TC_NO_BACKEND = 15,   /* TC: a new flow to a service with no usable backend: dropped */
 	AIMESH_R_TC_CT_FAILED = 16,    /* TC: could not record a new flow in aimesh_ct */
 	AIMESH_R_TC_REWRITE_FAILED = 17, /* TC: a checksum or store helper failed mid-rewrite: dropped */
+	AIMESH_R_CLIENT_FULL = 18,     /* no aimesh_clients entry could be made (map full): the call is not counted per client */
 	AIMESH_R_MAX,
 };
 
@@ -213,6 +214,29 @@ AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_policy_key, service_id) == 8,
 struct aimesh_policy {
 	__u32 allow; /* 1: allowed */
 };
+
+/* ---- who calls which service (lib/clients.h) ------------------------------
+ * aimesh_clients (hash, an entry made by a client's first call to a service):
+ * per (calling cgroup, service) counters, all atomic adds. The agent names
+ * the cgroup (a pod, or a cgroup path), exports the top clients and folds
+ * the rest into "other", and deletes entries of cgroups that are gone. */
+#define AIMESH_MAX_CLIENTS 65536
+struct aimesh_client_key {
+	__u64 cgroup_id;  /* bpf_get_current_cgroup_id() of the caller */
+	__u32 service_id;
+	__u32 pad;
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_client_key) == 16, "client_key size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_client_key, service_id) == 8, "client_key.service_id");
+
+struct aimesh_client_stats {
+	__u64 connects;   /* TCP connects sent to a backend */
+	__u64 datagrams;  /* unconnected UDP sends sent to a backend */
+	__u64 refused;    /* no usable backend: ECONNREFUSED */
+	__u64 denied;     /* not allowed by the service's policy: EPERM */
+	__u64 requests;   /* requests on sampled TCP connections (sock_telemetry) */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_client_stats) == 40, "client_stats size");
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_policy) == 4, "policy size");
 
 /* aimesh_be_stats (array indexed by backend id, shared by all CPUs). */
@@ -433,8 +457,9 @@ struct aimesh_sock {
 	__be16 be_port;   /* elsewhere later is no longer ours, a changed backend record is "removed" */
 	__u16 pad1;
 	__u32 pad2;
+	__u64 cgroup_id;  /* the connecting process's cgroup: its aimesh_clients entry */
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_sock) == 112, "sock size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_sock) == 120, "sock size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, phase) == 48, "sock.phase");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, cookie) == 56, "sock.cookie");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_sock, doomed_ns) == 80, "sock.doomed_ns");
@@ -564,7 +589,7 @@ struct aimesh_lc_test_ctx {
 	__u8 gone;       /* out */
 	__u8 pad2[5];
 };
-AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_test_ctx) == 160, "lc_test_ctx size");
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_lc_test_ctx) == 168, "lc_test_ctx size");
 
 /* ---- TC data path: connection tracking (bpf/lib/conntrack.h) ------------- */
 

@@ -412,6 +412,16 @@ TEST_F(KubeE2e, PodLabelPolicyAdmitsTheSelectedPodsOfThisNodeAndFollowsThem) {
   EXPECT_EQ(pol["allow"][0]["cgroup"], podA);
   EXPECT_EQ(api("status")["kubernetes"]["pods"], 2) << "only node-1's pods are held";
 
+  // Who called, by pod name where the pod is known (a container's cgroup and
+  // the pod's own are one client), else by cgroup path.
+  std::map<std::string, json> byClient;
+  json clients = api("clients");
+  for (auto& r : clients["clients"]) byClient[r["client"].get<std::string>()] = r;
+  EXPECT_EQ(byClient["ml/client-a"]["connections"], 2) << clients.dump();
+  EXPECT_EQ(byClient["ml/web-b"]["denied"], 1) << clients.dump();
+  EXPECT_EQ(byClient["/kubepods/burstable/pod" + uidD]["denied"], 1) << "another node's pod: not watched";
+  EXPECT_EQ(byClient["/"]["denied"], 1) << clients.dump();
+
   auto until = [&](const std::string& cg, int want, const char* what) {
     int got = -1;
     for (int i = 0; i < 100 && got != want; ++i) {

@@ -2,6 +2,7 @@
 // and UDP connections from a client namespace to name servers in a backend
 // namespace. Needs root.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -594,6 +595,76 @@ TEST_F(SockLbE2e, PolicyCgroupCreatedLaterIsAllowedWithoutAnEdit) {
   }
   EXPECT_EQ(r["tcp4"], 0) << r.dump();
   EXPECT_EQ(r["udp6"], 0) << r.dump();
+}
+
+// The row of `client` for a service port in the clients view, or null.
+json clientRow(const json& view, const std::string& client, const std::string& service, const std::string& proto) {
+  for (auto& r : view["clients"])
+    if (r["client"] == client && r["service"] == service && r["protocol"] == proto) return r;
+  return json();
+}
+
+// Who calls which service: every call counted per calling cgroup and service
+// port in the kernel, named by its cgroup path, in the API, /metrics and
+// meshctl top --clients; a cgroup that is removed leaves the view.
+TEST_F(SockLbE2e, ClientsAreCountedPerCgroupAndServiceAndForgottenWhenTheCgroupGoes) {
+  serve("10.77.0.2", "a");
+  serve("fd77::2", "a6");
+  ChildCgroup allowed(sandbox_->cgroup().path() + "/allowed");
+  auto denied = std::make_unique<ChildCgroup>(sandbox_->cgroup().path() + "/denied");
+  startAgent(policyYaml({allowed.path()}));
+  const std::string ns = sandbox_->client().name();
+  askAll(allowed.path(), ns);
+  askAll(allowed.path(), ns);
+  askAll(denied->path(), ns);
+
+  json v = api("clients");
+  EXPECT_EQ(v["top_k"], 20);
+  EXPECT_EQ(v["pairs"], 6) << "2 cgroups x (guarded TCP, guarded UDP, open)";
+  json tcp = clientRow(v, "/allowed", "guarded", "TCP");
+  ASSERT_TRUE(tcp.is_object()) << v.dump();
+  EXPECT_EQ(tcp["connections"], 4) << "tcp4 + tcp6, twice";
+  EXPECT_EQ(tcp["requests"], 4) << "one request each, every connection sampled";
+  EXPECT_EQ(tcp["denied"], 0);
+  json udp = clientRow(v, "/allowed", "guarded", "UDP");
+  EXPECT_EQ(udp["datagrams"], 4) << "udp4 + udp6 unconnected sends, twice";
+  EXPECT_EQ(udp["connections"], 2) << "the connected UDP socket, twice";
+  EXPECT_EQ(clientRow(v, "/allowed", "open", "TCP")["connections"], 2);
+  EXPECT_EQ(clientRow(v, "/denied", "guarded", "TCP")["denied"], 2);
+  EXPECT_EQ(clientRow(v, "/denied", "guarded", "UDP")["denied"], 3);
+  EXPECT_EQ(clientRow(v, "/denied", "guarded", "TCP")["connections"], 0);
+  EXPECT_EQ(clientRow(v, "/denied", "open", "TCP")["connections"], 1) << "the open service admits everyone";
+
+  httplib::Client http(agent_->metricsUrlPath());
+  auto got = http.Get("/metrics");
+  ASSERT_TRUE(got && got->status == 200);
+  const std::string& metrics = got->body;
+  EXPECT_NE(metrics.find("aimesh_client_connections_total{client=\"/allowed\",service=\"guarded\",namespace=\"ml\","
+                         "port=\"8000\",protocol=\"TCP\"} 4\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("aimesh_client_refused_total{client=\"/denied\",service=\"guarded\",namespace=\"ml\","
+                         "port=\"8000\",protocol=\"UDP\",reason=\"denied\"} 3\n"),
+            std::string::npos);
+
+  std::string meshctl = std::string(AIMESH_BINARY_DIR) + "/meshctl --socket " + agent_->apiSocket();
+  auto [rc, out] = capture(meshctl + " top --clients --iterations 1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("/allowed"), std::string::npos) << out;
+  EXPECT_NE(out.find("ml/guarded"), std::string::npos) << out;
+
+  // The denied cgroup goes: its entries are deleted once a walk of the
+  // cgroup tree (at most every 5 s) no longer finds it.
+  denied.reset();
+  bool forgotten = false;
+  for (int i = 0; i < 100 && !forgotten; ++i) {
+    std::this_thread::sleep_for(100ms);
+    v = api("clients");
+    forgotten = v["pairs"] == 3;
+  }
+  EXPECT_TRUE(forgotten) << v.dump();
+  EXPECT_TRUE(clientRow(v, "/denied", "open", "TCP").is_null()) << v.dump();
+  EXPECT_EQ(clientRow(v, "/allowed", "guarded", "TCP")["connections"], 4);
 }
 
 }  // namespace

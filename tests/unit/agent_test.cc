@@ -206,11 +206,42 @@ TEST_F(AgentTest, RunFollowsTheSourceUntilStopped) {
   EXPECT_EQ(chat[0].port, 8080);
 }
 
+// Who calls which service: the kernel's (cgroup, service) entries through the
+// reader, in the API and in /metrics alike. Without a cgroup to walk (no
+// --cgroup here) a client is named by its id.
+TEST_F(AgentTest, ClientsComeFromTheReaderInTheApiAndInMetrics) {
+  source->push(parsed(kOne));
+  ASSERT_TRUE(agent->reload());
+  EXPECT_TRUE(ask<view::Clients>("clients").clients.empty());
+  uint32_t sid = ask<view::ServiceList>("services").services.at(0).serviceId;
+  ClientPair p;
+  p.key.cgroup_id = 4242;
+  p.key.service_id = sid;
+  p.stats.connects = 3;
+  p.stats.requests = 9;
+  ClientPair stale = p;
+  stale.key.service_id = sid + 100;  // no such service: left out
+  reader->clientPairs = {p, stale};
+  auto v = ask<view::Clients>("clients");
+  EXPECT_EQ(v.pairs, 2u);
+  EXPECT_EQ(v.topK, 20u);
+  ASSERT_EQ(v.clients.size(), 1u);
+  EXPECT_EQ(v.clients[0].client, "cgroup:4242");
+  EXPECT_EQ(v.clients[0].cgroupId, 4242u);
+  EXPECT_EQ(v.clients[0].service, "llm");
+  EXPECT_EQ(v.clients[0].connections, 3u);
+  EXPECT_EQ(v.clients[0].requests, 9u);
+  std::string metrics = agent->metricsText();
+  EXPECT_NE(metrics.find("aimesh_client_requests_total{client=\"cgroup:4242\",service=\"llm\""), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("aimesh_client_pairs 2\n"), std::string::npos);
+}
+
 TEST_F(AgentTest, ApiErrorsSayWhatIsWrong) {
   source->push(parsed(kOne));
   ASSERT_TRUE(agent->reload());
   EXPECT_EQ(agent->handleApi({{"method", "nope"}})["error"],
-            "unknown method 'nope' (status, services, endpoints, latency, top, flows, policy, connections)");
+            "unknown method 'nope' (status, services, endpoints, latency, top, flows, policy, connections, clients)");
   EXPECT_EQ(agent->handleApi({{"method", "latency"}, {"service", "x"}})["error"], "unknown service 'x'");
   reader->hasEventLog = false;
   EXPECT_EQ(agent->handleApi({{"method", "flows"}})["error"], "no event log");

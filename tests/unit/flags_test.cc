@@ -208,6 +208,7 @@ const std::vector<SetCase>& setCases() {
       {{"--metrics-addr", "127.0.0.1:1"}, [](auto& f) { EXPECT_EQ(f.agent.metricsAddr, "127.0.0.1:1"); }},
       {{"--metrics-max-connections", "7"}, [](auto& f) { EXPECT_EQ(f.agent.http.maxConnections, 7u); }},
       {{"--histogram-buckets-per-octave", "8"}, [](auto& f) { EXPECT_EQ(f.agent.histogramBucketsPerOctave, 8); }},
+      {{"--client-top-k", "5"}, [](auto& f) { EXPECT_EQ(f.agent.clientTopK, 5u); }},
       {{"--metrics-request-timeout-ms", "1234"}, [](auto& f) { EXPECT_EQ(f.agent.http.requestTimeout, 1234ms); }},
       {{"--api-socket", "/a.sock"}, [](auto& f) { EXPECT_EQ(f.agent.apiSocket, "/a.sock"); }},
       {{"--pin-dir", "/p"}, [](auto& f) { EXPECT_EQ(f.agent.pinDir, "/p"); }},
@@ -369,6 +370,7 @@ TEST(AgentFlags, BadValuesAreRefusedNamingTheFlag) {
   std::vector<BadCase> cases = {
       {{"--metrics-max-connections", "0"}, "--metrics-max-connections"},
       {{"--histogram-buckets-per-octave", "3"}, "--histogram-buckets-per-octave"},
+      {{"--client-top-k", "10001"}, "--client-top-k"},
       {{"--metrics-max-connections", "10001"}, "--metrics-max-connections"},
       {{"--metrics-request-timeout-ms", "99"}, "--metrics-request-timeout-ms"},
       {{"--resync-seconds", "0"}, "--resync-seconds"},
