@@ -94,6 +94,8 @@ void addTelemetryCommands(CLI::App& app, Args& args) {
   args.top->add_option("--iterations", args.topOptions.iterations, "frames to draw (0: until Ctrl-C)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  args.top->add_flag("--clients", args.topOptions.clients,
+                     "who calls which service: per client (pod or cgroup) and service, the top K and \"other\"");
   args.flows = app.add_subcommand("flows", "connection events: open, close, refused, ...");
   args.flows->add_flag("-f,--follow", args.flowsOptions.follow, "keep printing new events until Ctrl-C");
   args.flows->add_option("--interval", args.flowsOptions.intervalSeconds, "seconds between polls with -f")

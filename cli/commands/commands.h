@@ -138,6 +138,7 @@ struct TopOptions {
   double intervalSeconds = 1.0;
   int iterations = 0;        // frames to draw; 0: until stopped
   bool clearScreen = false;  // stdout is a terminal: redraw each frame in place
+  bool clients = false;      // --clients: who calls which service (method "clients")
 };
 // Requests per second of `endpoint` (an entry of current["endpoints"]) since
 // the same endpoint in `previous`: the requests delta over the time_seconds
@@ -152,7 +153,20 @@ std::optional<double> requestRate(const nlohmann::json& previous, const nlohmann
 // checkResponse().
 CommandOutput formatTopFrame(const nlohmann::json& previous, const nlohmann::json& current,
                              OutputFormat format);
-// Polls the agent every options.intervalSeconds and writes frames to `out`:
+// One frame of `meshctl top --clients` (pure), from the agent's "clients"
+// answer: a table CLIENT SERVICE (namespace/name) CONN/S REQ/S CONNECTIONS
+// REQUESTS REFUSED DENIED. CONNECTIONS counts TCP connects plus UDP datagrams;
+// CONN/S and REQ/S are their deltas (and the requests') over the time_seconds
+// delta since the same (client, cgroup_id, service, namespace) in `previous`,
+// "-" when there is no previous poll (null), the pair is new, time did not
+// advance or the counter went backwards. Sorted by namespace/service, then by
+// connections + datagrams + requests (most first), the "other" row last in
+// its service. No rows: "No clients yet.". json: `current` on one line. An
+// error response fails as in checkResponse().
+CommandOutput formatClientsFrame(const nlohmann::json& previous, const nlohmann::json& current,
+                                 OutputFormat format);
+// Polls the agent every options.intervalSeconds (method "top", or "clients"
+// with options.clients: frames from formatClientsFrame()) and writes frames to `out`:
 // each preceded by "\x1b[H\x1b[2J" with clearScreen, else separated by a blank
 // line (json: one line per poll). Returns the exit code: kExitOk when stopped
 // or after `iterations` frames; the failure's code (message on `err`) when the

@@ -147,16 +147,18 @@ CommandOutput formatTopFrame(const nlohmann::json& previous, const nlohmann::jso
 int runTop(const AgentCall& call, const TopOptions& options, OutputFormat format, std::ostream& out,
            std::ostream& err, const PollLoop& loop) {
   nlohmann::json previous;  // null: no rate on the first frame
+  const char* method = options.clients ? "clients" : "top";
+  auto formatFrame = options.clients ? formatClientsFrame : formatTopFrame;
   for (int frame = 0; options.iterations <= 0 || frame < options.iterations; ++frame) {
     if (frame > 0) {
       loop.sleep(options.intervalSeconds);
       if (loop.stopped()) break;
     }
-    auto response = call(nlohmann::json{{"method", "top"}});
+    auto response = call(nlohmann::json{{"method", method}});
     // Ctrl-C while the call was waiting: the answer (or its failure) is moot.
     if (loop.stopped()) break;
     CommandOutput shown =
-        response ? formatTopFrame(previous, *response, format) : agentUnreachable(response.error());
+        response ? formatFrame(previous, *response, format) : agentUnreachable(response.error());
     if (shown.exitCode != kExitOk) {
       err << shown.err << std::flush;
       return shown.exitCode;
