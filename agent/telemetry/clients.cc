@@ -38,6 +38,7 @@ void CgroupIndex::walk() {
   struct stat st {};
   if (::stat(root_.c_str(), &st) == 0) byId_[st.st_ino] = "/";
   std::error_code ec;
+  bool deep = false;
   fs::recursive_directory_iterator it(root_, fs::directory_options::skip_permission_denied, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
     if (byId_.size() >= kMaxCgroups) break;
@@ -45,13 +46,17 @@ void CgroupIndex::walk() {
     if (it->is_symlink(ec2) || !it->is_directory(ec2)) {
       continue;
     }
-    if (it.depth() >= kMaxDepth) it.disable_recursion_pending();
+    if (it.depth() >= kMaxDepth) {
+      it.disable_recursion_pending();
+      deep = true;  // what is below is not indexed: the walk proves nothing gone
+    }
     if (::stat(it->path().c_str(), &st) != 0) continue;  // gone meanwhile
     byId_[st.st_ino] = "/" + it->path().lexically_relative(root_).string();
   }
-  // A directory that went away mid-walk ends it early: such a walk names
-  // what it found but proves nothing gone.
-  complete_ = !ec && byId_.size() < kMaxCgroups;
+  // A directory that went away mid-walk ends it early, and the depth and
+  // size limits cut it short: such a walk names what it found but proves
+  // nothing gone.
+  complete_ = !ec && !deep && byId_.size() < kMaxCgroups;
 }
 
 void CgroupIndex::refresh() {

@@ -77,6 +77,22 @@ TEST(CgroupIndexTest, FindsDirectoriesByInodeAndTellsWhenOneIsGone) {
   fs::remove_all(root);
 }
 
+// Past the depth limit nothing is indexed, so nothing may be judged gone:
+// its entries would otherwise be deleted on every read.
+TEST(CgroupIndexTest, AWalkCutShortByTheDepthLimitProvesNothingGone) {
+  namespace fs = std::filesystem;
+  fs::path root = fs::temp_directory_path() / ("aimesh-cgindex3-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::path deep = root;
+  for (int i = 0; i < 15; ++i) deep /= "d";
+  fs::create_directories(deep);
+  auto before = std::chrono::steady_clock::now();
+  CgroupIndex idx(root.string(), std::chrono::milliseconds(0));
+  EXPECT_EQ(idx.path(inodeOf(deep)), std::nullopt);
+  EXPECT_FALSE(idx.goneSince(inodeOf(deep), before));
+  fs::remove_all(root);
+}
+
 TEST(CgroupIndexTest, WalksAgainAtMostOncePerInterval) {
   namespace fs = std::filesystem;
   fs::path root = fs::temp_directory_path() / ("aimesh-cgindex2-" + std::to_string(::getpid()));
