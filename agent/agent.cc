@@ -425,7 +425,11 @@ view::Clients Agent::clientsLocked() {
     spdlog::warn("read clients: {}", pairs.error().message());
     return view::Clients{.timeSeconds = monoSeconds, .topK = opts_.clientTopK};
   }
-  if (!clientCgroups_ && !opts_.cgroup.empty()) clientCgroups_ = std::make_unique<CgroupIndex>(opts_.cgroup);
+  if (!clientCgroups_ && !opts_.cgroup.empty()) {
+    clientCgroups_ = std::make_unique<CgroupIndex>(opts_.cgroup);
+    spdlog::info("client cgroups under {} are named {}", opts_.cgroup,
+                 clientCgroups_->byHandle() ? "by file handle" : "by walking the tree (no cgroup v2 file handles here)");
+  }
   if (clientCgroups_ && !pairs->empty()) clientCgroups_->refresh();  // notices cgroups that went away
   PodNameLookup pods;
   if (kube_) pods = [this](const std::string& uid) { return kube_->podName(uid); };

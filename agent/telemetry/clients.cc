@@ -1,6 +1,12 @@
 #include "telemetry/clients.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cerrno>
 #include <filesystem>
@@ -25,7 +31,84 @@ std::string clientName(const std::string& relPath, const PodNameLookup& pods) {
 }
 
 CgroupIndex::CgroupIndex(std::string root, std::chrono::milliseconds minRewalk)
-    : root_(std::move(root)), minRewalk_(minRewalk) {}
+    : root_(std::move(root)), minRewalk_(minRewalk) {
+  constexpr long kCgroup2Magic = 0x63677270;  // CGROUP2_SUPER_MAGIC
+  struct statfs fs {};
+  if (::statfs(root_.c_str(), &fs) != 0 || static_cast<long>(fs.f_type) != kCgroup2Magic) return;
+  mountFd_ = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (mountFd_ < 0) return;
+  // The root's own handle must open, or handles are not for us here (no
+  // CAP_DAC_READ_SEARCH, a kernel without kernfs handles): walk instead.
+  struct stat st {};
+  if (::fstat(mountFd_, &st) != 0 || open(st.st_ino) != "/") {
+    ::close(mountFd_);
+    mountFd_ = -1;
+    gone_.clear();
+  }
+}
+
+CgroupIndex::~CgroupIndex() {
+  if (mountFd_ >= 0) ::close(mountFd_);
+}
+
+std::optional<std::string> CgroupIndex::open(uint64_t id) {
+  constexpr int kFileIdKernfs = 0xfe;  // FILEID_KERNFS: the handle is the 64-bit node id
+  struct {
+    file_handle fh;
+    uint64_t id;
+  } h{};
+  h.fh.handle_bytes = sizeof(id);
+  h.fh.handle_type = kFileIdKernfs;
+  std::memcpy(h.fh.f_handle, &id, sizeof(id));
+  int fd = ::open_by_handle_at(mountFd_, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ESTALE) gone_.insert(id);  // removed (or never a cgroup here)
+    return std::nullopt;
+  }
+  char buf[4096];
+  std::string link = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return std::nullopt;
+  std::string abs(buf, static_cast<size_t>(n));
+  std::string root = root_;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  if (abs == root) return "/";
+  if (abs.rfind(root + "/", 0) == 0) return abs.substr(root.size());
+  return abs;  // outside the root: its absolute path
+}
+
+void CgroupIndex::refresh() {
+  if (walked_ && std::chrono::steady_clock::now() - lastWalk_ < minRewalk_) return;
+  if (!byHandle()) return walk();
+  lastWalk_ = std::chrono::steady_clock::now();
+  walked_ = true;
+  for (auto it = byId_.begin(); it != byId_.end();) {
+    auto p = open(it->first);
+    if (!p && gone_.contains(it->first)) it = byId_.erase(it);
+    else ++it;
+  }
+}
+
+std::optional<std::string> CgroupIndex::path(uint64_t id) {
+  auto f = byId_.find(id);
+  if (f != byId_.end()) return f->second;
+  if (byHandle()) {
+    if (gone_.contains(id)) return std::nullopt;
+    auto p = open(id);
+    if (p) byId_[id] = *p;
+    return p;
+  }
+  refresh();
+  f = byId_.find(id);
+  if (f != byId_.end()) return f->second;
+  return std::nullopt;
+}
+
+bool CgroupIndex::goneSince(uint64_t id, std::chrono::steady_clock::time_point since) const {
+  if (byHandle()) return gone_.contains(id);
+  return walked_ && complete_ && lastWalk_ > since && !byId_.contains(id);
+}
 
 void CgroupIndex::walk() {
   namespace fs = std::filesystem;
@@ -57,23 +140,6 @@ void CgroupIndex::walk() {
   // size limits cut it short: such a walk names what it found but proves
   // nothing gone.
   complete_ = !ec && !deep && byId_.size() < kMaxCgroups;
-}
-
-void CgroupIndex::refresh() {
-  if (!walked_ || std::chrono::steady_clock::now() - lastWalk_ >= minRewalk_) walk();
-}
-
-std::optional<std::string> CgroupIndex::path(uint64_t id) {
-  auto f = byId_.find(id);
-  if (f != byId_.end()) return f->second;
-  refresh();
-  f = byId_.find(id);
-  if (f != byId_.end()) return f->second;
-  return std::nullopt;
-}
-
-bool CgroupIndex::goneSince(uint64_t id, std::chrono::steady_clock::time_point since) const {
-  return walked_ && complete_ && lastWalk_ > since && !byId_.contains(id);
 }
 
 }  // namespace aimesh

@@ -61,6 +61,7 @@ TEST(CgroupIndexTest, FindsDirectoriesByInodeAndTellsWhenOneIsGone) {
   fs::create_directories(root / "c");
   uint64_t a = inodeOf(root / "a"), b = inodeOf(root / "a" / "b"), c = inodeOf(root / "c");
   CgroupIndex idx(root.string(), std::chrono::milliseconds(0));
+  EXPECT_FALSE(idx.byHandle()) << "not a cgroup v2 file system: walked";
   EXPECT_EQ(idx.path(inodeOf(root)), "/");
   EXPECT_EQ(idx.path(a), "/a");
   EXPECT_EQ(idx.path(b), "/a/b");
