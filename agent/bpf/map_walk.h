@@ -47,4 +47,43 @@ Result<uint64_t> walkKeys(int fd, F f, uint64_t limit = std::numeric_limits<uint
       fd, sizeof(K), [&](const void* k) { return f(*static_cast<const K*>(k)); }, limit, what);
 }
 
+
+// Calls f(key, value) for every entry, 256 per system call
+// (BPF_MAP_LOOKUP_BATCH). Where the kernel has no batch lookups (EINVAL,
+// ENOTSUPP), or a hash bucket holds more than a batch (ENOSPC), the keys are
+// walked instead (at most `limit`) and each looked up; one deleted since the
+// walk is skipped.
+template <class K, class V, class F>
+Status readEntries(int fd, F f, uint64_t limit, const char* what) {
+  constexpr uint32_t kBatch = 256;
+  std::vector<K> keys(kBatch);
+  std::vector<V> values(kBatch);
+  K batch{}, next{};
+  for (bool first = true;; first = false) {
+    uint32_t count = kBatch;
+    int rc = bpf_map_lookup_batch(fd, first ? nullptr : &batch, &next, keys.data(), values.data(), &count, nullptr);
+    int err = rc != 0 ? errno : 0;
+    if (rc != 0 && err != ENOENT) {
+      if (first && err != EFAULT) break;  // walk instead
+      errno = err;
+      return Error::fromErrno(std::string("read ") + what);
+    }
+    for (uint32_t i = 0; i < count; ++i) f(keys[i], values[i]);
+    if (err == ENOENT) return {};  // the end of the map
+    batch = next;
+  }
+  std::vector<K> all;
+  auto walked = walkKeys<K>(fd, [&](const K& k) { return all.push_back(k), true; }, limit, what);
+  if (!walked) return walked.error();
+  V v{};
+  for (const K& k : all) {
+    if (bpf_map_lookup_elem(fd, &k, &v) != 0) {
+      if (errno == ENOENT) continue;
+      return Error::fromErrno(std::string("read ") + what);
+    }
+    f(k, v);
+  }
+  return {};
+}
+
 }  // namespace aimesh

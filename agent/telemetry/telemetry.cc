@@ -43,51 +43,16 @@ void addHistogram(std::map<uint32_t, BackendTelemetry>& out, uint32_t key, const
   if (it != out.end()) it->second.hist[key % AIMESH_M_MAX].add(h);
 }
 
-// The walk of readHistograms() for kernels without batch lookups: a key at a
-// time, two system calls per histogram.
-Status walkHistograms(int fd, uint32_t maxEntries, std::map<uint32_t, BackendTelemetry>& out) {
-  std::vector<uint32_t> keys;
-  auto walked = walkKeys<uint32_t>(
-      fd, [&](uint32_t k) { return keys.push_back(k), true; }, uint64_t{maxEntries} * 2, "aimesh_hist");
-  if (!walked) return walked.error();
-  aimesh_hist h;
-  for (uint32_t k : keys) {
-    if (bpf_map_lookup_elem(fd, &k, &h) != 0) {
-      if (errno == ENOENT) continue;  // deleted since the walk: the id was given to another endpoint
-      return Error::fromErrno("read aimesh_hist");
-    }
-    addHistogram(out, k, h);
-  }
-  return {};
-}
-
 // The histograms of the endpoints in `out`. Only those that have had a
 // sample exist in the kernel, so read the map's entries (its size follows the
-// endpoints with traffic) rather than look up every endpoint's, 256 per
-// system call (BPF_MAP_LOOKUP_BATCH).
+// endpoints with traffic) rather than look up every endpoint's.
 Status readHistograms(int fd, std::map<uint32_t, BackendTelemetry>& out) {
   bpf_map_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return Error::fromErrno("inspect aimesh_hist");
-  constexpr uint32_t kBatch = 256;
-  std::vector<uint32_t> keys(kBatch);
-  std::vector<aimesh_hist> values(kBatch);
-  uint32_t batch = 0, next = 0;
-  for (bool first = true;; first = false) {
-    uint32_t count = kBatch;
-    int rc = bpf_map_lookup_batch(fd, first ? nullptr : &batch, &next, keys.data(), values.data(), &count, nullptr);
-    int err = rc != 0 ? errno : 0;
-    if (rc != 0 && err != ENOENT) {
-      // No batch lookups here (EINVAL/ENOTSUPP), or a hash bucket held more
-      // than a batch (ENOSPC): the same by walking the keys.
-      if (first && err != EFAULT) return walkHistograms(fd, info.max_entries, out);
-      errno = err;
-      return Error::fromErrno("read aimesh_hist");
-    }
-    for (uint32_t i = 0; i < count; ++i) addHistogram(out, keys[i], values[i]);
-    if (err == ENOENT) return {};  // the end of the map
-    batch = next;
-  }
+  return readEntries<uint32_t, aimesh_hist>(
+      fd, [&](uint32_t k, const aimesh_hist& h) { addHistogram(out, k, h); }, uint64_t{info.max_entries} * 2,
+      "aimesh_hist");
 }
 
 }  // namespace
