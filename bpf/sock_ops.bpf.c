@@ -5,9 +5,51 @@
  * that the connect hook gave state to are followed; others cost one lookup
  * at connect time and nothing after. */
 #include "lib/telemetry.h"
+#include "lib/timed.h"
 
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
+#define AF_INET6_ 10
+
+/* A sampled socket is established: count it into its aimesh_timed slot, so
+ * the payload programs look at its segments (lib/timed.h). */
+static __always_inline void timed_open(struct bpf_sock_ops *skops, struct aimesh_sock *s)
+{
+	__u32 ip, slot, *n;
+
+	/* Two loads, not one from a computed offset: the verifier only allows
+	 * context reads at constant offsets. */
+	if (skops->family == AF_INET6_) {
+		ip = skops->remote_ip6[3];
+	} else {
+		ip = skops->remote_ip4;
+		barrier_var(ip);
+	}
+	/* remote_port: network byte order in the upper 16 bits (bpf_ntohl gives the port) */
+	slot = timed_slot((__u16)skops->local_port, (__u16)bpf_ntohl(skops->remote_port), ip);
+	n = bpf_map_lookup_elem(&aimesh_timed, &slot);
+
+	if (!n)
+		return;
+	__sync_fetch_and_add(n, 1);
+	s->timed_slot = (__u16)slot;
+	s->flags |= AIMESH_SKF_TIMED;
+}
+
+/* ... and out of it when it closes (its tuple may be gone by then: the slot
+ * was kept). */
+static __always_inline void timed_close(struct aimesh_sock *s)
+{
+	__u32 slot = s->timed_slot;
+	__u32 *n;
+
+	if (!(s->flags & AIMESH_SKF_TIMED))
+		return;
+	s->flags &= ~AIMESH_SKF_TIMED;
+	n = bpf_map_lookup_elem(&aimesh_timed, &slot);
+	if (n)
+		__sync_fetch_and_add(n, -1);
+}
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, struct aimesh_sock *s)
 {
@@ -18,8 +60,10 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct ai
 
 	s->established_ns = now;
 	s->flags |= AIMESH_SKF_ESTABLISHED;
-	if (!(s->flags & AIMESH_SKF_UNSAMPLED))
+	if (!(s->flags & AIMESH_SKF_UNSAMPLED)) {
 		hist_record(s->backend_id, AIMESH_M_CONNECT, now - s->connect_ns);
+		timed_open(skops, s);
+	}
 	load = bpf_map_lookup_elem(&aimesh_be_load, &s->backend_id);
 	if (load) {
 		__sync_fetch_and_add(&load->active, 1);
@@ -45,6 +89,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct aimesh_s
 	if (s->flags & AIMESH_SKF_CLOSED)
 		return;
 	s->flags |= AIMESH_SKF_CLOSED;
+	timed_close(s);
 	t = tel_of(s->backend_id);
 
 	if (!(s->flags & AIMESH_SKF_ESTABLISHED)) {

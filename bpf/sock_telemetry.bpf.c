@@ -2,39 +2,56 @@
 /* Request/response timing for sockets connected through a service, from the
  * payload segments they send and receive (cgroup_skb egress/ingress). Always
  * allows the packet. A segment without payload (handshake, ACK, FIN) costs a
- * header parse and no storage lookup; a payload segment of a socket that is
- * not ours, or not sampled (aimesh_service.sample_skip), one storage lookup;
- * of a sampled one, the HTTP/1.1 head parse or body walk (lib/http1.h) and a
- * few map updates. */
+ * header parse; a payload segment of a socket that is not timed (not ours,
+ * or not sampled: aimesh_service.sample_skip), the parse and one array load
+ * (lib/timed.h); of a timed one, a storage lookup, the HTTP/1.1 head parse or
+ * body walk (lib/http1.h) and a few map updates. An RST costs a storage
+ * lookup, for every socket. */
 #include "lib/http1.h"
 #include "lib/telemetry.h"
+#include "lib/timed.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP_ 6
 #define TCP_FLAG_RST 0x04
 
-/* Payload offset and length of a TCP segment, and its flags; 0 if not TCP.
- * Headers are read in place (direct packet access) when they are in the
- * linear part of the skb, as they nearly always are; otherwise copied. */
-static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *len, __u8 *flags)
+/* The native-order load of 4 bytes at p (an address word as it is in memory). */
+static __always_inline __u32 word_at(const __u8 *p)
+{
+	__u32 w;
+
+	__builtin_memcpy(&w, p, 4);
+	return w;
+}
+
+/* Payload offset and length of a TCP segment, its flags, and its socket's
+ * aimesh_timed slot (lib/timed.h: from the ports and the peer's address,
+ * which is the destination on egress and the source on ingress); 0 if not
+ * TCP. Headers are read in place (direct packet access) when they are in
+ * the linear part of the skb, as they nearly always are; otherwise copied. */
+static __always_inline int parse_tcp(struct __sk_buff *skb, int ingress, __u32 *off, __u32 *len, __u8 *flags,
+				     __u32 *slot)
 {
 	__u8 *p = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end, *t;
 	__u8 ip[40];
 	__u8 tcp[14];
-	__u32 l3;
+	__u32 l3, peer;
+	__u16 sport, dport;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (p + 20 <= end) {
 			if (p[9] != IPPROTO_TCP_ || (p[6] & 0x3f) || p[7])
 				return 0; /* not TCP, or a fragment */
 			l3 = (p[0] & 0x0f) * 4;
+			peer = word_at(p + (ingress ? 12 : 16));
 		} else {
 			if (bpf_skb_load_bytes(skb, 0, ip, 20))
 				return 0;
 			if (ip[9] != IPPROTO_TCP_ || (ip[6] & 0x3f) || ip[7])
 				return 0;
 			l3 = (ip[0] & 0x0f) * 4;
+			peer = word_at(ip + (ingress ? 12 : 16));
 		}
 		if (l3 < 20 || l3 > 60)
 			return 0;
@@ -42,11 +59,13 @@ static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *l
 		if (p + 40 <= end) {
 			if (p[6] != IPPROTO_TCP_) /* extension headers: not parsed */
 				return 0;
+			peer = word_at(p + (ingress ? 20 : 36));
 		} else {
 			if (bpf_skb_load_bytes(skb, 0, ip, 40))
 				return 0;
 			if (ip[6] != IPPROTO_TCP_)
 				return 0;
+			peer = word_at(ip + (ingress ? 20 : 36));
 		}
 		l3 = 40;
 	} else {
@@ -56,14 +75,28 @@ static __always_inline int parse_tcp(struct __sk_buff *skb, __u32 *off, __u32 *l
 	if (t + 14 <= end) {
 		*off = l3 + (t[12] >> 4) * 4;
 		*flags = t[13];
+		sport = (__u16)(t[0] << 8 | t[1]);
+		dport = (__u16)(t[2] << 8 | t[3]);
 	} else {
 		if (bpf_skb_load_bytes(skb, l3, tcp, sizeof(tcp)))
 			return 0;
 		*off = l3 + (tcp[12] >> 4) * 4;
 		*flags = tcp[13];
+		sport = (__u16)(tcp[0] << 8 | tcp[1]);
+		dport = (__u16)(tcp[2] << 8 | tcp[3]);
 	}
 	*len = skb->len > *off ? skb->len - *off : 0;
+	*slot = ingress ? timed_slot(dport, sport, peer) : timed_slot(sport, dport, peer);
 	return 1;
+}
+
+/* Whether a timed socket may own this slot: if not, the segment's socket
+ * is certainly not timed and its storage is not looked up. */
+static __always_inline int maybe_timed(__u32 slot)
+{
+	__u32 *n = bpf_map_lookup_elem(&aimesh_timed, &slot);
+
+	return n && *n;
 }
 
 #define H2_DATA 0x1    /* frame type 0 */
@@ -123,12 +156,13 @@ SEC("cgroup_skb/egress")
 int aimesh_skb_egress(struct __sk_buff *skb)
 {
 	struct aimesh_sock *s;
-	__u32 off, len;
+	__u32 off, len, slot;
 	__u8 flags;
 
-	/* Most segments (handshake, ACKs, FINs) carry no payload: decide on the
-	 * headers before paying for the socket-storage lookup. */
-	if (!parse_tcp(skb, &off, &len, &flags) || len == 0)
+	/* Most segments (handshake, ACKs, FINs) carry no payload, and most
+	 * sockets are not timed: decide on the headers and aimesh_timed before
+	 * paying for the socket-storage lookup. */
+	if (!parse_tcp(skb, 0, &off, &len, &flags, &slot) || len == 0 || !maybe_timed(slot))
 		return 1;
 	s = sock_state(skb);
 	if (!s || (s->flags & AIMESH_SKF_UNSAMPLED))
@@ -187,24 +221,25 @@ SEC("cgroup_skb/ingress")
 int aimesh_skb_ingress(struct __sk_buff *skb)
 {
 	struct aimesh_sock *s;
-	__u32 off, len, head;
+	__u32 off, len, head, slot;
 	__u16 status = 0;
 	__u8 flags;
 	__u32 frames;
 	__u64 now;
 
-	if (!parse_tcp(skb, &off, &len, &flags))
-		return 1;
-	if (len == 0 && !(flags & TCP_FLAG_RST))
-		return 1;
-	s = sock_state(skb);
-	if (!s)
+	if (!parse_tcp(skb, 1, &off, &len, &flags, &slot))
 		return 1;
 	if (flags & TCP_FLAG_RST) {
-		s->flags |= AIMESH_SKF_RST_SEEN; /* every connection: failures are counted exactly */
+		/* every connection, timed or not: failures are counted exactly */
+		s = sock_state(skb);
+		if (s)
+			s->flags |= AIMESH_SKF_RST_SEEN;
 		return 1;
 	}
-	if (s->flags & AIMESH_SKF_UNSAMPLED)
+	if (len == 0 || !maybe_timed(slot))
+		return 1;
+	s = sock_state(skb);
+	if (!s || (s->flags & AIMESH_SKF_UNSAMPLED))
 		return 1;
 	if (s->flags & AIMESH_SKF_H2) {
 		frames = h2_frames(skb, off, len);

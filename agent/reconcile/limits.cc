@@ -44,6 +44,7 @@ uint64_t mapMemoryBytes(const MapLimits& l, unsigned cpus) {
   b += kv(l.backends, 0, sizeof(aimesh_be_stats) + sizeof(aimesh_be_tel));
   b += kv(AIMESH_R_MAX, 0, c * sizeof(uint64_t));  // aimesh_reasons, the one per-CPU map
   b += AIMESH_EVENTS_BYTES;
+  b += kv(AIMESH_TIMED_SLOTS, 0, sizeof(uint32_t));  // aimesh_timed, fixed
   b += kv(l.backends, 0, sizeof(aimesh_be_load) + sizeof(aimesh_be_signal));
   b += kv(l.services, 0, sizeof(aimesh_svc_load) + sizeof(uint32_t));
   b += kv(l.flows, sizeof(aimesh_ct_key), sizeof(aimesh_ct));

@@ -158,6 +158,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_clients SEC(".maps");
 
+/* tuple-hash slot -> open timed sockets hashing to it (lib/timed.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIMESH_TIMED_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_timed SEC(".maps");
+
 /* service id -> open connections over its backends (sock_ops writes) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

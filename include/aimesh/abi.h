@@ -428,6 +428,15 @@ enum aimesh_chunk_state {
 #define AIMESH_SKF_CLOSED 0x08
 #define AIMESH_SKF_IDLE 0x10 /* counted in aimesh_be_load.idle (a response ended, no request since) */
 #define AIMESH_SKF_UNSAMPLED 0x20 /* requests not timed (aimesh_service.sample_skip, decided at connect) */
+#define AIMESH_SKF_TIMED 0x40 /* counted in aimesh_timed[timed_slot] (established, sampled) */
+
+/* aimesh_timed (array of __u32): how many open sockets whose requests are
+ * timed hash to each slot (lib/timed.h: the socket's local port, remote
+ * port and the last 32 bits of the remote address). The payload programs
+ * read it before anything else: a zero slot means the segment's socket is
+ * not timed, and its socket storage is never looked up. */
+#define AIMESH_TIMED_BITS 16
+#define AIMESH_TIMED_SLOTS (1u << AIMESH_TIMED_BITS)
 
 /* aimesh_sockets (SK_STORAGE): per-socket state, created by the connect hook
  * for sockets it connected to a backend (TCP, and connected UDP), read and
@@ -448,7 +457,7 @@ struct aimesh_sock {
 	__u8 framing;     /* enum aimesh_framing of the response in flight */
 	__u8 chunk_st;    /* enum aimesh_chunk_state (AIMESH_FR_CHUNKED) */
 	__u8 close_reason; /* enum aimesh_close_reason: set by the iterator just before it destroys the socket */
-	__u8 pad[2];
+	__u16 timed_slot; /* its aimesh_timed slot (valid with AIMESH_SKF_TIMED) */
 	__u64 cookie;     /* socket cookie, taken once at connect */
 	__u64 body_left;  /* framing: body bytes to go (length), or of the chunk (chunked) */
 	__u64 idle_ns;    /* when the last response ended (valid with AIMESH_SKF_IDLE) */

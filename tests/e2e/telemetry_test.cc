@@ -7,11 +7,15 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <map>
@@ -25,6 +29,7 @@
 #include "fixtures/metrics_doc.h"
 #include "fixtures/net_client.h"
 #include "fixtures/sandbox.h"
+#include "lib/timed.h"
 
 namespace aimesh::testing {
 namespace {
@@ -265,6 +270,118 @@ TEST_F(TelemetryE2e, SampledTelemetryTimesAShareAndCountsEveryConnection) {
   EXPECT_LE(timed, 140) << body;
   EXPECT_EQ(value(body, "aimesh_endpoint_ttft_seconds_count"), timed);  // one request per timed connection
   EXPECT_EQ(value(body, "aimesh_endpoint_requests_total"), timed);
+}
+
+// The payload programs look at a socket's segments only while sock_ops has
+// counted it into its aimesh_timed slot (bpf/lib/timed.h): established and
+// sampled, over IPv4 and IPv6, out again at close; an unsampled socket never.
+// A wrong slot on either side would leave a sampled request untimed.
+TEST_F(TelemetryE2e, TimedSocketsAreCountedInTheirTupleSlotWhileOpen) {
+  serve("10.77.0.2");
+  serve("fd77::2");
+  startAgent(R"(services:
+  - name: timed4
+    namespace: ml
+    vips: [10.96.0.43]
+    ports: [{port: 8000}]
+    endpoints:
+      - {address: 10.77.0.2, port: 8000}
+  - name: timed6
+    namespace: ml
+    vips: ["fd96::43"]
+    ports: [{port: 8000}]
+    endpoints:
+      - {address: "fd77::2", port: 8000}
+  - name: untimed
+    namespace: ml
+    vips: [10.96.0.44]
+    ports: [{port: 8000}]
+    telemetry: {sample: 0.00001}
+    endpoints:
+      - {address: 10.77.0.2, port: 8000}
+)");
+  std::string pin = agent_->pinDir() + "/aimesh_timed";
+  json r = json::parse(runClient([&] {
+    int map = bpf_obj_get(pin.c_str());
+    auto slots = [&] {  // slot -> count, the non-zero ones
+      std::map<uint32_t, uint32_t> out;
+      for (uint32_t k = 0; map >= 0 && k < AIMESH_TIMED_SLOTS; ++k) {
+        uint32_t v = 0;
+        if (bpf_map_lookup_elem(map, &k, &v) == 0 && v) out[k] = v;
+      }
+      return out;
+    };
+    // One connection per service, a request and its answer on each.
+    std::vector<int> fds;
+    json expected = json::array();
+    for (auto [vip, backend] : {std::pair{"10.96.0.43", "10.77.0.2"}, {"fd96::43", "fd77::2"}, {"10.96.0.44", ""}}) {
+      bool v6 = std::string(vip).find(':') != std::string::npos;
+      sockaddr_storage ss{};
+      socklen_t len;
+      if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(8000);
+        ::inet_pton(AF_INET6, vip, &a->sin6_addr);
+        len = sizeof(*a);
+      } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        a->sin_port = htons(8000);
+        ::inet_pton(AF_INET, vip, &a->sin_addr);
+        len = sizeof(*a);
+      }
+      int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      char buf[64];
+      if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::write(fd, "hi\n", 3) != 3 ||
+          ::read(fd, buf, sizeof(buf)) <= 0)
+        return std::string("{\"error\":\"ask ") + vip + "\"}";
+      fds.push_back(fd);
+      if (!*backend) continue;  // the unsampled one: no slot to expect
+      sockaddr_storage local{};
+      socklen_t llen = sizeof(local);
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
+      uint16_t lport = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&local)->sin6_port
+                                : reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+      uint8_t addr[16] = {};
+      ::inet_pton(v6 ? AF_INET6 : AF_INET, backend, addr);
+      uint32_t word = 0;
+      std::memcpy(&word, addr + (v6 ? 12 : 0), 4);
+      expected.push_back(timed_slot(lport, 8000, word));
+    }
+    auto open = slots();
+    for (int fd : fds) ::close(fd);
+    std::map<uint32_t, uint32_t> closed = slots();
+    for (int i = 0; i < 50 && !closed.empty(); ++i) {  // counted out when sock_ops sees TCP_CLOSE
+      std::this_thread::sleep_for(100ms);
+      closed = slots();
+    }
+    json o = json::object(), c = json::object();
+    for (auto [k, v] : open) o[std::to_string(k)] = v;
+    for (auto [k, v] : closed) c[std::to_string(k)] = v;
+    if (map >= 0) ::close(map);
+    return json{{"map", map >= 0}, {"expected", expected}, {"open", o}, {"closed", c}}.dump();
+  }));
+  ASSERT_FALSE(r.contains("error")) << r.dump();
+  ASSERT_TRUE(r["map"].get<bool>()) << pin;
+  ASSERT_EQ(r["expected"].size(), 2u);
+  json want = json::object();
+  for (auto& k : r["expected"]) want[std::to_string(k.get<uint32_t>())] = want.value(std::to_string(k.get<uint32_t>()), 0) + 1;
+  EXPECT_EQ(r["open"], want) << "the two sampled sockets, in the slots of their tuples; the unsampled one in none";
+  EXPECT_EQ(r["closed"], json::object());
+
+  // Both sampled requests were timed (the filter let their segments through).
+  std::string addr = agent_->metricsUrlPath();
+  auto colon = addr.rfind(':');
+  httplib::Client c(addr.substr(0, colon), std::stoi(addr.substr(colon + 1)));
+  auto res = c.Get("/metrics");
+  ASSERT_TRUE(res);
+  for (auto [svc, want] : {std::pair{"timed4", " 1"}, {"timed6", " 1"}, {"untimed", " 0"}}) {
+    auto at = res->body.find(std::string("\naimesh_endpoint_requests_total{service=\"") + svc + "\"");
+    ASSERT_NE(at, std::string::npos) << svc;
+    auto eol = res->body.find('\n', at + 1);
+    EXPECT_EQ(res->body.substr(eol - 2, 2), want) << res->body.substr(at, eol - at);
+  }
 }
 
 TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {

@@ -146,7 +146,7 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_sock, req_start_ns), AIMESH_MEMBER(aimesh_sock, last_in_ns),
         AIMESH_MEMBER(aimesh_sock, chunks), AIMESH_MEMBER(aimesh_sock, requests), AIMESH_MEMBER(aimesh_sock, phase),
         AIMESH_MEMBER(aimesh_sock, flags), AIMESH_MEMBER(aimesh_sock, proto), AIMESH_MEMBER(aimesh_sock, framing),
-        AIMESH_MEMBER(aimesh_sock, chunk_st), AIMESH_MEMBER(aimesh_sock, close_reason), AIMESH_MEMBER(aimesh_sock, pad),
+        AIMESH_MEMBER(aimesh_sock, chunk_st), AIMESH_MEMBER(aimesh_sock, close_reason), AIMESH_MEMBER(aimesh_sock, timed_slot),
         AIMESH_MEMBER(aimesh_sock, cookie), AIMESH_MEMBER(aimesh_sock, body_left), AIMESH_MEMBER(aimesh_sock, idle_ns),
         AIMESH_MEMBER(aimesh_sock, doomed_ns), AIMESH_MEMBER(aimesh_sock, be_addr), AIMESH_MEMBER(aimesh_sock, be_port),
         AIMESH_MEMBER(aimesh_sock, pad1), AIMESH_MEMBER(aimesh_sock, pad2), AIMESH_MEMBER(aimesh_sock, cgroup_id)}},
@@ -320,6 +320,7 @@ const std::map<std::string, MapAbi>& mapAbis() {
        {"aimesh_client_key", sizeof(aimesh_client_key), "aimesh_client_stats", sizeof(aimesh_client_stats),
         AIMESH_MAX_CLIENTS}},
       {"aimesh_ct", {"aimesh_ct_key", sizeof(aimesh_ct_key), "aimesh_ct", sizeof(aimesh_ct), AIMESH_MAX_CT}},
+      {"aimesh_timed", {"__u32", sizeof(__u32), "__u32", sizeof(__u32), AIMESH_TIMED_SLOTS}},
       // The lifecycle iterators' own maps (sock_iter, lc_harness; not pinned).
       {"aimesh_lc_ctl", {"__u32", sizeof(__u32), "aimesh_lc_ctl", sizeof(aimesh_lc_ctl), 1}},
       {"aimesh_lc_svc", {"__u32", sizeof(__u32), "aimesh_lc_svc", sizeof(aimesh_lc_svc), AIMESH_MAX_SERVICES}},
