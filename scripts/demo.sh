@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# README command 1: install dependencies, build, and run aimesh on the bundled
+# README command 1: install the dependencies and build the programs the demo
+# runs (scripts/install-deps.sh --demo; agent, meshctl, the model-server
+# stand-in), and run aimesh on the bundled
 # example state (examples/state.yaml) in a sandbox of its own:
 #   - a child cgroup (the agent attaches there, never to the root cgroup),
 #   - namespace "aimesh-demo-c" for clients and "aimesh-demo-m" for model
@@ -21,8 +23,9 @@ for a in "$@"; do
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (BPF, cgroups, namespaces)" >&2; exit 1; }
-[ $INSTALL -eq 1 ] && scripts/install-deps.sh
-scripts/build.sh
+[ $INSTALL -eq 1 ] && scripts/install-deps.sh --demo
+# Only what the demo runs; the README's test command builds everything.
+scripts/build.sh aimesh-agent meshctl model-server
 B=${BUILD_DIR:-build}
 case $B in /*) ;; *) B=$ROOT/$B ;; esac
 

