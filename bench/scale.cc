@@ -1,0 +1,203 @@
+// scale: what the agent costs at the size of a real cluster (issue 17). For
+// each service count N (default 1,000 and 10,000), a state file of N
+// services with --endpoints endpoints each; the agent starts on it, and the
+// program measures:
+//   - start to ready: from exec to the API saying ready (the state applied);
+//   - memory: the agent's VmRSS and RssAnon once ready, and after one change;
+//   - one change: a client in the sandbox connects to service 0's address in
+//     a loop while the state file is rewritten with one more endpoint for
+//     that service; the time from the rename to the first connection
+//     answered by the new endpoint;
+//   - one /metrics scrape: bytes, series (sample lines) and seconds.
+// Only service 0's endpoints exist (name servers in the backend namespace);
+// the others are addresses nothing connects to. See docs/benchmarks.md.
+//
+// Everything runs in a sandbox of its own (tests/fixtures/sandbox.h), removed
+// at exit, on error and on SIGINT/SIGTERM.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fmt/format.h>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fixtures/net_client.h"
+#include "fixtures/sandbox.h"
+#include "support/bench_run.h"
+
+namespace aimesh {
+namespace {
+
+using json = nlohmann::json;
+using testing::AgentProcess;
+using testing::Child;
+using testing::Sandbox;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kProbeVip = "10.96.0.10";
+constexpr uint16_t kPort = 8000;
+
+// The state file: service 0 ("probe") with its real endpoints, then N - 1
+// services of `endpoints` addresses each that nothing connects to.
+std::string stateYaml(int services, int endpoints, bool withNewEndpoint) {
+  std::string y = "services:\n  - name: probe\n    namespace: bench\n    vips: [";
+  y += kProbeVip;
+  y += "]\n    ports: [{port: 8000}]\n    endpoints:\n      - {address: 10.77.0.2, port: 8000}\n";
+  if (withNewEndpoint) y += "      - {address: 10.77.0.3, port: 8000}\n";
+  y.reserve(static_cast<size_t>(services) * (130 + 40 * endpoints));
+  for (int i = 1; i < services; ++i) {
+    y += fmt::format("  - name: svc-{}\n    namespace: bench\n    vips: [10.100.{}.{}]\n    ports: [{{port: 8000}}]\n"
+                     "    endpoints:\n",
+                     i, i / 250, i % 250 + 1);
+    for (int e = 0; e < endpoints; ++e) {
+      int n = i * endpoints + e;  // 10.120.0.0/14: distinct for up to 262,144 endpoints
+      y += fmt::format("      - {{address: 10.{}.{}.{}, port: 8000}}\n", 120 + n / 65536, (n / 256) % 256, n % 256);
+    }
+  }
+  return y;
+}
+
+// "VmRSS" or "RssAnon" of a process, in MiB; -1 if unreadable.
+double statusMiB(pid_t pid, const std::string& field) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind(field + ":", 0) != 0) continue;
+    std::istringstream in(line.substr(field.size() + 1));
+    double kb = -1;
+    in >> kb;
+    return kb / 1024;
+  }
+  return -1;
+}
+
+uint64_t monoNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// In the sandbox: rewrite the state file with the new endpoint, then connect
+// to the probe service until the new endpoint answers. Milliseconds from the
+// rename to that answer; -1 if it did not within 30 s.
+double oneChangeMs(const Sandbox& sb, const std::string& stateFile, const std::string& changed) {
+  std::string out = testing::runIn(sb.cgroup().path(), sb.client().name(), [&](int fd) {
+    uint64_t t0 = monoNs();
+    testing::writeFile(stateFile, changed);  // write + rename, as an editor or a config tool does
+    uint64_t t1 = 0;
+    while (monoNs() - t0 < 30'000'000'000ull) {
+      if (testing::tcpAsk(kProbeVip, kPort, 500).name == "new") {
+        t1 = monoNs();
+        break;
+      }
+    }
+    std::string r = t1 ? std::to_string((t1 - t0) / 1e6) : "-1";
+    return ::write(fd, r.data(), r.size()) == static_cast<ssize_t>(r.size()) ? 0 : 1;
+  });
+  return out.empty() ? -1 : std::stod(out);
+}
+
+struct Scrape {
+  double bytes = 0, seconds = 0;
+  long series = 0;
+};
+
+Scrape scrape(const AgentProcess& agent) {
+  std::string addr = agent.metricsUrlPath();
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("agent status has no metrics address");
+  httplib::Client c(addr.substr(0, colon), std::stoi(addr.substr(colon + 1)));
+  c.set_read_timeout(120, 0);
+  auto t0 = Clock::now();
+  auto res = c.Get("/metrics");
+  Scrape s;
+  s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!res || res->status != 200) throw std::runtime_error("GET /metrics failed");
+  s.bytes = static_cast<double>(res->body.size());
+  std::istringstream in(res->body);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] != '#') ++s.series;
+  return s;
+}
+
+json measureOne(const Sandbox& sb, const std::string& dir, int services, int endpoints) {
+  std::string stateFile = dir + "/state-" + std::to_string(services) + ".yaml";
+  testing::writeFile(stateFile, stateYaml(services, endpoints, false));
+  std::string changed = stateYaml(services, endpoints, true);
+  std::string work = dir + "/agent-" + std::to_string(services);
+  testing::sh("mkdir -p " + work);
+  uint32_t maxServices = 16, maxBackends = 16;
+  while (maxServices < static_cast<uint32_t>(services) + 16) maxServices *= 2;
+  while (maxBackends < static_cast<uint32_t>(services * endpoints) + 16) maxBackends *= 2;
+  AgentProcess agent(sb.cgroup().path(), stateFile, work,
+                     {"--log-level", "info", "--max-services", std::to_string(maxServices), "--max-backends",
+                      std::to_string(maxBackends)});
+  auto t0 = Clock::now();
+  agent.start(true);  // polls the API every 50 ms
+  double readySeconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  testing::checkInterrupted();
+  double rss = statusMiB(agent.pid(), "VmRSS"), anon = statusMiB(agent.pid(), "RssAnon");
+  Scrape s = scrape(agent);
+  testing::checkInterrupted();
+  double changeMs = oneChangeMs(sb, stateFile, changed);
+  double rssAfter = statusMiB(agent.pid(), "VmRSS");
+  fmt::print("{:>8} {:>9} {:>12.2f} {:>9.1f} {:>9.1f} {:>14.0f} {:>11.1f} {:>10.2f} {:>9}\n", services,
+             services * endpoints, readySeconds, rss, anon, changeMs, s.bytes / 1e6, s.seconds, s.series);
+  std::fflush(stdout);
+  return json{{"services", services},
+              {"endpoints", services * endpoints},
+              {"start_to_ready_s", readySeconds},
+              {"rss_mib", rss},
+              {"rss_anon_mib", anon},
+              {"rss_after_change_mib", rssAfter},
+              {"one_change_file_ms", changeMs},
+              {"metrics_bytes", s.bytes},
+              {"metrics_seconds", s.seconds},
+              {"metrics_series", s.series}};
+}
+
+json run(const std::vector<int>& counts, int endpoints) {
+  std::string agentBin = std::string(AIMESH_BINARY_DIR) + "/aimesh-agent";
+  if (::access(agentBin.c_str(), X_OK) != 0)
+    throw std::runtime_error(agentBin + " not found: build the aimesh-agent target first");
+  testing::ScratchDir scratch;
+  Sandbox sb;
+  Child oldEp = testing::startNameServer(sb.backend().name(), "10.77.0.2", kPort, "old");
+  Child newEp = testing::startNameServer(sb.backend().name(), "10.77.0.3", kPort, "new");
+  fmt::print("{:>8} {:>9} {:>12} {:>9} {:>9} {:>14} {:>11} {:>10} {:>9}\n", "services", "endpoints",
+             "ready (s)", "RSS MiB", "anon MiB", "change (ms)", "metrics MB", "scrape (s)", "series");
+  json rows = json::array();
+  for (int n : counts) rows.push_back(measureOne(sb, scratch.path(), n, endpoints));
+  return json{{"rows", rows}};
+}
+
+}  // namespace
+}  // namespace aimesh
+
+int main(int argc, char** argv) {
+  CLI::App app{"scale: the agent's memory, start-to-ready, one-change latency and /metrics size at N services"};
+  std::vector<int> counts{1000, 10000};
+  int endpoints = 4;
+  bool wantJson = false;
+  app.add_option("--services", counts, "service counts to measure, one agent start each (e.g. 1000,10000)")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 60000));
+  app.add_option("--endpoints", endpoints, "endpoints per service")->capture_default_str()->check(CLI::Range(1, 4));
+  app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
+  CLI11_PARSE(app, argc, argv);
+  return aimesh::testing::runBenchMain(
+      {.name = "scale", .needsRootFor = "cgroups, network namespaces, BPF", .removed = "sandbox removed"}, wantJson,
+      [&] { return aimesh::run(counts, endpoints); });
+}
