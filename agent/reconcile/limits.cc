@@ -4,6 +4,12 @@
 
 namespace aimesh {
 
+uint32_t suggestedLimit(std::size_t wanted) {
+  uint64_t need = uint64_t{wanted} + 1 + wanted / 4, v = 16;
+  while (v < need && v < (uint64_t{1} << 31)) v *= 2;
+  return static_cast<uint32_t>(v);
+}
+
 std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
   if (name == "aimesh_frontends") return frontends();
   if (name == "aimesh_services" || name == "aimesh_svc_stats" || name == "aimesh_svc_load" ||

@@ -6,6 +6,7 @@
 // docs/operations.md.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,6 +14,11 @@
 #include "aimesh/abi.h"
 
 namespace aimesh {
+
+// The --max-services / --max-backends value to suggest when `wanted` ids do
+// not fit: room for them and the reserved id 0, plus a quarter for growth,
+// rounded up to a power of two (at least 16).
+uint32_t suggestedLimit(std::size_t wanted);
 
 struct MapLimits {
   uint32_t services = AIMESH_MAX_SERVICES;  // service ids 1..services-1

@@ -117,17 +117,25 @@ TEST(MakePlanLimits, TenThousandServicesPlanInLinearishTime) {
   EXPECT_EQ(makePlan(s, p.desired, l).desired, p.desired);
 }
 
+TEST(ReconcilerLimits, SuggestedLimitHoldsTheIdsTheReservedOneAndAQuarterMore) {
+  EXPECT_EQ(suggestedLimit(0), 16u);
+  EXPECT_EQ(suggestedLimit(12), 16u);   // 12 + 1 + 3
+  EXPECT_EQ(suggestedLimit(13), 32u);   // 13 + 1 + 3 = 17
+  EXPECT_EQ(suggestedLimit(10000), 16384u);  // 12,501
+  EXPECT_EQ(suggestedLimit(40000), 65536u);  // 50,001
+}
+
 TEST(ReconcilerLimits, TooManyServicesOrBackendsIsAnErrorNamingTheFlag) {
   FakeMapWriter w;
   Reconciler r(w, MapLimits{16, 32, AIMESH_MAX_CT});
   IdIndex idx;
   auto res = r.reconcile(services(20, 1), idx);
   ASSERT_FALSE(res.ok());
-  EXPECT_NE(res.error().message().find("--max-services"), std::string::npos) << res.error().message();
+  EXPECT_NE(res.error().message().find("e.g. --max-services 32"), std::string::npos) << res.error().message();
   EXPECT_TRUE(w.state.services.empty());  // nothing half-applied
   res = r.reconcile(services(10, 4), idx);
   ASSERT_FALSE(res.ok());
-  EXPECT_NE(res.error().message().find("--max-backends"), std::string::npos) << res.error().message();
+  EXPECT_NE(res.error().message().find("e.g. --max-backends 64"), std::string::npos) << res.error().message();
   EXPECT_NE(res.error().message().find("31 of 40"), std::string::npos) << res.error().message();
   // Within the limits it applies.
   ASSERT_TRUE(r.reconcile(services(15, 2), idx).ok());
