@@ -2,7 +2,7 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,10 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <condition_variable>
 #include <cstring>
 #include <exception>
-#include <mutex>
+#include <map>
 #include <optional>
 #include <string_view>
 #include <system_error>
@@ -173,17 +172,41 @@ bool isBadRequest(int status) {
 
 }  // namespace
 
+// One connection of the event loop: reading a request head, sending an
+// answer, or draining what a client still sends after an error answer.
+struct Conn {
+  enum class State { kHead, kWrite, kDrain };
+  UniqueFd fd;
+  uint64_t key = 0;  // accept order (the epoll key): the oldest waiting one is evicted first
+  State state = State::kHead;
+  uint32_t events = EPOLLIN;  // what epoll watches for now
+  std::string in;             // bytes received and not yet answered
+  std::size_t searched = 0;   // bytes of `in` already searched for the end of a head
+  std::string out;            // the answer being sent
+  std::size_t sent = 0;
+  bool closeAfter = false;    // close (or drain) once `out` is sent
+  bool drainAfter = false;    // an error answer: read and drop what follows, briefly
+  std::size_t served = 0;     // requests answered on this connection
+  std::size_t drained = 0;
+  Clock::time_point deadline;  // of the head, the write or the drain
+};
+
+constexpr uint64_t kStopKey = ~uint64_t{0}, kListenKey = ~uint64_t{0} - 1;
+constexpr std::size_t kMaxDrainBytes = 64 * 1024;
+constexpr auto kDrainTime = std::chrono::milliseconds(250);
+
 struct HttpServer::Impl {
   HttpHandlers handlers;
   HttpServerOptions opts;
   UniqueFd listenFd;
-  UniqueFd stopFd;  // eventfd, written once by stop(): wakes every poll
-  std::thread acceptor;
-  std::mutex mu;
-  std::condition_variable idle;
-  std::size_t active = 0;  // connection threads alive (under mu)
+  UniqueFd stopFd;   // eventfd, written once by stop()
+  UniqueFd epollFd;
+  std::thread loop;  // the one thread: accepts, reads, answers, writes
   bool stopped = false;
   std::shared_ptr<HttpServerCounters> counters;  // never null (the options' or our own)
+  std::map<uint64_t, std::unique_ptr<Conn>> conns;  // by key, so in accept order
+  uint64_t nextKey = 0;
+  std::optional<Clock::time_point> acceptPausedUntil;  // after EMFILE and friends
 
   ~Impl() { stop(); }
 
@@ -193,61 +216,34 @@ struct HttpServer::Impl {
     uint64_t one = 1;
     ssize_t n = ::write(stopFd.get(), &one, sizeof(one));
     (void)n;  // an eventfd write only fails when the counter would overflow
-    if (acceptor.joinable()) acceptor.join();
+    if (loop.joinable()) loop.join();
+    conns.clear();
+    counters->open = 0;
     listenFd.reset();
-    std::unique_lock lk(mu);
-    idle.wait(lk, [this] { return active == 0; });
   }
 
-  void acceptLoop();
+  void run();
+  void acceptAll();
+  void admit(UniqueFd fd);
+  bool evictOldestWaiting();
   void reject(int fd);
-  void drain(int fd);
-  void serve(UniqueFd fd);
-  // Reads from fd into buf until it holds a whole request head; nullopt
-  // when the connection is to be closed (peer gone, stop, or timed out).
-  std::optional<Head> readHead(int fd, std::string& buf, Clock::time_point deadline, bool firstRequest);
+  // Each returns false when it closed the connection (c is then gone).
+  bool readHead(Conn& c);
+  bool answerHead(Conn& c);
+  bool startWrite(Conn& c, const Response& res, bool headOnly);
+  bool writeSome(Conn& c);
+  bool finishWrite(Conn& c);
+  bool drainSome(Conn& c);
+  void watch(Conn& c, uint32_t events);
+  void close(Conn& c);
+  void expire(Clock::time_point now);
+  int waitMs(Clock::time_point now) const;
   // The answer to the head at the start of buf; fills req when it parses.
   Response answer(const std::string& buf, const Head& head, bool lastRequest, Request& req);
   // route(), with a handler's exception answered 500.
   Response routeOrFail(const Request& req);
-  // Sends res; false when the connection is then closed.
-  bool reply(int fd, const Response& res, bool headOnly);
-  // Waits until fd is ready for `events` or the deadline/stop; true if ready.
-  bool waitFor(int fd, short events, Clock::time_point deadline);
-  bool sendAll(int fd, const std::string& data, Clock::time_point deadline);
   Response route(const Request& req);
 };
-
-bool HttpServer::Impl::waitFor(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    // Rounded up, so a false return for the deadline means it has passed.
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd fds[2] = {{fd, events, 0}, {stopFd.get(), POLLIN, 0}};
-    int rc = ::poll(fds, 2, static_cast<int>(std::min<long long>(left, 60'000)));
-    if (rc < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (fds[1].revents != 0) return false;
-    if (fds[0].revents != 0) return true;
-  }
-}
-
-bool HttpServer::Impl::sendAll(int fd, const std::string& data, Clock::time_point deadline) {
-  std::size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      off += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
-    if (!waitFor(fd, POLLOUT, deadline)) return false;
-  }
-  return true;
-}
 
 MetricsFormat negotiateMetricsFormat(std::string_view accept, bool openMetrics, bool protobuf) {
   MetricsFormat best = MetricsFormat::kText;
@@ -324,43 +320,6 @@ Response HttpServer::Impl::route(const Request& req) {
   return r;
 }
 
-std::optional<Head> HttpServer::Impl::readHead(int fd, std::string& buf, Clock::time_point deadline,
-                                               bool firstRequest) {
-  // The deadline covers the whole head, so trickling bytes does not extend it.
-  char chunk[4096];
-  Head head;
-  std::size_t searched = 0;
-  while ((head.end = headEnd(buf, searched)) == std::string::npos) {
-    searched = buf.size();
-    if (buf.size() > opts.maxHeaderBytes) {
-      head.status = buf.find('\n') == std::string::npos ? 414 : 431;
-      return head;
-    }
-    if (!waitFor(fd, POLLIN, deadline)) {
-      bool timedOut = Clock::now() >= deadline;
-      if (!buf.empty() && timedOut) {
-        sendAll(fd, render(errorResponse(408, "request head not received in time"), false),
-                Clock::now() + std::chrono::milliseconds(200));
-      }
-      // An idle keep-alive connection ending is normal; a connection that
-      // never sent a request, or stopped midway, is a slow client.
-      if (timedOut && (firstRequest || !buf.empty())) counters->timedOut++;
-      return std::nullopt;
-    }
-    // Never hold more than the limit (+ the bytes that show it was passed).
-    std::size_t room = opts.maxHeaderBytes + 4 - std::min(buf.size(), opts.maxHeaderBytes + 3);
-    ssize_t n = ::recv(fd, chunk, std::min(sizeof(chunk), room), MSG_DONTWAIT);
-    if (n == 0) return std::nullopt;
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-      return std::nullopt;
-    }
-    buf.append(chunk, static_cast<std::size_t>(n));
-  }
-  if (head.end > opts.maxHeaderBytes) head.status = 431;
-  return head;
-}
-
 Response HttpServer::Impl::answer(const std::string& buf, const Head& head, bool lastRequest, Request& req) {
   int status =
       head.status != 0 ? head.status : parseHead(std::string_view(buf).substr(0, head.end), opts.maxHeaders, req);
@@ -393,48 +352,93 @@ Response HttpServer::Impl::routeOrFail(const Request& req) {
   return errorResponse(500, "internal error");
 }
 
-bool HttpServer::Impl::reply(int fd, const Response& res, bool headOnly) {
-  counters->requests++;
-  if (isBadRequest(res.status)) counters->badRequests++;
-  bool ok = sendAll(fd, render(res, headOnly), Clock::now() + opts.writeTimeout);
-  if (ok && !res.close) return true;
-  ::shutdown(fd, SHUT_WR);
-  // Closing with unread request bytes makes the kernel send a reset,
-  // which can destroy the error answer before the client reads it; so
-  // after an error read and drop what the client still sends, for a
-  // bounded time and amount ("lingering close", as nginx does).
-  if (ok && res.status >= 400) drain(fd);
+void HttpServer::Impl::run() {
+  epoll_event events[64];
+  for (;;) {
+    int n = ::epoll_wait(epollFd.get(), events, 64, waitMs(Clock::now()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("metrics listener: epoll_wait: {}", std::strerror(errno));
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t key = events[i].data.u64;
+      if (key == kStopKey) return;
+      if (key == kListenKey) {
+        acceptAll();
+        continue;
+      }
+      // A connection closed earlier in this batch (evicted) is gone: its
+      // key is never reused, so a late event for it finds nothing.
+      auto it = conns.find(key);
+      if (it == conns.end()) continue;
+      Conn& c = *it->second;
+      switch (c.state) {
+        case Conn::State::kHead: readHead(c); break;
+        case Conn::State::kWrite: writeSome(c); break;
+        case Conn::State::kDrain: drainSome(c); break;
+      }
+    }
+    expire(Clock::now());
+  }
+}
+
+void HttpServer::Impl::acceptAll() {
+  for (;;) {
+    int fd = ::accept4(listenFd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      admit(UniqueFd(fd));
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    // EMFILE and friends: stop watching the listener for a while, or the
+    // level-triggered wait would report it again at once, forever.
+    spdlog::warn("metrics listener: accept: {}", std::strerror(errno));
+    ::epoll_ctl(epollFd.get(), EPOLL_CTL_DEL, listenFd.get(), nullptr);
+    acceptPausedUntil = Clock::now() + std::chrono::milliseconds(100);
+    return;
+  }
+}
+
+// A full table makes room by closing the oldest connection that has not
+// sent a complete request (a slow or idle client) rather than refusing the
+// new one: a scraper is never locked out by clients that hold connections
+// open. Only when every connection is busy answering is the new one refused.
+void HttpServer::Impl::admit(UniqueFd fd) {
+  if (conns.size() >= opts.maxConnections && !evictOldestWaiting()) {
+    reject(fd.release());
+    counters->rejectedBusy++;
+    return;
+  }
+  auto c = std::make_unique<Conn>();
+  c->key = nextKey++;
+  c->fd = std::move(fd);
+  c->deadline = Clock::now() + opts.requestTimeout;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = c->key;
+  if (::epoll_ctl(epollFd.get(), EPOLL_CTL_ADD, c->fd.get(), &ev) != 0) {
+    spdlog::warn("metrics listener: epoll_ctl: {}", std::strerror(errno));
+    return;
+  }
+  counters->accepted++;
+  conns.emplace(c->key, std::move(c));
+  counters->open = conns.size();
+}
+
+bool HttpServer::Impl::evictOldestWaiting() {
+  for (auto& [key, c] : conns) {
+    if (c->state == Conn::State::kWrite) continue;
+    if (c->state == Conn::State::kHead) counters->evicted++;
+    close(*c);
+    return true;
+  }
   return false;
 }
 
-void HttpServer::Impl::serve(UniqueFd conn) {
-  int fd = conn.get();
-  std::string buf;
-  auto deadline = Clock::now() + opts.requestTimeout;
-  for (std::size_t served = 0; served < opts.maxRequestsPerConnection; ++served) {
-    std::optional<Head> head = readHead(fd, buf, deadline, served == 0);
-    if (!head) return;
-    Request req;
-    Response res = answer(buf, *head, served + 1 == opts.maxRequestsPerConnection, req);
-    if (!reply(fd, res, req.method == "HEAD")) return;
-    buf.erase(0, head->end);
-    deadline = Clock::now() + opts.requestTimeout;
-  }
-}
-
-void HttpServer::Impl::drain(int fd) {
-  constexpr std::size_t kMaxDrainBytes = 64 * 1024;
-  auto deadline = Clock::now() + std::chrono::milliseconds(250);
-  char chunk[4096];
-  for (std::size_t total = 0; total < kMaxDrainBytes && waitFor(fd, POLLIN, deadline);) {
-    ssize_t n = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) return;
-    if (n > 0) total += static_cast<std::size_t>(n);
-  }
-}
-
 void HttpServer::Impl::reject(int fd) {
-  // Best effort, never blocks: the listener thread must not wait on a client.
+  // Best effort, never blocks: the loop must not wait on a client.
   static const std::string kBusy = render(errorResponse(503, "too many connections"), false);
   ssize_t n = ::send(fd, kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)n;
@@ -442,53 +446,168 @@ void HttpServer::Impl::reject(int fd) {
   ::close(fd);
 }
 
-void HttpServer::Impl::acceptLoop() {
+bool HttpServer::Impl::readHead(Conn& c) {
+  char chunk[4096];
   for (;;) {
-    pollfd fds[2] = {{stopFd.get(), POLLIN, 0}, {listenFd.get(), POLLIN, 0}};
-    int rc = ::poll(fds, 2, -1);
-    if (rc < 0) {
-      if (errno == EINTR) continue;
-      spdlog::error("metrics listener: poll: {}", std::strerror(errno));
-      return;
+    // Never hold more than the limit (+ the bytes that show it was passed).
+    std::size_t room = opts.maxHeaderBytes + 4 - std::min(c.in.size(), opts.maxHeaderBytes + 3);
+    ssize_t n = ::recv(c.fd.get(), chunk, std::min(sizeof(chunk), room), MSG_DONTWAIT);
+    if (n == 0) {
+      close(c);  // the client is gone (or half-closed without a request)
+      return false;
     }
-    if (fds[0].revents != 0) return;
-    int fd = ::accept4(listenFd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) continue;
-      spdlog::warn("metrics listener: accept: {}", std::strerror(errno));
-      // EMFILE and friends: back off so the loop does not spin.
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      close(c);
+      return false;
+    }
+    c.in.append(chunk, static_cast<std::size_t>(n));
+    if (static_cast<std::size_t>(n) >= room) break;
+  }
+  return answerHead(c);
+}
+
+// Answers the complete head at the start of `in`, if there is one, or the
+// error of a head over the limit. The deadline covers the whole head, so
+// trickling bytes does not extend it.
+bool HttpServer::Impl::answerHead(Conn& c) {
+  Head head;
+  head.end = headEnd(c.in, c.searched);
+  if (head.end == std::string::npos) {
+    c.searched = c.in.size();
+    if (c.in.size() <= opts.maxHeaderBytes) return true;  // wait for more
+    head.status = c.in.find('\n') == std::string::npos ? 414 : 431;
+    head.end = c.in.size();
+  } else if (head.end > opts.maxHeaderBytes) {
+    head.status = 431;
+  }
+  Request req;
+  Response res = answer(c.in, head, c.served + 1 == opts.maxRequestsPerConnection, req);
+  c.in.erase(0, head.end);
+  c.searched = 0;
+  c.served++;
+  return startWrite(c, res, req.method == "HEAD");
+}
+
+bool HttpServer::Impl::startWrite(Conn& c, const Response& res, bool headOnly) {
+  counters->requests++;
+  if (isBadRequest(res.status)) counters->badRequests++;
+  c.out = render(res, headOnly);
+  c.sent = 0;
+  c.closeAfter = res.close;
+  // Closing with unread request bytes makes the kernel send a reset, which
+  // can destroy the error answer before the client reads it; so after an
+  // error, read and drop what the client still sends, for a bounded time
+  // and amount ("lingering close", as nginx does).
+  c.drainAfter = res.status >= 400;
+  c.state = Conn::State::kWrite;
+  c.deadline = Clock::now() + opts.writeTimeout;  // a response must be taken within this
+  return writeSome(c);
+}
+
+bool HttpServer::Impl::writeSome(Conn& c) {
+  while (c.sent < c.out.size()) {
+    ssize_t n = ::send(c.fd.get(), c.out.data() + c.sent, c.out.size() - c.sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      c.sent += static_cast<std::size_t>(n);
       continue;
     }
-    {
-      std::lock_guard lk(mu);
-      if (active >= opts.maxConnections) {
-        reject(fd);
-        counters->rejectedBusy++;
-        continue;
-      }
-      ++active;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      watch(c, EPOLLOUT);
+      return true;
     }
-    try {
-      counters->accepted++;
-      std::thread([this, fd] {
-        counters->open++;
-        serve(UniqueFd(fd));
-        counters->open--;
-        // Notify under the lock: once active drops to 0, stop() may destroy
-        // this Impl, so nothing may touch it after the unlock.
-        std::lock_guard lk(mu);
-        --active;
-        idle.notify_all();
-      }).detach();
-    } catch (const std::system_error& e) {
-      spdlog::warn("metrics listener: cannot start a connection thread: {}", e.what());
-      reject(fd);
-      std::lock_guard lk(mu);
-      --active;
-      idle.notify_all();
-    }
+    close(c);
+    return false;
   }
+  return finishWrite(c);
+}
+
+bool HttpServer::Impl::finishWrite(Conn& c) {
+  std::string().swap(c.out);  // a /metrics answer can be large: do not keep it
+  if (c.closeAfter) {
+    ::shutdown(c.fd.get(), SHUT_WR);
+    if (!c.drainAfter) {
+      close(c);
+      return false;
+    }
+    c.state = Conn::State::kDrain;
+    c.deadline = Clock::now() + kDrainTime;
+    watch(c, EPOLLIN);
+    return true;
+  }
+  c.state = Conn::State::kHead;
+  c.deadline = Clock::now() + opts.requestTimeout;  // also how long an idle keep-alive connection stays
+  watch(c, EPOLLIN);
+  return answerHead(c);  // a pipelined request may be waiting in `in` already
+}
+
+bool HttpServer::Impl::drainSome(Conn& c) {
+  char chunk[4096];
+  for (;;) {
+    ssize_t n = ::recv(c.fd.get(), chunk, sizeof(chunk), MSG_DONTWAIT);
+    if (n > 0) {
+      c.drained += static_cast<std::size_t>(n);
+      if (c.drained < kMaxDrainBytes) continue;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return true;
+    }
+    close(c);
+    return false;
+  }
+}
+
+void HttpServer::Impl::watch(Conn& c, uint32_t events) {
+  if (c.events == events) return;
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = c.key;
+  if (::epoll_ctl(epollFd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) == 0) c.events = events;
+}
+
+void HttpServer::Impl::close(Conn& c) {
+  ::epoll_ctl(epollFd.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+  conns.erase(c.key);  // closes the socket; c is gone
+  counters->open = conns.size();
+}
+
+void HttpServer::Impl::expire(Clock::time_point now) {
+  if (acceptPausedUntil && now >= *acceptPausedUntil) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kListenKey;
+    ::epoll_ctl(epollFd.get(), EPOLL_CTL_ADD, listenFd.get(), &ev);
+    acceptPausedUntil.reset();
+  }
+  for (auto it = conns.begin(); it != conns.end();) {
+    Conn& c = *it->second;
+    ++it;  // c may be erased below
+    if (now < c.deadline) continue;
+    if (c.state == Conn::State::kHead) {
+      if (!c.in.empty()) {  // best effort, never blocks
+        std::string t = render(errorResponse(408, "request head not received in time"), false);
+        ssize_t n = ::send(c.fd.get(), t.data(), t.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)n;
+      }
+      // An idle keep-alive connection ending is normal; a connection that
+      // never sent a request, or stopped midway, is a slow client.
+      if (c.served == 0 || !c.in.empty()) counters->timedOut++;
+    }
+    close(c);
+  }
+}
+
+int HttpServer::Impl::waitMs(Clock::time_point now) const {
+  std::optional<Clock::time_point> next = acceptPausedUntil;
+  for (auto& [key, c] : conns)
+    if (!next || c->deadline < *next) next = c->deadline;
+  if (!next) return -1;
+  // Rounded up, so a wake-up for a deadline finds it passed.
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - now).count();
+  return static_cast<int>(std::clamp<long long>(ms, 0, 60'000));
 }
 
 HttpServer::HttpServer() = default;
@@ -584,10 +703,18 @@ Result<HttpServer> HttpServer::start(const std::string& addr, HttpHandlers h, Ht
   impl->listenFd = std::move(listenFd);
   impl->stopFd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!impl->stopFd.valid()) return Error::fromErrno("eventfd");
+  impl->epollFd = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!impl->epollFd.valid()) return Error::fromErrno("epoll_create1");
+  for (auto [fd, key] : {std::pair{impl->stopFd.get(), kStopKey}, {impl->listenFd.get(), kListenKey}}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = key;
+    if (::epoll_ctl(impl->epollFd.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return Error::fromErrno("epoll_ctl");
+  }
   s.host_ = hp->first;
   s.port_ = port;
   try {
-    impl->acceptor = std::thread([impl] { impl->acceptLoop(); });
+    impl->loop = std::thread([impl] { impl->run(); });
   } catch (const std::system_error& e) {
     return Error::fromCode(e.code().value(), "start metrics listener thread");
   }

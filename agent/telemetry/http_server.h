@@ -11,9 +11,11 @@
 //
 // What is served: GET and HEAD of the three paths (query strings ignored);
 // other paths 404, other methods 405, a request with a body 413, a head over
-// the size or count limit 431. One thread per connection, at most
-// maxConnections of them; a connection over the limit gets a 503 and is
-// closed at once.
+// the size or count limit 431. One thread serves every connection (epoll),
+// answering one request at a time; at most maxConnections are open. A new
+// connection over the limit closes the oldest one that has not sent a
+// complete request (slow or idle clients cannot lock a scraper out), and
+// gets a 503 only when every connection is busy being answered.
 #pragma once
 
 #include <atomic>
@@ -55,7 +57,8 @@ const char* metricsContentType(MetricsFormat f);
 struct HttpServerCounters {
   std::atomic<uint64_t> accepted{0};      // connections taken and served
   std::atomic<uint64_t> open{0};          // being served now
-  std::atomic<uint64_t> rejectedBusy{0};  // over maxConnections: 503 and closed
+  std::atomic<uint64_t> rejectedBusy{0};  // over maxConnections with every connection mid-answer: 503 and closed
+  std::atomic<uint64_t> evicted{0};       // waiting for a request head when a new connection needed its place
   std::atomic<uint64_t> timedOut{0};      // no complete request head within requestTimeout (408, or closed)
   std::atomic<uint64_t> badRequests{0};   // answered 400, 405, 413, 414 or 431: not a request we serve
   std::atomic<uint64_t> requests{0};      // requests answered, any status
@@ -76,7 +79,8 @@ struct HttpServerOptions {
   std::size_t maxHeaderBytes = kMaxHeaderBytes;
   // Header fields per request.
   std::size_t maxHeaders = kMaxHeaders;
-  // Connections served at once; one more is answered 503 and closed.
+  // Connections open at once; one more closes the oldest that has not sent
+  // a complete request (or, if all are mid-answer, is answered 503 and closed).
   std::size_t maxConnections = kMaxConnections;
   // A whole request head must arrive within this of the connection opening
   // (or of the previous response on a keep-alive connection, which also
@@ -99,7 +103,7 @@ class HttpServer {
   HttpServer(HttpServer&&) noexcept;
   HttpServer& operator=(HttpServer&&) noexcept;
   ~HttpServer();
-  // Closes the listener and every open connection, waits for the threads
+  // Closes the listener and every open connection, waits for the thread
   // (a handler already running finishes first). Idempotent.
   void stop();
   int port() const { return port_; }

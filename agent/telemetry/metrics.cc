@@ -242,10 +242,12 @@ void renderHttp(std::string& out, const HttpServerCounters* c) {
   family(out, "aimesh_agent_http_requests_total", "counter", "Requests the metrics listener answered, any status.");
   out += fmt::format("aimesh_agent_http_requests_total {}\n", h.requests.load());
   family(out, "aimesh_agent_http_rejected_total", "counter",
-         "Clients the metrics listener turned away: busy (over --metrics-max-connections, 503), timeout (no "
-         "complete request head within --metrics-request-timeout-ms), bad_request (400, 405, 413, 414, 431).");
-  for (auto [reason, v] : {std::pair{"busy", h.rejectedBusy.load()}, {"timeout", h.timedOut.load()},
-                           {"bad_request", h.badRequests.load()}})
+         "Clients the metrics listener turned away: evicted (waiting for a request head when a new connection "
+         "needed its place under --metrics-max-connections), busy (over the limit with every connection "
+         "mid-answer, 503), timeout (no complete request head within --metrics-request-timeout-ms), bad_request "
+         "(400, 405, 413, 414, 431).");
+  for (auto [reason, v] : {std::pair{"evicted", h.evicted.load()}, {"busy", h.rejectedBusy.load()},
+                           {"timeout", h.timedOut.load()}, {"bad_request", h.badRequests.load()}})
     out += fmt::format("aimesh_agent_http_rejected_total{{reason=\"{}\"}} {}\n", reason, v);
 }
 }  // namespace

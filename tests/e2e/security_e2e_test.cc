@@ -11,17 +11,20 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "client/api_client.h"
 #include "fixtures/agent_e2e.h"
@@ -177,6 +180,50 @@ TEST_F(SecurityE2e, MetricsListenerRejectsPostUnknownPathsAndOversizedRequests) 
   // Each refusal above was counted (the 404 is an answer, not a refusal).
   EXPECT_NE(get.find("aimesh_agent_http_rejected_total{reason=\"bad_request\"} 4\n"), std::string::npos)
       << get.substr(get.find("aimesh_agent_http_"), 600);
+}
+
+// 1,000 local clients that each opened a connection to the metrics port
+// and sent half a request line do not lock a scraper out: the agent keeps
+// at most --metrics-max-connections of them (the oldest waiting one makes
+// room for each new connection), and a well-formed scrape is answered
+// within a second.
+TEST_F(SecurityE2e, AThousandSlowClientsDoNotLockOutAScrape) {
+  int port = metricsPort();
+  ASSERT_GT(port, 0);
+  int status = -1;
+  std::string out = runIn("", sandbox_->client().name(), [&](int fd) {
+    rlimit lim{};
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = std::max<rlim_t>(lim.rlim_cur, std::min<rlim_t>(lim.rlim_max, 4096));
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    std::vector<int> slow;
+    for (int i = 0; i < 1000; ++i) {
+      int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      sa.sin_port = htons(static_cast<uint16_t>(port));
+      if (s < 0 || ::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+          ::send(s, "GET /metr", 9, MSG_NOSIGNAL) != 9)
+        break;
+      slow.push_back(s);
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    std::string get = httpExchange(port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    long ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    for (int s : slow) ::close(s);
+    std::string r = json{{"opened", slow.size()}, {"ms", ms}, {"get", get}}.dump();
+    return ::write(fd, r.data(), r.size()) == static_cast<ssize_t>(r.size()) ? 0 : 1;
+  }, &status);
+  ASSERT_EQ(status, 0) << out;
+  json r = json::parse(out);
+  EXPECT_EQ(r["opened"], 1000);
+  std::string get = r["get"];
+  EXPECT_EQ(statusOf(get), 200) << get.substr(0, 200);
+  EXPECT_LT(r["ms"].get<long>(), 1000);
+  auto at = get.find("aimesh_agent_http_rejected_total{reason=\"evicted\"} ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stol(get.substr(at + 51)), 1000 - 64) << get.substr(at, 80);
 }
 
 TEST_F(SecurityE2e, ApiSocketRefusesOversizedRequest) {
