@@ -317,20 +317,7 @@ TEST_F(TelemetryE2e, TimedSocketsAreCountedInTheirTupleSlotWhileOpen) {
     for (auto [vip, backend] : {std::pair{"10.96.0.43", "10.77.0.2"}, {"fd96::43", "fd77::2"}, {"10.96.0.44", ""}}) {
       bool v6 = std::string(vip).find(':') != std::string::npos;
       sockaddr_storage ss{};
-      socklen_t len;
-      if (v6) {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(8000);
-        ::inet_pton(AF_INET6, vip, &a->sin6_addr);
-        len = sizeof(*a);
-      } else {
-        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(8000);
-        ::inet_pton(AF_INET, vip, &a->sin_addr);
-        len = sizeof(*a);
-      }
+      socklen_t len = makeAddr(vip, 8000, ss);
       int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
       char buf[64];
       if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::write(fd, "hi\n", 3) != 3 ||
