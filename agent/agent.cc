@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -47,6 +48,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
   if (!opts.stateFile.empty()) {
     a->source_ = std::make_unique<StateFileSource>(opts.stateFile);
     a->reload();
+    releaseFreedMemory();
   }
   if (opts.kube) {
     spdlog::info("cluster state from the Kubernetes API at {} ({})", opts.kube->server, opts.kube->source);
@@ -81,6 +83,11 @@ std::unique_ptr<Agent> Agent::assemble(AgentOptions opts, AgentParts parts) {
   a->source_ = std::move(parts.source);
   return a;
 }
+
+// Parsing a state file allocates many times what the parsed state keeps;
+// glibc keeps freed memory in its heaps, so return it to the kernel now
+// rather than carry the peak as RSS until the next change.
+void Agent::releaseFreedMemory() { ::malloc_trim(0); }
 
 bool Agent::reload() {
   std::optional<StateUpdate> u = source_ ? source_->current() : std::nullopt;
@@ -226,6 +233,8 @@ void Agent::run(const std::atomic<bool>& stop) {
     else std::this_thread::sleep_for(kTick);
     if (u) {
       applyUpdate(*u);
+      u.reset();
+      releaseFreedMemory();
       lastSync = std::chrono::steady_clock::now();
     } else if (policyRecheckDue()) {
       std::lock_guard lk(mu_);

@@ -107,6 +107,8 @@ class Agent {
   // the last good state. Returns false if it was rejected or applying failed
   // (or the source has no state yet).
   bool reload();
+  // Returns the heap's free memory to the kernel (after a parse's peak).
+  static void releaseFreedMemory();
   const std::string& podCgroupRoot() const { return opts_.podCgroupRoot.empty() ? opts_.cgroup : opts_.podCgroupRoot; }
 
   nlohmann::json handleApi(const nlohmann::json& req);

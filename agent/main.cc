@@ -1,6 +1,7 @@
 // aimesh-agent: flags (flags.h), logging, signals, and the Agent's run loop.
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(flags.logLevel));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   routeLibbpfLogs();
+  if (!flags.cleanup) spdlog::info("aimesh-agent {} starting (pid {})", AIMESH_VERSION, ::getpid());
   if (flags.cleanup) return removeDataPlane(opts.pinDir, "cleanup");
 
   if (flags.kubernetes || !flags.kubeconfig.empty()) {

@@ -131,7 +131,7 @@ Scrape scrape(const AgentProcess& agent) {
   return s;
 }
 
-json measureOne(const Sandbox& sb, const std::string& dir, int services, int endpoints) {
+json measureOne(const Sandbox& sb, const std::string& dir, int services, int endpoints, const std::string& keepLogs) {
   std::string stateFile = dir + "/state-" + std::to_string(services) + ".yaml";
   testing::writeFile(stateFile, stateYaml(services, endpoints, false));
   std::string changed = stateYaml(services, endpoints, true);
@@ -155,6 +155,8 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
   fmt::print("{:>8} {:>9} {:>12.2f} {:>9.1f} {:>9.1f} {:>14.0f} {:>11.1f} {:>10.2f} {:>9}\n", services,
              services * endpoints, readySeconds, rss, anon, changeMs, s.bytes / 1e6, s.seconds, s.series);
   std::fflush(stdout);
+  if (!keepLogs.empty())
+    testing::writeFile(fmt::format("{}/agent-{}.log", keepLogs, services), testing::readFile(work + "/agent.log"));
   return json{{"services", services},
               {"endpoints", services * endpoints},
               {"start_to_ready_s", readySeconds},
@@ -167,7 +169,7 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
               {"metrics_series", s.series}};
 }
 
-json run(const std::vector<int>& counts, int endpoints) {
+json run(const std::vector<int>& counts, int endpoints, const std::string& keepLogs) {
   std::string agentBin = std::string(AIMESH_BINARY_DIR) + "/aimesh-agent";
   if (::access(agentBin.c_str(), X_OK) != 0)
     throw std::runtime_error(agentBin + " not found: build the aimesh-agent target first");
@@ -178,7 +180,7 @@ json run(const std::vector<int>& counts, int endpoints) {
   fmt::print("{:>8} {:>9} {:>12} {:>9} {:>9} {:>14} {:>11} {:>10} {:>9}\n", "services", "endpoints",
              "ready (s)", "RSS MiB", "anon MiB", "change (ms)", "metrics MB", "scrape (s)", "series");
   json rows = json::array();
-  for (int n : counts) rows.push_back(measureOne(sb, scratch.path(), n, endpoints));
+  for (int n : counts) rows.push_back(measureOne(sb, scratch.path(), n, endpoints, keepLogs));
   return json{{"rows", rows}};
 }
 
@@ -190,14 +192,17 @@ int main(int argc, char** argv) {
   std::vector<int> counts{1000, 10000};
   int endpoints = 4;
   bool wantJson = false;
+  std::string keepLogs;
   app.add_option("--services", counts, "service counts to measure, one agent start each (e.g. 1000,10000)")
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::Range(1, 60000));
   app.add_option("--endpoints", endpoints, "endpoints per service")->capture_default_str()->check(CLI::Range(1, 4));
+  app.add_option("--keep-logs", keepLogs, "copy each agent's log to DIR/agent-N.log (for timing its phases)")
+      ->check(CLI::ExistingDirectory);
   app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
   CLI11_PARSE(app, argc, argv);
   return aimesh::testing::runBenchMain(
       {.name = "scale", .needsRootFor = "cgroups, network namespaces, BPF", .removed = "sandbox removed"}, wantJson,
-      [&] { return aimesh::run(counts, endpoints); });
+      [&] { return aimesh::run(counts, endpoints, keepLogs); });
 }

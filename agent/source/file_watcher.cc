@@ -86,8 +86,8 @@ FileWatcher::~FileWatcher() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-bool FileWatcher::drain() {
-  bool changed = false;
+FileWatcher::Drained FileWatcher::drain() {
+  Drained out;
   // Aligned as inotify(7) asks; big enough for many events per read.
   alignas(inotify_event) char buf[16 * (sizeof(inotify_event) + 256)];
   for (;;) {
@@ -103,37 +103,47 @@ bool FileWatcher::drain() {
       if (ev->mask & (IN_Q_OVERFLOW | IN_IGNORED)) {
         // Events were lost, or the directory itself went away: we cannot
         // know, so say "changed" and let the caller re-read.
-        changed = true;
+        out.changed = true;
+        out.settled = false;
         continue;
       }
       if (ev->len == 0) continue;
       std::string_view evName(ev->name);  // NUL-padded to len
-      if (evName == name_ || evName == kConfigMapDataLink) changed = true;
+      if (evName != name_ && evName != kConfigMapDataLink) continue;
+      out.changed = true;
+      // A rename onto the name (an atomic save, a ConfigMap update) or the
+      // close of a write leaves a whole file; anything else may be mid-save.
+      out.settled = (ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) != 0 ||
+                    (evName == kConfigMapDataLink && (ev->mask & IN_CREATE));
     }
   }
-  return changed;
+  return out;
 }
 
 bool FileWatcher::waitForChange(std::chrono::milliseconds timeout) {
   if (fd_ < 0) return false;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool changed = false;
+  bool changed = false, settled = false;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() < 0) left = std::chrono::milliseconds{0};
     if (pollFor(fd_, left) <= 0) return false;
-    if (drain()) {
+    Drained d = drain();
+    if (d.changed) {
       changed = true;
+      settled = d.settled;
       break;
     }
     if (std::chrono::steady_clock::now() >= deadline) return false;
   }
-  // Debounce: keep swallowing events until the writer has been quiet for
-  // kDebounce (bounded by kMaxDebounce).
+  // Debounce a save that may still be under way: keep swallowing events
+  // until one leaves a whole file, or the writer has been quiet for
+  // kDebounce (bounded by kMaxDebounce). A finished save is reported at once.
   auto debounceEnd = std::chrono::steady_clock::now() + kMaxDebounce;
-  while (std::chrono::steady_clock::now() < debounceEnd) {
+  while (!settled && std::chrono::steady_clock::now() < debounceEnd) {
     if (pollFor(fd_, kDebounce) <= 0) break;
-    drain();
+    Drained d = drain();
+    if (d.changed) settled = d.settled;
   }
   return changed;
 }

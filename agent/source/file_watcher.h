@@ -36,16 +36,23 @@ class FileWatcher {
   const std::string& path() const { return path_; }
 
   // Waits up to `timeout` for the file to change. Returns true if it changed
-  // (created, written, replaced, removed), after draining all pending events
-  // and waiting until events have been quiet for kDebounce, so one save is
-  // reported once. Returns false on timeout or if only other files changed.
+  // (created, written, replaced, removed), after draining all pending events.
+  // A save that left a whole file (renamed onto the name, or closed after
+  // writing) is reported at once; otherwise it waits until events have been
+  // quiet for kDebounce, so one save is reported once. Returns false on timeout or if only other files changed.
   bool waitForChange(std::chrono::milliseconds timeout);
 
  private:
   FileWatcher(int fd, std::string path, std::string dir, std::string name);
 
-  // Reads every queued event; true if any concerned our file.
-  bool drain();
+  // Reads every queued event: whether any concerned our file, and whether
+  // the last that did left a whole file (a rename onto it, a close after
+  // writing).
+  struct Drained {
+    bool changed = false;
+    bool settled = false;
+  };
+  Drained drain();
 
   int fd_ = -1;
   std::string path_;

@@ -100,6 +100,38 @@ TEST_F(FileWatcherTest, RenameReplaceIsSeenEveryTime) {
   }
 }
 
+TEST_F(FileWatcherTest, AFinishedSaveIsReportedWithoutTheDebounce) {
+  // A rename onto the file leaves a whole file: nothing to wait for, so a
+  // change reaches the data plane without kDebounce of quiet first.
+  writeFile(file_, "services: []\n");
+  FileWatcher w = make();
+  fs::path tmp = fs::path(dir_.path()) / ".state.yaml.tmp";
+  writeFile(tmp, "services: []\n# v2\n");
+  EXPECT_FALSE(w.waitForChange(50ms));
+  fs::rename(tmp, file_);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(w.waitForChange(kChangeTimeout));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, FileWatcher::kDebounce);
+  // The same for an in-place write once it is closed.
+  writeFile(file_, "services: []\n# v3\n");
+  start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(w.waitForChange(kChangeTimeout));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, FileWatcher::kDebounce);
+}
+
+TEST_F(FileWatcherTest, AWriteLeftOpenIsDebounced) {
+  writeFile(file_, "services: []\n");
+  FileWatcher w = make();
+  std::ofstream out(file_, std::ios::trunc);
+  out << "services: []\n" << std::flush;
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(w.waitForChange(kChangeTimeout));
+  // No close yet: the writer may not be done, so it waited for quiet.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, FileWatcher::kDebounce - 5ms);
+  out.close();
+  EXPECT_TRUE(w.waitForChange(kChangeTimeout));  // the close finishes the save
+}
+
 TEST_F(FileWatcherTest, DeleteIsAChange) {
   writeFile(file_, "services: []\n");
   FileWatcher w = make();
