@@ -16,7 +16,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake make pkg-config git \
       clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
-      libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev \
+      libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev libyaml-dev \
       libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libbrotli-dev \
       libgtest-dev libgmock-dev libbenchmark-dev \
       libprotobuf-dev protobuf-compiler golang-github-prometheus-client-model-dev \
@@ -46,7 +46,7 @@ LABEL org.opencontainers.image.title="aimesh" \
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libbpf1 libelf1 zlib1g libfmt9 libspdlog1.10 libyaml-cpp0.7 \
+      libbpf1 libelf1 zlib1g libfmt9 libspdlog1.10 libyaml-cpp0.7 libyaml-0-2 \
       libcurl4 libssl3 libprotobuf32 ca-certificates \
       util-linux mount \
  && rm -rf /var/lib/apt/lists/*

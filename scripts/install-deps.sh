@@ -19,7 +19,7 @@ DEMO_PACKAGES=(
   # build
   build-essential cmake make pkg-config git
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
-  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
+  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev libyaml-dev
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libbrotli-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # /metrics in Prometheus' protobuf format (native histograms): the

@@ -2,16 +2,16 @@
 
 #include "model/connection_rules.h"
 #include "model/service_rules.h"
+#include "source/yaml_doc.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <fmt/format.h>
-#include <yaml-cpp/eventhandler.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -43,16 +43,16 @@ constexpr off_t kMaxFileSize = 16 * 1024 * 1024;
 constexpr size_t kMaxIntDigits = 18;
 
 // How a node is named in "must be X, got Y" messages.
-std::string describe(const YAML::Node& n) {
+std::string describe(const yaml::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar:
-      // yaml-cpp tags plain scalars "?" and quoted ones "!".
+    case yaml::NodeType::Null: return "null";
+    case yaml::NodeType::Scalar:
+      // Plain scalars are tagged "?", quoted ones "!".
       if (n.Tag() == "!") return "string \"" + n.Scalar() + "\"";
       return "'" + n.Scalar() + "'";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Undefined: break;
+    case yaml::NodeType::Sequence: return "a list";
+    case yaml::NodeType::Map: return "a map";
+    case yaml::NodeType::Undefined: break;
   }
   return "nothing";
 }
@@ -90,39 +90,11 @@ std::optional<std::string> checkCgroupPath(const std::string& s) {
 
 // One key/value pair of a YAML map.
 struct Field {
-  YAML::Node key;
-  YAML::Node value;
+  yaml::Node key;
+  yaml::Node value;
 };
 
 using Fields = std::map<std::string, Field, std::less<>>;
-
-// yaml-cpp 0.7's LoadAll() never returns on a token it does not consume at
-// the top level (a stray ','): it adds a null document per turn until memory
-// runs out (jbeder/yaml-cpp#1040, fixed upstream after 0.8). Walk the
-// documents with the event parser first: a document starting where the
-// previous one started means the parser is stuck there. Found by fuzzing
-// (tests/fuzz/fuzz_state_file.cc).
-std::optional<YAML::Mark> stuckAt(const std::string& text) {
-  struct Starts : YAML::EventHandler {
-    std::vector<YAML::Mark> marks;
-    void OnDocumentStart(const YAML::Mark& m) override { marks.push_back(m); }
-    void OnDocumentEnd() override {}
-    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
-    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
-    void OnSequenceEnd() override {}
-    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
-    void OnMapEnd() override {}
-  } starts;
-  std::istringstream in(text);
-  YAML::Parser parser(in);
-  while (parser.HandleNextDocument(starts)) {
-    size_t n = starts.marks.size();
-    if (n >= 2 && starts.marks[n - 1].pos == starts.marks[n - 2].pos) return starts.marks[n - 1];
-  }
-  return std::nullopt;
-}
 
 class StateParser {
  public:
@@ -130,29 +102,27 @@ class StateParser {
 
   ParseResult run(const std::string& text) {
     ParseResult result;
-    std::vector<YAML::Node> docs;
-    try {
-      if (auto m = stuckAt(text)) {
-        size_t pos = static_cast<size_t>(m->pos);
-        error(*m, "", pos < text.size() ? "unexpected '" + std::string(1, text[pos]) + "'" : "unexpected input");
-        result.errors = std::move(errors_);
-        return result;
-      }
-      docs = YAML::LoadAll(text);
-    } catch (const YAML::Exception& e) {
-      error(e.mark, "", e.msg.empty() ? std::string(e.what()) : e.msg);
+    yaml::Stream docs = yaml::Stream::parse(text);
+    if (!docs.ok()) {
+      // libyaml names what it expected; say what it found there too.
+      const yaml::Mark& m = docs.error().mark;
+      std::string msg = docs.error().message;
+      if (!m.is_null() && static_cast<size_t>(m.pos) < text.size() && std::isprint(static_cast<unsigned char>(text[m.pos])))
+        msg += fmt::format(", found '{}'", text[m.pos]);
+      error(m, "", msg);
       result.errors = std::move(errors_);
       return result;
     }
 
     Snapshot snap;
-    if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
-      error(YAML::Mark::null_mark(), "services", "the document is empty; expected a top-level 'services' list");
+    if (docs.documents() == 0 || (docs.documents() == 1 && docs.document(0).IsNull())) {
+      error(yaml::Mark::null_mark(), "services", "the document is empty; expected a top-level 'services' list");
     } else {
-      if (docs.size() > 1) {
-        error(docs[1].Mark(), "", "only one YAML document is allowed, found " + std::to_string(docs.size()));
+      if (docs.documents() > 1) {
+        error(docs.document(1).Mark(), "",
+              "only one YAML document is allowed, found " + std::to_string(docs.documents()));
       }
-      parseRoot(docs[0], snap);
+      parseRoot(docs.document(0), snap);
     }
 
     // Cross-service checks run last; report in file order regardless.
@@ -172,21 +142,21 @@ class StateParser {
   // What the cross-service checks need to know about one parsed service.
   struct Vip {
     IpAddr addr;
-    YAML::Mark mark;
+    yaml::Mark mark;
     size_t index = 0;  // position in the file's list
   };
   struct ServiceInfo {
     std::string path;  // "services[3]"
     std::string key;   // namespace/name, empty if either is invalid
-    YAML::Mark nameMark;
+    yaml::Mark nameMark;
     std::vector<Vip> vips;        // unique within the service
     std::vector<PortSpec> ports;  // unique within the service
   };
 
-  void error(const YAML::Mark& mark, std::string field, std::string message) {
+  void error(const yaml::Mark& mark, std::string field, std::string message) {
     ParseError e;
     e.file = fileName_;
-    // yaml-cpp marks are 0-based; editors count from 1.
+    // YAML marks are 0-based; editors count from 1.
     e.line = mark.is_null() ? 1 : mark.line + 1;
     e.column = mark.is_null() ? 1 : mark.column + 1;
     e.field = std::move(field);
@@ -196,7 +166,7 @@ class StateParser {
 
   // A null value ("port:" with nothing after it) is marked at the next token,
   // often on the next line; the key is where the reader should look.
-  static YAML::Mark markOf(const Field& f) { return f.value.IsNull() ? f.key.Mark() : f.value.Mark(); }
+  static yaml::Mark markOf(const Field& f) { return f.value.IsNull() ? f.key.Mark() : f.value.Mark(); }
 
   static const Field* find(const Fields& fields, std::string_view name) {
     auto it = fields.find(name);
@@ -204,11 +174,10 @@ class StateParser {
   }
 
   // Collects a map's fields, reporting unknown and repeated keys.
-  Fields collect(const YAML::Node& map, const std::string& path, std::initializer_list<std::string_view> allowed) {
+  Fields collect(const yaml::Node& map, const std::string& path, std::initializer_list<std::string_view> allowed) {
     Fields fields;
-    for (auto it = map.begin(); it != map.end(); ++it) {
-      // A copy: it-> returns a temporary proxy, a reference into it dangles.
-      const YAML::Node key = it->first;
+    for (size_t i = 0; i < map.size(); ++i) {
+      const yaml::Node key = map.key(i);
       if (!key.IsScalar()) {
         error(key.Mark(), path, "field names must be plain strings, got " + describe(key));
         continue;
@@ -227,18 +196,18 @@ class StateParser {
         continue;
       }
       if (auto prev = fields.find(name); prev != fields.end()) {
-        // yaml-cpp keeps both copies; silently taking one would hide an edit.
+        // YAML keeps both copies; silently taking one would hide an edit.
         error(key.Mark(), fieldPath,
               "duplicate field '" + name + "' (first at line " + std::to_string(prev->second.key.Mark().line + 1) +
                   ")");
         continue;
       }
-      fields.emplace(name, Field{key, it->second});
+      fields.emplace(name, Field{key, map.value(i)});
     }
     return fields;
   }
 
-  std::optional<std::string> readStringNode(const YAML::Node& v, const std::string& path) {
+  std::optional<std::string> readStringNode(const yaml::Node& v, const std::string& path) {
     if (!v.IsScalar()) {
       error(v.Mark(), path, "must be a string, got " + describe(v));
       return std::nullopt;
@@ -255,7 +224,7 @@ class StateParser {
   }
 
   std::optional<long long> readInt(const Field& f, const std::string& path, long long min, long long max) {
-    const YAML::Node& v = f.value;
+    const yaml::Node& v = f.value;
     if (!v.IsScalar() || v.Tag() == "!") {
       error(markOf(f), path, notIntegerMessage(min, max, describe(v)));
       return std::nullopt;
@@ -281,7 +250,7 @@ class StateParser {
   }
 
   std::optional<double> readNumber(const Field& f, const std::string& path, double min, double max) {
-    const YAML::Node& v = f.value;
+    const yaml::Node& v = f.value;
     std::string range = fmt::format("{:g}..{:g}", min, max);
     double x = 0;
     bool ok = v.IsScalar() && v.Tag() != "!";
@@ -302,7 +271,7 @@ class StateParser {
     return x;
   }
 
-  std::optional<IpAddr> readAddr(const YAML::Node& v, const YAML::Mark& mark, const std::string& path) {
+  std::optional<IpAddr> readAddr(const yaml::Node& v, const yaml::Mark& mark, const std::string& path) {
     if (!v.IsScalar()) {
       error(mark, path, "must be an IPv4 or IPv6 address, got " + describe(v));
       return std::nullopt;
@@ -319,13 +288,13 @@ class StateParser {
     return false;
   }
 
-  bool expectMap(const YAML::Node& n, const std::string& path, const char* example) {
+  bool expectMap(const yaml::Node& n, const std::string& path, const char* example) {
     if (n.IsMap()) return true;
     error(n.Mark(), path, std::string("must be a map like ") + example + ", got " + describe(n));
     return false;
   }
 
-  void parseRoot(const YAML::Node& root, Snapshot& snap) {
+  void parseRoot(const yaml::Node& root, Snapshot& snap) {
     if (!root.IsMap()) {
       error(root.Mark(), "", "the top level must be a map with a 'services' key, got " + describe(root));
       return;
@@ -352,7 +321,7 @@ class StateParser {
   }
 
   // Returns false if the service could not be read at all.
-  bool parseService(const YAML::Node& node, Service& svc, ServiceInfo& info) {
+  bool parseService(const yaml::Node& node, Service& svc, ServiceInfo& info) {
     const std::string& path = info.path;
     if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
     Fields fields = collect(node, path,
@@ -391,7 +360,7 @@ class StateParser {
   }
 
   // name (required), namespace and model.
-  void parseIdentity(const YAML::Node& node, const Fields& fields, Service& svc, ServiceInfo& info) {
+  void parseIdentity(const yaml::Node& node, const Fields& fields, Service& svc, ServiceInfo& info) {
     const std::string& path = info.path;
     bool nameOk = false;
     if (const Field* f = find(fields, "name")) {
@@ -467,7 +436,7 @@ class StateParser {
       std::string ap = joinPath(p, "allow_cgroups");
       if (!expectList(*ac, ap)) return;
       for (size_t i = 0; i < ac->value.size(); ++i) {
-        YAML::Node v = ac->value[i];
+        yaml::Node v = ac->value[i];
         std::string ip = indexPath(ap, i);
         auto cg = readStringNode(v, ip);
         if (!cg) {
@@ -569,7 +538,7 @@ class StateParser {
       return;
     }
     for (size_t i = 0; i < f.value.size(); ++i) {
-      YAML::Node v = f.value[i];
+      yaml::Node v = f.value[i];
       std::string p = indexPath(path, i);
       auto a = readAddr(v, v.Mark(), p);
       if (!a) continue;
@@ -590,7 +559,7 @@ class StateParser {
       return;
     }
     for (size_t i = 0; i < f.value.size(); ++i) {
-      YAML::Node item = f.value[i];
+      yaml::Node item = f.value[i];
       std::string p = indexPath(path, i);
       if (!expectMap(item, p, "{port: 8000, protocol: TCP}")) continue;
       Fields pf = collect(item, p, {"port", "protocol"});
@@ -634,7 +603,7 @@ class StateParser {
     if (!expectList(f, path)) return;
     std::map<std::pair<IpAddr, uint16_t>, size_t> seen;
     for (size_t i = 0; i < f.value.size(); ++i) {
-      YAML::Node item = f.value[i];
+      yaml::Node item = f.value[i];
       std::string p = indexPath(path, i);
       if (!expectMap(item, p, "{address: 10.0.1.5, port: 8000}")) continue;
       Fields ef = collect(item, p, {"address", "port", "weight", "state"});

@@ -38,7 +38,8 @@ int parseInChild(const std::string& text, std::chrono::milliseconds limit) {
 }
 
 // yaml-cpp 0.7's LoadAll() looped forever on a stray ',' at the top level,
-// adding a null document per turn until memory ran out.
+// adding a null document per turn until memory ran out. The parser is
+// libyaml's now; the input stays a syntax error that names where it is.
 TEST(StateFileFuzzRegress, StrayCommaIsAnErrorNotAHang) {
   for (const std::string text : {",", ", po", "services: []\n---\n,",
                                  ", ports: [{port: 80}]}\n  - {name: chat, vips: [10.96.0.1]}\n"}) {
@@ -49,7 +50,7 @@ TEST(StateFileFuzzRegress, StrayCommaIsAnErrorNotAHang) {
     ASSERT_EQ(r.errors.size(), 1u);
     EXPECT_EQ(r.errors[0].line, text[0] == ',' ? 1 : 3) << r.errors[0].toString();
     EXPECT_EQ(r.errors[0].column, 1) << r.errors[0].toString();
-    EXPECT_EQ(r.errors[0].message, "unexpected ','") << r.errors[0].toString();
+    EXPECT_TRUE(r.errors[0].message.ends_with(", found ','")) << r.errors[0].toString();
   }
 }
 
