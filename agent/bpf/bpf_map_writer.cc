@@ -9,6 +9,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -101,18 +102,10 @@ ServiceRecord fromAbi(const aimesh_service& a) {
 
 namespace {
 
+// Every entry of a hash map, 256 per system call where the kernel batches.
 template <class K, class V, class F>
 Status forEach(int fd, const char* map, F f) {
-  auto n = walkKeys<K>(
-      fd,
-      [&](const K& k) {
-        V v{};
-        if (bpf_map_lookup_elem(fd, &k, &v) == 0) f(k, v);
-        return true;
-      },
-      std::numeric_limits<uint64_t>::max(), map);
-  if (!n) return n.error();
-  return {};
+  return readEntries<K, V>(fd, f, std::numeric_limits<uint64_t>::max(), map);
 }
 // A service's hash table: a new inner array, filled, then swapped into the
 // outer array of maps with one update, so a reader sees the old table or the
@@ -208,6 +201,163 @@ Status BpfMapWriter::apply(const MapOp& op) {
           },
       },
       op);
+}
+
+namespace {
+
+// Runs of one operation kind, written with one BPF_MAP_*_BATCH call per
+// kBatch elements instead of a system call each (a start at 10,000 services
+// is ~150,000 operations). A batch that fails is not described: the caller
+// applies the run again one by one, which names the operation that fails.
+constexpr size_t kBatch = 4096;
+
+template <class K, class V>
+bool updateBatch(int fd, const std::vector<K>& keys, const std::vector<V>& values) {
+  for (size_t at = 0; at < keys.size(); at += kBatch) {
+    uint32_t n = static_cast<uint32_t>(std::min(kBatch, keys.size() - at));
+    uint32_t count = n;
+    if (bpf_map_update_batch(fd, keys.data() + at, values.data() + at, &count, nullptr) != 0 || count != n)
+      return false;
+  }
+  return true;
+}
+
+template <class K>
+bool deleteBatch(int fd, const std::vector<K>& keys) {
+  for (size_t at = 0; at < keys.size(); at += kBatch) {
+    uint32_t n = static_cast<uint32_t>(std::min(kBatch, keys.size() - at));
+    uint32_t count = n;
+    if (bpf_map_delete_batch(fd, keys.data() + at, &count, nullptr) != 0 || count != n) return false;
+  }
+  return true;
+}
+
+// Zeroes value V at every id of a run (new ids' counters and load).
+template <class V>
+bool zeroBatch(int fd, const std::vector<uint32_t>& ids) {
+  return fd < 0 || updateBatch(fd, ids, std::vector<V>(ids.size()));
+}
+
+// The histograms of reused backend ids: one walk of aimesh_hist (its entries
+// are the endpoints with traffic) instead of a delete per id and metric.
+bool forgetHistograms(int fd, const std::vector<uint32_t>& ids) {
+  if (fd < 0) return true;
+  std::vector<uint32_t> sorted = ids, gone;
+  std::sort(sorted.begin(), sorted.end());
+  auto walked = walkKeys<uint32_t>(fd, [&](uint32_t k) {
+    if (std::binary_search(sorted.begin(), sorted.end(), k / AIMESH_M_MAX)) gone.push_back(k);
+    return true;
+  });
+  if (!walked) return false;
+  for (uint32_t k : gone)
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT) return false;
+  return true;
+}
+
+template <class T>
+std::vector<const T*> runOf(const std::vector<MapOp>& ops, size_t from, size_t to) {
+  std::vector<const T*> out;
+  out.reserve(to - from);
+  for (size_t i = from; i < to; ++i) out.push_back(&std::get<T>(ops[i]));
+  return out;
+}
+
+}  // namespace
+
+// One run of operations of one kind, batched where the kind allows it.
+// Returns false if the batch did not go through (the caller retries one by
+// one); kinds without a batch form are applied one by one here.
+bool BpfMapWriter::applyBatched(const std::vector<MapOp>& ops, size_t from, size_t to) {
+  auto ids = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<uint32_t> out;
+    for (const T* o : runOf<T>(ops, from, to)) out.push_back(o->id);
+    return out;
+  };
+  return std::visit(
+      Overloaded{
+          [&](const ResetServiceStats&) {
+            std::vector<uint32_t> sids = ids(ResetServiceStats{});
+            return zeroBatch<aimesh_svc_stats>(fds_.svcStats, sids) && zeroBatch<aimesh_svc_load>(fds_.svcLoad, sids) &&
+                   static_cast<bool>(forgetServicesClients(fds_.clients, sids));
+          },
+          [&](const ResetBackendStats&) {
+            std::vector<uint32_t> bids = ids(ResetBackendStats{});
+            bool ok = zeroBatch<aimesh_be_stats>(fds_.beStats, bids);
+            if (ok && fds_.beTel >= 0)
+              ok = zeroBatch<aimesh_be_tel>(fds_.beTel, bids) && zeroBatch<aimesh_be_load>(fds_.beLoad, bids) &&
+                   forgetHistograms(fds_.hist, bids) && zeroBatch<aimesh_be_signal>(fds_.beSignal, bids);
+            return ok;
+          },
+          [&](const UpsertBackend&) {
+            std::vector<uint32_t> keys;
+            std::vector<aimesh_backend> values;
+            for (const UpsertBackend* o : runOf<UpsertBackend>(ops, from, to)) {
+              keys.push_back(o->id);
+              values.push_back(toAbi(o->rec));
+            }
+            return updateBatch(fds_.backends, keys, values);
+          },
+          [&](const UpsertSlot&) {
+            std::vector<aimesh_slot_key> keys;
+            std::vector<aimesh_slot> values;
+            for (const UpsertSlot* o : runOf<UpsertSlot>(ops, from, to)) {
+              keys.push_back({o->key.serviceId, o->key.slot});
+              values.push_back({o->backendId});
+            }
+            return updateBatch(fds_.slots, keys, values);
+          },
+          [&](const UpsertService&) {
+            std::vector<uint32_t> keys;
+            std::vector<aimesh_service> values;
+            for (const UpsertService* o : runOf<UpsertService>(ops, from, to)) {
+              keys.push_back(o->id);
+              values.push_back(toAbi(o->rec));
+            }
+            return updateBatch(fds_.services, keys, values);
+          },
+          [&](const UpsertFrontend&) {
+            std::vector<aimesh_frontend_key> keys;
+            std::vector<aimesh_frontend> values;
+            for (const UpsertFrontend* o : runOf<UpsertFrontend>(ops, from, to)) {
+              keys.push_back(toAbi(o->key));
+              values.push_back({o->serviceId});
+            }
+            return updateBatch(fds_.frontends, keys, values);
+          },
+          [&](const DeleteFrontend&) {
+            std::vector<aimesh_frontend_key> keys;
+            for (const DeleteFrontend* o : runOf<DeleteFrontend>(ops, from, to)) keys.push_back(toAbi(o->key));
+            return deleteBatch(fds_.frontends, keys);
+          },
+          [&](const DeleteSlot&) {
+            std::vector<aimesh_slot_key> keys;
+            for (const DeleteSlot* o : runOf<DeleteSlot>(ops, from, to)) keys.push_back({o->key.serviceId, o->key.slot});
+            return deleteBatch(fds_.slots, keys);
+          },
+          [&](const DeleteService&) { return deleteBatch(fds_.services, ids(DeleteService{})); },
+          [&](const DeleteBackend&) { return deleteBatch(fds_.backends, ids(DeleteBackend{})); },
+          [&](const auto&) {
+            for (size_t i = from; i < to; ++i)
+              if (!apply(ops[i])) return false;
+            return true;
+          },
+      },
+      ops[from]);
+}
+
+Status BpfMapWriter::applyAll(const std::vector<MapOp>& ops) {
+  for (size_t from = 0; from < ops.size();) {
+    size_t to = from + 1;
+    while (to < ops.size() && ops[to].index() == ops[from].index()) ++to;
+    // A run that did not go through in batches (a key already gone, a kernel
+    // without batch updates) is applied again one by one: every operation
+    // is idempotent, and this names the one that fails.
+    if (!applyBatched(ops, from, to))
+      if (Status st = MapWriter::applyAll(std::vector<MapOp>(ops.begin() + from, ops.begin() + to)); !st) return st;
+    from = to;
+  }
+  return {};
 }
 
 Result<KernelState> BpfMapWriter::read() const {

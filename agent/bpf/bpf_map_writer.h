@@ -10,9 +10,11 @@ class BpfMapWriter : public MapWriter {
  public:
   explicit BpfMapWriter(const MapFds& fds, MapLimits limits = {}) : fds_(fds), limits_(limits) {}
   Status apply(const MapOp& op) override;
+  Status applyAll(const std::vector<MapOp>& ops) override;
   Result<KernelState> read() const override;
 
  private:
+  bool applyBatched(const std::vector<MapOp>& ops, size_t from, size_t to);
   MapFds fds_;
   MapLimits limits_;
 };

@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "bpf/map_walk.h"
@@ -24,18 +25,22 @@ Status forgetClients(int fd, const std::vector<aimesh_client_key>& keys) {
   return {};
 }
 
-Status forgetServiceClients(int fd, uint32_t serviceId) {
-  if (fd < 0) return {};
+Status forgetServicesClients(int fd, const std::vector<uint32_t>& serviceIds) {
+  if (fd < 0 || serviceIds.empty()) return {};
+  std::vector<uint32_t> sorted = serviceIds;
+  std::sort(sorted.begin(), sorted.end());
   std::vector<aimesh_client_key> keys;
   auto walked = walkKeys<aimesh_client_key>(
       fd,
       [&](const aimesh_client_key& k) {
-        if (k.service_id == serviceId) keys.push_back(k);
+        if (std::binary_search(sorted.begin(), sorted.end(), k.service_id)) keys.push_back(k);
         return true;
       },
       uint64_t{AIMESH_MAX_CLIENTS} * 2, "aimesh_clients");
   if (!walked) return walked.error();
   return forgetClients(fd, keys);
 }
+
+Status forgetServiceClients(int fd, uint32_t serviceId) { return forgetServicesClients(fd, {serviceId}); }
 
 }  // namespace aimesh

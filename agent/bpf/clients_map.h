@@ -21,7 +21,9 @@ struct ClientPair {
 Result<std::vector<ClientPair>> readClients(int fd);
 // Deletes these entries (missing ones are not an error).
 Status forgetClients(int fd, const std::vector<aimesh_client_key>& keys);
-// Deletes every entry of a service id. fd < 0: nothing to do.
+// Deletes every entry of a service id (of any of these ids: one walk of the
+// map for all). fd < 0: nothing to do.
 Status forgetServiceClients(int fd, uint32_t serviceId);
+Status forgetServicesClients(int fd, const std::vector<uint32_t>& serviceIds);
 
 }  // namespace aimesh

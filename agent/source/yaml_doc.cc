@@ -127,6 +127,10 @@ Stream Stream::parse(std::string_view text) {
   }
   std::unique_ptr<yaml_parser_t, decltype(&yaml_parser_delete)> guard(&parser, yaml_parser_delete);
   yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+  // About one node per 7 bytes of a state file: reserve rather than move
+  // every node several times as the vector grows.
+  s.nodes_.reserve(text.size() / 7 + 16);
+  s.kids_.reserve(text.size() / 7 + 16);
   Builder b(s);
   for (;;) {
     yaml_event_t e;

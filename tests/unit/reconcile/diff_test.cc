@@ -103,6 +103,34 @@ TEST(Reconciler, SecondRunIsANoOp) {
   EXPECT_EQ(idx.services.size(), 1u);
 }
 
+// The state a run applied is known: the next run diffs against it without
+// reading every map back; Verify::kRead (the agent's resync) reads the
+// kernel and repairs what changed behind the agent's back.
+TEST(Reconciler, KnownStateIsNotReadBackUntilAskedToVerify) {
+  FakeMapWriter w;
+  Reconciler r(w);
+  IdIndex idx;
+  Snapshot s{{svc("a", "10.96.0.1", {ep("10.0.0.1"), ep("10.0.0.2")})}};
+  ASSERT_TRUE(r.reconcile(s, idx).ok());
+  EXPECT_EQ(w.reads, 1);
+  w.state.backends.begin()->second.weight = 9;  // drift: someone rewrote a backend
+  auto known = r.reconcile(s, idx);
+  ASSERT_TRUE(known.ok());
+  EXPECT_EQ(known->ops, 0u);
+  EXPECT_EQ(w.reads, 1);
+  auto verified = r.reconcile(s, idx, Reconciler::Verify::kRead);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_EQ(verified->ops, 1u);
+  EXPECT_EQ(w.reads, 2);
+  EXPECT_EQ(w.state, makePlan(s, w.state).desired);
+  // A change after a run is diffed against the known state: only its ops.
+  s.services[0].endpoints.push_back(ep("10.0.0.3"));
+  auto change = r.reconcile(s, idx);
+  ASSERT_TRUE(change.ok());
+  EXPECT_EQ(w.reads, 2);
+  EXPECT_EQ(w.state, makePlan(s, w.state).desired);
+}
+
 TEST(Reconciler, FailedOpIsReportedAndNextRunConverges) {
   FakeMapWriter w;
   Reconciler r(w);
@@ -115,7 +143,9 @@ TEST(Reconciler, FailedOpIsReportedAndNextRunConverges) {
   EXPECT_NE(res.error().context.find("upsert-backend"), std::string::npos);
   EXPECT_EQ(FakeMapWriter::checkInvariants(w.state), "");
   w.failAfter = -1;
+  int reads = w.reads;
   ASSERT_TRUE(r.reconcile(s, idx).ok());
+  EXPECT_EQ(w.reads, reads + 1) << "after a failed run the kernel is read back, not assumed";
   EXPECT_EQ(w.state, makePlan(s, w.state).desired);
 }
 
