@@ -127,7 +127,7 @@ std::vector<ScrapeTarget> Agent::scrapeTargets() const {
   return out;
 }
 
-bool Agent::applyLocked(const Snapshot& snap) {
+bool Agent::applyLocked(const Snapshot& snap, Reconciler::Verify verify) {
   IdIndex idx;
   // Policies name cgroups by path; the kernel checks ids. The snapshot kept
   // as last good has the paths only, so every apply resolves afresh.
@@ -138,7 +138,7 @@ bool Agent::applyLocked(const Snapshot& snap) {
       spdlog::warn("service {}: policy allows {}, which has no cgroup now ({}); its clients are allowed once it has",
                    m.service, m.path, m.reason);
   lastPolicyCheck_ = std::chrono::steady_clock::now();
-  auto r = reconciler_.reconcile(resolved, idx);
+  auto r = reconciler_.reconcile(resolved, idx, verify);
   if (!r) {
     counters_.reconcileErrors++;
     lastError_ = "apply: " + r.error().message();
@@ -242,7 +242,7 @@ void Agent::run(const std::atomic<bool>& stop) {
     } else if (std::chrono::steady_clock::now() - lastSync >= opts_.resync) {
       // Level-triggered: re-apply the last good state to repair drift.
       std::lock_guard lk(mu_);
-      if (lastGood_) applyLocked(*lastGood_);
+      if (lastGood_) applyLocked(*lastGood_, Reconciler::Verify::kRead);
       lastSync = std::chrono::steady_clock::now();
     }
   }
@@ -289,6 +289,7 @@ std::string Agent::metricsText(MetricsFormat format) {
   in.events = reader_->flowEventsTotal();
   in.openMetrics = format == MetricsFormat::kOpenMetrics;
   in.bucketsPerOctave = opts_.histogramBucketsPerOctave;
+  in.idleSeries = opts_.metricsIdleSeries;
   view::Clients clients = clientsLocked();
   in.clients = &clients;
   std::optional<KubeSourceStats> kubeStats;

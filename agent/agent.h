@@ -38,6 +38,9 @@ struct AgentOptions {
   std::string metricsAddr = "0.0.0.0:9464";
   int histogramBucketsPerOctave = 2;  // classic `le` bounds per power of two in /metrics (1, 2, 4, 8)
   uint32_t clientTopK = 20;  // (client, service) pairs shown by name; the rest are "other"
+  // /metrics: also the services and endpoints nothing on this node used
+  // (all zero); off, a scrape's size follows the traffic, not the cluster.
+  bool metricsIdleSeries = false;
   std::string apiSocket = "/run/aimesh/agent.sock";
   std::string pinDir = DatapathOptions{}.pinDir;
   std::chrono::milliseconds resync{30000};  // re-apply the last good state this often
@@ -117,7 +120,7 @@ class Agent {
 
  private:
   Agent(AgentOptions opts, std::optional<Datapath> dp, std::unique_ptr<MapWriter> writer);
-  bool applyLocked(const Snapshot& snap);
+  bool applyLocked(const Snapshot& snap, Reconciler::Verify verify = Reconciler::Verify::kKnown);
   // Applies a source's update, or counts and logs why it was rejected.
   bool applyUpdate(const StateUpdate& u);
   void sweepFlows();

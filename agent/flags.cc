@@ -156,6 +156,10 @@ std::vector<FlagSpec> processFlags() {
             "classic /metrics histograms: `le` bounds per power of two (1, 2, 4 or 8; 8 is the kernel's own "
             "resolution). Scrapers that ask for native histograms get every kernel bucket",
             [](auto& f) -> auto& { return f.agent.histogramBucketsPerOctave; }, {CLI::IsMember({1, 2, 4, 8})}),
+      plain("--metrics-idle-series",
+            "/metrics: also export the series of services and endpoints nothing on this node has used (all "
+            "zero); by default a scrape has series only for what carried traffic here (docs/metrics.md)",
+            [](auto& f) -> auto& { return f.agent.metricsIdleSeries; }),
       plain("--client-top-k",
             "/metrics and meshctl top --clients: the (client, service) pairs with the most calls shown by client "
             "name (pod or cgroup); the others are summed per service as client=\"other\" (0: only \"other\")",

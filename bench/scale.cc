@@ -8,9 +8,13 @@
 //     a loop while the state file is rewritten with one more endpoint for
 //     that service; the time from the rename to the first connection
 //     answered by the new endpoint;
-//   - one /metrics scrape: bytes, series (sample lines) and seconds.
-// Only service 0's endpoints exist (name servers in the backend namespace);
-// the others are addresses nothing connects to. See docs/benchmarks.md.
+//   - one /metrics scrape: bytes, series (sample lines) and seconds, after a
+//     client made kConnectsPerBusy connections to each of the first
+//     kBusyServices services, whose endpoints are the four name servers: 100
+//     endpoints carried traffic, as the target asks.
+// Only the probe's and the busy services' endpoints exist (name servers in
+// the backend namespace); the others are addresses nothing connects to. See
+// docs/benchmarks.md.
 //
 // Everything runs in a sandbox of its own (tests/fixtures/sandbox.h), removed
 // at exit, on error and on SIGINT/SIGTERM.
@@ -20,6 +24,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -48,6 +53,13 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kProbeVip = "10.96.0.10";
 constexpr uint16_t kPort = 8000;
+// Services 1..kBusyServices have the four name servers as endpoints, and get
+// connections before the scrape (4 x 25 = 100 endpoints with traffic).
+constexpr int kBusyServices = 25;
+constexpr int kConnectsPerBusy = 24;
+const char* const kServers[] = {"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"};
+
+std::string vipOf(int i) { return fmt::format("10.100.{}.{}", i / 250, i % 250 + 1); }
 
 // The state file: service 0 ("probe") with its real endpoints, then N - 1
 // services of `endpoints` addresses each that nothing connects to.
@@ -58,9 +70,13 @@ std::string stateYaml(int services, int endpoints, bool withNewEndpoint) {
   if (withNewEndpoint) y += "      - {address: 10.77.0.3, port: 8000}\n";
   y.reserve(static_cast<size_t>(services) * (130 + 40 * endpoints));
   for (int i = 1; i < services; ++i) {
-    y += fmt::format("  - name: svc-{}\n    namespace: bench\n    vips: [10.100.{}.{}]\n    ports: [{{port: 8000}}]\n"
+    y += fmt::format("  - name: svc-{}\n    namespace: bench\n    vips: [{}]\n    ports: [{{port: 8000}}]\n"
                      "    endpoints:\n",
-                     i, i / 250, i % 250 + 1);
+                     i, vipOf(i));
+    if (i <= kBusyServices) {
+      for (const char* a : kServers) y += fmt::format("      - {{address: {}, port: 8000}}\n", a);
+      continue;
+    }
     for (int e = 0; e < endpoints; ++e) {
       int n = i * endpoints + e;  // 10.120.0.0/14: distinct for up to 262,144 endpoints
       y += fmt::format("      - {{address: 10.{}.{}.{}, port: 8000}}\n", 120 + n / 65536, (n / 256) % 256, n % 256);
@@ -108,6 +124,19 @@ double oneChangeMs(const Sandbox& sb, const std::string& stateFile, const std::s
   return out.empty() ? -1 : std::stod(out);
 }
 
+// In the sandbox: kConnectsPerBusy connections to each busy service; how
+// many were answered.
+int busyTraffic(const Sandbox& sb, int services) {
+  std::string out = testing::runIn(sb.cgroup().path(), sb.client().name(), [&](int fd) {
+    int answered = 0;
+    for (int i = 1; i <= std::min(kBusyServices, services - 1); ++i)
+      for (int c = 0; c < kConnectsPerBusy; ++c) answered += !testing::tcpAsk(vipOf(i), kPort, 500).name.empty();
+    std::string r = std::to_string(answered);
+    return ::write(fd, r.data(), r.size()) == static_cast<ssize_t>(r.size()) ? 0 : 1;
+  });
+  return out.empty() ? -1 : std::stoi(out);
+}
+
 struct Scrape {
   double bytes = 0, seconds = 0;
   long series = 0;
@@ -148,10 +177,15 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
   double readySeconds = std::chrono::duration<double>(Clock::now() - t0).count();
   testing::checkInterrupted();
   double rss = statusMiB(agent.pid(), "VmRSS"), anon = statusMiB(agent.pid(), "RssAnon");
+  int answered = busyTraffic(sb, services);
   Scrape s = scrape(agent);
   testing::checkInterrupted();
   double changeMs = oneChangeMs(sb, stateFile, changed);
+  // After the change settled (the agent returns the parse's heap once the
+  // update is applied): the steady RSS, not the parse's peak.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
   double rssAfter = statusMiB(agent.pid(), "VmRSS");
+  double rssFile = statusMiB(agent.pid(), "RssFile"), rssShmem = statusMiB(agent.pid(), "RssShmem");
   fmt::print("{:>8} {:>9} {:>12.2f} {:>9.1f} {:>9.1f} {:>14.0f} {:>11.1f} {:>10.2f} {:>9}\n", services,
              services * endpoints, readySeconds, rss, anon, changeMs, s.bytes / 1e6, s.seconds, s.series);
   std::fflush(stdout);
@@ -163,10 +197,13 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
               {"rss_mib", rss},
               {"rss_anon_mib", anon},
               {"rss_after_change_mib", rssAfter},
+              {"rss_file_mib", rssFile},
+              {"rss_shmem_mib", rssShmem},
               {"one_change_file_ms", changeMs},
               {"metrics_bytes", s.bytes},
               {"metrics_seconds", s.seconds},
-              {"metrics_series", s.series}};
+              {"metrics_series", s.series},
+              {"busy_connections_answered", answered}};
 }
 
 json run(const std::vector<int>& counts, int endpoints, const std::string& keepLogs) {
@@ -177,6 +214,8 @@ json run(const std::vector<int>& counts, int endpoints, const std::string& keepL
   Sandbox sb;
   Child oldEp = testing::startNameServer(sb.backend().name(), "10.77.0.2", kPort, "old");
   Child newEp = testing::startNameServer(sb.backend().name(), "10.77.0.3", kPort, "new");
+  Child ep4 = testing::startNameServer(sb.backend().name(), "10.77.0.4", kPort, "four");
+  Child ep5 = testing::startNameServer(sb.backend().name(), "10.77.0.5", kPort, "five");
   fmt::print("{:>8} {:>9} {:>12} {:>9} {:>9} {:>14} {:>11} {:>10} {:>9}\n", "services", "endpoints",
              "ready (s)", "RSS MiB", "anon MiB", "change (ms)", "metrics MB", "scrape (s)", "series");
   json rows = json::array();

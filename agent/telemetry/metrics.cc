@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <set>
 #include <string_view>
 
 #include "model/snapshot.h"
@@ -49,7 +50,11 @@ std::string serviceLabels(const ServiceInfo& s) { return joinLabels(serviceLabel
 struct Labelled {
   const EndpointRow* row;
   std::string labels;
-  const BackendTelemetry& tel() const { return *row->telemetry; }
+  // An endpoint without telemetry read has all zeros (idle series).
+  const BackendTelemetry& tel() const {
+    static const BackendTelemetry kNone{};
+    return row->telemetry ? *row->telemetry : kNone;
+  }
 };
 
 std::string fmtSeconds(double s) { return fmt::format("{}", s); }
@@ -67,9 +72,11 @@ void renderClosed(std::string& out, const std::vector<Labelled>& eps,
   if (closed)
     for (auto& c : *closed)
       byKey[{c.nameSpace, c.service, c.port.port, static_cast<uint8_t>(c.port.protocol), c.endpoint}] = &c;
-  for (auto& [r, labels] : eps) {
+  for (const Labelled& e : eps) {
+    const EndpointRow* r = e.row;
+    const std::string& labels = e.labels;
     const ServiceInfo& s = *r->service;
-    const aimesh_be_tel& c = r->telemetry->counters;
+    const aimesh_be_tel& c = e.tel().counters;
     uint64_t ours = 0;
     for (uint32_t reason = 1; reason < AIMESH_CLOSE_MAX; ++reason) ours += c.closed_by[reason];
     out += fmt::format("aimesh_endpoint_connections_closed_total{{{},reason=\"other\"}} {}\n", labels,
@@ -102,8 +109,9 @@ void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int pe
   for (double b : promBoundsSeconds(perOctave)) les.push_back(fmtSeconds(b));
   for (const HistogramFamily& h : histogramFamilies()) {
     family(out, h.name, "histogram", h.help);
-    for (auto& [r, labels] : eps) {
-      const Histogram& hist = r->telemetry->hist[h.metric];
+    for (const Labelled& e : eps) {
+      const std::string& labels = e.labels;
+      const Histogram& hist = e.tel().hist[h.metric];
       if (hist.empty()) continue;
       auto cum = promCumulative(hist, perOctave);
       for (size_t i = 0; i < les.size(); ++i)
@@ -117,10 +125,10 @@ void renderHistograms(std::string& out, const std::vector<Labelled>& eps, int pe
 
 // The endpoints with telemetry (rows: the index's endpoints, in id order).
 void renderTelemetry(std::string& out, const std::vector<Labelled>& rows, const std::vector<ClosedSeries>* closed,
-                     int perOctave, bool histograms) {
+                     int perOctave, bool histograms, bool idleSeries) {
   std::vector<Labelled> eps;
   for (const Labelled& r : rows)
-    if (r.row->telemetry) eps.push_back(r);
+    if (r.row->telemetry || idleSeries) eps.push_back(r);
   // One sample per endpoint: value(t).
   auto each = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
@@ -260,11 +268,15 @@ void scalar(std::string& out, const char* name, const char* type, const char* he
   out += fmt::format("{} {}\n", name, value);
 }
 
-void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathStats& st) {
+// The service ports that get series: those with a count of their own or an
+// endpoint that has series; every one with idle series.
+void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathStats& st,
+                           const std::set<const ServiceInfo*>* withData) {
   auto svcCounter = [&](const char* name, const char* help, uint64_t ServiceCounters::*field) {
     family(out, name, "counter", help);
     for (auto& [id, s] : idx.services) {
       const ServiceCounters* c = serviceCounters(&st, id);
+      if (withData && !c && !withData->count(&s)) continue;
       out += fmt::format("{}{{{}}} {}\n", name, serviceLabels(s), c ? c->*field : 0);
     }
   };
@@ -407,13 +419,30 @@ std::string renderMetrics(const MetricsInput& in) {
   std::string out;
   gOpenMetrics = in.openMetrics;
   // Each endpoint's labels are formatted once per scrape, for every family.
-  std::vector<EndpointRow> rows = endpointRows(*in.index, {}, in.stats, in.telemetry);
+  // Cardinality (docs/metrics.md): an endpoint has series once something on
+  // this node used it (a count, a connection, a sample, a scraped signal);
+  // its service port too. The readers leave out all-zero entries, so the
+  // rows are the ids they returned (in id order, as endpointRows() has them).
+  std::vector<EndpointRow> rows;
+  std::set<const ServiceInfo*> withData;
+  if (in.idleSeries) {
+    rows = endpointRows(*in.index, {}, in.stats, in.telemetry);
+  } else {
+    std::set<uint32_t> ids;
+    if (in.stats)
+      for (auto& [id, c] : in.stats->backends) ids.insert(id);
+    if (in.telemetry)
+      for (auto& [id, t] : *in.telemetry) ids.insert(id);
+    for (uint32_t id : ids)
+      if (in.index->backends.count(id)) rows.push_back(endpointRow(*in.index, id, in.stats, in.telemetry));
+    for (const EndpointRow& r : rows) withData.insert(r.service);
+  }
   std::vector<Labelled> labelled;
   labelled.reserve(rows.size());
   for (const EndpointRow& r : rows) labelled.push_back({&r, joinLabels(endpointLabelPairs(r))});
-  renderServiceCounters(out, *in.index, *in.stats);
+  renderServiceCounters(out, *in.index, *in.stats, in.idleSeries ? nullptr : &withData);
   renderEndpointCounters(out, labelled);
-  if (in.telemetry) renderTelemetry(out, labelled, in.closed, in.bucketsPerOctave, in.histograms);
+  if (in.telemetry) renderTelemetry(out, labelled, in.closed, in.bucketsPerOctave, in.histograms, in.idleSeries);
   renderDatapath(out, in);
   const AgentCounters& a = in.agent;
   family(out, "aimesh_agent_model_scrapes_total", "counter",

@@ -46,6 +46,9 @@ struct MetricsInput {
   bool openMetrics = false;  // OpenMetrics 1.0 text instead of Prometheus 0.0.4
   int bucketsPerOctave = 2;  // classic histogram `le` bounds per power of two (1, 2, 4, 8)
   bool histograms = true;    // the latency histogram families (metrics_proto.h renders its own)
+  // Series for every service and endpoint of the index, not only those that
+  // carried traffic on this node (--metrics-idle-series).
+  bool idleSeries = false;
   // The Kubernetes source's counters; null with a state file (all zero then).
   const KubeSourceStats* kube = nullptr;
   // The metrics listener's own counters; null: all zero.

@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace aimesh {
@@ -33,19 +34,36 @@ const char* reasonName(uint32_t reason) {
   }
 }
 
+namespace {
+// The ids up to the largest asked for, read in batches; `keep(id, value)`
+// for the ids asked for.
+template <class V, class F>
+Status readIds(int fd, const std::vector<uint32_t>& ids, const char* what, F keep) {
+  if (ids.empty()) return {};
+  std::vector<uint32_t> sorted = ids;
+  std::sort(sorted.begin(), sorted.end());
+  return readArray<V>(fd, sorted.back() + 1, [&](uint32_t id, const V& v) {
+    if (std::binary_search(sorted.begin(), sorted.end(), id)) keep(id, v);
+  }, what);
+}
+}  // namespace
+
 Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& serviceIds,
                                 const std::vector<uint32_t>& backendIds) {
   DatapathStats st;
-  for (uint32_t id : serviceIds) {
-    aimesh_svc_stats s{};
-    if (bpf_map_lookup_elem(fds.svcStats, &id, &s) != 0) return Error::fromErrno("lookup aimesh_svc_stats");
-    st.services[id] = ServiceCounters{s.connects, s.datagrams, s.refused, s.denied};
-  }
-  for (uint32_t id : backendIds) {
-    aimesh_be_stats s{};
-    if (bpf_map_lookup_elem(fds.beStats, &id, &s) != 0) return Error::fromErrno("lookup aimesh_be_stats");
-    st.backends[id] = BackendCounters{s.connects, s.datagrams};
-  }
+  // Only what was counted: an id with all zeros reads as no entry (zero).
+  Status s = readIds<aimesh_svc_stats>(fds.svcStats, serviceIds, "aimesh_svc_stats",
+                                       [&](uint32_t id, const aimesh_svc_stats& v) {
+                                         if (v.connects | v.datagrams | v.refused | v.denied)
+                                           st.services[id] = ServiceCounters{v.connects, v.datagrams, v.refused,
+                                                                             v.denied};
+                                       });
+  if (!s) return s.error();
+  s = readIds<aimesh_be_stats>(fds.beStats, backendIds, "aimesh_be_stats",
+                               [&](uint32_t id, const aimesh_be_stats& v) {
+                                 if (v.connects | v.datagrams) st.backends[id] = BackendCounters{v.connects, v.datagrams};
+                               });
+  if (!s) return s.error();
   for (uint32_t r = 0; r < AIMESH_R_MAX; ++r) {
     auto v = lookupPerCpu<uint64_t>(fds.reasons, r, "aimesh_reasons");
     if (!v) return v.error();
@@ -58,7 +76,7 @@ Result<uint64_t> countEntries(int mapFd, uint64_t limit) {
   bpf_map_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(mapFd, &info, &len) != 0) return Error::fromErrno("map info");
-  return walkKeys(mapFd, info.key_size, [](const void*) { return true; }, limit);
+  return countHashEntries(mapFd, info.key_size, info.value_size, limit);
 }
 
 }  // namespace aimesh

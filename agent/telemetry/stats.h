@@ -20,6 +20,7 @@ struct BackendCounters {
 };
 
 struct DatapathStats {
+  // Only the ids that counted something; a missing id counted nothing.
   std::map<uint32_t, ServiceCounters> services;
   std::map<uint32_t, BackendCounters> backends;
   std::array<uint64_t, AIMESH_R_MAX> reasons{};
@@ -28,7 +29,8 @@ struct DatapathStats {
 Result<DatapathStats> readStats(const MapFds& fds, const std::vector<uint32_t>& serviceIds,
                                 const std::vector<uint32_t>& backendIds);
 
-// Number of entries in a hash map (iterates keys; stops at `limit`).
+// Number of entries in a hash map (batched reads, or a key walk; stops at
+// `limit`).
 Result<uint64_t> countEntries(int mapFd, uint64_t limit = 1 << 20);
 
 // Stable snake_case name of a reason, used as the `reason` label.

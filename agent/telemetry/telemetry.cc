@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -37,22 +38,28 @@ const char* eventTypeName(uint8_t type) {
 
 namespace {
 
-// Adds histogram `key` to its endpoint's telemetry, if `out` asks for it.
-void addHistogram(std::map<uint32_t, BackendTelemetry>& out, uint32_t key, const aimesh_hist& h) {
-  auto it = out.find(key / AIMESH_M_MAX);
-  if (it != out.end()) it->second.hist[key % AIMESH_M_MAX].add(h);
+template <class T>
+bool allZero(const T& v) {
+  static const T kZero{};
+  return std::memcmp(&v, &kZero, sizeof(T)) == 0;
 }
 
-// The histograms of the endpoints in `out`. Only those that have had a
-// sample exist in the kernel, so read the map's entries (its size follows the
-// endpoints with traffic) rather than look up every endpoint's.
-Status readHistograms(int fd, std::map<uint32_t, BackendTelemetry>& out) {
-  bpf_map_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return Error::fromErrno("inspect aimesh_hist");
-  return readEntries<uint32_t, aimesh_hist>(
-      fd, [&](uint32_t k, const aimesh_hist& h) { addHistogram(out, k, h); }, uint64_t{info.max_entries} * 2,
-      "aimesh_hist");
+// The balancer's state of one endpoint as of `now`.
+void addLoad(BackendTelemetry& bt, const aimesh_be_load& load, uint64_t now, uint64_t penaltyHalfLifeNs) {
+  bt.active = load.active;
+  bt.idle = load.idle;
+  bt.ewmaTtftNs = load.ewma_ttft_ns;
+  bt.failStreak = load.fail_streak;
+  if (load.penalty) {
+    double halvings = now > load.penalty_ts_ns && penaltyHalfLifeNs
+                          ? double(now - load.penalty_ts_ns) / double(penaltyHalfLifeNs)
+                          : 0.0;
+    bt.penalty = halvings >= 32 ? 0 : double(load.penalty >> static_cast<int>(halvings));
+  }
+  if (load.skip_until_ns > now) {
+    bt.ejected = true;
+    bt.ejectedForSeconds = double(load.skip_until_ns - now) / 1e9;
+  }
 }
 
 }  // namespace
@@ -60,32 +67,47 @@ Status readHistograms(int fd, std::map<uint32_t, BackendTelemetry>& out) {
 Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(const MapFds& fds, const std::vector<uint32_t>& ids,
                                                            uint64_t penaltyHalfLifeNs) {
   std::map<uint32_t, BackendTelemetry> out;
+  if (ids.empty()) return out;
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
   const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-  for (uint32_t id : ids) {
-    BackendTelemetry& bt = out[id];
-    if (bpf_map_lookup_elem(fds.beTel, &id, &bt.counters) != 0) return Error::fromErrno("read aimesh_be_tel");
-    aimesh_be_load load{};
-    if (bpf_map_lookup_elem(fds.beLoad, &id, &load) == 0) {
-      bt.active = load.active;
-      bt.idle = load.idle;
-      bt.ewmaTtftNs = load.ewma_ttft_ns;
-      bt.failStreak = load.fail_streak;
-      if (load.penalty) {
-        double halvings = now > load.penalty_ts_ns && penaltyHalfLifeNs
-                              ? double(now - load.penalty_ts_ns) / double(penaltyHalfLifeNs)
-                              : 0.0;
-        bt.penalty = halvings >= 32 ? 0 : double(load.penalty >> static_cast<int>(halvings));
-      }
-      if (load.skip_until_ns > now) {
-        bt.ejected = true;
-        bt.ejectedForSeconds = double(load.skip_until_ns - now) / 1e9;
-      }
-    }
-    if (fds.beSignal >= 0) bpf_map_lookup_elem(fds.beSignal, &id, &bt.signal);
+  std::vector<uint32_t> wanted = ids;
+  std::sort(wanted.begin(), wanted.end());
+  const uint32_t n = wanted.back() + 1;
+  auto asked = [&](uint32_t id) { return std::binary_search(wanted.begin(), wanted.end(), id); };
+  // Only endpoints with something to say get an entry (an endpoint nothing
+  // on this node talked to has all zeros): the arrays are read in batches
+  // and an entry is made at the first non-zero value.
+  Status st = readArray<aimesh_be_tel>(fds.beTel, n, [&](uint32_t id, const aimesh_be_tel& v) {
+    if (!allZero(v) && asked(id)) out[id].counters = v;
+  }, "aimesh_be_tel");
+  if (!st) return st.error();
+  if (fds.beLoad >= 0) {
+    st = readArray<aimesh_be_load>(fds.beLoad, n, [&](uint32_t id, const aimesh_be_load& v) {
+      if (!allZero(v) && asked(id)) addLoad(out[id], v, now, penaltyHalfLifeNs);
+    }, "aimesh_be_load");
+    if (!st) return st.error();
   }
-  if (Status st = readHistograms(fds.hist, out); !st) return st.error();
+  if (fds.beSignal >= 0) {
+    st = readArray<aimesh_be_signal>(fds.beSignal, n, [&](uint32_t id, const aimesh_be_signal& v) {
+      if (v.valid && asked(id)) out[id].signal = v;
+    }, "aimesh_be_signal");
+    if (!st) return st.error();
+  }
+  // Histograms: every endpoint with one has counters too, but an entry is
+  // made for one that (oddly) has not.
+  if (fds.hist >= 0) {
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fds.hist, &info, &len) != 0) return Error::fromErrno("inspect aimesh_hist");
+    st = readEntries<uint32_t, aimesh_hist>(
+        fds.hist,
+        [&](uint32_t k, const aimesh_hist& h) {
+          if (asked(k / AIMESH_M_MAX)) out[k / AIMESH_M_MAX].hist[k % AIMESH_M_MAX].add(h);
+        },
+        uint64_t{info.max_entries} * 2, "aimesh_hist");
+    if (!st) return st.error();
+  }
   return out;
 }
 

@@ -179,8 +179,10 @@ view::Latency buildLatency(const IdIndex& idx, const std::vector<uint32_t>& back
     const ServiceInfo& s = *r.service;
     view::EndpointLatency e{.service = s.name, .nameSpace = s.nameSpace, .model = s.model, .endpoint = r.name,
                             .backendId = id};
-    if (const BackendTelemetry* t = r.telemetry)
-      for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) e.metrics[metricName(m)] = histogramView(t->hist[m]);
+    // An endpoint with no samples (none read) has empty histograms.
+    static const BackendTelemetry kNone{};
+    const BackendTelemetry* t = r.telemetry ? r.telemetry : &kNone;
+    for (uint32_t m = 0; m < AIMESH_M_MAX; ++m) e.metrics[metricName(m)] = histogramView(t->hist[m]);
     out.endpoints.push_back(std::move(e));
   }
   return out;

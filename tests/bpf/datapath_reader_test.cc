@@ -122,7 +122,39 @@ TEST_F(DatapathReaderTest, TelemetryReadsCountersHistogramsThatExistAndLoad) {
   EXPECT_EQ(t.hist[AIMESH_M_TTFT].sumNs, 4000u);
   EXPECT_TRUE(t.hist[AIMESH_M_GAP].empty());  // never sampled: no histogram in the kernel
   EXPECT_EQ(tel->count(9), 0u);
-  EXPECT_EQ(tel->at(6).active, 0);  // nothing written: zeros, not an error
+  EXPECT_EQ(tel->count(6), 0u);  // nothing written: no entry (all zero), not an error
+}
+
+// Counters of more ids than one batch (1,024) holds: read in batches, only
+// the ids asked for, and only those that counted something.
+TEST_F(DatapathReaderTest, CountersOfManyIdsAreReadInBatchesAndZerosLeftOut) {
+  UniqueFd svc = makeMap(BPF_MAP_TYPE_ARRAY, 4, sizeof(aimesh_svc_stats), 4096, "t_svc_4096");
+  UniqueFd be = makeMap(BPF_MAP_TYPE_ARRAY, 4, sizeof(aimesh_be_stats), 4096, "t_be_4096");
+  UniqueFd tel = makeMap(BPF_MAP_TYPE_ARRAY, 4, sizeof(aimesh_be_tel), 4096, "t_tel_4096");
+  std::vector<uint32_t> ids;
+  for (uint32_t id = 1; id < 3000; ++id) ids.push_back(id);
+  for (uint32_t id : {7u, 1500u, 2999u, 3500u}) {
+    put(svc.get(), id, aimesh_svc_stats{.connects = id, .datagrams = 0, .refused = 0, .denied = 0});
+    put(be.get(), id, aimesh_be_stats{.connects = 0, .datagrams = id});
+    aimesh_be_tel t{};
+    t.opened = id;
+    put(tel.get(), id, t);
+  }
+  MapFds fds = fds_;
+  fds.svcStats = svc.get();
+  fds.beStats = be.get();
+  fds.beTel = tel.get();
+  BpfDatapathReader r(fds, MapLimits{4096, 4096, AIMESH_MAX_CT}, AIMESH_DEFAULT_PENALTY_HALF_LIFE_NS, nullptr);
+  auto st = r.stats(ids, ids);
+  ASSERT_TRUE(st) << st.error().message();
+  ASSERT_EQ(st->services.size(), 3u);  // 3500 was not asked for
+  EXPECT_EQ(st->services.at(2999).connects, 2999u);
+  ASSERT_EQ(st->backends.size(), 3u);
+  EXPECT_EQ(st->backends.at(1500).datagrams, 1500u);
+  auto t = r.telemetry(ids);
+  ASSERT_TRUE(t) << t.error().message();
+  ASSERT_EQ(t->size(), 3u);
+  EXPECT_EQ(t->at(2999).counters.opened, 2999u);
 }
 
 // More histograms than one batch read (256) holds: every one is read, each

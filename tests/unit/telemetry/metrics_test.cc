@@ -50,8 +50,8 @@ bool hasLine(const std::string& text, const std::string& line) {
 std::string sampleName(const std::string& line) { return line.substr(0, line.find_first_of("{ ")); }
 
 // Two services, three backends, some counters and reasons. Service 2 has a
-// name and model that need escaping and no counters at all (never scraped
-// before: must print zeros, not disappear).
+// name and model that need escaping and no counters at all: nothing on this
+// node used it, so it has series only with idle series (then zeros).
 struct Fixture {
   IdIndex index;
   DatapathStats stats;
@@ -125,13 +125,16 @@ TEST(MetricsEscape, EscapesBackslashQuoteAndNewline) {
   EXPECT_EQ(escapeLabel("t\tü{}"), "t\tü{}");
 }
 
-TEST(MetricsRender, ServiceCountersWithLabelsAndZerosForUnscrapedServices) {
+TEST(MetricsRender, ServiceCountersWithLabelsOnlyForServicesUsedHere) {
   Fixture f;
   std::string out = renderMetrics(f.in);
   const std::string chat = kChat, odd = kOdd;
   EXPECT_TRUE(hasLine(out, "aimesh_service_connections_total{" + chat + "} 5")) << out;
   EXPECT_TRUE(hasLine(out, "aimesh_service_datagrams_total{" + chat + "} 0"));
   EXPECT_TRUE(hasLine(out, "aimesh_service_refused_total{" + chat + "} 2"));
+  EXPECT_EQ(out.find("we\\\"ird"), std::string::npos) << "an unused service has no series\n" << out;
+  f.in.idleSeries = true;
+  out = renderMetrics(f.in);
   EXPECT_TRUE(hasLine(out, "aimesh_service_connections_total{" + odd + "} 0"));
   EXPECT_TRUE(hasLine(out, "aimesh_service_datagrams_total{" + odd + "} 0"));
   EXPECT_TRUE(hasLine(out, "aimesh_service_refused_total{" + odd + "} 0"));
@@ -145,16 +148,34 @@ TEST(MetricsRender, EndpointSeriesCarryServiceLabelsAndEndpoint) {
   const std::string c = std::string(kOdd) + ",endpoint=\"10.0.0.3:53\"";
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + a + "} 4")) << out;
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + b + "} 1"));
-  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + c + "} 0"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_datagrams_total{" + a + "} 0"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_datagrams_total{" + b + "} 6"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_weight{" + a + "} 1"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_weight{" + b + "} 3"));
-  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_weight{" + c + "} 0"));
   // Active means: takes new connections. Draining and weight 0 do not.
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_active{" + a + "} 1"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_active{" + b + "} 0"));
+  // Endpoint c carried nothing: no series, unless idle series are asked for.
+  EXPECT_EQ(out.find("10.0.0.3:53"), std::string::npos) << out;
+  f.in.idleSeries = true;
+  out = renderMetrics(f.in);
+  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + c + "} 0"));
+  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_weight{" + c + "} 0"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_active{" + c + "} 0"));
+  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_active_connections{" + c + "} 0"));
+  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_active_connections{" + b + "} 0"));
+}
+
+// An endpoint known only to the kernel's telemetry (a connection it saw, no
+// connect() counted by this agent's maps) has series, and its service too.
+TEST(MetricsRender, AnEndpointWithOnlyTelemetryHasSeriesAndSoDoesItsService) {
+  Fixture f;
+  f.telemetry[3].counters.failed_refused = 1;
+  std::string out = renderMetrics(f.in);
+  const std::string c = std::string(kOdd) + ",endpoint=\"10.0.0.3:53\"";
+  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + c + "} 0")) << out;
+  EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connection_failures_total{" + c + ",reason=\"refused\"} 1"));
+  EXPECT_TRUE(hasLine(out, "aimesh_service_connections_total{" + std::string(kOdd) + "} 0"));
 }
 
 TEST(MetricsRender, EveryReasonHasASeries) {
