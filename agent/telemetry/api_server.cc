@@ -252,14 +252,27 @@ void ApiServer::Impl::acceptClients(std::list<Client>& clients) {
       return;
     }
     if (clients.size() >= opts.maxClients) {
-      rejectBusy(fd);
-      continue;
+      // Full: the new client takes the place of one that is finished, or of
+      // the oldest that has not sent a whole request (clients holding
+      // connections open cannot lock meshctl out). Only when every client
+      // is being answered is the new one told "busy".
+      auto victim = std::find_if(clients.begin(), clients.end(), [](const Client& c) { return c.done; });
+      if (victim == clients.end())
+        victim = std::find_if(clients.begin(), clients.end(), [](const Client& c) { return !c.responding; });
+      if (victim == clients.end()) {
+        rejectBusy(fd);
+        continue;
+      }
+      clients.erase(victim);  // closes it
     }
     Client c;
     c.fd = UniqueFd(fd);
     // Fixed at accept: a client trickling bytes does not move it.
     c.deadline = Clock::now() + opts.clientTimeout;
     clients.push_back(std::move(c));
+    // A client that wrote its request before we took it (meshctl does) is
+    // answered now, before a later connection could take its place.
+    readFrom(clients.back());
   }
 }
 

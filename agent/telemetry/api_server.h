@@ -4,7 +4,8 @@
 // Protocol details are in docs/cli.md.
 //
 // This file owns the socket, the framing, the limits (64 KiB requests, 5 s per
-// client, 16 clients at once; docs/security.md) and the serving thread. What the methods return is not here: the
+// client, 16 clients at once, the oldest waiting one closed for a new one;
+// docs/security.md) and the serving thread (one poll loop for all clients). What the methods return is not here: the
 // agent passes a Handler that maps a request object to a response object.
 #pragma once
 
@@ -34,8 +35,9 @@ struct ApiServerOptions {
   // take the whole response within this of it being ready; else it is
   // dropped. Trickling bytes does not extend it.
   std::chrono::milliseconds clientTimeout = kClientTimeout;
-  // Connections served at once; one more is answered {"error": "busy..."}
-  // and closed at once instead of waiting in the listen queue.
+  // Connections served at once. One more takes the place of the oldest
+  // that has not sent a whole request (closed); only when every one is being
+  // answered is it answered {"error": "busy..."} and closed at once.
   std::size_t maxClients = kMaxClients;
 };
 

@@ -21,6 +21,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "telemetry/http_head.h"
 #include "util/host_port.h"
 #include "util/unique_fd.h"
 
@@ -73,91 +74,9 @@ std::string render(const Response& r, bool headOnly) {
   return out;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// Offset just past the blank line that ends a request head ("\r\n\r\n" or a
-// bare "\n\n"), or npos. `from`: bytes before it were searched already (so a
-// client sending one byte at a time does not cost a rescan per byte).
-std::size_t headEnd(const std::string& buf, std::size_t from = 0) {
-  from = from > 2 ? from - 2 : 0;
-  for (std::size_t i = buf.find('\n', from); i != std::string::npos; i = buf.find('\n', i + 1)) {
-    std::size_t j = i + 1;
-    if (j < buf.size() && buf[j] == '\r') ++j;
-    if (j < buf.size() && buf[j] == '\n') return j + 1;
-  }
-  return std::string::npos;
-}
-
-struct Request {
-  std::string method, path, version;
-  std::string accept, connection;
-  bool hasBody = false;
-};
-
-// Parses a complete head; returns 0 or the error status to answer with.
-int parseHead(std::string_view head, std::size_t maxHeaders, Request& req) {
-  std::vector<std::string_view> lines;
-  while (!head.empty()) {
-    std::size_t nl = head.find('\n');
-    std::string_view line = head.substr(0, nl);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    head.remove_prefix(nl == std::string_view::npos ? head.size() : nl + 1);
-    if (line.empty()) break;
-    lines.push_back(line);
-  }
-  if (lines.empty()) return 400;
-  // Request line: METHOD SP request-target SP HTTP-version (RFC 9112 §3).
-  std::string_view rl = lines[0];
-  std::size_t sp1 = rl.find(' ');
-  std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : rl.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || rl.find(' ', sp2 + 1) != std::string_view::npos) return 400;
-  req.method = std::string(rl.substr(0, sp1));
-  std::string_view target = rl.substr(sp1 + 1, sp2 - sp1 - 1);
-  req.version = std::string(rl.substr(sp2 + 1));
-  if (req.method.empty() || !std::all_of(req.method.begin(), req.method.end(),
-                                         [](char c) { return (c >= 'A' && c <= 'Z') || c == '-' || c == '_'; })) {
-    return 400;
-  }
-  if (req.version.rfind("HTTP/", 0) != 0) return 400;
-  if (req.version != "HTTP/1.1" && req.version != "HTTP/1.0") return 505;
-  if (target.empty() || target[0] != '/') return 400;
-  req.path = std::string(target.substr(0, target.find('?')));
-
-  if (lines.size() - 1 > maxHeaders) return 431;
-  for (std::size_t i = 1; i < lines.size(); ++i) {
-    std::string_view line = lines[i];
-    // Obsolete line folding is rejected (RFC 9112 §5.2).
-    if (line.front() == ' ' || line.front() == '\t') return 400;
-    std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos || colon == 0) return 400;
-    std::string_view rawName = line.substr(0, colon);
-    if (rawName.find_first_of(" \t") != std::string_view::npos) return 400;
-    std::string name = lower(rawName);
-    std::string_view value = trim(line.substr(colon + 1));
-    if (name == "accept") {
-      if (!req.accept.empty()) req.accept += ",";
-      req.accept += value;
-    } else if (name == "connection") {
-      if (!req.connection.empty()) req.connection += ",";
-      req.connection += lower(value);
-    } else if (name == "transfer-encoding") {
-      req.hasBody = true;
-    } else if (name == "content-length") {
-      if (value != "0") req.hasBody = true;
-    }
-  }
-  return 0;
-}
+using Request = HttpRequestHead;
+std::string lower(std::string_view s) { return asciiLower(s); }
+std::string_view trim(std::string_view s) { return trimSpace(s); }
 
 // A request head in the connection's buffer: `end` is the offset just past
 // it; `status`, if not 0, is the error to answer with before parsing it.
@@ -322,7 +241,7 @@ Response HttpServer::Impl::route(const Request& req) {
 
 Response HttpServer::Impl::answer(const std::string& buf, const Head& head, bool lastRequest, Request& req) {
   int status =
-      head.status != 0 ? head.status : parseHead(std::string_view(buf).substr(0, head.end), opts.maxHeaders, req);
+      head.status != 0 ? head.status : parseHttpHead(std::string_view(buf).substr(0, head.end), opts.maxHeaders, req);
   if (status == 431) {
     return errorResponse(431, "request head over " + std::to_string(opts.maxHeaderBytes) + " bytes or " +
                                   std::to_string(opts.maxHeaders) + " header fields");
@@ -473,7 +392,7 @@ bool HttpServer::Impl::readHead(Conn& c) {
 // trickling bytes does not extend it.
 bool HttpServer::Impl::answerHead(Conn& c) {
   Head head;
-  head.end = headEnd(c.in, c.searched);
+  head.end = httpHeadEnd(c.in, c.searched);
   if (head.end == std::string::npos) {
     c.searched = c.in.size();
     if (c.in.size() <= opts.maxHeaderBytes) return true;  // wait for more

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -442,9 +443,9 @@ TEST_F(ApiServerTest, ClientThatDoesNotReadIsDropped) {
   EXPECT_LT(got, std::size_t{4} << 20);
 }
 
-// Over the client limit: the next client gets a "busy" error at once (not a
-// wait in the listen queue), while the clients already connected are served.
-TEST_F(ApiServerTest, ClientsOverTheLimitGetBusyAtOnce) {
+// Over the client limit with every client waiting for its request: the new
+// client takes the place of the oldest (closed), the others keep theirs.
+TEST_F(ApiServerTest, AFullTableClosesTheOldestWaitingClientForTheNext) {
   ApiServerOptions opts;
   opts.maxClients = 3;
   opts.clientTimeout = 3000ms;
@@ -454,8 +455,44 @@ TEST_F(ApiServerTest, ClientsOverTheLimitGetBusyAtOnce) {
   for (std::size_t i = 0; i < opts.maxClients; ++i) {
     held.push_back(connectRaw(path_));
     ASSERT_GE(held.back(), 0);
+    std::this_thread::sleep_for(20ms);  // accepted in this order
   }
-  std::this_thread::sleep_for(100ms);  // let the server accept them
+  auto t0 = std::chrono::steady_clock::now();
+  auto viaClient = callAgent(path_, json{{"method", "status"}}, 2s);
+  ASSERT_TRUE(viaClient.ok()) << viaClient.error().message();
+  EXPECT_EQ(*viaClient, json({{"echo", {{"method", "status"}}}}));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  bool closed = false;
+  EXPECT_EQ(readUntilClosed(held[0], 1s, &closed), "");
+  EXPECT_TRUE(closed) << "the oldest waiting client made room";
+  for (std::size_t i = 1; i < held.size(); ++i) {
+    std::string req = "{\"method\":\"status\"}\n";
+    ASSERT_EQ(::send(held[i], req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    bool c = false;
+    EXPECT_EQ(readUntilClosed(held[i], 2s, &c), "{\"echo\":{\"method\":\"status\"}}\n") << i;
+  }
+  for (int fd : held) ::close(fd);
+}
+
+// Over the limit with every client being answered (each stalls reading a
+// large answer): the next gets a "busy" error at once, not a wait.
+TEST_F(ApiServerTest, ClientsOverTheLimitGetBusyWhenAllAreBeingAnswered) {
+  ApiServerOptions opts;
+  opts.maxClients = 3;
+  opts.clientTimeout = 3000ms;
+  auto server = ApiServer::create(path_, [](const json& r) {
+    if (r.value("method", "") == "big") return json{{"pad", std::string(4 << 20, 'x')}};
+    return json{{"ok", true}};
+  }, opts);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  std::vector<int> held;
+  for (std::size_t i = 0; i < opts.maxClients; ++i) {
+    held.push_back(connectRaw(path_));
+    ASSERT_GE(held.back(), 0);
+    std::string req = "{\"method\":\"big\"}\n";
+    ASSERT_EQ(::send(held.back(), req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  }
+  std::this_thread::sleep_for(200ms);  // all three mid-answer
   auto t0 = std::chrono::steady_clock::now();
   int extra = connectRaw(path_);
   ASSERT_GE(extra, 0);
@@ -465,24 +502,40 @@ TEST_F(ApiServerTest, ClientsOverTheLimitGetBusyAtOnce) {
   EXPECT_TRUE(extraClosed);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
   EXPECT_NE(busy.find("agent busy: 3 API clients already connected"), std::string::npos) << busy;
-  // meshctl's client gets an error at once too (the busy answer, or a reset
-  // if the server closed before it wrote its request).
-  t0 = std::chrono::steady_clock::now();
-  auto viaClient = callAgent(path_, json{{"method", "status"}}, 2s);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
-  EXPECT_TRUE(!viaClient.ok() || viaClient->contains("error"));
-  for (int fd : held) {
-    std::string req = "{\"method\":\"status\"}\n";
-    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
-    bool closed = false;
-    std::string out = readUntilClosed(fd, 2s, &closed);
-    EXPECT_EQ(out, "{\"echo\":{\"method\":\"status\"}}\n");
-    ::close(fd);
-  }
+  for (int fd : held) ::close(fd);
   // Served normally once the slots are free.
+  std::this_thread::sleep_for(100ms);
   auto after = callAgent(path_, json{{"method", "status"}}, 2s);
   ASSERT_TRUE(after.ok()) << after.error().message();
-  EXPECT_EQ(*after, json({{"echo", {{"method", "status"}}}}));
+  EXPECT_EQ(*after, json({{"ok", true}}));
+}
+
+// 1,000 local processes each holding a connection with half a request: a
+// meshctl request is still answered within a second, at the default limits.
+TEST_F(ApiServerTest, AThousandSlowClientsDoNotLockOutARequest) {
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < 1200) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4096);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur < 1200) GTEST_SKIP() << "needs 1,200 open files, the limit is " << lim.rlim_cur;
+  auto server = ApiServer::create(path_, echo);
+  ASSERT_TRUE(server.ok()) << server.error().message();
+  std::vector<int> slow;
+  for (int i = 0; i < 1000; ++i) {
+    int fd = connectRaw(path_);
+    ASSERT_GE(fd, 0) << i;
+    ASSERT_EQ(::send(fd, "{\"method\":", 10, MSG_NOSIGNAL), 10) << i;
+    slow.push_back(fd);
+  }
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = callAgent(path_, json{{"method", "status"}}, 2s);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(*r, json({{"echo", {{"method", "status"}}}}));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  for (int fd : slow) ::close(fd);
 }
 
 // A flood of connections far over the limit: every one is answered or closed
@@ -498,15 +551,17 @@ TEST_F(ApiServerTest, ConnectionFloodIsShedPromptly) {
     int fd = connectRaw(path_);
     if (fd >= 0) fds.push_back(fd);
   }
+  // Each new connection took the place of an older one that had sent
+  // nothing: all but the last maxClients are closed, promptly.
   auto t0 = std::chrono::steady_clock::now();
   int shed = 0;
-  for (std::size_t i = opts.maxClients; i < fds.size(); ++i) {
+  for (int fd : fds) {
     bool closed = false;
-    readUntilClosed(fds[i], 1s, &closed);
+    readUntilClosed(fd, 300ms, &closed);
     if (closed) ++shed;
   }
   EXPECT_EQ(shed, static_cast<int>(fds.size() - opts.maxClients));
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
   for (int fd : fds) ::close(fd);
   EXPECT_TRUE(callAgent(path_, json{{"method", "status"}}, 2s).ok());
 }
