@@ -1,5 +1,6 @@
 // aimesh-agent: flags (flags.h), logging, signals, and the Agent's run loop.
 #include <bpf/libbpf.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -44,6 +45,12 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // Large blocks (a state file's parse tree, the plan's vectors) always get
+  // their own mapping, returned to the kernel when freed. glibc otherwise
+  // raises its mmap threshold after the first such free and serves the next
+  // parse from the heap, where freed holes between long-lived objects stay
+  // resident: 79 MiB instead of 67 after one change at 10,000 services.
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   spdlog::set_level(spdlog::level::from_str(flags.logLevel));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   routeLibbpfLogs();

@@ -177,6 +177,10 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
   double readySeconds = std::chrono::duration<double>(Clock::now() - t0).count();
   testing::checkInterrupted();
   double rss = statusMiB(agent.pid(), "VmRSS"), anon = statusMiB(agent.pid(), "RssAnon");
+  // A few seconds on: the agent's loops (lifecycle passes, the resync) have
+  // run over the whole state by then.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  double rssSettled = statusMiB(agent.pid(), "VmRSS");
   int answered = busyTraffic(sb, services);
   Scrape s = scrape(agent);
   testing::checkInterrupted();
@@ -196,6 +200,7 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
               {"start_to_ready_s", readySeconds},
               {"rss_mib", rss},
               {"rss_anon_mib", anon},
+              {"rss_settled_mib", rssSettled},
               {"rss_after_change_mib", rssAfter},
               {"rss_file_mib", rssFile},
               {"rss_shmem_mib", rssShmem},
