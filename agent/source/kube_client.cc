@@ -231,7 +231,11 @@ Result<CurlEasy> makeHandle(const KubeConfig& cfg, const KubeClient::Options& op
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, onProgress);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
-  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");  // gzip if the server offers it
+  // gzip, what kube-apiserver compresses with (client-go asks the same). Not
+  // "" (everything libcurl decodes): a server that offers brotli spends far
+  // longer compressing a list than sending it (240 ms vs 35 ms for 500
+  // Services from the test fake).
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "gzip");
   curl_easy_setopt(h, CURLOPT_USERAGENT, "aimesh-agent/" AIMESH_VERSION);
   if (!cfg.caFile.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, cfg.caFile.c_str());
   if (!cfg.caData.empty()) {
