@@ -6,6 +6,8 @@
 #include <net/if.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <chrono>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -114,7 +116,11 @@ Result<void*> openSkel(const char* what, Skel* (*open)(const bpf_object_open_opt
     destroy(s);
     return st.error();
   }
-  if (int err = load(s); err != 0) {
+  auto t0 = std::chrono::steady_clock::now();
+  int err = load(s);
+  spdlog::debug("loaded BPF object {} in {:.0f} ms (maps created or reused, programs verified)", what,
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  if (err != 0) {
     destroy(s);
     return Error::fromCode(err, std::string("load BPF object ") + what +
                                     " (verifier log above; if pinned maps under " + pinDir +

@@ -130,6 +130,7 @@ class Lifecycle {
   std::map<uint32_t, ServiceInfo> services_;
   std::map<uint32_t, ServiceInfo> goneServices_;  // left the state; names their leftover connections
   std::map<uint32_t, EndpointInfo> endpoints_;
+  std::map<uint32_t, aimesh_lc_svc> svcRules_;  // as last written to the iterators' map
   std::map<uint32_t, CloseTokens> tokens_;
   bool pendingRemoval_ = true;  // look for connections to endpoints that left (also what an earlier agent left)
   std::map<std::tuple<std::string, uint16_t, uint8_t, std::string>, ClosedSeries> closed_;
