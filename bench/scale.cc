@@ -12,6 +12,10 @@
 //     client made kConnectsPerBusy connections to each of the first
 //     kBusyServices services, whose endpoints are the four name servers: 100
 //     endpoints carried traffic, as the issue's target asks.
+// Then the same cluster from the Kubernetes source (--kubernetes, on by
+// default): Services and EndpointSlices in a fake API server, start to ready,
+// RSS, and one watch event (the probe's EndpointSlice gains the new endpoint)
+// to the first connection the new endpoint answers.
 // Only the probe's and the busy services' endpoints exist (name servers in
 // the backend namespace); the others are addresses nothing connects to. See
 // docs/benchmarks.md.
@@ -38,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include "fixtures/fake_apiserver.h"
 #include "fixtures/net_client.h"
 #include "fixtures/sandbox.h"
 #include "support/bench_run.h"
@@ -61,6 +66,19 @@ const char* const kServers[] = {"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.
 
 std::string vipOf(int i) { return fmt::format("10.100.{}.{}", i / 250, i % 250 + 1); }
 
+// The addresses of service i's endpoints: the four servers for the busy
+// services, else addresses nothing answers on (10.120.0.0/14: distinct for
+// up to 262,144 endpoints).
+std::vector<std::string> endpointsOf(int i, int endpoints) {
+  std::vector<std::string> out;
+  if (i <= kBusyServices) return {kServers[0], kServers[1], kServers[2], kServers[3]};
+  for (int e = 0; e < endpoints; ++e) {
+    int n = i * endpoints + e;
+    out.push_back(fmt::format("10.{}.{}.{}", 120 + n / 65536, (n / 256) % 256, n % 256));
+  }
+  return out;
+}
+
 // The state file: service 0 ("probe") with its real endpoints, then N - 1
 // services of `endpoints` addresses each that nothing connects to.
 std::string stateYaml(int services, int endpoints, bool withNewEndpoint) {
@@ -73,14 +91,7 @@ std::string stateYaml(int services, int endpoints, bool withNewEndpoint) {
     y += fmt::format("  - name: svc-{}\n    namespace: bench\n    vips: [{}]\n    ports: [{{port: 8000}}]\n"
                      "    endpoints:\n",
                      i, vipOf(i));
-    if (i <= kBusyServices) {
-      for (const char* a : kServers) y += fmt::format("      - {{address: {}, port: 8000}}\n", a);
-      continue;
-    }
-    for (int e = 0; e < endpoints; ++e) {
-      int n = i * endpoints + e;  // 10.120.0.0/14: distinct for up to 262,144 endpoints
-      y += fmt::format("      - {{address: 10.{}.{}.{}, port: 8000}}\n", 120 + n / 65536, (n / 256) % 256, n % 256);
-    }
+    for (const std::string& a : endpointsOf(i, endpoints)) y += fmt::format("      - {{address: {}, port: 8000}}\n", a);
   }
   return y;
 }
@@ -117,6 +128,7 @@ double oneChangeMs(const Sandbox& sb, const std::string& stateFile, const std::s
         t1 = monoNs();
         break;
       }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // leave the CPUs to the agent
     }
     std::string r = t1 ? std::to_string((t1 - t0) / 1e6) : "-1";
     return ::write(fd, r.data(), r.size()) == static_cast<ssize_t>(r.size()) ? 0 : 1;
@@ -160,7 +172,8 @@ Scrape scrape(const AgentProcess& agent) {
   return s;
 }
 
-json measureOne(const Sandbox& sb, const std::string& dir, int services, int endpoints, const std::string& keepLogs) {
+json measureOne(const Sandbox& sb, const std::string& dir, int services, int endpoints, const std::string& keepLogs,
+                const std::string& logLevel) {
   std::string stateFile = dir + "/state-" + std::to_string(services) + ".yaml";
   testing::writeFile(stateFile, stateYaml(services, endpoints, false));
   std::string changed = stateYaml(services, endpoints, true);
@@ -170,7 +183,7 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
   while (maxServices < static_cast<uint32_t>(services) + 16) maxServices *= 2;
   while (maxBackends < static_cast<uint32_t>(services * endpoints) + 16) maxBackends *= 2;
   AgentProcess agent(sb.cgroup().path(), stateFile, work,
-                     {"--log-level", "info", "--max-services", std::to_string(maxServices), "--max-backends",
+                     {"--log-level", logLevel, "--max-services", std::to_string(maxServices), "--max-backends",
                       std::to_string(maxBackends)});
   auto t0 = Clock::now();
   agent.start(true);  // polls the API every 50 ms
@@ -211,7 +224,98 @@ json measureOne(const Sandbox& sb, const std::string& dir, int services, int end
               {"busy_connections_answered", answered}};
 }
 
-json run(const std::vector<int>& counts, int endpoints, const std::string& keepLogs) {
+// ---- the Kubernetes source --------------------------------------------------
+// The same cluster as Services and EndpointSlices in a fake API server
+// (tests/fixtures/fake_apiserver.h, plain HTTP on 127.0.0.1); the agent
+// starts with --kubeconfig. One change: the probe's EndpointSlice gains the
+// new endpoint (one watch event).
+
+json kubeService(const std::string& name, const std::string& ip) {
+  return json{{"metadata", {{"name", name}, {"namespace", "bench"}}},
+              {"spec",
+               {{"type", "ClusterIP"},
+                {"clusterIP", ip},
+                {"clusterIPs", {ip}},
+                {"ports", {{{"name", "http"}, {"port", kPort}, {"protocol", "TCP"}, {"targetPort", kPort}}}}}}};
+}
+
+json kubeSlice(const std::string& svc, const std::vector<std::string>& addrs) {
+  json eps = json::array();
+  for (auto& a : addrs)
+    eps.push_back({{"addresses", {a}}, {"conditions", {{"ready", true}, {"serving", true}, {"terminating", false}}}});
+  return json{{"metadata", {{"name", svc + "-s1"}, {"namespace", "bench"}, {"labels", {{"kubernetes.io/service-name", svc}}}}},
+              {"addressType", "IPv4"},
+              {"ports", {{{"name", "http"}, {"port", kPort}, {"protocol", "TCP"}}}},
+              {"endpoints", eps}};
+}
+
+double monoMs() { return static_cast<double>(monoNs()) / 1e6; }
+
+// Start to ready, RSS and one watch event's latency with the Kubernetes
+// source at N services.
+json measureKube(const Sandbox& sb, const std::string& dir, int services, int endpoints, uint32_t maxServices,
+                 uint32_t maxBackends, const std::string& logLevel, const std::string& keepLogs) {
+  testing::FakeApiServer fake;
+  fake.upsert(testing::Resource::kServices, kubeService("probe", kProbeVip));
+  fake.upsert(testing::Resource::kEndpointSlices, kubeSlice("probe", {"10.77.0.2"}));
+  for (int i = 1; i < services; ++i) {
+    std::string name = "svc-" + std::to_string(i);
+    fake.upsert(testing::Resource::kServices, kubeService(name, vipOf(i)));
+    fake.upsert(testing::Resource::kEndpointSlices, kubeSlice(name, endpointsOf(i, endpoints)));
+  }
+  std::string work = dir + "/agent-kube-" + std::to_string(services);
+  testing::sh("mkdir -p " + work);
+  testing::writeFile(work + "/kubeconfig",
+                     "apiVersion: v1\nkind: Config\ncurrent-context: bench\nclusters: [{name: fake, cluster: {server: \"" +
+                         fake.url() + "\"}}]\nusers: [{name: agent, user: {}}]\n"
+                         "contexts: [{name: bench, context: {cluster: fake, user: agent}}]\n");
+  AgentProcess agent(sb.cgroup().path(), "", work,
+                     {"--kubeconfig", work + "/kubeconfig", "--log-level", logLevel, "--max-services",
+                      std::to_string(maxServices), "--max-backends", std::to_string(maxBackends)});
+  auto keepLog = [&] {
+    if (!keepLogs.empty())
+      testing::writeFile(fmt::format("{}/agent-kube-{}.log", keepLogs, services),
+                         testing::readFile(work + "/agent.log"));
+  };
+  auto t0 = Clock::now();
+  try {
+    agent.start(true, std::chrono::seconds(120));
+  } catch (...) {
+    keepLog();
+    throw;
+  }
+  double readySeconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  testing::checkInterrupted();
+  double rss = statusMiB(agent.pid(), "VmRSS");
+  // The event is sent ~300 ms after the client starts asking; the client
+  // reports when the new endpoint first answered.
+  double sentMs = 0;
+  std::thread change([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    sentMs = monoMs();
+    fake.upsert(testing::Resource::kEndpointSlices, kubeSlice("probe", {"10.77.0.2", "10.77.0.3"}));
+  });
+  std::string out = testing::runIn(sb.cgroup().path(), sb.client().name(), [&](int fd) {
+    uint64_t start = monoNs();
+    std::string r = "-1";
+    while (monoNs() - start < 30'000'000'000ull)
+      if (testing::tcpAsk(kProbeVip, kPort, 500).name == "new") {
+        r = fmt::format("{:.3f}", monoMs());
+        break;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    return ::write(fd, r.data(), r.size()) == static_cast<ssize_t>(r.size()) ? 0 : 1;
+  });
+  change.join();
+  keepLog();
+  double answeredMs = out.empty() ? -1 : std::stod(out);
+  double changeMs = answeredMs < 0 ? -1 : answeredMs - sentMs;
+  return json{{"kube_start_to_ready_s", readySeconds}, {"kube_rss_mib", rss}, {"one_change_kube_ms", changeMs}};
+}
+
+json run(const std::vector<int>& counts, int endpoints, const std::string& keepLogs, const std::string& logLevel,
+         bool kube) {
   std::string agentBin = std::string(AIMESH_BINARY_DIR) + "/aimesh-agent";
   if (::access(agentBin.c_str(), X_OK) != 0)
     throw std::runtime_error(agentBin + " not found: build the aimesh-agent target first");
@@ -224,7 +328,21 @@ json run(const std::vector<int>& counts, int endpoints, const std::string& keepL
   fmt::print("{:>8} {:>9} {:>12} {:>9} {:>9} {:>14} {:>11} {:>10} {:>9}\n", "services", "endpoints",
              "ready (s)", "RSS MiB", "anon MiB", "change (ms)", "metrics MB", "scrape (s)", "series");
   json rows = json::array();
-  for (int n : counts) rows.push_back(measureOne(sb, scratch.path(), n, endpoints, keepLogs));
+  for (int n : counts) rows.push_back(measureOne(sb, scratch.path(), n, endpoints, keepLogs, logLevel));
+  if (kube) {
+    fmt::print("\nKubernetes source (a fake API server):\n{:>8} {:>12} {:>9} {:>18}\n", "services", "ready (s)",
+               "RSS MiB", "watch event (ms)");
+    for (size_t i = 0; i < counts.size(); ++i) {
+      uint32_t maxServices = 16, maxBackends = 16;
+      while (maxServices < static_cast<uint32_t>(counts[i]) + 16) maxServices *= 2;
+      while (maxBackends < static_cast<uint32_t>(counts[i] * endpoints) + 16) maxBackends *= 2;
+      json k = measureKube(sb, scratch.path(), counts[i], endpoints, maxServices, maxBackends, logLevel, keepLogs);
+      fmt::print("{:>8} {:>12.2f} {:>9.1f} {:>18.0f}\n", counts[i], k["kube_start_to_ready_s"].get<double>(),
+                 k["kube_rss_mib"].get<double>(), k["one_change_kube_ms"].get<double>());
+      std::fflush(stdout);
+      rows[i].update(k);
+    }
+  }
   return json{{"rows", rows}};
 }
 
@@ -235,8 +353,8 @@ int main(int argc, char** argv) {
   CLI::App app{"scale: the agent's memory, start-to-ready, one-change latency and /metrics size at N services"};
   std::vector<int> counts{1000, 10000};
   int endpoints = 4;
-  bool wantJson = false;
-  std::string keepLogs;
+  bool wantJson = false, kube = true;
+  std::string keepLogs, logLevel = "info";
   app.add_option("--services", counts, "service counts to measure, one agent start each (e.g. 1000,10000)")
       ->delimiter(',')
       ->capture_default_str()
@@ -244,9 +362,14 @@ int main(int argc, char** argv) {
   app.add_option("--endpoints", endpoints, "endpoints per service")->capture_default_str()->check(CLI::Range(1, 4));
   app.add_option("--keep-logs", keepLogs, "copy each agent's log to DIR/agent-N.log (for timing its phases)")
       ->check(CLI::ExistingDirectory);
+  app.add_option("--agent-log-level", logLevel, "the agent's --log-level (debug: its phases' timings in the log)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn"}));
+  app.add_option("--kubernetes", kube, "also measure the Kubernetes source (a fake API server)")
+      ->capture_default_str();
   app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
   CLI11_PARSE(app, argc, argv);
   return aimesh::testing::runBenchMain(
       {.name = "scale", .needsRootFor = "cgroups, network namespaces, BPF", .removed = "sandbox removed"}, wantJson,
-      [&] { return aimesh::run(counts, endpoints, keepLogs); });
+      [&] { return aimesh::run(counts, endpoints, keepLogs, logLevel, kube); });
 }
