@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -49,6 +50,36 @@ Result<uint64_t> walkKeys(int fd, F f, uint64_t limit = std::numeric_limits<uint
 }
 
 
+// The BPF_MAP_LOOKUP_BATCH loop behind readEntries(), readArray() and
+// countHashEntries(): calls of up to `batch` entries until the map's end or
+// `max` entries, handing each call's keys and values (keySize and valueSize
+// bytes each, packed) to f(keys, values, count). Returns false, having read
+// nothing, when the kernel has no batch lookups for the map (the first call
+// fails with EINVAL, ENOTSUPP, or ENOSPC for a hash bucket larger than a
+// batch), so the caller can fall back; an error for a failure after that.
+template <class F>
+Result<bool> lookupBatches(int fd, size_t keySize, size_t valueSize, uint32_t batch, uint64_t max, F f,
+                           const char* what) {
+  std::vector<uint8_t> keys(batch * keySize), values(batch * valueSize), in(keySize), out(keySize);
+  uint64_t done = 0;
+  for (bool first = true; done < max; first = false) {
+    uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(batch, max - done));
+    int rc = bpf_map_lookup_batch(fd, first ? nullptr : in.data(), out.data(), keys.data(), values.data(), &count,
+                                  nullptr);
+    int err = rc != 0 ? errno : 0;
+    if (rc != 0 && err != ENOENT) {
+      if (first && err != EFAULT) return false;
+      errno = err;
+      return Error::fromErrno(std::string("read ") + what);
+    }
+    f(keys.data(), values.data(), count);
+    done += count;
+    if (err == ENOENT || count == 0) break;  // the end of the map
+    in.swap(out);
+  }
+  return true;
+}
+
 // Calls f(key, value) for every entry, 256 per system call
 // (BPF_MAP_LOOKUP_BATCH). Where the kernel has no batch lookups (EINVAL,
 // ENOTSUPP), or a hash bucket holds more than a batch (ENOSPC), the keys are
@@ -56,23 +87,20 @@ Result<uint64_t> walkKeys(int fd, F f, uint64_t limit = std::numeric_limits<uint
 // walk is skipped.
 template <class K, class V, class F>
 Status readEntries(int fd, F f, uint64_t limit, const char* what) {
-  constexpr uint32_t kBatch = 256;
-  std::vector<K> keys(kBatch);
-  std::vector<V> values(kBatch);
-  K batch{}, next{};
-  for (bool first = true;; first = false) {
-    uint32_t count = kBatch;
-    int rc = bpf_map_lookup_batch(fd, first ? nullptr : &batch, &next, keys.data(), values.data(), &count, nullptr);
-    int err = rc != 0 ? errno : 0;
-    if (rc != 0 && err != ENOENT) {
-      if (first && err != EFAULT) break;  // walk instead
-      errno = err;
-      return Error::fromErrno(std::string("read ") + what);
-    }
-    for (uint32_t i = 0; i < count; ++i) f(keys[i], values[i]);
-    if (err == ENOENT) return {};  // the end of the map
-    batch = next;
-  }
+  auto batched = lookupBatches(
+      fd, sizeof(K), sizeof(V), 256, std::numeric_limits<uint64_t>::max(),
+      [&](const uint8_t* keys, const uint8_t* values, uint32_t count) {
+        K k;
+        V v;
+        for (uint32_t i = 0; i < count; ++i) {
+          std::memcpy(&k, keys + i * sizeof(K), sizeof(K));
+          std::memcpy(&v, values + i * sizeof(V), sizeof(V));
+          f(k, v);
+        }
+      },
+      what);
+  if (!batched) return batched.error();
+  if (*batched) return {};
   std::vector<K> all;
   auto walked = walkKeys<K>(fd, [&](const K& k) { return all.push_back(k), true; }, limit, what);
   if (!walked) return walked.error();
@@ -93,26 +121,20 @@ Status readEntries(int fd, F f, uint64_t limit, const char* what) {
 // ~40 calls instead of 40,000.
 template <class V, class F>
 Status readArray(int fd, uint32_t n, F f, const char* what) {
-  constexpr uint32_t kBatch = 1024;
-  std::vector<uint32_t> keys(kBatch);
-  std::vector<V> values(kBatch);
-  uint32_t batch = 0, next = 0, done = 0;
-  while (done < n) {
-    uint32_t count = std::min(kBatch, n - done);
-    int rc = bpf_map_lookup_batch(fd, done == 0 ? nullptr : &batch, &next, keys.data(), values.data(), &count,
-                                  nullptr);
-    int err = rc != 0 ? errno : 0;
-    if (rc != 0 && err != ENOENT) {
-      if (done == 0 && err != EFAULT) break;  // one by one instead
-      errno = err;
-      return Error::fromErrno(std::string("read ") + what);
-    }
-    for (uint32_t i = 0; i < count && keys[i] < n; ++i) f(keys[i], values[i]);
-    done += count;
-    if (err == ENOENT || count == 0) return {};  // the end of the array
-    batch = next;
-  }
-  if (done >= n) return {};
+  auto batched = lookupBatches(
+      fd, sizeof(uint32_t), sizeof(V), 1024, n,
+      [&](const uint8_t* keys, const uint8_t* values, uint32_t count) {
+        uint32_t k;
+        V v;
+        for (uint32_t i = 0; i < count; ++i) {
+          std::memcpy(&k, keys + i * sizeof(k), sizeof(k));
+          std::memcpy(&v, values + i * sizeof(V), sizeof(V));
+          if (k < n) f(k, v);
+        }
+      },
+      what);
+  if (!batched) return batched.error();
+  if (*batched) return {};
   V v{};
   for (uint32_t k = 0; k < n; ++k) {
     if (bpf_map_lookup_elem(fd, &k, &v) != 0) {
@@ -128,25 +150,13 @@ Status readArray(int fd, uint32_t n, F f, const char* what) {
 // batches lookups (keys and values are read and dropped), else by walking
 // its keys; at most `limit`.
 inline Result<uint64_t> countHashEntries(int fd, uint32_t keySize, uint32_t valueSize, uint64_t limit) {
-  constexpr uint32_t kBatch = 1024;
-  std::vector<uint8_t> keys(size_t{kBatch} * keySize), values(size_t{kBatch} * valueSize), batch(keySize),
-      next(keySize);
   uint64_t n = 0;
-  for (bool first = true; n < limit; first = false) {
-    uint32_t count = kBatch;
-    int rc = bpf_map_lookup_batch(fd, first ? nullptr : batch.data(), next.data(), keys.data(), values.data(),
-                                  &count, nullptr);
-    int err = rc != 0 ? errno : 0;
-    if (rc != 0 && err != ENOENT) {
-      if (first && err != EFAULT) return walkKeys(fd, keySize, [](const void*) { return true; }, limit);
-      errno = err;
-      return Error::fromErrno("count map entries");
-    }
-    n += count;
-    if (err == ENOENT) break;
-    batch.swap(next);
-  }
-  return std::min(n, limit);
+  auto batched = lookupBatches(
+      fd, keySize, valueSize, 1024, limit, [&](const uint8_t*, const uint8_t*, uint32_t count) { n += count; },
+      "map entries");
+  if (!batched) return batched.error();
+  if (!*batched) return walkKeys(fd, keySize, [](const void*) { return true; }, limit);
+  return n;
 }
 
 }  // namespace aimesh
