@@ -60,7 +60,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentOptions& opts) {
                                                    std::move(events.value()));
   if (fileSource) {
     a->source_ = std::move(fileSource);
-    if (std::optional<StateUpdate> u = firstState.get()) a->applyUpdate(*u);
+    if (std::optional<StateUpdate> u = firstState.get()) a->applyUpdate(std::move(*u));
     releaseFreedMemory();
   }
   if (opts.kube) {
@@ -104,10 +104,10 @@ void Agent::releaseFreedMemory() { ::malloc_trim(0); }
 
 bool Agent::reload() {
   std::optional<StateUpdate> u = source_ ? source_->current() : std::nullopt;
-  return u && applyUpdate(*u);
+  return u && applyUpdate(std::move(*u));
 }
 
-bool Agent::applyUpdate(const StateUpdate& u) {
+bool Agent::applyUpdate(StateUpdate u) {
   std::lock_guard lk(mu_);
   for (auto& w : u.warnings) {
     if (sourceWarnings_.size() > 10000) sourceWarnings_.clear();  // bounded; may log some again
@@ -126,39 +126,31 @@ bool Agent::applyUpdate(const StateUpdate& u) {
     return false;
   }
   counters_.lastStateFileOk = true;
-  return applyLocked(*u.snapshot);
+  return applyLocked(std::move(*u.snapshot));
 }
 
 std::vector<ScrapeTarget> Agent::scrapeTargets() const {
   std::vector<ScrapeTarget> out;
-  for (auto& [sid, s] : index_.services) {
+  for (auto& [sid, s] : index().services) {
     if (!s.modelMetrics) continue;
     for (uint32_t bid : s.backendIds)
-      out.push_back(ScrapeTarget{bid, index_.backends.at(bid).endpoint.address.toString(), s.modelMetrics->port,
+      out.push_back(ScrapeTarget{bid, index().backends.at(bid).endpoint.address.toString(), s.modelMetrics->port,
                                  s.modelMetrics->path});
   }
   return out;
 }
 
-bool Agent::applyLocked(const Snapshot& snap, Reconciler::Verify verify) {
+bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
   auto t0 = std::chrono::steady_clock::now();
-  IdIndex idx;
-  // Policies name cgroups by path; the kernel checks ids. The snapshot kept
-  // as last good has the paths only, so every apply resolves afresh.
-  Snapshot resolved = snap;
-  auto missing = resolvePolicies(resolved, systemCgroupLookup(), systemPodCgroupLookup(podCgroupRoot()));
+  // Policies name cgroups by path; the kernel checks ids. Every apply
+  // resolves afresh (the paths stay in the snapshot).
+  auto missing = resolvePolicies(snap, systemCgroupLookup(), systemPodCgroupLookup(podCgroupRoot()));
   for (auto& m : missing)
     if (warnedCgroups_.insert(m.service + " " + m.path).second)
       spdlog::warn("service {}: policy allows {}, which has no cgroup now ({}); its clients are allowed once it has",
                    m.service, m.path, m.reason);
   lastPolicyCheck_ = std::chrono::steady_clock::now();
-  auto r = reconciler_.reconcile(resolved, idx, verify);
-  if (!r) {
-    counters_.reconcileErrors++;
-    lastError_ = "apply: " + r.error().message();
-    spdlog::error("reconcile failed: {}", r.error().message());
-    return false;
-  }
+  // Warned before the snapshot moves into the reconciler.
   for (auto& s : snap.services) {
     bool needsLoad = s.algorithm == Algorithm::kLeastConn || s.algorithm == Algorithm::kLatency ||
                      s.algorithm == Algorithm::kBoundedHash;
@@ -167,22 +159,28 @@ bool Agent::applyLocked(const Snapshot& snap, Reconciler::Verify verify) {
                    "--telemetry=false turns off; every endpoint looks idle to it",
                    s.key(), toString(s.algorithm));
   }
-  lastGood_ = snap;
+  auto r = reconciler_.reconcile(std::move(snap), verify);
+  if (!r) {
+    counters_.reconcileErrors++;
+    lastError_ = "apply: " + r.error().message();
+    spdlog::error("reconcile failed: {}", r.error().message());
+    return false;
+  }
   unresolvedCgroups_ = std::move(missing);
-  index_ = std::move(idx);
   if (scraper_) scraper_->setTargets(scrapeTargets());
-  if (lifecycle_) lifecycle_->setIndex(index_);
+  if (lifecycle_) lifecycle_->setIndex(index());
   counters_.reconciles++;
   counters_.ready = true;
   double secs = std::chrono::duration<double>(r->duration).count();
   counters_.lastReconcileSeconds = secs;
   counters_.reconcileSecondsTotal += secs;
   lastError_.clear();
-  spdlog::debug("apply took {:.1f} ms, of which reconcile {:.1f} ms",
-                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), secs * 1e3);
+  spdlog::debug("apply took {:.1f} ms, of which reconcile {:.1f} ms ({} of {} services planned)",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), secs * 1e3,
+                r->planned, reconciler_.applied()->services.size());
   if (r->ops > 0)
-    spdlog::info("applied {} service port(s), {} endpoint(s): {} map operation(s) in {:.3f} ms", index_.services.size(),
-                 index_.backends.size(), r->ops, secs * 1e3);
+    spdlog::info("applied {} service port(s), {} endpoint(s): {} map operation(s) in {:.3f} ms", index().services.size(),
+                 index().backends.size(), r->ops, secs * 1e3);
   return true;
 }
 
@@ -248,7 +246,7 @@ void Agent::run(const std::atomic<bool>& stop) {
     if (source_) u = source_->next(kTick);
     else std::this_thread::sleep_for(kTick);
     if (u) {
-      applyUpdate(*u);
+      applyUpdate(std::move(*u));
       u.reset();
       releaseFreedMemory();
       lastSync = std::chrono::steady_clock::now();
@@ -258,7 +256,7 @@ void Agent::run(const std::atomic<bool>& stop) {
     } else if (std::chrono::steady_clock::now() - lastSync >= opts_.resync) {
       // Level-triggered: re-apply the last good state to repair drift.
       std::lock_guard lk(mu_);
-      if (lastGood_) applyLocked(*lastGood_, Reconciler::Verify::kRead);
+      if (reconciler_.applied()) applyLocked(*reconciler_.applied(), Reconciler::Verify::kRead);
       lastSync = std::chrono::steady_clock::now();
     }
   }
@@ -271,13 +269,13 @@ bool Agent::policyRecheckDue() {
 
 void Agent::recheckPolicyLocked() {
   lastPolicyCheck_ = std::chrono::steady_clock::now();
-  if (!lastGood_) return;
-  Snapshot probe = *lastGood_;
+  if (!reconciler_.applied()) return;
+  Snapshot probe = *reconciler_.applied();
   auto missing = resolvePolicies(probe, systemCgroupLookup(), systemPodCgroupLookup(podCgroupRoot()));
   if (missing == unresolvedCgroups_) return;  // nothing appeared or went away
   spdlog::info("policy: allowed cgroups changed ({} -> {} missing), applying again", unresolvedCgroups_.size(),
                missing.size());
-  applyLocked(*lastGood_);
+  applyLocked(std::move(probe));
 }
 
 bool Agent::ready() {
@@ -290,17 +288,17 @@ std::string Agent::metricsText(MetricsFormat format) {
   // taking the lock so a scrape does not hold up reconciles.
   std::vector<MapOccupancy> maps = reader_->occupancy();
   std::lock_guard lk(mu_);
-  auto st = reader_->stats(serviceIds(index_), backendIds(index_));
+  auto st = reader_->stats(serviceIds(index()), backendIds(index()));
   DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
   if (!st) spdlog::warn("read counters: {}", st.error().message());
-  auto tel = reader_->telemetry(backendIds(index_));
+  auto tel = reader_->telemetry(backendIds(index()));
   if (!tel) spdlog::warn("read telemetry: {}", tel.error().message());
   AgentCounters counters = counters_;
   if (scraper_) {
     counters.modelScrapesOk = scraper_->scrapesOk();
     counters.modelScrapesFailed = scraper_->scrapesFailed();
   }
-  MetricsInput in{&index_, &stats, counters, std::move(maps), AIMESH_VERSION};
+  MetricsInput in{&index(), &stats, counters, std::move(maps), AIMESH_VERSION};
   if (opts_.telemetry && tel) in.telemetry = &tel.value();
   in.events = reader_->flowEventsTotal();
   in.openMetrics = format == MetricsFormat::kOpenMetrics;
@@ -362,8 +360,8 @@ view::Status Agent::statusView() {
       .reconcileErrors = counters_.reconcileErrors,
       .stateFileErrors = counters_.stateFileErrors,
       .lastError = lastError_,
-      .services = index_.services.size(),
-      .endpoints = index_.backends.size(),
+      .services = index().services.size(),
+      .endpoints = index().backends.size(),
       .limits = {opts_.limits.services, opts_.limits.backends, opts_.limits.flows},
   };
   if (dp_)
@@ -401,39 +399,39 @@ view::Status Agent::statusView() {
 
 view::ServiceList Agent::servicesView() {
   std::lock_guard lk(mu_);
-  auto st = reader_->stats(serviceIds(index_), {});
-  return buildServices(index_, st ? &st.value() : nullptr);
+  auto st = reader_->stats(serviceIds(index()), {});
+  return buildServices(index(), st ? &st.value() : nullptr);
 }
 
 view::Policy Agent::policyView() {
   std::lock_guard lk(mu_);
-  auto st = reader_->stats(serviceIds(index_), {});
-  return buildPolicy(index_, st ? &st.value() : nullptr, unresolvedCgroups_);
+  auto st = reader_->stats(serviceIds(index()), {});
+  return buildPolicy(index(), st ? &st.value() : nullptr, unresolvedCgroups_);
 }
 
 view::EndpointList Agent::endpointsView(const ServiceFilter& filter) {
   std::lock_guard lk(mu_);
-  auto st = reader_->stats({}, backendIds(index_));
-  auto tel = reader_->telemetry(backendIds(index_));
-  return buildEndpoints(index_, filter, st ? &st.value() : nullptr, tel ? &tel.value() : nullptr);
+  auto st = reader_->stats({}, backendIds(index()));
+  auto tel = reader_->telemetry(backendIds(index()));
+  return buildEndpoints(index(), filter, st ? &st.value() : nullptr, tel ? &tel.value() : nullptr);
 }
 
 Result<view::Latency> Agent::latencyView(const ServiceFilter& filter) {
   std::lock_guard lk(mu_);
-  auto ids = latencyBackends(index_, filter);
+  auto ids = latencyBackends(index(), filter);
   if (!ids) return ids.error();
   auto tel = reader_->telemetry(*ids);
   if (!tel) return tel.error();
-  return buildLatency(index_, *ids, *tel);
+  return buildLatency(index(), *ids, *tel);
 }
 
 Result<view::Top> Agent::topView() {
   std::lock_guard lk(mu_);
-  auto tel = reader_->telemetry(backendIds(index_));
+  auto tel = reader_->telemetry(backendIds(index()));
   if (!tel) return tel.error();
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return buildTop(index_, *tel, ts.tv_sec + ts.tv_nsec / 1e9);
+  return buildTop(index(), *tel, ts.tv_sec + ts.tv_nsec / 1e9);
 }
 
 view::Clients Agent::clientsView() {
@@ -474,7 +472,7 @@ view::Clients Agent::clientsLocked() {
   }
   if (!gone.empty())
     if (Status st = reader_->forgetClients(gone); !st) spdlog::warn("forget clients: {}", st.error().message());
-  return buildClients(index_, named, opts_.clientTopK, monoSeconds);
+  return buildClients(index(), named, opts_.clientTopK, monoSeconds);
 }
 
 Result<view::Flows> Agent::flowsView(uint64_t since) {
@@ -482,7 +480,7 @@ Result<view::Flows> Agent::flowsView(uint64_t since) {
   std::vector<FlowEvent> evs;
   if (!reader_->flowEvents(since, 1000, &evs, &next, &dropped)) return Error::msg("no event log");
   std::lock_guard lk(mu_);
-  return buildFlows(index_, evs, next, dropped);
+  return buildFlows(index(), evs, next, dropped);
 }
 
 Result<view::Connections> Agent::connectionsView(const ServiceFilter& filter) {
@@ -492,7 +490,7 @@ Result<view::Connections> Agent::connectionsView(const ServiceFilter& filter) {
   {
     std::lock_guard lk(mu_);
     bool known = filter.name.empty();
-    for (auto& [id, s] : index_.services) known |= filter.matches(s);
+    for (auto& [id, s] : index().services) known |= filter.matches(s);
     if (!known) return Error::msg("unknown service '" + filter.text() + "'");
   }
   // The pass walks every namespace: outside the agent lock.
@@ -500,8 +498,8 @@ Result<view::Connections> Agent::connectionsView(const ServiceFilter& filter) {
   if (!seen) return Error::msg("list connections: " + seen.error().message());
   std::vector<ClosedSeries> closed = lifecycle_->closed();
   std::lock_guard lk(mu_);
-  auto tel = reader_->telemetry(backendIds(index_));
-  return buildConnections(index_, filter, *seen, closed, tel ? &tel.value() : nullptr,
+  auto tel = reader_->telemetry(backendIds(index()));
+  return buildConnections(index(), filter, *seen, closed, tel ? &tel.value() : nullptr,
                           lifecycle_->namespacesWalked());
 }
 

@@ -120,9 +120,13 @@ class Agent {
 
  private:
   Agent(AgentOptions opts, std::optional<Datapath> dp, std::unique_ptr<MapWriter> writer);
-  bool applyLocked(const Snapshot& snap, Reconciler::Verify verify = Reconciler::Verify::kKnown);
+  // Resolves the policies' cgroups of `snap` and reconciles it.
+  bool applyLocked(Snapshot snap, Reconciler::Verify verify = Reconciler::Verify::kKnown);
   // Applies a source's update, or counts and logs why it was rejected.
-  bool applyUpdate(const StateUpdate& u);
+  bool applyUpdate(StateUpdate u);
+  // The ids of the last applied state (the reconciler keeps it, patched in
+  // place by a change to a few services).
+  const IdIndex& index() const { return reconciler_.index(); }
   void sweepFlows();
   // Re-resolves the policies' cgroup paths; applies again if an id changed.
   void recheckPolicyLocked();
@@ -147,8 +151,8 @@ class Agent {
   std::unique_ptr<MapWriter> writer_;
   Reconciler reconciler_;
   std::mutex mu_;  // guards everything below
-  std::optional<Snapshot> lastGood_;
-  IdIndex index_;
+  // The last good state is reconciler_.applied() (with the policies' cgroup
+  // ids as last resolved).
   AgentCounters counters_;
   std::string lastError_;
   std::set<std::string> warnedAlgorithm_;

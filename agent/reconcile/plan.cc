@@ -53,29 +53,26 @@ std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t
 
 namespace {
 
-// Hands out ids in [1, limit). An id in use now or already handed out in this
-// plan is never handed out again in the same plan, so a removed id's counters
-// are not inherited by a new object. `used_` holds both (one set, so handing
-// out n ids costs O(n log n)).
+// Hands out ids in [1, limit). An id in the current state or already handed
+// out in this plan is never handed out again in the same plan, so a removed
+// id's counters are not inherited by a new object. The current state is
+// looked up, not copied (a plan of a few services must not cost a pass over
+// every id): the lowest free id is found by walking the current ids in
+// order alongside the cursor, once per plan.
+template <class Records>
 class IdPool {
  public:
-  template <class Records>
-  IdPool(const Records& current, uint32_t limit) : limit_(limit) {
-    for (auto& [id, _] : current) used_.insert(id);
-  }
+  IdPool(const Records& current, uint32_t limit) : current_(current), next_(current.begin()), limit_(limit) {}
 
   bool claimed(uint32_t id) const { return claimed_.count(id) != 0; }
 
   // Claims an id of the current state for this plan.
-  void keep(uint32_t id) {
-    claimed_.insert(id);
-    used_.insert(id);
-  }
+  void keep(uint32_t id) { claimed_.insert(id); }
 
   // Claims the lowest free id and appends it to `fresh`; nullopt when every
   // id below the limit is taken.
   std::optional<uint32_t> claimNew(std::vector<uint32_t>& fresh) {
-    while (cursor_ < limit_ && used_.count(cursor_)) ++cursor_;
+    while (cursor_ < limit_ && (inCurrent(cursor_) || claimed(cursor_))) ++cursor_;
     if (cursor_ >= limit_) return std::nullopt;
     uint32_t id = cursor_++;
     fresh.push_back(id);
@@ -84,7 +81,15 @@ class IdPool {
   }
 
  private:
-  std::set<uint32_t> used_, claimed_;
+  // Whether `id` is in the current state; ids asked for never decrease.
+  bool inCurrent(uint32_t id) {
+    while (next_ != current_.end() && next_->first < id) ++next_;
+    return next_ != current_.end() && next_->first == id;
+  }
+
+  const Records& current_;
+  typename Records::const_iterator next_;
+  std::set<uint32_t> claimed_;
   uint32_t cursor_ = 1;
   uint32_t limit_;
 };
@@ -94,12 +99,15 @@ using BackendAddress = std::tuple<uint32_t, IpAddr, uint16_t>;
 
 // The ids of one plan, and the current backends' ids by address.
 struct PlanIds {
-  IdPool services, backends;
+  IdPool<std::map<uint32_t, ServiceRecord>> services;
+  IdPool<std::map<uint32_t, BackendRecord>> backends;
   std::map<BackendAddress, uint32_t> currentBackends;
 };
 
-PlanIds planIds(const KernelState& current, const MapLimits& limits) {
-  PlanIds ids{IdPool(current.services, limits.services), IdPool(current.backends, limits.backends), {}};
+// Ids are free unless `whole` (the entire current state) uses them; the
+// backends that can keep their ids are those of `current`.
+PlanIds planIds(const KernelState& current, const KernelState& whole, const MapLimits& limits) {
+  PlanIds ids{{whole.services, limits.services}, {whole.backends, limits.backends}, {}};
   for (auto& [id, be] : current.backends) ids.currentBackends[{be.serviceId, be.addr, be.port}] = id;
   return ids;
 }
@@ -123,8 +131,9 @@ std::vector<FrontendKey> frontendsOf(const Service& svc, const PortSpec& ps) {
 // An existing service keeps its id through the first of its frontends that
 // names a current service not yet claimed in this plan; otherwise it gets
 // the lowest free id. nullopt when the services map is full.
-std::optional<uint32_t> claimServiceId(const KernelState& current, const std::vector<FrontendKey>& fks,
-                                       IdPool& ids, std::vector<uint32_t>& fresh) {
+template <class Pool>
+std::optional<uint32_t> claimServiceId(const KernelState& current, const std::vector<FrontendKey>& fks, Pool& ids,
+                                       std::vector<uint32_t>& fresh) {
   uint32_t kept = 0;
   for (auto& fk : fks) {
     auto it = current.frontends.find(fk);
@@ -252,10 +261,18 @@ void dropSlotsOfDeletedBackends(KernelState& out) {
 }  // namespace
 
 Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimits& limits) {
+  std::vector<const Service*> all;
+  all.reserve(desired.services.size());
+  for (const Service& svc : desired.services) all.push_back(&svc);
+  return makePartialPlan(all, current, current, limits);
+}
+
+Plan makePartialPlan(const std::vector<const Service*>& services, const KernelState& current,
+                     const KernelState& whole, const MapLimits& limits) {
   Plan plan;
-  PlanIds ids = planIds(current, limits);
-  for (const Service& svc : desired.services) {
-    for (const PortSpec& ps : svc.ports) planServicePort(svc, ps, current, ids, plan);
+  PlanIds ids = planIds(current, whole, limits);
+  for (const Service* svc : services) {
+    for (const PortSpec& ps : svc->ports) planServicePort(*svc, ps, current, ids, plan);
   }
   dropSlotsOfDeletedBackends(plan.desired);
   return plan;

@@ -25,15 +25,18 @@ struct ServiceInfo {
   std::optional<ModelMetricsSpec> modelMetrics;  // scrape the endpoints' model-server metrics
   std::optional<PolicySpec> policy;              // who may connect (with the resolved cgroup ids)
   ConnectionPolicy connections;                  // the lifecycle rules (agent/lifecycle/)
+  bool operator==(const ServiceInfo&) const = default;
 };
 struct BackendInfo {
   uint32_t serviceId = 0;
   Endpoint endpoint;       // as in the snapshot
   uint16_t targetPort = 0; // resolved port
+  bool operator==(const BackendInfo&) const = default;
 };
 struct IdIndex {
   std::map<uint32_t, ServiceInfo> services;
   std::map<uint32_t, BackendInfo> backends;
+  bool operator==(const IdIndex&) const = default;
 };
 
 struct Plan {
@@ -53,5 +56,16 @@ std::vector<uint32_t> expandSlots(const std::vector<std::pair<uint32_t, uint16_t
 // Ids are handed out below `limits` (services, backends); what does not fit is
 // left out of the plan (its index is then smaller than the snapshot).
 Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimits& limits = {});
+
+// The plan of some services only (a change to a few of many): `current` is
+// the part of the current state those services own now (every entry of
+// their current service ids: frontends, services, slots, backends, hash
+// tables, policy entries) and `whole` the entire current state, whose ids
+// are not handed out again. Provided no other current service owns one of
+// their frontends, this is exactly makePlan(desired, whole) restricted to
+// these services (the reconciler's incremental path relies on that, and
+// tests/unit/reconcile/incremental_test.cc checks it).
+Plan makePartialPlan(const std::vector<const Service*>& services, const KernelState& current,
+                     const KernelState& whole, const MapLimits& limits = {});
 
 }  // namespace aimesh

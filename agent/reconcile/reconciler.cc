@@ -2,13 +2,112 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <set>
+
 namespace aimesh {
 namespace {
 // Pinned maps keep their size (docs/operations.md, "Changing the sizes").
 constexpr const char* kResizeNote = "; a running data plane is resized with aimesh-agent --cleanup, then a start";
+
+// Orders services as Service::key() ("namespace/name") does, without
+// building the keys: <0, 0 or >0.
+int compareKeys(const Service& a, const Service& b) {
+  const std::string &x = a.nameSpace, &y = b.nameSpace;
+  if (x == y) return a.name.compare(b.name);
+  size_t i = 0, n = std::min(x.size(), y.size());
+  while (i < n && x[i] == y[i]) ++i;
+  auto cx = static_cast<unsigned char>(i < x.size() ? x[i] : '/');
+  auto cy = static_cast<unsigned char>(i < y.size() ? y[i] : '/');
+  if (cx != cy) return cx < cy ? -1 : 1;
+  return a.key().compare(b.key());  // a namespace with a '/' in it: compare the keys themselves
+}
+
+// Services added or changed (in `after`'s order) and removed or changed (in
+// `before`'s), from one walk of two snapshots sorted by key. nullopt if one
+// is not sorted by key with unique keys, or more than `budget` differ.
+struct SnapshotChange {
+  std::vector<const Service*> planned, gone;
+};
+std::optional<SnapshotChange> changedServices(const std::vector<Service>& before, const std::vector<Service>& after,
+                                              size_t budget) {
+  SnapshotChange ch;
+  size_t i = 0, j = 0;
+  auto increasing = [](const std::vector<Service>& v, size_t k) { return k == 0 || compareKeys(v[k - 1], v[k]) < 0; };
+  while (i < before.size() || j < after.size()) {
+    if ((i < before.size() && !increasing(before, i)) || (j < after.size() && !increasing(after, j)))
+      return std::nullopt;
+    int c = i == before.size() ? 1 : j == after.size() ? -1 : compareKeys(before[i], after[j]);
+    if (c < 0) {
+      ch.gone.push_back(&before[i++]);
+    } else if (c > 0) {
+      ch.planned.push_back(&after[j++]);
+    } else {
+      if (!(before[i] == after[j])) {
+        ch.gone.push_back(&before[i]);
+        ch.planned.push_back(&after[j]);
+      }
+      ++i, ++j;
+    }
+    if (ch.planned.size() + ch.gone.size() > budget) return std::nullopt;
+  }
+  return ch;
+}
+
+// The entries of `whole` that service ids `ids` own (their frontends,
+// records, slots, backends, hash tables and policy entries).
+KernelState ownedBy(const KernelState& whole, const IdIndex& index, const std::set<uint32_t>& ids) {
+  KernelState part;
+  for (uint32_t sid : ids) {
+    const ServiceInfo& info = index.services.at(sid);
+    for (auto& fk : info.frontends)
+      if (auto f = whole.frontends.find(fk); f != whole.frontends.end() && f->second == sid)
+        part.frontends.emplace(fk, sid);
+    if (auto s = whole.services.find(sid); s != whole.services.end()) part.services.emplace(*s);
+    for (auto it = whole.slots.lower_bound(SlotKey{sid, 0}); it != whole.slots.end() && it->first.serviceId == sid;
+         ++it)
+      part.slots.emplace(*it);
+    for (uint32_t bid : info.backendIds)
+      if (auto b = whole.backends.find(bid); b != whole.backends.end()) part.backends.emplace(*b);
+    if (auto h = whole.hashTables.find(sid); h != whole.hashTables.end()) part.hashTables.emplace(*h);
+  }
+  for (auto& [key, v] : whole.policy)
+    if (ids.count(key.serviceId)) part.policy.emplace(key, v);
+  return part;
+}
+
+// Replaces the entries `part` names in `whole` with those of `next`.
+template <class Map>
+void replaceEntries(Map& whole, const Map& part, Map&& next) {
+  for (auto& [key, _] : part) whole.erase(key);
+  for (auto& [key, v] : next) whole.insert_or_assign(key, std::move(v));
+}
+void replaceState(KernelState& whole, const KernelState& part, KernelState&& next) {
+  replaceEntries(whole.frontends, part.frontends, std::move(next.frontends));
+  replaceEntries(whole.services, part.services, std::move(next.services));
+  replaceEntries(whole.slots, part.slots, std::move(next.slots));
+  replaceEntries(whole.backends, part.backends, std::move(next.backends));
+  replaceEntries(whole.hashTables, part.hashTables, std::move(next.hashTables));
+  replaceEntries(whole.policy, part.policy, std::move(next.policy));
+}
+
+std::string keyOf(const ServiceInfo& s) { return s.nameSpace + "/" + s.name; }
 }  // namespace
 
 Result<ReconcileReport> Reconciler::reconcile(const Snapshot& desired, IdIndex& index, Verify verify) {
+  auto r = reconcile(Snapshot(desired), verify);
+  if (r) index = index_;
+  return r;
+}
+
+Result<ReconcileReport> Reconciler::reconcile(Snapshot desired, Verify verify) {
+  if (incremental_ && verify == Verify::kKnown && known_ && applied_) {
+    if (auto r = reconcileChanged(desired)) return std::move(*r);
+  }
+  return reconcileAll(std::move(desired), verify);
+}
+
+Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify verify) {
   auto start = std::chrono::steady_clock::now();
   if (verify == Verify::kRead || !known_) {
     known_.reset();
@@ -41,9 +140,70 @@ Result<ReconcileReport> Reconciler::reconcile(const Snapshot& desired, IdIndex& 
 
   auto ops = diff(current, plan.desired, plan.newServiceIds, plan.newBackendIds);
   if (Status st = writer_.applyAll(ops); !st) return st.error();
-  index = std::move(plan.index);
+  index_ = std::move(plan.index);
   known_ = std::move(plan.desired);
-  return ReconcileReport{ops.size(), std::chrono::steady_clock::now() - start};
+  indexKeys();
+  size_t planned = desired.services.size();
+  applied_ = std::move(desired);
+  return ReconcileReport{ops.size(), std::chrono::steady_clock::now() - start, false, planned};
+}
+
+void Reconciler::indexKeys() {
+  idsOfKey_.clear();
+  for (auto& [sid, info] : index_.services) idsOfKey_[keyOf(info)].push_back(sid);
+}
+
+std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& desired) {
+  auto start = std::chrono::steady_clock::now();
+  // Past a quarter of the services, planning them all costs about the same.
+  size_t budget = std::max(desired.services.size(), applied_->services.size()) / 4 + 1;
+  std::optional<SnapshotChange> ch = changedServices(applied_->services, desired.services, budget);
+  if (!ch) return std::nullopt;
+
+  std::set<uint32_t> oldIds;
+  for (const Service* s : ch->gone) {
+    auto it = idsOfKey_.find(s->key());
+    if (it == idsOfKey_.end()) return std::nullopt;
+    oldIds.insert(it->second.begin(), it->second.end());
+  }
+  const KernelState& whole = *known_;
+  // A frontend that moves from an unchanged service to a changed one would
+  // take that service's id away: only a full plan decides that.
+  size_t wanted = 0, wantedBe = 0;
+  for (const Service* s : ch->planned) {
+    wanted += s->ports.size();
+    wantedBe += s->ports.size() * s->endpoints.size();
+    for (auto& ps : s->ports)
+      for (auto& vip : s->vips)
+        if (auto f = whole.frontends.find(FrontendKey{vip, ps.port, ps.protocol});
+            f != whole.frontends.end() && !oldIds.count(f->second))
+          return std::nullopt;
+  }
+  KernelState current = ownedBy(whole, index_, oldIds);
+  Plan plan = makePartialPlan(ch->planned, current, whole, limits_);
+  // Out of ids: the full plan says so, with the totals.
+  if (plan.index.services.size() != wanted || plan.index.backends.size() != wantedBe) return std::nullopt;
+
+  auto ops = diff(current, plan.desired, plan.newServiceIds, plan.newBackendIds);
+  if (Status st = writer_.applyAll(ops); !st) {
+    known_.reset();  // the kernel is between the two: the next run reads it back
+    return Result<ReconcileReport>(st.error());
+  }
+  replaceState(*known_, current, std::move(plan.desired));
+  for (uint32_t sid : oldIds) {
+    auto it = index_.services.find(sid);
+    for (uint32_t bid : it->second.backendIds) index_.backends.erase(bid);
+    index_.services.erase(it);
+  }
+  for (const Service* s : ch->gone) idsOfKey_.erase(s->key());
+  for (auto& [sid, info] : plan.index.services) {
+    idsOfKey_[keyOf(info)].push_back(sid);
+    index_.services.insert_or_assign(sid, std::move(info));
+  }
+  for (auto& [bid, info] : plan.index.backends) index_.backends.insert_or_assign(bid, std::move(info));
+  size_t planned = ch->planned.size();
+  applied_ = std::move(desired);
+  return ReconcileReport{ops.size(), std::chrono::steady_clock::now() - start, true, planned};
 }
 
 }  // namespace aimesh
