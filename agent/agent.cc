@@ -168,7 +168,7 @@ bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
   }
   unresolvedCgroups_ = std::move(missing);
   if (scraper_) scraper_->setTargets(scrapeTargets());
-  if (lifecycle_) lifecycle_->setIndex(index());
+  if (lifecycle_) lifecycle_->setIndex(index(), reconciler_.lastChange());
   counters_.reconciles++;
   counters_.ready = true;
   double secs = std::chrono::duration<double>(r->duration).count();

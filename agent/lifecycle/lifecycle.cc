@@ -121,18 +121,42 @@ Lifecycle::~Lifecycle() {
   if (homeNetns_ >= 0) ::close(homeNetns_);
 }
 
-void Lifecycle::setIndex(const IdIndex& index) {
+Lifecycle::ClosedKey Lifecycle::closedKey(const ServiceInfo& s, const std::string& endpoint) {
+  return {s.nameSpace + "/" + s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), endpoint};
+}
+
+Lifecycle::EndpointInfo Lifecycle::endpointInfo(const BackendInfo& b) {
+  return EndpointInfo{b.serviceId, b.endpoint.weight, b.endpoint.state == EndpointState::kActive,
+                      formatHostPort(b.endpoint.address, b.targetPort)};
+}
+
+void Lifecycle::setIndex(const IdIndex& index, const IndexChange& change) {
   std::lock_guard lk(mu_);
+  if (change.all) replaceIndexLocked(index);
+  else patchIndexLocked(index, change);
+  // Bounded: series of endpoints that left go once there are many of them.
+  if (closed_.size() > 2 * endpoints_.size() + 1024)
+    std::erase_if(closed_, [](const auto& kv) { return !kv.second.current; });
+  if (!iter_) return;
+  // The rules the iterators read, per service id; only those that changed
+  // are written (at 10,000 services a write each was ~10,000 system calls
+  // per change). Ids of services that left keep theirs: their leftover
+  // connections still drain by them.
+  if (change.all) {
+    for (auto& [id, s] : services_) writeRuleLocked(id, s);
+  } else {
+    for (uint32_t id : change.written) writeRuleLocked(id, services_.at(id));
+  }
+}
+
+void Lifecycle::replaceIndexLocked(const IdIndex& index) {
   for (auto& [id, s] : services_)
     if (!index.services.count(id)) {
       goneServices_[id] = s;
       pendingRemoval_ = true;
     }
   std::map<uint32_t, EndpointInfo> eps;
-  for (auto& [id, b] : index.backends) {
-    eps[id] = EndpointInfo{b.serviceId, b.endpoint.weight, b.endpoint.state == EndpointState::kActive,
-                           formatHostPort(b.endpoint.address, b.targetPort)};
-  }
+  for (auto& [id, b] : index.backends) eps[id] = endpointInfo(b);
   for (auto& [id, e] : endpoints_) {
     auto it = eps.find(id);
     if (it == eps.end() || it->second.endpoint != e.endpoint || it->second.serviceId != e.serviceId)
@@ -144,29 +168,58 @@ void Lifecycle::setIndex(const IdIndex& index) {
   std::erase_if(tokens_, [&](const auto& kv) { return !services_.count(kv.first); });
   for (auto& [key, c] : closed_) c.current = false;
   for (auto& [id, e] : endpoints_) {
-    const ServiceInfo& s = services_.at(e.serviceId);
-    auto it = closed_.find({s.nameSpace + "/" + s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), e.endpoint});
+    auto it = closed_.find(closedKey(services_.at(e.serviceId), e.endpoint));
     if (it != closed_.end()) it->second.current = true;
   }
-  // Bounded: series of endpoints that left go once there are many of them.
-  if (closed_.size() > 2 * endpoints_.size() + 1024)
-    std::erase_if(closed_, [](const auto& kv) { return !kv.second.current; });
-  if (!iter_) return;
-  // The rules the iterators read, per service id; only those that changed
-  // are written (at 10,000 services a write each was ~10,000 system calls
-  // per change). Ids of services that left keep theirs: their leftover
-  // connections still drain by them.
-  for (auto& [id, s] : services_) {
-    aimesh_lc_svc r{};
-    r.max_age_ns = s.connections.maxAgeMs * 1'000'000ULL;
-    r.max_requests = s.connections.maxRequests;
-    r.drain_timeout_ns = s.connections.drainTimeoutMs * 1'000'000ULL;
-    r.flags = AIMESH_LCS_F_SET;
-    auto [it, added] = svcRules_.try_emplace(id, r);
-    if (!added && std::memcmp(&it->second, &r, sizeof(r)) == 0) continue;
-    if (bpf_map_update_elem(iter_->svcFd(), &id, &r, BPF_ANY) == 0) it->second = r;
-    else svcRules_.erase(it);  // written again next time
+}
+
+// The same as replaceIndexLocked() for an index that differs from the one
+// held only in the service ids `change` names.
+void Lifecycle::patchIndexLocked(const IdIndex& index, const IndexChange& change) {
+  std::map<uint32_t, EndpointInfo> left;  // the removed ids' endpoints, as they were
+  for (uint32_t sid : change.removed) {
+    auto s = services_.find(sid);
+    if (s == services_.end()) continue;
+    for (uint32_t bid : s->second.backendIds) {
+      auto e = endpoints_.find(bid);
+      if (e == endpoints_.end()) continue;
+      if (auto c = closed_.find(closedKey(s->second, e->second.endpoint)); c != closed_.end()) c->second.current = false;
+      left.insert(endpoints_.extract(e));
+    }
+    if (!index.services.count(sid)) {
+      goneServices_[sid] = std::move(s->second);
+      tokens_.erase(sid);
+      pendingRemoval_ = true;
+    }
+    services_.erase(s);
   }
+  for (uint32_t sid : change.written) {
+    const ServiceInfo& s = index.services.at(sid);
+    services_.insert_or_assign(sid, s);
+    goneServices_.erase(sid);
+    for (uint32_t bid : s.backendIds) {
+      EndpointInfo e = endpointInfo(index.backends.at(bid));
+      if (auto c = closed_.find(closedKey(s, e.endpoint)); c != closed_.end()) c->second.current = true;
+      endpoints_.insert_or_assign(bid, std::move(e));
+    }
+  }
+  for (auto& [id, e] : left) {
+    auto it = endpoints_.find(id);
+    if (it == endpoints_.end() || it->second.endpoint != e.endpoint || it->second.serviceId != e.serviceId)
+      pendingRemoval_ = true;
+  }
+}
+
+void Lifecycle::writeRuleLocked(uint32_t id, const ServiceInfo& s) {
+  aimesh_lc_svc r{};
+  r.max_age_ns = s.connections.maxAgeMs * 1'000'000ULL;
+  r.max_requests = s.connections.maxRequests;
+  r.drain_timeout_ns = s.connections.drainTimeoutMs * 1'000'000ULL;
+  r.flags = AIMESH_LCS_F_SET;
+  auto [it, added] = svcRules_.try_emplace(id, r);
+  if (!added && std::memcmp(&it->second, &r, sizeof(r)) == 0) return;
+  if (bpf_map_update_elem(iter_->svcFd(), &id, &r, BPF_ANY) == 0) it->second = r;
+  else svcRules_.erase(it);  // written again next time
 }
 
 void Lifecycle::loop() {

@@ -90,7 +90,9 @@ class Lifecycle {
 
   // After every apply: the services' rules and endpoints. Endpoints that
   // left the state have their connections looked for until none is left.
-  void setIndex(const IdIndex& index);
+  // With a change that is not `all`, only the service ids it names are
+  // looked at (a change to one service of 10,000 copies one service).
+  void setIndex(const IdIndex& index, const IndexChange& change = {});
 
   // A report-only pass now, in every namespace (meshctl connections).
   Result<std::vector<ConnectionSeen>> connections();
@@ -119,6 +121,12 @@ class Lifecycle {
   // Runs one pass in every namespace; must hold passMu_.
   Result<std::vector<ConnectionSeen>> passLocked(bool act);
   void account(const std::vector<ConnectionSeen>& seen);
+  using ClosedKey = std::tuple<std::string, uint16_t, uint8_t, std::string>;
+  static ClosedKey closedKey(const ServiceInfo& s, const std::string& endpoint);
+  static EndpointInfo endpointInfo(const BackendInfo& b);
+  void replaceIndexLocked(const IdIndex& index);
+  void patchIndexLocked(const IdIndex& index, const IndexChange& change);
+  void writeRuleLocked(uint32_t id, const ServiceInfo& s);
 
   LifecycleOptions opts_;
   MapFds maps_;
@@ -133,7 +141,7 @@ class Lifecycle {
   std::map<uint32_t, aimesh_lc_svc> svcRules_;  // as last written to the iterators' map
   std::map<uint32_t, CloseTokens> tokens_;
   bool pendingRemoval_ = true;  // look for connections to endpoints that left (also what an earlier agent left)
-  std::map<std::tuple<std::string, uint16_t, uint8_t, std::string>, ClosedSeries> closed_;
+  std::map<ClosedKey, ClosedSeries> closed_;
   LifecycleStats stats_;
   std::chrono::steady_clock::time_point lastPass_{}, lastTick_{}, lastNetns_{};
   std::vector<NetnsRef> namespaces_;

@@ -97,4 +97,21 @@ std::string formatFrontend(const IpAddr& a, uint16_t port, Protocol p) {
   return out;
 }
 
+int compareKeys(const Service& a, const Service& b) {
+  const std::string &x = a.nameSpace, &y = b.nameSpace;
+  if (x == y) {
+    int c = a.name.compare(b.name);
+    return c < 0 ? -1 : c > 0;
+  }
+  // The first difference of the namespaces decides, the end of the shorter
+  // one reading as the '/' that follows it in the key.
+  size_t i = 0, n = std::min(x.size(), y.size());
+  while (i < n && x[i] == y[i]) ++i;
+  auto cx = static_cast<unsigned char>(i < x.size() ? x[i] : '/');
+  auto cy = static_cast<unsigned char>(i < y.size() ? y[i] : '/');
+  if (cx != cy) return cx < cy ? -1 : 1;
+  int c = a.key().compare(b.key());  // a namespace with a '/' in it: compare the keys themselves
+  return c < 0 ? -1 : c > 0;
+}
+
 }  // namespace aimesh

@@ -143,6 +143,11 @@ struct Service {
   bool operator==(const Service&) const = default;
 };
 
+// Orders services as their key() strings ("namespace/name") order, without
+// building them: <0, 0 or >0. keyLess() is the sort order of a Snapshot.
+int compareKeys(const Service& a, const Service& b);
+inline bool keyLess(const Service& a, const Service& b) { return compareKeys(a, b) < 0; }
+
 // The whole desired state. Services are kept sorted by key() so that two
 // snapshots of the same state compare equal.
 struct Snapshot {

@@ -39,6 +39,15 @@ struct IdIndex {
   bool operator==(const IdIndex&) const = default;
 };
 
+// What one reconcile changed in the index, for those that keep a copy of
+// parts of it (the lifecycle): the service ids whose entries (and their
+// backends') went, then those written anew. all: a full plan, where any id
+// may have changed.
+struct IndexChange {
+  bool all = true;
+  std::vector<uint32_t> removed, written;
+};
+
 struct Plan {
   KernelState desired;
   IdIndex index;

@@ -10,19 +10,6 @@ namespace {
 // Pinned maps keep their size (docs/operations.md, "Changing the sizes").
 constexpr const char* kResizeNote = "; a running data plane is resized with aimesh-agent --cleanup, then a start";
 
-// Orders services as Service::key() ("namespace/name") does, without
-// building the keys: <0, 0 or >0.
-int compareKeys(const Service& a, const Service& b) {
-  const std::string &x = a.nameSpace, &y = b.nameSpace;
-  if (x == y) return a.name.compare(b.name);
-  size_t i = 0, n = std::min(x.size(), y.size());
-  while (i < n && x[i] == y[i]) ++i;
-  auto cx = static_cast<unsigned char>(i < x.size() ? x[i] : '/');
-  auto cy = static_cast<unsigned char>(i < y.size() ? y[i] : '/');
-  if (cx != cy) return cx < cy ? -1 : 1;
-  return a.key().compare(b.key());  // a namespace with a '/' in it: compare the keys themselves
-}
-
 // Services added or changed (in `after`'s order) and removed or changed (in
 // `before`'s), from one walk of two snapshots sorted by key. nullopt if one
 // is not sorted by key with unique keys, or more than `budget` differ.
@@ -141,6 +128,7 @@ Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify veri
   auto ops = diff(current, plan.desired, plan.newServiceIds, plan.newBackendIds);
   if (Status st = writer_.applyAll(ops); !st) return st.error();
   index_ = std::move(plan.index);
+  change_ = IndexChange{};
   known_ = std::move(plan.desired);
   indexKeys();
   size_t planned = desired.services.size();
@@ -196,7 +184,9 @@ std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& de
     index_.services.erase(it);
   }
   for (const Service* s : ch->gone) idsOfKey_.erase(s->key());
+  change_ = IndexChange{false, {oldIds.begin(), oldIds.end()}, {}};
   for (auto& [sid, info] : plan.index.services) {
+    change_.written.push_back(sid);
     idsOfKey_[keyOf(info)].push_back(sid);
     index_.services.insert_or_assign(sid, std::move(info));
   }

@@ -49,6 +49,8 @@ class Reconciler {
   // What the last successful run applied, and the ids it stands at.
   const std::optional<Snapshot>& applied() const { return applied_; }
   const IdIndex& index() const { return index_; }
+  // What the last successful run changed in index().
+  const IndexChange& lastChange() const { return change_; }
 
  private:
   Result<ReconcileReport> reconcileAll(Snapshot&& desired, Verify verify);
@@ -64,6 +66,7 @@ class Reconciler {
   std::optional<KernelState> known_;  // what the last successful run left in the maps
   std::optional<Snapshot> applied_;   // the snapshot of the last successful run
   IdIndex index_;                     // ... and its ids
+  IndexChange change_;
   std::map<std::string, std::vector<uint32_t>> idsOfKey_;  // service key -> its service ids (one per port)
 };
 

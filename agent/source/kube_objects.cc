@@ -925,7 +925,7 @@ BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
 
   std::vector<Service> built;
   for (const auto& [key, svc] : services) buildService(svc, index, pods, built, result.warnings);
-  std::stable_sort(built.begin(), built.end(), [](const Service& a, const Service& b) { return a.key() < b.key(); });
+  std::stable_sort(built.begin(), built.end(), keyLess);
 
   // The reconciler gives a frontend to one kernel service only; the first in
   // key order keeps it, so the outcome does not depend on input order.

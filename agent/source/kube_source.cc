@@ -360,7 +360,11 @@ std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::millisec
   taken_ = version_;
   handedOut_ = true;
   bool podsListed = watchesPods() && stats_.resources[static_cast<int>(KubeResource::kPods)].synced;
-  return kube::buildSnapshot(services_, slices_, podsListed ? &pods_ : nullptr);
+  auto t0 = std::chrono::steady_clock::now();
+  kube::BuildResult built = kube::buildSnapshot(services_, slices_, podsListed ? &pods_ : nullptr);
+  spdlog::debug("kubernetes: built the state of {} service(s) in {:.1f} ms", built.snapshot.services.size(),
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  return built;
 }
 
 // Without permission to list pods (a hand-made ClusterRole from before

@@ -130,8 +130,7 @@ class StateParser {
       return std::tie(x.line, x.column) < std::tie(y.line, y.column);
     });
     if (errors_.empty()) {
-      std::sort(snap.services.begin(), snap.services.end(),
-                [](const Service& a, const Service& b) { return a.key() < b.key(); });
+      std::sort(snap.services.begin(), snap.services.end(), keyLess);
       result.snapshot = std::move(snap);
     }
     result.errors = std::move(errors_);
@@ -308,6 +307,8 @@ class StateParser {
     if (!expectList(*services, "services")) return;
 
     std::vector<ServiceInfo> infos;
+    infos.reserve(services->value.size());
+    snap.services.reserve(services->value.size());
     for (size_t i = 0; i < services->value.size(); ++i) {
       ServiceInfo info;
       info.path = indexPath("services", i);

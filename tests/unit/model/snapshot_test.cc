@@ -53,3 +53,31 @@ TEST(SnapshotAlgorithms, EveryAlgorithmOnceRoundTrips) {
 
 }  // namespace
 }  // namespace aimesh
+
+namespace aimesh {
+namespace {
+
+Service named(std::string ns, std::string name) {
+  Service s;
+  s.nameSpace = std::move(ns);
+  s.name = std::move(name);
+  return s;
+}
+
+// compareKeys() orders as the key strings do, including where the
+// namespaces alone would order otherwise ("ns" < "ns-a", but "ns-a/x" <
+// "ns/x" since '-' < '/').
+TEST(SnapshotKeys, CompareKeysOrdersAsTheKeyStrings) {
+  std::vector<Service> all = {named("ns", "x"),   named("ns-a", "x"), named("ns", "x-1"), named("n", "s/x"),
+                              named("ns", ""),    named("", "ns"),    named("a/b", "c"),  named("a", "b/c"),
+                              named("ns", "x"),   named("NS", "x"),   named("ns0", "a"),  named("ns", "\xff")};
+  for (auto& a : all)
+    for (auto& b : all) {
+      int want = a.key() < b.key() ? -1 : a.key() == b.key() ? 0 : 1;
+      EXPECT_EQ(compareKeys(a, b), want) << a.key() << " vs " << b.key();
+      EXPECT_EQ(keyLess(a, b), want < 0);
+    }
+}
+
+}  // namespace
+}  // namespace aimesh
