@@ -77,8 +77,6 @@ void replaceState(KernelState& whole, const KernelState& part, KernelState&& nex
   replaceEntries(whole.hashTables, part.hashTables, std::move(next.hashTables));
   replaceEntries(whole.policy, part.policy, std::move(next.policy));
 }
-
-std::string keyOf(const ServiceInfo& s) { return s.nameSpace + "/" + s.name; }
 }  // namespace
 
 Result<ReconcileReport> Reconciler::reconcile(const Snapshot& desired, IdIndex& index, Verify verify) {
@@ -130,15 +128,25 @@ Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify veri
   index_ = std::move(plan.index);
   change_ = IndexChange{};
   known_ = std::move(plan.desired);
-  indexKeys();
   size_t planned = desired.services.size();
   applied_ = std::move(desired);
   return ReconcileReport{ops.size(), std::chrono::steady_clock::now() - start, false, planned};
 }
 
-void Reconciler::indexKeys() {
-  idsOfKey_.clear();
-  for (auto& [sid, info] : index_.services) idsOfKey_[keyOf(info)].push_back(sid);
+// A service of applied() has one id per port, which its first VIP's
+// frontend on that port names.
+bool Reconciler::idsOf(const Service& s, std::set<uint32_t>& ids) const {
+  if (s.vips.empty()) return false;
+  for (const PortSpec& ps : s.ports) {
+    auto f = known_->frontends.find(FrontendKey{s.vips.front(), ps.port, ps.protocol});
+    if (f == known_->frontends.end()) return false;
+    auto info = index_.services.find(f->second);
+    if (info == index_.services.end() || info->second.name != s.name || info->second.nameSpace != s.nameSpace ||
+        info->second.port != ps)
+      return false;
+    ids.insert(f->second);
+  }
+  return true;
 }
 
 std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& desired) {
@@ -149,11 +157,8 @@ std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& de
   if (!ch) return std::nullopt;
 
   std::set<uint32_t> oldIds;
-  for (const Service* s : ch->gone) {
-    auto it = idsOfKey_.find(s->key());
-    if (it == idsOfKey_.end()) return std::nullopt;
-    oldIds.insert(it->second.begin(), it->second.end());
-  }
+  for (const Service* s : ch->gone)
+    if (!idsOf(*s, oldIds)) return std::nullopt;
   const KernelState& whole = *known_;
   // A frontend that moves from an unchanged service to a changed one would
   // take that service's id away: only a full plan decides that.
@@ -183,11 +188,9 @@ std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& de
     for (uint32_t bid : it->second.backendIds) index_.backends.erase(bid);
     index_.services.erase(it);
   }
-  for (const Service* s : ch->gone) idsOfKey_.erase(s->key());
   change_ = IndexChange{false, {oldIds.begin(), oldIds.end()}, {}};
   for (auto& [sid, info] : plan.index.services) {
     change_.written.push_back(sid);
-    idsOfKey_[keyOf(info)].push_back(sid);
     index_.services.insert_or_assign(sid, std::move(info));
   }
   for (auto& [bid, info] : plan.index.backends) index_.backends.insert_or_assign(bid, std::move(info));

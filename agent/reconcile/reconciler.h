@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,7 +59,8 @@ class Reconciler {
   // services, an order it cannot walk, a frontend moving between services,
   // a map limit): plan all.
   std::optional<Result<ReconcileReport>> reconcileChanged(Snapshot& desired);
-  void indexKeys();
+  // Adds the service ids `s` (a service of applied()) holds; false if they cannot be told.
+  bool idsOf(const Service& s, std::set<uint32_t>& ids) const;
 
   MapWriter& writer_;
   MapLimits limits_;
@@ -67,7 +69,6 @@ class Reconciler {
   std::optional<Snapshot> applied_;   // the snapshot of the last successful run
   IdIndex index_;                     // ... and its ids
   IndexChange change_;
-  std::map<std::string, std::vector<uint32_t>> idsOfKey_;  // service key -> its service ids (one per port)
 };
 
 }  // namespace aimesh

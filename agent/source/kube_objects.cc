@@ -601,7 +601,6 @@ bool matches(const Selector& selector, const std::map<std::string, std::string>&
 namespace {
 
 using Warnings = std::vector<std::string>;
-using SliceIndex = std::map<std::pair<std::string, std::string>, std::vector<const EndpointSliceObj*>>;
 
 // One endpoint address of a slice that passed the checks, with its state.
 struct SliceAddress {
@@ -837,9 +836,10 @@ void applyPolicyAnnotations(const ServiceObj& svc, const std::map<std::string, P
   base.policy = std::move(policy);
 }
 
-// Appends one Snapshot Service per supported port of svc.
-void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map<std::string, PodObj>* pods,
-                  std::vector<Service>& out, Warnings& w) {
+// Appends one Snapshot Service per supported port of svc; `svcSlices` are
+// its EndpointSlices in key order.
+void buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& svcSlices,
+                  const std::map<std::string, PodObj>* pods, std::vector<Service>& out, Warnings& w) {
   // Normal states, not problems: nothing to balance at a virtual IP.
   if (svc.meta.deleting || svc.type == "ExternalName" || svc.headless()) return;
   std::string who = "Service " + svc.meta.key();
@@ -867,10 +867,8 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map
   applyPolicyAnnotations(svc, pods, base, w);
 
   std::vector<UsableSlice> slices;
-  if (auto it = index.find({svc.meta.nameSpace, svc.meta.name}); it != index.end()) {
-    for (const EndpointSliceObj* s : it->second) {
-      if (auto u = usable(*s, w)) slices.push_back(std::move(*u));
-    }
+  for (const EndpointSliceObj* s : svcSlices) {
+    if (auto u = usable(*s, w)) slices.push_back(std::move(*u));
   }
 
   for (size_t i = 0; i < svc.ports.size(); ++i) {
@@ -913,46 +911,142 @@ void buildService(const ServiceObj& svc, const SliceIndex& index, const std::map
 
 }  // namespace
 
-BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
-                          const std::map<std::string, EndpointSliceObj>& slices,
-                          const std::map<std::string, PodObj>* pods) {
+namespace {
+
+bool hasPolicy(const ServiceObj& svc) {
+  const auto& ann = svc.meta.annotations;
+  return ann.count(kAllowPodsAnnotation) || ann.count(kAllowNamespacesAnnotation);
+}
+
+// The snapshot from every Service's build, in Service key order: one
+// service per key (ports of one name), one service per frontend (the first
+// in key order keeps it, so the outcome does not depend on input order).
+BuildResult assemble(const std::vector<const ServiceBuild*>& builds) {
   BuildResult result;
-  // Slices by (namespace, service name), each list in slice-key order.
-  SliceIndex index;
-  for (const auto& [key, slice] : slices) {
-    if (!slice.serviceName.empty()) index[{slice.meta.nameSpace, slice.serviceName}].push_back(&slice);
+  std::vector<const Service*> built;
+  for (const ServiceBuild* b : builds) {
+    result.warnings.insert(result.warnings.end(), b->warnings.begin(), b->warnings.end());
+    for (const Service& s : b->services) built.push_back(&s);
   }
+  std::stable_sort(built.begin(), built.end(), [](const Service* a, const Service* b) { return keyLess(*a, *b); });
 
-  std::vector<Service> built;
-  for (const auto& [key, svc] : services) buildService(svc, index, pods, built, result.warnings);
-  std::stable_sort(built.begin(), built.end(), keyLess);
-
-  // The reconciler gives a frontend to one kernel service only; the first in
-  // key order keeps it, so the outcome does not depend on input order.
-  std::set<std::string> keys;
-  std::map<std::tuple<IpAddr, uint16_t, Protocol>, std::string> owners;
-  for (Service& s : built) {
-    if (!keys.insert(s.key()).second) {
+  result.snapshot.services.reserve(built.size());
+  std::map<std::tuple<IpAddr, uint16_t, Protocol>, const Service*> owners;
+  const Service* prev = nullptr;
+  for (const Service* sp : built) {
+    const Service& s = *sp;
+    if (prev && compareKeys(*prev, s) == 0) {
       result.warnings.push_back("Service " + s.key() + ": " + toString(s.ports[0].protocol) + " port " +
                                 std::to_string(s.ports[0].port) + " has the same name as another port; skipped");
       continue;
     }
+    prev = sp;
     const PortSpec& port = s.ports[0];
     std::vector<IpAddr> vips;
     for (const IpAddr& vip : s.vips) {
-      auto [it, inserted] = owners.emplace(std::make_tuple(vip, port.port, port.protocol), s.key());
+      auto [it, inserted] = owners.emplace(std::make_tuple(vip, port.port, port.protocol), sp);
       if (inserted) {
         vips.push_back(vip);
       } else {
         result.warnings.push_back("Service " + s.key() + ": " + formatFrontend(vip, port.port, port.protocol) +
-                                  " is already used by Service " + it->second + "; skipped");
+                                  " is already used by Service " + it->second->key() + "; skipped");
       }
     }
     if (vips.empty()) continue;
-    s.vips = std::move(vips);
-    result.snapshot.services.push_back(std::move(s));
+    Service& out = result.snapshot.services.emplace_back(s);
+    if (vips.size() != s.vips.size()) out.vips = std::move(vips);
   }
   return result;
+}
+
+}  // namespace
+
+ServiceBuild buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& slices,
+                          const std::map<std::string, PodObj>* pods) {
+  ServiceBuild b;
+  b.usesPods = hasPolicy(svc);
+  buildService(svc, slices, pods, b.services, b.warnings);
+  return b;
+}
+
+BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
+                          const std::map<std::string, EndpointSliceObj>& slices,
+                          const std::map<std::string, PodObj>* pods) {
+  // Slices by (namespace, service name), each list in slice-key order.
+  std::map<std::pair<std::string, std::string>, std::vector<const EndpointSliceObj*>> index;
+  for (const auto& [key, slice] : slices) {
+    if (!slice.serviceName.empty()) index[{slice.meta.nameSpace, slice.serviceName}].push_back(&slice);
+  }
+  std::vector<ServiceBuild> builds;
+  builds.reserve(services.size());
+  static const std::vector<const EndpointSliceObj*> kNone;
+  for (const auto& [key, svc] : services) {
+    auto it = index.find({svc.meta.nameSpace, svc.meta.name});
+    builds.push_back(buildService(svc, it == index.end() ? kNone : it->second, pods));
+  }
+  std::vector<const ServiceBuild*> all;
+  for (auto& b : builds) all.push_back(&b);
+  return assemble(all);
+}
+
+// ---- SnapshotCache ----------------------------------------------------------
+
+void SnapshotCache::serviceChanged(const std::string& key) { dirty_.insert(key); }
+
+void SnapshotCache::sliceChanged(const std::string& key, const EndpointSliceObj* before,
+                                 const EndpointSliceObj* after) {
+  for (const EndpointSliceObj* s : {before, after}) {
+    if (!s || s->serviceName.empty()) continue;
+    auto owner = std::make_pair(s->meta.nameSpace, s->serviceName);
+    if (s == before) {
+      auto it = slicesOf_.find(owner);
+      if (it != slicesOf_.end() && it->second.erase(key) && it->second.empty()) slicesOf_.erase(it);
+    } else {
+      slicesOf_[owner].insert(key);
+    }
+    dirty_.insert(owner.first + "/" + owner.second);
+  }
+}
+
+void SnapshotCache::podsChanged() { pods_ = true; }
+
+void SnapshotCache::reset() { all_ = true; }
+
+BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& services,
+                                 const std::map<std::string, EndpointSliceObj>& slices,
+                                 const std::map<std::string, PodObj>* pods) {
+  if ((pods != nullptr) != hadPods_) pods_ = true;
+  hadPods_ = pods != nullptr;
+  if (all_) {
+    builds_.clear();
+    slicesOf_.clear();
+    for (const auto& [key, slice] : slices)
+      if (!slice.serviceName.empty()) slicesOf_[{slice.meta.nameSpace, slice.serviceName}].insert(key);
+    for (const auto& [key, svc] : services) dirty_.insert(key);
+  }
+  if (pods_) {
+    for (auto& [key, b] : builds_)
+      if (b.usesPods) dirty_.insert(key);
+  }
+  std::vector<const EndpointSliceObj*> svcSlices;
+  for (const std::string& key : dirty_) {
+    auto svc = services.find(key);
+    if (svc == services.end()) {
+      builds_.erase(key);
+      continue;
+    }
+    svcSlices.clear();
+    if (auto it = slicesOf_.find({svc->second.meta.nameSpace, svc->second.meta.name}); it != slicesOf_.end())
+      for (const std::string& sk : it->second)
+        if (auto sl = slices.find(sk); sl != slices.end()) svcSlices.push_back(&sl->second);
+    builds_[key] = buildService(svc->second, svcSlices, pods);
+  }
+  dirty_.clear();
+  all_ = pods_ = false;
+  std::vector<const ServiceBuild*> all;
+  all.reserve(builds_.size());
+  for (auto& [key, b] : builds_) all.push_back(&b);
+  return assemble(all);
 }
 
 }  // namespace aimesh::kube

@@ -77,6 +77,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <vector>
@@ -211,5 +212,41 @@ struct BuildResult {
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
                           const std::map<std::string, EndpointSliceObj>& slices,
                           const std::map<std::string, PodObj>* pods = nullptr);
+
+// What one Service object maps to: a Snapshot service per supported port,
+// the warnings about it and its slices, and whether it has a workload
+// policy (then it depends on the pods too). `slices`: its EndpointSlices, in
+// key order.
+struct ServiceBuild {
+  std::vector<Service> services;
+  std::vector<std::string> warnings;
+  bool usesPods = false;
+};
+ServiceBuild buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& slices,
+                          const std::map<std::string, PodObj>* pods);
+
+// buildSnapshot() for a store that changes a few objects at a time: each
+// Service's build is kept and made again only when the Service, one of its
+// EndpointSlices or (with a workload policy) the pods changed. Told of each
+// change before the store is read again; build() then gives what
+// buildSnapshot() gives for the same store (a property test holds it to
+// that). At 10,000 Services one endpoint's event rebuilds one Service.
+class SnapshotCache {
+ public:
+  void serviceChanged(const std::string& key);  // the store key ("namespace/name") of a Service added, changed or gone
+  // A slice added (before null), changed or deleted (after null).
+  void sliceChanged(const std::string& key, const EndpointSliceObj* before, const EndpointSliceObj* after);
+  void podsChanged();
+  void reset();  // anything may have changed (a store replaced by a list)
+  BuildResult build(const std::map<std::string, ServiceObj>& services,
+                    const std::map<std::string, EndpointSliceObj>& slices,
+                    const std::map<std::string, PodObj>* pods = nullptr);
+
+ private:
+  std::map<std::string, ServiceBuild> builds_;  // by Service store key
+  std::map<std::pair<std::string, std::string>, std::set<std::string>> slicesOf_;  // (namespace, service) -> slice keys
+  std::set<std::string> dirty_;
+  bool all_ = true, pods_ = false, hadPods_ = false;
+};
 
 }  // namespace aimesh::kube

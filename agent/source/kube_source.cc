@@ -182,6 +182,21 @@ decltype(auto) KubeSource::withStore(KubeResource r, F&& f) {
   return f(pods_, &kube::decodePod);
 }
 
+namespace {
+// What a store change means for the snapshot cache.
+void noteChange(kube::SnapshotCache& cache, const std::string& key, const kube::ServiceObj*,
+                const kube::ServiceObj*) {
+  cache.serviceChanged(key);
+}
+void noteChange(kube::SnapshotCache& cache, const std::string& key, const kube::EndpointSliceObj* before,
+                const kube::EndpointSliceObj* after) {
+  cache.sliceChanged(key, before, after);
+}
+void noteChange(kube::SnapshotCache& cache, const std::string&, const kube::PodObj*, const kube::PodObj*) {
+  cache.podsChanged();
+}
+}  // namespace
+
 bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
   return withStore(r, [&](auto& store, auto decode) {
     std::remove_reference_t<decltype(store)> fresh;
@@ -231,6 +246,7 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
     std::lock_guard lk(mu_);
     auto& st = stats_.resources[static_cast<int>(r)];
     bool changed = fresh != store || !st.synced;
+    if (changed) cache_.reset();
     store = std::move(fresh);
     st.objects = store.size();
     st.lists++;
@@ -276,10 +292,12 @@ bool KubeSource::applyEvent(KubeResource r, const std::string& type, const json&
     auto it = store.find(key);
     if (o) {
       if (it == store.end() || !(it->second == *o)) {
+        noteChange(cache_, key, it == store.end() ? nullptr : &it->second, &*o);
         store[key] = std::move(*o);
         c = true;
       }
     } else if (it != store.end()) {
+      noteChange(cache_, key, &it->second, nullptr);
       store.erase(it);
       c = true;
     }
@@ -361,7 +379,7 @@ std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::millisec
   handedOut_ = true;
   bool podsListed = watchesPods() && stats_.resources[static_cast<int>(KubeResource::kPods)].synced;
   auto t0 = std::chrono::steady_clock::now();
-  kube::BuildResult built = kube::buildSnapshot(services_, slices_, podsListed ? &pods_ : nullptr);
+  kube::BuildResult built = cache_.build(services_, slices_, podsListed ? &pods_ : nullptr);
   spdlog::debug("kubernetes: built the state of {} service(s) in {:.1f} ms", built.snapshot.services.size(),
                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return built;

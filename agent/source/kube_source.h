@@ -127,6 +127,7 @@ class KubeSource {
   std::map<std::string, kube::ServiceObj> services_;
   std::map<std::string, kube::EndpointSliceObj> slices_;
   std::map<std::string, kube::PodObj> pods_;
+  kube::SnapshotCache cache_;  // the snapshot of the stores, rebuilt where they changed
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out
   bool handedOut_ = false;

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -1326,6 +1328,120 @@ TEST(KubePolicyTest, WhatCannotBeReadAllowsNobodyWithAWarning) {
 }
 
 }  // namespace policy
+
+
+// ---- SnapshotCache: the incremental build against buildSnapshot ------------
+
+namespace cache {
+
+// A random cluster that changes one object at a time; every change is told
+// to the cache the way KubeSource tells it (before the store changes).
+class Churn {
+ public:
+  explicit Churn(uint32_t seed) : rng_(seed) {}
+
+  void step() {
+    switch (pick(9)) {
+      case 0: case 1: upsertService(); break;
+      case 2: eraseOne(services_, [&](auto& k, auto&) { cache_.serviceChanged(k); }); break;
+      case 3: case 4: case 5: upsertSlice(); break;
+      case 6: eraseOne(slices_, [&](auto& k, auto& v) { cache_.sliceChanged(k, &v, nullptr); }); break;
+      case 7: upsertPod(); break;
+      default:
+        if (pick(4) == 0) {
+          withPods_ = !withPods_;
+        } else {
+          cache_.reset();  // a relist
+        }
+        break;
+    }
+  }
+
+  void expectSame(int round) {
+    const std::map<std::string, PodObj>* pods = withPods_ ? &pods_ : nullptr;
+    BuildResult want = buildSnapshot(services_, slices_, pods);
+    BuildResult got = cache_.build(services_, slices_, pods);
+    ASSERT_EQ(keysOf(got.snapshot), keysOf(want.snapshot)) << "round " << round;
+    ASSERT_TRUE(got.snapshot == want.snapshot) << "round " << round;
+    ASSERT_EQ(got.warnings, want.warnings) << "round " << round;
+  }
+
+ private:
+  int pick(int n) { return std::uniform_int_distribution<>(0, n - 1)(rng_); }
+  std::string ns() { return pick(2) ? "a" : "b"; }
+  std::string svcName() { return "svc" + std::to_string(pick(8)); }
+
+  void upsertService() {
+    ServiceObj s = service(ns(), svcName(), {"10.96.0." + std::to_string(1 + pick(6))}, {port("http", 8000)});
+    if (pick(3) == 0) s.ports.push_back(port(pick(4) ? "grpc" : "http", 9000));  // now and then a duplicate name
+    if (pick(8) == 0) s.clusterIPs = {"None"};
+    if (pick(4) == 0) s.meta.annotations[kAllowPodsAnnotation] = "app=c";
+    std::string key = s.meta.key();
+    auto it = services_.find(key);
+    if (it != services_.end() && it->second == s) return;
+    cache_.serviceChanged(key);
+    services_[key] = std::move(s);
+  }
+
+  void upsertSlice() {
+    std::string n = ns(), key = n + "/slice" + std::to_string(pick(12));
+    std::vector<SliceEndpoint> eps;
+    for (int i = pick(4); i > 0; --i)
+      eps.push_back(endpoint({"10.1.0." + std::to_string(1 + pick(20))}, pick(3) ? std::optional(true) : std::nullopt,
+                             std::nullopt, pick(5) == 0 ? std::optional(true) : std::nullopt));
+    EndpointSliceObj sl = slice(n, key.substr(n.size() + 1), pick(10) ? svcName() : "", "IPv4",
+                                {SlicePort{pick(2) ? "http" : "grpc", static_cast<uint16_t>(8000 + pick(2)),
+                                           Protocol::kTcp}},
+                                std::move(eps));
+    auto it = slices_.find(key);
+    if (it != slices_.end() && it->second == sl) return;
+    cache_.sliceChanged(key, it == slices_.end() ? nullptr : &it->second, &sl);
+    slices_[key] = std::move(sl);
+  }
+
+  void upsertPod() {
+    std::string n = ns(), name = "p" + std::to_string(pick(4));
+    PodObj p;
+    p.meta.name = name;
+    p.meta.nameSpace = n;
+    p.meta.uid = "uid-" + n + "-" + name;
+    p.meta.labels = {{"app", pick(2) ? "c" : "d"}};
+    p.phase = pick(4) ? "Running" : "Succeeded";
+    cache_.podsChanged();
+    if (pick(5) == 0) pods_.erase(p.meta.key());
+    else pods_[p.meta.key()] = std::move(p);
+  }
+
+  template <class Map, class Tell>
+  void eraseOne(Map& m, Tell tell) {
+    if (m.empty()) return;
+    auto it = std::next(m.begin(), pick(static_cast<int>(m.size())));
+    tell(it->first, it->second);
+    m.erase(it);
+  }
+
+  std::mt19937 rng_;
+  std::map<std::string, ServiceObj> services_;
+  std::map<std::string, EndpointSliceObj> slices_;
+  std::map<std::string, PodObj> pods_;
+  bool withPods_ = true;
+  SnapshotCache cache_;
+};
+
+TEST(KubeSnapshotCacheTest, BuildsWhatBuildSnapshotBuildsUnderRandomChurn) {
+  for (uint32_t seed : {1u, 2u, 3u, 4u}) {
+    Churn churn(seed);
+    for (int round = 0; round < 1500; ++round) {
+      churn.step();
+      // Several changes between two builds, as a burst of events gives.
+      if (round % 3 == 0) {
+        ASSERT_NO_FATAL_FAILURE(churn.expectSame(round)) << "seed " << seed;
+      }
+    }
+  }
+}
+
+}  // namespace cache
 
 }  // namespace
 }  // namespace aimesh::kube
