@@ -121,13 +121,17 @@ Lifecycle::~Lifecycle() {
   if (homeNetns_ >= 0) ::close(homeNetns_);
 }
 
-Lifecycle::ClosedKey Lifecycle::closedKey(const ServiceInfo& s, const std::string& endpoint) {
+Lifecycle::ClosedKey Lifecycle::closedKey(const ServiceRules& s, const std::string& endpoint) {
   return {s.nameSpace + "/" + s.name, s.port.port, static_cast<uint8_t>(s.port.protocol), endpoint};
 }
 
+Lifecycle::ServiceRules Lifecycle::rulesOf(const ServiceInfo& s) {
+  return ServiceRules{s.name, s.nameSpace, s.model, s.port, s.algorithm, s.connections, s.backendIds};
+}
+
 Lifecycle::EndpointInfo Lifecycle::endpointInfo(const BackendInfo& b) {
-  return EndpointInfo{b.serviceId, b.endpoint.weight, b.endpoint.state == EndpointState::kActive,
-                      formatHostPort(b.endpoint.address, b.targetPort)};
+  return EndpointInfo{b.serviceId, b.endpoint.weight, b.endpoint.state == EndpointState::kActive, b.targetPort,
+                      b.endpoint.address};
 }
 
 void Lifecycle::setIndex(const IdIndex& index, const IndexChange& change) {
@@ -159,16 +163,17 @@ void Lifecycle::replaceIndexLocked(const IdIndex& index) {
   for (auto& [id, b] : index.backends) eps[id] = endpointInfo(b);
   for (auto& [id, e] : endpoints_) {
     auto it = eps.find(id);
-    if (it == eps.end() || it->second.endpoint != e.endpoint || it->second.serviceId != e.serviceId)
-      pendingRemoval_ = true;
+    if (it == eps.end() || !it->second.sameEndpoint(e) || it->second.serviceId != e.serviceId) pendingRemoval_ = true;
   }
   endpoints_ = std::move(eps);
-  services_ = index.services;
+  services_.clear();
+  for (auto& [id, s] : index.services) services_.emplace_hint(services_.end(), id, rulesOf(s));
   for (auto& [id, s] : services_) goneServices_.erase(id);
   std::erase_if(tokens_, [&](const auto& kv) { return !services_.count(kv.first); });
+  if (closed_.empty()) return;
   for (auto& [key, c] : closed_) c.current = false;
   for (auto& [id, e] : endpoints_) {
-    auto it = closed_.find(closedKey(services_.at(e.serviceId), e.endpoint));
+    auto it = closed_.find(closedKey(services_.at(e.serviceId), e.text()));
     if (it != closed_.end()) it->second.current = true;
   }
 }
@@ -183,7 +188,9 @@ void Lifecycle::patchIndexLocked(const IdIndex& index, const IndexChange& change
     for (uint32_t bid : s->second.backendIds) {
       auto e = endpoints_.find(bid);
       if (e == endpoints_.end()) continue;
-      if (auto c = closed_.find(closedKey(s->second, e->second.endpoint)); c != closed_.end()) c->second.current = false;
+      if (!closed_.empty())
+        if (auto c = closed_.find(closedKey(s->second, e->second.text())); c != closed_.end())
+          c->second.current = false;
       left.insert(endpoints_.extract(e));
     }
     if (!index.services.count(sid)) {
@@ -194,23 +201,23 @@ void Lifecycle::patchIndexLocked(const IdIndex& index, const IndexChange& change
     services_.erase(s);
   }
   for (uint32_t sid : change.written) {
-    const ServiceInfo& s = index.services.at(sid);
-    services_.insert_or_assign(sid, s);
+    const ServiceRules& s = services_.insert_or_assign(sid, rulesOf(index.services.at(sid))).first->second;
     goneServices_.erase(sid);
     for (uint32_t bid : s.backendIds) {
       EndpointInfo e = endpointInfo(index.backends.at(bid));
-      if (auto c = closed_.find(closedKey(s, e.endpoint)); c != closed_.end()) c->second.current = true;
+      if (!closed_.empty())
+        if (auto c = closed_.find(closedKey(s, e.text())); c != closed_.end()) c->second.current = true;
       endpoints_.insert_or_assign(bid, std::move(e));
     }
   }
   for (auto& [id, e] : left) {
     auto it = endpoints_.find(id);
-    if (it == endpoints_.end() || it->second.endpoint != e.endpoint || it->second.serviceId != e.serviceId)
+    if (it == endpoints_.end() || !it->second.sameEndpoint(e) || it->second.serviceId != e.serviceId)
       pendingRemoval_ = true;
   }
 }
 
-void Lifecycle::writeRuleLocked(uint32_t id, const ServiceInfo& s) {
+void Lifecycle::writeRuleLocked(uint32_t id, const ServiceRules& s) {
   aimesh_lc_svc r{};
   r.max_age_ns = s.connections.maxAgeMs * 1'000'000ULL;
   r.max_requests = s.connections.maxRequests;
@@ -261,7 +268,7 @@ void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
             EndpointLoad{id, e.weight, e.active && e.weight > 0 && !ejected, l.active, idle, l.ewma_ttft_ns});
     }
     for (auto& [sid, eps] : perService) {
-      const ServiceInfo& s = services_.at(sid);
+      const ServiceRules& s = services_.at(sid);
       CloseTokens& t = tokens_[sid];
       t.refill(s.connections.rebalanceRate, dt);
       for (auto& [id, n] : rebalanceBudgets(s.algorithm, eps, t.available())) budgets[id] = n;
@@ -339,7 +346,7 @@ void Lifecycle::account(const std::vector<ConnectionSeen>& seen) {
     if (r.gone && !r.closed) gone = true;
     if (!r.closed || r.closed >= AIMESH_CLOSE_MAX) continue;
     if (r.closed == AIMESH_CLOSE_REBALANCED) tokens_[r.service_id].spend(1);
-    const ServiceInfo* s = nullptr;
+    const ServiceRules* s = nullptr;
     if (auto it = services_.find(r.service_id); it != services_.end()) s = &it->second;
     else if (auto g = goneServices_.find(r.service_id); g != goneServices_.end()) s = &g->second;
     if (!s) continue;
@@ -349,7 +356,7 @@ void Lifecycle::account(const std::vector<ConnectionSeen>& seen) {
     if (fresh) {
       it->second = ClosedSeries{s->name, s->nameSpace, s->model, s->port, ep, false, {}};
       auto e = endpoints_.find(r.backend_id);
-      it->second.current = !r.gone && e != endpoints_.end() && e->second.endpoint == ep;
+      it->second.current = !r.gone && e != endpoints_.end() && e->second.text() == ep;
     }
     it->second.byReason[r.closed]++;
   }

@@ -104,17 +104,24 @@ Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify veri
   known_.reset();  // until this run succeeds: a failed one leaves the kernel between the two
   Plan plan = makePlan(desired, current, limits_);
 
-  size_t wanted = 0;
-  for (auto& s : desired.services) wanted += s.ports.size();
+  size_t wanted = 0, wantedBe = 0;
+  for (auto& s : desired.services) {
+    wanted += s.ports.size();
+    wantedBe += s.ports.size() * s.endpoints.size();
+  }
   if (plan.index.services.size() != wanted) {
     known_ = std::move(current);  // nothing applied
+    // Both flags at once when both are short, so one restart is enough.
+    std::string backends =
+        wantedBe + 1 > limits_.backends
+            ? fmt::format(", and --max-backends for {} endpoints (per service port), e.g. --max-backends {}", wantedBe,
+                          suggestedLimit(wantedBe))
+            : "";
     return Error::msg(fmt::format("out of service ids: {} of {} service ports fit (limit {}; raise --max-services, "
-                                  "e.g. --max-services {}{})",
+                                  "e.g. --max-services {}{}{})",
                                   plan.index.services.size(), wanted, limits_.services - 1, suggestedLimit(wanted),
-                                  kResizeNote));
+                                  backends, kResizeNote));
   }
-  size_t wantedBe = 0;
-  for (auto& s : desired.services) wantedBe += s.ports.size() * s.endpoints.size();
   if (plan.index.backends.size() != wantedBe) {
     known_ = std::move(current);
     return Error::msg(fmt::format("out of backend ids: {} of {} endpoints (per service port) fit (limit {}; raise "

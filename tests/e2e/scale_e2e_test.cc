@@ -23,10 +23,12 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kServices = 10000;
-// At ready the agent measured 50.8 MiB (target 50) and 68 MiB after a
-// change; before issue 17's changes it held 195 MiB.
-constexpr double kReadyBoundMiB = 64;
-constexpr double kAfterChangeBoundMiB = 96;
+// Issue 17's target is 50 MiB; the agent measured 48.2 MiB at ready and
+// about as much after a change (a change is applied incrementally), and
+// held 195 MiB before issue 17's changes. The bounds leave 2-4 MiB for a
+// CI machine whose libraries touch more pages (RssFile is ~18 MiB of it).
+constexpr double kReadyBoundMiB = 52;
+constexpr double kAfterChangeBoundMiB = 54;
 
 // ml/probe at 10.96.0.10 with the name servers given, then 9,999 services of
 // four addresses nothing answers on.

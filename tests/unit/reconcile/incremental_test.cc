@@ -123,32 +123,46 @@ class World {
   std::map<int, Service> services_;
 };
 
-void expectSameRun(FakeMapWriter& wi, FakeMapWriter& wf, Reconciler& inc, Reconciler& full, int round) {
-  ASSERT_EQ(wi.log, wf.log) << "round " << round;
-  ASSERT_TRUE(wi.violations.empty()) << "round " << round << ": " << wi.violations.front();
-  ASSERT_EQ(wi.state, wf.state) << "round " << round;
-  ASSERT_TRUE(inc.index() == full.index()) << "round " << round;
-  ASSERT_EQ(inc.applied(), full.applied()) << "round " << round;
-}
+// An incremental reconciler and one that always plans in full, each over
+// its own fake kernel, fed the same snapshots.
+struct SideBySide {
+  explicit SideBySide(MapLimits limits = {}) : inc(wi, limits), full(wf, limits, /*incremental=*/false) {
+    wi.checkEachOp = true;
+  }
+
+  // One round of churn, applied to both.
+  std::pair<Result<ReconcileReport>, Result<ReconcileReport>> step(World& world) {
+    world.churn();
+    Snapshot s = world.snapshot();
+    wi.log.clear();
+    wf.log.clear();
+    auto ri = inc.reconcile(s);
+    return {std::move(ri), full.reconcile(s)};
+  }
+
+  void expectSame(int round) {
+    ASSERT_EQ(wi.log, wf.log) << "round " << round;
+    ASSERT_TRUE(wi.violations.empty()) << "round " << round << ": " << wi.violations.front();
+    ASSERT_EQ(wi.state, wf.state) << "round " << round;
+    ASSERT_TRUE(inc.index() == full.index()) << "round " << round;
+    ASSERT_EQ(inc.applied(), full.applied()) << "round " << round;
+  }
+
+  FakeMapWriter wi, wf;
+  Reconciler inc, full;
+};
 
 TEST(ReconcilerIncremental, SameOpsStateAndIndexAsAFullPlanUnderRandomChurn) {
   for (uint32_t seed : {1u, 2u, 3u}) {
     World world(seed);
-    FakeMapWriter wi, wf;
-    wi.checkEachOp = true;
-    Reconciler inc(wi), full(wf, {}, /*incremental=*/false);
+    SideBySide r;
     int incremental = 0, rounds = 400;
     for (int round = 0; round < rounds; ++round) {
-      world.churn();
-      Snapshot s = world.snapshot();
-      wi.log.clear();
-      wf.log.clear();
-      auto ri = inc.reconcile(s);
-      auto rf = full.reconcile(s);
+      auto [ri, rf] = r.step(world);
       ASSERT_TRUE(ri.ok() && rf.ok()) << "round " << round;
       EXPECT_FALSE(rf->incremental);
       incremental += ri->incremental;
-      ASSERT_NO_FATAL_FAILURE(expectSameRun(wi, wf, inc, full, round)) << "seed " << seed;
+      ASSERT_NO_FATAL_FAILURE(r.expectSame(round)) << "seed " << seed;
     }
     // Most rounds change a few of ~50 services: those take the short path.
     EXPECT_GT(incremental, rounds / 2) << "seed " << seed;
@@ -159,26 +173,20 @@ TEST(ReconcilerIncremental, SameOpsStateAndIndexAsAFullPlanUnderRandomChurn) {
 // refuse the same rounds with the same message and apply nothing.
 TEST(ReconcilerIncremental, RunsOutOfIdsWhereAFullPlanDoes) {
   World world(7);
-  FakeMapWriter wi, wf;
   MapLimits limits;
   limits.services = 40;
   limits.backends = 90;
-  Reconciler inc(wi, limits), full(wf, limits, false);
+  SideBySide r(limits);
   int refused = 0;
   for (int round = 0; round < 300; ++round) {
-    world.churn();
-    Snapshot s = world.snapshot();
-    wi.log.clear();
-    wf.log.clear();
-    auto ri = inc.reconcile(s);
-    auto rf = full.reconcile(s);
+    auto [ri, rf] = r.step(world);
     ASSERT_EQ(ri.ok(), rf.ok()) << "round " << round;
     if (!ri.ok()) {
       ++refused;
       EXPECT_EQ(ri.error().message(), rf.error().message());
-      EXPECT_TRUE(wi.log.empty());
+      EXPECT_TRUE(r.wi.log.empty());
     }
-    ASSERT_NO_FATAL_FAILURE(expectSameRun(wi, wf, inc, full, round));
+    ASSERT_NO_FATAL_FAILURE(r.expectSame(round));
   }
   EXPECT_GT(refused, 0);
 }

@@ -137,6 +137,13 @@ TEST(ReconcilerLimits, TooManyServicesOrBackendsIsAnErrorNamingTheFlag) {
   ASSERT_FALSE(res.ok());
   EXPECT_NE(res.error().message().find("e.g. --max-backends 64"), std::string::npos) << res.error().message();
   EXPECT_NE(res.error().message().find("31 of 40"), std::string::npos) << res.error().message();
+  // Both short: both flags in one message, so one restart fixes it.
+  res = r.reconcile(services(20, 4), idx);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find("e.g. --max-services 32"), std::string::npos) << res.error().message();
+  EXPECT_NE(res.error().message().find("--max-backends for 80 endpoints (per service port), e.g. --max-backends 128"),
+            std::string::npos)
+      << res.error().message();
   // Within the limits it applies.
   ASSERT_TRUE(r.reconcile(services(15, 2), idx).ok());
   EXPECT_EQ(idx.services.size(), 15u);
