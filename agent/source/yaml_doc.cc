@@ -1,7 +1,10 @@
 #include "source/yaml_doc.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
 #include <yaml.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 
@@ -13,6 +16,27 @@ const std::string kEmpty;
 
 yaml::Mark markOf(const yaml_mark_t& m) {
   return yaml::Mark{static_cast<int64_t>(m.index), static_cast<int>(m.line), static_cast<int>(m.column)};
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
+// Asks the kernel to back a vector's reserved memory now, in one call,
+// rather than a page fault at a time as the parse fills it: a large
+// reservation is a fresh mapping, and its faults were about a quarter of a
+// 2.9 MB file's parse on a VM (interleaved runs: median 184 ms with this,
+// 205 ms without). Only whole pages inside the reservation are touched;
+// their contents do not change. A kernel without MADV_POPULATE_WRITE
+// answers EINVAL and the pages fault in as before.
+template <class T>
+void populate(const std::vector<T>& v) {
+  static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  auto begin = reinterpret_cast<uintptr_t>(v.data());
+  uintptr_t end = begin + v.capacity() * sizeof(T);
+  begin = (begin + kPage - 1) & ~(kPage - 1);
+  end &= ~(kPage - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
 }
 
 // The plain scalars YAML 1.2's core schema reads as null (yaml-cpp's set).
@@ -131,6 +155,8 @@ Stream Stream::parse(std::string_view text) {
   // every node several times as the vector grows.
   s.nodes_.reserve(text.size() / 7 + 16);
   s.kids_.reserve(text.size() / 7 + 16);
+  populate(s.nodes_);
+  populate(s.kids_);
   Builder b(s);
   for (;;) {
     yaml_event_t e;
