@@ -80,6 +80,19 @@ Result<bool> lookupBatches(int fd, size_t keySize, size_t valueSize, uint32_t ba
   return true;
 }
 
+// Calls f(key, value) for each of `count` keys and values packed as a
+// batch lookup returns them.
+template <class K, class V, class F>
+void forEachPair(const uint8_t* keys, const uint8_t* values, uint32_t count, F&& f) {
+  K k;
+  V v;
+  for (uint32_t i = 0; i < count; ++i) {
+    std::memcpy(&k, keys + i * sizeof(K), sizeof(K));
+    std::memcpy(&v, values + i * sizeof(V), sizeof(V));
+    f(k, v);
+  }
+}
+
 // Calls f(key, value) for every entry, 256 per system call
 // (BPF_MAP_LOOKUP_BATCH). Where the kernel has no batch lookups (EINVAL,
 // ENOTSUPP), or a hash bucket holds more than a batch (ENOSPC), the keys are
@@ -90,13 +103,7 @@ Status readEntries(int fd, F f, uint64_t limit, const char* what) {
   auto batched = lookupBatches(
       fd, sizeof(K), sizeof(V), 256, std::numeric_limits<uint64_t>::max(),
       [&](const uint8_t* keys, const uint8_t* values, uint32_t count) {
-        K k;
-        V v;
-        for (uint32_t i = 0; i < count; ++i) {
-          std::memcpy(&k, keys + i * sizeof(K), sizeof(K));
-          std::memcpy(&v, values + i * sizeof(V), sizeof(V));
-          f(k, v);
-        }
+        forEachPair<K, V>(keys, values, count, f);
       },
       what);
   if (!batched) return batched.error();
@@ -124,13 +131,9 @@ Status readArray(int fd, uint32_t n, F f, const char* what) {
   auto batched = lookupBatches(
       fd, sizeof(uint32_t), sizeof(V), 1024, n,
       [&](const uint8_t* keys, const uint8_t* values, uint32_t count) {
-        uint32_t k;
-        V v;
-        for (uint32_t i = 0; i < count; ++i) {
-          std::memcpy(&k, keys + i * sizeof(k), sizeof(k));
-          std::memcpy(&v, values + i * sizeof(V), sizeof(V));
+        forEachPair<uint32_t, V>(keys, values, count, [&](uint32_t k, const V& v) {
           if (k < n) f(k, v);
-        }
+        });
       },
       what);
   if (!batched) return batched.error();
