@@ -1,12 +1,14 @@
 // A global environment for the e2e tier: before the tests, remove what an
 // earlier, crashed run of this binary left behind (its pid is gone); after
-// them, fail if this run left any cgroup, namespace or pin of its own.
+// them, fail if this run left any cgroup, namespace or pin of its own, or
+// an aimesh map pinned directly in /sys/fs/bpf (rootPins()).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,7 @@ class LeftoversEnv : public ::testing::Environment {
  public:
   void SetUp() override {
     if (::geteuid() != 0) return;
+    rootPinsBefore_ = rootPins();
     for (auto& l : scan())
       if (!pidAlive(l.pid)) remove(l);
   }
@@ -77,7 +80,11 @@ class LeftoversEnv : public ::testing::Environment {
       ADD_FAILURE() << "test left a " << l.kind << " behind: " << l.path;
       remove(l);
     }
+    failOnNewRootPins(rootPinsBefore_);
   }
+
+ private:
+  std::set<std::string> rootPinsBefore_;
 };
 
 const auto* kEnv = ::testing::AddGlobalTestEnvironment(new LeftoversEnv);
