@@ -43,11 +43,11 @@ int aimesh_tc_ingress(struct __sk_buff *skb)
 		}
 		if (fresh.dir == AIMESH_CT_REPLY && (fresh.flags & AIMESH_CTF_LOCAL)) {
 			/* From a node address now: straight to the client's interface. */
-			struct bpf_fib_lookup fib;
-			long rc = ct_fib(skb, &f, fresh.addr, f.key.daddr, &fib);
+			__u32 ifindex = 0;
+			long rc = aimesh_ct_fib(skb, &f, &fresh, &ifindex);
 
 			if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-				return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+				return bpf_redirect_neigh(ifindex, 0, 0, 0);
 		}
 		return TC_ACT_OK;
 	}

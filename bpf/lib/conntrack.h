@@ -44,25 +44,36 @@ enum ct_create {
 	CT_FAILED = -2,     /* the entries could not be recorded (counted) */
 };
 
-/* FIB lookup of dst16 from src16 (IPv4-mapped for IPv4) as if the packet
- * arrived on the skb's ingress device. Returns BPF_FIB_LKUP_RET_*; on
- * success p->ifindex is the egress device. */
-static __always_inline long ct_fib(struct __sk_buff *skb, const struct nat_flow *f, const __u8 *src16,
-				   const __u8 *dst16, struct bpf_fib_lookup *p)
+/* FIB lookup of f's destination from src->addr (f's source if src is NULL),
+ * IPv4-mapped for IPv4, as if the packet arrived on the skb's ingress device.
+ * Returns BPF_FIB_LKUP_RET_*; on success *ifindex is the egress device.
+ * A global function, so its 64-byte lookup struct is on a frame of its own:
+ * the TC program's frame also carries the balancer's calls, and the chain of
+ * frames must fit in 512 bytes. */
+__noinline long aimesh_ct_fib(struct __sk_buff *skb, const struct nat_flow *f, const struct aimesh_ct *src,
+			      __u32 *ifindex)
 {
-	__builtin_memset(p, 0, sizeof(*p));
-	p->l4_protocol = f->key.proto;
-	p->ifindex = skb->ingress_ifindex;
+	struct bpf_fib_lookup p = {};
+	const __u8 *src16;
+	long rc;
+
+	if (!f || !ifindex)
+		return BPF_FIB_LKUP_RET_NOT_FWDED;
+	src16 = src ? src->addr : f->key.saddr;
+	p.l4_protocol = f->key.proto;
+	p.ifindex = skb->ingress_ifindex;
 	if (f->family == AIMESH_FAMILY_V4) {
-		p->family = CT_AF_INET;
-		__builtin_memcpy(&p->ipv4_src, src16 + 12, 4);
-		__builtin_memcpy(&p->ipv4_dst, dst16 + 12, 4);
+		p.family = CT_AF_INET;
+		__builtin_memcpy(&p.ipv4_src, src16 + 12, 4);
+		__builtin_memcpy(&p.ipv4_dst, f->key.daddr + 12, 4);
 	} else {
-		p->family = CT_AF_INET6;
-		__builtin_memcpy(p->ipv6_src, src16, 16);
-		__builtin_memcpy(p->ipv6_dst, dst16, 16);
+		p.family = CT_AF_INET6;
+		__builtin_memcpy(p.ipv6_src, src16, 16);
+		__builtin_memcpy(p.ipv6_dst, f->key.daddr, 16);
 	}
-	return bpf_fib_lookup(skb, p, sizeof(*p), 0);
+	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+	*ifindex = p.ifindex;
+	return rc;
 }
 
 /* Idle timeout of the flow entry ct under key k, in ns: aimesh_config's (the
@@ -121,13 +132,16 @@ static __always_inline void ct_closing(const struct aimesh_ct_key *k, struct aim
 
 /* The 5-tuple k as one 64-bit key for maglev/bounded_hash (lb_select mixes
  * it again into a table slot): the same on every node, so a flow that moves
- * between nodes keeps its backend. */
-static __always_inline __u64 ct_flow_hash(const struct aimesh_ct_key *k)
+ * between nodes keeps its backend. Global, for the same reason as
+ * aimesh_ct_fib(): its words stay off the TC program's frame. */
+__noinline __u64 aimesh_ct_flow_hash(const struct aimesh_ct_key *k)
 {
 	__u32 w[10];
 	__u64 h = 0;
 	int i;
 
+	if (!k)
+		return 0;
 	__builtin_memcpy(w, k->saddr, 16);
 	__builtin_memcpy(w + 4, k->daddr, 16);
 	w[8] = ((__u32)k->sport << 16) | k->dport;
@@ -204,7 +218,7 @@ static __always_inline struct aimesh_ct *ct_lookup(const struct nat_flow *f, __u
 static __always_inline int ct_create(struct __sk_buff *skb, struct nat_flow *f, __u32 service_id, __u64 now,
 				     struct aimesh_ct *out)
 {
-	struct bpf_fib_lookup fib;
+	__u32 ifindex;
 	__u8 flags = 0;
 	struct aimesh_ct_key rkey = {};
 	struct aimesh_ct rev = {};
@@ -212,11 +226,11 @@ static __always_inline int ct_create(struct __sk_buff *skb, struct nat_flow *f, 
 	__u32 backend_id;
 	__u64 hash;
 
-	hash = ct_flow_hash(&f->key);
+	hash = aimesh_ct_flow_hash(&f->key);
 	if (lb_select(service_id, bpf_get_prandom_u32(), hash, f->family, &backend_id, &be, 0))
 		return CT_NO_BACKEND;
 	/* A frontend this node would deliver locally is a node address. */
-	if (ct_fib(skb, f, f->key.saddr, f->key.daddr, &fib) == BPF_FIB_LKUP_RET_NOT_FWDED)
+	if (aimesh_ct_fib(skb, f, 0, &ifindex) == BPF_FIB_LKUP_RET_NOT_FWDED)
 		flags = AIMESH_CTF_LOCAL;
 	__builtin_memset(out, 0, sizeof(*out));
 	__builtin_memcpy(out->addr, be->addr, 16);

@@ -29,34 +29,37 @@ static __always_inline __u32 lb_next_rnd(__u32 rnd)
 	return rnd * 1664525u + 1013904223u;
 }
 
-/* State of one selection: the clock is read at most once, and only when a
- * backend has a penalty or a back-off to compare with. */
-struct lb_ctx {
-	__u32 service_id;
-	int family;
-	__u64 now;
-	struct aimesh_config *cfg;
+/* Verification cost. The algorithms loop over slots and table entries, and
+ * the verifier walks every iteration of a bounded loop with every state the
+ * body can leave behind, so the per-backend work is kept in global functions
+ * (aimesh_lb_eval, aimesh_lb_slot, aimesh_lb_pick): the verifier checks each
+ * once, on its own and for any arguments, and a loop body is a call and a
+ * few compares. Inlined, the selection made each sock_addr program ~230,000
+ * verified instructions and a quarter of a second to load. */
+
+/* One backend as this call sees it. */
+struct lb_cand {
+	__u32 id;
+	__u32 weight;
+	__u32 load;    /* busy connections + queue + penalty, capped: with LB_COST */
+	__u32 ewma_us; /* peak-EWMA time to first token, us, capped: with LB_COST */
+	__u32 open;    /* open connections, idle ones included, capped: with LB_COST */
+	__u32 backoff; /* in failure back-off */
 };
 
-static __always_inline __u64 lb_now(struct lb_ctx *c)
-{
-	if (!c->now)
-		c->now = bpf_ktime_get_ns();
-	return c->now;
-}
+#define LB_COST 1 /* aimesh_lb_eval: also fill load, ewma_us and open */
 
-/* The failure penalty now (the clock is read only if there is one). */
-static __always_inline __u64 lb_penalty(struct lb_ctx *c, const struct aimesh_be_load *l)
-{
-	return l->penalty ? health_penalty(l, c->cfg, lb_now(c)) : 0;
-}
+/* lb_eval/aimesh_lb_slot results. */
+#define LB_UNUSABLE 0
+#define LB_USABLE 1
+#define LB_BACKOFF 2 /* usable, but skipped while another backend can be had */
 
 /* Busy connections (open ones, less those idle between requests: a pooled
  * keep-alive connection waiting for its next request is no load) + queued
- * requests + penalty, capped at 65535. */
-static __always_inline __u64 lb_load(struct lb_ctx *c, __u32 backend_id)
+ * requests (scraped) + the failure penalty, which halves with time (the clock
+ * is read only when there is one), capped at 65535. */
+static __always_inline __u64 lb_load(__u32 backend_id, const struct aimesh_be_load *l, __u64 *now)
 {
-	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
 	struct aimesh_be_signal *sig = bpf_map_lookup_elem(&aimesh_be_signal, &backend_id);
 	__s64 busy;
 	__u64 load = 0;
@@ -64,104 +67,135 @@ static __always_inline __u64 lb_load(struct lb_ctx *c, __u32 backend_id)
 	if (l) {
 		busy = l->active - (l->idle > 0 ? l->idle : 0);
 		load = busy > 0 ? (__u64)busy : 0;
-		load += lb_penalty(c, l);
+		if (l->penalty) {
+			if (!*now)
+				*now = bpf_ktime_get_ns();
+			load += health_penalty(l, health_config(), *now);
+		}
 	}
 	if (sig && sig->valid)
 		load += sig->queue_depth;
 	return load > 65535 ? 65535 : load;
 }
 
-/* In failure back-off: skipped while another backend can be had. */
-static __always_inline int lb_ejected(struct lb_ctx *c, __u32 backend_id)
-{
-	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
-
-	return l && l->skip_until_ns && lb_now(c) < l->skip_until_ns;
-}
-
-/* Can this backend take a new connection of this call's family? */
-static __always_inline int lb_usable(struct lb_ctx *c, const struct aimesh_backend *be)
+/* Can this backend take a new connection of this call's family (0: any)? */
+static __always_inline int lb_usable(int family, const struct aimesh_backend *be)
 {
 	if (be->state != AIMESH_BE_ACTIVE || be->weight == 0) {
 		count_reason(AIMESH_R_BACKEND_INACTIVE);
 		return 0;
 	}
-	if (c->family && be->family != c->family) {
+	if (family && be->family != family) {
 		count_reason(AIMESH_R_FAMILY_MISMATCH);
 		return 0;
 	}
 	return 1;
 }
 
-/* The backend in slot sk of the service, if the slot and the backend exist
- * and the backend can take this call's connection; NULL otherwise (a missing
- * slot or backend is counted: the agent writes them before they are used). */
-static __always_inline struct aimesh_backend *lb_slot_backend(struct lb_ctx *c, struct aimesh_slot_key *sk,
-							      __u32 *backend_id)
+/* Backend `id` for a call of `family`: LB_UNUSABLE (missing, draining,
+ * weight 0 or of the wrong family; counted), LB_USABLE or LB_BACKOFF. Fills
+ * *out for a usable one, its load, EWMA and open connections too with
+ * LB_COST. */
+__noinline int aimesh_lb_eval(__u32 id, int family, int flags, struct lb_cand *out)
 {
 	struct aimesh_backend *be;
-	struct aimesh_slot *slot;
+	struct aimesh_be_load *l;
+	__u64 now = 0, us;
 
-	slot = bpf_map_lookup_elem(&aimesh_slots, sk);
-	if (!slot) {
-		count_reason(AIMESH_R_SLOT_MISSING);
-		return 0;
-	}
-	*backend_id = slot->backend_id;
-	be = bpf_map_lookup_elem(&aimesh_backends, &slot->backend_id);
+	if (!out)
+		return LB_UNUSABLE;
+	be = bpf_map_lookup_elem(&aimesh_backends, &id);
 	if (!be) {
 		count_reason(AIMESH_R_BACKEND_MISSING);
-		return 0;
+		return LB_UNUSABLE;
 	}
-	return lb_usable(c, be) ? be : 0;
+	if (!lb_usable(family, be))
+		return LB_UNUSABLE;
+	l = bpf_map_lookup_elem(&aimesh_be_load, &id);
+	out->id = id;
+	out->weight = be->weight;
+	out->backoff = 0;
+	if (l && l->skip_until_ns) {
+		now = bpf_ktime_get_ns();
+		out->backoff = now < l->skip_until_ns;
+	}
+	if (flags & LB_COST) {
+		out->load = lb_load(id, l, &now);
+		us = l ? l->ewma_ttft_ns >> 10 : 0;
+		out->ewma_us = us > (1ULL << 30) ? (1ULL << 30) : us;
+		out->open = l && l->active > 0 ? (l->active > 0xffffffffLL ? 0xffffffffu : (__u32)l->active) : 0;
+	}
+	return out->backoff ? LB_BACKOFF : LB_USABLE;
 }
+
+/* The backend in slot `slot` of the service, as aimesh_lb_eval() sees it; a
+ * missing slot is LB_UNUSABLE (counted: the agent writes slots before they
+ * are used). */
+static __always_inline int lb_slot(__u32 service_id, __u32 slot, int family, int flags, struct lb_cand *out)
+{
+	struct aimesh_slot_key sk = { .service_id = service_id, .slot = slot };
+	struct aimesh_slot *s;
+
+	s = bpf_map_lookup_elem(&aimesh_slots, &sk);
+	if (!s) {
+		count_reason(AIMESH_R_SLOT_MISSING);
+		return LB_UNUSABLE;
+	}
+	return aimesh_lb_eval(s->backend_id, family, flags, out);
+}
+
+/* State of one selection, passed by pointer to the global functions below
+ * (they take at most five arguments). */
+struct lb_ctx {
+	__u32 service_id;
+	__s32 family;
+	__u32 flags;      /* LB_COST for the algorithms that compare backends */
+	__u32 rnd;        /* drives the random draws; advanced by each one */
+	__u32 slot_count; /* the service's slots in use */
+	__u32 slot_base;  /* the first slot of the live generation */
+	__u32 hash_size;
+	__u32 backend_count;
+	__u32 balance_pct;
+	__u32 pad;
+};
 
 /* One weighted-random candidate: a uniform pick over the slots (weights
  * were expanded into slots by the agent), retried a few times when it lands
  * on a backend that cannot take the connection or is in back-off. If every
  * usable pick was in back-off, the last of them is used (fail open). */
-static __always_inline int lb_random(struct lb_ctx *c, const struct aimesh_service *svc, __u32 *rnd,
-				     __u32 *backend_id, struct aimesh_backend **out)
+__noinline int aimesh_lb_random(struct lb_ctx *c, struct lb_cand *out)
 {
-	struct aimesh_slot_key sk = { .service_id = c->service_id };
-	struct aimesh_backend *be, *fb = 0;
-	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, fb_id = 0, id = 0;
-	int i;
+	struct lb_cand cand = {}, fb = {};
+	int i, r, have_fb = 0;
+	__u32 count;
 
+	if (!c || !out)
+		return -ECONNREFUSED;
+	count = c->slot_count;
 	if (count == 0 || count > AIMESH_MAX_SLOTS_PER_SVC)
 		return -ECONNREFUSED;
 	for (i = 0; i < AIMESH_SELECT_TRIES; i++) {
-		sk.slot = base + *rnd % count;
-		*rnd = lb_next_rnd(*rnd);
-		be = lb_slot_backend(c, &sk, &id);
-		if (!be)
+		__u32 slot = c->slot_base + c->rnd % count;
+
+		c->rnd = lb_next_rnd(c->rnd);
+		r = lb_slot(c->service_id, slot, c->family, c->flags, &cand);
+		if (r == LB_UNUSABLE)
 			continue;
-		if (lb_ejected(c, id)) {
+		if (r == LB_BACKOFF) {
 			count_reason(AIMESH_R_EJECTED_SKIPPED);
-			fb = be;
-			fb_id = id;
+			fb = cand;
+			have_fb = 1;
 			continue;
 		}
-		*backend_id = id;
-		*out = be;
+		*out = cand;
 		return 0;
 	}
-	if (fb) {
+	if (have_fb) {
 		count_reason(AIMESH_R_EJECTED_FALLBACK);
-		*backend_id = fb_id;
 		*out = fb;
 		return 0;
 	}
 	return -ECONNREFUSED;
-}
-
-/* latency: peak-EWMA TTFT in microseconds, capped at 2^30. */
-static __always_inline __u64 lb_ewma_us(__u32 backend_id)
-{
-	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
-	__u64 us = l ? l->ewma_ttft_ns >> 10 : 0;
-
-	return us > (1ULL << 30) ? (1ULL << 30) : us;
 }
 
 /* Is candidate a strictly cheaper than b? Cost per unit of weight (compared
@@ -171,24 +205,15 @@ static __always_inline __u64 lb_ewma_us(__u32 backend_id)
  * weight; for `latency` (load + 1) times the peak-EWMA TTFT (Finagle's
  * peak-EWMA cost). A backend without a TTFT sample yet costs what
  * the other one does per connection: neither starved nor flooded. */
-/* Open connections (idle ones included), for least_conn's tie-break. */
-static __always_inline __u64 lb_open(__u32 backend_id)
+static __always_inline int lb_cheaper(const struct lb_cand *a, const struct lb_cand *b, int by_latency)
 {
-	struct aimesh_be_load *l = bpf_map_lookup_elem(&aimesh_be_load, &backend_id);
+	__u64 la = a->load, lb = b->load, ea, eb;
 
-	return l && l->active > 0 ? (__u64)l->active : 0;
-}
-
-static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct aimesh_backend *ba, __u32 b,
-				      const struct aimesh_backend *bb, int by_latency)
-{
-	__u64 la = lb_load(c, a), lb = lb_load(c, b), ea, eb;
-
-	if (by_latency) {
+	if (by_latency) { /* at most 2^16 x 2^30, times a weight below 2^16 */
 		la += 1;
 		lb += 1;
-		ea = lb_ewma_us(a);
-		eb = lb_ewma_us(b);
+		ea = a->ewma_us;
+		eb = b->ewma_us;
 		if (!ea)
 			ea = eb;
 		if (!eb)
@@ -198,14 +223,14 @@ static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct ai
 			lb *= eb;
 		}
 	}
-	if (!by_latency && la * bb->weight == lb * ba->weight) {
+	if (!by_latency && la * b->weight == lb * a->weight) {
 		/* Equally busy: the one holding fewer connections, so that the
 		 * connections pooled clients open (or reopen after re-balancing)
 		 * spread over the endpoints instead of piling onto one. */
-		la = lb_open(a);
-		lb = lb_open(b);
+		la = a->open;
+		lb = b->open;
 	}
-	return la * bb->weight < lb * ba->weight;
+	return la * b->weight < lb * a->weight;
 }
 
 /* Small services (at most AIMESH_LB_SCAN_MAX slots, e.g. up to 16 replicas
@@ -213,83 +238,80 @@ static __always_inline int lb_cheaper(struct lb_ctx *c, __u32 a, const struct ai
  * so ties go to a random one — exact least-loaded (join the shortest queue),
  * which two random choices only approximate when there are few replicas.
  * Returns -ENOENT if no slot is usable (the caller falls back to random). */
-static __always_inline int lb_scan(struct lb_ctx *c, const struct aimesh_service *svc, __u32 rnd,
-				   __u32 *backend_id, struct aimesh_backend **out, int by_latency)
+__noinline int aimesh_lb_scan(struct lb_ctx *c, int by_latency, struct lb_cand *out)
 {
-	struct aimesh_slot_key sk = { .service_id = c->service_id };
-	struct aimesh_backend *be, *best = 0;
-	__u32 count = svc->slot_count, base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC, start, k, best_id = 0, id = 0;
-	int i;
+	struct lb_cand cand = {}, best = {};
+	int i, r, have_best = 0;
+	__u32 count, start, k;
 
+	if (!c || !out)
+		return -ENOENT;
+	count = c->slot_count;
 	if (count == 0 || count > AIMESH_LB_SCAN_MAX)
 		return -ENOENT;
-	start = rnd % count;
+	start = c->rnd % count;
 	for (i = 0; i < AIMESH_LB_SCAN_MAX; i++) {
 		if ((__u32)i >= count)
 			break;
 		k = start + i;
 		if (k >= count)
 			k -= count;
-		sk.slot = base + k;
-		be = lb_slot_backend(c, &sk, &id);
-		if (!be || (best && id == best_id))
+		r = lb_slot(c->service_id, c->slot_base + k, c->family, LB_COST, &cand);
+		if (r == LB_UNUSABLE || (have_best && cand.id == best.id))
 			continue;
-		if (lb_ejected(c, id)) {
+		if (r == LB_BACKOFF) {
 			count_reason(AIMESH_R_EJECTED_SKIPPED);
 			continue;
 		}
-		if (!best || lb_cheaper(c, id, be, best_id, best, by_latency)) {
-			best = be;
-			best_id = id;
+		if (!have_best || lb_cheaper(&cand, &best, by_latency)) {
+			best = cand;
+			have_best = 1;
 		}
 	}
-	if (!best)
+	if (!have_best)
 		return -ENOENT;
-	*backend_id = best_id;
 	*out = best;
 	return 0;
 }
 
 /* Power of two choices: draw a second candidate and keep the cheaper one. */
-static __always_inline void lb_two_choices(struct lb_ctx *c, const struct aimesh_service *svc, __u32 *rnd,
-					   __u32 *backend_id, struct aimesh_backend **out, int by_latency)
+static __always_inline void lb_two_choices(struct lb_ctx *c, struct lb_cand *out, int by_latency)
 {
-	struct aimesh_backend *b2 = 0;
-	__u32 id2 = 0;
+	struct lb_cand second = {};
 	int i;
 
 	/* A second, different backend (drawn again if it repeats the first). */
 	for (i = 0; i < AIMESH_SELECT_TRIES; i++) {
-		if (lb_random(c, svc, rnd, &id2, &b2))
+		if (aimesh_lb_random(c, &second))
 			return;
-		if (id2 != *backend_id)
+		if (second.id != out->id)
 			break;
 	}
-	if (id2 == *backend_id)
+	if (second.id == out->id)
 		return;
-	if (lb_ejected(c, *backend_id) && !lb_ejected(c, id2))
-		goto second;
-	if (lb_ejected(c, id2))
+	if (second.backoff)
 		return;
-	if (!lb_cheaper(c, id2, b2, *backend_id, *out, by_latency))
+	if (!out->backoff && !lb_cheaper(&second, out, by_latency))
 		return;
-second:
-	*backend_id = id2;
-	*out = b2;
+	*out = second;
 }
 
 /* maglev / bounded_hash: walk the service's table from the key's entry.
  * Returns 0 and sets the pick, or -ENOENT when the table is missing or no
  * entry in reach is usable (the caller then falls back to random). */
-static __always_inline int lb_hash(struct lb_ctx *c, const struct aimesh_service *svc, __u64 key, int bounded,
-				   __u32 *backend_id, struct aimesh_backend **out)
+__noinline int aimesh_lb_hash(struct lb_ctx *c, __u64 key, int bounded, struct lb_cand *out)
 {
-	struct aimesh_backend *be, *best = 0;
+	struct lb_cand cand = {};
 	struct aimesh_svc_load *sl;
-	__u32 size = svc->hash_size, idx, i, *id, best_id = 0, prev = (__u32)-1;
-	__u64 total = 0, n = svc->backend_count, cap = 0, load, best_load = (__u64)-1;
+	__u32 size, idx, i, *id, prev = (__u32)-1;
+	__u64 total = 0, n, cap = 0, best_load = (__u64)-1;
+	int r, have_best = 0;
 	void *table;
 
+	if (!c || !out)
+		return -ENOENT;
+	size = c->hash_size;
+	n = c->backend_count;
 	if (size == 0 || size > AIMESH_MAX_HASH_SIZE)
 		return -ENOENT;
 	table = bpf_map_lookup_elem(&aimesh_hash_tables, &c->service_id);
@@ -301,7 +323,7 @@ static __always_inline int lb_hash(struct lb_ctx *c, const struct aimesh_service
 			total = (__u64)sl->active;
 		/* Bound on a backend's load with this connection, CHLB style:
 		 * ceil(balance x (total + 1) / n). */
-		cap = ((__u64)svc->balance_pct * (total + 1) + 100 * n - 1) / (100 * n);
+		cap = ((__u64)c->balance_pct * (total + 1) + 100 * n - 1) / (100 * n);
 		if (cap < 1)
 			cap = 1;
 	}
@@ -315,76 +337,106 @@ static __always_inline int lb_hash(struct lb_ctx *c, const struct aimesh_service
 		if (*id == prev)
 			continue;
 		prev = *id;
-		be = bpf_map_lookup_elem(&aimesh_backends, id);
-		if (!be || !lb_usable(c, be))
+		r = aimesh_lb_eval(*id, c->family, bounded ? LB_COST : 0, &cand);
+		if (r == LB_UNUSABLE)
 			continue;
-		if (lb_ejected(c, *id)) {
+		if (r == LB_BACKOFF) {
 			count_reason(AIMESH_R_EJECTED_SKIPPED);
 			continue;
 		}
-		if (!bounded) {
-			*backend_id = *id;
-			*out = be;
+		if (!bounded || cand.load + 1 <= cap) {
+			*out = cand;
 			return 0;
 		}
-		load = lb_load(c, *id);
-		if (load + 1 <= cap) {
-			*backend_id = *id;
-			*out = be;
-			return 0;
-		}
-		if (load < best_load) {
-			best_load = load;
-			best = be;
-			best_id = *id;
+		if (cand.load < best_load) {
+			best_load = cand.load;
+			*out = cand;
+			have_best = 1;
 		}
 	}
-	if (best) { /* everyone in reach is over the bound: the least loaded */
-		*backend_id = best_id;
-		*out = best;
+	if (have_best) /* everyone in reach is over the bound: the least loaded */
 		return 0;
-	}
 	return -ENOENT;
 }
+
+/* What aimesh_lb_pick() chose: the backend id, and the service's telemetry
+ * sampling threshold (the caller would otherwise look the service up a
+ * second time). */
+struct lb_choice {
+	__u32 backend_id;
+	__u16 sample_skip;
+	__u16 pad;
+};
 
 /* Pick a backend of service `service_id` for a new connection or datagram.
  * `rnd` drives the random draws, `hash_key` (the client's cgroup id on the
  * socket path) the hash algorithms; `family` is 0 or the AIMESH_FAMILY_* the
- * call needs. Returns 0 and sets *backend_id / *out, or -ECONNREFUSED.
- * `sample_skip`, if not null, gets the service's telemetry sampling threshold
- * (the caller would otherwise look the service up a second time). */
-static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key, int family,
-				     __u32 *backend_id, struct aimesh_backend **out, __u16 *sample_skip)
+ * call needs. Returns 0 and fills *out, or -ECONNREFUSED. */
+static __always_inline int lb_pick(__u32 service_id, __u32 rnd, __u64 hash_key, int family, struct lb_choice *out)
 {
-	struct lb_ctx c = { .service_id = service_id, .family = family };
+	struct lb_ctx c = { .service_id = service_id, .family = family, .rnd = rnd };
+	struct lb_cand pick = {};
 	struct aimesh_service *svc;
+	int compare;
 	__u8 alg;
 
+	if (!out)
+		return -ECONNREFUSED;
 	svc = bpf_map_lookup_elem(&aimesh_services, &service_id);
 	if (!svc) {
 		count_reason(AIMESH_R_SERVICE_MISSING);
 		return -ECONNREFUSED;
 	}
-	if (sample_skip)
-		*sample_skip = svc->sample_skip;
+	out->sample_skip = svc->sample_skip;
 	alg = svc->algorithm;
-	if (alg != AIMESH_ALG_RANDOM)
-		c.cfg = health_config();
+	compare = alg == AIMESH_ALG_LEAST_CONN || alg == AIMESH_ALG_LATENCY;
+	c.flags = compare ? LB_COST : 0;
+	c.slot_count = svc->slot_count;
+	c.slot_base = (svc->slot_gen & 1) * AIMESH_MAX_SLOTS_PER_SVC;
+	c.hash_size = svc->hash_size;
+	c.backend_count = svc->backend_count;
+	c.balance_pct = svc->balance_pct;
 
 	if (alg == AIMESH_ALG_MAGLEV || alg == AIMESH_ALG_BOUNDED_HASH) {
-		if (!lb_hash(&c, svc, hash_key, alg == AIMESH_ALG_BOUNDED_HASH, backend_id, out))
-			return 0;
+		if (!aimesh_lb_hash(&c, hash_key, alg == AIMESH_ALG_BOUNDED_HASH, &pick))
+			goto picked;
 		count_reason(AIMESH_R_HASH_TABLE_MISS);
 	}
-	if ((alg == AIMESH_ALG_LEAST_CONN || alg == AIMESH_ALG_LATENCY) &&
-	    !lb_scan(&c, svc, rnd, backend_id, out, alg == AIMESH_ALG_LATENCY))
-		return 0;
-	if (lb_random(&c, svc, &rnd, backend_id, out)) {
+	if (compare && !aimesh_lb_scan(&c, alg == AIMESH_ALG_LATENCY, &pick))
+		goto picked;
+	if (aimesh_lb_random(&c, &pick)) {
 		count_reason(AIMESH_R_NO_BACKEND);
 		return -ECONNREFUSED;
 	}
-	if (alg == AIMESH_ALG_LEAST_CONN || alg == AIMESH_ALG_LATENCY)
-		lb_two_choices(&c, svc, &rnd, backend_id, out, alg == AIMESH_ALG_LATENCY);
+	if (compare)
+		lb_two_choices(&c, &pick, alg == AIMESH_ALG_LATENCY);
+picked:
+	out->backend_id = pick.id;
+	return 0;
+}
+
+/* aimesh_lb_pick() for a caller that wants the backend too: sets
+ * *backend_id and *out (looked up again: a global function cannot hand back
+ * a map value), and *sample_skip if not null. Returns 0 or -ECONNREFUSED. */
+static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key, int family,
+				     __u32 *backend_id, struct aimesh_backend **out, __u16 *sample_skip)
+{
+	struct lb_choice ch = {};
+	struct aimesh_backend *be;
+	int err;
+
+	err = lb_pick(service_id, rnd, hash_key, family, &ch);
+	if (err)
+		return err;
+	be = bpf_map_lookup_elem(&aimesh_backends, &ch.backend_id);
+	if (!be) {
+		count_reason(AIMESH_R_BACKEND_MISSING);
+		return -ECONNREFUSED;
+	}
+	*backend_id = ch.backend_id;
+	*out = be;
+	if (sample_skip)
+		*sample_skip = ch.sample_skip;
 	return 0;
 }
 
