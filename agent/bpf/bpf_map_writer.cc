@@ -10,6 +10,7 @@
 #include <bpf/libbpf.h>
 
 #include <algorithm>
+#include <utility>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -141,6 +142,7 @@ Result<std::vector<uint32_t>> readHashTable(uint32_t innerId) {
 }  // namespace
 
 Status BpfMapWriter::apply(const MapOp& op) {
+  countersZero_ = false;  // from the first write on, counters may count
   return std::visit(
       Overloaded{
           [&](const ResetServiceStats& o) {
@@ -347,9 +349,15 @@ bool BpfMapWriter::applyBatched(const std::vector<MapOp>& ops, size_t from, size
 }
 
 Status BpfMapWriter::applyAll(const std::vector<MapOp>& ops) {
+  const bool zeroed = std::exchange(countersZero_, false);
   for (size_t from = 0; from < ops.size();) {
     size_t to = from + 1;
     while (to < ops.size() && ops[to].index() == ops[from].index()) ++to;
+    if (zeroed && (std::holds_alternative<ResetServiceStats>(ops[from]) ||
+                   std::holds_alternative<ResetBackendStats>(ops[from]))) {
+      from = to;
+      continue;
+    }
     // A run that did not go through in batches (a key already gone, a kernel
     // without batch updates) is applied again one by one: every operation
     // is idempotent, and this names the one that fails.

@@ -8,7 +8,8 @@ namespace aimesh {
 
 class BpfMapWriter : public MapWriter {
  public:
-  explicit BpfMapWriter(const MapFds& fds, MapLimits limits = {}) : fds_(fds), limits_(limits) {}
+  explicit BpfMapWriter(const MapFds& fds, MapLimits limits = {})
+      : fds_(fds), limits_(limits), countersZero_(fds.countersZero) {}
   Status apply(const MapOp& op) override;
   Status applyAll(const std::vector<MapOp>& ops) override;
   Result<KernelState> read() const override;
@@ -17,6 +18,10 @@ class BpfMapWriter : public MapWriter {
   bool applyBatched(const std::vector<MapOp>& ops, size_t from, size_t to);
   MapFds fds_;
   MapLimits limits_;
+  // Until the first write: the counter maps are all zeros (fds.countersZero),
+  // so the first applyAll() skips its counter resets (~50,000 writes of
+  // zeros at 10,000 services, a tenth of a second of the start).
+  bool countersZero_;
 };
 
 // Conversions between the ABI structs and the reconciler's values.

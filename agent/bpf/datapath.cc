@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <unistd.h>
 #include <net/if.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -328,6 +329,11 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   if (!cgFd.valid()) return Error::fromErrno("open cgroup " + opts.cgroupPath);
 
   Datapath dp;
+  // Counter maps not pinned yet are created by this load, all zeros.
+  bool countersZero = true;
+  for (const char* m : {"aimesh_svc_stats", "aimesh_svc_load", "aimesh_be_stats", "aimesh_be_tel", "aimesh_be_load",
+                        "aimesh_be_signal", "aimesh_hist", "aimesh_clients"})
+    if (::access((opts.pinDir + "/" + m).c_str(), F_OK) == 0) countersZero = false;
   // sock_lb first: it creates and pins every map; the others reuse the pins.
   auto lb = loadObject<sock_lb, sock_lb__destroy>(dp.objects_, "sock_lb", sock_lb__open_opts, sock_lb__load, opts);
   if (!lb) return lb.error();
@@ -348,6 +354,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
     if (!st) return st.error();
   }
   dp.maps_ = mapFdsOf(**lb);
+  dp.maps_.countersZero = countersZero;
   if (Status st = writeConfig(dp.maps_.config, opts.tuning); !st) return st.error();
   // Last: the TC program reads the configuration just written (timeouts).
   if (Status st = dp.attachTc(opts); !st) return st.error();

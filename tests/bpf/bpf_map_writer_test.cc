@@ -153,6 +153,35 @@ TEST_F(BpfMapWriterTest, AReusedBackendIdLosesItsCountersHistogramsAndLoad) {
   EXPECT_EQ(entries(fds_.clients), 1u) << "only service 4's client is left";
 }
 
+// Counter maps the agent just created are all zeros: the first run skips
+// writing zeros over them, and every later run resets what it reuses.
+TEST_F(BpfMapWriterTest, FreshCounterMapsAreNotZeroedAgainOnlyAtTheFirstRun) {
+  fds_.countersZero = true;
+  BpfMapWriter w(fds_, limits());
+  aimesh_be_tel tel{};
+  tel.requests = 7;
+  uint32_t id = 5;
+  // A value the fresh-map promise says cannot be there: proves the skip.
+  ASSERT_EQ(bpf_map_update_elem(fds_.beTel, &id, &tel, BPF_ANY), 0);
+  ASSERT_TRUE(w.applyAll({ResetBackendStats{5}, UpsertBackend{5, BackendRecord{ip("10.1.0.5"), 8000}}}));
+  aimesh_be_tel got{};
+  ASSERT_EQ(bpf_map_lookup_elem(fds_.beTel, &id, &got), 0);
+  EXPECT_EQ(got.requests, 7u) << "the first run wrote zeros over a fresh map";
+  EXPECT_EQ(entries(fds_.backends), 1u) << "the other operations of the run are applied";
+  ASSERT_TRUE(w.applyAll({ResetBackendStats{5}}));
+  ASSERT_EQ(bpf_map_lookup_elem(fds_.beTel, &id, &got), 0);
+  EXPECT_EQ(got.requests, 0u) << "a later run must reset a reused id";
+
+  // Without the promise (maps adopted from pins), the first run resets too.
+  MapFds pinned = fds_;
+  pinned.countersZero = false;
+  BpfMapWriter adopted(pinned, limits());
+  ASSERT_EQ(bpf_map_update_elem(fds_.beTel, &id, &tel, BPF_ANY), 0);
+  ASSERT_TRUE(adopted.applyAll({ResetBackendStats{5}}));
+  ASSERT_EQ(bpf_map_lookup_elem(fds_.beTel, &id, &got), 0);
+  EXPECT_EQ(got.requests, 0u);
+}
+
 TEST_F(BpfMapWriterTest, ARunRefusedAsABatchIsAppliedOneByOneAndTheFailureNamed) {
   BpfMapWriter w(fds_, limits());
   // Deleting keys already gone (drift) fails as a batch; one by one a
