@@ -14,6 +14,7 @@
 #include <filesystem>
 
 #include "aimesh/abi.h"
+#include "bpf/map_copy.h"
 #include "bpf/system.h"
 #include "util/cgroup.h"
 #include "sock_lb.skel.h"
@@ -71,10 +72,22 @@ Result<bpf_link_info> linkInfo(int fd) {
   return info;
 }
 
+// A pinned map whose size is not what the limits want: libbpf creates it
+// anew at load (not pinned), and finishResizes() fills it from the old one
+// and pins it in the old one's place.
+struct Resize {
+  bpf_map* map = nullptr;
+  std::string pin;
+  UniqueFd old;
+  uint32_t from = 0, to = 0;
+};
+
 // Sizes every sized map of `obj` from `limits`, before load. A map already
-// pinned with another size, type or value size cannot be reused (libbpf would
-// refuse with a bare EINVAL): say which map, what differs and the way out.
-Status sizeMaps(bpf_object* obj, const MapLimits& limits) {
+// pinned with another type, key or value size cannot be reused (libbpf would
+// refuse with a bare EINVAL): say which map, what differs and the way out. A
+// map pinned with another size is resized: returned for finishResizes().
+Result<std::vector<Resize>> sizeMaps(bpf_object* obj, const MapLimits& limits) {
+  std::vector<Resize> resizes;
   bpf_map* m = nullptr;
   bpf_object__for_each_map(m, obj) {
     auto want = limits.entriesOf(bpf_map__name(m));
@@ -88,19 +101,55 @@ Status sizeMaps(bpf_object* obj, const MapLimits& limits) {
     bpf_map_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return Error::fromErrno(std::string("inspect ") + pin);
-    if (info.type != bpf_map__type(m) || info.value_size != bpf_map__value_size(m))
+    if (info.type != bpf_map__type(m) || info.value_size != bpf_map__value_size(m) ||
+        info.key_size != bpf_map__key_size(m))
       return Error::msg(fmt::format(
           "pinned map {} is a {} of {}-byte values but this agent's programs want a {} of {}-byte values: it "
           "was made by another aimesh version; run aimesh-agent --cleanup first (that detaches the data plane "
           "until the agent starts again)",
           pin, libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type)), info.value_size,
           libbpf_bpf_map_type_str(bpf_map__type(m)), bpf_map__value_size(m)));
-    if (want && info.max_entries != *want)
-      return Error::msg(fmt::format(
-          "pinned map {} holds {} entries but this agent's limits (--max-services {}, --max-backends {}, "
-          "--max-flows {}) want {}: start with the limits it was created with, or run aimesh-agent --cleanup "
-          "first (that detaches the data plane until the agent starts again)",
-          pin, info.max_entries, limits.services, limits.backends, limits.flows, *want));
+    if (want && info.max_entries != *want) {
+      Resize r{m, pin, std::move(fd), info.max_entries, *want};
+      if (int err = bpf_map__set_pin_path(m, nullptr); err != 0)
+        return Error::fromCode(err, std::string("resize ") + pin);
+      resizes.push_back(std::move(r));
+    }
+  }
+  return resizes;
+}
+
+// After load: copies each resized map's entries from the old map, then pins
+// every new map in its old one's place (a rename over the pin: a reader sees
+// the old map or the new one, never none). A copy that fails leaves every
+// pin as it was. The programs still attached keep the old maps until
+// attachAll() swaps them: the agent's own maps (services, endpoints) are
+// exact; counters and loads the old programs change meanwhile (milliseconds)
+// are not carried over.
+Status finishResizes(std::vector<Resize>& resizes, const MapLimits& limits) {
+  std::vector<uint64_t> copied;
+  for (auto& r : resizes) {
+    std::string name = bpf_map__name(r.map);
+    uint32_t idLimit = name == "aimesh_services" ? limits.services : name == "aimesh_backends" ? limits.backends : 0;
+    auto n = copyMapEntries(r.old.get(), bpf_map__fd(r.map), r.pin, idLimit);
+    if (!n)
+      return Error::msg(fmt::format("cannot resize {} from {} to {} entries: {}{}", r.pin, r.from, r.to,
+                                    n.error().message(),
+                                    r.to < r.from ? " (raise the limit again, or run aimesh-agent --cleanup first)"
+                                                  : ""));
+    copied.push_back(*n);
+  }
+  for (size_t i = 0; i < resizes.size(); ++i) {
+    const Resize& r = resizes[i];
+    std::string tmp = r.pin + "_resized";  // bpffs names have no dots
+    ::unlink(tmp.c_str());
+    if (bpf_obj_pin(bpf_map__fd(r.map), tmp.c_str()) != 0) return Error::fromErrno("pin " + tmp);
+    if (::rename(tmp.c_str(), r.pin.c_str()) != 0) {
+      Error e = Error::fromErrno("replace " + r.pin);
+      ::unlink(tmp.c_str());
+      return e;
+    }
+    spdlog::info("resized map {} from {} to {} entries ({} entries copied)", r.pin, r.from, r.to, copied[i]);
   }
   return {};
 }
@@ -113,9 +162,10 @@ Result<void*> openSkel(const char* what, Skel* (*open)(const bpf_object_open_opt
   LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
   Skel* s = open(&oo);
   if (!s) return Error::fromErrno(std::string("open BPF object ") + what);
-  if (auto st = sizeMaps(s->obj, limits); !st) {
+  auto resizes = sizeMaps(s->obj, limits);
+  if (!resizes) {
     destroy(s);
-    return st.error();
+    return resizes.error();
   }
   auto t0 = std::chrono::steady_clock::now();
   int err = load(s);
@@ -126,6 +176,10 @@ Result<void*> openSkel(const char* what, Skel* (*open)(const bpf_object_open_opt
     return Error::fromCode(err, std::string("load BPF object ") + what +
                                     " (verifier log above; if pinned maps under " + pinDir +
                                     " are from an incompatible version, run aimesh-agent --cleanup)");
+  }
+  if (auto st = finishResizes(*resizes, limits); !st) {
+    destroy(s);
+    return st.error();
   }
   return static_cast<void*>(s);
 }

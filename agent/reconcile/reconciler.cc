@@ -8,7 +8,7 @@
 namespace aimesh {
 namespace {
 // Pinned maps keep their size (docs/operations.md, "Changing the sizes").
-constexpr const char* kResizeNote = "; a running data plane is resized with aimesh-agent --cleanup, then a start";
+constexpr const char* kResizeNote = "; restart the agent with it: the pinned maps are resized in place";
 
 // Services added or changed (in `after`'s order) and removed or changed (in
 // `before`'s), from one walk of two snapshots sorted by key. nullopt if one

@@ -6,7 +6,12 @@
 
 #include <gtest/gtest.h>
 
+#include <elf.h>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
+#include <vector>
 #include <set>
 
 #include "commands/commands.h"
@@ -198,9 +203,38 @@ TEST(DoctorTest, JsonIsAListOfChecks) {
                                   {"hint", "mount -t bpf bpf /sys/fs/bpf"}}));
 }
 
+// The instructions of an object's .text section: its subprograms (global
+// functions such as lib/lb.h's aimesh_lb_*), which libbpf appends to the
+// programs that call them only at load.
+std::vector<bpf_insn> textSection(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<bpf_insn> out;
+  if (elf.size() < sizeof(Elf64_Ehdr)) return out;
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, elf.data(), sizeof(eh));
+  auto section = [&](size_t i) {
+    Elf64_Shdr sh{};
+    if (eh.e_shoff + (i + 1) * sizeof(Elf64_Shdr) <= elf.size())
+      std::memcpy(&sh, elf.data() + eh.e_shoff + i * sizeof(Elf64_Shdr), sizeof(sh));
+    return sh;
+  };
+  Elf64_Shdr names = section(eh.e_shstrndx);
+  for (size_t i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr sh = section(i);
+    if (names.sh_offset + sh.sh_name >= elf.size() || std::strcmp(elf.data() + names.sh_offset + sh.sh_name, ".text"))
+      continue;
+    if (sh.sh_offset + sh.sh_size > elf.size()) continue;
+    out.resize(sh.sh_size / sizeof(bpf_insn));
+    std::memcpy(out.data(), elf.data() + sh.sh_offset, out.size() * sizeof(bpf_insn));
+  }
+  return out;
+}
+
 // The helper table in doctor_checks.cc must be exactly what the objects
 // call: read every helper call (BPF_JMP|BPF_CALL with src_reg 0, imm = the
-// BPF_FUNC_* id) from each program of the compiled objects.
+// BPF_FUNC_* id) from each program of the compiled objects, and from the
+// subprograms for the program types that call subprograms.
 TEST(DoctorTest, HelperAndMapTablesMatchTheObjects) {
   std::map<int, std::set<int>> called;  // prog type → helper ids
   std::set<int> mapTypes;
@@ -208,12 +242,17 @@ TEST(DoctorTest, HelperAndMapTablesMatchTheObjects) {
     std::string path = std::string(AIMESH_BPF_DIR) + "/" + name + ".bpf.o";
     bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
     ASSERT_NE(obj, nullptr) << path;
+    std::set<int> subprogHelpers;
+    for (const bpf_insn& in : textSection(path))
+      if (in.code == (BPF_JMP | BPF_CALL) && in.src_reg == 0) subprogHelpers.insert(in.imm);
     bpf_program* prog;
     bpf_object__for_each_program(prog, obj) {
       auto& ids = called[bpf_program__type(prog)];
       const bpf_insn* insns = bpf_program__insns(prog);
       for (size_t i = 0; i < bpf_program__insn_cnt(prog); ++i) {
-        if (insns[i].code == (BPF_JMP | BPF_CALL) && insns[i].src_reg == 0) ids.insert(insns[i].imm);
+        if (insns[i].code != (BPF_JMP | BPF_CALL)) continue;
+        if (insns[i].src_reg == 0) ids.insert(insns[i].imm);
+        if (insns[i].src_reg == BPF_PSEUDO_CALL) ids.insert(subprogHelpers.begin(), subprogHelpers.end());
       }
     }
     bpf_map* map;
