@@ -147,7 +147,11 @@ class LifecycleE2e : public testing::AgentE2e {
   // Six urllib3 threads (pool options `pool`) load one replica of four for
   // 12 s; 2 s in, the other three join. Requests that started 5 s or more
   // after they joined, per backend (the goal is 10 s; the margin
-  // keeps a loaded CI machine from failing it). No request may fail.
+  // keeps a loaded CI machine from failing it). No response may be cut; a
+  // request may fail before its response only by the race that
+  // docs/load-balancing.md describes (a pooled connection closed between
+  // urllib3's liveness check and its send: ECONNABORTED), at most once per
+  // connection a pass closed.
   struct ScaleOut {
     std::map<std::string, int> late;
     int total = 0;
@@ -164,8 +168,17 @@ class LifecycleE2e : public testing::AgentE2e {
     double added = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
     edit(service({"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"}));
     auto recs = finish(c);
-    std::string first;
-    EXPECT_EQ(failures(recs, &first), 0) << first;
+    int raced = 0;
+    for (auto& r : recs) {
+      if (r.value("ok", false)) continue;
+      EXPECT_EQ(r.value("stage", ""), "request") << "a response was cut: " << r.dump();
+      EXPECT_NE(r.value("error", "").find("Connection aborted"), std::string::npos) << r.dump();
+      ++raced;
+    }
+    uint64_t closed = 0;
+    for (auto a : {"10.77.0.2", "10.77.0.3", "10.77.0.4", "10.77.0.5"})
+      closed += closedBy(std::string(a) + ":8000", "rebalanced");
+    EXPECT_LE(static_cast<uint64_t>(raced), closed) << raced << " aborted requests, " << closed << " closes";
     ScaleOut out{lateByBackend(recs, added + 5.0), 0};
     for (auto& [b, n] : out.late) out.total += n;
     return out;
@@ -312,7 +325,7 @@ TEST_F(LifecycleE2e, DrainingEndpointClosesIdleConnectionsAndLetsRequestsFinish)
 // Re-balancing: six clients, each with its own keep-alive connection, all
 // on one replica; three replicas join. least_conn services re-balance by
 // default: idle connections over the first replica's share close (a few per
-// second) and their clients reconnect to the new ones. No request fails, and
+// second) and their clients reconnect to the new ones. No response is cut, and
 // every connection carries traffic, so each replica's share of the requests
 // is its share of the connections (2, 2, 1, 1 of 6 at best).
 TEST_F(LifecycleE2e, RebalanceMovesPooledConnectionsToNewReplicas) {
