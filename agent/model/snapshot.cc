@@ -114,4 +114,46 @@ int compareKeys(const Service& a, const Service& b) {
   return c < 0 ? -1 : c > 0;
 }
 
+SharedServices::SharedServices(std::initializer_list<Service> services) {
+  items_.reserve(services.size());
+  for (const Service& s : services) push_back(s);
+}
+
+void SharedServices::resize(size_t n) {
+  if (n <= items_.size()) {
+    items_.resize(n);
+    return;
+  }
+  while (items_.size() < n) push_back(Service{});
+}
+
+Service& SharedServices::emplace_back(Service s) {
+  auto p = std::make_shared<Service>(std::move(s));
+  Service& out = *p;
+  items_.push_back(std::move(p));
+  return out;
+}
+
+void SharedServices::erase(const_iterator first, const_iterator last) {
+  items_.erase(items_.begin() + (first - begin()), items_.begin() + (last - begin()));
+}
+
+Service& SharedServices::mut(size_t i) {
+  // Held by this list alone: change it in place (make() made it a non-const
+  // Service, so the cast is sound); else copy it first.
+  if (items_[i].use_count() != 1) items_[i] = make(*items_[i]);
+  return const_cast<Service&>(*items_[i]);
+}
+
+void SharedServices::sortByKey() {
+  std::stable_sort(items_.begin(), items_.end(), [](const Ptr& a, const Ptr& b) { return keyLess(*a, *b); });
+}
+
+bool SharedServices::operator==(const SharedServices& o) const {
+  if (items_.size() != o.items_.size()) return false;
+  for (size_t i = 0; i < items_.size(); ++i)
+    if (items_[i] != o.items_[i] && !(*items_[i] == *o.items_[i])) return false;
+  return true;
+}
+
 }  // namespace aimesh

@@ -4,7 +4,11 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -148,10 +152,90 @@ struct Service {
 int compareKeys(const Service& a, const Service& b);
 inline bool keyLess(const Service& a, const Service& b) { return compareKeys(a, b) < 0; }
 
+// The services of a Snapshot, each held through a shared pointer to an
+// immutable Service: snapshots that differ in a few services share the
+// others (a source that rebuilds one Service of 10,000 hands out 9,999
+// pointers it already had; the reconciler tells an unchanged service by its
+// pointer before comparing values). Reads look like a std::vector<Service>
+// of const elements; writes go through mut(i), which first copies a service
+// that another snapshot also holds.
+class SharedServices {
+ public:
+  using Ptr = std::shared_ptr<const Service>;
+  using value_type = Service;
+  using size_type = size_t;
+
+  class const_iterator {
+   public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = Service;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Service*;
+    using reference = const Service&;
+    const_iterator() = default;
+    explicit const_iterator(std::vector<Ptr>::const_iterator it) : it_(it) {}
+    reference operator*() const { return **it_; }
+    pointer operator->() const { return it_->get(); }
+    reference operator[](difference_type n) const { return *it_[n]; }
+    const_iterator& operator++() { ++it_; return *this; }
+    const_iterator operator++(int) { return const_iterator(it_++); }
+    const_iterator& operator--() { --it_; return *this; }
+    const_iterator operator--(int) { return const_iterator(it_--); }
+    const_iterator& operator+=(difference_type n) { it_ += n; return *this; }
+    const_iterator& operator-=(difference_type n) { it_ -= n; return *this; }
+    friend const_iterator operator+(const_iterator a, difference_type n) { return a += n; }
+    friend const_iterator operator+(difference_type n, const_iterator a) { return a += n; }
+    friend const_iterator operator-(const_iterator a, difference_type n) { return a -= n; }
+    friend difference_type operator-(const const_iterator& a, const const_iterator& b) { return a.it_ - b.it_; }
+    friend bool operator==(const const_iterator& a, const const_iterator& b) { return a.it_ == b.it_; }
+    friend auto operator<=>(const const_iterator& a, const const_iterator& b) { return a.it_ <=> b.it_; }
+    const Ptr& ptr() const { return *it_; }
+
+   private:
+    std::vector<Ptr>::const_iterator it_;
+  };
+  using iterator = const_iterator;
+
+  SharedServices() = default;
+  SharedServices(std::initializer_list<Service> services);
+
+  size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+  void reserve(size_t n) { items_.reserve(n); }
+  void clear() { items_.clear(); }
+  void resize(size_t n);  // drops the tail, or appends default services
+  const_iterator begin() const { return const_iterator(items_.begin()); }
+  const_iterator end() const { return const_iterator(items_.end()); }
+  const Service& operator[](size_t i) const { return *items_[i]; }
+  const Service& at(size_t i) const { return *items_.at(i); }
+  const Service& front() const { return *items_.front(); }
+  const Service& back() const { return *items_.back(); }
+  const Ptr& ptr(size_t i) const { return items_[i]; }
+
+  // A service to share: every Ptr held here comes from make() (or another
+  // list's ptr()), so that mut() may change one that only it holds.
+  static Ptr make(Service s) { return std::make_shared<Service>(std::move(s)); }
+  void push_back(Service s) { items_.push_back(make(std::move(s))); }
+  void push_back(Ptr p) { items_.push_back(std::move(p)); }
+  // Appends a service and returns it to be filled in (it is not shared yet).
+  Service& emplace_back(Service s = {});
+  void erase(const_iterator first, const_iterator last);
+  void erase(const_iterator at) { erase(at, at + 1); }
+  // Service i, to change: copied first if another snapshot holds it too.
+  Service& mut(size_t i);
+  void sortByKey();  // stable, by keyLess()
+
+  // Equal services in the same order (a shared pointer is equal to itself).
+  bool operator==(const SharedServices& o) const;
+
+ private:
+  std::vector<Ptr> items_;
+};
+
 // The whole desired state. Services are kept sorted by key() so that two
 // snapshots of the same state compare equal.
 struct Snapshot {
-  std::vector<Service> services;
+  SharedServices services;
   bool operator==(const Snapshot&) const = default;
 };
 

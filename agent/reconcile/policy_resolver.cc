@@ -15,8 +15,9 @@ namespace aimesh {
 std::vector<UnresolvedCgroup> resolvePolicies(Snapshot& snap, const CgroupLookup& lookup,
                                               const PodCgroupLookup& pods) {
   std::vector<UnresolvedCgroup> missing;
-  for (Service& svc : snap.services) {
-    if (!svc.policy) continue;
+  for (size_t i = 0; i < snap.services.size(); ++i) {
+    if (!snap.services[i].policy) continue;
+    Service& svc = snap.services.mut(i);  // a copy if a source's cache shares it
     std::vector<uint64_t> ids;
     for (const std::string& path : svc.policy->allowCgroups) {
       std::string reason;

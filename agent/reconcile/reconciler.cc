@@ -16,11 +16,11 @@ constexpr const char* kResizeNote = "; restart the agent with it: the pinned map
 struct SnapshotChange {
   std::vector<const Service*> planned, gone;
 };
-std::optional<SnapshotChange> changedServices(const std::vector<Service>& before, const std::vector<Service>& after,
+std::optional<SnapshotChange> changedServices(const SharedServices& before, const SharedServices& after,
                                               size_t budget) {
   SnapshotChange ch;
   size_t i = 0, j = 0;
-  auto increasing = [](const std::vector<Service>& v, size_t k) { return k == 0 || compareKeys(v[k - 1], v[k]) < 0; };
+  auto increasing = [](const SharedServices& v, size_t k) { return k == 0 || compareKeys(v[k - 1], v[k]) < 0; };
   while (i < before.size() || j < after.size()) {
     if ((i < before.size() && !increasing(before, i)) || (j < after.size() && !increasing(after, j)))
       return std::nullopt;
@@ -30,7 +30,8 @@ std::optional<SnapshotChange> changedServices(const std::vector<Service>& before
     } else if (c > 0) {
       ch.planned.push_back(&after[j++]);
     } else {
-      if (!(before[i] == after[j])) {
+      // A service both snapshots share is unchanged without a look inside.
+      if (before.ptr(i) != after.ptr(j) && !(before[i] == after[j])) {
         ch.gone.push_back(&before[i]);
         ch.planned.push_back(&after[j]);
       }

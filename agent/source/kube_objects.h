@@ -218,7 +218,7 @@ BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
 // policy (then it depends on the pods too). `slices`: its EndpointSlices, in
 // key order.
 struct ServiceBuild {
-  std::vector<Service> services;
+  std::vector<SharedServices::Ptr> services;  // shared with the snapshots built from it
   std::vector<std::string> warnings;
   bool usesPods = false;
 };

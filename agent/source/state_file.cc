@@ -100,7 +100,9 @@ class StateParser {
  public:
   explicit StateParser(std::string fileName) : fileName_(std::move(fileName)) {}
 
-  ParseResult run(const std::string& text) {
+  // `fileOrder`, if given, gets the services in file order (when parsed
+  // without errors).
+  ParseResult run(const std::string& text, SharedServices* fileOrder = nullptr) {
     ParseResult result;
     yaml::Stream docs = yaml::Stream::parse(text);
     if (!docs.ok()) {
@@ -130,14 +132,34 @@ class StateParser {
       return std::tie(x.line, x.column) < std::tie(y.line, y.column);
     });
     if (errors_.empty()) {
-      std::sort(snap.services.begin(), snap.services.end(), keyLess);
+      if (fileOrder) *fileOrder = snap.services;
+      snap.services.sortByKey();
       result.snapshot = std::move(snap);
     }
     result.errors = std::move(errors_);
     return result;
   }
 
+  // The services of a file cut into items (splitStateItems()): an item
+  // whose text the cache knows gets its service from there, the others are
+  // parsed alone. nullopt if any item has a problem or the checks across
+  // services find one: the caller then parses the whole file, for exact
+  // positions. On success the cache holds exactly these items.
+  std::optional<ParseResult> runItems(const std::vector<std::string_view>& items, StateFileCache& cache);
+
  private:
+  std::optional<Service> parseItem(std::string_view item, size_t index) {
+    yaml::Stream docs = yaml::Stream::parse(item);
+    if (!docs.ok() || docs.documents() != 1) return std::nullopt;
+    yaml::Node root = docs.document(0);
+    if (!root.IsSequence() || root.size() != 1) return std::nullopt;
+    ServiceInfo info;
+    info.path = indexPath("services", index);
+    Service svc;
+    if (!parseService(root[0], svc, info) || !errors_.empty()) return std::nullopt;
+    return svc;
+  }
+
   // What the cross-service checks need to know about one parsed service.
   struct Vip {
     IpAddr addr;
@@ -692,11 +714,156 @@ class StateParser {
 
 }  // namespace
 
-ParseResult parseStateText(const std::string& text, const std::string& fileName) {
-  return StateParser(fileName).run(text);
+struct StateFileCacheAccess {
+  static auto& items(StateFileCache& c) { return c.items_; }
+  static void setReused(StateFileCache& c, size_t n) { c.reused_ = n; }
+  static uint64_t nextRead(StateFileCache& c) { return ++c.reads_; }
+  // Two independent 64-bit hashes of the item's text (FNV-1a and the
+  // standard library's): a wrong reuse needs both to collide.
+  static StateFileCache::Hash hash(std::string_view item) {
+    uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : item) h = (h ^ c) * 1099511628211ULL;
+    return {h, static_cast<uint64_t>(std::hash<std::string_view>{}(item))};
+  }
+};
+
+namespace {
+
+// A line's end-of-line content is safe to cut at (see splitStateItems()).
+bool simpleLine(std::string_view line) {
+  int dq = 0, sq = 0, sqb = 0, cub = 0;
+  for (char c : line) {
+    switch (c) {
+      case '\t': case '\r': case '&': case '*': case '!': case '|': case '>': case '%': case '@': case '`':
+        return false;
+      case '"': ++dq; break;
+      case '\'': ++sq; break;
+      case '[': ++sqb; break;
+      case ']': --sqb; break;
+      case '{': ++cub; break;
+      case '}': --cub; break;
+      default: break;
+    }
+  }
+  return dq % 2 == 0 && sq % 2 == 0 && sqb == 0 && cub == 0;
 }
 
-ParseResult parseStateFile(const std::string& path) {
+}  // namespace
+
+std::optional<std::vector<std::string_view>> splitStateItems(std::string_view text) {
+  std::vector<std::string_view> items;
+  enum { kTop, kFirstItem, kItems } state = kTop;
+  size_t indent = 0, itemStart = 0;
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(at, end - at);
+    size_t lineStart = at;
+    at = end + 1;
+    size_t n = line.find_first_not_of(' ');
+    if (n == std::string_view::npos) continue;  // blank
+    std::string_view rest = line.substr(n);
+    if (rest[0] == '#') {
+      if (line.find_first_of("\t\r") != std::string_view::npos) return std::nullopt;
+      continue;  // a comment line
+    }
+    if (state == kTop) {
+      if (n != 0 || rest.substr(0, 9) != "services:" || rest.find_first_not_of(' ', 9) != std::string_view::npos)
+        return std::nullopt;
+      state = kFirstItem;
+      continue;
+    }
+    if (n == 0 || !simpleLine(line)) return std::nullopt;
+    bool itemLine = rest == "-" || rest.substr(0, 2) == "- ";
+    if (rest[0] == '?' && (rest.size() == 1 || rest[1] == ' ')) return std::nullopt;  // a complex key
+    if (state == kFirstItem) {
+      if (!itemLine) return std::nullopt;
+      state = kItems;
+      indent = n;
+      itemStart = lineStart;
+      continue;
+    }
+    if (n < indent || (n == indent && !itemLine)) return std::nullopt;
+    if (n == indent) {
+      items.push_back(text.substr(itemStart, lineStart - itemStart));
+      itemStart = lineStart;
+    }
+  }
+  if (state != kItems) return std::nullopt;
+  items.push_back(text.substr(itemStart));
+  return items;
+}
+
+namespace {
+// No two services with one key and no frontend (address, port, protocol)
+// claimed twice, in services sorted by key. A finding is not described here:
+// the full parse then reports it, with its position.
+bool distinctKeysAndFrontends(const SharedServices& sorted) {
+  using Frontend = std::tuple<IpAddr, uint16_t, Protocol>;
+  std::vector<Frontend> frontends;
+  frontends.reserve(sorted.size());
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (i > 0 && compareKeys(sorted[i - 1], sorted[i]) == 0) return false;
+    for (const IpAddr& vip : sorted[i].vips)
+      for (const PortSpec& p : sorted[i].ports) frontends.emplace_back(vip, p.port, p.protocol);
+  }
+  std::sort(frontends.begin(), frontends.end());
+  return std::adjacent_find(frontends.begin(), frontends.end()) == frontends.end();
+}
+}  // namespace
+
+std::optional<ParseResult> StateParser::runItems(const std::vector<std::string_view>& items, StateFileCache& cache) {
+  auto& known = StateFileCacheAccess::items(cache);
+  const uint64_t read = StateFileCacheAccess::nextRead(cache);
+  std::vector<std::pair<StateFileCache::Hash, SharedServices::Ptr>> parsed;  // not in the cache yet
+  SharedServices services;
+  services.reserve(items.size());
+  size_t reused = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    StateFileCache::Hash h = StateFileCacheAccess::hash(items[i]);
+    if (auto it = known.find(h); it != known.end()) {
+      it->second.seen = read;
+      services.push_back(it->second.service);
+      ++reused;
+      continue;
+    }
+    std::optional<Service> svc = parseItem(items[i], i);
+    if (!svc) return std::nullopt;
+    parsed.emplace_back(h, SharedServices::make(std::move(*svc)));
+    services.push_back(parsed.back().second);
+  }
+  services.sortByKey();
+  if (!distinctKeysAndFrontends(services)) return std::nullopt;
+  // Now the cache holds exactly this file's items.
+  for (auto& [h, p] : parsed) known.insert_or_assign(h, StateFileCache::Entry{std::move(p), read});
+  std::erase_if(known, [&](const auto& e) { return e.second.seen != read; });
+  StateFileCacheAccess::setReused(cache, reused);
+  ParseResult result;
+  result.snapshot.emplace();
+  result.snapshot->services = std::move(services);
+  return result;
+}
+
+ParseResult parseStateText(const std::string& text, const std::string& fileName, StateFileCache* cache) {
+  if (!cache) return StateParser(fileName).run(text);
+  StateFileCacheAccess::setReused(*cache, 0);
+  std::optional<std::vector<std::string_view>> items = splitStateItems(text);
+  if (items && cache->size() > 0)
+    if (auto r = StateParser(fileName).runItems(*items, *cache)) return std::move(*r);
+  SharedServices fileOrder;
+  ParseResult r = StateParser(fileName).run(text, &fileOrder);
+  auto& known = StateFileCacheAccess::items(*cache);
+  known.clear();
+  if (r.ok() && items && items->size() == fileOrder.size()) {
+    const uint64_t read = StateFileCacheAccess::nextRead(*cache);
+    known.reserve(items->size());
+    for (size_t i = 0; i < items->size(); ++i)
+      known.emplace(StateFileCacheAccess::hash((*items)[i]), StateFileCache::Entry{fileOrder.ptr(i), read});
+  }
+  return r;
+}
+
+ParseResult parseStateFile(const std::string& path, StateFileCache* cache) {
   auto readError = [&](const std::string& msg) {
     ParseResult r;
     r.errors.push_back(ParseError{path, 0, 0, "", msg});
@@ -718,6 +885,7 @@ ParseResult parseStateFile(const std::string& path) {
   }
 
   std::string text;
+  text.reserve(static_cast<size_t>(st.st_size));
   char buf[8192];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof(buf));
@@ -731,7 +899,7 @@ ParseResult parseStateFile(const std::string& path) {
       return readError("state file is too large (limit " + std::to_string(kMaxFileSize) + " bytes)");
     }
   }
-  return parseStateText(text, path);
+  return parseStateText(text, path, cache);
 }
 
 }  // namespace aimesh

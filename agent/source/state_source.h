@@ -11,6 +11,7 @@
 
 #include "model/snapshot.h"
 #include "source/file_watcher.h"
+#include "source/state_file.h"
 
 namespace aimesh {
 
@@ -47,6 +48,7 @@ class StateFileSource final : public StateSource {
  private:
   std::string path_;
   std::optional<FileWatcher> watcher_;
+  StateFileCache cache_;  // the last read's services by item, for the next read
 };
 
 }  // namespace aimesh

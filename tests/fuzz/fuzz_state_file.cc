@@ -2,7 +2,9 @@
 // arbitrary bytes as YAML text. Besides crashes and sanitizer reports it
 // checks the parser's contract: a snapshot exactly when there are no errors,
 // errors sorted by line and column, every error inside the text (line and
-// column >= 1) and naming the file, and services sorted by key().
+// column >= 1) and naming the file, and services sorted by key(); and that
+// a read through a StateFileCache primed by this text (then by a variant
+// with one digit changed) gives exactly what a full parse gives.
 //
 //   scripts/fuzz.sh --seconds 60          (all targets; docs/testing.md)
 //   build-fuzz/fuzz_state_file tests/fuzz/corpus/state_file
@@ -50,6 +52,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check(!s.vips.empty() && !s.ports.empty(), "a service has vips and ports");
       for (const auto& p : s.ports) check(p.port != 0, "ports are 1..65535");
     }
+  }
+  // The item cache never changes a result.
+  aimesh::StateFileCache cache;
+  auto same = [&](const std::string& t) {
+    aimesh::ParseResult full = aimesh::parseStateText(t, "fuzz.yaml");
+    aimesh::ParseResult cached = aimesh::parseStateText(t, "fuzz.yaml", &cache);
+    check(cached.ok() == full.ok() && (!full.ok() || *cached.snapshot == *full.snapshot),
+          "a cached read gives the full parse's snapshot");
+    check(cached.errors.size() == full.errors.size(), "a cached read gives the full parse's errors");
+    for (size_t i = 0; i < full.errors.size(); ++i)
+      check(cached.errors[i].toString() == full.errors[i].toString(), "a cached read gives the same errors");
+  };
+  same(text);
+  same(text);
+  std::string variant = text;
+  if (size_t d = variant.find_first_of("0123456789"); d != std::string::npos) {
+    variant[d] = variant[d] == '9' ? '1' : static_cast<char>(variant[d] + 1);
+    same(variant);
   }
   return 0;
 }

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace aimesh {
 namespace {
@@ -77,6 +80,54 @@ TEST(SnapshotKeys, CompareKeysOrdersAsTheKeyStrings) {
       EXPECT_EQ(compareKeys(a, b), want) << a.key() << " vs " << b.key();
       EXPECT_EQ(keyLess(a, b), want < 0);
     }
+}
+
+// Snapshots share services: a copy of a snapshot costs pointers, a change
+// through mut() copies only the service changed (copy on write), and
+// comparison looks inside only where the pointers differ.
+TEST(SharedServicesTest, CopiesShareAndMutCopiesOnlyWhatChanges) {
+  Snapshot a;
+  a.services.push_back(named("ns", "x"));
+  a.services.push_back(named("ns", "y"));
+  Snapshot b = a;
+  EXPECT_EQ(a.services.ptr(0), b.services.ptr(0));
+  EXPECT_EQ(a, b);
+  b.services.mut(1).model = "llama";
+  EXPECT_EQ(a.services.ptr(0), b.services.ptr(0)) << "the unchanged service stays shared";
+  EXPECT_NE(a.services.ptr(1), b.services.ptr(1));
+  EXPECT_EQ(a.services[1].model, "") << "a change to one snapshot must not show in another";
+  EXPECT_EQ(b.services[1].model, "llama");
+  EXPECT_NE(a, b);
+  // Held by one list only: changed in place.
+  const Service* before = b.services.ptr(1).get();
+  b.services.mut(1).model = "mistral";
+  EXPECT_EQ(b.services.ptr(1).get(), before);
+  // Equal values behind different pointers are equal.
+  Snapshot c;
+  c.services.push_back(named("ns", "x"));
+  c.services.push_back(named("ns", "y"));
+  EXPECT_EQ(a, c);
+}
+
+TEST(SharedServicesTest, ReadsLikeAVectorAndSortsByKey) {
+  SharedServices s{named("b", "2"), named("a", "9"), named("b", "1"), named("a", "9")};
+  s.mut(3).model = "second";
+  s.sortByKey();
+  std::vector<std::string> keys;
+  for (const Service& x : s) keys.push_back(x.key());
+  EXPECT_EQ(keys, (std::vector<std::string>{"a/9", "a/9", "b/1", "b/2"}));
+  EXPECT_EQ(s[1].model, "second") << "a stable sort keeps equal keys in order";
+  EXPECT_EQ(s.end() - s.begin(), 4);
+  EXPECT_EQ(std::find_if(s.begin(), s.end(), [](const Service& x) { return x.name == "1"; }) - s.begin(), 2);
+  s.erase(s.begin() + 1);
+  EXPECT_EQ(s.size(), 3u);
+  EXPECT_EQ(s.back().key(), "b/2");
+  s.resize(1);
+  EXPECT_EQ(s.front().key(), "a/9");
+  Service& added = s.emplace_back(named("c", "3"));
+  added.model = "m";
+  EXPECT_EQ(s.at(1).model, "m");
+  EXPECT_THROW(s.at(2), std::out_of_range);
 }
 
 }  // namespace

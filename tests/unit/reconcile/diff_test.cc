@@ -124,7 +124,7 @@ TEST(Reconciler, KnownStateIsNotReadBackUntilAskedToVerify) {
   EXPECT_EQ(w.reads, 2);
   EXPECT_EQ(w.state, makePlan(s, w.state).desired);
   // A change after a run is diffed against the known state: only its ops.
-  s.services[0].endpoints.push_back(ep("10.0.0.3"));
+  s.services.mut(0).endpoints.push_back(ep("10.0.0.3"));
   auto change = r.reconcile(s, idx);
   ASSERT_TRUE(change.ok());
   EXPECT_EQ(w.reads, 2);

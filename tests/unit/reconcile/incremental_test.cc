@@ -88,7 +88,7 @@ class World {
   Snapshot snapshot() const {
     Snapshot snap;
     for (auto& [_, s] : services_) snap.services.push_back(s);
-    std::sort(snap.services.begin(), snap.services.end(), [](auto& a, auto& b) { return a.key() < b.key(); });
+    snap.services.sortByKey();
     return snap;
   }
 
@@ -231,8 +231,10 @@ TEST(ReconcilerIncremental, AnUnsortedSnapshotIsPlannedInFull) {
   Snapshot s = world.snapshot();
   ASSERT_TRUE(r.reconcile(s).ok());
   ASSERT_GE(s.services.size(), 2u);
-  std::reverse(s.services.begin(), s.services.end());
-  s.services.front().endpoints.clear();
+  SharedServices reversed;
+  for (size_t i = s.services.size(); i-- > 0;) reversed.push_back(s.services.ptr(i));
+  s.services = reversed;
+  s.services.mut(0).endpoints.clear();
   auto res = r.reconcile(s);
   ASSERT_TRUE(res.ok());
   EXPECT_FALSE(res->incremental);
