@@ -216,6 +216,7 @@ class SharedServices {
   // list's ptr()), so that mut() may change one that only it holds.
   static Ptr make(Service s) { return std::make_shared<Service>(std::move(s)); }
   void push_back(Service s) { items_.push_back(make(std::move(s))); }
+  void set(size_t i, Ptr p) { items_[i] = std::move(p); }
   void push_back(Ptr p) { items_.push_back(std::move(p)); }
   // Appends a service and returns it to be filled in (it is not shared yet).
   Service& emplace_back(Service s = {});

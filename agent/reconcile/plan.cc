@@ -57,12 +57,17 @@ namespace {
 // out in this plan is never handed out again in the same plan, so a removed
 // id's counters are not inherited by a new object. The current state is
 // looked up, not copied (a plan of a few services must not cost a pass over
-// every id): the lowest free id is found by walking the current ids in
-// order alongside the cursor, once per plan.
+// every id). With the state's free ids known (`free`), the lowest free id is
+// the first of them not yet handed out; otherwise it is found by walking the
+// current ids in order alongside a cursor from 1, once per plan.
 template <class Records>
 class IdPool {
  public:
-  IdPool(const Records& current, uint32_t limit) : current_(current), next_(current.begin()), limit_(limit) {}
+  IdPool(const Records& current, uint32_t limit, const FreeIds* free)
+      : current_(current), next_(current.begin()), free_(free), cursor_(free ? std::max<uint32_t>(1, free->top) : 1),
+        limit_(limit) {
+    if (free_) below_ = free_->below.begin();
+  }
 
   bool claimed(uint32_t id) const { return claimed_.count(id) != 0; }
 
@@ -72,15 +77,39 @@ class IdPool {
   // Claims the lowest free id and appends it to `fresh`; nullopt when every
   // id below the limit is taken.
   std::optional<uint32_t> claimNew(std::vector<uint32_t>& fresh) {
-    while (cursor_ < limit_ && (inCurrent(cursor_) || claimed(cursor_))) ++cursor_;
+    if (free_) {
+      while (below_ != free_->below.end() && *below_ < limit_) {
+        uint32_t id = *below_++;
+        if (!claimed(id)) return take(id, fresh);
+      }
+      // From `top` up nothing is in the current state.
+      while (cursor_ < limit_ && claimed(cursor_)) ++cursor_;
+    } else {
+      while (cursor_ < limit_ && (inCurrent(cursor_) || claimed(cursor_))) ++cursor_;
+    }
     if (cursor_ >= limit_) return std::nullopt;
-    uint32_t id = cursor_++;
+    return take(cursor_++, fresh);
+  }
+
+  // The free ids after this plan, given the ids it freed (in the current
+  // state, not in the plan): the state's, less those handed out, plus those.
+  FreeIds next(const std::vector<uint32_t>& fresh, const std::vector<uint32_t>& freed) const {
+    FreeIds out = *free_;
+    for (uint32_t id : fresh) {
+      out.below.erase(id);
+      out.top = std::max(out.top, id + 1);
+    }
+    out.below.insert(freed.begin(), freed.end());
+    return out;
+  }
+
+ private:
+  uint32_t take(uint32_t id, std::vector<uint32_t>& fresh) {
     fresh.push_back(id);
     keep(id);
     return id;
   }
 
- private:
   // Whether `id` is in the current state; ids asked for never decrease.
   bool inCurrent(uint32_t id) {
     while (next_ != current_.end() && next_->first < id) ++next_;
@@ -89,8 +118,10 @@ class IdPool {
 
   const Records& current_;
   typename Records::const_iterator next_;
+  const FreeIds* free_;
+  std::set<uint32_t>::const_iterator below_;
   std::set<uint32_t> claimed_;
-  uint32_t cursor_ = 1;
+  uint32_t cursor_;
   uint32_t limit_;
 };
 
@@ -106,8 +137,11 @@ struct PlanIds {
 
 // Ids are free unless `whole` (the entire current state) uses them; the
 // backends that can keep their ids are those of `current`.
-PlanIds planIds(const KernelState& current, const KernelState& whole, const MapLimits& limits) {
-  PlanIds ids{{whole.services, limits.services}, {whole.backends, limits.backends}, {}};
+PlanIds planIds(const KernelState& current, const KernelState& whole, const MapLimits& limits,
+                const StateFreeIds* free) {
+  PlanIds ids{{whole.services, limits.services, free ? &free->services : nullptr},
+              {whole.backends, limits.backends, free ? &free->backends : nullptr},
+              {}};
   for (auto& [id, be] : current.backends) ids.currentBackends[{be.serviceId, be.addr, be.port}] = id;
   return ids;
 }
@@ -267,14 +301,40 @@ Plan makePlan(const Snapshot& desired, const KernelState& current, const MapLimi
   return makePartialPlan(all, current, current, limits);
 }
 
+template <class Records>
+FreeIds freeIdsOf(const Records& records) {
+  FreeIds out;
+  for (auto& [id, _] : records) {
+    for (; out.top < id; ++out.top) out.below.insert(out.top);
+    out.top = id + 1;
+  }
+  return out;
+}
+
+// The ids of `current` that `desired` no longer has.
+template <class Records>
+std::vector<uint32_t> freedIds(const Records& current, const Records& desired) {
+  std::vector<uint32_t> out;
+  for (auto& [id, _] : current)
+    if (!desired.count(id)) out.push_back(id);
+  return out;
+}
+
 Plan makePartialPlan(const std::vector<const Service*>& services, const KernelState& current,
-                     const KernelState& whole, const MapLimits& limits) {
+                     const KernelState& whole, const MapLimits& limits, const StateFreeIds* free) {
   Plan plan;
-  PlanIds ids = planIds(current, whole, limits);
+  PlanIds ids = planIds(current, whole, limits, free);
   for (const Service* svc : services) {
     for (const PortSpec& ps : svc->ports) planServicePort(*svc, ps, current, ids, plan);
   }
   dropSlotsOfDeletedBackends(plan.desired);
+  if (free) {
+    plan.nextFree = StateFreeIds{
+        ids.services.next(plan.newServiceIds, freedIds(current.services, plan.desired.services)),
+        ids.backends.next(plan.newBackendIds, freedIds(current.backends, plan.desired.backends))};
+  } else if (&current == &whole) {  // a plan of everything: the state after it is the plan
+    plan.nextFree = StateFreeIds{freeIdsOf(plan.desired.services), freeIdsOf(plan.desired.backends)};
+  }
   return plan;
 }
 

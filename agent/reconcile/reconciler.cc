@@ -13,6 +13,9 @@ constexpr const char* kResizeNote = "; restart the agent with it: the pinned map
 // Services added or changed (in `after`'s order) and removed or changed (in
 // `before`'s), from one walk of two snapshots sorted by key. nullopt if one
 // is not sorted by key with unique keys, or more than `budget` differ.
+// `before` is known to be sorted (it passed this walk, or sortedByKey, when
+// it was applied). A run of services both share costs no key comparison:
+// at 10,000 services the comparisons were a fifth of a one-service change.
 struct SnapshotChange {
   std::vector<const Service*> planned, gone;
 };
@@ -20,18 +23,27 @@ std::optional<SnapshotChange> changedServices(const SharedServices& before, cons
                                               size_t budget) {
   SnapshotChange ch;
   size_t i = 0, j = 0;
+  bool prevShared = false;  // after[j - 1] is before[i - 1]
   auto increasing = [](const SharedServices& v, size_t k) { return k == 0 || compareKeys(v[k - 1], v[k]) < 0; };
   while (i < before.size() || j < after.size()) {
-    if ((i < before.size() && !increasing(before, i)) || (j < after.size() && !increasing(after, j)))
-      return std::nullopt;
+    bool shared = i < before.size() && j < after.size() && before.ptr(i) == after.ptr(j);
+    if (shared && prevShared) {  // in order, as in `before`
+      ++i, ++j;
+      continue;
+    }
+    prevShared = shared;
+    if (j < after.size() && !increasing(after, j)) return std::nullopt;
+    if (shared) {
+      ++i, ++j;
+      continue;
+    }
     int c = i == before.size() ? 1 : j == after.size() ? -1 : compareKeys(before[i], after[j]);
     if (c < 0) {
       ch.gone.push_back(&before[i++]);
     } else if (c > 0) {
       ch.planned.push_back(&after[j++]);
     } else {
-      // A service both snapshots share is unchanged without a look inside.
-      if (before.ptr(i) != after.ptr(j) && !(before[i] == after[j])) {
+      if (!(before[i] == after[j])) {
         ch.gone.push_back(&before[i]);
         ch.planned.push_back(&after[j]);
       }
@@ -87,7 +99,7 @@ Result<ReconcileReport> Reconciler::reconcile(const Snapshot& desired, IdIndex& 
 }
 
 Result<ReconcileReport> Reconciler::reconcile(Snapshot desired, Verify verify) {
-  if (incremental_ && verify == Verify::kKnown && known_ && applied_) {
+  if (incremental_ && verify == Verify::kKnown && known_ && applied_ && appliedSorted_) {
     if (auto r = reconcileChanged(desired)) return std::move(*r);
   }
   return reconcileAll(std::move(desired), verify);
@@ -97,6 +109,7 @@ Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify veri
   auto start = std::chrono::steady_clock::now();
   if (verify == Verify::kRead || !known_) {
     known_.reset();
+    free_.reset();
     auto read = writer_.read();
     if (!read) return read.error();
     known_ = std::move(read.value());
@@ -136,7 +149,11 @@ Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify veri
   index_ = std::move(plan.index);
   change_ = IndexChange{};
   known_ = std::move(plan.desired);
+  free_ = std::move(plan.nextFree);
   size_t planned = desired.services.size();
+  appliedSorted_ = true;
+  for (size_t k = 1; k < desired.services.size() && appliedSorted_; ++k)
+    appliedSorted_ = compareKeys(desired.services[k - 1], desired.services[k]) < 0;
   applied_ = std::move(desired);
   return ReconcileReport{ops.size(), std::chrono::steady_clock::now() - start, false, planned};
 }
@@ -181,7 +198,7 @@ std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& de
           return std::nullopt;
   }
   KernelState current = ownedBy(whole, index_, oldIds);
-  Plan plan = makePartialPlan(ch->planned, current, whole, limits_);
+  Plan plan = makePartialPlan(ch->planned, current, whole, limits_, free_ ? &*free_ : nullptr);
   // Out of ids: the full plan says so, with the totals.
   if (plan.index.services.size() != wanted || plan.index.backends.size() != wantedBe) return std::nullopt;
 
@@ -191,6 +208,7 @@ std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& de
     return Result<ReconcileReport>(st.error());
   }
   replaceState(*known_, current, std::move(plan.desired));
+  free_ = std::move(plan.nextFree);
   for (uint32_t sid : oldIds) {
     auto it = index_.services.find(sid);
     for (uint32_t bid : it->second.backendIds) index_.backends.erase(bid);

@@ -66,6 +66,8 @@ class Reconciler {
   MapLimits limits_;
   bool incremental_;
   std::optional<KernelState> known_;  // what the last successful run left in the maps
+  std::optional<StateFreeIds> free_;  // known_'s free ids, when known
+  bool appliedSorted_ = false;        // applied_'s services are in strictly increasing key order
   std::optional<Snapshot> applied_;   // the snapshot of the last successful run
   IdIndex index_;                     // ... and its ids
   IndexChange change_;

@@ -922,8 +922,15 @@ bool hasPolicy(const ServiceObj& svc) {
 // The snapshot from every Service's build, in Service key order: one
 // service per key (ports of one name), one service per frontend (the first
 // in key order keeps it, so the outcome does not depend on input order).
-BuildResult assemble(const std::vector<const ServiceBuild*>& builds) {
+BuildResult assemble(const std::vector<const ServiceBuild*>& builds, AssembleNotes* notes = nullptr) {
   BuildResult result;
+  auto note = [&](const Service& s, std::string warning) {
+    if (notes) {
+      notes->special.insert(&s);
+      notes->warnings.push_back(warning);
+    }
+    result.warnings.push_back(std::move(warning));
+  };
   std::vector<const SharedServices::Ptr*> built;
   for (const ServiceBuild* b : builds) {
     result.warnings.insert(result.warnings.end(), b->warnings.begin(), b->warnings.end());
@@ -976,8 +983,8 @@ BuildResult assemble(const std::vector<const ServiceBuild*>& builds) {
   for (size_t i = 0; i < built.size(); ++i) {
     const Service& s = **built[i];
     if (dup[i]) {
-      result.warnings.push_back("Service " + s.key() + ": " + toString(s.ports[0].protocol) + " port " +
-                                std::to_string(s.ports[0].port) + " has the same name as another port; skipped");
+      note(s, "Service " + s.key() + ": " + toString(s.ports[0].protocol) + " port " +
+                  std::to_string(s.ports[0].port) + " has the same name as another port; skipped");
       continue;
     }
     const PortSpec& port = s.ports[0];
@@ -989,8 +996,8 @@ BuildResult assemble(const std::vector<const ServiceBuild*>& builds) {
     std::vector<IpAddr> vips;
     for (size_t v = 0; v < s.vips.size(); ++v) {
       if (it != lost.end() && std::get<0>(*it) == i && std::get<1>(*it) == v) {
-        result.warnings.push_back("Service " + s.key() + ": " + formatFrontend(s.vips[v], port.port, port.protocol) +
-                                  " is already used by Service " + (**built[std::get<2>(*it)]).key() + "; skipped");
+        note(s, "Service " + s.key() + ": " + formatFrontend(s.vips[v], port.port, port.protocol) +
+                    " is already used by Service " + (**built[std::get<2>(*it)]).key() + "; skipped");
         ++it;
       } else {
         vips.push_back(s.vips[v]);
@@ -1061,6 +1068,7 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
                                  const std::map<std::string, PodObj>* pods) {
   if ((pods != nullptr) != hadPods_) pods_ = true;
   hadPods_ = pods != nullptr;
+  bool patchable = !all_ && last_.has_value();
   if (all_) {
     builds_.clear();
     slicesOf_.clear();
@@ -1072,9 +1080,12 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
     for (auto& [key, b] : builds_)
       if (b.usesPods) dirty_.insert(key);
   }
+  std::vector<std::pair<ServiceBuild, const ServiceBuild*>> rebuilt;  // (before, now)
   std::vector<const EndpointSliceObj*> svcSlices;
   for (const std::string& key : dirty_) {
     auto svc = services.find(key);
+    auto was = builds_.find(key);
+    if (svc == services.end() || was == builds_.end()) patchable = false;  // gone or new
     if (svc == services.end()) {
       builds_.erase(key);
       continue;
@@ -1083,14 +1094,50 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
     if (auto it = slicesOf_.find({svc->second.meta.nameSpace, svc->second.meta.name}); it != slicesOf_.end())
       for (const std::string& sk : it->second)
         if (auto sl = slices.find(sk); sl != slices.end()) svcSlices.push_back(&sl->second);
-    builds_[key] = buildService(svc->second, svcSlices, pods);
+    ServiceBuild now = buildService(svc->second, svcSlices, pods);
+    if (was == builds_.end()) {
+      builds_.emplace(key, std::move(now));
+    } else {
+      if (patchable) rebuilt.emplace_back(std::move(was->second), &was->second);
+      was->second = std::move(now);
+    }
   }
   dirty_.clear();
   all_ = pods_ = false;
+  if (patchable && patch(rebuilt)) return *last_;
   std::vector<const ServiceBuild*> all;
   all.reserve(builds_.size());
   for (auto& [key, b] : builds_) all.push_back(&b);
-  return assemble(all);
+  AssembleNotes notes;
+  last_ = assemble(all, &notes);
+  notes_ = std::move(notes);
+  return *last_;
+}
+
+// The last snapshot with the rebuilt Services swapped in, when that is what
+// assemble() would give: each rebuilt Service has the same names, addresses
+// and ports as before (so no frontend changes hands) and was neither skipped
+// nor trimmed last time. Then an event costs its Services, not all of them.
+bool SnapshotCache::patch(const std::vector<std::pair<ServiceBuild, const ServiceBuild*>>& rebuilt) {
+  SharedServices services = last_->snapshot.services;
+  for (const auto& [before, now] : rebuilt) {
+    if (before.services.size() != now->services.size()) return false;
+    for (size_t i = 0; i < before.services.size(); ++i) {
+      const Service &b = *before.services[i], &n = *now->services[i];
+      if (notes_.special.count(&b) || b.name != n.name || b.nameSpace != n.nameSpace || b.vips != n.vips ||
+          b.ports != n.ports)
+        return false;
+      auto at = std::lower_bound(services.begin(), services.end(), b, keyLess);
+      if (at == services.end() || at.ptr() != before.services[i]) return false;
+      services.set(static_cast<size_t>(at - services.begin()), now->services[i]);
+    }
+  }
+  std::vector<std::string> warnings;
+  for (const auto& [key, b] : builds_) warnings.insert(warnings.end(), b.warnings.begin(), b.warnings.end());
+  warnings.insert(warnings.end(), notes_.warnings.begin(), notes_.warnings.end());
+  last_->snapshot.services = std::move(services);
+  last_->warnings = std::move(warnings);
+  return true;
 }
 
 }  // namespace aimesh::kube

@@ -231,6 +231,14 @@ ServiceBuild buildService(const ServiceObj& svc, const std::vector<const Endpoin
 // change before the store is read again; build() then gives what
 // buildSnapshot() gives for the same store (a property test holds it to
 // that). At 10,000 Services one endpoint's event rebuilds one Service.
+// What assemble() decided beyond the builds: its own warnings, and the
+// services it skipped or trimmed (a second port of one name, an address
+// another Service claimed first).
+struct AssembleNotes {
+  std::vector<std::string> warnings;
+  std::set<const Service*> special;
+};
+
 class SnapshotCache {
  public:
   void serviceChanged(const std::string& key);  // the store key ("namespace/name") of a Service added, changed or gone
@@ -247,6 +255,9 @@ class SnapshotCache {
   std::map<std::pair<std::string, std::string>, std::set<std::string>> slicesOf_;  // (namespace, service) -> slice keys
   std::set<std::string> dirty_;
   bool all_ = true, pods_ = false, hadPods_ = false;
+  std::optional<BuildResult> last_;  // the last build() result
+  AssembleNotes notes_;              // and what its assemble() noted
+  bool patch(const std::vector<std::pair<ServiceBuild, const ServiceBuild*>>& rebuilt);
 };
 
 }  // namespace aimesh::kube

@@ -241,5 +241,24 @@ TEST(ReconcilerIncremental, AnUnsortedSnapshotIsPlannedInFull) {
   EXPECT_EQ(w.state, makePlan(s, w.state).desired);
 }
 
+// Two services the last snapshot also held, swapped: every pointer is
+// shared, but the order is wrong, and the walk that skips shared runs still
+// sees it.
+TEST(ReconcilerIncremental, SharedServicesOutOfOrderArePlannedInFull) {
+  World world(6);
+  FakeMapWriter w;
+  Reconciler r(w);
+  for (int round = 0; round < 5; ++round) world.churn();
+  Snapshot s = world.snapshot();
+  ASSERT_TRUE(r.reconcile(s).ok());
+  ASSERT_GE(s.services.size(), 6u);
+  SharedServices swapped;
+  for (size_t i = 0; i < s.services.size(); ++i) swapped.push_back(s.services.ptr(i == 3 ? 4 : i == 4 ? 3 : i));
+  s.services = swapped;
+  auto res = r.reconcile(s);
+  ASSERT_TRUE(res.ok());
+  EXPECT_FALSE(res->incremental);
+}
+
 }  // namespace
 }  // namespace aimesh

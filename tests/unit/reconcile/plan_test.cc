@@ -92,6 +92,48 @@ TEST(MakePlan, IdsStableAcrossChanges) {
   EXPECT_TRUE(p2.newServiceIds.empty());
 }
 
+// A full plan knows the free ids of the state it makes; a partial plan
+// given them hands out the same ids as one that walks every id from 1, and
+// knows the free ids after it.
+TEST(MakePlan, FreeIdsAreKeptAndHandOutTheSameIdsAsAWalk) {
+  Service a = svc("a", "10.96.0.1", 80, {ep("10.0.0.1"), ep("10.0.0.2")});
+  Service b = svc("b", "10.96.0.2", 80, {ep("10.0.0.3"), ep("10.0.0.4")});
+  Plan p1 = makePlan(Snapshot{{a, b}}, {});
+  ASSERT_TRUE(p1.nextFree);
+  EXPECT_EQ(*p1.nextFree, (StateFreeIds{{{}, 3}, {{}, 5}}));
+  auto owned = [](const KernelState& whole, uint32_t sid) {
+    KernelState part;
+    part.services.emplace(sid, whole.services.at(sid));
+    for (auto& [fk, id] : whole.frontends)
+      if (id == sid) part.frontends.emplace(fk, id);
+    for (auto& [k, v] : whole.slots)
+      if (k.serviceId == sid) part.slots.emplace(k, v);
+    for (auto& [id, be] : whole.backends)
+      if (be.serviceId == sid) part.backends.emplace(id, be);
+    return part;
+  };
+  // a loses 10.0.0.1 (backend 1), which is free after the plan.
+  Service a2 = svc("a", "10.96.0.1", 80, {ep("10.0.0.2")});
+  Plan p2 = makePartialPlan({&a2}, owned(p1.desired, 1), p1.desired, {}, &*p1.nextFree);
+  ASSERT_TRUE(p2.nextFree);
+  EXPECT_EQ(*p2.nextFree, (StateFreeIds{{{}, 3}, {{1}, 5}}));
+  KernelState whole = p1.desired;
+  whole.backends.erase(1);
+  for (auto& [k, v] : p2.desired.slots) whole.slots[k] = v;
+  whole.services[1] = p2.desired.services.at(1);
+  // b gains two endpoints and loses 10.0.0.3 (backend 3): ids 1 and 5; 3 is
+  // still in the state during the plan, so it is not handed out.
+  Service b2 = svc("b", "10.96.0.2", 80, {ep("10.0.0.4"), ep("10.0.0.5"), ep("10.0.0.6")});
+  Plan known = makePartialPlan({&b2}, owned(whole, 2), whole, {}, &*p2.nextFree);
+  Plan walked = makePartialPlan({&b2}, owned(whole, 2), whole, {});
+  EXPECT_EQ(known.newBackendIds, (std::vector<uint32_t>{1, 5}));
+  EXPECT_EQ(known.desired, walked.desired);
+  EXPECT_EQ(known.newBackendIds, walked.newBackendIds);
+  ASSERT_TRUE(known.nextFree);
+  EXPECT_EQ(*known.nextFree, (StateFreeIds{{{}, 3}, {{3}, 6}}));
+  EXPECT_FALSE(walked.nextFree) << "a partial plan without the free ids does not know them after it";
+}
+
 TEST(MakePlan, DrainingAndZeroWeightGetNoSlots) {
   Snapshot s{{svc("a", "10.96.0.1", 80,
                   {ep("10.0.0.1"), ep("10.0.0.2", 1, EndpointState::kDraining), ep("10.0.0.3", 0)})}};
