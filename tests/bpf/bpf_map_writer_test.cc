@@ -151,6 +151,16 @@ TEST_F(BpfMapWriterTest, AReusedBackendIdLosesItsCountersHistogramsAndLoad) {
   EXPECT_EQ(got.requests, 7u) << "another id kept its counters";
   EXPECT_EQ(entries(fds_.hist), AIMESH_M_MAX) << "only id 6's histograms are left";
   EXPECT_EQ(entries(fds_.clients), 1u) << "only service 4's client is left";
+
+  // Many ids at once take the other way (one walk of the keys there are).
+  std::vector<MapOp> many;
+  for (uint32_t b = 100; b < 170; ++b) many.push_back(ResetBackendStats{b});
+  for (uint32_t b : {100u, 169u}) {
+    uint32_t key = b * AIMESH_M_MAX + 1;
+    ASSERT_EQ(bpf_map_update_elem(fds_.hist, &key, &h, BPF_ANY), 0);
+  }
+  ASSERT_TRUE(w.applyAll(many));
+  EXPECT_EQ(entries(fds_.hist), AIMESH_M_MAX) << "the 70 ids' histograms are gone, id 6's are left";
 }
 
 // Counter maps the agent just created are all zeros: the first run skips
