@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -31,12 +32,15 @@ uint64_t monoNs() {
 uint64_t nsOf(std::chrono::milliseconds d) { return static_cast<uint64_t>(d.count()) * 1'000'000ULL; }
 
 // aimesh_be_load of every id up to maxId, in one batch read per 4096 ids.
-std::vector<aimesh_be_load> readLoads(int fd, uint32_t maxId) {
-  std::vector<aimesh_be_load> out(maxId + 1);
-  // Ids the read does not reach (an error) stay zero: nothing to do for them.
-  (void)readArray<aimesh_be_load>(fd, maxId + 1, [&](uint32_t id, const aimesh_be_load& v) { out[id] = v; },
-                                  "aimesh_be_load");
-  return out;
+// Into `out`, kept from tick to tick: at 40,000 endpoints a fresh vector
+// every 200 ms was most of the agent's idle CPU (its pages faulted in anew).
+void readLoads(int fd, uint32_t maxId, std::vector<aimesh_be_load>& out) {
+  out.resize(maxId + 1);
+  Status st = readArray<aimesh_be_load>(fd, maxId + 1, [&](uint32_t id, const aimesh_be_load& v) { out[id] = v; },
+                                        "aimesh_be_load");
+  // An array map has every id below its size: a read that went through
+  // wrote each one. After an error, nothing is known: zeros do nothing.
+  if (!st) std::fill(out.begin(), out.end(), aimesh_be_load{});
 }
 
 void zeroBudgets(int fd, const std::map<uint32_t, uint32_t>& budgets) {
@@ -241,37 +245,59 @@ void Lifecycle::loop() {
 }
 
 void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
+  uint32_t maxId = 0;
+  {
+    std::lock_guard lk(mu_);
+    maxId = endpoints_.empty() ? 0 : endpoints_.rbegin()->first;
+  }
+  // Read without the lock, so an apply's setIndex() never waits for it (at
+  // 40,000 endpoints the read and a walk of every endpoint held it for ms).
+  std::vector<aimesh_be_load>& loads = loadBuf_;
+  if (maxId) readLoads(maps_.beLoad, maxId, loads);
+  else loads.clear();
   std::map<uint32_t, uint32_t> budgets;
   bool need = false;
   {
     std::lock_guard lk(mu_);
     double dt = lastTick_.time_since_epoch().count() ? std::chrono::duration<double>(now - lastTick_).count() : 0;
     lastTick_ = now;
-    uint32_t maxId = endpoints_.empty() ? 0 : endpoints_.rbegin()->first;
-    std::vector<aimesh_be_load> loads = endpoints_.empty() ? std::vector<aimesh_be_load>{}
-                                                           : readLoads(maps_.beLoad, maxId);
     uint64_t mono = monoNs();
+    auto loadOf = [&](uint32_t id) { return id < loads.size() ? loads[id] : aimesh_be_load{}; };
+    auto ejected = [&](const aimesh_be_load& l) { return l.skip_until_ns && mono < l.skip_until_ns; };
+    auto idleOf = [](const aimesh_be_load& l) { return std::clamp<int64_t>(l.idle, 0, std::max<int64_t>(0, l.active)); };
+    // Only endpoints with an open connection can need a pass, and only
+    // services with one can have connections to move.
     bool anyOpen = false, anyLimits = false;
-    std::map<uint32_t, std::vector<EndpointLoad>> perService;
-    for (auto& [id, e] : endpoints_) {
+    std::set<uint32_t> rebalancing;
+    for (uint32_t id = 1; id < loads.size(); ++id) {
       const aimesh_be_load& l = loads[id];
-      bool ejected = l.skip_until_ns && mono < l.skip_until_ns;
-      int64_t idle = std::clamp<int64_t>(l.idle, 0, std::max<int64_t>(0, l.active));
-      anyOpen |= l.active > 0;
-      if ((!e.active || e.weight == 0 || ejected) && idle > 0) need = true;
-      auto sit = services_.find(e.serviceId);
+      if (l.active <= 0) continue;
+      auto e = endpoints_.find(id);
+      if (e == endpoints_.end()) continue;
+      anyOpen = true;
+      if ((!e->second.active || e->second.weight == 0 || ejected(l)) && idleOf(l) > 0) need = true;
+      auto sit = services_.find(e->second.serviceId);
       if (sit == services_.end()) continue;
       const ConnectionPolicy& p = sit->second.connections;
-      if (l.active > 0 && (p.maxAgeMs || p.maxRequests)) anyLimits = true;
-      if (p.rebalanceOn(sit->second.algorithm))
-        perService[e.serviceId].push_back(
-            EndpointLoad{id, e.weight, e.active && e.weight > 0 && !ejected, l.active, idle, l.ewma_ttft_ns});
+      if (p.maxAgeMs || p.maxRequests) anyLimits = true;
+      if (p.rebalanceOn(sit->second.algorithm)) rebalancing.insert(sit->first);
     }
-    for (auto& [sid, eps] : perService) {
+    for (uint32_t sid : rebalancing) {
       const ServiceRules& s = services_.at(sid);
-      CloseTokens& t = tokens_[sid];
-      t.refill(s.connections.rebalanceRate, dt);
-      for (auto& [id, n] : rebalanceBudgets(s.algorithm, eps, t.available())) budgets[id] = n;
+      std::vector<EndpointLoad> eps;
+      for (uint32_t bid : s.backendIds) {
+        auto e = endpoints_.find(bid);
+        if (e == endpoints_.end()) continue;
+        aimesh_be_load l = loadOf(bid);
+        eps.push_back(EndpointLoad{bid, e->second.weight, e->second.active && e->second.weight > 0 && !ejected(l),
+                                   l.active, idleOf(l), l.ewma_ttft_ns});
+      }
+      std::sort(eps.begin(), eps.end(), [](const EndpointLoad& a, const EndpointLoad& b) { return a.id < b.id; });
+      Bucket& b = tokens_[sid];
+      double since = b.refilled.time_since_epoch().count() ? std::chrono::duration<double>(now - b.refilled).count() : dt;
+      b.tokens.refill(s.connections.rebalanceRate, since);
+      b.refilled = now;
+      for (auto& [id, n] : rebalanceBudgets(s.algorithm, eps, b.tokens.available())) budgets[id] = n;
     }
     if (!budgets.empty()) need = true;
     if (pendingRemoval_) need = true;
@@ -345,7 +371,7 @@ void Lifecycle::account(const std::vector<ConnectionSeen>& seen) {
     const aimesh_conn& r = c.rec;
     if (r.gone && !r.closed) gone = true;
     if (!r.closed || r.closed >= AIMESH_CLOSE_MAX) continue;
-    if (r.closed == AIMESH_CLOSE_REBALANCED) tokens_[r.service_id].spend(1);
+    if (r.closed == AIMESH_CLOSE_REBALANCED) tokens_[r.service_id].tokens.spend(1);
     const ServiceRules* s = nullptr;
     if (auto it = services_.find(r.service_id); it != services_.end()) s = &it->second;
     else if (auto g = goneServices_.find(r.service_id); g != goneServices_.end()) s = &g->second;

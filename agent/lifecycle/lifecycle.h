@@ -149,13 +149,20 @@ class Lifecycle {
   std::map<uint32_t, ServiceRules> goneServices_;  // left the state; names their leftover connections
   std::map<uint32_t, EndpointInfo> endpoints_;
   std::map<uint32_t, aimesh_lc_svc> svcRules_;  // as last written to the iterators' map
-  std::map<uint32_t, CloseTokens> tokens_;
+  // A service's bucket is refilled when a tick looks at it (one with an open
+  // connection), by the time since it last was: as if every tick had.
+  struct Bucket {
+    CloseTokens tokens;
+    std::chrono::steady_clock::time_point refilled{};
+  };
+  std::map<uint32_t, Bucket> tokens_;
   bool pendingRemoval_ = true;  // look for connections to endpoints that left (also what an earlier agent left)
   std::map<ClosedKey, ClosedSeries> closed_;
   LifecycleStats stats_;
   std::chrono::steady_clock::time_point lastPass_{}, lastTick_{}, lastNetns_{};
   std::vector<NetnsRef> namespaces_;
 
+  std::vector<aimesh_be_load> loadBuf_;  // tick()'s read of aimesh_be_load (only the loop's thread ticks)
   std::mutex passMu_;  // one pass at a time: they share aimesh_lc_ctl and the budgets
   int homeNetns_ = -1;
 
