@@ -919,6 +919,42 @@ bool hasPolicy(const ServiceObj& svc) {
   return ann.count(kAllowPodsAnnotation) || ann.count(kAllowNamespacesAnnotation);
 }
 
+// Which service owns each frontend (address, port, protocol): the first in
+// key order that claims it. One sort of every claim instead of a tree built
+// anew per event (at 10,000 Services, most of an event's cost). Returns, for
+// the claims that lost, (index in `built`, vip index, owner's index), sorted:
+// rare, so a list. `dup[i]`: built[i] is skipped and claims nothing.
+std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> lostFrontends(
+    const std::vector<const SharedServices::Ptr*>& built, const std::vector<bool>& dup) {
+  struct Claim {
+    IpAddr vip;
+    uint16_t port;
+    Protocol proto;
+    uint32_t service;  // index in `built`
+    uint32_t vip_index;
+    auto operator<=>(const Claim&) const = default;
+  };
+  std::vector<Claim> claims;
+  claims.reserve(built.size());
+  for (size_t i = 0; i < built.size(); ++i) {
+    const Service& s = **built[i];
+    if (dup[i]) continue;
+    for (size_t v = 0; v < s.vips.size(); ++v)
+      claims.push_back(Claim{s.vips[v], s.ports[0].port, s.ports[0].protocol, static_cast<uint32_t>(i),
+                             static_cast<uint32_t>(v)});
+  }
+  std::sort(claims.begin(), claims.end());
+  std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> lost;
+  for (size_t k = 1; k < claims.size(); ++k) {
+    const Claim &owner = claims[k - 1], &c = claims[k];
+    if (c.vip != owner.vip || c.port != owner.port || c.proto != owner.proto) continue;
+    lost.emplace_back(c.service, c.vip_index, owner.service);
+    claims[k].service = owner.service;  // so a third claim names the first owner too
+  }
+  std::sort(lost.begin(), lost.end());
+  return lost;
+}
+
 // The snapshot from every Service's build, in Service key order: one
 // service per key (ports of one name), one service per frontend (the first
 // in key order keeps it, so the outcome does not depend on input order).
@@ -942,43 +978,13 @@ BuildResult assemble(const std::vector<const ServiceBuild*>& builds, AssembleNot
   if (!std::is_sorted(built.begin(), built.end(), byKey)) std::stable_sort(built.begin(), built.end(), byKey);
 
   result.snapshot.services.reserve(built.size());
-  // Which service owns each frontend (address, port, protocol): the first in
-  // key order that claims it. One sort of every claim instead of a tree
-  // built anew per event (at 10,000 Services, most of an event's cost).
-  struct Claim {
-    IpAddr vip;
-    uint16_t port;
-    Protocol proto;
-    uint32_t service;  // index in `built`
-    uint32_t vip_index;
-    auto operator<=>(const Claim&) const = default;
-  };
   // A second port of the same name (same key) is skipped, and claims nothing.
   std::vector<bool> dup(built.size());
   for (size_t i = 1, kept = 0; i < built.size(); ++i) {
     if (compareKeys(**built[kept], **built[i]) == 0) dup[i] = true;
     else kept = i;
   }
-  std::vector<Claim> claims;
-  claims.reserve(built.size());
-  for (size_t i = 0; i < built.size(); ++i) {
-    const Service& s = **built[i];
-    if (dup[i]) continue;
-    for (size_t v = 0; v < s.vips.size(); ++v)
-      claims.push_back(Claim{s.vips[v], s.ports[0].port, s.ports[0].protocol, static_cast<uint32_t>(i),
-                             static_cast<uint32_t>(v)});
-  }
-  std::sort(claims.begin(), claims.end());
-  // lost[i]: the vip indexes of built[i] that an earlier service owns, each
-  // with its owner. Rare, so a sorted list of (service, vip, owner).
-  std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> lost;
-  for (size_t k = 1; k < claims.size(); ++k) {
-    const Claim &owner = claims[k - 1], &c = claims[k];
-    if (c.vip != owner.vip || c.port != owner.port || c.proto != owner.proto) continue;
-    lost.emplace_back(c.service, c.vip_index, owner.service);
-    claims[k].service = owner.service;  // so a third claim names the first owner too
-  }
-  std::sort(lost.begin(), lost.end());
+  std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> lost = lostFrontends(built, dup);
 
   for (size_t i = 0; i < built.size(); ++i) {
     const Service& s = **built[i];
@@ -1071,6 +1077,7 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
   bool patchable = !all_ && last_.has_value();
   if (all_) {
     builds_.clear();
+    warned_.clear();
     slicesOf_.clear();
     for (const auto& [key, slice] : slices)
       if (!slice.serviceName.empty()) slicesOf_[{slice.meta.nameSpace, slice.serviceName}].insert(key);
@@ -1088,6 +1095,7 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
     if (svc == services.end() || was == builds_.end()) patchable = false;  // gone or new
     if (svc == services.end()) {
       builds_.erase(key);
+      warned_.erase(key);
       continue;
     }
     svcSlices.clear();
@@ -1095,6 +1103,8 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
       for (const std::string& sk : it->second)
         if (auto sl = slices.find(sk); sl != slices.end()) svcSlices.push_back(&sl->second);
     ServiceBuild now = buildService(svc->second, svcSlices, pods);
+    if (now.warnings.empty()) warned_.erase(key);
+    else warned_.insert(key);
     if (was == builds_.end()) {
       builds_.emplace(key, std::move(now));
     } else {
@@ -1104,7 +1114,10 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
   }
   dirty_.clear();
   all_ = pods_ = false;
-  if (patchable && patch(rebuilt)) return *last_;
+  if (patchable && patch(rebuilt)) {
+    ++patched_;
+    return *last_;
+  }
   std::vector<const ServiceBuild*> all;
   all.reserve(builds_.size());
   for (auto& [key, b] : builds_) all.push_back(&b);
@@ -1119,7 +1132,8 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
 // and ports as before (so no frontend changes hands) and was neither skipped
 // nor trimmed last time. Then an event costs its Services, not all of them.
 bool SnapshotCache::patch(const std::vector<std::pair<ServiceBuild, const ServiceBuild*>>& rebuilt) {
-  SharedServices services = last_->snapshot.services;
+  SharedServices& services = last_->snapshot.services;
+  std::vector<std::pair<size_t, SharedServices::Ptr>> swaps;  // checked first: all or nothing
   for (const auto& [before, now] : rebuilt) {
     if (before.services.size() != now->services.size()) return false;
     for (size_t i = 0; i < before.services.size(); ++i) {
@@ -1129,13 +1143,16 @@ bool SnapshotCache::patch(const std::vector<std::pair<ServiceBuild, const Servic
         return false;
       auto at = std::lower_bound(services.begin(), services.end(), b, keyLess);
       if (at == services.end() || at.ptr() != before.services[i]) return false;
-      services.set(static_cast<size_t>(at - services.begin()), now->services[i]);
+      swaps.emplace_back(static_cast<size_t>(at - services.begin()), now->services[i]);
     }
   }
+  for (auto& [at, ptr] : swaps) services.set(at, std::move(ptr));
   std::vector<std::string> warnings;
-  for (const auto& [key, b] : builds_) warnings.insert(warnings.end(), b.warnings.begin(), b.warnings.end());
+  for (const std::string& key : warned_) {
+    const ServiceBuild& b = builds_.at(key);
+    warnings.insert(warnings.end(), b.warnings.begin(), b.warnings.end());
+  }
   warnings.insert(warnings.end(), notes_.warnings.begin(), notes_.warnings.end());
-  last_->snapshot.services = std::move(services);
   last_->warnings = std::move(warnings);
   return true;
 }

@@ -225,12 +225,6 @@ struct ServiceBuild {
 ServiceBuild buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& slices,
                           const std::map<std::string, PodObj>* pods);
 
-// buildSnapshot() for a store that changes a few objects at a time: each
-// Service's build is kept and made again only when the Service, one of its
-// EndpointSlices or (with a workload policy) the pods changed. Told of each
-// change before the store is read again; build() then gives what
-// buildSnapshot() gives for the same store (a property test holds it to
-// that). At 10,000 Services one endpoint's event rebuilds one Service.
 // What assemble() decided beyond the builds: its own warnings, and the
 // services it skipped or trimmed (a second port of one name, an address
 // another Service claimed first).
@@ -238,6 +232,16 @@ struct AssembleNotes {
   std::vector<std::string> warnings;
   std::set<const Service*> special;
 };
+
+// buildSnapshot() for a store that changes a few objects at a time: each
+// Service's build is kept and made again only when the Service, one of its
+// EndpointSlices or (with a workload policy) the pods changed. Told of each
+// change before the store is read again; build() then gives what
+// buildSnapshot() gives for the same store (a property test holds it to
+// that). At 10,000 Services one endpoint's event rebuilds one Service, and
+// when the rebuilt Services keep their names, addresses and ports (and were
+// not skipped or trimmed) their new versions are swapped into the last
+// result instead of assembling every Service again.
 
 class SnapshotCache {
  public:
@@ -249,11 +253,15 @@ class SnapshotCache {
   BuildResult build(const std::map<std::string, ServiceObj>& services,
                     const std::map<std::string, EndpointSliceObj>& slices,
                     const std::map<std::string, PodObj>* pods = nullptr);
+  // How many builds patched the last result instead of assembling anew.
+  size_t patched() const { return patched_; }
 
  private:
+  size_t patched_ = 0;
   std::map<std::string, ServiceBuild> builds_;  // by Service store key
   std::map<std::pair<std::string, std::string>, std::set<std::string>> slicesOf_;  // (namespace, service) -> slice keys
   std::set<std::string> dirty_;
+  std::set<std::string> warned_;  // keys of builds_ with warnings
   bool all_ = true, pods_ = false, hadPods_ = false;
   std::optional<BuildResult> last_;  // the last build() result
   AssembleNotes notes_;              // and what its assemble() noted

@@ -130,6 +130,7 @@ class KubeSource {
   kube::SnapshotCache cache_;  // the snapshot of the stores, rebuilt where they changed
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out
+  std::chrono::steady_clock::time_point firstChange_{};  // of a watch event not handed out yet (debug timing)
   bool handedOut_ = false;
   bool podsForbidden_ = false;  // a pods list was answered 403: do not wait for them
 
