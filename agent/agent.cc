@@ -240,6 +240,10 @@ void Agent::sweepFlows() {
 void Agent::run(const std::atomic<bool>& stop) {
   constexpr std::chrono::milliseconds kTick{200};
   auto lastSync = std::chrono::steady_clock::now();
+  // The heap an update freed goes back to the kernel once updates pause for
+  // a tick, not after each one: a trim after every watch event made the next
+  // one fault its pages in again.
+  bool trimDue = false;
   while (!stop.load()) {
     sweepFlows();
     std::optional<StateUpdate> u;
@@ -248,8 +252,11 @@ void Agent::run(const std::atomic<bool>& stop) {
     if (u) {
       applyUpdate(std::move(*u));
       u.reset();
-      releaseFreedMemory();
+      trimDue = true;
       lastSync = std::chrono::steady_clock::now();
+    } else if (trimDue) {
+      releaseFreedMemory();
+      trimDue = false;
     } else if (policyRecheckDue()) {
       std::lock_guard lk(mu_);
       recheckPolicyLocked();
