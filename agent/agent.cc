@@ -102,6 +102,11 @@ std::unique_ptr<Agent> Agent::assemble(AgentOptions opts, AgentParts parts) {
 // rather than carry the peak as RSS until the next change.
 void Agent::releaseFreedMemory() { ::malloc_trim(0); }
 
+bool Agent::fullApplyLast() {
+  std::lock_guard lk(mu_);
+  return reconciler_.lastChange().all;
+}
+
 bool Agent::reload() {
   std::optional<StateUpdate> u = source_ ? source_->current() : std::nullopt;
   return u && applyUpdate(std::move(*u));
@@ -240,9 +245,10 @@ void Agent::sweepFlows() {
 void Agent::run(const std::atomic<bool>& stop) {
   constexpr std::chrono::milliseconds kTick{200};
   auto lastSync = std::chrono::steady_clock::now();
-  // The heap an update freed goes back to the kernel once updates pause for
-  // a tick, not after each one: a trim after every watch event made the next
-  // one fault its pages in again.
+  // The heap an update freed goes back to the kernel at once after a full
+  // apply (a first one, a relist: a large peak), else once updates pause for
+  // a tick: a trim after every watch event made the next one fault its pages
+  // in again.
   bool trimDue = false;
   while (!stop.load()) {
     sweepFlows();
@@ -253,6 +259,10 @@ void Agent::run(const std::atomic<bool>& stop) {
       applyUpdate(std::move(*u));
       u.reset();
       trimDue = true;
+      if (fullApplyLast()) {
+        releaseFreedMemory();
+        trimDue = false;
+      }
       lastSync = std::chrono::steady_clock::now();
     } else if (trimDue) {
       releaseFreedMemory();

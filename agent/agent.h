@@ -112,6 +112,7 @@ class Agent {
   bool reload();
   // Returns the heap's free memory to the kernel (after a parse's peak).
   static void releaseFreedMemory();
+  bool fullApplyLast();  // the last reconcile planned every service
   const std::string& podCgroupRoot() const { return opts_.podCgroupRoot.empty() ? opts_.cgroup : opts_.podCgroupRoot; }
 
   nlohmann::json handleApi(const nlohmann::json& req);

@@ -104,11 +104,11 @@ Result<std::vector<Resize>> sizeMaps(bpf_object* obj, const MapLimits& limits) {
     if (info.type != bpf_map__type(m) || info.value_size != bpf_map__value_size(m) ||
         info.key_size != bpf_map__key_size(m))
       return Error::msg(fmt::format(
-          "pinned map {} is a {} of {}-byte values but this agent's programs want a {} of {}-byte values: it "
-          "was made by another aimesh version; run aimesh-agent --cleanup first (that detaches the data plane "
-          "until the agent starts again)",
-          pin, libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type)), info.value_size,
-          libbpf_bpf_map_type_str(bpf_map__type(m)), bpf_map__value_size(m)));
+          "pinned map {} is a {} of {}-byte keys and {}-byte values but this agent's programs want a {} of "
+          "{}-byte keys and {}-byte values: it was made by another aimesh version; run aimesh-agent --cleanup "
+          "first (that detaches the data plane until the agent starts again)",
+          pin, libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type)), info.key_size, info.value_size,
+          libbpf_bpf_map_type_str(bpf_map__type(m)), bpf_map__key_size(m), bpf_map__value_size(m)));
     if (want && info.max_entries != *want) {
       Resize r{m, pin, std::move(fd), info.max_entries, *want};
       if (int err = bpf_map__set_pin_path(m, nullptr); err != 0)
