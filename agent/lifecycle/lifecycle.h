@@ -162,7 +162,6 @@ class Lifecycle {
   std::chrono::steady_clock::time_point lastPass_{}, lastTick_{}, lastNetns_{};
   std::vector<NetnsRef> namespaces_;
 
-  std::vector<aimesh_be_load> loadBuf_;  // tick()'s read of aimesh_be_load (only the loop's thread ticks)
   std::mutex passMu_;  // one pass at a time: they share aimesh_lc_ctl and the budgets
   int homeNetns_ = -1;
 
