@@ -4,7 +4,7 @@
 #   scripts/build.sh [--sanitize] [TARGET...]
 # --sanitize: ASan + UBSan on all C/C++ code (-DAIMESH_SANITIZE=ON), into
 # ${BUILD_DIR:-build-asan}; the BPF objects are built as always.
-# TARGET: e.g. aimesh-agent meshctl model-server (what scripts/demo.sh runs).
+# TARGET: e.g. demo (aimesh-agent, meshctl and model-server: what scripts/demo.sh runs).
 # JOBS (default: nproc) sets the build's parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
