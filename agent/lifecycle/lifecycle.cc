@@ -49,6 +49,10 @@ OpenLoads readOpenLoads(int fd, uint32_t maxId) {
   return out;
 }
 
+bool ejectedAt(const aimesh_be_load& l, uint64_t mono) { return l.skip_until_ns && mono < l.skip_until_ns; }
+
+int64_t idleOf(const aimesh_be_load& l) { return std::clamp<int64_t>(l.idle, 0, std::max<int64_t>(0, l.active)); }
+
 void zeroBudgets(int fd, const std::map<uint32_t, uint32_t>& budgets) {
   aimesh_lc_be zero{};
   for (auto& [id, n] : budgets) bpf_map_update_elem(fd, &id, &zero, BPF_ANY);
@@ -250,6 +254,26 @@ void Lifecycle::loop() {
   }
 }
 
+// Service s's endpoints as rebalanceBudgets() takes them, in id order. An
+// endpoint without an open connection (a new replica, say) still has a
+// latency and may be in back-off: looked up one by one (few).
+std::vector<EndpointLoad> Lifecycle::endpointLoadsLocked(const ServiceRules& s, const OpenLoads& open,
+                                                         uint64_t mono) const {
+  std::vector<EndpointLoad> eps;
+  for (uint32_t bid : s.backendIds) {
+    auto e = endpoints_.find(bid);
+    if (e == endpoints_.end()) continue;
+    aimesh_be_load l{};
+    auto it = std::lower_bound(open.begin(), open.end(), bid, [](const auto& o, uint32_t k) { return o.first < k; });
+    if (it != open.end() && it->first == bid) l = it->second;
+    else if (bpf_map_lookup_elem(maps_.beLoad, &bid, &l) != 0) l = aimesh_be_load{};
+    eps.push_back(EndpointLoad{bid, e->second.weight, e->second.active && e->second.weight > 0 && !ejectedAt(l, mono),
+                               l.active, idleOf(l), l.ewma_ttft_ns});
+  }
+  std::sort(eps.begin(), eps.end(), [](const EndpointLoad& a, const EndpointLoad& b) { return a.id < b.id; });
+  return eps;
+}
+
 void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
   uint32_t maxId = 0;
   {
@@ -266,17 +290,6 @@ void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
     double dt = lastTick_.time_since_epoch().count() ? std::chrono::duration<double>(now - lastTick_).count() : 0;
     lastTick_ = now;
     uint64_t mono = monoNs();
-    // An endpoint without an open connection (a new replica, say) still has
-    // a latency and may be in back-off: looked up one by one (few).
-    auto loadOf = [&](uint32_t id) {
-      auto it = std::lower_bound(open.begin(), open.end(), id, [](const auto& e, uint32_t k) { return e.first < k; });
-      if (it != open.end() && it->first == id) return it->second;
-      aimesh_be_load l{};
-      if (bpf_map_lookup_elem(maps_.beLoad, &id, &l) != 0) l = aimesh_be_load{};
-      return l;
-    };
-    auto ejected = [&](const aimesh_be_load& l) { return l.skip_until_ns && mono < l.skip_until_ns; };
-    auto idleOf = [](const aimesh_be_load& l) { return std::clamp<int64_t>(l.idle, 0, std::max<int64_t>(0, l.active)); };
     // Only endpoints with an open connection can need a pass, and only
     // services with one can have connections to move.
     bool anyOpen = false, anyLimits = false;
@@ -285,7 +298,7 @@ void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
       auto e = endpoints_.find(id);
       if (e == endpoints_.end()) continue;
       anyOpen = true;
-      if ((!e->second.active || e->second.weight == 0 || ejected(l)) && idleOf(l) > 0) need = true;
+      if ((!e->second.active || e->second.weight == 0 || ejectedAt(l, mono)) && idleOf(l) > 0) need = true;
       auto sit = services_.find(e->second.serviceId);
       if (sit == services_.end()) continue;
       const ConnectionPolicy& p = sit->second.connections;
@@ -294,15 +307,7 @@ void Lifecycle::tick(std::chrono::steady_clock::time_point now) {
     }
     for (uint32_t sid : rebalancing) {
       const ServiceRules& s = services_.at(sid);
-      std::vector<EndpointLoad> eps;
-      for (uint32_t bid : s.backendIds) {
-        auto e = endpoints_.find(bid);
-        if (e == endpoints_.end()) continue;
-        aimesh_be_load l = loadOf(bid);
-        eps.push_back(EndpointLoad{bid, e->second.weight, e->second.active && e->second.weight > 0 && !ejected(l),
-                                   l.active, idleOf(l), l.ewma_ttft_ns});
-      }
-      std::sort(eps.begin(), eps.end(), [](const EndpointLoad& a, const EndpointLoad& b) { return a.id < b.id; });
+      std::vector<EndpointLoad> eps = endpointLoadsLocked(s, open, mono);
       Bucket& b = tokens_[sid];
       double since = b.refilled.time_since_epoch().count() ? std::chrono::duration<double>(now - b.refilled).count() : dt;
       b.tokens.refill(s.connections.rebalanceRate, since);

@@ -128,6 +128,8 @@ class Lifecycle {
   Lifecycle(const LifecycleOptions& opts, const MapFds& maps);
   void loop();
   void tick(std::chrono::steady_clock::time_point now);
+  using OpenLoads = std::vector<std::pair<uint32_t, aimesh_be_load>>;  // by id
+  std::vector<EndpointLoad> endpointLoadsLocked(const ServiceRules& s, const OpenLoads& open, uint64_t mono) const;
   // Runs one pass in every namespace; must hold passMu_.
   Result<std::vector<ConnectionSeen>> passLocked(bool act);
   void account(const std::vector<ConnectionSeen>& seen);

@@ -222,42 +222,30 @@ TEST(ReconcilerIncremental, AFailedApplyIsRepairedByTheNextRun) {
   EXPECT_EQ(r.applied(), next);
 }
 
-// A snapshot a source did not sort is still applied, by a full plan.
+// A snapshot a source did not sort is still applied, by a full plan: one
+// reversed (and a service changed), and one where two services the last
+// snapshot also held are swapped (every pointer is shared, but the order is
+// wrong, and the walk that skips shared runs still sees it).
 TEST(ReconcilerIncremental, AnUnsortedSnapshotIsPlannedInFull) {
-  World world(5);
-  FakeMapWriter w;
-  Reconciler r(w);
-  for (int round = 0; round < 5; ++round) world.churn();
-  Snapshot s = world.snapshot();
-  ASSERT_TRUE(r.reconcile(s).ok());
-  ASSERT_GE(s.services.size(), 2u);
-  SharedServices reversed;
-  for (size_t i = s.services.size(); i-- > 0;) reversed.push_back(s.services.ptr(i));
-  s.services = reversed;
-  s.services.mut(0).endpoints.clear();
-  auto res = r.reconcile(s);
-  ASSERT_TRUE(res.ok());
-  EXPECT_FALSE(res->incremental);
-  EXPECT_EQ(w.state, makePlan(s, w.state).desired);
-}
-
-// Two services the last snapshot also held, swapped: every pointer is
-// shared, but the order is wrong, and the walk that skips shared runs still
-// sees it.
-TEST(ReconcilerIncremental, SharedServicesOutOfOrderArePlannedInFull) {
-  World world(6);
-  FakeMapWriter w;
-  Reconciler r(w);
-  for (int round = 0; round < 5; ++round) world.churn();
-  Snapshot s = world.snapshot();
-  ASSERT_TRUE(r.reconcile(s).ok());
-  ASSERT_GE(s.services.size(), 6u);
-  SharedServices swapped;
-  for (size_t i = 0; i < s.services.size(); ++i) swapped.push_back(s.services.ptr(i == 3 ? 4 : i == 4 ? 3 : i));
-  s.services = swapped;
-  auto res = r.reconcile(s);
-  ASSERT_TRUE(res.ok());
-  EXPECT_FALSE(res->incremental);
+  for (bool swapTwo : {false, true}) {
+    SCOPED_TRACE(swapTwo ? "two shared services swapped" : "reversed, one changed");
+    World world(5);
+    FakeMapWriter w;
+    Reconciler r(w);
+    for (int round = 0; round < 5; ++round) world.churn();
+    Snapshot s = world.snapshot();
+    ASSERT_TRUE(r.reconcile(s).ok());
+    ASSERT_GE(s.services.size(), 6u);
+    SharedServices reordered;
+    for (size_t i = 0; i < s.services.size(); ++i)
+      reordered.push_back(s.services.ptr(swapTwo ? (i == 3 ? 4 : i == 4 ? 3 : i) : s.services.size() - 1 - i));
+    s.services = reordered;
+    if (!swapTwo) s.services.mut(0).endpoints.clear();
+    auto res = r.reconcile(s);
+    ASSERT_TRUE(res.ok());
+    EXPECT_FALSE(res->incremental);
+    EXPECT_EQ(w.state, makePlan(s, w.state).desired);
+  }
 }
 
 }  // namespace
