@@ -31,14 +31,12 @@ uint64_t monoNs() {
 
 uint64_t nsOf(std::chrono::milliseconds d) { return static_cast<uint64_t>(d.count()) * 1'000'000ULL; }
 
-// aimesh_be_load of every id up to maxId, in one batch read per 4096 ids.
-// The loads of the endpoints with an open connection, by id, streamed from
-// one batched read: at 40,000 endpoints a vector of every load (2.5 MiB) was
-// either faulted in anew every 200 ms or kept as RSS. An error reads as none
-// open: nothing to do this tick.
-using OpenLoads = std::vector<std::pair<uint32_t, aimesh_be_load>>;
-OpenLoads readOpenLoads(int fd, uint32_t maxId) {
-  OpenLoads out;
+// The loads of the endpoints with an open connection (ids up to maxId), by
+// id, streamed from batched reads: at 40,000 endpoints a vector of every load
+// (2.5 MiB) was either faulted in anew every 200 ms or kept as RSS. An error
+// reads as none open: nothing to do this tick.
+std::vector<std::pair<uint32_t, aimesh_be_load>> readOpenLoads(int fd, uint32_t maxId) {
+  std::vector<std::pair<uint32_t, aimesh_be_load>> out;
   Status st = readArray<aimesh_be_load>(
       fd, maxId + 1,
       [&](uint32_t id, const aimesh_be_load& v) {
