@@ -155,6 +155,11 @@ bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
       spdlog::warn("service {}: policy allows {}, which has no cgroup now ({}); its clients are allowed once it has",
                    m.service, m.path, m.reason);
   lastPolicyCheck_ = std::chrono::steady_clock::now();
+  // Splits name services; the plan needs their addresses.
+  for (auto& m : resolveSplits(snap))
+    if (warnedSplits_.insert(m.split + " " + m.backend + " " + m.reason).second)
+      spdlog::warn("split {}: backend service {} is left out ({}); its share goes to the others", m.split, m.backend,
+                   m.reason);
   // Warned before the snapshot moves into the reconciler.
   for (auto& s : snap.services) {
     bool needsLoad = s.algorithm == Algorithm::kLeastConn || s.algorithm == Algorithm::kLatency ||

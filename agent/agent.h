@@ -22,6 +22,7 @@
 #include "reconcile/plan.h"
 #include "reconcile/policy_resolver.h"
 #include "reconcile/reconciler.h"
+#include "reconcile/split_resolver.h"
 #include "telemetry/api_server.h"
 #include "telemetry/datapath_reader.h"
 #include "telemetry/http_server.h"
@@ -161,6 +162,7 @@ class Agent {
   // (resolved again every second while any are missing), and the ids applied.
   std::vector<UnresolvedCgroup> unresolvedCgroups_;
   std::set<std::string> warnedCgroups_;
+  std::set<std::string> warnedSplits_;  // split backends left out, logged once each
   std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point lastSweep_ = std::chrono::steady_clock::now();  // TC flows

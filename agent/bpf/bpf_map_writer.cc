@@ -44,6 +44,41 @@ Status resetTelemetry(const MapFds& fds, uint32_t id) {
   return {};
 }
 
+// A service id taken by a new service starts with no split counters: those
+// of the split it was, and those that splits sent to it.
+Status forgetSplitStats(int fd, const std::vector<uint32_t>& serviceIds) {
+  if (fd < 0 || serviceIds.empty()) return {};
+  std::vector<uint32_t> sorted = serviceIds;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<aimesh_split_stats_key> keys;
+  auto in = [&](uint32_t id) { return std::binary_search(sorted.begin(), sorted.end(), id); };
+  auto walked = walkKeys<aimesh_split_stats_key>(
+      fd,
+      [&](const aimesh_split_stats_key& k) {
+        if (in(k.split_id) || in(k.target_id)) keys.push_back(k);
+        return true;
+      },
+      uint64_t{AIMESH_MAX_SERVICES} * 64, "aimesh_split_stats");
+  if (!walked) return walked.error();
+  for (const auto& k : keys)
+    if (Status st = remove(fd, &k, "aimesh_split_stats"); !st) return st;
+  return {};
+}
+
+aimesh_split toAbi(const SplitRecord& r) {
+  aimesh_split a{};
+  a.count = static_cast<uint32_t>(std::min<size_t>(r.targets.size(), AIMESH_SPLIT_MAX));
+  for (uint32_t i = 0; i < a.count; ++i) a.targets[i] = {r.targets[i].first, r.targets[i].second};
+  return a;
+}
+
+SplitRecord fromAbi(const aimesh_split& a) {
+  SplitRecord r;
+  for (uint32_t i = 0; i < a.count && i < AIMESH_SPLIT_MAX; ++i)
+    r.targets.emplace_back(a.targets[i].service_id, a.targets[i].weight);
+  return r;
+}
+
 }  // namespace
 
 aimesh_frontend_key toAbi(const FrontendKey& k) {
@@ -91,14 +126,17 @@ aimesh_service toAbi(const ServiceRecord& s) {
   a.slot_gen = s.slotGen;
   a.hash_size = s.hashSize;
   a.balance_pct = s.balancePct;
-  a.flags = s.policy ? AIMESH_SVC_F_POLICY : 0;
+  a.flags = (s.policy ? AIMESH_SVC_F_POLICY : 0) | (s.split ? AIMESH_SVC_F_SPLIT : 0);
   a.sample_skip = s.sampleSkip;
   return a;
 }
 
 ServiceRecord fromAbi(const aimesh_service& a) {
-  return ServiceRecord{a.slot_count, a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
-                       a.hash_size,  a.balance_pct,   (a.flags & AIMESH_SVC_F_POLICY) != 0, a.sample_skip};
+  ServiceRecord r{a.slot_count, a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
+                  a.hash_size,  a.balance_pct,   (a.flags & AIMESH_SVC_F_POLICY) != 0};
+  r.split = (a.flags & AIMESH_SVC_F_SPLIT) != 0;
+  r.sampleSkip = a.sample_skip;
+  return r;
 }
 
 namespace {
@@ -149,6 +187,7 @@ Status BpfMapWriter::apply(const MapOp& op) {
             aimesh_svc_stats stats{};
             Status st = update(fds_.svcStats, &o.id, &stats, "aimesh_svc_stats");
             if (st) st = forgetServiceClients(fds_.clients, o.id);  // the id's clients called another service
+            if (st) st = forgetSplitStats(fds_.splitStats, {o.id});
             if (!st || fds_.svcLoad < 0) return st;
             aimesh_svc_load zero{};
             return update(fds_.svcLoad, &o.id, &zero, "aimesh_svc_load");
@@ -201,6 +240,11 @@ Status BpfMapWriter::apply(const MapOp& op) {
             aimesh_policy_key k{o.key.cgroupId, o.key.serviceId, 0};
             return remove(fds_.policy, &k, "aimesh_policy");
           },
+          [&](const UpsertSplit& o) {
+            aimesh_split v = toAbi(o.rec);
+            return update(fds_.splits, &o.serviceId, &v, "aimesh_splits");
+          },
+          [&](const DeleteSplit& o) { return remove(fds_.splits, &o.serviceId, "aimesh_splits"); },
       },
       op);
 }
@@ -292,7 +336,8 @@ bool BpfMapWriter::applyBatched(const std::vector<MapOp>& ops, size_t from, size
           [&](const ResetServiceStats&) {
             std::vector<uint32_t> sids = ids(ResetServiceStats{});
             return zeroBatch<aimesh_svc_stats>(fds_.svcStats, sids) && zeroBatch<aimesh_svc_load>(fds_.svcLoad, sids) &&
-                   static_cast<bool>(forgetServicesClients(fds_.clients, sids));
+                   static_cast<bool>(forgetServicesClients(fds_.clients, sids)) &&
+                   static_cast<bool>(forgetSplitStats(fds_.splitStats, sids));
           },
           [&](const ResetBackendStats&) {
             std::vector<uint32_t> bids = ids(ResetBackendStats{});
@@ -401,6 +446,11 @@ Result<KernelState> BpfMapWriter::read() const {
                                                   [&](const aimesh_policy_key& k, const aimesh_policy& v) {
                                                     if (v.allow) s.policy[PolicyKey{k.cgroup_id, k.service_id}] = 1;
                                                   });
+    if (!st) return st.error();
+  }
+  if (fds_.splits >= 0) {
+    st = forEach<uint32_t, aimesh_split>(fds_.splits, "aimesh_splits",
+                                         [&](uint32_t k, const aimesh_split& v) { s.splits[k] = fromAbi(v); });
     if (!st) return st.error();
   }
   if (fds_.hashTables >= 0) {

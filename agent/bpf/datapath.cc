@@ -242,6 +242,8 @@ MapFds mapFdsOf(const sock_lb& lb) {
              bpf_map__fd(m->aimesh_config)};
   fds.policy = bpf_map__fd(m->aimesh_policy);
   fds.clients = bpf_map__fd(m->aimesh_clients);
+  fds.splits = bpf_map__fd(m->aimesh_splits);
+  fds.splitStats = bpf_map__fd(m->aimesh_split_stats);
   return fds;
 }
 
@@ -386,7 +388,7 @@ Result<Datapath> Datapath::open(const DatapathOptions& opts) {
   // Counter maps not pinned yet are created by this load, all zeros.
   bool countersZero = true;
   for (const char* m : {"aimesh_svc_stats", "aimesh_svc_load", "aimesh_be_stats", "aimesh_be_tel", "aimesh_be_load",
-                        "aimesh_be_signal", "aimesh_hist", "aimesh_clients"})
+                        "aimesh_be_signal", "aimesh_hist", "aimesh_clients", "aimesh_split_stats"})
     if (::access((opts.pinDir + "/" + m).c_str(), F_OK) == 0) countersZero = false;
   // sock_lb first: it creates and pins every map; the others reuse the pins.
   auto lb = loadObject<sock_lb, sock_lb__destroy>(dp.objects_, "sock_lb", sock_lb__open_opts, sock_lb__load, opts);

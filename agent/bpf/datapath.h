@@ -72,6 +72,7 @@ struct MapFds {
   int ct = -1;  // aimesh_ct, only with TC interfaces
   int policy = -1;
   int clients = -1;  // aimesh_clients
+  int splits = -1, splitStats = -1;  // aimesh_splits, aimesh_split_stats
   // The counter maps (stats, load, telemetry, histograms, clients) were
   // created by this agent's load, not adopted from pins: every entry is
   // zero, so the first run need not reset the counters of its new ids.

@@ -5,6 +5,8 @@
 
 #include "model/connection_rules.h"
 
+#include <fmt/format.h>
+
 namespace aimesh {
 
 std::string joinPath(const std::string& base, std::string_view key) {
@@ -85,6 +87,20 @@ std::optional<std::string> checkTelemetrySample(double x, std::string_view writt
 }
 
 Result<double> parseTelemetrySample(std::string_view text) { return parsePositiveDecimal(text, kMaxTelemetrySample); }
+
+std::optional<std::string> checkSplitBackend(const Service& split, const SplitBackend& b, const Service* target) {
+  std::string key = (b.nameSpace.empty() ? split.nameSpace : b.nameSpace) + "/" + b.service;
+  if (!target) return "names service " + key + ", which does not exist";
+  if (&*target == &split || target->key() == split.key()) return "names the split itself";
+  if (!target->split.empty()) return "names " + key + ", which is a split itself (splits of splits are not allowed)";
+  for (const PortSpec& ps : split.ports) {
+    PortSpec want{b.port ? b.port : ps.port, ps.protocol};
+    if (std::find(target->ports.begin(), target->ports.end(), want) == target->ports.end())
+      return fmt::format("{} has no port {}/{}{}", key, want.port, toString(want.protocol),
+                         b.port ? "" : " (the split's port; set 'port' to send to another)");
+  }
+  return std::nullopt;
+}
 
 double effectiveTelemetrySample(const Service& svc) {
   return svc.connections.followsRequests(svc.algorithm) ? 1.0 : svc.telemetrySample;

@@ -43,6 +43,9 @@ inline constexpr double kMaxTelemetrySample = 1;
 // An RFC 1123 label: a service name or namespace.
 inline constexpr size_t kMaxDnsLabelLength = 63;
 
+// A split's backend services: 1..kMaxSplitBackends of them, each weight
+// 0..kMaxSplitWeight (snapshot.h).
+
 // ---- where an error is --------------------------------------------------------
 // Paths name a field the way the user wrote it: "services[3].ports[0].port",
 // "spec.ports[1].port", "metadata.labels[app]".
@@ -85,6 +88,14 @@ std::optional<std::string> checkMetricsPath(std::string_view path);
 std::optional<std::string> checkTelemetrySample(double x, std::string_view written);
 // The same from annotation text ("0.1").
 Result<double> parseTelemetrySample(std::string_view text);
+// What is wrong with split backend `b` of `split`, given the service it
+// names (null if there is none): it must exist, not be a split itself
+// (splits of splits are not followed, so there are no cycles either), and
+// have, for every port of the split, the port `b` takes (its own `port`,
+// or the split port's number) with the split port's protocol. nullopt if
+// nothing is.
+std::optional<std::string> checkSplitBackend(const Service& split, const SplitBackend& b, const Service* target);
+
 // The sample in force: 1 where the connection lifecycle follows every
 // connection's requests (ConnectionPolicy::followsRequests), else the
 // service's own.

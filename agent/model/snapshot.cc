@@ -149,6 +149,26 @@ void SharedServices::sortByKey() {
   std::stable_sort(items_.begin(), items_.end(), [](const Ptr& a, const Ptr& b) { return keyLess(*a, *b); });
 }
 
+bool SharedServices::sortedByKey() const {
+  for (size_t i = 1; i < items_.size(); ++i)
+    if (compareKeys(*items_[i - 1], *items_[i]) >= 0) return false;
+  return true;
+}
+
+const Service* SharedServices::find(const std::string& nameSpace, const std::string& name, bool sorted) const {
+  Service probe;
+  probe.nameSpace = nameSpace;
+  probe.name = name;
+  if (sorted) {
+    auto it = std::lower_bound(items_.begin(), items_.end(), probe,
+                               [](const Ptr& a, const Service& b) { return compareKeys(*a, b) < 0; });
+    return it != items_.end() && compareKeys(**it, probe) == 0 ? it->get() : nullptr;
+  }
+  for (const Ptr& s : items_)
+    if (compareKeys(*s, probe) == 0) return s.get();
+  return nullptr;
+}
+
 bool SharedServices::operator==(const SharedServices& o) const {
   if (items_.size() != o.items_.size()) return false;
   for (size_t i = 0; i < items_.size(); ++i)

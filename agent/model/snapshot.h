@@ -120,6 +120,24 @@ struct ConnectionPolicy {
   bool operator==(const ConnectionPolicy&) const = default;
 };
 
+// One backend service of a split: a Service in the cluster that takes
+// `weight` parts of the split's new connections (docs/traffic-management.md).
+inline constexpr uint32_t kMaxSplitBackends = 16;        // AIMESH_SPLIT_MAX
+inline constexpr uint32_t kMaxSplitWeight = 1'000'000;   // AIMESH_SPLIT_MAX_WEIGHT (Gateway API's bound)
+struct SplitBackend {
+  std::string service;    // a Service's name
+  std::string nameSpace;  // its namespace; "" = the split's own
+  uint16_t port = 0;      // its port that takes the split's traffic; 0 = the split port's own number
+  uint32_t weight = 1;    // 0..kMaxSplitWeight; 0 = none
+  // Filled by the agent before planning (resolveSplits()): the backend
+  // service's first VIP and its ports, when it exists and is not a split
+  // itself (a connect then names its kernel service through that frontend).
+  // Not part of the source's input.
+  std::optional<IpAddr> vip;
+  std::vector<PortSpec> ports;
+  auto operator<=>(const SplitBackend&) const = default;
+};
+
 inline constexpr uint32_t kDefaultHashTableSize = 16381;  // AIMESH_DEFAULT_HASH_SIZE
 inline constexpr uint16_t kDefaultBalancePct = 125;       // AIMESH_DEFAULT_BALANCE_PCT
 
@@ -142,6 +160,13 @@ struct Service {
   // load are exact for all. 0 < x <= 1. See effectiveTelemetrySample().
   double telemetrySample = 1;
   std::vector<Endpoint> endpoints;
+  // A split: each new connection goes to one of these services, by weight
+  // (then to an endpoint of it, by its own algorithm). A split has no
+  // endpoints of its own, and its backends are not splits.
+  std::vector<SplitBackend> split;
+  // Where the split comes from, for people: "" (the state file), or e.g.
+  // "HTTPRoute ml/llama-canary".
+  std::string splitSource;
 
   std::string key() const { return nameSpace + "/" + name; }
   bool operator==(const Service&) const = default;
@@ -225,6 +250,10 @@ class SharedServices {
   // Service i, to change: copied first if another snapshot holds it too.
   Service& mut(size_t i);
   void sortByKey();  // stable, by keyLess()
+  bool sortedByKey() const;  // in strictly increasing key order
+  // The service namespace/name, or null: a binary search when `sorted`
+  // (sortedByKey()), else a walk.
+  const Service* find(const std::string& nameSpace, const std::string& name, bool sorted) const;
 
   // Equal services in the same order (a shared pointer is equal to itself).
   bool operator==(const SharedServices& o) const;

@@ -40,6 +40,7 @@ std::string describe(const MapOp& op) {
                                         toString(o.rec.algorithm));
             if (o.rec.hashSize) d += fmt::format(" hash={} balance={}%", o.rec.hashSize, o.rec.balancePct);
             if (o.rec.policy) d += " policy";
+            if (o.rec.split) d += " split";
             if (o.rec.sampleSkip) d += fmt::format(" sample-skip={}", o.rec.sampleSkip);
             return d;
           },
@@ -60,14 +61,20 @@ std::string describe(const MapOp& op) {
           [](const DeletePolicy& o) {
             return fmt::format("delete-policy cgroup={} svc={}", o.key.cgroupId, o.key.serviceId);
           },
+          [](const UpsertSplit& o) {
+            std::string d = fmt::format("upsert-split {} ->", o.serviceId);
+            for (auto& [sid, w] : o.rec.targets) d += fmt::format(" {}:{}", sid, w);
+            return d;
+          },
+          [](const DeleteSplit& o) { return fmt::format("delete-split {}", o.serviceId); },
       },
       op);
 }
 
 std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
                         const std::vector<uint32_t>& newServiceIds, const std::vector<uint32_t>& newBackendIds) {
-  std::vector<MapOp> resets, upBe, upSlot, upHash, upPol, upSvc, upFe, delFe, delSvc, delPol, delHash, delSlot,
-      delBe;
+  std::vector<MapOp> resets, upBe, upSlot, upHash, upPol, upSvc, upSplit, upSplitSvc, upFe, delFe, delSvc, delSplit,
+      delPol, delHash, delSlot, delBe;
   auto sorted = [](std::vector<uint32_t> v) {
     std::sort(v.begin(), v.end());
     return v;
@@ -103,13 +110,23 @@ std::vector<MapOp> diff(const KernelState& current, const KernelState& desired,
   diffMap(current.services, desired.services, upSvc, delSvc,
           [](uint32_t k, const ServiceRecord& v) { return MapOp{UpsertService{k, v}}; },
           [](uint32_t k) { return MapOp{DeleteService{k}}; });
+  // A split's record goes live after the services it names and its split
+  // entry: a connect never follows it to something not written yet.
+  std::erase_if(upSvc, [&](const MapOp& op) {
+    if (!std::get<UpsertService>(op).rec.split) return false;
+    upSplitSvc.push_back(op);
+    return true;
+  });
+  diffMap(current.splits, desired.splits, upSplit, delSplit,
+          [](uint32_t k, const SplitRecord& v) { return MapOp{UpsertSplit{k, v}}; },
+          [](uint32_t k) { return MapOp{DeleteSplit{k}}; });
   diffMap(current.frontends, desired.frontends, upFe, delFe,
           [](const FrontendKey& k, uint32_t v) { return MapOp{UpsertFrontend{k, v}}; },
           [](const FrontendKey& k) { return MapOp{DeleteFrontend{k}}; });
 
   std::vector<MapOp> out;
-  for (auto* group : {&resets, &upBe, &upSlot, &upHash, &upPol, &upSvc, &upFe, &demoteBe, &delFe, &delSvc, &delPol,
-                      &delHash, &delSlot, &delBe})
+  for (auto* group : {&resets, &upBe, &upSlot, &upHash, &upPol, &upSvc, &upSplit, &upSplitSvc, &upFe, &demoteBe,
+                      &delFe, &delSvc, &delSplit, &delPol, &delHash, &delSlot, &delBe})
     out.insert(out.end(), group->begin(), group->end());
   return out;
 }

@@ -7,13 +7,16 @@
 //   1. reset counters (and load state) of new service and backend ids
 //   2. upsert backends         4. upsert hash tables (one swap each)
 //   3. upsert slots            5. upsert policy entries
-//                              6. upsert services (a slot-generation flip,
-//                                 the policy flag on or off)
-//                              7. upsert frontends (the service goes live)
-//   8. demote backends (active -> draining/terminating or weight 0): only
-//      now, when no live slot names them any more
-//   9. delete frontends  10. delete services  11. delete policy entries
-//   12. delete hash tables  13. delete slots  14. delete backends
+//                              6. upsert services that are not splits (a
+//                                 slot-generation flip, the policy flag)
+//                              7. upsert splits (they name those services)
+//                              8. upsert splits' service records
+//                              9. upsert frontends (the service goes live)
+//   10. demote backends (active -> draining/terminating or weight 0): only
+//       now, when no live slot names them any more
+//   11. delete frontends  12. delete services  13. delete splits
+//   14. delete policy entries  15. delete hash tables  16. delete slots
+//   17. delete backends
 // Within a step, operations are sorted by key.
 #pragma once
 
@@ -41,12 +44,14 @@ struct UpsertHashTable {
   auto operator<=>(const UpsertHashTable&) const = default;
 };
 struct DeleteHashTable { uint32_t serviceId; auto operator<=>(const DeleteHashTable&) const = default; };
+struct UpsertSplit { uint32_t serviceId; SplitRecord rec; auto operator<=>(const UpsertSplit&) const = default; };
+struct DeleteSplit { uint32_t serviceId; auto operator<=>(const DeleteSplit&) const = default; };
 struct UpsertPolicy { PolicyKey key; auto operator<=>(const UpsertPolicy&) const = default; };
 struct DeletePolicy { PolicyKey key; auto operator<=>(const DeletePolicy&) const = default; };
 
 using MapOp = std::variant<ResetServiceStats, ResetBackendStats, UpsertBackend, UpsertSlot, UpsertService,
                            UpsertFrontend, DeleteFrontend, DeleteService, DeleteSlot, DeleteBackend,
-                           UpsertHashTable, DeleteHashTable, UpsertPolicy, DeletePolicy>;
+                           UpsertHashTable, DeleteHashTable, UpsertPolicy, DeletePolicy, UpsertSplit, DeleteSplit>;
 
 // One line per op, for logs and golden tests, e.g. "upsert-slot 3/1024 -> 7".
 std::string describe(const MapOp& op);

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "aimesh/abi.h"
 #include "model/snapshot.h"
@@ -29,6 +31,7 @@ struct ServiceRecord {
   uint32_t hashSize = 0;    // entries of this service's hash table; 0 = none
   uint16_t balancePct = 0;  // bounded_hash load bound
   bool policy = false;      // AIMESH_SVC_F_POLICY: only clients in `policy` entries may connect
+  bool split = false;       // AIMESH_SVC_F_SPLIT: `splits` names its backend services
   uint16_t sampleSkip = 0;  // telemetry sampling (telemetrySkip()); 0: every connection measured
   auto operator<=>(const ServiceRecord&) const = default;
 };
@@ -48,6 +51,13 @@ struct BackendRecord {
   auto operator<=>(const BackendRecord&) const = default;
 };
 
+// aimesh_splits value: the backend services of a split and their weights,
+// in the split's order (service ids of the same port of each).
+struct SplitRecord {
+  std::vector<std::pair<uint32_t, uint32_t>> targets;  // (service id, weight)
+  auto operator<=>(const SplitRecord&) const = default;
+};
+
 // aimesh_policy key: this cgroup (and its descendants) may use this service.
 struct PolicyKey {
   uint64_t cgroupId = 0;
@@ -63,6 +73,7 @@ struct KernelState {
   // maglev / bounded_hash services: service id -> table of backend ids
   std::map<uint32_t, std::vector<uint32_t>> hashTables;
   std::map<PolicyKey, uint32_t> policy;  // -> 1 (allow)
+  std::map<uint32_t, SplitRecord> splits;  // split service id -> its backend services
   auto operator<=>(const KernelState&) const = default;
 };
 

@@ -13,7 +13,8 @@ uint32_t suggestedLimit(std::size_t wanted) {
 std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
   if (name == "aimesh_frontends") return frontends();
   if (name == "aimesh_services" || name == "aimesh_svc_stats" || name == "aimesh_svc_load" ||
-      name == "aimesh_hash_tables" || name == "aimesh_lc_svc")
+      name == "aimesh_hash_tables" || name == "aimesh_lc_svc" || name == "aimesh_splits" ||
+      name == "aimesh_split_stats")
     return services;
   if (name == "aimesh_slots") return slots();
   if (name == "aimesh_backends" || name == "aimesh_be_stats" || name == "aimesh_be_tel" ||

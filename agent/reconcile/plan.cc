@@ -128,11 +128,14 @@ class IdPool {
 // A backend keeps its id through (service id, address, port).
 using BackendAddress = std::tuple<uint32_t, IpAddr, uint16_t>;
 
-// The ids of one plan, and the current backends' ids by address.
+// The ids of one plan, the current backends' ids by address, and the
+// entire current state (whose frontends name the services a split's
+// backends are when this plan does not).
 struct PlanIds {
   IdPool<std::map<uint32_t, ServiceRecord>> services;
   IdPool<std::map<uint32_t, BackendRecord>> backends;
   std::map<BackendAddress, uint32_t> currentBackends;
+  const KernelState& whole;
 };
 
 // Ids are free unless `whole` (the entire current state) uses them; the
@@ -141,7 +144,8 @@ PlanIds planIds(const KernelState& current, const KernelState& whole, const MapL
                 const StateFreeIds* free) {
   PlanIds ids{{whole.services, limits.services, free ? &free->services : nullptr},
               {whole.backends, limits.backends, free ? &free->backends : nullptr},
-              {}};
+              {},
+              whole};
   for (auto& [id, be] : current.backends) ids.currentBackends[{be.serviceId, be.addr, be.port}] = id;
   return ids;
 }
@@ -253,6 +257,31 @@ void planSlots(const KernelState& current, uint32_t sid, const std::vector<uint3
   for (uint32_t i = 0; i < slots.size(); ++i) out.slots[SlotKey{sid, base + i}] = slots[i];
 }
 
+// The backend services of split `svc` on port `ps`: each resolved backend
+// (resolveSplits()) is the service its VIP names on the chosen port, in
+// this plan if it plans it (the caller plans splits last), else in the
+// current state. Those that do not resolve, or have weight 0, are left out
+// of the kernel's record (their share goes to the others) but kept in the
+// index.
+SplitRecord planSplit(const Service& svc, const PortSpec& ps, const PlanIds& ids, const Plan& plan,
+                      ServiceInfo& info) {
+  SplitRecord rec;
+  for (const SplitBackend& b : svc.split) {
+    SplitTargetInfo t{(b.nameSpace.empty() ? svc.nameSpace : b.nameSpace) + "/" + b.service,
+                      b.port ? b.port : ps.port, b.weight, 0};
+    PortSpec want{t.port, ps.protocol};
+    if (b.vip && std::find(b.ports.begin(), b.ports.end(), want) != b.ports.end()) {
+      FrontendKey fk{*b.vip, want.port, want.protocol};
+      if (auto f = plan.desired.frontends.find(fk); f != plan.desired.frontends.end()) t.serviceId = f->second;
+      else if (auto g = ids.whole.frontends.find(fk); g != ids.whole.frontends.end()) t.serviceId = g->second;
+    }
+    if (t.serviceId && t.weight > 0 && rec.targets.size() < AIMESH_SPLIT_MAX)
+      rec.targets.emplace_back(t.serviceId, t.weight);
+    info.split.push_back(std::move(t));
+  }
+  return rec;
+}
+
 // Adds the kernel service for port `ps` of `svc` to the plan, with its
 // backends, slots, hash table and policy entries; a service that does not
 // fit is left out (the caller reports the shortfall via the index's size).
@@ -263,16 +292,22 @@ void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& 
   if (!claimed) return;
   uint32_t sid = *claimed;
 
-  ServiceInfo info{svc.name,         svc.nameSpace, svc.model,  svc.algorithm,  ps, fks, {},
-                   svc.modelMetrics, svc.policy,    svc.connections};
-  WeightedBackends weighted = planBackends(svc, ps, sid, ids, plan, info);
-
-  std::vector<uint32_t> slots = expandSlots(weighted, AIMESH_MAX_SLOTS_PER_SVC);
-  std::set<uint32_t> distinct(slots.begin(), slots.end());
-  ServiceRecord rec{static_cast<uint32_t>(slots.size()), static_cast<uint32_t>(distinct.size()), svc.algorithm, 0};
-  rec.sampleSkip = telemetrySkip(effectiveTelemetrySample(svc));
-  planHashTable(svc, sid, weighted, out, rec);
-  planSlots(current, sid, slots, out, rec);
+  ServiceInfo info{svc.name,         svc.nameSpace, svc.model,       svc.algorithm,  ps, fks, {},
+                   svc.modelMetrics, svc.policy,    svc.connections, {},             svc.splitSource};
+  ServiceRecord rec{0, 0, svc.algorithm, 0};
+  if (!svc.split.empty()) {  // a split has no endpoints, slots or table of its own
+    rec.split = true;
+    out.splits[sid] = planSplit(svc, ps, ids, plan, info);
+  } else {
+    WeightedBackends weighted = planBackends(svc, ps, sid, ids, plan, info);
+    std::vector<uint32_t> slots = expandSlots(weighted, AIMESH_MAX_SLOTS_PER_SVC);
+    std::set<uint32_t> distinct(slots.begin(), slots.end());
+    rec.slotCount = static_cast<uint32_t>(slots.size());
+    rec.backendCount = static_cast<uint32_t>(distinct.size());
+    rec.sampleSkip = telemetrySkip(effectiveTelemetrySample(svc));
+    planHashTable(svc, sid, weighted, out, rec);
+    planSlots(current, sid, slots, out, rec);
+  }
 
   if (svc.policy) {
     rec.policy = true;
@@ -324,9 +359,11 @@ Plan makePartialPlan(const std::vector<const Service*>& services, const KernelSt
                      const KernelState& whole, const MapLimits& limits, const StateFreeIds* free) {
   Plan plan;
   PlanIds ids = planIds(current, whole, limits, free);
-  for (const Service* svc : services) {
-    for (const PortSpec& ps : svc->ports) planServicePort(*svc, ps, current, ids, plan);
-  }
+  // Splits last: they name the services of this plan by their frontends.
+  for (bool splits : {false, true})
+    for (const Service* svc : services)
+      if (svc->split.empty() != splits)
+        for (const PortSpec& ps : svc->ports) planServicePort(*svc, ps, current, ids, plan);
   dropSlotsOfDeletedBackends(plan.desired);
   if (free) {
     plan.nextFree = StateFreeIds{

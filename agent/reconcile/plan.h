@@ -17,6 +17,15 @@
 
 namespace aimesh {
 
+// One backend service of a split, as planned.
+struct SplitTargetInfo {
+  std::string service;     // namespace/name
+  uint16_t port = 0;       // its port that takes the traffic
+  uint32_t weight = 0;     // as configured
+  uint32_t serviceId = 0;  // its kernel service id; 0: it does not resolve (no such service or port)
+  bool operator==(const SplitTargetInfo&) const = default;
+};
+
 // What a kernel service or backend id stands for, for metrics and the API.
 struct ServiceInfo {
   std::string name, nameSpace, model;
@@ -27,6 +36,8 @@ struct ServiceInfo {
   std::optional<ModelMetricsSpec> modelMetrics;  // scrape the endpoints' model-server metrics
   std::optional<PolicySpec> policy;              // who may connect (with the resolved cgroup ids)
   ConnectionPolicy connections;                  // the lifecycle rules (agent/lifecycle/)
+  std::vector<SplitTargetInfo> split;            // a split's backend services (then no backendIds)
+  std::string splitSource;                       // where the split comes from ("" = the state file)
   bool operator==(const ServiceInfo&) const = default;
 };
 struct BackendInfo {

@@ -55,7 +55,7 @@ std::optional<SnapshotChange> changedServices(const SharedServices& before, cons
 }
 
 // The entries of `whole` that service ids `ids` own (their frontends,
-// records, slots, backends, hash tables and policy entries).
+// records, slots, backends, hash tables, splits and policy entries).
 KernelState ownedBy(const KernelState& whole, const IdIndex& index, const std::set<uint32_t>& ids) {
   KernelState part;
   for (uint32_t sid : ids) {
@@ -70,6 +70,7 @@ KernelState ownedBy(const KernelState& whole, const IdIndex& index, const std::s
     for (uint32_t bid : info.backendIds)
       if (auto b = whole.backends.find(bid); b != whole.backends.end()) part.backends.emplace(*b);
     if (auto h = whole.hashTables.find(sid); h != whole.hashTables.end()) part.hashTables.emplace(*h);
+    if (auto sp = whole.splits.find(sid); sp != whole.splits.end()) part.splits.emplace(*sp);
   }
   for (auto& [key, v] : whole.policy)
     if (ids.count(key.serviceId)) part.policy.emplace(key, v);
@@ -89,6 +90,7 @@ void replaceState(KernelState& whole, const KernelState& part, KernelState&& nex
   replaceEntries(whole.backends, part.backends, std::move(next.backends));
   replaceEntries(whole.hashTables, part.hashTables, std::move(next.hashTables));
   replaceEntries(whole.policy, part.policy, std::move(next.policy));
+  replaceEntries(whole.splits, part.splits, std::move(next.splits));
 }
 }  // namespace
 
@@ -121,7 +123,7 @@ Result<ReconcileReport> Reconciler::reconcileAll(Snapshot&& desired, Verify veri
   size_t wanted = 0, wantedBe = 0;
   for (auto& s : desired.services) {
     wanted += s.ports.size();
-    wantedBe += s.ports.size() * s.endpoints.size();
+    wantedBe += s.ports.size() * (s.split.empty() ? s.endpoints.size() : 0);  // a split has none
   }
   if (plan.index.services.size() != wanted) {
     known_ = std::move(current);  // nothing applied
@@ -190,7 +192,7 @@ std::optional<Result<ReconcileReport>> Reconciler::reconcileChanged(Snapshot& de
   size_t wanted = 0, wantedBe = 0;
   for (const Service* s : ch->planned) {
     wanted += s->ports.size();
-    wantedBe += s->ports.size() * s->endpoints.size();
+    wantedBe += s->ports.size() * (s->split.empty() ? s->endpoints.size() : 0);
     for (auto& ps : s->ports)
       for (auto& vip : s->vips)
         if (auto f = whole.frontends.find(FrontendKey{vip, ps.port, ps.protocol});

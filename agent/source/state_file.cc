@@ -161,6 +161,10 @@ class StateParser {
   }
 
   // What the cross-service checks need to know about one parsed service.
+  struct SplitRef {
+    yaml::Mark mark;
+    std::string path;  // "services[3].split[1]"
+  };
   struct Vip {
     IpAddr addr;
     yaml::Mark mark;
@@ -172,6 +176,7 @@ class StateParser {
     yaml::Mark nameMark;
     std::vector<Vip> vips;        // unique within the service
     std::vector<PortSpec> ports;  // unique within the service
+    std::vector<SplitRef> split;  // where each of svc.split is (the same order)
   };
 
   void error(const yaml::Mark& mark, std::string field, std::string message) {
@@ -331,16 +336,21 @@ class StateParser {
     std::vector<ServiceInfo> infos;
     infos.reserve(services->value.size());
     snap.services.reserve(services->value.size());
+    std::vector<size_t> infoOf;  // snap.services[k]'s entry in infos
     for (size_t i = 0; i < services->value.size(); ++i) {
       ServiceInfo info;
       info.path = indexPath("services", i);
       Service svc;
-      if (parseService(services->value[i], svc, info)) snap.services.push_back(std::move(svc));
+      if (parseService(services->value[i], svc, info)) {
+        snap.services.push_back(std::move(svc));
+        infoOf.push_back(i);
+      }
       // Cross checks also run on services that had errors of their own, so
       // one run reports as much as possible.
       infos.push_back(std::move(info));
     }
     checkAcrossServices(infos);
+    checkSplits(snap.services, infoOf, infos);
   }
 
   // Returns false if the service could not be read at all.
@@ -349,7 +359,8 @@ class StateParser {
     if (!expectMap(node, path, "{name: ..., vips: [...], ports: [...]}")) return false;
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
-                             "hash_balance_factor", "model_metrics", "policy", "connections", "telemetry", "endpoints"});
+                             "hash_balance_factor", "model_metrics", "policy", "connections", "telemetry", "endpoints",
+                             "split"});
     parseIdentity(node, fields, svc, info);
     for (auto [key, parse] : {std::pair{"vips", &StateParser::parseVips}, std::pair{"ports", &StateParser::parsePorts}}) {
       if (const Field* f = find(fields, key)) (this->*parse)(*f, joinPath(path, key), svc, info);
@@ -362,6 +373,7 @@ class StateParser {
     if (const Field* f = present(fields, "telemetry")) parseTelemetry(*f, joinPath(path, "telemetry"), svc);
     // Absent or null endpoints: a service with no backends, which is valid.
     if (const Field* f = present(fields, "endpoints")) parseEndpoints(*f, joinPath(path, "endpoints"), svc);
+    if (const Field* f = present(fields, "split")) parseSplit(*f, joinPath(path, "split"), fields, svc, info);
     return true;
   }
 
@@ -681,6 +693,78 @@ class StateParser {
     }
   }
 
+  // split: the backend services, and nothing a split does not have (its
+  // backend services' own endpoints and settings apply).
+  void parseSplit(const Field& f, const std::string& path, const Fields& fields, Service& svc, ServiceInfo& info) {
+    for (const char* own : {"endpoints", "algorithm", "hash_table_size", "hash_balance_factor", "model_metrics",
+                            "connections", "telemetry"})
+      if (const Field* o = present(fields, own))
+        error(o->key.Mark(), joinPath(info.path, own),
+              std::string("a split has no '") + own + "': its backend services' own apply");
+    if (!expectList(f, path)) return;
+    if (f.value.size() == 0 || f.value.size() > kMaxSplitBackends) {
+      error(markOf(f), path, fmt::format("must list 1..{} backend services, got {}", kMaxSplitBackends, f.value.size()));
+      return;
+    }
+    std::map<std::tuple<std::string, std::string, uint16_t>, size_t> seen;
+    for (size_t i = 0; i < f.value.size(); ++i) {
+      yaml::Node item = f.value[i];
+      std::string p = indexPath(path, i);
+      if (!expectMap(item, p, "{service: llama-v2, weight: 10}")) continue;
+      Fields bf = collect(item, p, {"service", "namespace", "port", "weight"});
+      SplitBackend b;
+      bool ok = true;
+      if (const Field* s = find(bf, "service")) {
+        auto name = readDnsLabel(*s, joinPath(p, "service"));
+        ok = name.has_value();
+        if (name) b.service = *name;
+      } else {
+        error(item.Mark(), joinPath(p, "service"), "required field is missing");
+        ok = false;
+      }
+      if (const Field* ns = present(bf, "namespace")) {
+        auto name = readDnsLabel(*ns, joinPath(p, "namespace"));
+        ok = ok && name.has_value();
+        if (name && *name != svc.nameSpace) b.nameSpace = *name;
+      }
+      if (const Field* port = present(bf, "port")) {
+        auto n = readInt(*port, joinPath(p, "port"), kMinPort, kMaxPort);
+        ok = ok && n.has_value();
+        if (n) b.port = static_cast<uint16_t>(*n);
+      }
+      if (const Field* w = present(bf, "weight")) {
+        auto n = readInt(*w, joinPath(p, "weight"), 0, kMaxSplitWeight);
+        ok = ok && n.has_value();
+        if (n) b.weight = static_cast<uint32_t>(*n);
+      }
+      if (!ok) continue;
+      auto [it, inserted] = seen.emplace(std::tuple{b.nameSpace, b.service, b.port}, i);
+      if (!inserted) {
+        error(item.Mark(), p, "backend service " + b.service + " named twice (also " + indexPath(path, it->second) + ")");
+        continue;
+      }
+      info.split.push_back(SplitRef{item.Mark(), p});
+      svc.split.push_back(std::move(b));
+    }
+  }
+
+  // Every split's backend services exist, are not splits, and have its ports.
+  void checkSplits(const SharedServices& services, const std::vector<size_t>& infoOf,
+                   const std::vector<ServiceInfo>& infos) {
+    std::map<std::string, const Service*> byKey;
+    for (const Service& s : services) byKey.emplace(s.key(), &s);
+    for (size_t k = 0; k < services.size(); ++k) {
+      const Service& split = services[k];
+      const ServiceInfo& info = infos[infoOf[k]];
+      for (size_t i = 0; i < split.split.size() && i < info.split.size(); ++i) {
+        const SplitBackend& b = split.split[i];
+        auto it = byKey.find((b.nameSpace.empty() ? split.nameSpace : b.nameSpace) + "/" + b.service);
+        if (auto bad = checkSplitBackend(split, b, it == byKey.end() ? nullptr : it->second))
+          error(info.split[i].mark, info.split[i].path, *bad);
+      }
+    }
+  }
+
   // Duplicate services, and frontends (vip, port, protocol) claimed twice.
   void checkAcrossServices(const std::vector<ServiceInfo>& infos) {
     std::map<std::string, size_t> byKey;
@@ -810,6 +894,15 @@ bool distinctKeysAndFrontends(const SharedServices& sorted) {
   std::sort(frontends.begin(), frontends.end());
   return std::adjacent_find(frontends.begin(), frontends.end()) == frontends.end();
 }
+
+// Every split's backends pass checkSplitBackend(), in services sorted by key.
+bool splitsResolve(const SharedServices& sorted) {
+  for (const Service& split : sorted)
+    for (const SplitBackend& b : split.split)
+      if (checkSplitBackend(split, b, sorted.find(b.nameSpace.empty() ? split.nameSpace : b.nameSpace, b.service, true)))
+        return false;
+  return true;
+}
 }  // namespace
 
 std::optional<ParseResult> StateParser::runItems(const std::vector<std::string_view>& items, StateFileCache& cache) {
@@ -833,7 +926,7 @@ std::optional<ParseResult> StateParser::runItems(const std::vector<std::string_v
     services.push_back(parsed.back().second);
   }
   services.sortByKey();
-  if (!distinctKeysAndFrontends(services)) return std::nullopt;
+  if (!distinctKeysAndFrontends(services) || !splitsResolve(services)) return std::nullopt;
   // Now the cache holds exactly this file's items.
   for (auto& [h, p] : parsed) known.insert_or_assign(h, StateFileCache::Entry{std::move(p), read});
   std::erase_if(known, [&](const auto& e) { return e.second.seen != read; });

@@ -223,12 +223,14 @@ static __always_inline int ct_create(struct __sk_buff *skb, struct nat_flow *f, 
 	struct aimesh_ct_key rkey = {};
 	struct aimesh_ct rev = {};
 	struct aimesh_backend *be;
-	__u32 backend_id;
+	__u32 backend_id, target_id = 0;
 	__u64 hash;
 
 	hash = aimesh_ct_flow_hash(&f->key);
-	if (lb_select(service_id, bpf_get_prandom_u32(), hash, f->family, &backend_id, &be, 0))
+	if (lb_select(service_id, bpf_get_prandom_u32(), hash, f->family, &backend_id, &be, &target_id, 0))
 		return CT_NO_BACKEND;
+	if (target_id != service_id)
+		lb_split_count(service_id, target_id, 1);
 	/* A frontend this node would deliver locally is a node address. */
 	if (aimesh_ct_fib(skb, f, 0, &ifindex) == BPF_FIB_LKUP_RET_NOT_FWDED)
 		flags = AIMESH_CTF_LOCAL;

@@ -32,7 +32,8 @@ static __always_inline __u32 lb_next_rnd(__u32 rnd)
 /* Verification cost. The algorithms loop over slots and table entries, and
  * the verifier walks every iteration of a bounded loop with every state the
  * body can leave behind, so the per-backend work is kept in global functions
- * (aimesh_lb_eval, aimesh_lb_slot, aimesh_lb_pick): the verifier checks each
+ * (aimesh_lb_eval, aimesh_lb_random, aimesh_lb_scan, aimesh_lb_hash,
+ * aimesh_lb_split_draw): the verifier checks each
  * once, on its own and for any arguments, and a loop body is a call and a
  * few compares. Inlined, the selection made each sock_addr program ~230,000
  * verified instructions and a quarter of a second to load. */
@@ -359,34 +360,31 @@ __noinline int aimesh_lb_hash(struct lb_ctx *c, __u64 key, int bounded, struct l
 	return -ENOENT;
 }
 
-/* What aimesh_lb_pick() chose: the backend id, and the service's telemetry
- * sampling threshold (the caller would otherwise look the service up a
- * second time). */
+/* What lb_pick() chose: the backend id, the service it belongs to (a
+ * split's target, else the service asked for), and that service's telemetry
+ * sampling threshold (the caller would otherwise look it up a second time). */
 struct lb_choice {
 	__u32 backend_id;
+	__u32 service_id;
 	__u16 sample_skip;
 	__u16 pad;
+	__u32 pad2;
 };
 
-/* Pick a backend of service `service_id` for a new connection or datagram.
- * `rnd` drives the random draws, `hash_key` (the client's cgroup id on the
- * socket path) the hash algorithms; `family` is 0 or the AIMESH_FAMILY_* the
- * call needs. Returns 0 and fills *out, or -ECONNREFUSED. */
-static __always_inline int lb_pick(__u32 service_id, __u32 rnd, __u64 hash_key, int family, struct lb_choice *out)
+/* A backend of plain service `service_id` (record `svc`) for a new
+ * connection or datagram. `rnd` drives the random draws, `hash_key` (the
+ * client's cgroup id on the socket path) the hash algorithms; `family` is 0
+ * or the AIMESH_FAMILY_* the call needs. Returns 0 and fills *out, or
+ * -ECONNREFUSED. */
+static __always_inline int lb_pick_in(__u32 service_id, const struct aimesh_service *svc, __u32 rnd, __u64 hash_key,
+				      int family, struct lb_choice *out)
 {
 	struct lb_ctx c = { .service_id = service_id, .family = family, .rnd = rnd };
 	struct lb_cand pick = {};
-	struct aimesh_service *svc;
 	int compare;
 	__u8 alg;
 
-	if (!out)
-		return -ECONNREFUSED;
-	svc = bpf_map_lookup_elem(&aimesh_services, &service_id);
-	if (!svc) {
-		count_reason(AIMESH_R_SERVICE_MISSING);
-		return -ECONNREFUSED;
-	}
+	out->service_id = service_id;
 	out->sample_skip = svc->sample_skip;
 	alg = svc->algorithm;
 	compare = alg == AIMESH_ALG_LEAST_CONN || alg == AIMESH_ALG_LATENCY;
@@ -415,11 +413,124 @@ picked:
 	return 0;
 }
 
-/* aimesh_lb_pick() for a caller that wants the backend too: sets
- * *backend_id and *out (looked up again: a global function cannot hand back
- * a map value), and *sample_skip if not null. Returns 0 or -ECONNREFUSED. */
+/* The target of split `split_id` that draw `rnd` lands on, by weight,
+ * among those not in `tried` (a bit per target): its index, and its service
+ * in *target_id; -1 when they weigh nothing or there is no split. The draw
+ * takes the high bits of rnd x total (no modulo bias at these totals). A
+ * function of its own: inlined in the caller's loop, the verifier followed
+ * every combination of `tried` bits. */
+__noinline int aimesh_lb_split_draw(__u32 split_id, __u32 tried, __u32 rnd, __u32 *target_id)
+{
+	struct aimesh_split *sp;
+	__u64 total = 0, r;
+	__u32 i, w, count;
+
+	if (!target_id)
+		return -1;
+	sp = bpf_map_lookup_elem(&aimesh_splits, &split_id);
+	if (!sp)
+		return -1;
+	count = sp->count;
+	for (i = 0; i < AIMESH_SPLIT_MAX; i++) {
+		if (i >= count)
+			break;
+		if (!(tried & (1u << i)))
+			total += sp->targets[i].weight;
+	}
+	if (!total)
+		return -1;
+	r = ((__u64)rnd * total) >> 32;
+	for (i = 0; i < AIMESH_SPLIT_MAX; i++) {
+		if (i >= count)
+			break;
+		if (tried & (1u << i))
+			continue;
+		w = sp->targets[i].weight;
+		if (r < w) {
+			*target_id = sp->targets[i].service_id;
+			return (int)i;
+		}
+		r -= w;
+	}
+	return -1;
+}
+
+/* A split's two-stage pick: a target service drawn by weight, then a backend
+ * of it with its own algorithm. A target with no usable backend is passed
+ * over (counted) and the draw repeated among the others; -ECONNREFUSED when
+ * none has one. The target's own draws use a mix of rnd, so they do not
+ * depend on which target the first draw chose. Each draw looks the split up
+ * again: under a weight change a retry may see the new weights, which are as
+ * good as the old ones, and never half of either. Everything here is
+ * inlined: another frame would take the TC program's call chain past the
+ * 512-byte stack limit. */
+static __always_inline int lb_split(__u32 split_id, __u32 rnd, __u64 hash_key, int family, struct lb_choice *out)
+{
+	struct aimesh_service *svc;
+	__u32 tried = 0, i, target = 0;
+	int t;
+
+	for (i = 0; i < AIMESH_SPLIT_MAX; i++) {
+		t = aimesh_lb_split_draw(split_id, tried, rnd, &target);
+		if (t < 0 || t >= AIMESH_SPLIT_MAX)
+			break;
+		tried |= 1u << t;
+		rnd = (__u32)aimesh_mix64(rnd);
+		svc = bpf_map_lookup_elem(&aimesh_services, &target);
+		/* A target is a plain service (the agent never writes a split's). */
+		if (svc && !(svc->flags & AIMESH_SVC_F_SPLIT) && !lb_pick_in(target, svc, rnd, hash_key, family, out))
+			return 0;
+		count_reason(AIMESH_R_SPLIT_FAILOVER);
+		rnd = lb_next_rnd(rnd);
+	}
+	if (!tried) /* no record, or nothing with weight */
+		count_reason(AIMESH_R_NO_BACKEND);
+	return -ECONNREFUSED;
+}
+
+/* Pick a backend of service `service_id` for a new connection or datagram
+ * (lb_pick_in()); a split picks one of its backend services first
+ * (lb_split()). Returns 0 and fills *out, or -ECONNREFUSED. */
+static __always_inline int lb_pick(__u32 service_id, __u32 rnd, __u64 hash_key, int family, struct lb_choice *out)
+{
+	struct aimesh_service *svc;
+
+	svc = bpf_map_lookup_elem(&aimesh_services, &service_id);
+	if (!svc) {
+		count_reason(AIMESH_R_SERVICE_MISSING);
+		return -ECONNREFUSED;
+	}
+	if (svc->flags & AIMESH_SVC_F_SPLIT)
+		return lb_split(service_id, rnd, hash_key, family, out);
+	return lb_pick_in(service_id, svc, rnd, hash_key, family, out);
+}
+
+/* Counts a split's connection (or datagram) to the target it chose. */
+static __always_inline void lb_split_count(__u32 split_id, __u32 target_id, int is_connect)
+{
+	struct aimesh_split_stats_key k = { .split_id = split_id, .target_id = target_id };
+	struct aimesh_split_stats *st, zero = {};
+
+	st = bpf_map_lookup_elem(&aimesh_split_stats, &k);
+	if (!st) {
+		bpf_map_update_elem(&aimesh_split_stats, &k, &zero, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&aimesh_split_stats, &k);
+		if (!st)
+			return;
+	}
+	if (is_connect)
+		stat_add(st->connects, 1);
+	else
+		stat_add(st->datagrams, 1);
+}
+
+/* lb_pick() for a caller that wants the backend too: sets *backend_id and
+ * *out (looked up again: a global function cannot hand back a map value),
+ * *target_id (the service the backend belongs to) and *sample_skip if not
+ * null. Returns 0 or -ECONNREFUSED. */
 static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key, int family,
-				     __u32 *backend_id, struct aimesh_backend **out, __u16 *sample_skip)
+				     __u32 *backend_id, struct aimesh_backend **out, __u32 *target_id,
+				     __u16 *sample_skip)
 {
 	struct lb_choice ch = {};
 	struct aimesh_backend *be;
@@ -435,6 +546,8 @@ static __always_inline int lb_select(__u32 service_id, __u32 rnd, __u64 hash_key
 	}
 	*backend_id = ch.backend_id;
 	*out = be;
+	if (target_id)
+		*target_id = ch.service_id;
 	if (sample_skip)
 		*sample_skip = ch.sample_skip;
 	return 0;

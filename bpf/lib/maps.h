@@ -53,6 +53,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_backends SEC(".maps");
 
+/* split service id -> its backend services and weights (lib/lb.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct aimesh_split);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_splits SEC(".maps");
+
 /* (socket cookie, backend addr, port) -> frontend, for getpeername/recvmsg */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -157,6 +167,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aimesh_clients SEC(".maps");
+
+/* (split, backend service) -> what the split sent there (lib/lb.h). An entry
+ * is made by the first connection; the agent deletes those of service ids it
+ * gives to another service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIMESH_MAX_SERVICES);
+	__type(key, struct aimesh_split_stats_key);
+	__type(value, struct aimesh_split_stats);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aimesh_split_stats SEC(".maps");
 
 /* tuple-hash slot -> open timed sockets hashing to it (lib/timed.h) */
 struct {

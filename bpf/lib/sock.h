@@ -108,7 +108,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	struct aimesh_be_stats *bs;
 	struct aimesh_client_stats *cs;
 	__u64 cgroup_id;
-	__u32 svc_id, be_id = 0;
+	__u32 svc_id, be_id = 0, target_id = 0;
 	__u16 sample_skip = 0;
 	int err, need;
 
@@ -140,7 +140,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 	 * refuses an unconnected UDPv6 send rewritten to a mapped address
 	 * (ENOTSUPP in udpv6_sendmsg), so sendmsg6 needs an IPv6 backend. */
 	need = family == AIMESH_FAMILY_V4 ? AIMESH_FAMILY_V4 : (is_connect ? 0 : AIMESH_FAMILY_V6);
-	err = lb_select(svc_id, bpf_get_prandom_u32(), cgroup_id, need, &be_id, &be, &sample_skip);
+	err = lb_select(svc_id, bpf_get_prandom_u32(), cgroup_id, need, &be_id, &be, &target_id, &sample_skip);
 	if (err || !be) {
 		ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 		if (ss)
@@ -165,8 +165,12 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, int family, i
 
 	sock_write_addr(ctx, family, be->addr, be->port);
 
+	/* The socket belongs to the service its backend does (a split's
+	 * target): its telemetry and lifecycle rules are that service's. */
 	if (is_connect)
-		sock_track(ctx, svc_id, be_id, rk.cookie, be, fk.proto, sample_skip, cgroup_id);
+		sock_track(ctx, target_id, be_id, rk.cookie, be, fk.proto, sample_skip, cgroup_id);
+	if (target_id != svc_id)
+		lb_split_count(svc_id, target_id, is_connect);
 
 	ss = bpf_map_lookup_elem(&aimesh_svc_stats, &svc_id);
 	bs = bpf_map_lookup_elem(&aimesh_be_stats, &be_id);

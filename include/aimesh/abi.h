@@ -43,6 +43,11 @@
 /* least_conn / latency compare every backend of a service with at most this
  * many slots (exact least-loaded), two random ones beyond (power of two). */
 #define AIMESH_LB_SCAN_MAX 16
+/* A split (lib/lb.h) sends each new connection to one of at most this many
+ * backend services, by weight; a weight is at most AIMESH_SPLIT_MAX_WEIGHT
+ * (Gateway API's bound), so the sum fits 32 bits. */
+#define AIMESH_SPLIT_MAX 16
+#define AIMESH_SPLIT_MAX_WEIGHT 1000000
 
 #define AIMESH_PROTO_TCP 6
 #define AIMESH_PROTO_UDP 17
@@ -91,6 +96,7 @@ enum aimesh_reason {
 	AIMESH_R_TC_CT_FAILED = 16,    /* TC: could not record a new flow in aimesh_ct */
 	AIMESH_R_TC_REWRITE_FAILED = 17, /* TC: a checksum or store helper failed mid-rewrite: dropped */
 	AIMESH_R_CLIENT_FULL = 18,     /* no aimesh_clients entry could be made (map full): the call is not counted per client */
+	AIMESH_R_SPLIT_FAILOVER = 19,  /* a split's drawn backend service had no usable backend: drew among the others */
 	AIMESH_R_MAX,
 };
 
@@ -118,6 +124,7 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_frontend) == 4, "frontend size");
  * for a reader (bpf/lib/maps.h says why). */
 /* aimesh_service.flags */
 #define AIMESH_SVC_F_POLICY 0x01 /* only clients allowed in aimesh_policy may connect (else EPERM) */
+#define AIMESH_SVC_F_SPLIT 0x02  /* a split: aimesh_splits names the backend services; no slots of its own */
 
 struct aimesh_service {
 	__u32 slot_count;    /* live slots in generation slot_gen; 0 = no usable backend */
@@ -187,6 +194,37 @@ struct aimesh_revnat {
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_revnat) == 24, "revnat size");
 AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_revnat, service_id) == 20, "revnat.service_id");
+
+/* aimesh_splits value, keyed by the split's service id (a service record
+ * with AIMESH_SVC_F_SPLIT). A new connection draws a target by weight, then
+ * a backend of that service with the service's own algorithm; a target with
+ * no usable backend is passed over for the others. Replaced whole (a
+ * BPF_F_NO_PREALLOC hash), so a reader never sees half of a weight change.
+ * Targets are plain services (never splits); weight 0 takes nothing. */
+struct aimesh_split_target {
+	__u32 service_id;
+	__u32 weight;
+};
+struct aimesh_split {
+	__u32 count; /* targets in use */
+	__u32 pad;
+	struct aimesh_split_target targets[AIMESH_SPLIT_MAX];
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_split) == 8 + 8 * AIMESH_SPLIT_MAX, "split size");
+AIMESH_STATIC_ASSERT(AIMESH_OFFSETOF(struct aimesh_split, targets) == 8, "split.targets");
+
+/* aimesh_split_stats (hash, an entry made by a split's first connection to a
+ * target): what each split sent where. Atomic adds. */
+struct aimesh_split_stats_key {
+	__u32 split_id;  /* the split's service id */
+	__u32 target_id; /* the backend service's id */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_split_stats_key) == 8, "split_stats_key size");
+struct aimesh_split_stats {
+	__u64 connects;  /* TCP connects (socket path) or new flows (TC path) */
+	__u64 datagrams; /* unconnected UDP sends */
+};
+AIMESH_STATIC_ASSERT(sizeof(struct aimesh_split_stats) == 16, "split_stats size");
 
 /* aimesh_svc_stats (array indexed by service id, shared by all CPUs). */
 struct aimesh_svc_stats {
@@ -657,7 +695,7 @@ struct aimesh_select_ctx {
 	__u8 pad[3];
 	__s32 err;        /* 0 or -errno */
 	__u32 backend_id; /* out */
-	__u32 pad2;
+	__u32 target_id;  /* out: the service the backend belongs to (a split's target, else service_id) */
 };
 AIMESH_STATIC_ASSERT(sizeof(struct aimesh_select_ctx) == 32, "select_ctx size");
 

@@ -9,10 +9,11 @@ SEC("syscall")
 int aimesh_select(struct aimesh_select_ctx *ctx)
 {
 	struct aimesh_backend *be = 0;
-	__u32 id = 0;
+	__u32 id = 0, target = 0;
 
-	ctx->err = lb_select(ctx->service_id, ctx->rnd, ctx->hash_key, ctx->family, &id, &be, 0);
+	ctx->err = lb_select(ctx->service_id, ctx->rnd, ctx->hash_key, ctx->family, &id, &be, &target, 0);
 	ctx->backend_id = id;
+	ctx->target_id = target;
 	return 0;
 }
 

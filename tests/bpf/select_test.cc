@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "aimesh/abi.h"
+#include "aimesh/hash.h"
 #include "fixtures/libbpf_log.h"
 #include "lb_harness.skel.h"
 
@@ -192,6 +193,23 @@ class Select : public ::testing::Test {
     putSlots(9, 0, {1, 2});
     putService(9, 2, 0, 2);
     setAlgorithm(9, alg);
+  }
+
+  // Service `id` as a split over `targets` (service id, weight), in order.
+  void putSplit(uint32_t id, const std::vector<std::pair<uint32_t, uint32_t>>& targets) {
+    aimesh_service s{};
+    s.flags = AIMESH_SVC_F_SPLIT;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &id, sizeof(id), &s, sizeof(s), BPF_ANY), 0);
+    aimesh_split sp{};
+    sp.count = static_cast<uint32_t>(targets.size());
+    for (size_t i = 0; i < targets.size(); ++i) sp.targets[i] = {targets[i].first, targets[i].second};
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_splits, &id, sizeof(id), &sp, sizeof(sp), BPF_ANY), 0);
+  }
+  // Service `svc` with one backend `be` per slot, random.
+  void plainService(uint32_t svc, const std::vector<uint32_t>& backends) {
+    for (uint32_t be : backends) putBackend(be, svc, Family::kV4);
+    putSlots(svc, 0, backends);
+    putService(svc, static_cast<uint32_t>(backends.size()), 0, static_cast<uint32_t>(backends.size()));
   }
 
   testing::LibbpfLogCapture libbpfLog_;  // what libbpf said, shown if open or load fails
@@ -687,6 +705,115 @@ TEST_F(Select, EjectedBackendSkippedUnlessAllAre) {
   putLoad(2, 0, 0, ~0ULL);
   hits = spread(9, 200);
   EXPECT_EQ(hits[1], 200);
+}
+
+// ---- splits (lib/lb.h lb_split) -------------------------------------------
+
+// The first draw picks a target by weight from the high bits of rnd x total:
+// target i takes the draws whose r = (rnd * total) >> 32 falls in its weight's
+// range; the target's own pick then uses a mix of rnd (aimesh_mix64).
+TEST_F(Select, SplitDrawsATargetByWeightThenPicksInsideIt) {
+  plainService(1, {11, 12, 13});
+  plainService(2, {21});
+  putSplit(50, {{1, 90}, {2, 10}});
+  for (uint32_t rnd : {0u, 1u, 0x12345678u, 0xe6666666u, 0xe6666667u, 0xf0000000u, 0xffffffffu}) {
+    auto ctx = select(50, rnd);
+    ASSERT_EQ(ctx.err, 0) << "rnd " << rnd;
+    uint64_t r = (uint64_t{rnd} * 100) >> 32;
+    uint32_t target = r < 90 ? 1 : 2;
+    EXPECT_EQ(ctx.target_id, target) << "rnd " << rnd;
+    uint32_t inner = static_cast<uint32_t>(aimesh_mix64(rnd));
+    uint32_t want = target == 1 ? std::vector<uint32_t>{11, 12, 13}[inner % 3] : 21;
+    EXPECT_EQ(ctx.backend_id, want) << "rnd " << rnd;
+  }
+  EXPECT_EQ(reasons(), Reasons{});
+}
+
+// Over 2^16 evenly spread draws, each target's share is its weight's to within
+// one draw, whatever the weights (weight 0 takes nothing); the backends of a
+// target are hit evenly (its pick does not depend on which target was drawn).
+TEST_F(Select, SplitSharesAreExactAndTargetsSpreadEvenly) {
+  plainService(1, {11, 12});
+  plainService(2, {21, 22});
+  plainService(3, {31});
+  putSplit(50, {{1, 7}, {2, 0}, {3, 1000000}, });
+  putSplit(51, {{1, 1}, {2, 3}});
+  constexpr uint32_t kN = 1u << 16;
+  std::map<uint32_t, int> targets50, targets51, backends51;
+  for (uint32_t k = 0; k < kN; ++k) {
+    uint32_t rnd = k << 16 | (k * 40503u & 0xffff);
+    auto a = select(50, rnd);
+    ASSERT_EQ(a.err, 0);
+    targets50[a.target_id]++;
+    auto b = select(51, rnd);
+    ASSERT_EQ(b.err, 0);
+    targets51[b.target_id]++;
+    backends51[b.backend_id]++;
+  }
+  EXPECT_NEAR(targets50[1], kN * 7.0 / 1000007, 1.0);
+  EXPECT_EQ(targets50[2], 0);
+  EXPECT_EQ(targets51[1], kN / 4);
+  EXPECT_EQ(targets51[2], kN * 3 / 4);
+  for (uint32_t be : {11u, 12u}) EXPECT_NEAR(backends51[be], kN / 8, kN / 100) << be;
+  for (uint32_t be : {21u, 22u}) EXPECT_NEAR(backends51[be], kN * 3 / 8, kN / 100) << be;
+  EXPECT_EQ(reasons(), Reasons{});
+}
+
+// A target with no usable backend is passed over (counted) and the draw is
+// made again among the others; the call is refused only when none has one.
+TEST_F(Select, SplitFailsOverToTargetsWithABackend) {
+  plainService(1, {11});
+  putService(2, 0);                      // no backend at all
+  plainService(3, {31});
+  putBackend(31, 3, Family::kV4, AIMESH_BE_DRAINING);  // ... and one draining
+  putSplit(50, {{2, 50}, {3, 40}, {1, 10}});
+  for (uint32_t rnd : {0u, 0x70000000u, 0xf0000000u}) {
+    auto ctx = select(50, rnd);
+    ASSERT_EQ(ctx.err, 0) << "rnd " << rnd;
+    EXPECT_EQ(ctx.target_id, 1u);
+    EXPECT_EQ(ctx.backend_id, 11u);
+  }
+  // rnd 0 and 0x70000000 first draw service 2 (r = 0, 43), 0xf0000000
+  // service 1 (r = 93); a redraw among the other two may land on 3 first.
+  uint64_t passed = reasons()[AIMESH_R_SPLIT_FAILOVER];
+  EXPECT_GE(passed, 2u);
+  EXPECT_LE(passed, 4u);
+  putService(1, 0);
+  auto none = select(50, 0);
+  EXPECT_EQ(none.err, kEconnrefused);
+  EXPECT_EQ(reasons()[AIMESH_R_SPLIT_FAILOVER], passed + 3) << "each of the three tried once";
+}
+
+// A split with no record, no weight, or a split as its target refuses.
+TEST_F(Select, SplitWithoutUsableTargetsRefuses) {
+  plainService(1, {11});
+  putSplit(50, {{1, 0}});
+  EXPECT_EQ(select(50, 7).err, kEconnrefused);
+  EXPECT_EQ(reasons()[AIMESH_R_NO_BACKEND], 1u);
+  putSplit(51, {{50, 1}});  // never written by the agent: a split's target is a split
+  EXPECT_EQ(select(51, 7).err, kEconnrefused);
+  EXPECT_EQ(reasons()[AIMESH_R_SPLIT_FAILOVER], 1u);
+  aimesh_service s{};
+  s.flags = AIMESH_SVC_F_SPLIT;
+  uint32_t id = 52;
+  ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &id, sizeof(id), &s, sizeof(s), BPF_ANY), 0);
+  EXPECT_EQ(select(52, 7).err, kEconnrefused);  // no aimesh_splits entry
+}
+
+// The target's own algorithm decides inside it: least_conn picks the idle
+// backend of the drawn target.
+TEST_F(Select, SplitTargetUsesItsOwnAlgorithm) {
+  twoBackends(AIMESH_ALG_LEAST_CONN);  // service 9: backends 1, 2
+  putLoad(1, 5);
+  putLoad(2, 0);
+  plainService(3, {31});
+  putSplit(50, {{9, 1}, {3, 1}});
+  for (uint32_t rnd = 0; rnd < 64; ++rnd) {
+    auto ctx = select(50, rnd << 25);
+    ASSERT_EQ(ctx.err, 0);
+    if (ctx.target_id == 9) EXPECT_EQ(ctx.backend_id, 2u) << "rnd " << rnd;
+    else EXPECT_EQ(ctx.backend_id, 31u);
+  }
 }
 
 }  // namespace

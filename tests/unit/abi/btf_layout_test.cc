@@ -70,6 +70,18 @@ const std::vector<StructLayout>& cxxLayouts() {
         AIMESH_MEMBER(aimesh_backend, family), AIMESH_MEMBER(aimesh_backend, state),
         AIMESH_MEMBER(aimesh_backend, service_id), AIMESH_MEMBER(aimesh_backend, weight),
         AIMESH_MEMBER(aimesh_backend, pad)}},
+      {"aimesh_split_target",
+       sizeof(aimesh_split_target),
+       {AIMESH_MEMBER(aimesh_split_target, service_id), AIMESH_MEMBER(aimesh_split_target, weight)}},
+      {"aimesh_split",
+       sizeof(aimesh_split),
+       {AIMESH_MEMBER(aimesh_split, count), AIMESH_MEMBER(aimesh_split, pad), AIMESH_MEMBER(aimesh_split, targets)}},
+      {"aimesh_split_stats_key",
+       sizeof(aimesh_split_stats_key),
+       {AIMESH_MEMBER(aimesh_split_stats_key, split_id), AIMESH_MEMBER(aimesh_split_stats_key, target_id)}},
+      {"aimesh_split_stats",
+       sizeof(aimesh_split_stats),
+       {AIMESH_MEMBER(aimesh_split_stats, connects), AIMESH_MEMBER(aimesh_split_stats, datagrams)}},
       {"aimesh_revnat_key",
        sizeof(aimesh_revnat_key),
        {AIMESH_MEMBER(aimesh_revnat_key, cookie), AIMESH_MEMBER(aimesh_revnat_key, addr),
@@ -193,7 +205,7 @@ const std::vector<StructLayout>& cxxLayouts() {
        {AIMESH_MEMBER(aimesh_select_ctx, hash_key), AIMESH_MEMBER(aimesh_select_ctx, service_id),
         AIMESH_MEMBER(aimesh_select_ctx, rnd), AIMESH_MEMBER(aimesh_select_ctx, family),
         AIMESH_MEMBER(aimesh_select_ctx, pad), AIMESH_MEMBER(aimesh_select_ctx, err),
-        AIMESH_MEMBER(aimesh_select_ctx, backend_id), AIMESH_MEMBER(aimesh_select_ctx, pad2)}},
+        AIMESH_MEMBER(aimesh_select_ctx, backend_id), AIMESH_MEMBER(aimesh_select_ctx, target_id)}},
   };
   return t;
 }
@@ -319,6 +331,10 @@ const std::map<std::string, MapAbi>& mapAbis() {
       {"aimesh_clients",
        {"aimesh_client_key", sizeof(aimesh_client_key), "aimesh_client_stats", sizeof(aimesh_client_stats),
         AIMESH_MAX_CLIENTS}},
+      {"aimesh_splits", {"__u32", sizeof(__u32), "aimesh_split", sizeof(aimesh_split), AIMESH_MAX_SERVICES}},
+      {"aimesh_split_stats",
+       {"aimesh_split_stats_key", sizeof(aimesh_split_stats_key), "aimesh_split_stats", sizeof(aimesh_split_stats),
+        AIMESH_MAX_SERVICES}},
       {"aimesh_ct", {"aimesh_ct_key", sizeof(aimesh_ct_key), "aimesh_ct", sizeof(aimesh_ct), AIMESH_MAX_CT}},
       {"aimesh_timed", {"__u32", sizeof(__u32), "__u32", sizeof(__u32), AIMESH_TIMED_SLOTS}},
       // The lifecycle iterators' own maps (sock_iter, lc_harness; not pinned).

@@ -13,6 +13,7 @@
 #include "fixtures/fake_map_writer.h"
 #include "reconcile/plan.h"
 #include "reconcile/reconciler.h"
+#include "reconcile/split_resolver.h"
 
 namespace aimesh {
 namespace {
@@ -42,6 +43,12 @@ class World {
       s.policy = PolicySpec{};
       s.policy->allowCgroupIds = {100 + static_cast<uint64_t>(pick(3)), 200};
     }
+    if (pick(8) == 0) {  // a split over a few others (some missing, some splits: left out)
+      for (int k = 1 + pick(3); k > 0; --k)
+        s.split.push_back(SplitBackend{"s" + std::to_string(pick(kServices)), pick(2) ? "ns-a" : "", 0,
+                                       static_cast<uint32_t>(pick(100))});
+      return s;
+    }
     int n = pick(5);
     std::set<std::string> seen;
     for (int j = 0; j < n; ++j) {
@@ -57,6 +64,7 @@ class World {
   void edit(Service& s) {
     switch (pick(6)) {
       case 0:  // an endpoint more
+        if (!s.split.empty()) break;
         s.endpoints.push_back(Endpoint{ip("10.2." + std::to_string(pick(200)) + "." + std::to_string(1 + pick(200))),
                                        0, 1, EndpointState::kActive});
         break;
@@ -64,6 +72,7 @@ class World {
         if (!s.endpoints.empty()) s.endpoints.erase(s.endpoints.begin() + pick(static_cast<int>(s.endpoints.size())));
         break;
       case 2:  // draining, weights
+        for (auto& b : s.split) b.weight = static_cast<uint32_t>(pick(100));
         for (auto& e : s.endpoints)
           if (pick(2)) e.state = static_cast<EndpointState>(pick(3)), e.weight = static_cast<uint16_t>(pick(4));
         break;
@@ -89,6 +98,7 @@ class World {
     Snapshot snap;
     for (auto& [_, s] : services_) snap.services.push_back(s);
     snap.services.sortByKey();
+    resolveSplits(snap);  // as the agent does before it reconciles
     return snap;
   }
 
