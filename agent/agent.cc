@@ -155,7 +155,9 @@ bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
       spdlog::warn("service {}: policy allows {}, which has no cgroup now ({}); its clients are allowed once it has",
                    m.service, m.path, m.reason);
   lastPolicyCheck_ = std::chrono::steady_clock::now();
-  // Splits name services; the plan needs their addresses.
+  // Splits name services; the plan needs their addresses, and the canary
+  // guard's weights.
+  applyGuardWeights(snap, guard_.weights());
   for (auto& m : resolveSplits(snap))
     if (warnedSplits_.insert(m.split + " " + m.backend + " " + m.reason).second)
       spdlog::warn("split {}: backend service {} is left out ({}); its share goes to the others", m.split, m.backend,
@@ -257,6 +259,7 @@ void Agent::run(const std::atomic<bool>& stop) {
   bool trimDue = false;
   while (!stop.load()) {
     sweepFlows();
+    guardTick();
     std::optional<StateUpdate> u;
     if (source_) u = source_->next(kTick);
     else std::this_thread::sleep_for(kTick);
@@ -328,6 +331,8 @@ std::string Agent::metricsText(MetricsFormat format) {
   in.idleSeries = opts_.metricsIdleSeries;
   view::Clients clients = clientsLocked();
   in.clients = &clients;
+  view::Routes routes = routesLocked({});
+  in.routes = &routes;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
   in.http = httpCounters_.get();
@@ -362,8 +367,10 @@ json Agent::handleApi(const json& req) {
   if (method == "policy") return answer(policyView());
   if (method == "connections") return answer(connectionsView(filter));
   if (method == "clients") return answer(clientsView());
+  if (method == "routes") return answer(routesView(filter));
   return json{{"error", "unknown method '" + method +
-                            "' (status, services, endpoints, latency, top, flows, policy, connections, clients)"}};
+                            "' (status, services, endpoints, latency, top, flows, policy, connections, clients, "
+                            "routes)"}};
 }
 
 view::Status Agent::statusView() {

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +26,7 @@
 #include "reconcile/reconciler.h"
 #include "reconcile/split_resolver.h"
 #include "telemetry/api_server.h"
+#include "telemetry/canary_guard.h"
 #include "telemetry/datapath_reader.h"
 #include "telemetry/http_server.h"
 #include "telemetry/metrics.h"
@@ -144,6 +147,13 @@ class Agent {
   Result<view::Flows> flowsView(uint64_t since);
   Result<view::Connections> connectionsView(const ServiceFilter& filter);
   view::Clients clientsView();
+  view::Routes routesView(const ServiceFilter& filter);
+  view::Routes routesLocked(const ServiceFilter& filter);
+  // Once a second: reads the guarded splits' backend services, moves the
+  // canary guard, and applies again when the weights it sets change; keeps
+  // the split counters' history for the observed shares.
+  void guardTick();
+  std::map<std::string, CanaryGuard::Split> guardInputsLocked();
   // Reads aimesh_clients, names the cgroups and forgets those that are gone.
   view::Clients clientsLocked();
   std::vector<ScrapeTarget> scrapeTargets() const;     // endpoints of services with model_metrics
@@ -163,6 +173,12 @@ class Agent {
   std::vector<UnresolvedCgroup> unresolvedCgroups_;
   std::set<std::string> warnedCgroups_;
   std::set<std::string> warnedSplits_;  // split backends left out, logged once each
+  // Splits: the canary guard, its recent transitions, and the split
+  // counters every few seconds over the last minute (observed shares).
+  CanaryGuard guard_;
+  std::deque<view::GuardEvent> guardEvents_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, SplitStats>> splitHistory_;
+  std::chrono::steady_clock::time_point lastGuard_{};
   std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point lastSweep_ = std::chrono::steady_clock::now();  // TC flows

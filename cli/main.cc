@@ -31,6 +31,8 @@ struct Args {
   ConnectionsQuery connectionsQuery;
   CLI::App* policy = nullptr;
   std::string policyService;
+  CLI::App* routes = nullptr;
+  std::string routesService;
   CLI::App* version = nullptr;
   bool clientOnly = false;
 
@@ -78,6 +80,8 @@ void addStateCommands(CLI::App& app, Args& args) {
                              "list every connection under its endpoint (table output)");
   args.policy = app.add_subcommand("policy", "workload policy in force: allowed client cgroups, denied calls");
   args.policy->add_option("SERVICE", args.policyService, "only this service");
+  args.routes = app.add_subcommand("routes", "traffic splits: weights, observed shares, the canary guard");
+  args.routes->add_option("SERVICE", args.routesService, "only this split (NAME or NAMESPACE/NAME)");
   args.version = app.add_subcommand("version", "meshctl and agent versions");
   args.version->add_flag("--client", args.clientOnly, "do not ask the agent");
 }
@@ -132,6 +136,8 @@ int dispatch(Args& args, OutputFormat format) {
     result = runConnections(call, args.connectionsQuery, format);
   } else if (*args.policy) {
     result = runPolicy(call, args.policyService, format);
+  } else if (*args.routes) {
+    result = runRoutes(call, args.routesService, format);
   } else if (*args.version) {
     result = runVersion(args.clientOnly ? nullptr : &call, format);
   } else if (*args.latency) {

@@ -102,6 +102,16 @@ std::optional<std::string> checkSplitBackend(const Service& split, const SplitBa
   return std::nullopt;
 }
 
+std::optional<std::string> checkCanaryGuard(const Service& split) {
+  if (!split.canaryGuard) return std::nullopt;
+  if (split.split.size() < 2) return "a canary guard needs a split over two backend services or more";
+  const std::string& primary = split.canaryGuard->primary;
+  if (!primary.empty() && std::none_of(split.split.begin(), split.split.end(),
+                                       [&](const SplitBackend& b) { return b.service == primary; }))
+    return "primary '" + primary + "' is not one of the split's backend services";
+  return std::nullopt;
+}
+
 double effectiveTelemetrySample(const Service& svc) {
   return svc.connections.followsRequests(svc.algorithm) ? 1.0 : svc.telemetrySample;
 }

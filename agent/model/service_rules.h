@@ -45,6 +45,13 @@ inline constexpr size_t kMaxDnsLabelLength = 63;
 
 // A split's backend services: 1..kMaxSplitBackends of them, each weight
 // 0..kMaxSplitWeight (snapshot.h).
+// CanaryGuardSpec: the ratio bound, samples, window and probe share.
+inline constexpr double kMinGuardRatio = 1;
+inline constexpr double kMaxGuardRatio = 100;
+inline constexpr long long kMaxGuardSamples = 1'000'000;
+inline constexpr uint64_t kMinGuardWindowMs = 1'000;
+inline constexpr uint64_t kMaxGuardWindowMs = 3'600'000;
+inline constexpr double kMaxGuardProbePercent = 50;
 
 // ---- where an error is --------------------------------------------------------
 // Paths name a field the way the user wrote it: "services[3].ports[0].port",
@@ -95,6 +102,10 @@ Result<double> parseTelemetrySample(std::string_view text);
 // or the split port's number) with the split port's protocol. nullopt if
 // nothing is.
 std::optional<std::string> checkSplitBackend(const Service& split, const SplitBackend& b, const Service* target);
+
+// What is wrong with a split's canary guard (nullopt: nothing): it needs
+// two backend services or more, and its primary must be one of them.
+std::optional<std::string> checkCanaryGuard(const Service& split);
 
 // The sample in force: 1 where the connection lifecycle follows every
 // connection's requests (ConnectionPolicy::followsRequests), else the

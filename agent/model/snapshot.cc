@@ -55,6 +55,8 @@ const char* toString(Algorithm a) {
   return "random";
 }
 
+const char* toString(GuardMetric m) { return m == GuardMetric::kTtftP50 ? "ttft_p50" : "ttft_p99"; }
+
 const char* toString(EndpointState s) {
   switch (s) {
     case EndpointState::kActive: return "active";

@@ -135,7 +135,33 @@ struct SplitBackend {
   // Not part of the source's input.
   std::optional<IpAddr> vip;
   std::vector<PortSpec> ports;
+  // Filled by the agent before planning: the weight this node's canary
+  // guard gives it now (0 tripped, a probe's share, or none: `weight`).
+  std::optional<uint32_t> guardWeight;
+  uint32_t effectiveWeight() const { return guardWeight.value_or(weight); }
   auto operator<=>(const SplitBackend&) const = default;
+};
+
+// The canary guard of a split (docs/traffic-management.md): on this node,
+// each backend service but the primary is compared with the primary over a
+// sliding window of what the kernel measured; one worse than the bound
+// gets no new connections here for `cooldownMs`, then a probe share, and
+// its weight back once it is within the bound again.
+enum class GuardMetric : uint8_t { kTtftP99 = 0, kTtftP50 = 1 };
+const char* toString(GuardMetric m);  // "ttft_p99", "ttft_p50"
+struct CanaryGuardSpec {
+  std::string primary;            // a backend service's name; "" = the split's first
+  GuardMetric metric = GuardMetric::kTtftP99;
+  double maxRatio = 1.5;          // trips when canary's metric > maxRatio x primary's
+  uint32_t minSamples = 200;      // requests timed on each side within the window, to judge at all
+  uint64_t windowMs = 60'000;
+  // Trips too when the canary's share of failed connects (refused, timed
+  // out, reset) in the window is above this, with at least minSamples
+  // connects. Unset: not judged.
+  std::optional<double> maxFailureRate;
+  uint64_t cooldownMs = 60'000;   // tripped this long before a probe
+  double probePercent = 1;        // the split's share a probing canary gets (0 < x < 100)
+  bool operator==(const CanaryGuardSpec&) const = default;
 };
 
 inline constexpr uint32_t kDefaultHashTableSize = 16381;  // AIMESH_DEFAULT_HASH_SIZE
@@ -167,6 +193,7 @@ struct Service {
   // Where the split comes from, for people: "" (the state file), or e.g.
   // "HTTPRoute ml/llama-canary".
   std::string splitSource;
+  std::optional<CanaryGuardSpec> canaryGuard;  // splits only
 
   std::string key() const { return nameSpace + "/" + name; }
   bool operator==(const Service&) const = default;

@@ -268,15 +268,15 @@ SplitRecord planSplit(const Service& svc, const PortSpec& ps, const PlanIds& ids
   SplitRecord rec;
   for (const SplitBackend& b : svc.split) {
     SplitTargetInfo t{(b.nameSpace.empty() ? svc.nameSpace : b.nameSpace) + "/" + b.service,
-                      b.port ? b.port : ps.port, b.weight, 0};
+                      b.port ? b.port : ps.port, b.weight, b.effectiveWeight(), 0};
     PortSpec want{t.port, ps.protocol};
     if (b.vip && std::find(b.ports.begin(), b.ports.end(), want) != b.ports.end()) {
       FrontendKey fk{*b.vip, want.port, want.protocol};
       if (auto f = plan.desired.frontends.find(fk); f != plan.desired.frontends.end()) t.serviceId = f->second;
       else if (auto g = ids.whole.frontends.find(fk); g != ids.whole.frontends.end()) t.serviceId = g->second;
     }
-    if (t.serviceId && t.weight > 0 && rec.targets.size() < AIMESH_SPLIT_MAX)
-      rec.targets.emplace_back(t.serviceId, t.weight);
+    if (t.serviceId && t.effectiveWeight > 0 && rec.targets.size() < AIMESH_SPLIT_MAX)
+      rec.targets.emplace_back(t.serviceId, t.effectiveWeight);
     info.split.push_back(std::move(t));
   }
   return rec;
@@ -293,7 +293,8 @@ void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& 
   uint32_t sid = *claimed;
 
   ServiceInfo info{svc.name,         svc.nameSpace, svc.model,       svc.algorithm,  ps, fks, {},
-                   svc.modelMetrics, svc.policy,    svc.connections, {},             svc.splitSource};
+                   svc.modelMetrics, svc.policy,    svc.connections, {},             svc.splitSource,
+                   svc.canaryGuard};
   ServiceRecord rec{0, 0, svc.algorithm, 0};
   if (!svc.split.empty()) {  // a split has no endpoints, slots or table of its own
     rec.split = true;

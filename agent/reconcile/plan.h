@@ -22,6 +22,7 @@ struct SplitTargetInfo {
   std::string service;     // namespace/name
   uint16_t port = 0;       // its port that takes the traffic
   uint32_t weight = 0;     // as configured
+  uint32_t effectiveWeight = 0;  // in the kernel: the canary guard's, else `weight`
   uint32_t serviceId = 0;  // its kernel service id; 0: it does not resolve (no such service or port)
   bool operator==(const SplitTargetInfo&) const = default;
 };
@@ -38,6 +39,7 @@ struct ServiceInfo {
   ConnectionPolicy connections;                  // the lifecycle rules (agent/lifecycle/)
   std::vector<SplitTargetInfo> split;            // a split's backend services (then no backendIds)
   std::string splitSource;                       // where the split comes from ("" = the state file)
+  std::optional<CanaryGuardSpec> canaryGuard;    // a split's guard
   bool operator==(const ServiceInfo&) const = default;
 };
 struct BackendInfo {

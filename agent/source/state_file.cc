@@ -360,7 +360,7 @@ class StateParser {
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
                              "hash_balance_factor", "model_metrics", "policy", "connections", "telemetry", "endpoints",
-                             "split"});
+                             "split", "canary_guard"});
     parseIdentity(node, fields, svc, info);
     for (auto [key, parse] : {std::pair{"vips", &StateParser::parseVips}, std::pair{"ports", &StateParser::parsePorts}}) {
       if (const Field* f = find(fields, key)) (this->*parse)(*f, joinPath(path, key), svc, info);
@@ -374,6 +374,13 @@ class StateParser {
     // Absent or null endpoints: a service with no backends, which is valid.
     if (const Field* f = present(fields, "endpoints")) parseEndpoints(*f, joinPath(path, "endpoints"), svc);
     if (const Field* f = present(fields, "split")) parseSplit(*f, joinPath(path, "split"), fields, svc, info);
+    if (const Field* f = present(fields, "canary_guard")) {
+      std::string p = joinPath(path, "canary_guard");
+      parseCanaryGuard(*f, p, svc);
+      if (!svc.split.empty())
+        if (auto bad = checkCanaryGuard(svc)) error(markOf(*f), p, *bad);
+      if (!present(fields, "split")) error(markOf(*f), p, "only a split has a canary guard");
+    }
     return true;
   }
 
@@ -746,6 +753,52 @@ class StateParser {
       info.split.push_back(SplitRef{item.Mark(), p});
       svc.split.push_back(std::move(b));
     }
+  }
+
+  // canary_guard: the bound, the window and what a tripped canary gets.
+  void parseCanaryGuard(const Field& f, const std::string& path, Service& svc) {
+    if (!expectMap(f.value, path, "{metric: ttft_p99, max_ratio: 1.5, min_samples: 200, window: 60s}")) return;
+    Fields gf = collect(f.value, path,
+                        {"primary", "metric", "max_ratio", "min_samples", "window", "max_failure_rate", "cooldown",
+                         "probe_percent"});
+    CanaryGuardSpec g;
+    size_t before = errors_.size();
+    if (const Field* v = present(gf, "primary"))
+      if (auto s = readDnsLabel(*v, joinPath(path, "primary"))) g.primary = *s;
+    if (const Field* v = present(gf, "metric")) {
+      std::string p = joinPath(path, "metric");
+      if (auto s = readString(*v, p)) {
+        if (*s == "ttft_p99") g.metric = GuardMetric::kTtftP99;
+        else if (*s == "ttft_p50") g.metric = GuardMetric::kTtftP50;
+        else error(markOf(*v), p, "must be ttft_p99 or ttft_p50, got '" + *s + "'");
+      }
+    }
+    if (const Field* v = present(gf, "max_ratio"))
+      if (auto x = readNumber(*v, joinPath(path, "max_ratio"), kMinGuardRatio, kMaxGuardRatio)) g.maxRatio = *x;
+    if (const Field* v = present(gf, "min_samples"))
+      if (auto n = readInt(*v, joinPath(path, "min_samples"), 1, kMaxGuardSamples)) g.minSamples = static_cast<uint32_t>(*n);
+    if (const Field* v = present(gf, "max_failure_rate"))
+      if (auto x = readNumber(*v, joinPath(path, "max_failure_rate"), 0, 1)) g.maxFailureRate = *x;
+    if (const Field* v = present(gf, "probe_percent")) {
+      std::string p = joinPath(path, "probe_percent");
+      if (auto x = readNumber(*v, p, 0, kMaxGuardProbePercent)) {
+        if (*x > 0) g.probePercent = *x;
+        else error(markOf(*v), p, "must be > 0, got " + v->value.Scalar());
+      }
+    }
+    auto duration = [&](const char* name, uint64_t min, uint64_t max, uint64_t& out) {
+      const Field* v = present(gf, name);
+      if (v == nullptr) return;
+      std::string p = joinPath(path, name);
+      auto ms = v->value.IsScalar() ? parseDurationMs(v->value.Scalar()) : Result<uint64_t>(Error::msg("not a scalar"));
+      if (!ms) error(markOf(*v), p, "must be a duration like 30s or 5m, got " + describe(v->value));
+      else if (*ms < min || *ms > max)
+        error(markOf(*v), p, "must be " + formatDurationMs(min) + ".." + formatDurationMs(max) + ", got " + v->value.Scalar());
+      else out = *ms;
+    };
+    duration("window", kMinGuardWindowMs, kMaxGuardWindowMs, g.windowMs);
+    duration("cooldown", 0, kMaxDurationMs, g.cooldownMs);
+    if (errors_.size() == before) svc.canaryGuard = g;
   }
 
   // Every split's backend services exist, are not splits, and have its ports.

@@ -1,5 +1,7 @@
 #include "telemetry/datapath_reader.h"
 
+#include "bpf/map_walk.h"
+
 #include <tuple>
 
 namespace aimesh {
@@ -44,6 +46,19 @@ Result<std::vector<ClientPair>> BpfDatapathReader::clients() const { return read
 
 Status BpfDatapathReader::forgetClients(const std::vector<aimesh_client_key>& keys) const {
   return fds_.clients < 0 ? Status{} : aimesh::forgetClients(fds_.clients, keys);
+}
+
+Result<SplitStats> BpfDatapathReader::splitStats() const {
+  SplitStats out;
+  if (fds_.splitStats < 0) return out;
+  Status st = readEntries<aimesh_split_stats_key, aimesh_split_stats>(
+      fds_.splitStats,
+      [&](const aimesh_split_stats_key& k, const aimesh_split_stats& v) {
+        out[{k.split_id, k.target_id}] = SplitCounts{v.connects, v.datagrams};
+      },
+      uint64_t{limits_.services} * 64, "aimesh_split_stats");
+  if (!st) return st.error();
+  return out;
 }
 
 }  // namespace aimesh

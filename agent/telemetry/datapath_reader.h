@@ -27,6 +27,14 @@ struct MapOccupancy {
   uint64_t capacity = 0;
 };
 
+// What a split sent to one of its backend services (aimesh_split_stats).
+struct SplitCounts {
+  uint64_t connects = 0, datagrams = 0;
+  bool operator==(const SplitCounts&) const = default;
+};
+// (split's service id, backend service's id) -> counts.
+using SplitStats = std::map<std::pair<uint32_t, uint32_t>, SplitCounts>;
+
 class DatapathReader {
  public:
   virtual ~DatapathReader() = default;
@@ -50,6 +58,8 @@ class DatapathReader {
   virtual Result<std::vector<ClientPair>> clients() const = 0;
   // The read side's one write: entries of clients that are gone.
   virtual Status forgetClients(const std::vector<aimesh_client_key>& keys) const = 0;
+  // Every entry of aimesh_split_stats.
+  virtual Result<SplitStats> splitStats() const = 0;
 };
 
 class BpfDatapathReader : public DatapathReader {
@@ -67,6 +77,7 @@ class BpfDatapathReader : public DatapathReader {
   uint64_t flowEventsTotal() const override;
   Result<std::vector<ClientPair>> clients() const override;
   Status forgetClients(const std::vector<aimesh_client_key>& keys) const override;
+  Result<SplitStats> splitStats() const override;
 
  private:
   MapFds fds_;

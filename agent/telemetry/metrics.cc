@@ -291,6 +291,40 @@ void renderServiceCounters(std::string& out, const IdIndex& idx, const DatapathS
              &ServiceCounters::denied);
 }
 
+// Splits: per backend service, what was sent there and its weights; per
+// guarded canary, the guard's state and trips.
+void renderRoutes(std::string& out, const view::Routes* routes) {
+  static const view::Routes kNone;
+  std::vector<std::pair<const view::RouteBackend*, std::string>> rows;
+  for (const view::Route& r : (routes ? *routes : kNone).routes)
+    for (const view::RouteBackend& b : r.backends)
+      rows.emplace_back(&b, joinLabels({{"service", r.name},
+                                        {"namespace", r.nameSpace},
+                                        {"port", std::to_string(r.port)},
+                                        {"protocol", r.protocol},
+                                        {"backend_service", b.service}}));
+  auto metric = [&](const char* name, const char* type, const char* help, auto value, bool guardedOnly = false) {
+    family(out, name, type, help);
+    for (auto& [b, labels] : rows)
+      if (!guardedOnly || b->guard) out += fmt::format("{}{{{}}} {}\n", name, labels, value(*b));
+  };
+  metric("aimesh_split_backend_connections_total", "counter",
+         "Connections (and datagrams) a split sent to this backend service.",
+         [](const view::RouteBackend& b) { return b.connections; });
+  metric("aimesh_split_backend_weight", "gauge", "A split backend service's configured weight.",
+         [](const view::RouteBackend& b) { return b.weight; });
+  metric("aimesh_split_backend_effective_weight", "gauge",
+         "A split backend service's weight in the kernel on this node (the canary guard's, else the configured one; "
+         "0 when it does not resolve).",
+         [](const view::RouteBackend& b) { return b.effectiveWeight; });
+  metric("aimesh_split_guard_state", "gauge",
+         "The canary guard's state of a split backend service on this node: 0 ok, 1 probing, 2 tripped.",
+         [](const view::RouteBackend& b) { return *b.guard == "tripped" ? 2 : *b.guard == "probing" ? 1 : 0; }, true);
+  metric("aimesh_split_guard_trips_total", "counter",
+         "Times the canary guard tripped a split backend service on this node (since the agent started).",
+         [](const view::RouteBackend& b) { return b.guardTrips.value_or(0); }, true);
+}
+
 void renderEndpointCounters(std::string& out, const std::vector<Labelled>& rows) {
   auto beMetric = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
@@ -441,6 +475,7 @@ std::string renderMetrics(const MetricsInput& in) {
   labelled.reserve(rows.size());
   for (const EndpointRow& r : rows) labelled.push_back({&r, joinLabels(endpointLabelPairs(r))});
   renderServiceCounters(out, *in.index, *in.stats, in.idleSeries ? nullptr : &withData);
+  renderRoutes(out, in.routes);
   renderEndpointCounters(out, labelled);
   if (in.telemetry) renderTelemetry(out, labelled, in.closed, in.bucketsPerOctave, in.histograms, in.idleSeries);
   renderDatapath(out, in);

@@ -59,6 +59,8 @@ struct MetricsInput {
   const LifecycleStats* lifecycle = nullptr;
   // Who calls which service (the top clients and "other"); null: none.
   const view::Clients* clients = nullptr;
+  // Splits, their backend services and the canary guard; null: none.
+  const view::Routes* routes = nullptr;
 };
 
 std::string renderMetrics(const MetricsInput& in);

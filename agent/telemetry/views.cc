@@ -373,3 +373,81 @@ view::Connections buildConnections(const IdIndex& idx, const ServiceFilter& filt
 }
 
 }  // namespace aimesh
+
+namespace aimesh {
+namespace {
+
+uint64_t sentTo(const SplitStats* s, uint32_t split, uint32_t target) {
+  if (!s) return 0;
+  auto it = s->find({split, target});
+  return it == s->end() ? 0 : it->second.connects + it->second.datagrams;
+}
+// Sent in the window; counters that went down (an id given anew) count from zero.
+uint64_t sentSince(const RouteReadings& in, uint32_t split, uint32_t target) {
+  uint64_t now = sentTo(in.now, split, target), then = sentTo(in.before, split, target);
+  return now >= then ? now - then : now;
+}
+
+// A backend service's line of its split's route; `total` the configured
+// weights, `sent`/`window` this one's and the split's connections in the
+// window.
+view::RouteBackend routeBackend(uint32_t sid, const SplitTargetInfo& t, uint64_t total, const RouteReadings& in,
+                                const std::map<std::string, GuardStatus>* guard) {
+  view::RouteBackend b{.service = t.service,
+                       .port = t.port,
+                       .weight = t.weight,
+                       .effectiveWeight = t.serviceId ? t.effectiveWeight : 0,
+                       .resolved = t.serviceId != 0,
+                       .configuredShare = total ? 100.0 * t.weight / static_cast<double>(total) : 0,
+                       .connections = sentTo(in.now, sid, t.serviceId)};
+  if (guard)
+    if (auto g = guard->find(t.service); g != guard->end()) {
+      b.guard = toString(g->second.state);
+      b.guardTrips = g->second.trips;
+      if (!g->second.reason.empty()) b.guardReason = g->second.reason;
+      b.guardMetricMs = g->second.canaryMs;
+      b.primaryMetricMs = g->second.primaryMs;
+      b.guardSamples = g->second.canarySamples;
+      b.primarySamples = g->second.primarySamples;
+    }
+  return b;
+}
+
+}  // namespace
+
+view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const RouteReadings& in) {
+  view::Routes out;
+  for (auto& [sid, s] : idx.services) {
+    if (s.split.empty() || !filter.matches(s)) continue;
+    std::string key = s.nameSpace + "/" + s.name;
+    view::Route r{.name = s.name,
+                  .nameSpace = s.nameSpace,
+                  .serviceId = sid,
+                  .port = s.port.port,
+                  .protocol = toString(s.port.protocol),
+                  .source = s.splitSource.empty() ? "state file" : s.splitSource,
+                  .windowSeconds = in.before ? in.windowSeconds : 0};
+    const std::map<std::string, GuardStatus>* guard = nullptr;
+    if (s.canaryGuard) {
+      r.guardMetric = toString(s.canaryGuard->metric);
+      r.primary = s.canaryGuard->primary.empty() ? s.split.front().service : s.nameSpace + "/" + s.canaryGuard->primary;
+      if (in.guard)
+        if (auto g = in.guard->find(key); g != in.guard->end()) guard = &g->second;
+    }
+    uint64_t total = 0, window = 0;
+    for (auto& t : s.split) {
+      total += t.weight;
+      if (t.serviceId) window += sentSince(in, sid, t.serviceId);
+    }
+    for (auto& t : s.split) {
+      view::RouteBackend b = routeBackend(sid, t, total, in, guard);
+      if (in.before && window > 0 && t.serviceId)
+        b.observedShare = 100.0 * static_cast<double>(sentSince(in, sid, t.serviceId)) / static_cast<double>(window);
+      r.backends.push_back(std::move(b));
+    }
+    out.routes.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace aimesh

@@ -12,6 +12,7 @@
 #include "lifecycle/lifecycle.h"
 #include "reconcile/plan.h"
 #include "reconcile/policy_resolver.h"
+#include "telemetry/canary_guard.h"
 #include "telemetry/clients.h"
 #include "telemetry/datapath_reader.h"
 #include "telemetry/stats.h"
@@ -63,6 +64,19 @@ const ServiceCounters* serviceCounters(const DatapathStats* stats, uint32_t serv
 view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats);
 view::EndpointList buildEndpoints(const IdIndex& idx, const ServiceFilter& filter, const DatapathStats* stats,
                                   const TelemetryById* tel);
+// The splits of the index that the filter matches, in id order: configured
+// and effective weights, the connections each backend service got (`now`,
+// cumulative) and its share of those in the window (`now` less `before`,
+// the reading `windowSeconds` ago; null: no share), and the canary guard's
+// view (split key -> backend key -> status).
+struct RouteReadings {
+  const SplitStats* now = nullptr;
+  const SplitStats* before = nullptr;
+  double windowSeconds = 0;
+  const std::map<std::string, std::map<std::string, GuardStatus>>* guard = nullptr;
+};
+view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const RouteReadings& in);
+
 view::Policy buildPolicy(const IdIndex& idx, const DatapathStats* stats,
                          const std::vector<UnresolvedCgroup>& unresolved);
 

@@ -361,6 +361,72 @@ struct Policy {
 };
 AIMESH_VIEW_FIELDS(Policy) { v("services", s.services); }
 
+// ---- routes (splits) ---------------------------------------------------------
+
+// One backend service of a split, and what this node's canary guard thinks
+// of it (guarded canaries only).
+struct RouteBackend {
+  std::string service;  // namespace/name
+  uint16_t port = 0;
+  uint32_t weight = 0;           // configured
+  uint32_t effectiveWeight = 0;  // in the kernel now (the guard's, else configured)
+  bool resolved = false;         // the service and its port exist
+  double configuredShare = 0;    // % of the split by configured weights
+  std::optional<double> observedShare;  // % of the split's connections in the window; none without any
+  uint64_t connections = 0;      // sent here since the split's id was given (connects + datagrams)
+  std::optional<std::string> guard;     // ok, probing, tripped; none: not a guarded canary
+  std::optional<uint64_t> guardTrips;
+  std::optional<std::string> guardReason;  // of its last transition
+  std::optional<double> guardMetricMs, primaryMetricMs;  // compared over the guard's window
+  std::optional<uint64_t> guardSamples, primarySamples;
+};
+AIMESH_VIEW_FIELDS(RouteBackend) {
+  v("service", s.service), v("port", s.port), v("weight", s.weight), v("effective_weight", s.effectiveWeight),
+      v("resolved", s.resolved), v("configured_share", s.configuredShare), v("observed_share", s.observedShare),
+      v("connections", s.connections), v("guard", s.guard), v("guard_trips", s.guardTrips),
+      v("guard_reason", s.guardReason), v("guard_metric_ms", s.guardMetricMs),
+      v("primary_metric_ms", s.primaryMetricMs), v("guard_samples", s.guardSamples),
+      v("primary_samples", s.primarySamples);
+}
+
+// One split service port.
+struct Route {
+  std::string name;
+  std::string nameSpace;
+  uint32_t serviceId = 0;
+  uint16_t port = 0;
+  std::string protocol;
+  std::string source;  // "state file", "HTTPRoute ns/name", ...
+  std::optional<std::string> guardMetric;  // ttft_p99 / ttft_p50 when guarded
+  std::optional<std::string> primary;      // the guard's primary (namespace/name)
+  double windowSeconds = 0;                // what observed_share covers
+  std::vector<RouteBackend> backends;
+};
+AIMESH_VIEW_FIELDS(Route) {
+  v("name", s.name), v("namespace", s.nameSpace), v("service_id", s.serviceId), v("port", s.port),
+      v("protocol", s.protocol), v("source", s.source), v("guard_metric", s.guardMetric), v("primary", s.primary),
+      v("window_seconds", s.windowSeconds), v("backends", s.backends);
+}
+
+// A canary guard's transition on this node.
+struct GuardEvent {
+  double timeSeconds = 0;  // unix time
+  std::string split;       // namespace/name
+  std::string backend;     // namespace/name
+  std::string from, to;
+  std::string reason;
+};
+AIMESH_VIEW_FIELDS(GuardEvent) {
+  v("time_seconds", s.timeSeconds), v("split", s.split), v("backend", s.backend), v("from", s.from), v("to", s.to),
+      v("reason", s.reason);
+}
+
+struct Routes {
+  std::vector<Route> routes;
+  std::vector<GuardEvent> guardEvents;  // the last ones, oldest first
+};
+AIMESH_VIEW_FIELDS(Routes) { v("routes", s.routes), v("guard_events", s.guardEvents); }
+
 // ---- connections -------------------------------------------------------------
 
 struct Connection {

@@ -81,6 +81,11 @@ CommandOutput runServices(const AgentCall& call, const std::string& ns, OutputFo
 // calls; `service` non-empty keeps only that service.
 CommandOutput formatPolicy(const nlohmann::json& response, const std::string& service, OutputFormat format);
 CommandOutput runPolicy(const AgentCall& call, const std::string& service, OutputFormat format);
+// routes table: per split port and backend service, configured and effective
+// weight, configured and observed share, connections, the canary guard; then
+// the guard's recent transitions. `service` (name or ns/name) keeps one split.
+CommandOutput formatRoutes(const nlohmann::json& response, const std::string& service, OutputFormat format);
+CommandOutput runRoutes(const AgentCall& call, const std::string& service, OutputFormat format);
 CommandOutput runEndpoints(const AgentCall& call, const EndpointsFilter& filter,
                            OutputFormat format);
 // `call` nullptr: client version only.

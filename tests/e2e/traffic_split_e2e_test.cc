@@ -4,6 +4,7 @@
 // no endpoint is passed over. Clients run in the sandbox cgroup and the
 // client namespace. Needs root.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <atomic>
 #include <chrono>
@@ -42,9 +43,8 @@ std::string splitState(int w1, int w2, bool v2Endpoints = true, bool v1Endpoints
 
 class SplitE2e : public AgentE2e {
  protected:
-  void SetUp() override {
-    AgentE2e::SetUp();
-    if (IsSkipped()) return;
+  // Name servers at the three versions' endpoints.
+  void serveVersions() {
     for (const char* a : {"10.77.0.2", "10.77.0.3", "10.77.0.4"}) serve(a);
   }
   // Rewrites the state file and waits until the agent has applied it.
@@ -79,6 +79,7 @@ std::map<std::string, int> askSplit(int n) {
 // within one percentage point, and inside llama-v1 its endpoints share
 // evenly (its own algorithm, random).
 TEST_F(SplitE2e, HoldsItsWeightsOverTenThousandConnects) {
+  serveVersions();
   startAgent(splitState(90, 10));
   json r = client([] { return json(askSplit(10000)); });
   auto m = r.get<std::map<std::string, int>>();
@@ -86,11 +87,26 @@ TEST_F(SplitE2e, HoldsItsWeightsOverTenThousandConnects) {
   EXPECT_EQ(v1 + v2, 10000) << r.dump();
   EXPECT_NEAR(v2 / 100.0, 10.0, 1.0) << r.dump();
   EXPECT_NEAR(m["10.77.0.2"], m["10.77.0.3"], 400) << r.dump();
+  // The kernel counted what it sent where; meshctl routes shows it.
+  json routes = api("routes");
+  ASSERT_EQ(routes["routes"].size(), 1u) << routes.dump();
+  json route = routes["routes"][0];
+  EXPECT_EQ(route["name"], "llama");
+  EXPECT_EQ(route["source"], "state file");
+  ASSERT_EQ(route["backends"].size(), 2u);
+  EXPECT_EQ(route["backends"][0]["service"], "ml/llama-v1");
+  EXPECT_EQ(route["backends"][0]["connections"], v1) << route.dump();
+  EXPECT_EQ(route["backends"][1]["connections"], v2) << route.dump();
+  EXPECT_DOUBLE_EQ(route["backends"][1]["configured_share"].get<double>(), 10.0);
+  auto [rc, out] = capture(std::string(AIMESH_BINARY_DIR) + "/meshctl --socket " + agent_->apiSocket() + " routes llama");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("ml/llama-v2"), std::string::npos) << out;
 }
 
 // Weights change while a client connects without pause: no connect fails,
 // and each new weight takes hold.
 TEST_F(SplitE2e, WeightChangesUnderLoadLoseNoConnect) {
+  serveVersions();
   startAgent(splitState(90, 10));
   const std::string sock = agent_->apiSocket(), file = state_;
   json r = client([&] {
@@ -128,6 +144,7 @@ TEST_F(SplitE2e, WeightChangesUnderLoadLoseNoConnect) {
 // A backend service with no endpoint is passed over: every connect goes to
 // the other one, none fails; with neither, the connect is refused.
 TEST_F(SplitE2e, FailsOverWhenOneSideHasNoEndpoints) {
+  serveVersions();
   startAgent(splitState(10, 90, /*v2Endpoints=*/false));
   json r = client([] { return json(askSplit(300)); });
   auto m = r.get<std::map<std::string, int>>();
@@ -138,6 +155,106 @@ TEST_F(SplitE2e, FailsOverWhenOneSideHasNoEndpoints) {
     return json(askSplit(5));
   });
   EXPECT_EQ(none.value("error:" + std::to_string(ECONNREFUSED), 0), 5) << none.dump();
+}
+
+// The canary guard: a canary three times slower in time to first token is
+// tripped within its window (its weight on this node drops to 0 while the
+// primary keeps serving everything), and once a healthy canary replaces it
+// it is probed and gets its weight back.
+TEST_F(SplitE2e, GuardTripsASlowCanaryAndGivesItsShareBackWhenHealthy) {
+  // Model-server stand-ins: the primary at .2 (20 ms to the first token),
+  // the canary at .3 (60 ms).
+  startModelServer("10.77.0.2", 20, 1, 1);
+  startModelServer("10.77.0.3", 60, 1, 1);
+  const std::string state =
+      "services:\n"
+      "  - {name: llama-v1, namespace: ml, vips: [10.96.0.71], ports: [{port: 8000}], endpoints: [{address: 10.77.0.2}]}\n"
+      "  - {name: llama-v2, namespace: ml, vips: [10.96.0.72], ports: [{port: 8000}], endpoints: [{address: 10.77.0.3}]}\n"
+      "  - name: llama\n    namespace: ml\n    vips: [10.96.0.70]\n    ports: [{port: 8000}]\n"
+      "    split: [{service: llama-v1, weight: 50}, {service: llama-v2, weight: 50}]\n"
+      "    canary_guard: {max_ratio: 1.5, min_samples: 30, window: 10s, cooldown: 3s, probe_percent: 20}\n";
+  startAgent(state);
+  auto canary = [&] {
+    json routes = api("routes");
+    for (auto& b : routes["routes"][0]["backends"])
+      if (b["service"] == "ml/llama-v2") return b;
+    return json::object();
+  };
+  // Requests from four client threads until `done` says stop (at most 60 s);
+  // returns who answered, and errors.
+  auto load = [&](const std::function<bool()>& done) {
+    return client([&] {
+      std::atomic<bool> stop{false};
+      std::mutex mu;
+      std::map<std::string, int> seen;
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+          while (!stop.load()) {
+            httplib::Client c(kSplitVip, 8000);
+            c.set_read_timeout(5, 0);
+            auto res = c.Post("/v1/completions", R"({"prompt":"hi","max_tokens":1})", "application/json");
+            std::lock_guard lk(mu);
+            seen[res ? res->get_header_value("X-Aimesh-Backend") : "error"]++;
+          }
+        });
+      auto until = std::chrono::steady_clock::now() + 60s;
+      while (!done() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(200ms);
+      stop = true;
+      for (auto& t : threads) t.join();
+      return json(seen);
+    });
+  };
+  const std::string sock = agent_->apiSocket();
+  auto guardIs = [sock](const std::string& state) {
+    return [sock, state] {
+      auto r = callAgent(sock, {{"method", "routes"}}, 2000ms);
+      if (!r) return false;
+      for (auto& b : (*r)["routes"][0]["backends"])
+        if (b["service"] == "ml/llama-v2") return b.value("guard", "") == state;
+      return false;
+    };
+  };
+  json slow = load(guardIs("tripped"));
+  json c = canary();
+  ASSERT_EQ(c.value("guard", ""), "tripped") << c.dump() << " " << slow.dump();
+  EXPECT_EQ(c["effective_weight"], 0);
+  EXPECT_NE(c["guard_reason"].get<std::string>().find("ttft_p99"), std::string::npos) << c.dump();
+  EXPECT_EQ(slow.value("error", 0), 0) << slow.dump();
+  // Tripped: everything goes to the primary (until the cooldown's probe).
+  json after = client([] {
+    std::map<std::string, int> seen;
+    for (int i = 0; i < 20; ++i) {
+      httplib::Client cl(kSplitVip, 8000);
+      cl.set_read_timeout(5, 0);
+      auto res = cl.Post("/v1/completions", R"({"prompt":"hi","max_tokens":1})", "application/json");
+      seen[res ? res->get_header_value("X-Aimesh-Backend") : "error"]++;
+    }
+    return json(seen);
+  });
+  EXPECT_GE(after.value("10.77.0.2", 0), 16) << after.dump();
+  EXPECT_EQ(after.value("error", 0), 0) << after.dump();
+  // A healthy canary in its place: probed, then given its weight back.
+  servers_.back().kill();
+  servers_.pop_back();
+  startModelServer("10.77.0.3", 20, 1, 1);
+  json healthy = load(guardIs("ok"));
+  c = canary();
+  EXPECT_EQ(c.value("guard", ""), "ok") << c.dump() << " " << healthy.dump();
+  EXPECT_EQ(c["effective_weight"], 50) << c.dump();
+  EXPECT_EQ(c["guard_trips"], 1) << c.dump();
+  json events = api("routes")["guard_events"];
+  ASSERT_GE(events.size(), 3u) << events.dump();
+  EXPECT_EQ(events[0]["to"], "tripped");
+  EXPECT_EQ(events[1]["to"], "probing");
+  EXPECT_EQ(events[2]["to"], "ok");
+  // /metrics has the guard's state and trips.
+  httplib::Client m(agent_->metricsUrlPath());
+  auto res = m.Get("/metrics");
+  ASSERT_TRUE(res && res->status == 200);
+  EXPECT_NE(res->body.find("aimesh_split_guard_trips_total{service=\"llama\",namespace=\"ml\",port=\"8000\",protocol="
+                      "\"TCP\",backend_service=\"ml/llama-v2\"} 1"),
+            std::string::npos);
 }
 
 }  // namespace

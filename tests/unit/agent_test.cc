@@ -241,7 +241,7 @@ TEST_F(AgentTest, ApiErrorsSayWhatIsWrong) {
   source->push(parsed(kOne));
   ASSERT_TRUE(agent->reload());
   EXPECT_EQ(agent->handleApi({{"method", "nope"}})["error"],
-            "unknown method 'nope' (status, services, endpoints, latency, top, flows, policy, connections, clients)");
+            "unknown method 'nope' (status, services, endpoints, latency, top, flows, policy, connections, clients, routes)");
   EXPECT_EQ(agent->handleApi({{"method", "latency"}, {"service", "x"}})["error"], "unknown service 'x'");
   reader->hasEventLog = false;
   EXPECT_EQ(agent->handleApi({{"method", "flows"}})["error"], "no event log");

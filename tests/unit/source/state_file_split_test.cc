@@ -122,5 +122,53 @@ TEST(StateFileSplit, TheItemCacheChecksSplitsToo) {
   EXPECT_EQ(bad.errors[0].field, "services[2].split[1]");
 }
 
+TEST(StateFileSplit, ParsesTheCanaryGuard) {
+  ParseResult r = parseStateText(file("    split: [{service: llama-v1, weight: 95}, {service: llama-v2, weight: 5}]\n"
+                                      "    canary_guard:\n"
+                                      "      primary: llama-v1\n"
+                                      "      metric: ttft_p50\n"
+                                      "      max_ratio: 2\n"
+                                      "      min_samples: 50\n"
+                                      "      window: 30s\n"
+                                      "      max_failure_rate: 0.1\n"
+                                      "      cooldown: 2m\n"
+                                      "      probe_percent: 5\n"),
+                                 kFile);
+  ASSERT_TRUE(r.ok()) << dump(r);
+  const auto& g = byName(*r.snapshot, "llama").canaryGuard;
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->primary, "llama-v1");
+  EXPECT_EQ(g->metric, GuardMetric::kTtftP50);
+  EXPECT_EQ(g->maxRatio, 2);
+  EXPECT_EQ(g->minSamples, 50u);
+  EXPECT_EQ(g->windowMs, 30000u);
+  EXPECT_EQ(g->maxFailureRate, 0.1);
+  EXPECT_EQ(g->cooldownMs, 120000u);
+  EXPECT_EQ(g->probePercent, 5);
+  ParseResult d = parseStateText(file("    split: [{service: llama-v1}, {service: llama-v2}]\n    canary_guard: {}\n"), kFile);
+  ASSERT_TRUE(d.ok()) << dump(d);
+  EXPECT_EQ(byName(*d.snapshot, "llama").canaryGuard, CanaryGuardSpec{}) << "every default";
+}
+
+TEST(StateFileSplit, RefusesABadCanaryGuard) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"    split: [{service: llama-v1}, {service: llama-v2}]\n    canary_guard: {primary: llama-v9}\n",
+       "primary 'llama-v9' is not one of the split's backend services"},
+      {"    split: [{service: llama-v1}]\n    canary_guard: {}\n", "needs a split over two backend services or more"},
+      {"    endpoints: []\n    canary_guard: {}\n", "only a split has a canary guard"},
+      {"    split: [{service: llama-v1}, {service: llama-v2}]\n    canary_guard: {window: 2h}\n", "must be 1s..1h, got 2h"},
+      {"    split: [{service: llama-v1}, {service: llama-v2}]\n    canary_guard: {metric: ttft_p90}\n",
+       "must be ttft_p99 or ttft_p50"},
+      {"    split: [{service: llama-v1}, {service: llama-v2}]\n    canary_guard: {probe_percent: 0}\n", "must be > 0"},
+  };
+  for (auto& [lines, message] : cases) {
+    ParseResult r = parseStateText(file(lines), kFile);
+    ASSERT_FALSE(r.ok()) << lines;
+    ASSERT_EQ(r.errors.size(), 1u) << dump(r);
+    EXPECT_NE(r.errors[0].message.find(message), std::string::npos) << r.errors[0].toString();
+    EXPECT_EQ(r.errors[0].field.rfind("services[2].canary_guard", 0), 0u) << r.errors[0].toString();
+  }
+}
+
 }  // namespace
 }  // namespace aimesh

@@ -106,9 +106,34 @@ struct Fixture {
     telemetry[1].active = 2;
     telemetry[1].hist[AIMESH_M_TTFT].record(50'000'000);
     in.telemetry = &telemetry;
+
+    // A split over two versions, the second a tripped canary.
+    view::Route r{.name = "llama", .nameSpace = "ml", .serviceId = 9, .port = 8000, .protocol = "TCP"};
+    r.backends.push_back({.service = "ml/llama-v1", .port = 8000, .weight = 95, .effectiveWeight = 95,
+                          .resolved = true, .connections = 950});
+    r.backends.push_back({.service = "ml/llama-v2", .port = 8000, .weight = 5, .effectiveWeight = 0,
+                          .resolved = true, .connections = 50, .guard = "tripped", .guardTrips = 1});
+    routes.routes.push_back(r);
+    in.routes = &routes;
   }
   std::map<uint32_t, BackendTelemetry> telemetry;
+  view::Routes routes;
 };
+
+TEST(Metrics, SplitsHaveTheirBackendsWeightsAndGuard) {
+  Fixture f;
+  std::string text = renderMetrics(f.in);
+  const std::string v1 = R"({service="llama",namespace="ml",port="8000",protocol="TCP",backend_service="ml/llama-v1"})";
+  const std::string v2 = R"({service="llama",namespace="ml",port="8000",protocol="TCP",backend_service="ml/llama-v2"})";
+  for (const std::string& line :
+       {"aimesh_split_backend_connections_total" + v1 + " 950", "aimesh_split_backend_connections_total" + v2 + " 50",
+        "aimesh_split_backend_weight" + v2 + " 5", "aimesh_split_backend_effective_weight" + v2 + " 0",
+        "aimesh_split_guard_state" + v2 + " 2", "aimesh_split_guard_trips_total" + v2 + " 1"})
+    EXPECT_NE(text.find(line + "\n"), std::string::npos) << line;
+  EXPECT_EQ(text.find("aimesh_split_guard_state" + v1), std::string::npos) << "the primary is not guarded";
+  f.in.routes = nullptr;
+  EXPECT_EQ(renderMetrics(f.in).find("aimesh_split_backend_weight{"), std::string::npos);
+}
 
 constexpr const char* kChat = R"(service="chat",namespace="ml",model="llama-3-8b",port="8000",protocol="TCP")";
 constexpr const char* kOdd =

@@ -1,0 +1,47 @@
+// meshctl routes: the table from an agent's answer, one split, JSON, errors.
+#include <gtest/gtest.h>
+
+#include "commands/commands.h"
+
+namespace aimesh {
+namespace {
+
+nlohmann::json answer() {
+  return nlohmann::json::parse(R"({"routes":[{"name":"llama","namespace":"ml","service_id":3,"port":8000,
+    "protocol":"TCP","source":"state file","guard_metric":"ttft_p99","primary":"ml/llama-v1","window_seconds":60,
+    "backends":[
+      {"service":"ml/llama-v1","port":8000,"weight":95,"effective_weight":95,"resolved":true,
+       "configured_share":95.0,"observed_share":99.5,"connections":995},
+      {"service":"ml/llama-v2","port":8000,"weight":5,"effective_weight":0,"resolved":true,
+       "configured_share":5.0,"observed_share":0.5,"connections":5,"guard":"tripped","guard_trips":2,
+       "guard_reason":"ttft_p99 90 ms > 1.5 x primary's 30 ms"},
+      {"service":"ml/llama-v3","port":8000,"weight":0,"effective_weight":0,"resolved":false,
+       "configured_share":0.0,"connections":0,"guard":"ok","guard_trips":0}]}],
+    "guard_events":[{"time_seconds":1.0,"split":"ml/llama","backend":"ml/llama-v2","from":"ok","to":"tripped",
+                     "reason":"ttft_p99 90 ms > 1.5 x primary's 30 ms"}]})");
+}
+
+TEST(RoutesCommand, TableShowsWeightsSharesAndTheGuard) {
+  CommandOutput out = formatRoutes(answer(), "", OutputFormat::kTable);
+  ASSERT_EQ(out.exitCode, 0) << out.err;
+  for (const char* part : {"BACKEND", "OBSERVED", "ml/llama-v1", "primary", "99.5%", "5.0%",
+                           "tripped (2 trips): ttft_p99 90 ms > 1.5 x primary's 30 ms", "ml/llama-v3 (missing)",
+                           "last 60 s", "ml/llama ml/llama-v2: ok -> tripped"})
+    EXPECT_NE(out.out.find(part), std::string::npos) << part << " in\n" << out.out;
+}
+
+TEST(RoutesCommand, OneSplitJsonAndErrors) {
+  CommandOutput one = formatRoutes(answer(), "ml/llama", OutputFormat::kJson);
+  ASSERT_EQ(one.exitCode, 0);
+  auto j = nlohmann::json::parse(one.out);
+  EXPECT_EQ(j["routes"].size(), 1u);
+  EXPECT_EQ(j["routes"][0]["backends"][1]["guard"], "tripped");
+  EXPECT_EQ(formatRoutes(answer(), "nope", OutputFormat::kTable).exitCode, kExitError);
+  CommandOutput none = formatRoutes(nlohmann::json::parse(R"({"routes":[],"guard_events":[]})"), "", OutputFormat::kTable);
+  EXPECT_EQ(none.exitCode, 0);
+  EXPECT_EQ(none.err, "No splits.\n");
+  EXPECT_NE(formatRoutes(nlohmann::json::parse(R"({"error":"boom"})"), "", OutputFormat::kTable).exitCode, 0);
+}
+
+}  // namespace
+}  // namespace aimesh
