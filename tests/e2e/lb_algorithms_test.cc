@@ -59,15 +59,7 @@ class LbE2e : public AgentE2e {
   // Rewrites the state file and waits until the agent has applied it.
   void applyState(const std::string& y) { applyStateFrom(agent_->apiSocket(), state_, y); }
   static void applyStateFrom(const std::string& sock, const std::string& file, const std::string& y) {
-    auto before = callAgent(sock, {{"method", "status"}}, 2000ms);
-    uint64_t n = before ? before->value("reconciles", 0ULL) : 0;
-    writeFile(file, y);
-    for (int i = 0; i < 200; ++i) {
-      auto st = callAgent(sock, {{"method", "status"}}, 2000ms);
-      if (st && st->value("reconciles", 0ULL) > n) return;
-      std::this_thread::sleep_for(20ms);
-    }
-    ADD_FAILURE() << "the agent did not apply the new state";
+    applyStateVia(sock, file, y);
   }
   // Runs fn in `cgroup` and the client namespace; returns what it returned.
   json client(const std::string& cgroup, const std::function<json()>& fn) {

@@ -47,17 +47,8 @@ class SplitE2e : public AgentE2e {
   void serveVersions() {
     for (const char* a : {"10.77.0.2", "10.77.0.3", "10.77.0.4"}) serve(a);
   }
-  // Rewrites the state file and waits until the agent has applied it.
   static void apply(const std::string& sock, const std::string& file, const std::string& y) {
-    auto before = callAgent(sock, {{"method", "status"}}, 2000ms);
-    uint64_t n = before ? before->value("reconciles", 0ULL) : 0;
-    writeFile(file, y);
-    for (int i = 0; i < 200; ++i) {
-      auto st = callAgent(sock, {{"method", "status"}}, 2000ms);
-      if (st && st->value("reconciles", 0ULL) > n) return;
-      std::this_thread::sleep_for(20ms);
-    }
-    ADD_FAILURE() << "the agent did not apply the new state";
+    applyStateVia(sock, file, y);
   }
   json client(const std::function<json()>& fn) {
     std::string out = runClient([&] { return fn().dump(); });
