@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -158,6 +159,7 @@ bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
   // Splits name services; the plan needs their addresses, and the canary
   // guard's weights.
   applyGuardWeights(snap, guard_.weights());
+  bool anySplits = std::any_of(snap.services.begin(), snap.services.end(), [](const Service& s) { return !s.split.empty(); });
   for (auto& m : resolveSplits(snap))
     if (warnedSplits_.insert(m.split + " " + m.backend + " " + m.reason).second)
       spdlog::warn("split {}: backend service {} is left out ({}); its share goes to the others", m.split, m.backend,
@@ -179,6 +181,7 @@ bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
     return false;
   }
   unresolvedCgroups_ = std::move(missing);
+  anySplits_ = anySplits;
   if (scraper_) scraper_->setTargets(scrapeTargets());
   if (lifecycle_) lifecycle_->setIndex(index(), reconciler_.lastChange());
   counters_.reconciles++;

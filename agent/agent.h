@@ -179,6 +179,7 @@ class Agent {
   std::deque<view::GuardEvent> guardEvents_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, SplitStats>> splitHistory_;
   std::chrono::steady_clock::time_point lastGuard_{};
+  bool anySplits_ = false;  // the applied state has splits (else the guard's tick does nothing)
   std::chrono::steady_clock::time_point lastPolicyCheck_{};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point lastSweep_ = std::chrono::steady_clock::now();  // TC flows

@@ -65,6 +65,11 @@ void Agent::guardTick() {
   if (now - lastGuard_ < kGuardTick) return;
   lastGuard_ = now;
   std::lock_guard lk(mu_);
+  if (!anySplits_) {  // nothing to guard or count: forget what there was
+    splitHistory_.clear();
+    guard_ = CanaryGuard{};
+    return;
+  }
   if (auto st = reader_->splitStats(); st && !st->empty()) {
     if (splitHistory_.empty() || now - splitHistory_.back().first >= std::chrono::seconds(5))
       splitHistory_.emplace_back(now, std::move(*st));

@@ -120,6 +120,29 @@ struct ConnectionPolicy {
   bool operator==(const ConnectionPolicy&) const = default;
 };
 
+// An optional value kept on the heap and shared by copies (it is never
+// changed in place, only replaced): 16 bytes in the object that holds it
+// however large T is, for fields that few services have (a Service is
+// copied and kept per service and per port, at 10,000 services every byte
+// of it counts ~20 KB twice). Compares by value, like std::optional.
+template <class T>
+class Boxed {
+ public:
+  Boxed() = default;
+  Boxed(T v) : p_(std::make_shared<const T>(std::move(v))) {}  // NOLINT: converts like std::optional
+  explicit operator bool() const { return p_ != nullptr; }
+  const T& operator*() const { return *p_; }
+  const T* operator->() const { return p_.get(); }
+  void reset() { p_.reset(); }
+  friend bool operator==(const Boxed& a, const Boxed& b) {
+    return a.p_ == b.p_ || (a.p_ && b.p_ && *a.p_ == *b.p_);
+  }
+  friend bool operator==(const Boxed& a, const T& b) { return a.p_ && *a.p_ == b; }
+
+ private:
+  std::shared_ptr<const T> p_;
+};
+
 // One backend service of a split: a Service in the cluster that takes
 // `weight` parts of the split's new connections (docs/traffic-management.md).
 inline constexpr uint32_t kMaxSplitBackends = 16;        // AIMESH_SPLIT_MAX
@@ -190,10 +213,7 @@ struct Service {
   // (then to an endpoint of it, by its own algorithm). A split has no
   // endpoints of its own, and its backends are not splits.
   std::vector<SplitBackend> split;
-  // Where the split comes from, for people: "" (the state file), or e.g.
-  // "HTTPRoute ml/llama-canary".
-  std::string splitSource;
-  std::optional<CanaryGuardSpec> canaryGuard;  // splits only
+  Boxed<CanaryGuardSpec> canaryGuard;  // splits only
 
   std::string key() const { return nameSpace + "/" + name; }
   bool operator==(const Service&) const = default;

@@ -293,8 +293,7 @@ void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& 
   uint32_t sid = *claimed;
 
   ServiceInfo info{svc.name,         svc.nameSpace, svc.model,       svc.algorithm,  ps, fks, {},
-                   svc.modelMetrics, svc.policy,    svc.connections, {},             svc.splitSource,
-                   svc.canaryGuard};
+                   svc.modelMetrics, svc.policy,    svc.connections, {},             svc.canaryGuard};
   ServiceRecord rec{0, 0, svc.algorithm, 0};
   if (!svc.split.empty()) {  // a split has no endpoints, slots or table of its own
     rec.split = true;

@@ -38,8 +38,7 @@ struct ServiceInfo {
   std::optional<PolicySpec> policy;              // who may connect (with the resolved cgroup ids)
   ConnectionPolicy connections;                  // the lifecycle rules (agent/lifecycle/)
   std::vector<SplitTargetInfo> split;            // a split's backend services (then no backendIds)
-  std::string splitSource;                       // where the split comes from ("" = the state file)
-  std::optional<CanaryGuardSpec> canaryGuard;    // a split's guard
+  Boxed<CanaryGuardSpec> canaryGuard;            // a split's guard
   bool operator==(const ServiceInfo&) const = default;
 };
 struct BackendInfo {

@@ -425,7 +425,7 @@ view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const 
                   .serviceId = sid,
                   .port = s.port.port,
                   .protocol = toString(s.port.protocol),
-                  .source = s.splitSource.empty() ? "state file" : s.splitSource,
+                  .source = "state file",
                   .windowSeconds = in.before ? in.windowSeconds : 0};
     const std::map<std::string, GuardStatus>* guard = nullptr;
     if (s.canaryGuard) {
