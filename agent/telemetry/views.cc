@@ -64,7 +64,7 @@ view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats) 
   view::ServiceList out;
   for (auto& [id, s] : idx.services) {
     view::Service v{.name = s.name, .nameSpace = s.nameSpace, .model = s.model,
-                    .algorithm = toString(s.algorithm), .serviceId = id};
+                    .algorithm = s.split.empty() ? toString(s.algorithm) : "split", .serviceId = id};
     for (auto& f : s.frontends) v.frontends.push_back(f.toString());
     v.endpoints = s.backendIds.size();
     for (auto bid : s.backendIds) {

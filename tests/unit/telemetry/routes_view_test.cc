@@ -58,6 +58,11 @@ TEST(BuildRoutes, WeightsConnectionsObservedSharesAndGuard) {
   r = buildRoutes(idx, {}, RouteReadings{&now, nullptr, 0, nullptr});
   EXPECT_FALSE(r.routes[0].backends[0].observedShare);
   EXPECT_TRUE(buildRoutes(idx, ServiceFilter{"other", ""}, RouteReadings{&now}).routes.empty());
+  // meshctl services names a split's algorithm "split" (its backend services' own apply).
+  view::ServiceList services = buildServices(idx, nullptr);
+  ASSERT_EQ(services.services.size(), 2u);
+  EXPECT_EQ(services.services[0].algorithm, "random") << services.services[0].name;
+  EXPECT_EQ(services.services[1].algorithm, "split") << services.services[1].name;
 }
 
 }  // namespace
