@@ -84,6 +84,13 @@ void Agent::guardTick() {
     if (t.to == GuardState::kTripped) spdlog::warn("{}", line);
     else spdlog::info("{}", line);
     guardEvents_.push_back(view::GuardEvent{unixNow, t.split, t.backend, toString(t.from), toString(t.to), t.reason});
+    // And in the flow log, for meshctl flows and whoever follows it.
+    size_t slash = t.split.find('/');
+    reader_->logAgentEvent(AgentEvent{.type = std::string("guard_") + toString(t.to),
+                                      .service = t.split.substr(slash + 1),
+                                      .nameSpace = t.split.substr(0, slash),
+                                      .endpoint = t.backend,
+                                      .reason = t.reason});
     if (guardEvents_.size() > kGuardEventsKept) guardEvents_.pop_front();
   }
   if (guard_.weights() != before && reconciler_.applied()) applyLocked(*reconciler_.applied());
@@ -102,6 +109,7 @@ view::Routes Agent::routesLocked(const ServiceFilter& filter) {
     in.windowSeconds = std::chrono::duration<double>(now - splitHistory_.front().first).count();
   }
   in.guard = &guard;
+  if (const auto& applied = reconciler_.applied(); applied && applied->routes) in.routes = &*applied->routes;
   view::Routes out = buildRoutes(index(), filter, in);
   out.guardEvents.assign(guardEvents_.begin(), guardEvents_.end());
   return out;

@@ -112,6 +112,83 @@ std::optional<std::string> checkCanaryGuard(const Service& split) {
   return std::nullopt;
 }
 
+namespace {
+
+std::string_view trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// One key=value of a canary guard's text into g; an error names what is wrong.
+std::optional<std::string> setGuardKey(CanaryGuardSpec& g, std::string_view key, std::string_view value) {
+  auto number = [&](double min, double max, bool exclusiveMin) -> Result<double> {
+    auto x = parsePositiveDecimal(value, max);
+    if (!x && value == "0" && !exclusiveMin && min == 0) return 0.0;
+    if (!x) return x.error();
+    if (*x < min) return Error::msg(fmt::format("must be {:g}..{:g}, got {}", min, max, value));
+    return *x;
+  };
+  auto duration = [&](uint64_t min, uint64_t max, uint64_t& out) -> std::optional<std::string> {
+    auto ms = parseDurationMs(value);
+    if (!ms) return "must be a duration like 30s or 5m, got '" + std::string(value) + "'";
+    if (*ms < min || *ms > max) return "must be " + formatDurationMs(min) + ".." + formatDurationMs(max) + ", got " + std::string(value);
+    out = *ms;
+    return std::nullopt;
+  };
+  if (key == "primary") {
+    if (auto bad = checkDnsLabel(value)) return *bad;
+    g.primary = std::string(value);
+  } else if (key == "metric") {
+    if (value == "ttft_p99") g.metric = GuardMetric::kTtftP99;
+    else if (value == "ttft_p50") g.metric = GuardMetric::kTtftP50;
+    else return "must be ttft_p99 or ttft_p50, got '" + std::string(value) + "'";
+  } else if (key == "max_ratio") {
+    auto x = number(kMinGuardRatio, kMaxGuardRatio, false);
+    if (!x) return x.error().message();
+    g.maxRatio = *x;
+  } else if (key == "min_samples") {
+    auto x = number(1, static_cast<double>(kMaxGuardSamples), false);
+    if (!x || *x != std::floor(*x)) return notIntegerMessage(1, kMaxGuardSamples, value);
+    g.minSamples = static_cast<uint32_t>(*x);
+  } else if (key == "max_failure_rate") {
+    auto x = number(0, 1, false);
+    if (!x) return x.error().message();
+    g.maxFailureRate = *x;
+  } else if (key == "probe_percent") {
+    auto x = number(0, kMaxGuardProbePercent, true);
+    if (!x) return x.error().message();
+    g.probePercent = *x;
+  } else if (key == "window") {
+    return duration(kMinGuardWindowMs, kMaxGuardWindowMs, g.windowMs);
+  } else if (key == "cooldown") {
+    return duration(0, kMaxDurationMs, g.cooldownMs);
+  } else {
+    return "unknown key (known: primary, metric, max_ratio, min_samples, window, max_failure_rate, cooldown, "
+           "probe_percent)";
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<CanaryGuardSpec> parseCanaryGuardText(std::string_view text) {
+  CanaryGuardSpec g;
+  text = trimmed(text);
+  if (text.empty() || text == "true") return g;
+  while (!text.empty()) {
+    size_t comma = text.find(',');
+    std::string_view item = trimmed(text.substr(0, comma));
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+    size_t eq = item.find('=');
+    if (eq == std::string_view::npos)
+      return Error::msg("'" + std::string(item) + "': expected key=value, e.g. max_ratio=1.5");
+    std::string_view key = trimmed(item.substr(0, eq)), value = trimmed(item.substr(eq + 1));
+    if (auto bad = setGuardKey(g, key, value)) return Error::msg(std::string(key) + ": " + *bad);
+  }
+  return g;
+}
+
 double effectiveTelemetrySample(const Service& svc) {
   return svc.connections.followsRequests(svc.algorithm) ? 1.0 : svc.telemetrySample;
 }

@@ -107,6 +107,14 @@ std::optional<std::string> checkSplitBackend(const Service& split, const SplitBa
 // two backend services or more, and its primary must be one of them.
 std::optional<std::string> checkCanaryGuard(const Service& split);
 
+// A canary guard written as text, as the aimesh.io/canary-guard annotation
+// holds it: "key=value" pairs separated by ',' with the state file's keys
+// (primary, metric, max_ratio, min_samples, window, max_failure_rate,
+// cooldown, probe_percent) and bounds; unset keys keep their defaults.
+// "" and "true" mean every default. Errors name the key, e.g.
+// "max_ratio: must be > 0 and <= 100, got 0.5".
+Result<CanaryGuardSpec> parseCanaryGuardText(std::string_view text);
+
 // The sample in force: 1 where the connection lifecycle follows every
 // connection's requests (ConnectionPolicy::followsRequests), else the
 // service's own.

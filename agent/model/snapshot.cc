@@ -178,4 +178,13 @@ bool SharedServices::operator==(const SharedServices& o) const {
   return true;
 }
 
+const char* toString(RouteNote::State s) {
+  switch (s) {
+    case RouteNote::State::kApplied: return "applied";
+    case RouteNote::State::kPartial: return "partial";
+    case RouteNote::State::kNotApplied: return "not_applied";
+  }
+  return "?";
+}
+
 }  // namespace aimesh

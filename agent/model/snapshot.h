@@ -309,10 +309,25 @@ class SharedServices {
   std::vector<Ptr> items_;
 };
 
+// A route of the cluster's (a Gateway API HTTPRoute, GRPCRoute or TCPRoute)
+// and what the source made of it: for `meshctl routes` and the log; the
+// data plane sees only the splits it made (docs/traffic-management.md).
+struct RouteNote {
+  enum class State : uint8_t { kApplied = 0, kPartial = 1, kNotApplied = 2 };
+  std::string route;                // "HTTPRoute ml/llama-canary"
+  std::vector<std::string> parents;  // its parent Services ("ml/llama"), sorted
+  std::vector<std::string> splits;  // keys of the services it made splits, sorted
+  State state = State::kApplied;
+  std::vector<std::string> notes;   // why it is not applied, or what of it is not
+  bool operator==(const RouteNote&) const = default;
+};
+const char* toString(RouteNote::State s);  // "applied", "partial", "not_applied"
+
 // The whole desired state. Services are kept sorted by key() so that two
 // snapshots of the same state compare equal.
 struct Snapshot {
   SharedServices services;
+  Boxed<std::vector<RouteNote>> routes;  // from a source that reads routes; sorted by route
   bool operator==(const Snapshot&) const = default;
 };
 

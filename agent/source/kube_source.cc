@@ -18,9 +18,15 @@ const char* toString(KubeResource r) {
     case KubeResource::kServices: return "services";
     case KubeResource::kEndpointSlices: return "endpointslices";
     case KubeResource::kPods: return "pods";
+    case KubeResource::kHttpRoutes: return "httproutes";
+    case KubeResource::kGrpcRoutes: return "grpcroutes";
+    case KubeResource::kTcpRoutes: return "tcproutes";
+    case KubeResource::kReferenceGrants: return "referencegrants";
   }
   return "?";
 }
+
+bool optionalResource(KubeResource r) { return static_cast<int>(r) >= static_cast<int>(KubeResource::kHttpRoutes); }
 
 namespace {
 
@@ -29,6 +35,10 @@ const char* pathOf(KubeResource r) {
     case KubeResource::kServices: return "/api/v1/services";
     case KubeResource::kEndpointSlices: return "/apis/discovery.k8s.io/v1/endpointslices";
     case KubeResource::kPods: return "/api/v1/pods";
+    case KubeResource::kHttpRoutes: return "/apis/gateway.networking.k8s.io/v1/httproutes";
+    case KubeResource::kGrpcRoutes: return "/apis/gateway.networking.k8s.io/v1/grpcroutes";
+    case KubeResource::kTcpRoutes: return "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes";
+    case KubeResource::kReferenceGrants: return "/apis/gateway.networking.k8s.io/v1beta1/referencegrants";
   }
   return "";
 }
@@ -92,7 +102,7 @@ Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSou
     if (!sel) return Error::msg("--kubernetes-selector '" + s->opts_.serviceSelector + "': " + sel.error().message());
     s->selector_ = std::move(sel.value());
   }
-  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices, KubeResource::kPods}) {
+  for (auto r : kAllKubeResources) {
     if (r == KubeResource::kPods && !s->watchesPods()) continue;
     s->threads_[static_cast<int>(r)] = std::thread([p = s.get(), r] { p->run(r); });
   }
@@ -150,7 +160,13 @@ void KubeSource::run(KubeResource r) {
     if (rv.empty()) {
       if (!list(r, &rv, listedOnce)) {
         if (stop_.load()) break;
-        sleepFor(backoff(attempt++, opts_.backoffMin, opts_.backoffMax, rng));
+        bool absent;
+        {
+          std::lock_guard lk(mu_);
+          absent = stats_.resources[static_cast<int>(r)].absent;
+        }
+        // Not installed: look again now and then, not in a tight back-off.
+        sleepFor(absent ? opts_.backoffMax : backoff(attempt++, opts_.backoffMin, opts_.backoffMax, rng));
         continue;
       }
       listedOnce = true;
@@ -177,9 +193,13 @@ decltype(auto) KubeSource::withStore(KubeResource r, F&& f) {
   switch (r) {
     case KubeResource::kServices: return f(services_, &kube::decodeService);
     case KubeResource::kEndpointSlices: return f(slices_, &kube::decodeEndpointSlice);
-    case KubeResource::kPods: break;
+    case KubeResource::kPods: return f(pods_, &kube::decodePod);
+    case KubeResource::kHttpRoutes: return f(httpRoutes_, &kube::decodeHttpRoute);
+    case KubeResource::kGrpcRoutes: return f(grpcRoutes_, &kube::decodeGrpcRoute);
+    case KubeResource::kTcpRoutes: return f(tcpRoutes_, &kube::decodeTcpRoute);
+    case KubeResource::kReferenceGrants: break;
   }
-  return f(pods_, &kube::decodePod);
+  return f(grants_, &kube::decodeReferenceGrant);
 }
 
 namespace {
@@ -195,6 +215,10 @@ void noteChange(kube::SnapshotCache& cache, const std::string& key, const kube::
 void noteChange(kube::SnapshotCache& cache, const std::string&, const kube::PodObj*, const kube::PodObj*) {
   cache.podsChanged();
 }
+// Routes are applied to every snapshot built (kube::applyRoutes): nothing to note.
+void noteChange(kube::SnapshotCache&, const std::string&, const kube::RouteObj*, const kube::RouteObj*) {}
+void noteChange(kube::SnapshotCache&, const std::string&, const kube::ReferenceGrantObj*,
+                const kube::ReferenceGrantObj*) {}
 }  // namespace
 
 bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
@@ -213,6 +237,10 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
         fresh.clear();
         cont.clear();
         continue;
+      }
+      if (optionalResource(r) && (resp->status == 404 || resp->status == 403)) {
+        markAbsent(r, resp->status, resp->body);
+        return false;
       }
       if (resp->status != 200) {
         if (r == KubeResource::kPods && resp->status == 403) podsForbidden();
@@ -246,7 +274,9 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
     std::lock_guard lk(mu_);
     auto& st = stats_.resources[static_cast<int>(r)];
     bool changed = fresh != store || !st.synced;
-    if (changed) cache_.reset();
+    if (st.absent) spdlog::info("kubernetes {}: served now; Gateway API mesh routes are on", toString(r));
+    st.absent = false;
+    if (changed && !optionalResource(r)) cache_.reset();
     store = std::move(fresh);
     st.objects = store.size();
     st.lists++;
@@ -365,6 +395,7 @@ KubeSource::WatchEnd KubeSource::watch(KubeResource r, std::string* rv) {
     spdlog::info("kubernetes {}: watch answered 410 Gone; listing again", toString(r));
     return WatchEnd::kRelist;
   }
+  if (optionalResource(r) && (*status == 404 || *status == 403)) return WatchEnd::kRelist;  // the CRD went away: list says
   if (*status != 200) {
     fail(r, "watch: " + statusText(*status, errorBody));
     return WatchEnd::kError;
@@ -381,6 +412,7 @@ std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::millisec
   bool podsListed = watchesPods() && stats_.resources[static_cast<int>(KubeResource::kPods)].synced;
   auto t0 = std::chrono::steady_clock::now();
   kube::BuildResult built = cache_.build(services_, slices_, podsListed ? &pods_ : nullptr);
+  kube::applyRoutes(built, services_, kube::RouteStores{&httpRoutes_, &grpcRoutes_, &tcpRoutes_, &grants_});
   using Ms = std::chrono::duration<double, std::milli>;
   spdlog::debug("kubernetes: built the state of {} service(s) in {:.1f} ms, {:.1f} ms after the first event in it",
                 built.snapshot.services.size(), Ms(std::chrono::steady_clock::now() - t0).count(),
@@ -403,9 +435,36 @@ void KubeSource::podsForbidden() {
 
 bool KubeSource::syncedLocked() const {
   const auto& res = stats_.resources;
+  for (auto r : kAllKubeResources)
+    if (optionalResource(r) && !res[static_cast<int>(r)].synced) return false;
   return res[static_cast<int>(KubeResource::kServices)].synced &&
          res[static_cast<int>(KubeResource::kEndpointSlices)].synced &&
          (!watchesPods() || res[static_cast<int>(KubeResource::kPods)].synced || podsForbidden_);
+}
+
+// An optional resource the API server does not serve (404: the CRD is not
+// installed) or forbids (403): synced and empty, said once per change.
+void KubeSource::markAbsent(KubeResource r, long status, const std::string& body) {
+  std::lock_guard lk(mu_);
+  auto& st = stats_.resources[static_cast<int>(r)];
+  bool was = st.absent && st.synced;
+  st.absent = st.synced = true;
+  if (!was) {
+    if (status == 404)
+      spdlog::info("kubernetes {}: not served by the API server (the Gateway API CRD is not installed); mesh routes "
+                   "of this kind are off until it is (looked for again every {} s)",
+                   toString(r), opts_.backoffMax.count() / 1000.0);
+    else
+      spdlog::error("kubernetes {}: listing is forbidden ({}); mesh routes of this kind are off (RBAC: get, list, "
+                    "watch on {}.gateway.networking.k8s.io)", toString(r), statusText(status, body), toString(r));
+  }
+  bool changed = !withStore(r, [](auto& store, auto) { return store.empty(); }) || !was;
+  withStore(r, [](auto& store, auto) { store.clear(); });
+  st.objects = 0;
+  if (changed) {
+    version_++;
+    changed_.notify_all();
+  }
 }
 
 bool KubeSource::synced() const {

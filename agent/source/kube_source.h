@@ -1,5 +1,6 @@
 // KubeSource: cluster state from the Kubernetes API. Lists, then watches,
-// Services (v1) and EndpointSlices (discovery.k8s.io/v1) and, given the
+// Services (v1) and EndpointSlices (discovery.k8s.io/v1), the Gateway API's
+// mesh routes and ReferenceGrants when they are installed, and, given the
 // node's name, the Pods of this node (for workload policies), one thread per
 // resource, and keeps the decoded objects; the agent takes a new Snapshot
 // (kube_objects.h maps objects to it) whenever something changed.
@@ -30,6 +31,7 @@
 
 #include "source/kube_client.h"
 #include "source/kube_objects.h"
+#include "source/kube_routes.h"
 #include "source/state_source.h"
 
 namespace aimesh {
@@ -52,9 +54,22 @@ struct KubeSourceOptions {
   std::string nodeName;
 };
 
-enum class KubeResource { kServices = 0, kEndpointSlices = 1, kPods = 2 };
-inline constexpr int kKubeResources = 3;
-const char* toString(KubeResource r);  // "services", "endpointslices", "pods"
+// Routes and ReferenceGrants (Gateway API, kube_routes.h) are optional: a
+// resource the API server does not serve (404: its CRD is not installed) or
+// does not let the agent list (403) counts as synced and empty, is logged
+// once and listed again every backoffMax, so installing the CRD later turns
+// routes on without a restart.
+enum class KubeResource {
+  kServices = 0, kEndpointSlices = 1, kPods = 2, kHttpRoutes = 3, kGrpcRoutes = 4, kTcpRoutes = 5,
+  kReferenceGrants = 6
+};
+inline constexpr int kKubeResources = 7;
+// "services", "endpointslices", "pods", "httproutes", "grpcroutes", "tcproutes", "referencegrants"
+const char* toString(KubeResource r);
+bool optionalResource(KubeResource r);  // a Gateway API resource (may be absent)
+inline constexpr KubeResource kAllKubeResources[] = {
+    KubeResource::kServices,   KubeResource::kEndpointSlices, KubeResource::kPods,           KubeResource::kHttpRoutes,
+    KubeResource::kGrpcRoutes, KubeResource::kTcpRoutes,      KubeResource::kReferenceGrants};
 
 struct KubeResourceStats {
   uint64_t lists = 0;          // list requests answered 200 (first sync included)
@@ -65,7 +80,8 @@ struct KubeResourceStats {
   uint64_t added = 0, modified = 0, deleted = 0, bookmarks = 0;
   uint64_t decodeErrors = 0;   // objects the decoder rejected (skipped)
   uint64_t objects = 0;        // in the store now
-  bool synced = false;         // listed at least once
+  bool synced = false;         // listed at least once (or found absent)
+  bool absent = false;         // optionalResource(): the API server does not serve it, or forbids it, now
 };
 
 struct KubeSourceStats {
@@ -105,6 +121,7 @@ class KubeSource {
   enum class WatchEnd { kResume, kRelist, kError };
   WatchEnd watch(KubeResource r, std::string* rv);
   bool applyEvent(KubeResource r, const std::string& type, const nlohmann::json& obj);
+  void markAbsent(KubeResource r, long status, const std::string& body);
   // Calls f(store, decode) with the store of r and its decoder.
   template <class F>
   decltype(auto) withStore(KubeResource r, F&& f);
@@ -127,6 +144,8 @@ class KubeSource {
   std::map<std::string, kube::ServiceObj> services_;
   std::map<std::string, kube::EndpointSliceObj> slices_;
   std::map<std::string, kube::PodObj> pods_;
+  std::map<std::string, kube::RouteObj> httpRoutes_, grpcRoutes_, tcpRoutes_;
+  std::map<std::string, kube::ReferenceGrantObj> grants_;
   kube::SnapshotCache cache_;  // the snapshot of the stores, rebuilt where they changed
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out

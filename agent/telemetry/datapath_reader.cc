@@ -42,6 +42,10 @@ bool BpfDatapathReader::flowEvents(uint64_t since, size_t max, std::vector<FlowE
 
 uint64_t BpfDatapathReader::flowEventsTotal() const { return events_ ? events_->total() : 0; }
 
+void BpfDatapathReader::logAgentEvent(AgentEvent e) const {
+  if (events_) events_->append(std::move(e));
+}
+
 Result<std::vector<ClientPair>> BpfDatapathReader::clients() const { return readClients(fds_.clients); }
 
 Status BpfDatapathReader::forgetClients(const std::vector<aimesh_client_key>& keys) const {

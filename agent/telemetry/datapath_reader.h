@@ -54,6 +54,8 @@ class DatapathReader {
                           uint64_t* dropped) const = 0;
   // Flow events received since the start.
   virtual uint64_t flowEventsTotal() const = 0;
+  // Puts the agent's own event into the flow log (nothing without one).
+  virtual void logAgentEvent(AgentEvent e) const = 0;
   // Every (calling cgroup, service) entry of aimesh_clients.
   virtual Result<std::vector<ClientPair>> clients() const = 0;
   // The read side's one write: entries of clients that are gone.
@@ -75,6 +77,7 @@ class BpfDatapathReader : public DatapathReader {
   bool flowEvents(uint64_t since, size_t max, std::vector<FlowEvent>* out, uint64_t* next,
                   uint64_t* dropped) const override;
   uint64_t flowEventsTotal() const override;
+  void logAgentEvent(AgentEvent e) const override;
   Result<std::vector<ClientPair>> clients() const override;
   Status forgetClients(const std::vector<aimesh_client_key>& keys) const override;
   Result<SplitStats> splitStats() const override;

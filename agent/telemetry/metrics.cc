@@ -201,19 +201,24 @@ void renderTelemetry(std::string& out, const std::vector<Labelled>& rows, const 
 }  // namespace
 
 namespace {
-// The Kubernetes source, per resource (services, endpointslices, pods).
+// The Kubernetes source, per resource (services, endpointslices, pods, and
+// the Gateway API's routes and grants).
 void renderKube(std::string& out, const KubeSourceStats* k) {
   KubeSourceStats none;
   const KubeSourceStats& st = k ? *k : none;
   auto each = [&](const char* name, const char* type, const char* help, auto value) {
     family(out, name, type, help);
-    for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices, KubeResource::kPods})
+    for (auto r : kAllKubeResources)
       out += fmt::format("{}{{resource=\"{}\"}} {}\n", name, toString(r), value(st.resources[static_cast<int>(r)]));
   };
   each("aimesh_agent_kubernetes_synced", "gauge",
        "1 once the resource has been listed from the Kubernetes API (0 with a state file; pods: 0 without "
        "--node-name).",
        [](const KubeResourceStats& s) { return s.synced ? 1 : 0; });
+  each("aimesh_agent_kubernetes_resource_absent", "gauge",
+       "1 while the API server does not serve the resource (a Gateway API CRD not installed) or forbids listing it: "
+       "routes of that kind are off.",
+       [](const KubeResourceStats& s) { return s.absent ? 1 : 0; });
   each("aimesh_agent_kubernetes_objects", "gauge", "Objects of the resource the agent holds from the Kubernetes API.",
        [](const KubeResourceStats& s) { return s.objects; });
   each("aimesh_agent_kubernetes_lists_total", "counter", "Successful list requests to the Kubernetes API.",
@@ -231,7 +236,7 @@ void renderKube(std::string& out, const KubeSourceStats* k) {
        "Objects from the Kubernetes API skipped because they could not be decoded.",
        [](const KubeResourceStats& s) { return s.decodeErrors; });
   family(out, "aimesh_agent_kubernetes_events_total", "counter", "Watch events received, by resource and type.");
-  for (auto r : {KubeResource::kServices, KubeResource::kEndpointSlices, KubeResource::kPods}) {
+  for (auto r : kAllKubeResources) {
     const auto& s = st.resources[static_cast<int>(r)];
     for (auto [type, v] : {std::pair{"added", s.added}, {"modified", s.modified}, {"deleted", s.deleted},
                            {"bookmark", s.bookmarks}})
@@ -323,6 +328,14 @@ void renderRoutes(std::string& out, const view::Routes* routes) {
   metric("aimesh_split_guard_trips_total", "counter",
          "Times the canary guard tripped a split backend service on this node (since the agent started).",
          [](const view::RouteBackend& b) { return b.guardTrips.value_or(0); }, true);
+  family(out, "aimesh_mesh_routes", "gauge",
+         "Kubernetes mesh routes (HTTPRoute, GRPCRoute, TCPRoute with a Service parent) by what the agent made of "
+         "them: applied, partial (applied, with parts ignored or dropped), not_applied.");
+  for (const char* state : {"applied", "partial", "not_applied"}) {
+    const auto& mesh = (routes ? *routes : kNone).meshRoutes;
+    auto n = std::count_if(mesh.begin(), mesh.end(), [&](const view::MeshRoute& m) { return m.state == state; });
+    out += fmt::format("aimesh_mesh_routes{{state=\"{}\"}} {}\n", state, n);
+  }
 }
 
 void renderEndpointCounters(std::string& out, const std::vector<Labelled>& rows) {

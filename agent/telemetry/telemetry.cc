@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 namespace aimesh {
 
@@ -132,11 +133,24 @@ int EventLog::onEvent(void* ctx, void* data, size_t size) {
   if (size < sizeof(aimesh_event)) return 0;
   FlowEvent fe;
   std::memcpy(&fe.ev, data, sizeof(aimesh_event));
-  std::lock_guard lk(self->mu_);
-  fe.seq = self->nextSeq_++;
-  self->events_.push_back(fe);
-  while (self->events_.size() > self->capacity_) self->events_.pop_front();
+  self->push(std::move(fe));
   return 0;
+}
+
+void EventLog::push(FlowEvent fe) {
+  std::lock_guard lk(mu_);
+  fe.seq = nextSeq_++;
+  events_.push_back(std::move(fe));
+  while (events_.size() > capacity_) events_.pop_front();
+}
+
+void EventLog::append(AgentEvent e) {
+  FlowEvent fe;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+  fe.ev.ts_ns = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+  fe.agent = std::make_shared<const AgentEvent>(std::move(e));
+  push(std::move(fe));
 }
 
 Result<std::unique_ptr<EventLog>> EventLog::start(int fd, size_t capacity) {

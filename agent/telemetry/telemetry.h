@@ -52,9 +52,18 @@ Result<std::map<uint32_t, BackendTelemetry>> readTelemetry(
 // using stale numbers. Called from the scraper's thread.
 void writeModelSignals(int beSignalFd, uint32_t backendId, const Result<ModelSignals>& r);
 
+// An event of the agent's own in the flow log: a canary guard's transition
+// (type guard_tripped, guard_probing or guard_ok; endpoint: the backend
+// service, namespace/name).
+struct AgentEvent {
+  std::string type, service, nameSpace, endpoint, reason;
+  bool operator==(const AgentEvent&) const = default;
+};
+
 struct FlowEvent {
   uint64_t seq = 0;
-  aimesh_event ev{};
+  aimesh_event ev{};  // an agent event has only ev.ts_ns (monotonic, as the kernel's)
+  std::shared_ptr<const AgentEvent> agent;  // set: the agent's, not the kernel's
 };
 
 // Polls the ring buffer on its own thread and keeps the last `capacity`
@@ -67,9 +76,12 @@ class EventLog {
   // many events older than `since` were dropped from the log.
   std::vector<FlowEvent> since(uint64_t since, size_t max, uint64_t* next, uint64_t* dropped) const;
   uint64_t total() const;
+  // The agent's own event, in sequence with the kernel's (now, monotonic).
+  void append(AgentEvent e);
 
  private:
   EventLog() = default;
+  void push(FlowEvent fe);
   static int onEvent(void* ctx, void* data, size_t size);
   ring_buffer* rb_ = nullptr;
   std::thread thread_;

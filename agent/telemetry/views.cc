@@ -210,6 +210,12 @@ view::Flows buildFlows(const IdIndex& idx, const std::vector<FlowEvent>& events,
   view::Flows out{.next = next, .dropped = dropped};
   for (auto& fe : events) {
     const aimesh_event& e = fe.ev;
+    if (fe.agent) {
+      const AgentEvent& a = *fe.agent;
+      out.events.push_back(view::Flow{.seq = fe.seq, .timeSeconds = e.ts_ns / 1e9, .type = a.type, .service = a.service,
+                                      .nameSpace = a.nameSpace, .endpoint = a.endpoint, .reason = a.reason});
+      continue;
+    }
     auto sit = idx.services.find(e.service_id);
     bool known = sit != idx.services.end();
     out.events.push_back(view::Flow{
@@ -415,6 +421,22 @@ view::RouteBackend routeBackend(uint32_t sid, const SplitTargetInfo& t, uint64_t
 
 }  // namespace
 
+namespace {
+// Where the split `key` came from: the mesh route that made it, else the state file.
+std::string splitSource(const std::vector<RouteNote>* routes, const std::string& key) {
+  if (routes)
+    for (const RouteNote& n : *routes)
+      if (std::binary_search(n.splits.begin(), n.splits.end(), key)) return n.route;
+  return "state file";
+}
+// A filter names a route's parent Service "ns/name" (or one of its ports, "name:port").
+bool parentMatches(const ServiceFilter& f, const std::string& parent) {
+  size_t slash = parent.find('/');
+  std::string ns = parent.substr(0, slash), name = parent.substr(slash + 1);
+  return (f.nameSpace.empty() || f.nameSpace == ns) && (f.name.empty() || f.name == name || f.name.rfind(name + ":", 0) == 0);
+}
+}  // namespace
+
 view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const RouteReadings& in) {
   view::Routes out;
   for (auto& [sid, s] : idx.services) {
@@ -425,7 +447,7 @@ view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const 
                   .serviceId = sid,
                   .port = s.port.port,
                   .protocol = toString(s.port.protocol),
-                  .source = "state file",
+                  .source = splitSource(in.routes, key),
                   .windowSeconds = in.before ? in.windowSeconds : 0};
     const std::map<std::string, GuardStatus>* guard = nullptr;
     if (s.canaryGuard) {
@@ -447,6 +469,11 @@ view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const 
     }
     out.routes.push_back(std::move(r));
   }
+  if (in.routes)
+    for (const RouteNote& n : *in.routes)
+      if (std::any_of(n.parents.begin(), n.parents.end(), [&](const std::string& p) { return parentMatches(filter, p); }))
+        out.meshRoutes.push_back(view::MeshRoute{.route = n.route, .state = toString(n.state), .parents = n.parents,
+                                                 .splits = n.splits, .notes = n.notes});
   return out;
 }
 

@@ -74,6 +74,7 @@ struct RouteReadings {
   const SplitStats* before = nullptr;
   double windowSeconds = 0;
   const std::map<std::string, std::map<std::string, GuardStatus>>* guard = nullptr;
+  const std::vector<RouteNote>* routes = nullptr;  // the applied snapshot's (Kubernetes mesh routes)
 };
 view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const RouteReadings& in);
 

@@ -309,12 +309,13 @@ struct Flow {
   uint32_t requests = 0;
   uint32_t retransmits = 0;
   uint64_t clientCgroupId = 0;
+  std::optional<std::string> reason;  // the agent's events (guard_*): why
 };
 AIMESH_VIEW_FIELDS(Flow) {
   v("seq", s.seq), v("time_seconds", s.timeSeconds), v("type", s.type), v("service", s.service),
       v("namespace", s.nameSpace), v("endpoint", s.endpoint), v("duration_seconds", s.durationSeconds),
       v("bytes_sent", s.bytesSent), v("bytes_received", s.bytesReceived), v("requests", s.requests),
-      v("retransmits", s.retransmits), v("client_cgroup_id", s.clientCgroupId);
+      v("retransmits", s.retransmits), v("client_cgroup_id", s.clientCgroupId), v("reason", s.reason);
 }
 
 struct Flows {
@@ -421,11 +422,27 @@ AIMESH_VIEW_FIELDS(GuardEvent) {
       v("reason", s.reason);
 }
 
+// A Kubernetes mesh route (HTTPRoute, GRPCRoute, TCPRoute with a Service
+// parent) and what the agent made of it.
+struct MeshRoute {
+  std::string route;                 // "HTTPRoute ml/llama-canary"
+  std::string state;                 // applied, partial, not_applied
+  std::vector<std::string> parents;  // its parent Services
+  std::vector<std::string> splits;   // the services it made splits
+  std::vector<std::string> notes;    // why not applied, or what of it is not
+};
+AIMESH_VIEW_FIELDS(MeshRoute) {
+  v("route", s.route), v("state", s.state), v("parents", s.parents), v("splits", s.splits), v("notes", s.notes);
+}
+
 struct Routes {
   std::vector<Route> routes;
   std::vector<GuardEvent> guardEvents;  // the last ones, oldest first
+  std::vector<MeshRoute> meshRoutes;    // from the Kubernetes source; by route
 };
-AIMESH_VIEW_FIELDS(Routes) { v("routes", s.routes), v("guard_events", s.guardEvents); }
+AIMESH_VIEW_FIELDS(Routes) {
+  v("routes", s.routes), v("guard_events", s.guardEvents), v("mesh_routes", s.meshRoutes);
+}
 
 // ---- connections -------------------------------------------------------------
 

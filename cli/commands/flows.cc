@@ -60,7 +60,10 @@ std::string eventLine(const Item<F>& event, const FlowClock& clock) {
   if (type == "denied")
     return line + " (not allowed by policy: client cgroup " + event.cell(&F::clientCgroupId) + ")\n";
   line += " -> " + event.cell(&F::endpoint);
-  if (type == "open") {
+  if (type.rfind("guard_", 0) == 0) {  // the agent's canary guard: a backend service's new state, and why
+    const auto& reason = event.view().reason;
+    if (reason && !reason->empty()) line += ": " + *reason;
+  } else if (type == "open") {
     line += field(event, &F::durationSeconds, "connect", latencyText);
   } else if (type == "refused" || type == "timeout") {
     line += field(event, &F::durationSeconds, "after", latencyText);

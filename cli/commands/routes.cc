@@ -1,7 +1,10 @@
 // meshctl routes: the splits, per backend service: its configured and
 // effective weight, configured and observed share, the connections it got,
-// and this node's canary guard; then the guard's recent transitions.
+// and this node's canary guard; the Kubernetes mesh routes and what each
+// became (applied, in part, not, and why); then the guard's recent
+// transitions.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <tuple>
@@ -30,29 +33,41 @@ std::string guardText(const R& r, const B& b) {
   return out;
 }
 
-}  // namespace
+// A service argument names the route's parent ("llama", "ml/llama"; a port's "llama:http" too).
+bool namesParent(const std::string& service, const std::string& parent) {
+  if (service.empty()) return true;
+  std::string name = parent.substr(parent.find('/') + 1);
+  bool qualified = service.find('/') != std::string::npos;
+  const std::string& have = qualified ? parent : name;
+  return service == have || service.rfind(have + ":", 0) == 0;
+}
 
-CommandOutput formatRoutes(const nlohmann::json& response, const std::string& service, OutputFormat format) {
-  CommandOutput result;
-  if (!checkResponse(response, "routes", result)) return result;
-  std::optional<view::Routes> parsed = parseResponse<view::Routes>(response, result);
-  if (!parsed) return result;
-  std::vector<const R*> rows;
-  for (const R& r : parsed->routes)
-    if (service.empty() || r.name == service || r.nameSpace + "/" + r.name == service) rows.push_back(&r);
-  if (!service.empty() && rows.empty())
-    return CommandOutput{kExitError, "", "meshctl: no split named " + service + "\n"};
-  if (format == OutputFormat::kJson) {
-    view::Routes out;
-    for (const R* r : rows) out.routes.push_back(*r);
-    out.guardEvents = parsed->guardEvents;
-    result.out = prettyJson(nlohmann::json(out));
-    return result;
+// The Kubernetes mesh routes: what each became, and why not all of it.
+std::string meshRoutesText(const std::vector<const view::MeshRoute*>& mesh) {
+  Table table({"ROUTE", "STATE", "PARENT", "SPLITS"});
+  for (const view::MeshRoute* m : mesh)
+    table.addRow({m->route, m->state, fmt::format("{}", fmt::join(m->parents, ",")),
+                  m->splits.empty() ? "-" : fmt::format("{}", fmt::join(m->splits, ","))});
+  std::string out = table.render();
+  for (const view::MeshRoute* m : mesh) {
+    if (m->notes.empty()) continue;
+    out += fmt::format("{} ({}):\n", m->route, m->state == "not_applied" ? "not applied" : "applied in part");
+    for (const std::string& n : m->notes) out += "  - " + n + "\n";
   }
-  if (rows.empty()) {
-    result.err = "No splits.\n";
-    return result;
+  return out;
+}
+
+std::string guardEventsText(const std::vector<view::GuardEvent>& events) {
+  std::string out = "\nCanary guard on this node (most recent last):\n";
+  size_t from = events.size() > 10 ? events.size() - 10 : 0;
+  for (size_t i = from; i < events.size(); ++i) {
+    const view::GuardEvent& e = events[i];
+    out += fmt::format("  {} {}: {} -> {}: {}\n", e.split, e.backend, e.from, e.to, e.reason);
   }
+  return out;
+}
+
+std::string splitsText(std::vector<const R*> rows) {
   std::stable_sort(rows.begin(), rows.end(),
                    [](const R* a, const R* b) { return std::tie(a->nameSpace, a->name, a->port) < std::tie(b->nameSpace, b->name, b->port); });
   Table table({"NAMESPACE", "SPLIT", "PORT", "SOURCE", "BACKEND", "WEIGHT", "NOW", "SHARE", "OBSERVED", "CONNECTIONS",
@@ -64,18 +79,44 @@ CommandOutput formatRoutes(const nlohmann::json& response, const std::string& se
                     std::to_string(b.effectiveWeight), pct(b.configuredShare),
                     b.observedShare ? pct(*b.observedShare) : "-", std::to_string(b.connections), guardText(*r, b)});
   for (size_t c : {5u, 6u, 7u, 8u, 9u}) table.setAlign(c, Table::Align::kRight);
-  result.out = table.render();
+  std::string out = table.render();
   if (!rows.front()->backends.empty() && rows.front()->windowSeconds > 0)
-    result.out += fmt::format("OBSERVED: share of the split's connections in the last {:.0f} s on this node.\n",
-                              rows.front()->windowSeconds);
-  if (!parsed->guardEvents.empty()) {
-    result.out += "\nCanary guard on this node (most recent last):\n";
-    size_t from = parsed->guardEvents.size() > 10 ? parsed->guardEvents.size() - 10 : 0;
-    for (size_t i = from; i < parsed->guardEvents.size(); ++i) {
-      const view::GuardEvent& e = parsed->guardEvents[i];
-      result.out += fmt::format("  {} {}: {} -> {}: {}\n", e.split, e.backend, e.from, e.to, e.reason);
-    }
+    out += fmt::format("OBSERVED: share of the split's connections in the last {:.0f} s on this node.\n",
+                       rows.front()->windowSeconds);
+  return out;
+}
+
+}  // namespace
+
+CommandOutput formatRoutes(const nlohmann::json& response, const std::string& service, OutputFormat format) {
+  CommandOutput result;
+  if (!checkResponse(response, "routes", result)) return result;
+  std::optional<view::Routes> parsed = parseResponse<view::Routes>(response, result);
+  if (!parsed) return result;
+  std::vector<const R*> rows;
+  for (const R& r : parsed->routes)
+    if (service.empty() || r.name == service || r.nameSpace + "/" + r.name == service) rows.push_back(&r);
+  std::vector<const view::MeshRoute*> mesh;
+  for (const view::MeshRoute& m : parsed->meshRoutes)
+    if (std::any_of(m.parents.begin(), m.parents.end(), [&](const std::string& p) { return namesParent(service, p); }))
+      mesh.push_back(&m);
+  if (!service.empty() && rows.empty() && mesh.empty())
+    return CommandOutput{kExitError, "", "meshctl: no split or route for " + service + "\n"};
+  if (format == OutputFormat::kJson) {
+    view::Routes out;
+    for (const R* r : rows) out.routes.push_back(*r);
+    for (const view::MeshRoute* m : mesh) out.meshRoutes.push_back(*m);
+    out.guardEvents = parsed->guardEvents;
+    result.out = prettyJson(nlohmann::json(out));
+    return result;
   }
+  if (rows.empty() && mesh.empty()) {
+    result.err = "No splits.\n";
+    return result;
+  }
+  if (!rows.empty()) result.out = splitsText(rows);
+  if (!mesh.empty()) result.out += (rows.empty() ? "" : "\n") + std::string("Kubernetes routes:\n") + meshRoutesText(mesh);
+  if (!parsed->guardEvents.empty()) result.out += guardEventsText(parsed->guardEvents);
   return result;
 }
 

@@ -603,7 +603,9 @@ TEST_F(HelmChart, RbacIsExactlyWhatTheAgentReads) {
   std::set<std::string> read{"get", "list", "watch"};
   decltype(rules) want{{"", {{"services", read}, {"nodes", read}, {"pods", read}}},
                        {"discovery.k8s.io", {{"endpointslices", read}}},
-                       {"apps", {{"daemonsets", read}}}};
+                       {"apps", {{"daemonsets", read}}},
+                       {"gateway.networking.k8s.io",
+                        {{"httproutes", read}, {"grpcroutes", read}, {"tcproutes", read}, {"referencegrants", read}}}};
   EXPECT_EQ(rules, want);
 
   auto binding = r.one("ClusterRoleBinding");

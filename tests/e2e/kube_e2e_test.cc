@@ -16,6 +16,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <tuple>
 
 #include "client/api_client.h"
 #include "fixtures/agent_e2e.h"
@@ -477,6 +478,126 @@ TEST_F(KubeE2e, PodPolicyWithoutANodeNameAllowsNobody) {
   EXPECT_TRUE(pol["enforced"].get<bool>());
   EXPECT_NE(pol["pod_selector"].get<std::string>().find("not in force"), std::string::npos) << pol.dump();
   agent_.reset();
+}
+
+// ---- Gateway API mesh routes -------------------------------------------------
+
+// A GAMMA HTTPRoute: parent Service `parent` port 8000, one rule with the
+// default match, backendRefs (name, weight) on port 8000.
+json meshRoute(const std::string& name, const std::string& parent, std::vector<std::pair<std::string, int>> backends,
+               json matches = json::array({{{"path", {{"type", "PathPrefix"}, {"value", "/"}}}}})) {
+  json refs = json::array();
+  for (auto& [b, w] : backends) refs.push_back({{"group", ""}, {"kind", "Service"}, {"name", b}, {"port", 8000}, {"weight", w}});
+  return json{{"apiVersion", "gateway.networking.k8s.io/v1"},
+              {"kind", "HTTPRoute"},
+              {"metadata", {{"name", name}, {"namespace", "ml"}}},
+              {"spec",
+               {{"parentRefs", json::array({{{"group", ""}, {"kind", "Service"}, {"name", parent}, {"port", 8000}}})},
+                {"rules", json::array({{{"matches", matches}, {"backendRefs", refs}}})}}}};
+}
+
+class KubeRoutesE2e : public KubeE2e {
+ protected:
+  // llama (10.96.0.30) → a; llama-v1 (.31) → b; llama-v2 (.32) → c.
+  void canaryServices() {
+    for (auto [name, ip, addr] : {std::tuple{"llama", "10.96.0.30", "10.77.0.2"},
+                                  {"llama-v1", "10.96.0.31", "10.77.0.3"}, {"llama-v2", "10.96.0.32", "10.77.0.4"}}) {
+      fake_->upsert(Resource::kServices, service(name, ip));
+      fake_->upsert(Resource::kEndpointSlices, slice(std::string(name) + "-1", name, {{addr, "ready"}}));
+    }
+  }
+  // The routes API's mesh route `name`, once it is there (null after 5 s).
+  json meshRouteNamed(const std::string& name) {
+    json last;
+    for (int i = 0; i < 100; ++i) {
+      last = api("routes");
+      for (auto& m : last["mesh_routes"])
+        if (m["route"] == name) return m;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "no mesh route " << name << " in " << last.dump();
+    return nullptr;
+  }
+  std::string metric(const std::string& series) {
+    auto [code, body] = httpGet("/metrics");
+    EXPECT_EQ(code, 200);
+    auto at = body.find("\n" + series + " ");
+    if (at == std::string::npos) return "";
+    at += series.size() + 2;
+    return body.substr(at, body.find('\n', at) - at);
+  }
+};
+
+TEST_F(KubeRoutesE2e, AnHttpRouteSplitsItsParentServiceAndFollowsWeightEdits) {
+  canaryServices();
+  startAgent();
+  EXPECT_EQ(spread("10.96.0.30", 6), (std::map<std::string, int>{{"a", 6}}));  // no route: its own endpoint
+
+  fake_->upsert(Resource::kHttpRoutes, meshRoute("llama-canary", "llama", {{"llama-v1", 90}, {"llama-v2", 10}}));
+  json m = meshRouteNamed("HTTPRoute ml/llama-canary");
+  ASSERT_FALSE(m.is_null());
+  EXPECT_EQ(m["state"], "applied") << m.dump();
+  EXPECT_EQ(m["splits"], json::array({"ml/llama"}));
+  json routes = api("routes")["routes"];
+  ASSERT_EQ(routes.size(), 1u);
+  EXPECT_EQ(routes[0]["source"], "HTTPRoute ml/llama-canary");
+  EXPECT_EQ(metric("aimesh_mesh_routes{state=\"applied\"}"), "1");
+
+  // 90/10 over 2,000 fresh connects: the parent's own endpoint gets none.
+  auto got = spread("10.96.0.30", 2000);
+  EXPECT_EQ(got.count("a"), 0u) << json(got).dump();
+  EXPECT_EQ(got.count("error"), 0u) << json(got).dump();
+  EXPECT_NEAR(got["c"] / 2000.0, 0.10, 0.025) << json(got).dump();  // 10 % ± ~4 standard deviations
+
+  // Weight edits are watch events: all to v2, then back to v1.
+  fake_->upsert(Resource::kHttpRoutes, meshRoute("llama-canary", "llama", {{"llama-v1", 0}, {"llama-v2", 100}}));
+  EXPECT_TRUE(reaches("10.96.0.30", {"c"}));
+  fake_->upsert(Resource::kHttpRoutes, meshRoute("llama-canary", "llama", {{"llama-v1", 1}, {"llama-v2", 0}}));
+  EXPECT_TRUE(reaches("10.96.0.30", {"b"}));
+
+  // The route deleted: the parent balances its own endpoints again.
+  fake_->remove(Resource::kHttpRoutes, "ml", "llama-canary");
+  EXPECT_TRUE(reaches("10.96.0.30", {"a"}));
+  EXPECT_TRUE(api("routes")["routes"].empty());
+}
+
+TEST_F(KubeRoutesE2e, ARouteWithUnsupportedMatchesIsReportedAndNotHalfApplied) {
+  canaryServices();
+  startAgent();
+  json headers = json::array({{{"headers", json::array({{{"name", "x-model-version"}, {"value", "v2"}}})}}});
+  fake_->upsert(Resource::kHttpRoutes, meshRoute("by-header", "llama", {{"llama-v2", 1}}, headers));
+  json m = meshRouteNamed("HTTPRoute ml/by-header");
+  ASSERT_FALSE(m.is_null());
+  EXPECT_EQ(m["state"], "not_applied");
+  ASSERT_EQ(m["notes"].size(), 1u) << m.dump();
+  EXPECT_NE(m["notes"][0].get<std::string>().find("spec.rules[0].matches"), std::string::npos) << m.dump();
+  // Nothing of it reached the kernel: the parent keeps its own endpoint.
+  EXPECT_EQ(spread("10.96.0.30", 20), (std::map<std::string, int>{{"a", 20}}));
+  EXPECT_TRUE(api("routes")["routes"].empty());
+  EXPECT_EQ(metric("aimesh_mesh_routes{state=\"not_applied\"}"), "1");
+  std::ifstream log(dir_ + "/agent.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("HTTPRoute ml/by-header: not applied: spec.rules[0].matches"), std::string::npos);
+}
+
+TEST_F(KubeRoutesE2e, WithoutTheGatewayApiCrdsTheAgentRunsAndTurnsRoutesOnWhenTheyAppear) {
+  for (auto r : {Resource::kHttpRoutes, Resource::kGrpcRoutes, Resource::kTcpRoutes, Resource::kReferenceGrants})
+    fake_->setInstalled(r, false);
+  canaryServices();
+  startAgent();  // ready without them
+  EXPECT_EQ(spread("10.96.0.30", 6), (std::map<std::string, int>{{"a", 6}}));
+  EXPECT_EQ(metric("aimesh_agent_kubernetes_resource_absent{resource=\"httproutes\"}"), "1");
+  EXPECT_EQ(metric("aimesh_agent_kubernetes_synced{resource=\"httproutes\"}"), "1");
+
+  // The CRDs installed later (the agent looks again every --kubernetes-backoff-max-ms, 300 ms here).
+  for (auto r : {Resource::kHttpRoutes, Resource::kGrpcRoutes, Resource::kTcpRoutes, Resource::kReferenceGrants})
+    fake_->setInstalled(r, true);
+  fake_->upsert(Resource::kHttpRoutes, meshRoute("llama-canary", "llama", {{"llama-v2", 1}}));
+  EXPECT_TRUE(reaches("10.96.0.30", {"c"}));
+  EXPECT_EQ(metric("aimesh_agent_kubernetes_resource_absent{resource=\"httproutes\"}"), "0");
+  // And uninstalled again: the split goes with its route.
+  fake_->setInstalled(Resource::kHttpRoutes, false);
+  EXPECT_TRUE(reaches("10.96.0.30", {"a"}));
 }
 
 }  // namespace

@@ -206,7 +206,26 @@ TEST_F(SplitE2e, GuardTripsASlowCanaryAndGivesItsShareBackWhenHealthy) {
       return false;
     };
   };
+  // The guard's events in the flow log since the last call (paged with `since`).
+  uint64_t since = 0;
+  std::vector<std::string> flowTypes, page;
+  auto guardFlows = [&]() -> const std::vector<std::string>& {
+    page.clear();
+    for (int i = 0; i < 100; ++i) {
+      json flows = api(json{{"method", "flows"}, {"since", since}});
+      if (!flows.contains("events") || flows["events"].empty()) break;
+      for (auto& e : flows["events"])
+        if (e["type"].get<std::string>().rfind("guard_", 0) == 0) {
+          page.push_back(e["type"]);
+          EXPECT_EQ(e["service"], "llama") << e.dump();
+          EXPECT_EQ(e["endpoint"], "ml/llama-v2") << e.dump();
+        }
+      since = flows["next"].get<uint64_t>();
+    }
+    return page;
+  };
   json slow = load(guardIs("tripped"));
+  flowTypes = guardFlows();
   json c = canary();
   ASSERT_EQ(c.value("guard", ""), "tripped") << c.dump() << " " << slow.dump();
   EXPECT_EQ(c["effective_weight"], 0);
@@ -239,6 +258,14 @@ TEST_F(SplitE2e, GuardTripsASlowCanaryAndGivesItsShareBackWhenHealthy) {
   EXPECT_EQ(events[0]["to"], "tripped");
   EXPECT_EQ(events[1]["to"], "probing");
   EXPECT_EQ(events[2]["to"], "ok");
+  // The same transitions in the flow log, in order, among the kernel's events
+  // (read as it went, before the kernel's events could push them out).
+  std::vector<std::string> later = guardFlows();
+  flowTypes.insert(flowTypes.end(), later.begin(), later.end());
+  ASSERT_GE(flowTypes.size(), 3u);
+  EXPECT_EQ(flowTypes[0], "guard_tripped");
+  EXPECT_EQ(flowTypes[1], "guard_probing");
+  EXPECT_EQ(flowTypes[2], "guard_ok");
   // /metrics has the guard's state and trips.
   httplib::Client m(agent_->metricsUrlPath());
   auto res = m.Get("/metrics");

@@ -6,6 +6,9 @@
 // else a single object; whatever decodes goes into buildSnapshot(), with the
 // pods (the policy annotations pick among them) and without. The bytes are
 // also parsed as a label selector and matched against the decoded labels.
+// Every item is decoded as an HTTPRoute, GRPCRoute, TCPRoute and
+// ReferenceGrant too (agent/source/kube_routes.h), and applyRoutes() runs
+// on the snapshot built.
 //
 // Checks, besides crashes and sanitizer reports: nothing throws (the header
 // promises "Nothing here throws on odd input"; an escaping exception aborts
@@ -22,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "source/kube_objects.h"
+#include "source/kube_routes.h"
 
 namespace {
 
@@ -39,6 +43,8 @@ struct Store {
   std::map<std::string, kube::ServiceObj> services;
   std::map<std::string, kube::EndpointSliceObj> slices;
   std::map<std::string, kube::PodObj> pods;
+  std::map<std::string, kube::RouteObj> http, grpc, tcp;
+  std::map<std::string, kube::ReferenceGrantObj> grants;
   std::map<std::string, std::string> labels;  // of everything decoded, for the selector
 };
 
@@ -69,6 +75,37 @@ void decodeOne(const json& obj, Store& st) {
   } else {
     check(!pod.error().message().empty(), "decodePod error has a message");
   }
+  for (auto [decode, store] : {std::pair{&kube::decodeHttpRoute, &st.http}, {&kube::decodeGrpcRoute, &st.grpc},
+                               {&kube::decodeTcpRoute, &st.tcp}}) {
+    auto route = decode(obj);
+    if (route) (*store)[route->meta.key()] = std::move(route.value());
+    else check(!route.error().message().empty(), "a route's decode error has a message");
+  }
+  auto grant = kube::decodeReferenceGrant(obj);
+  if (grant) st.grants[grant->meta.key()] = std::move(grant.value());
+  else check(!grant.error().message().empty(), "decodeReferenceGrant error has a message");
+}
+
+// applyRoutes(): deterministic; splits have 1..16 backends and no endpoints,
+// and name no split; services stay sorted.
+void checkRoutes(const kube::BuildResult& built, const Store& st) {
+  kube::RouteStores stores{&st.http, &st.grpc, &st.tcp, &st.grants};
+  kube::BuildResult a = built, b = built;
+  kube::applyRoutes(a, st.services, stores);
+  kube::applyRoutes(b, st.services, stores);
+  check(a.snapshot == b.snapshot && a.warnings == b.warnings, "applyRoutes is deterministic");
+  const auto& services = a.snapshot.services;
+  check(services.size() == built.snapshot.services.size(), "routes change services, never add or drop one");
+  check(services.sortedByKey(), "services stay sorted by key");
+  for (const auto& s : services) {
+    if (s.split.empty()) continue;
+    check(s.split.size() <= aimesh::kMaxSplitBackends, "a split has at most 16 backends");
+    check(s.endpoints.empty(), "a split has no endpoints of its own");
+    for (const auto& be : s.split) {
+      const auto* t = services.find(be.nameSpace.empty() ? s.nameSpace : be.nameSpace, be.service, true);
+      check(t != nullptr && t->split.empty(), "a split's backend exists and is no split");
+    }
+  }
 }
 
 }  // namespace
@@ -94,6 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(noPods.snapshot.services.size() == a.snapshot.services.size(), "pods change policies, not services");
   for (const auto& s : noPods.snapshot.services)
     check(!s.policy || s.policy->allowPods.empty(), "without the node's pods a policy allows no pod");
+  checkRoutes(a, st);
   const auto& services = a.snapshot.services;
   for (size_t i = 1; i < services.size(); ++i) {
     check(services[i - 1].key() < services[i].key(), "services sorted by key, unique");

@@ -54,6 +54,14 @@ TEST(FlowsTest, CloseAndResetLinesShowTheConnectionsTotals) {
             "sent=512B received=3.0MiB retransmits=1\n");
 }
 
+// The agent's canary guard in the flow log: the split, the backend service and why.
+TEST(FlowsTest, GuardLinesShowTheBackendServiceAndTheReason) {
+  json guard = {{"seq", 6}, {"time_seconds", 1002.0}, {"type", "guard_tripped"}, {"service", "llama"},
+                {"namespace", "ml"}, {"endpoint", "ml/llama-v2"}, {"reason", "ttft_p99 62.4 ms > 1.5 x primary's 22.1 ms"}};
+  EXPECT_EQ(formatFlowEvent(guard, kNoon),
+            "12:00:02.000 guard_tripped ml/llama -> ml/llama-v2: ttft_p99 62.4 ms > 1.5 x primary's 22.1 ms\n");
+}
+
 TEST(FlowsTest, FailureLines) {
   json refused = event(3, 1000.5, "refused");
   EXPECT_EQ(formatFlowEvent(refused, kNoon),

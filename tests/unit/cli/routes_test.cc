@@ -43,5 +43,30 @@ TEST(RoutesCommand, OneSplitJsonAndErrors) {
   EXPECT_NE(formatRoutes(nlohmann::json::parse(R"({"error":"boom"})"), "", OutputFormat::kTable).exitCode, 0);
 }
 
+// Kubernetes mesh routes: listed with their state, the reasons under the
+// table; a service argument names a route's parent even when nothing was applied.
+TEST(RoutesCommand, MeshRoutesWithTheirStateAndReasons) {
+  nlohmann::json a = answer();
+  a["routes"][0]["source"] = "HTTPRoute ml/llama-canary";
+  a["mesh_routes"] = nlohmann::json::parse(R"([
+    {"route":"HTTPRoute ml/by-header","state":"not_applied","parents":["ml/chat"],"splits":[],
+     "notes":["spec.rules[0].matches: only a rule for every request, without filters, can be applied to connections"]},
+    {"route":"HTTPRoute ml/llama-canary","state":"applied","parents":["ml/llama"],"splits":["ml/llama"],"notes":[]}])");
+  CommandOutput out = formatRoutes(a, "", OutputFormat::kTable);
+  ASSERT_EQ(out.exitCode, 0) << out.err;
+  for (const char* part : {"HTTPRoute ml/llama-canary", "Kubernetes routes:", "not_applied", "ml/chat",
+                           "HTTPRoute ml/by-header (not applied):\n  - spec.rules[0].matches: only a rule"})
+    EXPECT_NE(out.out.find(part), std::string::npos) << part << " in\n" << out.out;
+  CommandOutput chat = formatRoutes(a, "chat", OutputFormat::kJson);
+  ASSERT_EQ(chat.exitCode, 0) << chat.err;
+  auto j = nlohmann::json::parse(chat.out);
+  EXPECT_TRUE(j["routes"].empty());
+  ASSERT_EQ(j["mesh_routes"].size(), 1u);
+  EXPECT_EQ(j["mesh_routes"][0]["state"], "not_applied");
+  CommandOutput text = formatRoutes(a, "ml/chat", OutputFormat::kTable);
+  EXPECT_EQ(text.out.find("BACKEND"), std::string::npos) << text.out;  // no split table, only the route
+  EXPECT_NE(text.out.find("HTTPRoute ml/by-header"), std::string::npos) << text.out;
+}
+
 }  // namespace
 }  // namespace aimesh

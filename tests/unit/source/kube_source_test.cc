@@ -496,5 +496,74 @@ TEST(KubeSource, StopsPromptlyWithWatchesOpen) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
 }
 
+// ---- Gateway API routes ------------------------------------------------------
+
+json route(const std::string& name, const std::string& parent, int w1, int w2) {
+  return json{{"metadata", {{"name", name}, {"namespace", "ml"}}},
+              {"spec",
+               {{"parentRefs", json::array({{{"group", ""}, {"kind", "Service"}, {"name", parent}}})},
+                {"rules", json::array({{{"backendRefs", json::array({{{"name", "v1"}, {"port", 80}, {"weight", w1}},
+                                                                      {{"name", "v2"}, {"port", 80}, {"weight", w2}}})}}})}}}};
+}
+
+// The weight of v2 in the split of ml/llama in the last snapshot, or -1 when it is no split.
+int v2Weight(const Snapshot& s) {
+  const Service* llama = s.services.find("ml", "llama", true);
+  if (!llama || llama->split.size() != 2) return -1;
+  return static_cast<int>(llama->split[1].weight);
+}
+
+TEST(KubeSource, RoutesMakeSplitsAndFollowTheirWatchThroughFaults) {
+  Harness h;
+  for (auto [name, ip] : {std::pair{"llama", "10.96.0.20"}, {"v1", "10.96.0.21"}, {"v2", "10.96.0.22"}})
+    h.fake.upsert(Resource::kServices, service("ml", name, ip));
+  h.fake.upsert(Resource::kHttpRoutes, route("canary", "llama", 90, 10));
+  h.start();
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return v2Weight(h.lastSnapshot) == 10; }));
+  ASSERT_TRUE(h.lastSnapshot.routes);
+  EXPECT_EQ(h.lastSnapshot.routes->at(0).route, "HTTPRoute ml/canary");
+  EXPECT_EQ(h.st(KubeResource::kHttpRoutes).objects, 1u);
+  EXPECT_FALSE(h.st(KubeResource::kHttpRoutes).absent);
+
+  // A weight edit through the watch; then the watch cut mid-event, and a 500.
+  ASSERT_TRUE(h.fake.waitForWatches(Resource::kHttpRoutes, 1, 5s));
+  h.fake.upsert(Resource::kHttpRoutes, route("canary", "llama", 50, 50));
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return v2Weight(h.lastSnapshot) == 50; }));
+  h.fake.dropWatchesMidEvent(Resource::kHttpRoutes);
+  h.fake.failNext(Resource::kHttpRoutes, 500, 2);
+  h.fake.upsert(Resource::kHttpRoutes, route("canary", "llama", 0, 100));
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return v2Weight(h.lastSnapshot) == 100; }));
+  EXPECT_GE(h.st(KubeResource::kHttpRoutes).errors, 1u);
+
+  // The CRD deleted: its routes go, the resource is absent, the Services stay.
+  h.fake.setInstalled(Resource::kHttpRoutes, false);
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return v2Weight(h.lastSnapshot) == -1; }));
+  EXPECT_TRUE(h.st(KubeResource::kHttpRoutes).absent);
+  EXPECT_TRUE(h.st(KubeResource::kHttpRoutes).synced);
+  EXPECT_FALSE(h.lastSnapshot.routes);
+  EXPECT_EQ(h.lastSnapshot.services.size(), 3u);
+}
+
+TEST(KubeSource, WithoutTheRouteCrdsTheServicesAreHandedOutAtOnce) {
+  Harness h;
+  for (auto r : {Resource::kHttpRoutes, Resource::kGrpcRoutes, Resource::kTcpRoutes, Resource::kReferenceGrants})
+    h.fake.setInstalled(r, false);
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.empty(); }, 2s));
+  for (auto r : {KubeResource::kHttpRoutes, KubeResource::kGrpcRoutes, KubeResource::kTcpRoutes,
+                 KubeResource::kReferenceGrants}) {
+    EXPECT_TRUE(h.st(r).absent) << toString(r);
+    EXPECT_EQ(h.st(r).errors, 0u) << toString(r) << ": a missing CRD is no error";
+  }
+  // Forbidden (no RBAC for them) is the same: routes off, Services on.
+  Harness f;
+  f.fake.failNext(Resource::kGrpcRoutes, 403, 100);
+  f.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  f.start();
+  ASSERT_TRUE(f.waitFor([](const Summary& s) { return !s.empty(); }, 2s));
+  EXPECT_TRUE(f.st(KubeResource::kGrpcRoutes).absent);
+}
+
 }  // namespace
 }  // namespace aimesh

@@ -65,5 +65,32 @@ TEST(BuildRoutes, WeightsConnectionsObservedSharesAndGuard) {
   EXPECT_EQ(services.services[1].algorithm, "split") << services.services[1].name;
 }
 
+// From Kubernetes: the split's source is the route that made it, and every
+// mesh route is listed with its state; a filter keeps the routes of that parent.
+TEST(BuildRoutes, TheMeshRoutesAndTheSourceOfEachSplit) {
+  IdIndex idx = splitIndex();
+  std::vector<RouteNote> notes(2);
+  notes[0].route = "HTTPRoute ml/by-header";
+  notes[0].parents = {"ml/chat"};
+  notes[0].state = RouteNote::State::kNotApplied;
+  notes[0].notes = {"spec.rules[0].matches: ..."};
+  notes[1].route = "HTTPRoute ml/llama-canary";
+  notes[1].parents = {"ml/llama"};
+  notes[1].splits = {"ml/llama"};
+  RouteReadings in;
+  in.routes = &notes;
+  view::Routes r = buildRoutes(idx, {}, in);
+  ASSERT_EQ(r.routes.size(), 1u);
+  EXPECT_EQ(r.routes[0].source, "HTTPRoute ml/llama-canary");
+  ASSERT_EQ(r.meshRoutes.size(), 2u);
+  EXPECT_EQ(r.meshRoutes[0].state, "not_applied");
+  EXPECT_EQ(r.meshRoutes[0].notes, notes[0].notes);
+  EXPECT_EQ(r.meshRoutes[1].state, "applied");
+  view::Routes chat = buildRoutes(idx, ServiceFilter{"chat", "ml"}, in);
+  EXPECT_TRUE(chat.routes.empty());
+  ASSERT_EQ(chat.meshRoutes.size(), 1u);
+  EXPECT_EQ(chat.meshRoutes[0].route, "HTTPRoute ml/by-header");
+}
+
 }  // namespace
 }  // namespace aimesh

@@ -191,6 +191,21 @@ TEST(ViewBuildersTest, TopAndFlowsNameTheirEndpoints) {
   EXPECT_EQ(flows.events[0].endpoint, "10.77.0.4:9000");
   EXPECT_EQ(flows.events[1].service, "");
   EXPECT_EQ(flows.events[1].endpoint, "backend#77");
+  EXPECT_FALSE(flows.events[0].reason);
+
+  // The agent's own event (a canary guard's transition) is shown as it was logged.
+  FlowEvent guard{.seq = 3};
+  guard.ev.ts_ns = 5'000'000'000;
+  guard.agent = std::make_shared<const AgentEvent>(AgentEvent{"guard_tripped", "llama", "ml", "ml/llama-v2", "slow"});
+  auto withGuard = buildFlows(f.idx, {guard}, 4, 0);
+  ASSERT_EQ(withGuard.events.size(), 1u);
+  const view::Flow& g = withGuard.events[0];
+  EXPECT_EQ(g.type, "guard_tripped");
+  EXPECT_EQ(g.service, "llama");
+  EXPECT_EQ(g.nameSpace, "ml");
+  EXPECT_EQ(g.endpoint, "ml/llama-v2");
+  EXPECT_EQ(g.reason, "slow");
+  EXPECT_DOUBLE_EQ(g.timeSeconds, 5.0);
 }
 
 ConnectionSeen conn(uint32_t service, uint32_t backend, const char* daddr, uint8_t state, bool gone) {
