@@ -158,8 +158,7 @@ bool Agent::applyLocked(Snapshot snap, Reconciler::Verify verify) {
   lastPolicyCheck_ = std::chrono::steady_clock::now();
   // Splits name services; the plan needs their addresses, and the canary
   // guard's weights.
-  applyGuardWeights(snap, guard_.weights());
-  bool anySplits = std::any_of(snap.services.begin(), snap.services.end(), [](const Service& s) { return !s.split.empty(); });
+  bool anySplits = applyGuardWeights(snap, guard_.weights());
   for (auto& m : resolveSplits(snap))
     if (warnedSplits_.insert(m.split + " " + m.backend + " " + m.reason).second)
       spdlog::warn("split {}: backend service {} is left out ({}); its share goes to the others", m.split, m.backend,

@@ -46,7 +46,9 @@ Status resetTelemetry(const MapFds& fds, uint32_t id) {
 
 // A service id taken by a new service starts with no split counters: those
 // of the split it was, and those that splits sent to it.
-Status forgetSplitStats(int fd, const std::vector<uint32_t>& serviceIds) {
+// walkLimit: how many keys to visit at most (a bound on a walk that keeps
+// restarting as the programs change the map), from the configured size.
+Status forgetSplitStats(int fd, const std::vector<uint32_t>& serviceIds, uint64_t walkLimit) {
   if (fd < 0 || serviceIds.empty()) return {};
   std::vector<uint32_t> sorted = serviceIds;
   std::sort(sorted.begin(), sorted.end());
@@ -58,7 +60,7 @@ Status forgetSplitStats(int fd, const std::vector<uint32_t>& serviceIds) {
         if (in(k.split_id) || in(k.target_id)) keys.push_back(k);
         return true;
       },
-      uint64_t{AIMESH_MAX_SERVICES} * 64, "aimesh_split_stats");
+      walkLimit, "aimesh_split_stats");
   if (!walked) return walked.error();
   for (const auto& k : keys)
     if (Status st = remove(fd, &k, "aimesh_split_stats"); !st) return st;
@@ -187,7 +189,7 @@ Status BpfMapWriter::apply(const MapOp& op) {
             aimesh_svc_stats stats{};
             Status st = update(fds_.svcStats, &o.id, &stats, "aimesh_svc_stats");
             if (st) st = forgetServiceClients(fds_.clients, o.id);  // the id's clients called another service
-            if (st) st = forgetSplitStats(fds_.splitStats, {o.id});
+            if (st) st = forgetSplitStats(fds_.splitStats, {o.id}, splitStatsWalkLimit());
             if (!st || fds_.svcLoad < 0) return st;
             aimesh_svc_load zero{};
             return update(fds_.svcLoad, &o.id, &zero, "aimesh_svc_load");
@@ -337,7 +339,7 @@ bool BpfMapWriter::applyBatched(const std::vector<MapOp>& ops, size_t from, size
             std::vector<uint32_t> sids = ids(ResetServiceStats{});
             return zeroBatch<aimesh_svc_stats>(fds_.svcStats, sids) && zeroBatch<aimesh_svc_load>(fds_.svcLoad, sids) &&
                    static_cast<bool>(forgetServicesClients(fds_.clients, sids)) &&
-                   static_cast<bool>(forgetSplitStats(fds_.splitStats, sids));
+                   static_cast<bool>(forgetSplitStats(fds_.splitStats, sids, splitStatsWalkLimit()));
           },
           [&](const ResetBackendStats&) {
             std::vector<uint32_t> bids = ids(ResetBackendStats{});

@@ -1,6 +1,8 @@
 // MapWriter over the real pinned BPF maps.
 #pragma once
 
+#include <algorithm>
+
 #include "bpf/datapath.h"
 #include "reconcile/map_writer.h"
 
@@ -18,6 +20,10 @@ class BpfMapWriter : public MapWriter {
   bool applyBatched(const std::vector<MapOp>& ops, size_t from, size_t to);
   MapFds fds_;
   MapLimits limits_;
+  // A bound on walks of aimesh_split_stats (sized by the services limit).
+  uint64_t splitStatsWalkLimit() const {
+    return uint64_t{std::max<uint32_t>(limits_.services, AIMESH_MAX_SERVICES)} * 64;
+  }
   // Until the first write: the counter maps are all zeros (fds.countersZero),
   // so the first applyAll() skips its counter resets (~50,000 writes of
   // zeros at 10,000 services, a tenth of a second of the start).

@@ -91,7 +91,7 @@ Result<double> parseTelemetrySample(std::string_view text) { return parsePositiv
 std::optional<std::string> checkSplitBackend(const Service& split, const SplitBackend& b, const Service* target) {
   std::string key = (b.nameSpace.empty() ? split.nameSpace : b.nameSpace) + "/" + b.service;
   if (!target) return "names service " + key + ", which does not exist";
-  if (&*target == &split || target->key() == split.key()) return "names the split itself";
+  if (target->key() == split.key()) return "names the split itself";
   if (!target->split.empty()) return "names " + key + ", which is a split itself (splits of splits are not allowed)";
   for (const PortSpec& ps : split.ports) {
     PortSpec want{b.port ? b.port : ps.port, ps.protocol};

@@ -178,10 +178,12 @@ std::map<std::string, GuardStatus> CanaryGuard::status(const std::string& split,
   return out;
 }
 
-void applyGuardWeights(Snapshot& snap, const std::map<std::pair<std::string, std::string>, uint32_t>& weights) {
+bool applyGuardWeights(Snapshot& snap, const std::map<std::pair<std::string, std::string>, uint32_t>& weights) {
+  bool any = false;
   for (size_t i = 0; i < snap.services.size(); ++i) {
     const Service& s = snap.services[i];
     if (s.split.empty()) continue;
+    any = true;
     std::vector<SplitBackend> next = s.split;
     std::string key = s.key();
     for (SplitBackend& b : next) {
@@ -190,6 +192,7 @@ void applyGuardWeights(Snapshot& snap, const std::map<std::pair<std::string, std
     }
     if (next != s.split) snap.services.mut(i).split = std::move(next);
   }
+  return any;
 }
 
 }  // namespace aimesh

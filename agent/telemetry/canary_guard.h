@@ -121,7 +121,7 @@ uint32_t probeWeight(double percent, uint64_t others);
 
 // Writes the guard's weights ((split key, backend key) -> weight) into the
 // splits of `snap` (SplitBackend::guardWeight), changing only the splits
-// whose weights change.
-void applyGuardWeights(Snapshot& snap, const std::map<std::pair<std::string, std::string>, uint32_t>& weights);
+// whose weights change. Returns whether `snap` has any split (the same walk).
+bool applyGuardWeights(Snapshot& snap, const std::map<std::pair<std::string, std::string>, uint32_t>& weights);
 
 }  // namespace aimesh

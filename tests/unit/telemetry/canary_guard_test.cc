@@ -148,12 +148,15 @@ TEST(ApplyGuardWeights, SetsTheWeightsAndLeavesOtherSplitsShared) {
   snap.services.push_back(a);
   snap.services.push_back(b);
   SharedServices::Ptr before = snap.services.ptr(1);
-  applyGuardWeights(snap, {{{"default/a", "default/v2"}, 0}});
+  EXPECT_TRUE(applyGuardWeights(snap, {{{"default/a", "default/v2"}, 0}}));
   EXPECT_EQ(snap.services[0].split[1].effectiveWeight(), 0u);
   EXPECT_EQ(snap.services[0].split[0].effectiveWeight(), 1u);
   EXPECT_EQ(snap.services.ptr(1), before);
   applyGuardWeights(snap, {});
   EXPECT_FALSE(snap.services[0].split[1].guardWeight);
+  Snapshot plain;
+  plain.services.push_back(Service{});
+  EXPECT_FALSE(applyGuardWeights(plain, {})) << "no split";
 }
 
 }  // namespace
