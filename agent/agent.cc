@@ -462,7 +462,9 @@ Result<view::Top> Agent::topView() {
   if (!tel) return tel.error();
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return buildTop(index(), *tel, ts.tv_sec + ts.tv_nsec / 1e9);
+  view::Top top = buildTop(index(), *tel, ts.tv_sec + ts.tv_nsec / 1e9);
+  markGuardedLocked(top);
+  return top;
 }
 
 view::Clients Agent::clientsView() {

@@ -154,6 +154,7 @@ class Agent {
   // the split counters' history for the observed shares.
   void guardTick();
   std::map<std::string, CanaryGuard::Split> guardInputsLocked();
+  void markGuardedLocked(view::Top& top);
   // Reads aimesh_clients, names the cgroups and forgets those that are gone.
   view::Clients clientsLocked();
   std::vector<ScrapeTarget> scrapeTargets() const;     // endpoints of services with model_metrics

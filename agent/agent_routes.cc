@@ -115,6 +115,24 @@ view::Routes Agent::routesLocked(const ServiceFilter& filter) {
   return out;
 }
 
+// meshctl top: each endpoint of a guarded canary with its service's guard
+// state (the worst over the splits that guard it).
+void Agent::markGuardedLocked(view::Top& top) {
+  if (!anySplits_) return;
+  std::map<std::string, GuardState> worst;  // backend service key -> state
+  auto now = Clock::now();
+  for (auto& [sid, s] : index().services) {
+    if (!s.canaryGuard) continue;
+    for (auto& [backend, st] : guard_.status(s.nameSpace + "/" + s.name, now)) {
+      auto [it, fresh] = worst.emplace(backend, st.state);
+      if (!fresh && static_cast<int>(st.state) > static_cast<int>(it->second)) it->second = st.state;
+    }
+  }
+  if (worst.empty()) return;
+  for (view::TopEndpoint& e : top.endpoints)
+    if (auto it = worst.find(e.nameSpace + "/" + e.service); it != worst.end()) e.guard = toString(it->second);
+}
+
 view::Routes Agent::routesView(const ServiceFilter& filter) {
   std::lock_guard lk(mu_);
   return routesLocked(filter);

@@ -245,12 +245,15 @@ struct TopEndpoint {
   double ttftP50 = 0;
   double ttftP99 = 0;
   double gapP50 = 0;
+  // An endpoint of a guarded canary: its service's canary guard state on
+  // this node (ok, probing, tripped; the worst when several splits guard it).
+  std::optional<std::string> guard;
 };
 AIMESH_VIEW_FIELDS(TopEndpoint) {
   v("service", s.service), v("namespace", s.nameSpace), v("model", s.model), v("endpoint", s.endpoint),
       v("backend_id", s.backendId), v("active", s.active), v("opened", s.opened), v("requests", s.requests),
       v("responses", s.responses), v("errors", s.errors), v("ttft_p50", s.ttftP50), v("ttft_p99", s.ttftP99),
-      v("gap_p50", s.gapP50);
+      v("gap_p50", s.gapP50), v("guard", s.guard);
 }
 
 struct Top {

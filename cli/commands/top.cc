@@ -131,14 +131,19 @@ CommandOutput formatTopFrame(const nlohmann::json& previous, const nlohmann::jso
   };
   std::stable_sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) { return key(a) < key(b); });
 
-  Table table(
-      {"SERVICE", "ENDPOINT", "ACTIVE", "REQ/S", "TTFT_P50", "TTFT_P99", "GAP_P50", "ERRORS"});
+  // A GUARD column only when a canary guard watches some endpoint here.
+  bool guarded = std::any_of(rows.begin(), rows.end(), [](const Item<TE>& e) { return e.view().guard.has_value(); });
+  std::vector<std::string> header{"SERVICE", "ENDPOINT", "ACTIVE", "REQ/S", "TTFT_P50", "TTFT_P99", "GAP_P50", "ERRORS"};
+  if (guarded) header.push_back("GUARD");
+  Table table(header);
   for (std::size_t c = 2; c < 8; ++c) table.setAlign(c, Table::Align::kRight);
   for (const auto& e : rows) {
     std::optional<double> r = rate(then, now, e);
-    table.addRow({e.cell(&TE::nameSpace) + "/" + e.cell(&TE::service), e.cell(&TE::endpoint),
-                  e.cell(&TE::active), r ? fmt::format("{:.1f}", *r) : "-", latencyCell(e, &TE::ttftP50),
-                  latencyCell(e, &TE::ttftP99), latencyCell(e, &TE::gapP50), e.cell(&TE::errors)});
+    std::vector<std::string> row{e.cell(&TE::nameSpace) + "/" + e.cell(&TE::service), e.cell(&TE::endpoint),
+                                 e.cell(&TE::active), r ? fmt::format("{:.1f}", *r) : "-", latencyCell(e, &TE::ttftP50),
+                                 latencyCell(e, &TE::ttftP99), latencyCell(e, &TE::gapP50), e.cell(&TE::errors)};
+    if (guarded) row.push_back(e.view().guard.value_or(""));
+    table.addRow(row);
   }
   result.out = table.render();
   return result;

@@ -226,6 +226,24 @@ TEST_F(SplitE2e, GuardTripsASlowCanaryAndGivesItsShareBackWhenHealthy) {
   };
   json slow = load(guardIs("tripped"));
   flowTypes = guardFlows();
+  // meshctl top marks the canary's endpoint with the guard's state; the primary's has none.
+  bool canarySeen = false;
+  json top;
+  for (int i = 0; i < 20 && !(top.contains("endpoints") && top["endpoints"].size() >= 2); ++i) {
+    if (i > 0) std::this_thread::sleep_for(100ms);
+    auto r = callAgent(sock, {{"method", "top"}}, 2000ms);
+    if (r) top = *r;
+  }
+  for (auto& e : top["endpoints"]) {
+    if (e["endpoint"] == "10.77.0.3:8000") {
+      canarySeen = true;
+      EXPECT_EQ(e.value("guard", ""), "tripped") << e.dump();
+    }
+    if (e["endpoint"] == "10.77.0.2:8000") {
+      EXPECT_FALSE(e.contains("guard") && !e["guard"].is_null()) << e.dump();
+    }
+  }
+  EXPECT_TRUE(canarySeen) << top.dump();
   json c = canary();
   ASSERT_EQ(c.value("guard", ""), "tripped") << c.dump() << " " << slow.dump();
   EXPECT_EQ(c["effective_weight"], 0);

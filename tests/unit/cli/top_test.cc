@@ -54,6 +54,18 @@ TEST(TopTest, RateFromSuccessivePolls) {
       "ml/llama-chat   10.77.0.2:8000        4    30.5     52.0ms      310ms     2.1ms        1\n");
 }
 
+// A guarded canary's endpoints carry the guard's state: a GUARD column then.
+TEST(TopTest, GuardColumnOnlyWithAGuardedCanary) {
+  json canary = endpoint("llama-v2", "ml", "10.77.0.3:8000", 4, 5);
+  canary["guard"] = "tripped";
+  CommandOutput r = formatTopFrame(json(), poll(100.0, {endpoint("llama-v1", "ml", "10.77.0.2:8000", 3, 9), canary}),
+                                   OutputFormat::kTable);
+  EXPECT_EQ(r.out,
+            "SERVICE       ENDPOINT         ACTIVE   REQ/S   TTFT_P50   TTFT_P99   GAP_P50   ERRORS   GUARD\n"
+            "ml/llama-v1   10.77.0.2:8000        4       -     52.0ms      310ms     2.1ms        1\n"
+            "ml/llama-v2   10.77.0.3:8000        4       -     52.0ms      310ms     2.1ms        1   tripped\n");
+}
+
 TEST(TopTest, NoRateWhenItCannotBeTold) {
   json ep = endpoint("llama-chat", "ml", "10.77.0.2:8000", 3, 50);
   // No previous poll.
