@@ -533,7 +533,9 @@ TEST_F(KubeRoutesE2e, AnHttpRouteSplitsItsParentServiceAndFollowsWeightEdits) {
   startAgent();
   EXPECT_EQ(spread("10.96.0.30", 6), (std::map<std::string, int>{{"a", 6}}));  // no route: its own endpoint
 
-  fake_->upsert(Resource::kHttpRoutes, meshRoute("llama-canary", "llama", {{"llama-v1", 90}, {"llama-v2", 10}}));
+  json canary = meshRoute("llama-canary", "llama", {{"llama-v1", 90}, {"llama-v2", 10}});
+  canary["metadata"]["annotations"] = {{"aimesh.io/canary-guard", "metric=ttft_p50,min_samples=50,window=30s"}};
+  fake_->upsert(Resource::kHttpRoutes, canary);
   json m = meshRouteNamed("HTTPRoute ml/llama-canary");
   ASSERT_FALSE(m.is_null());
   EXPECT_EQ(m["state"], "applied") << m.dump();
@@ -541,6 +543,8 @@ TEST_F(KubeRoutesE2e, AnHttpRouteSplitsItsParentServiceAndFollowsWeightEdits) {
   json routes = api("routes")["routes"];
   ASSERT_EQ(routes.size(), 1u);
   EXPECT_EQ(routes[0]["source"], "HTTPRoute ml/llama-canary");
+  EXPECT_EQ(routes[0]["guard_metric"], "ttft_p50") << "the route's aimesh.io/canary-guard";
+  EXPECT_EQ(routes[0]["primary"], "ml/llama-v1") << "unset: the first backendRef";
   EXPECT_EQ(metric("aimesh_mesh_routes{state=\"applied\"}"), "1");
 
   // 90/10 over 2,000 fresh connects: the parent's own endpoint gets none.
