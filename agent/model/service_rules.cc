@@ -132,7 +132,8 @@ std::optional<std::string> setGuardKey(CanaryGuardSpec& g, std::string_view key,
   auto duration = [&](uint64_t min, uint64_t max, uint64_t& out) -> std::optional<std::string> {
     auto ms = parseDurationMs(value);
     if (!ms) return "must be a duration like 30s or 5m, got '" + std::string(value) + "'";
-    if (*ms < min || *ms > max) return "must be " + formatDurationMs(min) + ".." + formatDurationMs(max) + ", got " + std::string(value);
+    if (*ms < min || *ms > max)
+      return "must be " + formatDurationMs(min) + ".." + formatDurationMs(max) + ", got " + std::string(value);
     out = *ms;
     return std::nullopt;
   };

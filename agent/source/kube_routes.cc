@@ -339,7 +339,9 @@ void Applier::resolveBackends(const RouteObj& route, Plan& plan) const {
         else plan.problems.push_back(where + ": " + *bad);
         continue;
       }
-      auto same = [&](const SplitBackend& o) { return o.service == b.service && o.nameSpace == b.nameSpace && o.port == b.port; };
+      auto same = [&](const SplitBackend& o) {
+        return o.service == b.service && o.nameSpace == b.nameSpace && o.port == b.port;
+      };
       if (std::any_of(split.begin(), split.end(), same)) {
         plan.problems.push_back(where + ": names a Service and port another backendRef names too");
         continue;
@@ -411,7 +413,8 @@ void Applier::apply(const RouteObj& route, Plan& plan) {
     s.ports = parent.ports;
     s.policy = parent.policy;
     s.split = plan.splits[i];
-    for (const SplitBackend& b : s.split) backends_[(b.nameSpace.empty() ? s.nameSpace : b.nameSpace) + "/" + b.service] = route.name();
+    for (const SplitBackend& b : s.split)
+      backends_[(b.nameSpace.empty() ? s.nameSpace : b.nameSpace) + "/" + b.service] = route.name();
     if (g) s.canaryGuard = *g;
     result_.snapshot.services.set(t.index, SharedServices::make(std::move(s)));
     claimed_[t.index] = route.name();

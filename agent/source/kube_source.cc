@@ -458,8 +458,12 @@ void KubeSource::markAbsent(KubeResource r, long status, const std::string& body
       spdlog::error("kubernetes {}: listing is forbidden ({}); mesh routes of this kind are off (RBAC: get, list, "
                     "watch on {}.gateway.networking.k8s.io)", toString(r), statusText(status, body), toString(r));
   }
-  bool changed = !withStore(r, [](auto& store, auto) { return store.empty(); }) || !was;
-  withStore(r, [](auto& store, auto) { store.clear(); });
+  bool had = withStore(r, [](auto& store, auto) {
+    bool any = !store.empty();
+    store.clear();
+    return any;
+  });
+  bool changed = had || !was;
   st.objects = 0;
   if (changed) {
     version_++;
