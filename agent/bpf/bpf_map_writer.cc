@@ -128,7 +128,8 @@ aimesh_service toAbi(const ServiceRecord& s) {
   a.slot_gen = s.slotGen;
   a.hash_size = s.hashSize;
   a.balance_pct = s.balancePct;
-  a.flags = (s.policy ? AIMESH_SVC_F_POLICY : 0) | (s.split ? AIMESH_SVC_F_SPLIT : 0);
+  a.flags = (s.policy ? AIMESH_SVC_F_POLICY : 0) | (s.split ? AIMESH_SVC_F_SPLIT : 0) |
+            (s.failClose ? AIMESH_SVC_F_FAIL_CLOSE : 0);
   a.sample_skip = s.sampleSkip;
   return a;
 }
@@ -137,6 +138,7 @@ ServiceRecord fromAbi(const aimesh_service& a) {
   ServiceRecord r{a.slot_count, a.backend_count, static_cast<Algorithm>(a.algorithm), a.slot_gen,
                   a.hash_size,  a.balance_pct,   (a.flags & AIMESH_SVC_F_POLICY) != 0};
   r.split = (a.flags & AIMESH_SVC_F_SPLIT) != 0;
+  r.failClose = (a.flags & AIMESH_SVC_F_FAIL_CLOSE) != 0;
   r.sampleSkip = a.sample_skip;
   return r;
 }

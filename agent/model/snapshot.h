@@ -209,6 +209,11 @@ struct Service {
   // load are exact for all. 0 < x <= 1. See effectiveTelemetrySample().
   double telemetrySample = 1;
   std::vector<Endpoint> endpoints;
+  // When every endpoint the kernel tries is in its failure back-off: false
+  // (fail open, the default) uses one of them anyway; true (fail close)
+  // refuses the connection (ECONNREFUSED). State file `failure_mode`;
+  // InferencePool endpointPickerRef.failureMode (docs/traffic-management.md).
+  bool failClose = false;
   // A split: each new connection goes to one of these services, by weight
   // (then to an endpoint of it, by its own algorithm). A split has no
   // endpoints of its own, and its backends are not splits.

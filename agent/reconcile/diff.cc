@@ -41,6 +41,7 @@ std::string describe(const MapOp& op) {
             if (o.rec.hashSize) d += fmt::format(" hash={} balance={}%", o.rec.hashSize, o.rec.balancePct);
             if (o.rec.policy) d += " policy";
             if (o.rec.split) d += " split";
+            if (o.rec.failClose) d += " fail-close";
             if (o.rec.sampleSkip) d += fmt::format(" sample-skip={}", o.rec.sampleSkip);
             return d;
           },

@@ -32,6 +32,7 @@ struct ServiceRecord {
   uint16_t balancePct = 0;  // bounded_hash load bound
   bool policy = false;      // AIMESH_SVC_F_POLICY: only clients in `policy` entries may connect
   bool split = false;       // AIMESH_SVC_F_SPLIT: `splits` names its backend services
+  bool failClose = false;   // AIMESH_SVC_F_FAIL_CLOSE: refuse rather than use a backend in back-off
   uint16_t sampleSkip = 0;  // telemetry sampling (telemetrySkip()); 0: every connection measured
   auto operator<=>(const ServiceRecord&) const = default;
 };

@@ -305,6 +305,7 @@ void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& 
     rec.slotCount = static_cast<uint32_t>(slots.size());
     rec.backendCount = static_cast<uint32_t>(distinct.size());
     rec.sampleSkip = telemetrySkip(effectiveTelemetrySample(svc));
+    rec.failClose = svc.failClose;  // a split's targets decide for themselves
     planHashTable(svc, sid, weighted, out, rec);
     planSlots(current, sid, slots, out, rec);
   }

@@ -360,13 +360,14 @@ class StateParser {
     Fields fields = collect(node, path,
                             {"name", "namespace", "model", "vips", "ports", "algorithm", "hash_table_size",
                              "hash_balance_factor", "model_metrics", "policy", "connections", "telemetry", "endpoints",
-                             "split", "canary_guard"});
+                             "failure_mode", "split", "canary_guard"});
     parseIdentity(node, fields, svc, info);
     for (auto [key, parse] : {std::pair{"vips", &StateParser::parseVips}, std::pair{"ports", &StateParser::parsePorts}}) {
       if (const Field* f = find(fields, key)) (this->*parse)(*f, joinPath(path, key), svc, info);
       else error(node.Mark(), joinPath(path, key), "required field is missing");
     }
     parseHashing(fields, path, svc);
+    if (const Field* f = present(fields, "failure_mode")) parseFailureMode(*f, joinPath(path, "failure_mode"), svc);
     if (const Field* f = present(fields, "model_metrics")) parseModelMetrics(*f, joinPath(path, "model_metrics"), svc);
     if (const Field* f = present(fields, "policy")) parsePolicy(*f, joinPath(path, "policy"), svc);
     if (const Field* f = present(fields, "connections")) parseConnections(*f, joinPath(path, "connections"), svc);
@@ -445,6 +446,16 @@ class StateParser {
       if (auto x = readNumber(*f, joinPath(path, "hash_balance_factor"), kMinHashBalanceFactor, kMaxHashBalanceFactor))
         svc.balancePct = static_cast<uint16_t>(*x * 100 + 0.5);
     }
+  }
+
+  // failure_mode: what a connection gets when every endpoint the kernel
+  // tries is in its failure back-off.
+  void parseFailureMode(const Field& f, const std::string& p, Service& svc) {
+    auto s = readString(f, p);
+    if (!s) return;
+    if (*s == "fail_open") svc.failClose = false;
+    else if (*s == "fail_close") svc.failClose = true;
+    else error(markOf(f), p, "must be fail_open or fail_close, got '" + *s + "'");
   }
 
   void parseModelMetrics(const Field& f, const std::string& p, Service& svc) {
@@ -704,7 +715,7 @@ class StateParser {
   // backend services' own endpoints and settings apply).
   void parseSplit(const Field& f, const std::string& path, const Fields& fields, Service& svc, ServiceInfo& info) {
     for (const char* own : {"endpoints", "algorithm", "hash_table_size", "hash_balance_factor", "model_metrics",
-                            "connections", "telemetry"})
+                            "connections", "telemetry", "failure_mode"})
       if (const Field* o = present(fields, own))
         error(o->key.Mark(), joinPath(info.path, own),
               std::string("a split has no '") + own + "': its backend services' own apply");

@@ -31,6 +31,7 @@ const char* reasonName(uint32_t reason) {
     case AIMESH_R_TC_REWRITE_FAILED: return "tc_rewrite_failed";
     case AIMESH_R_CLIENT_FULL: return "client_full";
     case AIMESH_R_SPLIT_FAILOVER: return "split_failover";
+    case AIMESH_R_EJECTED_REFUSED: return "ejected_refused";
     default: return "unknown";
   }
 }

@@ -15,7 +15,9 @@
  *                for the next one
  * Load = open connections + queued requests (scraped) + failure penalty.
  * Every algorithm skips draining and weight-0 backends, backends of the wrong
- * family, and backends in failure back-off (unless every pick is). */
+ * family, and backends in failure back-off (unless every pick is: then one of
+ * them is used, or, for a service with AIMESH_SVC_F_FAIL_CLOSE, the
+ * connection is refused). */
 #ifndef AIMESH_BPF_LB_H
 #define AIMESH_BPF_LB_H
 
@@ -157,13 +159,22 @@ struct lb_ctx {
 	__u32 hash_size;
 	__u32 backend_count;
 	__u32 balance_pct;
-	__u32 pad;
+	__u32 fallback;   /* LB_FB_*: what aimesh_lb_random() does when every draw is in back-off */
 };
+
+/* lb_ctx.fallback. The first draw of a connection decides (the service's
+ * flag); the second-choice draws (lb_two_choices()) only look for a backend
+ * out of back-off: the first draw's pick stands otherwise, so they neither
+ * count nor refuse. */
+#define LB_FB_OPEN 0                        /* use the last of them (fail open); counted */
+#define LB_FB_CLOSE AIMESH_SVC_F_FAIL_CLOSE /* refuse; counted */
+#define LB_FB_QUIET 0x100                   /* return it (out->backoff set), uncounted */
 
 /* One weighted-random candidate: a uniform pick over the slots (weights
  * were expanded into slots by the agent), retried a few times when it lands
  * on a backend that cannot take the connection or is in back-off. If every
- * usable pick was in back-off, the last of them is used (fail open). */
+ * usable pick was in back-off, the last of them is used (fail open), or the
+ * service refuses (fail close): c->fallback says which. */
 __noinline int aimesh_lb_random(struct lb_ctx *c, struct lb_cand *out)
 {
 	struct lb_cand cand = {}, fb = {};
@@ -191,12 +202,16 @@ __noinline int aimesh_lb_random(struct lb_ctx *c, struct lb_cand *out)
 		*out = cand;
 		return 0;
 	}
-	if (have_fb) {
-		count_reason(AIMESH_R_EJECTED_FALLBACK);
-		*out = fb;
-		return 0;
+	if (!have_fb)
+		return -ECONNREFUSED;
+	if (c->fallback == LB_FB_CLOSE) {
+		count_reason(AIMESH_R_EJECTED_REFUSED);
+		return -ECONNREFUSED;
 	}
-	return -ECONNREFUSED;
+	if (c->fallback == LB_FB_OPEN)
+		count_reason(AIMESH_R_EJECTED_FALLBACK);
+	*out = fb;
+	return 0;
 }
 
 /* Is candidate a strictly cheaper than b? Cost per unit of weight (compared
@@ -275,12 +290,14 @@ __noinline int aimesh_lb_scan(struct lb_ctx *c, int by_latency, struct lb_cand *
 	return 0;
 }
 
-/* Power of two choices: draw a second candidate and keep the cheaper one. */
+/* Power of two choices: draw a second candidate and keep the cheaper one
+ * (the first when the second draw is in back-off or finds nothing). */
 static __always_inline void lb_two_choices(struct lb_ctx *c, struct lb_cand *out, int by_latency)
 {
 	struct lb_cand second = {};
 	int i;
 
+	c->fallback = LB_FB_QUIET;
 	/* A second, different backend (drawn again if it repeats the first). */
 	for (i = 0; i < AIMESH_SELECT_TRIES; i++) {
 		if (aimesh_lb_random(c, &second))
@@ -394,6 +411,7 @@ static __always_inline int lb_pick_in(__u32 service_id, const struct aimesh_serv
 	c.hash_size = svc->hash_size;
 	c.backend_count = svc->backend_count;
 	c.balance_pct = svc->balance_pct;
+	c.fallback = svc->flags & AIMESH_SVC_F_FAIL_CLOSE; /* LB_FB_CLOSE or LB_FB_OPEN; no branch */
 
 	if (alg == AIMESH_ALG_MAGLEV || alg == AIMESH_ALG_BOUNDED_HASH) {
 		if (!aimesh_lb_hash(&c, hash_key, alg == AIMESH_ALG_BOUNDED_HASH, &pick))
@@ -456,8 +474,9 @@ __noinline int aimesh_lb_split_draw(__u32 split_id, __u32 tried, __u32 rnd, __u3
 }
 
 /* A split's two-stage pick: a target service drawn by weight, then a backend
- * of it with its own algorithm. A target with no usable backend is passed
- * over (counted) and the draw repeated among the others; -ECONNREFUSED when
+ * of it with its own algorithm. A target with no usable backend (a fail-close
+ * one whose picks were all in back-off included) is passed over (counted)
+ * and the draw repeated among the others; -ECONNREFUSED when
  * none has one. The target's own draws use a mix of rnd, so they do not
  * depend on which target the first draw chose. Each draw looks the split up
  * again: under a weight change a retry may see the new weights, which are as

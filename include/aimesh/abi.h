@@ -97,6 +97,7 @@ enum aimesh_reason {
 	AIMESH_R_TC_REWRITE_FAILED = 17, /* TC: a checksum or store helper failed mid-rewrite: dropped */
 	AIMESH_R_CLIENT_FULL = 18,     /* no aimesh_clients entry could be made (map full): the call is not counted per client */
 	AIMESH_R_SPLIT_FAILOVER = 19,  /* a split's drawn backend service had no usable backend: drew among the others */
+	AIMESH_R_EJECTED_REFUSED = 20, /* fail-close service: every pick was in back-off: refused */
 	AIMESH_R_MAX,
 };
 
@@ -125,6 +126,8 @@ AIMESH_STATIC_ASSERT(sizeof(struct aimesh_frontend) == 4, "frontend size");
 /* aimesh_service.flags */
 #define AIMESH_SVC_F_POLICY 0x01 /* only clients allowed in aimesh_policy may connect (else EPERM) */
 #define AIMESH_SVC_F_SPLIT 0x02  /* a split: aimesh_splits names the backend services; no slots of its own */
+#define AIMESH_SVC_F_FAIL_CLOSE 0x04 /* when every pick is in failure back-off, refuse (ECONNREFUSED)
+				      * instead of using one anyway */
 
 struct aimesh_service {
 	__u32 slot_count;    /* live slots in generation slot_gen; 0 = no usable backend */

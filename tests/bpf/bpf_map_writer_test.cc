@@ -213,5 +213,44 @@ TEST_F(BpfMapWriterTest, ARunRefusedAsABatchIsAppliedOneByOneAndTheFailureNamed)
       << st.error().message();
 }
 
+// A service's fail-close mode is AIMESH_SVC_F_FAIL_CLOSE in its kernel
+// record, beside the other flags, and reads back as written; turning it off
+// clears the bit alone.
+TEST_F(BpfMapWriterTest, TheFailCloseFlagRoundTrips) {
+  BpfMapWriter w(fds_, limits());
+  ServiceRecord rec{2, 2, Algorithm::kLeastConn, 1, 0, 0, true};
+  rec.failClose = true;
+  ASSERT_TRUE(w.applyAll({UpsertService{5, rec}}));
+  uint32_t key = 5;
+  aimesh_service raw{};
+  ASSERT_EQ(bpf_map_lookup_elem(fds_.services, &key, &raw), 0);
+  EXPECT_EQ(raw.flags, AIMESH_SVC_F_POLICY | AIMESH_SVC_F_FAIL_CLOSE);
+  auto back = w.read();
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->services.at(5), rec);
+  rec.failClose = false;
+  ASSERT_TRUE(w.applyAll({UpsertService{5, rec}}));
+  ASSERT_EQ(bpf_map_lookup_elem(fds_.services, &key, &raw), 0);
+  EXPECT_EQ(raw.flags, AIMESH_SVC_F_POLICY);
+  back = w.read();
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->services.at(5), rec);
+  ASSERT_TRUE(w.applyAll({DeleteService{5}}));
+
+  // From a snapshot: every port of a fail-close service, nothing else.
+  Snapshot s = services(3, 2);
+  s.services.mut(1).failClose = true;
+  s.services.mut(1).ports.push_back(PortSpec{8001, Protocol::kTcp});
+  Reconciler r(w, limits());
+  IdIndex idx;
+  ASSERT_TRUE(r.reconcile(s, idx));
+  back = w.read();
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, makePlan(s, *back, limits()).desired);
+  int failClose = 0;
+  for (auto& [id, svc] : back->services) failClose += svc.failClose;
+  EXPECT_EQ(failClose, 2);
+}
+
 }  // namespace
 }  // namespace aimesh

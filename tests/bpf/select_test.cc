@@ -35,6 +35,7 @@ namespace {
 
 constexpr int kEconnrefused = -111;
 constexpr uint32_t kGen1 = AIMESH_MAX_SLOTS_PER_SVC;  // slot number offset of generation 1
+constexpr uint64_t kForever = ~0ULL;                  // skip_until_ns: in back-off "forever"
 
 using Reasons = std::array<uint64_t, AIMESH_R_MAX>;
 
@@ -146,6 +147,12 @@ class Select : public ::testing::Test {
     s.balance_pct = balancePct;
     ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &svc, sizeof(svc), &s, sizeof(s), BPF_ANY), 0);
   }
+  void setFlags(uint32_t svc, uint8_t flags) {
+    aimesh_service s{};
+    ASSERT_EQ(bpf_map__lookup_elem(skel_->maps.aimesh_services, &svc, sizeof(svc), &s, sizeof(s), 0), 0);
+    s.flags = flags;
+    ASSERT_EQ(bpf_map__update_elem(skel_->maps.aimesh_services, &svc, sizeof(svc), &s, sizeof(s), BPF_ANY), 0);
+  }
   void putLoad(uint32_t id, int64_t active, uint64_t ewmaNs = 0, uint64_t skipUntilNs = 0, int32_t idle = 0) {
     aimesh_be_load l{};
     l.active = active;
@@ -210,6 +217,29 @@ class Select : public ::testing::Test {
     for (uint32_t be : backends) putBackend(be, svc, Family::kV4);
     putSlots(svc, 0, backends);
     putService(svc, static_cast<uint32_t>(backends.size()), 0, static_cast<uint32_t>(backends.size()));
+  }
+
+  // least_conn and latency (2 slots: the scan path): the scan finds nothing
+  // out of back-off (2 skips), nor does the random draw after it (4 skips), so
+  // the call is refused. Out of back-off, backend 2 is the only choice even
+  // when it is the busier one.
+  void expectFailCloseScan(uint8_t alg) {
+    twoBackends(alg);
+    setFlags(9, AIMESH_SVC_F_FAIL_CLOSE);
+    putLoad(1, 0, 0, kForever);
+    putLoad(2, 7, 0, kForever);
+    auto ctx = select(9, 5);
+    EXPECT_EQ(ctx.err, kEconnrefused);
+    EXPECT_EQ(reasons(),
+              only({{AIMESH_R_EJECTED_SKIPPED, 6}, {AIMESH_R_EJECTED_REFUSED, 1}, {AIMESH_R_NO_BACKEND, 1}}));
+    putLoad(2, 7);
+    for (uint32_t rnd = 0; rnd < 8; ++rnd) {
+      ctx = select(9, rnd);
+      EXPECT_EQ(ctx.err, 0) << rnd;
+      EXPECT_EQ(ctx.backend_id, 2u) << rnd;
+    }
+    EXPECT_EQ(reasons()[AIMESH_R_EJECTED_REFUSED], 1u);
+    EXPECT_EQ(reasons()[AIMESH_R_EJECTED_FALLBACK], 0u);
   }
 
   testing::LibbpfLogCapture libbpfLog_;  // what libbpf said, shown if open or load fails
@@ -705,6 +735,115 @@ TEST_F(Select, EjectedBackendSkippedUnlessAllAre) {
   putLoad(2, 0, 0, ~0ULL);
   hits = spread(9, 200);
   EXPECT_EQ(hits[1], 200);
+}
+
+// ---- fail close (AIMESH_SVC_F_FAIL_CLOSE) ----------------------------------
+//
+// Service 9 has slots {1, 2}. The LCG's multiplier and increment are odd, so
+// a draw's parity flips each time: the four draws of one aimesh_lb_random()
+// alternate between the two slots, starting at slot rnd % 2, and end on
+// slot (rnd + 1) % 2.
+
+TEST_F(Select, FailCloseRandomRefusesWhenEveryPickIsInBackoff) {
+  twoBackends(AIMESH_ALG_RANDOM);
+  setFlags(9, AIMESH_SVC_F_FAIL_CLOSE);
+  putLoad(1, 0, 0, kForever);
+  putLoad(2, 0, 0, kForever);
+  auto ctx = select(9, 3);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_EJECTED_SKIPPED, 4}, {AIMESH_R_EJECTED_REFUSED, 1}, {AIMESH_R_NO_BACKEND, 1}}));
+}
+
+TEST_F(Select, FailCloseRandomPicksTheOneBackendNotInBackoff) {
+  twoBackends(AIMESH_ALG_RANDOM);
+  setFlags(9, AIMESH_SVC_F_FAIL_CLOSE);
+  putLoad(1, 0, 0, kForever);
+  for (uint32_t rnd : {2u, 3u}) {  // first draw on backend 1 (skipped), then on 2
+    auto ctx = select(9, rnd);
+    EXPECT_EQ(ctx.err, 0) << rnd;
+    EXPECT_EQ(ctx.backend_id, 2u) << rnd;
+  }
+  EXPECT_EQ(reasons(), only({{AIMESH_R_EJECTED_SKIPPED, 1}}));
+}
+
+// Without the flag every pick in back-off still gets one of them (fail open),
+// counted once per connection: the last draw's backend.
+TEST_F(Select, FailOpenIsStillTheDefault) {
+  twoBackends(AIMESH_ALG_RANDOM);
+  putLoad(1, 0, 0, kForever);
+  putLoad(2, 0, 0, kForever);
+  auto ctx = select(9, 3);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 1u) << "draws on slots 1, 0, 1, 0";
+  EXPECT_EQ(reasons(), only({{AIMESH_R_EJECTED_SKIPPED, 4}, {AIMESH_R_EJECTED_FALLBACK, 1}}));
+  // least_conn: the scan, the first draw and the second-choice draws all
+  // find only backends in back-off; the connection uses the first draw's,
+  // and only the first draw counts the fallback.
+  setAlgorithm(9, AIMESH_ALG_LEAST_CONN);
+  ctx = select(9, 3);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.backend_id, 1u);
+  EXPECT_EQ(reasons()[AIMESH_R_EJECTED_FALLBACK], 2u) << "one more connection, one more fallback";
+}
+
+TEST_F(Select, FailCloseLeastConnRefusesAndPicksTheOneNotInBackoff) { expectFailCloseScan(AIMESH_ALG_LEAST_CONN); }
+
+TEST_F(Select, FailCloseLatencyRefusesAndPicksTheOneNotInBackoff) { expectFailCloseScan(AIMESH_ALG_LATENCY); }
+
+// maglev: the table walk finds nothing usable (a miss, counted), then the
+// random draws neither: refused. With backend 2 out of back-off the walk
+// reaches it from every entry (it is every other entry).
+TEST_F(Select, FailCloseMaglevRefusesAndPicksTheOneNotInBackoff) {
+  twoBackends(AIMESH_ALG_MAGLEV);
+  putTable(9, {1, 2, 1, 2, 1, 2, 1});
+  setAlgorithm(9, AIMESH_ALG_MAGLEV, 7);
+  setFlags(9, AIMESH_SVC_F_FAIL_CLOSE);
+  putLoad(1, 0, 0, kForever);
+  putLoad(2, 0, 0, kForever);
+  auto ctx = selectKey(9, 42, 5);
+  EXPECT_EQ(ctx.err, kEconnrefused);
+  Reasons r = reasons();
+  EXPECT_EQ(r[AIMESH_R_HASH_TABLE_MISS], 1u);
+  EXPECT_EQ(r[AIMESH_R_EJECTED_REFUSED], 1u);
+  EXPECT_EQ(r[AIMESH_R_NO_BACKEND], 1u);
+  EXPECT_EQ(r[AIMESH_R_EJECTED_FALLBACK], 0u);
+  putLoad(2, 0);
+  for (uint64_t key = 1; key < 50; ++key) {
+    ctx = selectKey(9, key);
+    EXPECT_EQ(ctx.err, 0) << key;
+    EXPECT_EQ(ctx.backend_id, 2u) << key;
+  }
+  EXPECT_EQ(reasons()[AIMESH_R_HASH_TABLE_MISS], 1u) << "the walk found backend 2 every time";
+  EXPECT_EQ(reasons()[AIMESH_R_EJECTED_REFUSED], 1u);
+}
+
+// A split's fail-close target whose backends are all in back-off is passed
+// over like a target without a backend: rnd 0 draws target 1 (r = 0 of 100),
+// which refuses; the redraw among the rest lands on target 3. Without the
+// flag target 1 takes the connection, on a backend in back-off.
+TEST_F(Select, SplitFailsOverFromAFailCloseTargetInBackoff) {
+  plainService(1, {11, 12});
+  plainService(3, {31});
+  putSplit(50, {{1, 90}, {3, 10}});
+  setFlags(1, AIMESH_SVC_F_FAIL_CLOSE);
+  putLoad(11, 0, 0, kForever);
+  putLoad(12, 0, 0, kForever);
+  auto ctx = select(50, 0);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.target_id, 3u);
+  EXPECT_EQ(ctx.backend_id, 31u);
+  EXPECT_EQ(reasons(), only({{AIMESH_R_EJECTED_SKIPPED, 4},
+                             {AIMESH_R_EJECTED_REFUSED, 1},
+                             {AIMESH_R_NO_BACKEND, 1},
+                             {AIMESH_R_SPLIT_FAILOVER, 1}}));
+  setFlags(1, 0);
+  ctx = select(50, 0);
+  EXPECT_EQ(ctx.err, 0);
+  EXPECT_EQ(ctx.target_id, 1u);
+  uint32_t inner = static_cast<uint32_t>(aimesh_mix64(0));
+  EXPECT_EQ(ctx.backend_id, (inner + 1) % 2 == 0 ? 11u : 12u) << "the last of four draws";
+  EXPECT_EQ(reasons()[AIMESH_R_EJECTED_FALLBACK], 1u);
+  EXPECT_EQ(reasons()[AIMESH_R_SPLIT_FAILOVER], 1u);
 }
 
 // ---- splits (lib/lb.h lb_split) -------------------------------------------

@@ -1,4 +1,5 @@
 #include "reconcile/plan.h"
+#include "reconcile/diff.h"
 
 #include <gtest/gtest.h>
 
@@ -154,6 +155,27 @@ TEST(MakePlan, TelemetrySampleBecomesTheRecordsSkip) {
   Plan p = makePlan(Snapshot{{a, b}}, {});
   EXPECT_EQ(p.desired.services.at(1).sampleSkip, 32768u);
   EXPECT_EQ(p.desired.services.at(2).sampleSkip, 0u);
+}
+
+// failure_mode: fail_close reaches every port's record (and the
+// upsert's description); a split has no picks of its own, so never the flag.
+TEST(MakePlan, FailCloseReachesTheRecord) {
+  Service a = svc("a", "10.96.0.1", 80, {ep("10.0.0.1")});
+  a.failClose = true;
+  a.ports.push_back(PortSpec{81, Protocol::kTcp});
+  Service b = svc("b", "10.96.0.2", 80, {ep("10.0.0.2")});
+  Service split = svc("c", "10.96.0.3", 80, {});
+  split.failClose = true;
+  split.split = {SplitBackend{"a"}};
+  Plan p = makePlan(Snapshot{{a, b, split}}, {});
+  ASSERT_EQ(p.desired.services.size(), 4u);
+  EXPECT_TRUE(p.desired.services.at(1).failClose);
+  EXPECT_TRUE(p.desired.services.at(2).failClose);
+  EXPECT_FALSE(p.desired.services.at(3).failClose);
+  EXPECT_TRUE(p.desired.services.at(4).split);
+  EXPECT_FALSE(p.desired.services.at(4).failClose);
+  EXPECT_EQ(describe(MapOp{UpsertService{1, p.desired.services.at(1)}}),
+            "upsert-service 1 slots=1 backends=1 gen=0 alg=random fail-close");
 }
 
 TEST(MakePlan, NoEndpointsMeansZeroSlots) {

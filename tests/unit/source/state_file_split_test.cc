@@ -88,6 +88,8 @@ TEST(StateFileSplit, RefusesWhatCannotBeFollowedAndSaysWhere) {
        "a split has no 'algorithm'"},
       {"    endpoints: [{address: 10.77.0.9}]\n    split: [{service: llama-v1}]\n", "", 13, 5,
        "services[2].endpoints", "a split has no 'endpoints'"},
+      {"    failure_mode: fail_close\n    split: [{service: llama-v1}]\n", "", 13, 5, "services[2].failure_mode",
+       "a split has no 'failure_mode': its backend services' own apply"},
   };
   for (const BadSplit& c : cases) {
     std::string text = file(c.lines, c.extra);
@@ -100,6 +102,18 @@ TEST(StateFileSplit, RefusesWhatCannotBeFollowedAndSaysWhere) {
     EXPECT_EQ(r.errors[0].field, c.field) << r.errors[0].toString();
     EXPECT_NE(r.errors[0].message.find(c.message), std::string::npos) << r.errors[0].toString();
   }
+}
+
+// A split's backend services keep their own failure modes (a fail-close one
+// whose endpoints are all in back-off is passed over, like one with none).
+TEST(StateFileSplit, BackendServicesKeepTheirOwnFailureMode) {
+  std::string text = file("    split: [{service: llama-v1, weight: 90}, {service: llama-v2, weight: 10}]\n");
+  text.replace(text.find("    endpoints: [{address: 10.77.0.2}]\n"), 0, "    failure_mode: fail_close\n");
+  ParseResult r = parseStateText(text, kFile);
+  ASSERT_TRUE(r.ok()) << dump(r);
+  EXPECT_TRUE(byName(*r.snapshot, "llama-v1").failClose);
+  EXPECT_FALSE(byName(*r.snapshot, "llama-v2").failClose);
+  EXPECT_FALSE(byName(*r.snapshot, "llama").failClose);
 }
 
 // A file parsed through the item cache gives what a full parse gives, and a

@@ -727,6 +727,38 @@ TEST(StateFileBalancing, TelemetrySampleParsedAndBounded) {
   EXPECT_EQ(r.snapshot->services[0].telemetrySample, 1.0);  // the default: every connection
 }
 
+TEST(StateFileBalancing, FailureModeParsedDefaultFailOpen) {
+  ParseResult r = parseStateText(kHashService, "state.yaml");
+  ASSERT_TRUE(r.snapshot) << dump(r);
+  EXPECT_FALSE(r.snapshot->services[0].failClose) << "the default: fail open";
+  r = parseStateText(std::string(kHashService) + "    failure_mode: fail_close\n", "state.yaml");
+  ASSERT_TRUE(r.snapshot) << dump(r);
+  EXPECT_TRUE(r.snapshot->services[0].failClose);
+  r = parseStateText(std::string(kHashService) + "    failure_mode: fail_open\n", "state.yaml");
+  ASSERT_TRUE(r.snapshot) << dump(r);
+  EXPECT_FALSE(r.snapshot->services[0].failClose);
+  r = parseStateText(std::string(kHashService) + "    failure_mode:\n", "state.yaml");
+  ASSERT_TRUE(r.snapshot) << dump(r);
+  EXPECT_FALSE(r.snapshot->services[0].failClose) << "null: the default, as for every optional field";
+}
+
+TEST(StateFileBalancing, BadFailureModeFullText) {
+  ParseResult r = parseStateText(std::string(kHashService) + "    failure_mode: fail_closed\n", "state.yaml");
+  EXPECT_FALSE(r.snapshot);
+  ASSERT_EQ(r.errors.size(), 1u) << dump(r);
+  EXPECT_EQ(r.errors[0].toString(),
+            "state.yaml:6:19: services[0].failure_mode: must be fail_open or fail_close, got 'fail_closed'");
+  r = parseStateText(std::string(kHashService) + "    failure_mode: [fail_close]\n", "state.yaml");
+  EXPECT_FALSE(r.snapshot);
+  ASSERT_EQ(r.errors.size(), 1u) << dump(r);
+  EXPECT_EQ(r.errors[0].field, "services[0].failure_mode");
+  EXPECT_EQ(r.errors[0].line, 6);
+  EXPECT_NE(r.errors[0].message.find("must be a string"), std::string::npos) << r.errors[0].toString();
+  r = parseStateText(std::string(kHashService) + "    failuremode: fail_close\n", "state.yaml");
+  ASSERT_EQ(r.errors.size(), 1u) << dump(r);
+  EXPECT_EQ(r.errors[0].message, "unknown field 'failuremode' (did you mean 'failure_mode'?)");
+}
+
 TEST(StateFileBalancing, BadValuesNamed) {
   struct Case {
     std::string line, field, message;
