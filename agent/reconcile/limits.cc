@@ -24,6 +24,9 @@ std::optional<uint32_t> MapLimits::entriesOf(const std::string& name) const {
   if (name == "aimesh_hist") return backends * AIMESH_M_MAX;
   if (name == "aimesh_ct") return flows;
   if (name == "aimesh_policy") return policies();
+  // Not a limit, but sized here so that a map pinned by an older agent with
+  // fewer reasons is resized (its counters copied) instead of refused.
+  if (name == "aimesh_reasons") return AIMESH_R_MAX;
   return std::nullopt;
 }
 

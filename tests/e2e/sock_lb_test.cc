@@ -22,8 +22,10 @@
 #include <thread>
 
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <fcntl.h>
 
+#include "aimesh/abi.h"
 #include "client/api_client.h"
 #include "fixtures/agent_e2e.h"
 #include "fixtures/net_client.h"
@@ -519,6 +521,46 @@ TEST_F(SockLbE2e, MapLimitsSizeTheMapsAndARestartWithOtherLimitsResizesThem) {
   EXPECT_EQ(st["services"], 40);
   for (auto& p : st["programs"]) EXPECT_TRUE(p["adopted"].get<bool>()) << p.dump();
   EXPECT_EQ(attachedCount(sandbox_->cgroup().path()), 8);
+}
+
+// An older agent's aimesh_reasons (a release with fewer reasons) is resized at
+// start, its counters kept: adding a reason needs no --cleanup to upgrade.
+TEST_F(SockLbE2e, AReasonsMapPinnedWithFewerReasonsIsResizedAndKeepsItsCounters) {
+  serve("10.77.0.2", "a");
+  writeFile(state_, manyServicesYaml(2));
+  agent_ = std::make_unique<AgentProcess>(sandbox_->cgroup().path(), state_, dir_);
+  agent_->start();
+  const std::string pin = agent_->pinDir() + "/aimesh_reasons";
+  ASSERT_EQ(pinnedMaxEntries(pin), static_cast<uint32_t>(AIMESH_R_MAX));
+  agent_->kill9();
+
+  // The older release's map: AIMESH_R_MAX - 1 reasons, no_backend = 7 on one CPU.
+  int cpus = libbpf_num_possible_cpus();
+  ASSERT_GT(cpus, 0);
+  int old = bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, "aimesh_reasons", 4, 8, AIMESH_R_MAX - 1, nullptr);
+  ASSERT_GE(old, 0);
+  std::vector<uint64_t> values(static_cast<size_t>(cpus), 0);
+  values[0] = 7;
+  uint32_t key = AIMESH_R_NO_BACKEND;
+  ASSERT_EQ(bpf_map_update_elem(old, &key, values.data(), BPF_ANY), 0);
+  ASSERT_EQ(::unlink(pin.c_str()), 0);
+  ASSERT_EQ(bpf_obj_pin(old, pin.c_str()), 0);
+  ::close(old);
+
+  agent_->start();
+  EXPECT_EQ(pinnedMaxEntries(pin), static_cast<uint32_t>(AIMESH_R_MAX));
+  std::string log = readFile(dir_ + "/agent.log");
+  EXPECT_NE(log.find("resized map " + pin + " from " + std::to_string(AIMESH_R_MAX - 1) + " to " +
+                     std::to_string(AIMESH_R_MAX) + " entries"),
+            std::string::npos)
+      << log;
+  httplib::Client http(agent_->metricsUrlPath());
+  auto got = http.Get("/metrics");
+  ASSERT_TRUE(got && got->status == 200);
+  EXPECT_NE(got->body.find("aimesh_datapath_reasons_total{reason=\"no_backend\"} 7\n"), std::string::npos)
+      << got->body;
+  json r = json::parse(client([] { return json{{"name", tcpAsk("10.96.1.1", 8000).name}}.dump(); }));
+  EXPECT_EQ(r["name"], "a");
 }
 
 }  // namespace
