@@ -322,6 +322,8 @@ struct RouteNote {
   std::string route;                // "HTTPRoute ml/llama-canary"
   std::vector<std::string> parents;  // its parent Services ("ml/llama"), sorted
   std::vector<std::string> splits;  // keys of the services it made splits, sorted
+  std::string pool;                 // its InferencePool backend ("ml/llama-pool"), if any
+  std::vector<std::string> pooled;  // keys of the services it gave the pool's members, sorted
   State state = State::kApplied;
   std::vector<std::string> notes;   // why it is not applied, or what of it is not
   bool operator==(const RouteNote&) const = default;

@@ -161,6 +161,9 @@ struct PodObj {
   ObjectMeta meta;
   std::string nodeName;  // spec.nodeName; "" before it is scheduled
   std::string phase;     // status.phase: Pending, Running, Succeeded, Failed, Unknown; "" if absent
+  // Only decodePoolPod() reads these (InferencePool members, kube_pools.h):
+  std::vector<std::string> ips;  // status.podIPs (status.podIP when absent); unparsed
+  bool ready = false;            // status.conditions: type Ready is "True"
   bool finished() const { return phase == "Succeeded" || phase == "Failed"; }
   auto operator<=>(const PodObj&) const = default;
 };

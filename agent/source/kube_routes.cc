@@ -165,7 +165,12 @@ std::string portServiceName(const ServiceObj& svc, size_t i) {
   return svc.meta.name + ":" + (p.name.empty() ? std::to_string(p.port) : p.name);
 }
 
-bool granted(const RouteStores& stores, const RouteObj& route, const std::string& toNs, const std::string& name) {
+bool isPool(const RouteBackend& b) { return b.group == kInferenceGroup && b.kind == "InferencePool"; }
+
+// Whether a ReferenceGrant in toNs lets the route refer to the object
+// (group, kind, name) there.
+bool granted(const RouteStores& stores, const RouteObj& route, const std::string& toNs, const std::string& group,
+             const std::string& kind, const std::string& name) {
   if (stores.grants == nullptr) return false;
   for (const auto& [key, g] : *stores.grants) {
     if (g.meta.nameSpace != toNs || g.meta.deleting) continue;
@@ -173,7 +178,8 @@ bool granted(const RouteStores& stores, const RouteObj& route, const std::string
       return f.group == kGatewayGroup && f.kind == toString(route.kind) && f.nameSpace == route.meta.nameSpace;
     });
     bool to = std::any_of(g.to.begin(), g.to.end(), [&](const ReferenceGrantObj::To& t) {
-      return (t.group.empty() || t.group == "core") && t.kind == "Service" && (t.name.empty() || t.name == name);
+      bool sameGroup = t.group == group || (group.empty() && t.group == "core");
+      return sameGroup && t.kind == kind && (t.name.empty() || t.name == name);
     });
     if (from && to) return true;
   }
@@ -202,6 +208,8 @@ struct Plan {
   std::vector<std::vector<SplitBackend>> splits;  // one per target
   RouteNote note;
   std::vector<std::string> problems;  // non-empty: not applied
+  const InferencePoolObj* pool = nullptr;  // the rule's only backendRef is this pool
+  PoolMembers members;                     // of pool
 };
 
 class Applier {
@@ -216,6 +224,9 @@ class Applier {
   void checkRules(const RouteObj& route, Plan& plan) const;
   void findTargets(const RouteObj& route, Plan& plan) const;
   void resolveBackends(const RouteObj& route, Plan& plan) const;
+  void resolvePool(const RouteObj& route, Plan& plan) const;
+  const ServiceObj* parentObj(const Service& parent) const;
+  void applyPool(const RouteObj& route, Plan& plan);
   std::optional<std::string> resolveBackend(const RouteObj& route, const RouteBackend& b, const Target& t,
                                             SplitBackend& out) const;
   std::optional<CanaryGuardSpec> guard(const RouteObj& route, Plan& plan) const;
@@ -302,11 +313,13 @@ void Applier::findTargets(const RouteObj& route, Plan& plan) const {
 
 std::optional<std::string> Applier::resolveBackend(const RouteObj& route, const RouteBackend& b, const Target& t,
                                                    SplitBackend& out) const {
-  if (!b.isService()) return "kind " + (b.group.empty() ? "" : b.group + "/") + b.kind + " is not supported (Services only)";
+  if (isPool(b)) return "an InferencePool must be the rule's only backendRef (a split between a pool and other backends is not supported)";
+  if (!b.isService())
+    return "kind " + (b.group.empty() ? "" : b.group + "/") + b.kind + " is not supported (Services, or one InferencePool)";
   std::string ns = b.nameSpace.empty() ? route.meta.nameSpace : b.nameSpace;
   std::string key = ns + "/" + b.name;
   const Service& parent = result_.snapshot.services[t.index];
-  if (ns != route.meta.nameSpace && !granted(stores_, route, ns, b.name))
+  if (ns != route.meta.nameSpace && !granted(stores_, route, ns, "", "Service", b.name))
     return "Service " + key + " is in another namespace, and no ReferenceGrant there allows it";
   auto svc = services_.find(key);
   if (svc == services_.end()) return "Service " + key + " does not exist";
@@ -357,17 +370,69 @@ void Applier::resolveBackends(const RouteObj& route, Plan& plan) const {
   }
 }
 
+// A rule whose only backendRef is an InferencePool: the pool and its members.
+void Applier::resolvePool(const RouteObj& route, Plan& plan) const {
+  const RouteBackend& b = route.rules[0].backends[0];
+  const std::string where = "spec.rules[0].backendRefs[0]";
+  std::string ns = b.nameSpace.empty() ? route.meta.nameSpace : b.nameSpace;
+  std::string key = ns + "/" + b.name;
+  plan.note.pool = key;
+  if (ns != route.meta.nameSpace && !granted(stores_, route, ns, kInferenceGroup, "InferencePool", b.name)) {
+    plan.problems.push_back(where + ": InferencePool " + key +
+                            " is in another namespace, and no ReferenceGrant there allows it");
+    return;
+  }
+  if (b.weight == 0) {
+    plan.problems.push_back(where + ": InferencePool " + key + " has weight 0 (it would get no connections)");
+    return;
+  }
+  auto it = stores_.pools == nullptr ? decltype(stores_.pools->end()){} : stores_.pools->find(key);
+  if (stores_.pools == nullptr || it == stores_.pools->end() || it->second.meta.deleting) {
+    plan.problems.push_back(where + ": InferencePool " + key + " does not exist");
+    return;
+  }
+  if (b.port) plan.note.notes.push_back(where + ".port ignored (the pool's spec.targetPorts are used)");
+  plan.pool = &it->second;
+  static const std::map<std::string, PodObj> kNoPods;
+  plan.members = poolMembers(it->second, stores_.poolPods != nullptr ? *stores_.poolPods : kNoPods);
+}
+
+// The Service object a snapshot service was built from (its port's name cut).
+const ServiceObj* Applier::parentObj(const Service& parent) const {
+  auto svc = services_.find(parent.nameSpace + "/" + parent.name.substr(0, parent.name.find(':')));
+  return svc == services_.end() ? nullptr : &svc->second;
+}
+
+// The parent's ports balance the pool's members.
+void Applier::applyPool(const RouteObj& route, Plan& plan) {
+  if (route.meta.annotations.count(kCanaryGuardAnnotation) != 0)
+    plan.note.notes.push_back(std::string(kCanaryGuardAnnotation) + " ignored: a guard needs a split, not a pool");
+  const InferencePoolObj& pool = *plan.pool;
+  for (const Target& t : plan.targets) {
+    const Service& parent = result_.snapshot.services[t.index];
+    const ServiceObj* obj = parentObj(parent);
+    auto annotated = [&](const char* a) { return obj != nullptr && obj->meta.annotations.count(a) != 0; };
+    Service s = parent;
+    s.endpoints = plan.members.endpoints;
+    if (!annotated(kAlgorithmAnnotation)) s.algorithm = Algorithm::kLatency;
+    if (!annotated(kModelMetricsPortAnnotation)) s.modelMetrics = ModelMetricsSpec{pool.targetPorts.front(), "/metrics"};
+    s.failClose = !pool.failOpen;
+    result_.snapshot.services.set(t.index, SharedServices::make(std::move(s)));
+    claimed_[t.index] = route.name();
+    plan.note.pooled.push_back(parent.key());
+  }
+  std::sort(plan.note.pooled.begin(), plan.note.pooled.end());
+}
+
 std::optional<CanaryGuardSpec> Applier::guard(const RouteObj& route, Plan& plan) const {
   const std::string* text = nullptr;
   std::string from = "the route's";
   if (auto it = route.meta.annotations.find(kCanaryGuardAnnotation); it != route.meta.annotations.end()) {
     text = &it->second;
   } else if (!plan.targets.empty()) {
-    const Service& parent = result_.snapshot.services[plan.targets[0].index];
-    auto svc = services_.find(parent.key().substr(0, parent.key().find(':')));
-    if (svc != services_.end()) {
-      auto it2 = svc->second.meta.annotations.find(kCanaryGuardAnnotation);
-      if (it2 != svc->second.meta.annotations.end()) {
+    if (const ServiceObj* svc = parentObj(result_.snapshot.services[plan.targets[0].index])) {
+      auto it2 = svc->meta.annotations.find(kCanaryGuardAnnotation);
+      if (it2 != svc->meta.annotations.end()) {
         text = &it2->second;
         from = "the parent Service's";
       }
@@ -431,14 +496,17 @@ void Applier::run() {
     findTargets(*route, plan);
     std::sort(plan.note.parents.begin(), plan.note.parents.end());
     plan.note.parents.erase(std::unique(plan.note.parents.begin(), plan.note.parents.end()), plan.note.parents.end());
-    if (plan.problems.empty()) resolveBackends(*route, plan);
-    else plan.targets.clear();
+    const auto& backends = route->rules.size() == 1 ? route->rules[0].backends : std::vector<RouteBackend>{};
+    bool pooled = backends.size() == 1 && isPool(backends[0]);
+    if (!plan.problems.empty()) plan.targets.clear();
+    else if (pooled) resolvePool(*route, plan);
+    else resolveBackends(*route, plan);
     for (const Target& t : plan.targets) {
       auto c = claimed_.find(t.index);
       if (c != claimed_.end())
-        plan.problems.push_back("Service " + result_.snapshot.services[t.index].key() + " is already split by " +
-                                c->second + " (the older route wins)");
-      else if (auto b = backends_.find(result_.snapshot.services[t.index].key()); b != backends_.end())
+        plan.problems.push_back("Service " + result_.snapshot.services[t.index].key() + " is already " +
+                                (pooled ? "taken" : "split") + " by " + c->second + " (the older route wins)");
+      else if (auto b = backends_.find(result_.snapshot.services[t.index].key()); !pooled && b != backends_.end())
         plan.problems.push_back("Service " + b->first + " is a backend of the split " + b->second +
                                 " made (splits of splits are not allowed)");
     }
@@ -450,7 +518,8 @@ void Applier::run() {
           plan.problems.push_back("backend Service " + s->key() + " is itself a split (splits of splits are not allowed)");
       }
     if (plan.problems.empty()) {
-      apply(*route, plan);
+      if (pooled) applyPool(*route, plan);
+      else apply(*route, plan);
       plan.note.state = plan.note.notes.empty() ? RouteNote::State::kApplied : RouteNote::State::kPartial;
     } else {
       plan.note.state = RouteNote::State::kNotApplied;

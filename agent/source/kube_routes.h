@@ -30,6 +30,17 @@
 //    would apply to that namespace's clients only, which a per-node split
 //    cannot tell apart); a parent Service that is not in the snapshot
 //    (headless, ExternalName, not selected) or has no TCP port that matches.
+//  - An InferencePool backendRef (group inference.networking.k8s.io, kind
+//    InferencePool; kube_pools.h) must be the rule's only one, of weight > 0.
+//    The parent's ports then balance the pool's members instead of the
+//    parent's own endpoints: algorithm latency and model-server metrics
+//    scraped on the first target port at /metrics, unless the parent
+//    Service's aimesh.io/lb-algorithm or aimesh.io/model-metrics-port says
+//    otherwise; failClose from the pool's failureMode. A backendRef port is
+//    ignored (the pool's targetPorts are used). Not applied: a pool with
+//    other backendRefs (a split between pools needs split targets without
+//    an address, which aimesh does not have), a pool that does not exist, or
+//    one in another namespace without a ReferenceGrant for InferencePools.
 //  - Conflicts: one route per parent port. The oldest route
 //    (metadata.creationTimestamp) wins, then the lower namespace/name.
 //  - A parent that has a canary guard: the route's aimesh.io/canary-guard
@@ -50,6 +61,7 @@
 
 #include "model/snapshot.h"
 #include "source/kube_objects.h"
+#include "source/kube_pools.h"
 #include "util/result.h"
 
 namespace aimesh::kube {
@@ -124,6 +136,8 @@ struct RouteStores {
   const std::map<std::string, RouteObj>* grpc = nullptr;
   const std::map<std::string, RouteObj>* tcp = nullptr;
   const std::map<std::string, ReferenceGrantObj>* grants = nullptr;
+  const std::map<std::string, InferencePoolObj>* pools = nullptr;
+  const std::map<std::string, PodObj>* poolPods = nullptr;  // decodePoolPod(), every namespace
 };
 
 // Turns the parents of the routes into splits in `result` (services

@@ -22,6 +22,8 @@ const char* toString(KubeResource r) {
     case KubeResource::kGrpcRoutes: return "grpcroutes";
     case KubeResource::kTcpRoutes: return "tcproutes";
     case KubeResource::kReferenceGrants: return "referencegrants";
+    case KubeResource::kInferencePools: return "inferencepools";
+    case KubeResource::kPoolPods: return "pool_pods";
   }
   return "?";
 }
@@ -39,8 +41,26 @@ const char* pathOf(KubeResource r) {
     case KubeResource::kGrpcRoutes: return "/apis/gateway.networking.k8s.io/v1/grpcroutes";
     case KubeResource::kTcpRoutes: return "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes";
     case KubeResource::kReferenceGrants: return "/apis/gateway.networking.k8s.io/v1beta1/referencegrants";
+    case KubeResource::kInferencePools: return "/apis/inference.networking.k8s.io/v1/inferencepools";
+    case KubeResource::kPoolPods: return "/api/v1/pods";
   }
   return "";
+}
+
+// What an absent optional resource turns off, and the API group to grant.
+const char* featureOf(KubeResource r) {
+  switch (r) {
+    case KubeResource::kInferencePools: return "InferencePools";
+    case KubeResource::kPoolPods: return "InferencePool members";
+    default: return "mesh routes of this kind";
+  }
+}
+const char* groupOf(KubeResource r) {
+  switch (r) {
+    case KubeResource::kInferencePools: return ".inference.networking.k8s.io";
+    case KubeResource::kPoolPods: return "";
+    default: return ".gateway.networking.k8s.io";
+  }
 }
 
 std::string urlEncode(const std::string& s) {
@@ -103,7 +123,7 @@ Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSou
     s->selector_ = std::move(sel.value());
   }
   for (auto r : kAllKubeResources) {
-    if (r == KubeResource::kPods && !s->watchesPods()) continue;
+    if (r == KubeResource::kPods && !s->watchesPods()) continue;  // kPoolPods wait for a pool in run()
     s->threads_[static_cast<int>(r)] = std::thread([p = s.get(), r] { p->run(r); });
   }
   if (!s->opts_.daemonSetName.empty())
@@ -116,6 +136,10 @@ KubeSource::~KubeSource() {
   {
     std::lock_guard lk(sleepMu_);
     sleepCv_.notify_all();
+  }
+  {
+    std::lock_guard lk(mu_);
+    changed_.notify_all();  // the pool pods' thread waits for a pool there
   }
   for (auto& t : threads_)
     if (t.joinable()) t.join();
@@ -158,6 +182,7 @@ void KubeSource::run(KubeResource r) {
   bool listedOnce = false;
   while (!stop_.load()) {
     if (rv.empty()) {
+      if (r == KubeResource::kPoolPods && !waitForPools()) break;
       if (!list(r, &rv, listedOnce)) {
         if (stop_.load()) break;
         bool absent;
@@ -174,6 +199,10 @@ void KubeSource::run(KubeResource r) {
     }
     WatchEnd end = watch(r, &rv);
     if (stop_.load()) break;
+    if (r == KubeResource::kPoolPods && dropPoolPods()) {
+      rv.clear();
+      continue;
+    }
     switch (end) {
       case WatchEnd::kResume:  // the server's timeout or a clean end: go on at once
         attempt = 0;
@@ -197,6 +226,8 @@ decltype(auto) KubeSource::withStore(KubeResource r, F&& f) {
     case KubeResource::kHttpRoutes: return f(httpRoutes_, &kube::decodeHttpRoute);
     case KubeResource::kGrpcRoutes: return f(grpcRoutes_, &kube::decodeGrpcRoute);
     case KubeResource::kTcpRoutes: return f(tcpRoutes_, &kube::decodeTcpRoute);
+    case KubeResource::kInferencePools: return f(pools_, &kube::decodeInferencePool);
+    case KubeResource::kPoolPods: return f(poolPods_, &kube::decodePoolPod);
     case KubeResource::kReferenceGrants: break;
   }
   return f(grants_, &kube::decodeReferenceGrant);
@@ -204,21 +235,24 @@ decltype(auto) KubeSource::withStore(KubeResource r, F&& f) {
 
 namespace {
 // What a store change means for the snapshot cache.
-void noteChange(kube::SnapshotCache& cache, const std::string& key, const kube::ServiceObj*,
+void noteChange(kube::SnapshotCache& cache, KubeResource, const std::string& key, const kube::ServiceObj*,
                 const kube::ServiceObj*) {
   cache.serviceChanged(key);
 }
-void noteChange(kube::SnapshotCache& cache, const std::string& key, const kube::EndpointSliceObj* before,
-                const kube::EndpointSliceObj* after) {
+void noteChange(kube::SnapshotCache& cache, KubeResource, const std::string& key,
+                const kube::EndpointSliceObj* before, const kube::EndpointSliceObj* after) {
   cache.sliceChanged(key, before, after);
 }
-void noteChange(kube::SnapshotCache& cache, const std::string&, const kube::PodObj*, const kube::PodObj*) {
-  cache.podsChanged();
+void noteChange(kube::SnapshotCache& cache, KubeResource r, const std::string&, const kube::PodObj*,
+                const kube::PodObj*) {
+  if (r == KubeResource::kPods) cache.podsChanged();  // pool pods are read by kube::applyRoutes
 }
-// Routes are applied to every snapshot built (kube::applyRoutes): nothing to note.
-void noteChange(kube::SnapshotCache&, const std::string&, const kube::RouteObj*, const kube::RouteObj*) {}
-void noteChange(kube::SnapshotCache&, const std::string&, const kube::ReferenceGrantObj*,
+// Routes and pools are applied to every snapshot built (kube::applyRoutes): nothing to note.
+void noteChange(kube::SnapshotCache&, KubeResource, const std::string&, const kube::RouteObj*, const kube::RouteObj*) {}
+void noteChange(kube::SnapshotCache&, KubeResource, const std::string&, const kube::ReferenceGrantObj*,
                 const kube::ReferenceGrantObj*) {}
+void noteChange(kube::SnapshotCache&, KubeResource, const std::string&, const kube::InferencePoolObj*,
+                const kube::InferencePoolObj*) {}
 }  // namespace
 
 bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
@@ -274,9 +308,9 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
     std::lock_guard lk(mu_);
     auto& st = stats_.resources[static_cast<int>(r)];
     bool changed = fresh != store || !st.synced;
-    if (st.absent) spdlog::info("kubernetes {}: served now; Gateway API mesh routes are on", toString(r));
+    if (st.absent) spdlog::info("kubernetes {}: served now; {} are on", toString(r), featureOf(r));
     st.absent = false;
-    if (changed && !optionalResource(r)) cache_.reset();
+    if (changed && !optionalResource(r)) cache_.reset();  // the others are read by kube::applyRoutes
     store = std::move(fresh);
     st.objects = store.size();
     st.lists++;
@@ -322,12 +356,12 @@ bool KubeSource::applyEvent(KubeResource r, const std::string& type, const json&
     auto it = store.find(key);
     if (o) {
       if (it == store.end() || !(it->second == *o)) {
-        noteChange(cache_, key, it == store.end() ? nullptr : &it->second, &*o);
+        noteChange(cache_, r, key, it == store.end() ? nullptr : &it->second, &*o);
         store[key] = std::move(*o);
         c = true;
       }
     } else if (it != store.end()) {
-      noteChange(cache_, key, &it->second, nullptr);
+      noteChange(cache_, r, key, &it->second, nullptr);
       store.erase(it);
       c = true;
     }
@@ -412,7 +446,8 @@ std::optional<kube::BuildResult> KubeSource::waitForChange(std::chrono::millisec
   bool podsListed = watchesPods() && stats_.resources[static_cast<int>(KubeResource::kPods)].synced;
   auto t0 = std::chrono::steady_clock::now();
   kube::BuildResult built = cache_.build(services_, slices_, podsListed ? &pods_ : nullptr);
-  kube::applyRoutes(built, services_, kube::RouteStores{&httpRoutes_, &grpcRoutes_, &tcpRoutes_, &grants_});
+  kube::applyRoutes(built, services_,
+                    kube::RouteStores{&httpRoutes_, &grpcRoutes_, &tcpRoutes_, &grants_, &pools_, &poolPods_});
   using Ms = std::chrono::duration<double, std::milli>;
   spdlog::debug("kubernetes: built the state of {} service(s) in {:.1f} ms, {:.1f} ms after the first event in it",
                 built.snapshot.services.size(), Ms(std::chrono::steady_clock::now() - t0).count(),
@@ -436,7 +471,8 @@ void KubeSource::podsForbidden() {
 bool KubeSource::syncedLocked() const {
   const auto& res = stats_.resources;
   for (auto r : kAllKubeResources)
-    if (optionalResource(r) && !res[static_cast<int>(r)].synced) return false;
+    if (optionalResource(r) && r != KubeResource::kPoolPods && !res[static_cast<int>(r)].synced) return false;
+  if (poolPodsNeededLocked() && !res[static_cast<int>(KubeResource::kPoolPods)].synced) return false;
   return res[static_cast<int>(KubeResource::kServices)].synced &&
          res[static_cast<int>(KubeResource::kEndpointSlices)].synced &&
          (!watchesPods() || res[static_cast<int>(KubeResource::kPods)].synced || podsForbidden_);
@@ -451,12 +487,13 @@ void KubeSource::markAbsent(KubeResource r, long status, const std::string& body
   st.absent = st.synced = true;
   if (!was) {
     if (status == 404)
-      spdlog::info("kubernetes {}: not served by the API server (the Gateway API CRD is not installed); mesh routes "
-                   "of this kind are off until it is (looked for again every {} s)",
-                   toString(r), opts_.backoffMax.count() / 1000.0);
+      spdlog::info("kubernetes {}: not served by the API server (its CRD is not installed); {} are off until it is "
+                   "(looked for again every {} s)",
+                   toString(r), featureOf(r), opts_.backoffMax.count() / 1000.0);
     else
-      spdlog::error("kubernetes {}: listing is forbidden ({}); mesh routes of this kind are off (RBAC: get, list, "
-                    "watch on {}.gateway.networking.k8s.io)", toString(r), statusText(status, body), toString(r));
+      spdlog::error("kubernetes {}: listing is forbidden ({}); {} are off (RBAC: get, list, watch on {}{})",
+                    toString(r), statusText(status, body), featureOf(r),
+                    r == KubeResource::kPoolPods ? "pods" : toString(r), groupOf(r));
   }
   bool had = withStore(r, [](auto& store, auto) {
     bool any = !store.empty();
@@ -469,6 +506,34 @@ void KubeSource::markAbsent(KubeResource r, long status, const std::string& body
     version_++;
     changed_.notify_all();
   }
+}
+
+bool KubeSource::poolPodsNeededLocked() const {
+  const auto& st = stats_.resources[static_cast<int>(KubeResource::kInferencePools)];
+  return st.synced && !st.absent && !pools_.empty();
+}
+
+bool KubeSource::waitForPools() {
+  std::unique_lock lk(mu_);
+  changed_.wait(lk, [&] { return stop_.load() || poolPodsNeededLocked(); });
+  return !stop_.load();
+}
+
+// Once the last InferencePool is gone (seen when a watch of its pods ends),
+// the pods of every node are not kept.
+bool KubeSource::dropPoolPods() {
+  std::lock_guard lk(mu_);
+  if (poolPodsNeededLocked()) return false;
+  auto& st = stats_.resources[static_cast<int>(KubeResource::kPoolPods)];
+  bool had = !poolPods_.empty();
+  poolPods_.clear();
+  st.objects = 0;
+  st.synced = false;
+  if (had) {
+    version_++;
+    changed_.notify_all();
+  }
+  return true;
 }
 
 bool KubeSource::synced() const {

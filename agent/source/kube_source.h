@@ -1,8 +1,8 @@
 // KubeSource: cluster state from the Kubernetes API. Lists, then watches,
 // Services (v1) and EndpointSlices (discovery.k8s.io/v1), the Gateway API's
-// mesh routes and ReferenceGrants when they are installed, and, given the
-// node's name, the Pods of this node (for workload policies), one thread per
-// resource, and keeps the decoded objects; the agent takes a new Snapshot
+// mesh routes and ReferenceGrants and the InferencePools (with their member
+// pods) when they are installed, and, given the node's name, the Pods of
+// this node (for workload policies), one thread per resource, and keeps the decoded objects; the agent takes a new Snapshot
 // (kube_objects.h maps objects to it) whenever something changed.
 //
 // The protocol, as client-go's reflector does it:
@@ -54,22 +54,27 @@ struct KubeSourceOptions {
   std::string nodeName;
 };
 
-// Routes and ReferenceGrants (Gateway API, kube_routes.h) are optional: a
-// resource the API server does not serve (404: its CRD is not installed) or
-// does not let the agent list (403) counts as synced and empty, is logged
-// once and listed again every backoffMax, so installing the CRD later turns
-// routes on without a restart.
+// Routes and ReferenceGrants (Gateway API, kube_routes.h) and InferencePools
+// (kube_pools.h) are optional: a resource the API server does not serve
+// (404: its CRD is not installed) or does not let the agent list (403)
+// counts as synced and empty, is logged once and listed again every
+// backoffMax, so installing the CRD later turns them on without a restart.
+// The pools' member pods (kPoolPods: the pods of every node, reduced to
+// labels, addresses and readiness) are watched only while there is an
+// InferencePool; until they are listed, no state is handed out.
 enum class KubeResource {
   kServices = 0, kEndpointSlices = 1, kPods = 2, kHttpRoutes = 3, kGrpcRoutes = 4, kTcpRoutes = 5,
-  kReferenceGrants = 6
+  kReferenceGrants = 6, kInferencePools = 7, kPoolPods = 8
 };
-inline constexpr int kKubeResources = 7;
-// "services", "endpointslices", "pods", "httproutes", "grpcroutes", "tcproutes", "referencegrants"
+inline constexpr int kKubeResources = 9;
+// "services", "endpointslices", "pods", "httproutes", "grpcroutes", "tcproutes", "referencegrants",
+// "inferencepools", "pool_pods"
 const char* toString(KubeResource r);
-bool optionalResource(KubeResource r);  // a Gateway API resource (may be absent)
+bool optionalResource(KubeResource r);  // may be absent (404/403): Gateway API, InferencePool and pool pods
 inline constexpr KubeResource kAllKubeResources[] = {
-    KubeResource::kServices,   KubeResource::kEndpointSlices, KubeResource::kPods,           KubeResource::kHttpRoutes,
-    KubeResource::kGrpcRoutes, KubeResource::kTcpRoutes,      KubeResource::kReferenceGrants};
+    KubeResource::kServices,        KubeResource::kEndpointSlices, KubeResource::kPods,
+    KubeResource::kHttpRoutes,      KubeResource::kGrpcRoutes,     KubeResource::kTcpRoutes,
+    KubeResource::kReferenceGrants, KubeResource::kInferencePools, KubeResource::kPoolPods};
 
 struct KubeResourceStats {
   uint64_t lists = 0;          // list requests answered 200 (first sync included)
@@ -126,6 +131,9 @@ class KubeSource {
   template <class F>
   decltype(auto) withStore(KubeResource r, F&& f);
   bool syncedLocked() const;
+  bool poolPodsNeededLocked() const;  // an InferencePool exists: its members are watched
+  bool waitForPools();                // until poolPodsNeededLocked() (false: stopping)
+  bool dropPoolPods();                // when no longer needed: empty and unsynced (true: dropped)
   void podsForbidden();
   void fail(KubeResource r, const std::string& what);
   void sleepFor(std::chrono::milliseconds d);
@@ -146,6 +154,8 @@ class KubeSource {
   std::map<std::string, kube::PodObj> pods_;
   std::map<std::string, kube::RouteObj> httpRoutes_, grpcRoutes_, tcpRoutes_;
   std::map<std::string, kube::ReferenceGrantObj> grants_;
+  std::map<std::string, kube::InferencePoolObj> pools_;
+  std::map<std::string, kube::PodObj> poolPods_;  // every node's pods, while pools_ is not empty
   kube::SnapshotCache cache_;  // the snapshot of the stores, rebuilt where they changed
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out

@@ -471,9 +471,13 @@ view::Routes buildRoutes(const IdIndex& idx, const ServiceFilter& filter, const 
   }
   if (in.routes)
     for (const RouteNote& n : *in.routes)
-      if (std::any_of(n.parents.begin(), n.parents.end(), [&](const std::string& p) { return parentMatches(filter, p); }))
-        out.meshRoutes.push_back(view::MeshRoute{.route = n.route, .state = toString(n.state), .parents = n.parents,
-                                                 .splits = n.splits, .notes = n.notes});
+      if (std::any_of(n.parents.begin(), n.parents.end(), [&](const std::string& p) { return parentMatches(filter, p); })) {
+        view::MeshRoute m{.route = n.route, .state = toString(n.state), .parents = n.parents, .splits = n.splits,
+                          .notes = n.notes};
+        if (!n.pool.empty()) m.pool = n.pool;
+        if (!n.pooled.empty()) m.pooled = n.pooled;
+        out.meshRoutes.push_back(std::move(m));
+      }
   return out;
 }
 

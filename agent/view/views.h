@@ -433,9 +433,12 @@ struct MeshRoute {
   std::vector<std::string> parents;  // its parent Services
   std::vector<std::string> splits;   // the services it made splits
   std::vector<std::string> notes;    // why not applied, or what of it is not
+  std::optional<std::string> pool;   // its InferencePool backend ("ml/llama-pool")
+  std::optional<std::vector<std::string>> pooled;  // the services that balance the pool's members
 };
 AIMESH_VIEW_FIELDS(MeshRoute) {
-  v("route", s.route), v("state", s.state), v("parents", s.parents), v("splits", s.splits), v("notes", s.notes);
+  v("route", s.route), v("state", s.state), v("parents", s.parents), v("splits", s.splits), v("notes", s.notes),
+      v("pool", s.pool), v("pooled", s.pooled);
 }
 
 struct Routes {

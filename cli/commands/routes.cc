@@ -44,10 +44,10 @@ bool namesParent(const std::string& service, const std::string& parent) {
 
 // The Kubernetes mesh routes: what each became, and why not all of it.
 std::string meshRoutesText(const std::vector<const view::MeshRoute*>& mesh) {
-  Table table({"ROUTE", "STATE", "PARENT", "SPLITS"});
+  Table table({"ROUTE", "STATE", "PARENT", "SPLITS", "POOL"});
   for (const view::MeshRoute* m : mesh)
     table.addRow({m->route, m->state, fmt::format("{}", fmt::join(m->parents, ",")),
-                  m->splits.empty() ? "-" : fmt::format("{}", fmt::join(m->splits, ","))});
+                  m->splits.empty() ? "-" : fmt::format("{}", fmt::join(m->splits, ",")), m->pool.value_or("-")});
   std::string out = table.render();
   for (const view::MeshRoute* m : mesh) {
     if (m->notes.empty()) continue;

@@ -605,7 +605,8 @@ TEST_F(HelmChart, RbacIsExactlyWhatTheAgentReads) {
                        {"discovery.k8s.io", {{"endpointslices", read}}},
                        {"apps", {{"daemonsets", read}}},
                        {"gateway.networking.k8s.io",
-                        {{"httproutes", read}, {"grpcroutes", read}, {"tcproutes", read}, {"referencegrants", read}}}};
+                        {{"httproutes", read}, {"grpcroutes", read}, {"tcproutes", read}, {"referencegrants", read}}},
+                       {"inference.networking.k8s.io", {{"inferencepools", read}}}};
   EXPECT_EQ(rules, want);
 
   auto binding = r.one("ClusterRoleBinding");

@@ -604,5 +604,78 @@ TEST_F(KubeRoutesE2e, WithoutTheGatewayApiCrdsTheAgentRunsAndTurnsRoutesOnWhenTh
   EXPECT_TRUE(reaches("10.96.0.30", {"a"}));
 }
 
+// ---- InferencePool -------------------------------------------------------------
+
+// A member pod of llama-pool (label app=vllm-llama) on another node.
+json poolPod(const std::string& name, const std::string& ip, bool ready) {
+  return json{{"metadata", {{"name", name}, {"namespace", "ml"}, {"uid", "uid-" + name},
+                            {"labels", {{"app", "vllm-llama"}}}}},
+              {"spec", {{"nodeName", "node-b"}}},
+              {"status",
+               {{"phase", "Running"},
+                {"podIP", ip},
+                {"podIPs", json::array({{{"ip", ip}}})},
+                {"conditions", json::array({{{"type", "Ready"}, {"status", ready ? "True" : "False"}}})}}}};
+}
+
+json inferencePool(const std::string& failureMode) {
+  return json{{"apiVersion", "inference.networking.k8s.io/v1"},
+              {"kind", "InferencePool"},
+              {"metadata", {{"name", "llama-pool"}, {"namespace", "ml"}}},
+              {"spec",
+               {{"selector", {{"matchLabels", {{"app", "vllm-llama"}}}}},
+                {"targetPorts", json::array({{{"number", 8000}}})},
+                {"endpointPickerRef", {{"name", "llama-epp"}, {"port", {{"number", 9002}}}, {"failureMode", failureMode}}}}}};
+}
+
+TEST_F(KubeRoutesE2e, AnInferencePoolsPodsBecomeTheMembersAndItsFailureModeHolds) {
+  fake_->upsert(Resource::kServices, service("llama", "10.96.0.30"));
+  fake_->upsert(Resource::kEndpointSlices, slice("llama-1", "llama", {{"10.77.0.2", "ready"}}));
+  fake_->upsert(Resource::kPods, poolPod("vllm-0", "10.77.0.3", true));
+  fake_->upsert(Resource::kPods, poolPod("vllm-1", "10.77.0.4", false));
+  fake_->upsert(Resource::kInferencePools, inferencePool("FailClose"));
+  // The pool's members are scraped for model-server metrics: from the test's namespace.
+  startAgent({"--scrape-netns", sandbox_->client().name()});
+  EXPECT_EQ(spread("10.96.0.30", 6), (std::map<std::string, int>{{"a", 6}}));  // no route: its own endpoint
+
+  json route = meshRoute("llama-pool-route", "llama", {});
+  route["spec"]["rules"][0]["backendRefs"] =
+      json::array({{{"group", "inference.networking.k8s.io"}, {"kind", "InferencePool"}, {"name", "llama-pool"}}});
+  fake_->upsert(Resource::kHttpRoutes, route);
+  json m = meshRouteNamed("HTTPRoute ml/llama-pool-route");
+  ASSERT_FALSE(m.is_null());
+  EXPECT_EQ(m["state"], "applied") << m.dump();
+  EXPECT_EQ(m["pool"], "ml/llama-pool") << m.dump();
+  EXPECT_EQ(m["pooled"], json::array({"ml/llama"})) << m.dump();
+  // Only the ready member: the parent's own endpoint and the starting pod get nothing.
+  EXPECT_TRUE(reaches("10.96.0.30", {"b"}));
+  auto got = spread("10.96.0.30", 200);
+  EXPECT_EQ(got, (std::map<std::string, int>{{"b", 200}}));
+  json svcs = api("services"), svc;
+  for (auto& s : svcs["services"])
+    if (s["name"] == "llama") svc = s;
+  EXPECT_EQ(svc["algorithm"], "latency") << svcs.dump();
+  EXPECT_EQ(metric("aimesh_agent_kubernetes_objects{resource=\"pool_pods\"}"), "2");
+
+  // The second pod turns ready (a watch event): both members take connections.
+  fake_->upsert(Resource::kPods, poolPod("vllm-1", "10.77.0.4", true));
+  EXPECT_TRUE(reaches("10.96.0.30", {"b", "c"}));
+
+  // No member ready and FailClose: refused, not sent to a pod that is not ready.
+  fake_->upsert(Resource::kPods, poolPod("vllm-0", "10.77.0.3", false));
+  fake_->upsert(Resource::kPods, poolPod("vllm-1", "10.77.0.4", false));
+  EXPECT_TRUE(reaches("10.96.0.30", {"error"}));
+  // FailOpen: the same pods are used.
+  fake_->upsert(Resource::kInferencePools, inferencePool("FailOpen"));
+  EXPECT_TRUE(reaches("10.96.0.30", {"b", "c"}));
+  // A member ready again: FailOpen picks it alone.
+  fake_->upsert(Resource::kPods, poolPod("vllm-1", "10.77.0.4", true));
+  EXPECT_TRUE(reaches("10.96.0.30", {"c"}));
+
+  // The pool deleted: the route cannot be applied and the parent has its own endpoint back.
+  fake_->remove(Resource::kInferencePools, "ml", "llama-pool");
+  EXPECT_TRUE(reaches("10.96.0.30", {"a"}));
+}
+
 }  // namespace
 }  // namespace aimesh::testing

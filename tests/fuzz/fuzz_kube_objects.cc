@@ -7,8 +7,9 @@
 // pods (the policy annotations pick among them) and without. The bytes are
 // also parsed as a label selector and matched against the decoded labels.
 // Every item is decoded as an HTTPRoute, GRPCRoute, TCPRoute and
-// ReferenceGrant too (agent/source/kube_routes.h), and applyRoutes() runs
-// on the snapshot built.
+// ReferenceGrant too (agent/source/kube_routes.h), as an InferencePool and a
+// pool member pod (kube_pools.h), and applyRoutes() runs on the snapshot
+// built.
 //
 // Checks, besides crashes and sanitizer reports: nothing throws (the header
 // promises "Nothing here throws on odd input"; an escaping exception aborts
@@ -25,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "source/kube_objects.h"
+#include "source/kube_pools.h"
 #include "source/kube_routes.h"
 
 namespace {
@@ -45,6 +47,8 @@ struct Store {
   std::map<std::string, kube::PodObj> pods;
   std::map<std::string, kube::RouteObj> http, grpc, tcp;
   std::map<std::string, kube::ReferenceGrantObj> grants;
+  std::map<std::string, kube::InferencePoolObj> pools;
+  std::map<std::string, kube::PodObj> poolPods;
   std::map<std::string, std::string> labels;  // of everything decoded, for the selector
 };
 
@@ -84,12 +88,33 @@ void decodeOne(const json& obj, Store& st) {
   auto grant = kube::decodeReferenceGrant(obj);
   if (grant) st.grants[grant->meta.key()] = std::move(grant.value());
   else check(!grant.error().message().empty(), "decodeReferenceGrant error has a message");
+  auto pool = kube::decodeInferencePool(obj);
+  if (pool) {
+    check(!pool->matchLabels.empty() && !pool->targetPorts.empty() &&
+              pool->targetPorts.size() <= kube::kMaxPoolTargetPorts,
+          "a decoded pool has labels and 1..8 target ports");
+    st.pools[pool->meta.key()] = std::move(pool.value());
+  } else {
+    check(!pool.error().message().empty(), "decodeInferencePool error has a message");
+  }
+  auto member = kube::decodePoolPod(obj);
+  if (member) st.poolPods[member->meta.key()] = std::move(member.value());
+  else check(!member.error().message().empty(), "decodePoolPod error has a message");
 }
 
 // applyRoutes(): deterministic; splits have 1..16 backends and no endpoints,
-// and name no split; services stay sorted.
+// and name no split; services stay sorted; a pool's members are sorted and
+// unique, and FailOpen takes standing-by members only with none ready.
 void checkRoutes(const kube::BuildResult& built, const Store& st) {
-  kube::RouteStores stores{&st.http, &st.grpc, &st.tcp, &st.grants};
+  for (const auto& [key, pool] : st.pools) {
+    kube::PoolMembers m = kube::poolMembers(pool, st.poolPods);
+    for (size_t i = 1; i < m.endpoints.size(); ++i)
+      check(std::tie(m.endpoints[i - 1].address, m.endpoints[i - 1].port) <
+                std::tie(m.endpoints[i].address, m.endpoints[i].port),
+            "pool members sorted by (address, port), unique");
+    check(!m.failedOpen || (pool.failOpen && m.ready == 0), "only FailOpen with no ready member fails open");
+  }
+  kube::RouteStores stores{&st.http, &st.grpc, &st.tcp, &st.grants, &st.pools, &st.poolPods};
   kube::BuildResult a = built, b = built;
   kube::applyRoutes(a, st.services, stores);
   kube::applyRoutes(b, st.services, stores);

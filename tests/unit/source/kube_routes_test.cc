@@ -256,7 +256,16 @@ TEST(KubeRoutes, UnresolvableBackendsStopTheRouteUnlessTheirWeightIsZero) {
   pool["kind"] = "InferencePool";
   w.route(httpRoute("ml", "pool", "llama", json::array({pool})));
   b = w.build();
-  EXPECT_THAT(onlyNote(b).notes, ElementsAre(HasSubstr("kind inference.networking.k8s.io/InferencePool is not supported")));
+  EXPECT_THAT(onlyNote(b).notes, ElementsAre(HasSubstr("InferencePool ml/llama-pool does not exist")));
+
+  w.http.clear();
+  json import = backendRef("llama-v1", 8000, 1);
+  import["group"] = "multicluster.x-k8s.io";
+  import["kind"] = "ServiceImport";
+  w.route(httpRoute("ml", "import", "llama", json::array({import})));
+  b = w.build();
+  EXPECT_THAT(onlyNote(b).notes, ElementsAre(HasSubstr("kind multicluster.x-k8s.io/ServiceImport is not supported "
+                                                       "(Services, or one InferencePool)")));
 }
 
 TEST(KubeRoutes, ConsumerRoutesGatewayParentsAndSplitsOfSplits) {

@@ -565,5 +565,94 @@ TEST(KubeSource, WithoutTheRouteCrdsTheServicesAreHandedOutAtOnce) {
   EXPECT_TRUE(f.st(KubeResource::kGrpcRoutes).absent);
 }
 
+// ---- InferencePools ----------------------------------------------------------
+
+json inferencePool(const std::string& failureMode) {
+  return json{{"metadata", {{"name", "llama-pool"}, {"namespace", "ml"}}},
+              {"spec",
+               {{"selector", {{"matchLabels", {{"app", "vllm"}}}}},
+                {"targetPorts", json::array({{{"number", 8000}}})},
+                {"endpointPickerRef", {{"name", "llama-epp"}, {"failureMode", failureMode}}}}}};
+}
+
+json poolPod(const std::string& name, const std::string& ip, bool ready, const std::string& node = "node-b") {
+  return json{{"metadata", {{"name", name}, {"namespace", "ml"}, {"uid", "uid-" + name}, {"labels", {{"app", "vllm"}}}}},
+              {"spec", {{"nodeName", node}}},
+              {"status",
+               {{"phase", "Running"},
+                {"podIP", ip},
+                {"podIPs", json::array({{{"ip", ip}}})},
+                {"conditions", json::array({{{"type", "Ready"}, {"status", ready ? "True" : "False"}}})}}}};
+}
+
+json poolRoute() {
+  return json{{"metadata", {{"name", "llama-route"}, {"namespace", "ml"}}},
+              {"spec",
+               {{"parentRefs", json::array({{{"group", ""}, {"kind", "Service"}, {"name", "llama"}}})},
+                {"rules", json::array({{{"backendRefs", json::array({{{"group", "inference.networking.k8s.io"},
+                                                                      {"kind", "InferencePool"},
+                                                                      {"name", "llama-pool"}}})}}})}}}};
+}
+
+TEST(KubeSource, InferencePoolMembersFollowTheirPodsOnEveryNode) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.upsert(Resource::kInferencePools, inferencePool("FailClose"));
+  h.fake.upsert(Resource::kPods, poolPod("a", "10.244.0.1", true));
+  h.fake.upsert(Resource::kPods, poolPod("b", "10.244.0.2", false, "node-c"));
+  h.fake.upsert(Resource::kHttpRoutes, poolRoute());
+  h.start({}, "node-a");  // this node's pods are watched too, with their own filter
+  using V = std::vector<std::string>;
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama") && s.at("ml/llama") == V{"10.244.0.1:8000/active"}; }));
+  EXPECT_EQ(h.st(KubeResource::kPoolPods).objects, 2u);
+  EXPECT_EQ(h.st(KubeResource::kPods).objects, 0u) << "no pod runs on node-a";
+  EXPECT_TRUE(h.lastSnapshot.services.find("ml", "llama", true)->failClose);
+
+  // b turns ready through the watch; then every member is not ready: FailClose
+  // refuses (no endpoint), FailOpen takes them all.
+  ASSERT_TRUE(h.fake.waitForWatches(Resource::kPods, 2, 5s));
+  h.fake.upsert(Resource::kPods, poolPod("b", "10.244.0.2", true, "node-c"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.at("ml/llama").size() == 2; }));
+  h.fake.upsert(Resource::kPods, poolPod("a", "10.244.0.1", false));
+  h.fake.upsert(Resource::kPods, poolPod("b", "10.244.0.2", false, "node-c"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.at("ml/llama").empty(); }));
+  h.fake.upsert(Resource::kInferencePools, inferencePool("FailOpen"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) {
+    return s.at("ml/llama") == V{"10.244.0.1:8000/active", "10.244.0.2:8000/active"};
+  }));
+  EXPECT_FALSE(h.lastSnapshot.services.find("ml", "llama", true)->failClose);
+
+  // The last pool deleted: the route is not applied, and once the pods' watch
+  // ends the pods of every node are no longer kept.
+  h.fake.remove(Resource::kInferencePools, "ml", "llama-pool");
+  ASSERT_TRUE(h.waitFor([&](const Summary& s) {
+    return s.at("ml/llama").empty() && h.lastSnapshot.routes &&
+           h.lastSnapshot.routes->at(0).state == RouteNote::State::kNotApplied;
+  }));
+  h.fake.closeWatches(Resource::kPods);
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return h.st(KubeResource::kPoolPods).objects == 0; }));
+  EXPECT_FALSE(h.st(KubeResource::kPoolPods).synced);
+}
+
+TEST(KubeSource, WithoutInferencePoolsNoPodsOfOtherNodesAreListed) {
+  Harness h;
+  h.fake.setInstalled(Resource::kInferencePools, false);
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.start();
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return !s.empty(); }, 2s));
+  EXPECT_TRUE(h.st(KubeResource::kInferencePools).absent);
+  EXPECT_EQ(h.fake.listRequests(Resource::kPods), 0);
+  // Installed with no pool: still none.
+  h.fake.setInstalled(Resource::kInferencePools, true);
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return !h.st(KubeResource::kInferencePools).absent; }, 3s));
+  EXPECT_EQ(h.fake.listRequests(Resource::kPods), 0);
+  // A pool appears: the pods are listed before the next state is handed out.
+  h.fake.upsert(Resource::kPods, poolPod("a", "10.244.0.1", true));
+  h.fake.upsert(Resource::kHttpRoutes, poolRoute());
+  h.fake.upsert(Resource::kInferencePools, inferencePool("FailClose"));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.at("ml/llama") == std::vector<std::string>{"10.244.0.1:8000/active"}; }));
+  EXPECT_EQ(h.fake.listRequests(Resource::kPods), 1);
+}
+
 }  // namespace
 }  // namespace aimesh
