@@ -306,6 +306,7 @@ void planServicePort(const Service& svc, const PortSpec& ps, const KernelState& 
     rec.backendCount = static_cast<uint32_t>(distinct.size());
     rec.sampleSkip = telemetrySkip(effectiveTelemetrySample(svc));
     rec.failClose = svc.failClose;  // a split's targets decide for themselves
+    info.failClose = svc.failClose;
     planHashTable(svc, sid, weighted, out, rec);
     planSlots(current, sid, slots, out, rec);
   }

@@ -39,6 +39,7 @@ struct ServiceInfo {
   ConnectionPolicy connections;                  // the lifecycle rules (agent/lifecycle/)
   std::vector<SplitTargetInfo> split;            // a split's backend services (then no backendIds)
   Boxed<CanaryGuardSpec> canaryGuard;            // a split's guard
+  bool failClose = false;                        // Service::failClose (never on a split)
   bool operator==(const ServiceInfo&) const = default;
 };
 struct BackendInfo {

@@ -78,6 +78,7 @@ view::ServiceList buildServices(const IdIndex& idx, const DatapathStats* stats) 
       v.denied = c->denied;
     }
     v.policy = s.policy.has_value();
+    if (s.failClose) v.failClose = true;
     out.services.push_back(std::move(v));
   }
   return out;

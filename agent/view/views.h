@@ -133,12 +133,14 @@ struct Service {
   uint64_t refused = 0;
   uint64_t denied = 0;
   bool policy = false;
+  std::optional<bool> failClose;  // set (true) only for a fail-close service
 };
 AIMESH_VIEW_FIELDS(Service) {
   v("name", s.name), v("namespace", s.nameSpace), v("model", s.model), v("algorithm", s.algorithm),
       v("service_id", s.serviceId), v("frontends", s.frontends), v("endpoints", s.endpoints),
       v("active_endpoints", s.activeEndpoints), v("connections", s.connections), v("datagrams", s.datagrams),
-      v("refused", s.refused), v("denied", s.denied), v("policy", s.policy);
+      v("refused", s.refused), v("denied", s.denied), v("policy", s.policy),
+      v("fail_close", s.failClose);
 }
 
 struct ServiceList {

@@ -48,7 +48,8 @@ CommandOutput formatServices(const nlohmann::json& response, const std::string& 
   Table table({"NAMESPACE", "NAME", "MODEL", "ALGORITHM", "FRONTENDS", "ENDPOINTS", "CONNECTIONS",
                "REFUSED"});
   for (const auto& s : rows) {
-    table.addRow({s.cell(&S::nameSpace), s.cell(&S::name), s.cell(&S::model), s.cell(&S::algorithm),
+    std::string algorithm = s.cell(&S::algorithm) + (s.view().failClose.value_or(false) ? " (fail close)" : "");
+    table.addRow({s.cell(&S::nameSpace), s.cell(&S::name), s.cell(&S::model), algorithm,
                   s.cell(&S::frontends), s.cell(&S::activeEndpoints) + "/" + s.cell(&S::endpoints),
                   s.cell(&S::connections), s.cell(&S::refused)});
   }

@@ -137,6 +137,14 @@ TEST(CommandsTest, ServicesTable) {
             "10.96.0.20:8000/TCP,[fd00::20]:8000/TCP         2/3           120         0\n");
 }
 
+TEST(CommandsTest, ServicesTableMarksAFailCloseService) {
+  json s = kServices;
+  s["services"][1]["fail_close"] = true;  // embed
+  CommandOutput r = formatServices(s, "", OutputFormat::kTable);
+  EXPECT_NE(r.out.find("maglev (fail close)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("random (fail close)"), std::string::npos) << r.out;
+}
+
 TEST(CommandsTest, ServicesNamespaceFilter) {
   CommandOutput r = formatServices(kServices, "ml", OutputFormat::kTable);
   EXPECT_EQ(r.exitCode, kExitOk);

@@ -93,6 +93,12 @@ TEST(ViewBuildersTest, ServicesCountActiveEndpointsAndDefaultMissingCountersToZe
   EXPECT_EQ(v.services[1].connections, 0u);
   EXPECT_TRUE(v.services[1].policy);
   EXPECT_EQ(buildServices(f.idx, nullptr).services[0].connections, 0u);
+  // A fail-close service says so; the others leave the key out.
+  EXPECT_FALSE(v.services[0].failClose);
+  f.idx.services.begin()->second.failClose = true;
+  auto j = nlohmann::json(buildServices(f.idx, nullptr));
+  EXPECT_EQ(j["services"][0]["fail_close"], true);
+  EXPECT_FALSE(j["services"][1].contains("fail_close"));
 }
 
 TEST(ViewBuildersTest, EndpointsFilterAndCarryTheKernelsLoad) {
