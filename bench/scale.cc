@@ -17,6 +17,11 @@
 // RSS, and one watch event (the probe's EndpointSlice gains the new endpoint)
 // to the first connection the new endpoint answers; then four more events
 // (the median is printed), each replacing the probe's endpoint with another.
+// Then (--pool-pods, 10,000 by default) the same cluster with an
+// InferencePool behind the probe and that many pods: the agent watches the
+// pods of the pool's namespace (every node's) while a pool exists; its RSS,
+// start to ready, and a member pod's ready event to the first connection
+// the member answers.
 // Only the probe's and the busy services' endpoints exist (name servers in
 // the backend namespace); the others are addresses nothing connects to. See
 // docs/benchmarks.md.
@@ -35,6 +40,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -253,15 +259,15 @@ json kubeSlice(const std::string& svc, const std::vector<std::string>& addrs) {
 double monoMs() { return static_cast<double>(monoNs()) / 1e6; }
 
 // One watch event: ~300 ms after the client in the sandbox starts asking,
-// the probe's EndpointSlice becomes `addrs`; milliseconds from the upsert to
-// the first answer from `expect` (-1 if none within 30 s).
-double kubeEventMs(const Sandbox& sb, testing::FakeApiServer& fake, const std::vector<std::string>& addrs,
-                   const std::string& expect) {
+// `event` changes the fake API server (the probe's EndpointSlice, say);
+// milliseconds from it to the first answer from `expect` (-1 if none
+// within 30 s).
+double kubeEventMs(const Sandbox& sb, const std::function<void()>& event, const std::string& expect) {
   double sentMs = 0;
   std::thread change([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     sentMs = monoMs();
-    fake.upsert(testing::Resource::kEndpointSlices, kubeSlice("probe", addrs));
+    event();
   });
   std::string out = testing::runIn(sb.cgroup().path(), sb.client().name(), [&](int fd) {
     uint64_t start = monoNs();
@@ -280,11 +286,9 @@ double kubeEventMs(const Sandbox& sb, testing::FakeApiServer& fake, const std::v
   return answeredMs < 0 ? -1 : answeredMs - sentMs;
 }
 
-// Start to ready, RSS and one watch event's latency with the Kubernetes
-// source at N services.
-json measureKube(const Sandbox& sb, const std::string& dir, int services, int endpoints, uint32_t maxServices,
-                 uint32_t maxBackends, const std::string& logLevel, const std::string& keepLogs) {
-  testing::FakeApiServer fake;
+// The bench cluster in the fake API server: the probe (one endpoint, the
+// name server "old") and services - 1 others.
+void kubeCluster(testing::FakeApiServer& fake, int services, int endpoints) {
   fake.upsert(testing::Resource::kServices, kubeService("probe", kProbeVip));
   fake.upsert(testing::Resource::kEndpointSlices, kubeSlice("probe", {"10.77.0.2"}));
   for (int i = 1; i < services; ++i) {
@@ -292,28 +296,54 @@ json measureKube(const Sandbox& sb, const std::string& dir, int services, int en
     fake.upsert(testing::Resource::kServices, kubeService(name, vipOf(i)));
     fake.upsert(testing::Resource::kEndpointSlices, kubeSlice(name, endpointsOf(i, endpoints)));
   }
-  std::string work = dir + "/agent-kube-" + std::to_string(services);
+}
+
+// An agent on `fake`, started (ready) in `work`; its log copied to
+// keepLogs/agent-<tag>.log at the end (and when the start fails).
+struct KubeAgent {
+  std::unique_ptr<AgentProcess> agent;
+  double readySeconds = 0;
+  std::function<void()> keepLog;
+};
+KubeAgent startKubeAgent(const Sandbox& sb, const std::string& work, const testing::FakeApiServer& fake,
+                         uint32_t maxServices, uint32_t maxBackends, const std::string& logLevel,
+                         const std::string& keepLogs, const std::string& tag) {
   testing::sh("mkdir -p " + work);
   testing::writeFile(work + "/kubeconfig",
                      "apiVersion: v1\nkind: Config\ncurrent-context: bench\nclusters: [{name: fake, cluster: {server: \"" +
                          fake.url() + "\"}}]\nusers: [{name: agent, user: {}}]\n"
                          "contexts: [{name: bench, context: {cluster: fake, user: agent}}]\n");
-  AgentProcess agent(sb.cgroup().path(), "", work,
-                     {"--kubeconfig", work + "/kubeconfig", "--log-level", logLevel, "--max-services",
-                      std::to_string(maxServices), "--max-backends", std::to_string(maxBackends)});
-  auto keepLog = [&] {
+  KubeAgent k;
+  k.agent = std::make_unique<AgentProcess>(
+      sb.cgroup().path(), "", work,
+      std::vector<std::string>{"--kubeconfig", work + "/kubeconfig", "--log-level", logLevel, "--max-services",
+                               std::to_string(maxServices), "--max-backends", std::to_string(maxBackends)});
+  k.keepLog = [=] {
     if (!keepLogs.empty())
-      testing::writeFile(fmt::format("{}/agent-kube-{}.log", keepLogs, services),
-                         testing::readFile(work + "/agent.log"));
+      testing::writeFile(fmt::format("{}/agent-{}.log", keepLogs, tag), testing::readFile(work + "/agent.log"));
   };
   auto t0 = Clock::now();
   try {
-    agent.start(true, std::chrono::seconds(120));
+    k.agent->start(true, std::chrono::seconds(120));
   } catch (...) {
-    keepLog();
+    k.keepLog();
     throw;
   }
-  double readySeconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  k.readySeconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return k;
+}
+
+// Start to ready, RSS and one watch event's latency with the Kubernetes
+// source at N services.
+json measureKube(const Sandbox& sb, const std::string& dir, int services, int endpoints, uint32_t maxServices,
+                 uint32_t maxBackends, const std::string& logLevel, const std::string& keepLogs) {
+  testing::FakeApiServer fake;
+  kubeCluster(fake, services, endpoints);
+  KubeAgent k = startKubeAgent(sb, dir + "/agent-kube-" + std::to_string(services), fake, maxServices, maxBackends,
+                               logLevel, keepLogs, "kube-" + std::to_string(services));
+  AgentProcess& agent = *k.agent;
+  auto keepLog = k.keepLog;
+  double readySeconds = k.readySeconds;
   testing::checkInterrupted();
   double rss = statusMiB(agent.pid(), "VmRSS");
   // The first event after the start, then four more, each replacing the
@@ -321,11 +351,14 @@ json measureKube(const Sandbox& sb, const std::string& dir, int services, int en
   // marks the change): the first one after a start pays for memory the
   // start's full apply returned to the kernel; the next ones are the steady
   // state of a cluster whose endpoints change.
-  double changeMs = kubeEventMs(sb, fake, {"10.77.0.2", "10.77.0.3"}, "new");
+  auto slice = [&](std::vector<std::string> addrs) {
+    return [&fake, addrs] { fake.upsert(testing::Resource::kEndpointSlices, kubeSlice("probe", addrs)); };
+  };
+  double changeMs = kubeEventMs(sb, slice({"10.77.0.2", "10.77.0.3"}), "new");
   std::vector<double> next;
   const std::pair<const char*, const char*> steps[] = {
       {"10.77.0.4", "four"}, {"10.77.0.5", "five"}, {"10.77.0.2", "old"}, {"10.77.0.4", "four"}};
-  for (auto& [addr, name] : steps) next.push_back(kubeEventMs(sb, fake, {addr}, name));
+  for (auto& [addr, name] : steps) next.push_back(kubeEventMs(sb, slice({addr}), name));
   keepLog();
   std::sort(next.begin(), next.end());
   double nextMs = next[next.size() / 2];
@@ -336,8 +369,67 @@ json measureKube(const Sandbox& sb, const std::string& dir, int services, int en
               {"next_changes_kube_ms", nextMs}};
 }
 
+// A pod of the cluster for the InferencePool run: `app` labels it; ready.
+json kubePod(const std::string& ns, const std::string& name, const std::string& ip, const std::string& app) {
+  return json{{"metadata",
+               {{"name", name},
+                {"namespace", ns},
+                {"uid", "uid-" + ns + "-" + name},
+                {"labels", {{"app", app}, {"pod-template-hash", "7d9c5b6f8"}}}}},
+              {"spec", {{"nodeName", "node-" + std::to_string(name.size() % 7)}}},
+              {"status",
+               {{"phase", "Running"},
+                {"podIP", ip},
+                {"podIPs", json::array({{{"ip", ip}}})},
+                {"conditions", json::array({{{"type", "Ready"}, {"status", "True"}}})}}}};
+}
+
+// The same cluster with an InferencePool behind the probe (an HTTPRoute from
+// the probe to it, one member pod: the name server "old") and `pods` pods in
+// all (the rest are not members: a tenth in the pool's namespace, the others
+// in 50 more): the agent then watches the pods of the pool's namespace, on
+// every node. Start to ready, RSS, and one pod event (a second
+// member turns ready) to the first connection it answers.
+json measureKubePool(const Sandbox& sb, const std::string& dir, int services, int endpoints, int pods,
+                     uint32_t maxServices, uint32_t maxBackends, const std::string& logLevel,
+                     const std::string& keepLogs) {
+  testing::FakeApiServer fake;
+  kubeCluster(fake, services, endpoints);
+  fake.upsert(testing::Resource::kInferencePools,
+              json{{"metadata", {{"name", "probe-pool"}, {"namespace", "bench"}}},
+                   {"spec",
+                    {{"selector", {{"matchLabels", {{"app", "probe-pool"}}}}},
+                     {"targetPorts", json::array({{{"number", kPort}}})},
+                     {"endpointPickerRef", {{"name", "probe-epp"}, {"failureMode", "FailClose"}}}}}});
+  fake.upsert(testing::Resource::kHttpRoutes,
+              json{{"metadata", {{"name", "probe-route"}, {"namespace", "bench"}}},
+                   {"spec",
+                    {{"parentRefs", json::array({{{"group", ""}, {"kind", "Service"}, {"name", "probe"}}})},
+                     {"rules", json::array({{{"backendRefs", json::array({{{"group", "inference.networking.k8s.io"},
+                                                                          {"kind", "InferencePool"},
+                                                                          {"name", "probe-pool"}}})}}})}}}});
+  fake.upsert(testing::Resource::kPods, kubePod("bench", "member-0", "10.77.0.2", "probe-pool"));
+  for (int i = 1; i < pods; ++i)
+    fake.upsert(testing::Resource::kPods,
+                kubePod(i % 10 == 0 ? "bench" : "ns-" + std::to_string(i % 50), "pod-" + std::to_string(i),
+                        fmt::format("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
+                        "app-" + std::to_string(i % 1000)));
+  KubeAgent k = startKubeAgent(sb, dir + "/agent-pool-" + std::to_string(services), fake, maxServices, maxBackends,
+                               logLevel, keepLogs, "pool-" + std::to_string(services));
+  testing::checkInterrupted();
+  double rss = statusMiB(k.agent->pid(), "VmRSS");
+  double eventMs = kubeEventMs(
+      sb, [&] { fake.upsert(testing::Resource::kPods, kubePod("bench", "member-1", "10.77.0.3", "probe-pool")); },
+      "new");
+  k.keepLog();
+  return json{{"kube_pool_pods", pods},
+              {"kube_pool_start_to_ready_s", k.readySeconds},
+              {"kube_pool_rss_mib", rss},
+              {"one_change_kube_pool_ms", eventMs}};
+}
+
 json run(const std::vector<int>& counts, int endpoints, const std::string& keepLogs, const std::string& logLevel,
-         bool kube) {
+         bool kube, int poolPods) {
   std::string agentBin = std::string(AIMESH_BINARY_DIR) + "/aimesh-agent";
   if (::access(agentBin.c_str(), X_OK) != 0)
     throw std::runtime_error(agentBin + " not found: build the aimesh-agent target first");
@@ -366,6 +458,22 @@ json run(const std::vector<int>& counts, int endpoints, const std::string& keepL
       rows[i].update(k);
     }
   }
+  if (kube && poolPods > 0) {
+    fmt::print("\nKubernetes source with an InferencePool behind the probe, and {} pods (a tenth in its namespace):\n"
+               "{:>8} {:>12} {:>9} {:>24}\n",
+               poolPods, "services", "ready (s)", "RSS MiB", "member ready event (ms)");
+    for (size_t i = 0; i < counts.size(); ++i) {
+      uint32_t maxServices = 16, maxBackends = 16;
+      while (maxServices < static_cast<uint32_t>(counts[i]) + 16) maxServices *= 2;
+      while (maxBackends < static_cast<uint32_t>(counts[i] * endpoints) + 16) maxBackends *= 2;
+      json k = measureKubePool(sb, scratch.path(), counts[i], endpoints, poolPods, maxServices, maxBackends, logLevel,
+                               keepLogs);
+      fmt::print("{:>8} {:>12.2f} {:>9.1f} {:>24.1f}\n", counts[i], k["kube_pool_start_to_ready_s"].get<double>(),
+                 k["kube_pool_rss_mib"].get<double>(), k["one_change_kube_pool_ms"].get<double>());
+      std::fflush(stdout);
+      rows[i].update(k);
+    }
+  }
   return json{{"rows", rows}};
 }
 
@@ -377,6 +485,7 @@ int main(int argc, char** argv) {
   std::vector<int> counts{1000, 10000};
   int endpoints = 4;
   bool wantJson = false, kube = true;
+  int poolPods = 10000;
   std::string keepLogs, logLevel = "info";
   app.add_option("--services", counts, "service counts to measure, one agent start each (e.g. 1000,10000)")
       ->delimiter(',')
@@ -390,9 +499,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"debug", "info", "warn"}));
   app.add_option("--kubernetes", kube, "also measure the Kubernetes source (a fake API server)")
       ->capture_default_str();
+  app.add_option("--pool-pods", poolPods,
+                 "with --kubernetes: also measure an InferencePool with this many pods in the cluster (0: not)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 200000));
   app.add_flag("--json", wantJson, "also print the results as one JSON object after the table");
   CLI11_PARSE(app, argc, argv);
   return aimesh::testing::runBenchMain(
       {.name = "scale", .needsRootFor = "cgroups, network namespaces, BPF", .removed = "sandbox removed"}, wantJson,
-      [&] { return aimesh::run(counts, endpoints, keepLogs, logLevel, kube); });
+      [&] { return aimesh::run(counts, endpoints, keepLogs, logLevel, kube, poolPods); });
 }

@@ -133,6 +133,7 @@ Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSou
 
 KubeSource::~KubeSource() {
   stop_.store(true);
+  poolAbort_.store(true);
   {
     std::lock_guard lk(sleepMu_);
     sleepCv_.notify_all();
@@ -152,6 +153,8 @@ void KubeSource::sleepFor(std::chrono::milliseconds d) {
 
 std::string KubeSource::query(KubeResource r, bool watch, const std::string& rv, const std::string& cont) const {
   std::string q = pathOf(r);
+  // Only the pool pods' own thread writes poolScope_: reading it here, on that thread, needs no lock.
+  if (r == KubeResource::kPoolPods && !poolScope_.empty()) q = "/api/v1/namespaces/" + urlEncode(poolScope_) + "/pods";
   if (watch) {
     // Jittered so the watches of many nodes do not all end together.
     static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -182,7 +185,7 @@ void KubeSource::run(KubeResource r) {
   bool listedOnce = false;
   while (!stop_.load()) {
     if (rv.empty()) {
-      if (r == KubeResource::kPoolPods && !waitForPools()) break;
+      if (r == KubeResource::kPoolPods && !waitForPools()) break;  // and takes the pools' scope
       if (!list(r, &rv, listedOnce)) {
         if (stop_.load()) break;
         bool absent;
@@ -196,11 +199,15 @@ void KubeSource::run(KubeResource r) {
       }
       listedOnce = true;
       attempt = 0;
+      if (r == KubeResource::kPoolPods && poolPodsStale()) {  // the pools moved (or went) while it listed
+        rv.clear();
+        continue;
+      }
     }
     WatchEnd end = watch(r, &rv);
     if (stop_.load()) break;
-    if (r == KubeResource::kPoolPods && dropPoolPods()) {
-      rv.clear();
+    if (r == KubeResource::kPoolPods && poolPodsStale()) {
+      rv.clear();  // list again (or wait for a pool), in the pools' scope now
       continue;
     }
     switch (end) {
@@ -317,6 +324,7 @@ bool KubeSource::list(KubeResource r, std::string* rv, bool relist) {
     if (relist) st.relists++;
     st.decodeErrors += decodeErrors;
     st.synced = true;
+    if (changed && r == KubeResource::kInferencePools) poolsChangedLocked();
     if (changed) {
       version_++;
       changed_.notify_all();
@@ -368,6 +376,7 @@ bool KubeSource::applyEvent(KubeResource r, const std::string& type, const json&
     st.objects = store.size();
     return c;
   });
+  if (changed && r == KubeResource::kInferencePools) poolsChangedLocked();
   if (changed) {
     if (version_ == taken_) firstChange_ = std::chrono::steady_clock::now();
     version_++;
@@ -419,8 +428,10 @@ KubeSource::WatchEnd KubeSource::watch(KubeResource r, std::string* rv) {
     if (!objRv.empty()) *rv = objRv;
     return true;
   };
-  auto status = client_.stream(query(r, true, *rv, ""), onLine, &errorBody, &stop_);
-  if (stop_.load()) return WatchEnd::kResume;
+  // The pool pods' watch also ends when the pools move to another scope.
+  const std::atomic<bool>* abort = r == KubeResource::kPoolPods ? &poolAbort_ : &stop_;
+  auto status = client_.stream(query(r, true, *rv, ""), onLine, &errorBody, abort);
+  if (stop_.load() || abort->load()) return WatchEnd::kResume;
   if (!status) {
     fail(r, "watch: " + status.error().message());
     return WatchEnd::kError;
@@ -502,6 +513,7 @@ void KubeSource::markAbsent(KubeResource r, long status, const std::string& body
   });
   bool changed = had || !was;
   st.objects = 0;
+  if (changed && r == KubeResource::kInferencePools) poolsChangedLocked();
   if (changed) {
     version_++;
     changed_.notify_all();
@@ -516,14 +528,49 @@ bool KubeSource::poolPodsNeededLocked() const {
 bool KubeSource::waitForPools() {
   std::unique_lock lk(mu_);
   changed_.wait(lk, [&] { return stop_.load() || poolPodsNeededLocked(); });
+  poolScope_ = poolScopeLocked();
+  poolAbort_.store(stop_.load());
   return !stop_.load();
 }
 
-// Once the last InferencePool is gone (seen when a watch of its pods ends),
-// the pods of every node are not kept.
-bool KubeSource::dropPoolPods() {
+// The namespace every InferencePool is in, or "" (all namespaces) when they
+// are in several: the pods listed and watched for their members.
+std::string KubeSource::poolScopeLocked() const {
+  if (pools_.empty()) return "";
+  const std::string& first = pools_.begin()->second.meta.nameSpace;
+  // pools_ is keyed "namespace/name": the first and the last differ if any do.
+  return pools_.rbegin()->second.meta.nameSpace == first ? first : "";
+}
+
+// After the pools changed (mu_ held): if the pods watched for their members
+// are no longer the right ones (no pool left, or the pools' scope moved), end
+// that watch now, and hold the next state back until they are listed again.
+void KubeSource::poolsChangedLocked() {
+  if (poolAbort_.load()) return;
+  auto& st = stats_.resources[static_cast<int>(KubeResource::kPoolPods)];
+  if (!st.synced) return;  // not listed yet: the list will use the scope of now
+  if (!poolPodsNeededLocked() || poolScope_ != poolScopeLocked()) {
+    poolAbort_.store(true);
+    if (poolPodsNeededLocked()) st.synced = false;
+  }
+}
+
+// When the pool pods' watch ended: true if they must be listed again (the
+// pools moved to another scope) or dropped (no pool left: the pods of every
+// node are not kept); else the watch goes on (and poolAbort_ is cleared,
+// under the lock poolsChangedLocked() sets it under, so no change is lost).
+bool KubeSource::poolPodsStale() {
   std::lock_guard lk(mu_);
-  if (poolPodsNeededLocked()) return false;
+  if (!poolPodsNeededLocked()) {
+    dropPoolPodsLocked();
+    return true;
+  }
+  if (poolScope_ != poolScopeLocked()) return true;
+  poolAbort_.store(false);
+  return false;
+}
+
+void KubeSource::dropPoolPodsLocked() {
   auto& st = stats_.resources[static_cast<int>(KubeResource::kPoolPods)];
   bool had = !poolPods_.empty();
   poolPods_.clear();
@@ -533,7 +580,6 @@ bool KubeSource::dropPoolPods() {
     version_++;
     changed_.notify_all();
   }
-  return true;
 }
 
 bool KubeSource::synced() const {

@@ -61,7 +61,9 @@ struct KubeSourceOptions {
 // backoffMax, so installing the CRD later turns them on without a restart.
 // The pools' member pods (kPoolPods: the pods of every node, reduced to
 // labels, addresses and readiness) are watched only while there is an
-// InferencePool; until they are listed, no state is handed out.
+// InferencePool, in the pools' namespace when they share one (else in
+// all); until they are listed, and again after the pools move to another
+// namespace, no state is handed out.
 enum class KubeResource {
   kServices = 0, kEndpointSlices = 1, kPods = 2, kHttpRoutes = 3, kGrpcRoutes = 4, kTcpRoutes = 5,
   kReferenceGrants = 6, kInferencePools = 7, kPoolPods = 8
@@ -132,8 +134,11 @@ class KubeSource {
   decltype(auto) withStore(KubeResource r, F&& f);
   bool syncedLocked() const;
   bool poolPodsNeededLocked() const;  // an InferencePool exists: its members are watched
-  bool waitForPools();                // until poolPodsNeededLocked() (false: stopping)
-  bool dropPoolPods();                // when no longer needed: empty and unsynced (true: dropped)
+  bool waitForPools();                // until poolPodsNeededLocked(), then takes its scope (false: stopping)
+  bool poolPodsStale();               // after their watch: list again (or drop them)?
+  void dropPoolPodsLocked();          // no pool left: empty and unsynced
+  std::string poolScopeLocked() const;  // the pools' namespace, or "" when they are in several
+  void poolsChangedLocked();          // after pools_ changed: end the pool pods' watch if it is stale
   void podsForbidden();
   void fail(KubeResource r, const std::string& what);
   void sleepFor(std::chrono::milliseconds d);
@@ -156,6 +161,10 @@ class KubeSource {
   std::map<std::string, kube::ReferenceGrantObj> grants_;
   std::map<std::string, kube::InferencePoolObj> pools_;
   std::map<std::string, kube::PodObj> poolPods_;  // every node's pods, while pools_ is not empty
+  // The namespace the pool pods are listed and watched in ("": all), as the
+  // pools' were when listed; written by their thread only, under mu_.
+  std::string poolScope_;
+  std::atomic<bool> poolAbort_{false};  // ends the pool pods' watch (stale scope, no pool, or stopping)
   kube::SnapshotCache cache_;  // the snapshot of the stores, rebuilt where they changed
   KubeSourceStats stats_;
   uint64_t version_ = 0, taken_ = 0;  // store changes; the version last handed out

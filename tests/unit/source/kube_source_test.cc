@@ -622,16 +622,54 @@ TEST(KubeSource, InferencePoolMembersFollowTheirPodsOnEveryNode) {
   }));
   EXPECT_FALSE(h.lastSnapshot.services.find("ml", "llama", true)->failClose);
 
-  // The last pool deleted: the route is not applied, and once the pods' watch
-  // ends the pods of every node are no longer kept.
+  // The last pool deleted: the route is not applied, and the pods are no
+  // longer watched or kept.
   h.fake.remove(Resource::kInferencePools, "ml", "llama-pool");
   ASSERT_TRUE(h.waitFor([&](const Summary& s) {
     return s.at("ml/llama").empty() && h.lastSnapshot.routes &&
            h.lastSnapshot.routes->at(0).state == RouteNote::State::kNotApplied;
   }));
-  h.fake.closeWatches(Resource::kPods);
   ASSERT_TRUE(h.waitFor([&](const Summary&) { return h.st(KubeResource::kPoolPods).objects == 0; }));
   EXPECT_FALSE(h.st(KubeResource::kPoolPods).synced);
+}
+
+int countRequests(const FakeApiServer& fake, const std::string& prefix) {
+  int n = 0;
+  for (const std::string& r : fake.requestLog()) n += r.rfind(prefix, 0) == 0;
+  return n;
+}
+
+TEST(KubeSource, PoolPodsAreListedInThePoolsNamespaceAndInAllWhenPoolsSpanSeveral) {
+  Harness h;
+  h.fake.upsert(Resource::kServices, service("ml", "llama", "10.96.0.20"));
+  h.fake.upsert(Resource::kInferencePools, inferencePool("FailClose"));
+  h.fake.upsert(Resource::kPods, poolPod("a", "10.244.0.1", true));
+  json elsewhere = poolPod("x", "10.244.9.1", true);
+  elsewhere["metadata"]["namespace"] = "serving";
+  h.fake.upsert(Resource::kPods, elsewhere);
+  h.fake.upsert(Resource::kHttpRoutes, poolRoute());
+  h.start();
+  using V = std::vector<std::string>;
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.count("ml/llama") && s.at("ml/llama") == V{"10.244.0.1:8000/active"}; }));
+  EXPECT_EQ(h.st(KubeResource::kPoolPods).objects, 1u) << "only the pool's namespace";
+  EXPECT_EQ(countRequests(h.fake, "GET /api/v1/namespaces/ml/pods?limit="), 1);
+  EXPECT_EQ(countRequests(h.fake, "GET /api/v1/pods?limit="), 0);
+
+  // A pool in a second namespace: the pods of all of them, listed again.
+  json other = inferencePool("FailClose");
+  other["metadata"]["namespace"] = "serving";
+  h.fake.upsert(Resource::kInferencePools, other);
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return h.st(KubeResource::kPoolPods).objects == 2; }));
+  EXPECT_EQ(countRequests(h.fake, "GET /api/v1/pods?limit="), 1);
+  ASSERT_TRUE(h.fake.waitForWatches(Resource::kPods, 1, 5s));
+  // Back to one namespace: listed there again, the other pods dropped.
+  h.fake.remove(Resource::kInferencePools, "serving", "llama-pool");
+  ASSERT_TRUE(h.waitFor([&](const Summary&) { return h.st(KubeResource::kPoolPods).objects == 1; }));
+  EXPECT_EQ(countRequests(h.fake, "GET /api/v1/namespaces/ml/pods?limit="), 2);
+  // And the watch follows the members there.
+  ASSERT_TRUE(h.fake.waitForWatches(Resource::kPods, 1, 5s));
+  h.fake.upsert(Resource::kPods, poolPod("b", "10.244.0.2", true));
+  ASSERT_TRUE(h.waitFor([](const Summary& s) { return s.at("ml/llama").size() == 2; }));
 }
 
 TEST(KubeSource, WithoutInferencePoolsNoPodsOfOtherNodesAreListed) {
