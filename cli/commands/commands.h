@@ -83,7 +83,11 @@ CommandOutput formatPolicy(const nlohmann::json& response, const std::string& se
 CommandOutput runPolicy(const AgentCall& call, const std::string& service, OutputFormat format);
 // routes table: per split port and backend service, configured and effective
 // weight, configured and observed share, connections, the canary guard; then
-// the guard's recent transitions. `service` (name or ns/name) keeps one split.
+// the guard's recent transitions, and the Kubernetes mesh routes. runRoutes()
+// asks the agent for what `service` (name or ns/name) names: the split of
+// that name and the mesh routes whose parent it is (the agent decides, as
+// for every filtered method); formatRoutes() shows the answer and says when
+// `service` found nothing.
 CommandOutput formatRoutes(const nlohmann::json& response, const std::string& service, OutputFormat format);
 CommandOutput runRoutes(const AgentCall& call, const std::string& service, OutputFormat format);
 CommandOutput runEndpoints(const AgentCall& call, const EndpointsFilter& filter,

@@ -33,15 +33,6 @@ std::string guardText(const R& r, const B& b) {
   return out;
 }
 
-// A service argument names the route's parent ("llama", "ml/llama"; a port's "llama:http" too).
-bool namesParent(const std::string& service, const std::string& parent) {
-  if (service.empty()) return true;
-  std::string name = parent.substr(parent.find('/') + 1);
-  bool qualified = service.find('/') != std::string::npos;
-  const std::string& have = qualified ? parent : name;
-  return service == have || service.rfind(have + ":", 0) == 0;
-}
-
 // The Kubernetes mesh routes: what each became, and why not all of it.
 std::string meshRoutesText(const std::vector<const view::MeshRoute*>& mesh) {
   Table table({"ROUTE", "STATE", "PARENT", "SPLITS", "POOL"});
@@ -93,13 +84,12 @@ CommandOutput formatRoutes(const nlohmann::json& response, const std::string& se
   if (!checkResponse(response, "routes", result)) return result;
   std::optional<view::Routes> parsed = parseResponse<view::Routes>(response, result);
   if (!parsed) return result;
+  // The agent filtered by the service (runRoutes() asks it to): splits by
+  // name, mesh routes by their parents.
   std::vector<const R*> rows;
-  for (const R& r : parsed->routes)
-    if (service.empty() || r.name == service || r.nameSpace + "/" + r.name == service) rows.push_back(&r);
+  for (const R& r : parsed->routes) rows.push_back(&r);
   std::vector<const view::MeshRoute*> mesh;
-  for (const view::MeshRoute& m : parsed->meshRoutes)
-    if (std::any_of(m.parents.begin(), m.parents.end(), [&](const std::string& p) { return namesParent(service, p); }))
-      mesh.push_back(&m);
+  for (const view::MeshRoute& m : parsed->meshRoutes) mesh.push_back(&m);
   if (!service.empty() && rows.empty() && mesh.empty())
     return CommandOutput{kExitError, "", "meshctl: no split or route for " + service + "\n"};
   if (format == OutputFormat::kJson) {
@@ -121,7 +111,14 @@ CommandOutput formatRoutes(const nlohmann::json& response, const std::string& se
 }
 
 CommandOutput runRoutes(const AgentCall& call, const std::string& service, OutputFormat format) {
-  auto response = call(nlohmann::json{{"method", "routes"}});
+  nlohmann::json request{{"method", "routes"}};
+  if (auto slash = service.find('/'); slash != std::string::npos) {
+    request["namespace"] = service.substr(0, slash);
+    request["service"] = service.substr(slash + 1);
+  } else if (!service.empty()) {
+    request["service"] = service;
+  }
+  auto response = call(request);
   if (!response) return agentUnreachable(response.error());
   return formatRoutes(*response, service, format);
 }

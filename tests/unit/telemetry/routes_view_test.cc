@@ -90,6 +90,10 @@ TEST(BuildRoutes, TheMeshRoutesAndTheSourceOfEachSplit) {
   EXPECT_TRUE(chat.routes.empty());
   ASSERT_EQ(chat.meshRoutes.size(), 1u);
   EXPECT_EQ(chat.meshRoutes[0].route, "HTTPRoute ml/by-header");
+  // A bare name, or a port's snapshot name, names the parent too; another namespace does not.
+  EXPECT_EQ(buildRoutes(idx, ServiceFilter{"chat", ""}, in).meshRoutes.size(), 1u);
+  EXPECT_EQ(buildRoutes(idx, ServiceFilter{"chat:http", ""}, in).meshRoutes.size(), 1u);
+  EXPECT_TRUE(buildRoutes(idx, ServiceFilter{"chat", "other"}, in).meshRoutes.empty());
 }
 
 }  // namespace
