@@ -601,7 +601,7 @@ TEST_F(HelmChart, RbacIsExactlyWhatTheAgentReads) {
     }
   }
   std::set<std::string> read{"get", "list", "watch"};
-  decltype(rules) want{{"", {{"services", read}, {"nodes", read}, {"pods", read}}},
+  decltype(rules) want{{"", {{"services", read}, {"pods", read}}},
                        {"discovery.k8s.io", {{"endpointslices", read}}},
                        {"apps", {{"daemonsets", read}}},
                        {"gateway.networking.k8s.io",
