@@ -312,8 +312,9 @@ bool Agent::ready() {
 
 std::string Agent::metricsText(MetricsFormat format) {
   // Occupancy walks the maps key by key (revnat can be large): do it before
-  // taking the lock so a scrape does not hold up reconciles.
+  // taking the lock so a scrape does not hold up reconciles; /proc too.
   std::vector<MapOccupancy> maps = reader_->occupancy();
+  ProcessStats process = readProcessStats();
   std::lock_guard lk(mu_);
   auto st = reader_->stats(serviceIds(index()), backendIds(index()));
   DatapathStats stats = st ? std::move(st.value()) : DatapathStats{};
@@ -335,6 +336,7 @@ std::string Agent::metricsText(MetricsFormat format) {
   in.clients = &clients;
   view::Routes routes = routesLocked({});
   in.routes = &routes;
+  in.process = &process;
   std::optional<KubeSourceStats> kubeStats;
   if (kube_) in.kube = &kubeStats.emplace(kube_->stats());
   in.http = httpCounters_.get();

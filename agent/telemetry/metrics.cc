@@ -460,6 +460,26 @@ void renderClients(std::string& out, const view::Clients* clients) {
   out += fmt::format("aimesh_client_pairs {}\n", clients ? clients->pairs : 0);
 }
 
+// The process collector's families, as client_golang and prometheus_client
+// export them, so dashboards and alerts written for any target work here. A
+// value /proc did not give leaves its family out of this scrape.
+void renderProcess(std::string& out, const ProcessStats& p) {
+  auto gauge = [&](const char* name, const char* help, const std::optional<uint64_t>& v) {
+    if (v) scalar(out, name, "gauge", help, std::to_string(*v));
+  };
+  if (p.cpuSeconds)
+    scalar(out, "process_cpu_seconds_total", "counter", "User and system CPU time the process has used, in seconds.",
+           fmt::format("{}", *p.cpuSeconds));
+  gauge("process_resident_memory_bytes", "Resident memory (RSS) of the process, in bytes.", p.residentBytes);
+  gauge("process_virtual_memory_bytes", "Virtual memory size of the process, in bytes.", p.virtualBytes);
+  gauge("process_open_fds", "File descriptors the process has open.", p.openFds);
+  gauge("process_max_fds", "Most file descriptors the process may open (soft RLIMIT_NOFILE).", p.maxFds);
+  gauge("process_threads", "OS threads of the process.", p.threads);
+  if (p.startTimeSeconds)
+    scalar(out, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.",
+           fmt::format("{:.2f}", *p.startTimeSeconds));
+}
+
 }  // namespace
 
 std::string renderMetrics(const MetricsInput& in) {
@@ -504,6 +524,7 @@ std::string renderMetrics(const MetricsInput& in) {
   renderAgent(out, a, in.events);
   family(out, "aimesh_build_info", "gauge", "Build information; always 1.");
   out += fmt::format("aimesh_build_info{{version=\"{}\"}} 1\n", escapeLabel(in.version));
+  if (in.process) renderProcess(out, *in.process);
   if (in.openMetrics) out += "# EOF\n";
   return out;
 }

@@ -1,7 +1,7 @@
 // Prometheus text exposition (format 0.0.4), or OpenMetrics 1.0 text when
-// asked, of the data-plane counters, the kernel-measured latency histograms
-// and the agent's own metrics. Pure: takes values, returns text. docs/metrics.md
-// lists every family printed here.
+// asked, of the data-plane counters, the kernel-measured latency histograms,
+// the agent's own metrics and the standard process_* families. Pure: takes
+// values, returns text. docs/metrics.md lists every family printed here.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include "source/kube_source.h"
 #include "telemetry/datapath_reader.h"
 #include "telemetry/http_server.h"
+#include "telemetry/process_metrics.h"
 #include "reconcile/plan.h"
 #include "telemetry/stats.h"
 #include "telemetry/telemetry.h"
@@ -61,6 +62,9 @@ struct MetricsInput {
   const view::Clients* clients = nullptr;
   // Splits, their backend services and the canary guard; null: none.
   const view::Routes* routes = nullptr;
+  // This process's CPU, memory, fds, threads and start time (the process_*
+  // families, readProcessStats()); null: none printed.
+  const ProcessStats* process = nullptr;
 };
 
 std::string renderMetrics(const MetricsInput& in);

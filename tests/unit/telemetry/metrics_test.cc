@@ -55,6 +55,8 @@ std::string sampleName(const std::string& line) { return line.substr(0, line.fin
 struct Fixture {
   IdIndex index;
   DatapathStats stats;
+  // Every process_* value set (fixed: the output does not depend on this process).
+  ProcessStats process{1.5, 40u << 20, 900u << 20, 12, 1700000000.25, 17, 1024};
   MetricsInput in;
 
   Fixture() {
@@ -88,6 +90,7 @@ struct Fixture {
     stats.reasons[AIMESH_R_REVNAT_FAILED] = 1;
 
     in.index = &index;
+    in.process = &process;
     in.stats = &stats;
     in.agent.reconciles = 3;
     in.agent.reconcileErrors = 1;
@@ -252,12 +255,13 @@ TEST(MetricsRender, EmptyStateStillPrintsEveryFamily) {
   IdIndex idx;
   DatapathStats st;
   std::map<uint32_t, BackendTelemetry> noTelemetry;  // attached, nothing measured yet
+  Fixture f;
   MetricsInput in;
   in.index = &idx;
   in.stats = &st;
   in.telemetry = &noTelemetry;
+  in.process = &f.process;  // the agent always reads its own
   std::string out = renderMetrics(in);
-  Fixture f;
   std::string full = renderMetrics(f.in);
   std::vector<std::string> a, b;
   for (auto& l : lines(out))
