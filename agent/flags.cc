@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "model/service_rules.h"
+
 namespace aimesh {
 namespace {
 
@@ -139,6 +141,12 @@ std::string namespaceSlashName(const std::string& v) {
 using std::chrono::milliseconds;
 using Secs = std::chrono::seconds;
 
+CLI::IsMember algorithmNames() {
+  std::vector<std::string> names;
+  for (Algorithm a : kAlgorithms) names.emplace_back(toString(a));
+  return CLI::IsMember(names);
+}
+
 // The table in four parts, in --help order.
 
 // What the process attaches, serves and pins, and the TC path.
@@ -217,6 +225,12 @@ std::vector<FlagSpec> kubernetesFlags() {
               "--kubeconfig"),
       plain("--kubernetes-selector", "label selector for the Services the mesh manages (default: all)",
             [](auto& f) -> auto& { return f.agent.kubeOptions.serviceSelector; }),
+      converted<std::string>(
+          "--default-algorithm",
+          "algorithm of the Kubernetes Services that name none (aimesh.io/lb-algorithm; ClientIP affinity: maglev)",
+          [](auto& f) -> auto& { return f.agent.kubeOptions.defaultAlgorithm; },
+          [](Algorithm a) { return std::string(toString(a)); },
+          [](const std::string& v) { return parseAlgorithmText(v).value(); }, {algorithmNames()}),
       count<int, Secs>("--kubernetes-watch-timeout-seconds",
                        "each watch asks the server to end after 1/2..1 times this; it is then resumed",
                        [](auto& f) -> auto& { return f.agent.kubeOptions.watchTimeout; }, {CLI::Range(1, 3600)}),

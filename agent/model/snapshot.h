@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "util/compact_string.h"
+
 namespace aimesh {
 
 // An IP address in IPv4-mapped IPv6 form (::ffff:a.b.c.d for IPv4), the same
@@ -59,6 +61,10 @@ struct Endpoint {
 
   uint16_t weight = 1;  // 0 = no new connections (like draining)
   EndpointState state = EndpointState::kActive;
+  // The pod behind the address (namespace-less name; Kubernetes: the
+  // EndpointSlice's targetRef, or the InferencePool member), "" if unknown.
+  // Userspace only: the destination_pod metric label; never in a kernel map.
+  CompactString pod;  // 8 bytes: most endpoints of a state file have none
   auto operator<=>(const Endpoint&) const = default;
 };
 

@@ -108,6 +108,10 @@ Result<ServiceObj> decodeService(const json& object) {
     // Older API servers and hand-written objects have only the singular field.
     auto single = r.stringField(*spec, "clusterIP", "spec.clusterIP", false);
     if (svc.clusterIPs.empty() && single && !single->empty()) svc.clusterIPs.push_back(*single);
+    if (auto s = r.stringField(*spec, "internalTrafficPolicy", "spec.internalTrafficPolicy", false); s && !s->empty())
+      svc.internalTrafficPolicy = *s;
+    if (auto s = r.stringField(*spec, "sessionAffinity", "spec.sessionAffinity", false); s && !s->empty())
+      svc.sessionAffinity = *s;
 
     if (const json* ports = r.listField(*spec, "ports", "spec.ports", false)) {
       for (size_t i = 0; i < ports->size(); ++i) {
@@ -177,6 +181,12 @@ Result<EndpointSliceObj> decodeEndpointSlice(const json& object) {
         ep.terminating = r.boolField(*cond, "terminating", joinPath(cp, "terminating"));
       }
       if (auto s = r.stringField(item, "nodeName", joinPath(p, "nodeName"), false)) ep.nodeName = *s;
+      std::string tp = joinPath(p, "targetRef");
+      if (const json* ref = r.objectField(item, "targetRef", tp, false)) {
+        auto kind = r.stringField(*ref, "kind", joinPath(tp, "kind"), false);
+        auto name = r.stringField(*ref, "name", joinPath(tp, "name"), false);
+        if (kind && *kind == "Pod" && name) ep.pod = *name;
+      }
       slice.endpoints.push_back(std::move(ep));
     }
   }
@@ -479,6 +489,7 @@ using Warnings = std::vector<std::string>;
 struct SliceAddress {
   IpAddr address;
   EndpointState state;
+  const std::string* pod;  // the slice endpoint's targetRef pod, "" if none
 };
 struct UsableSlice {
   const EndpointSliceObj* slice;
@@ -502,7 +513,8 @@ std::optional<EndpointState> stateOf(const SliceEndpoint& ep) {
 }
 
 // The slice's usable addresses; warns once per slice about what it skips.
-std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w) {
+// onlyNode: keep only the endpoints on that node (internalTrafficPolicy Local).
+std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w, const std::string* onlyNode) {
   std::string who = "EndpointSlice " + slice.meta.key();
   bool v4 = slice.addressType == "IPv4";
   if (!v4 && slice.addressType != "IPv6") {
@@ -512,6 +524,7 @@ std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w) {
   UsableSlice out{&slice, {}};
   for (size_t i = 0; i < slice.endpoints.size(); ++i) {
     const SliceEndpoint& ep = slice.endpoints[i];
+    if (onlyNode && ep.nodeName != *onlyNode) continue;
     auto state = stateOf(ep);
     for (size_t j = 0; j < ep.addresses.size(); ++j) {
       auto addr = IpAddr::parse(ep.addresses[j]);
@@ -520,7 +533,7 @@ std::optional<UsableSlice> usable(const EndpointSliceObj& slice, Warnings& w) {
                     ep.addresses[j] + "' is not an " + slice.addressType + " address; skipped");
         continue;
       }
-      if (state) out.addresses.push_back(SliceAddress{*addr, *state});
+      if (state) out.addresses.push_back(SliceAddress{*addr, *state, &ep.pod});
     }
   }
   return out;
@@ -709,11 +722,21 @@ void applyPolicyAnnotations(const ServiceObj& svc, const std::map<std::string, P
   base.policy = std::move(policy);
 }
 
+// internalTrafficPolicy Local: the node whose endpoints are the only ones
+// used, or null for every endpoint (Cluster, or this node unknown: warned).
+const std::string* localNode(const ServiceObj& svc, const MappingOptions& opts, Warnings& w) {
+  if (svc.internalTrafficPolicy != "Local") return nullptr;
+  if (!opts.nodeName.empty()) return &opts.nodeName;
+  w.push_back("Service " + svc.meta.key() +
+              ": internalTrafficPolicy Local needs the agent's --node-name; using every endpoint");
+  return nullptr;
+}
+
 // Appends one Snapshot Service per supported port of svc; `svcSlices` are
 // its EndpointSlices in key order.
 void buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& svcSlices,
-                  const std::map<std::string, PodObj>* pods, std::vector<SharedServices::Ptr>& out,
-                  Warnings& w) {
+                  const std::map<std::string, PodObj>* pods, const MappingOptions& opts,
+                  std::vector<SharedServices::Ptr>& out, Warnings& w) {
   // Normal states, not problems: nothing to balance at a virtual IP.
   if (svc.meta.deleting || svc.type == "ExternalName" || svc.headless()) return;
   std::string who = "Service " + svc.meta.key();
@@ -737,12 +760,16 @@ void buildService(const ServiceObj& svc, const std::vector<const EndpointSliceOb
     w.push_back(who + ": has no ports; skipped");
     return;
   }
+  // The algorithm: the annotation's, else maglev for ClientIP affinity
+  // (one client pod, one endpoint), else the agent's default.
+  base.algorithm = svc.sessionAffinity == "ClientIP" ? Algorithm::kMaglev : opts.defaultAlgorithm;
   applyAnnotations(svc, base, w);
   applyPolicyAnnotations(svc, pods, base, w);
 
+  const std::string* onlyNode = localNode(svc, opts, w);
   std::vector<UsableSlice> slices;
   for (const EndpointSliceObj* s : svcSlices) {
-    if (auto u = usable(*s, w)) slices.push_back(std::move(*u));
+    if (auto u = usable(*s, w, onlyNode)) slices.push_back(std::move(*u));
   }
 
   for (size_t i = 0; i < svc.ports.size(); ++i) {
@@ -761,22 +788,23 @@ void buildService(const ServiceObj& svc, const std::vector<const EndpointSliceOb
     }
     s.ports = {PortSpec{sp.port, sp.protocol}};
 
-    std::map<std::pair<IpAddr, uint16_t>, EndpointState> endpoints;
+    std::map<std::pair<IpAddr, uint16_t>, std::pair<EndpointState, const std::string*>> endpoints;
     for (const UsableSlice& u : slices) {
       auto port = std::find_if(u.slice->ports.begin(), u.slice->ports.end(),
                                [&](const SlicePort& p) { return p.name == sp.name && p.protocol == sp.protocol; });
       if (port == u.slice->ports.end()) continue;
       for (const SliceAddress& a : u.addresses) {
-        auto [it, inserted] = endpoints.emplace(std::make_pair(a.address, port->port), a.state);
+        auto [it, inserted] = endpoints.emplace(std::make_pair(a.address, port->port), std::make_pair(a.state, a.pod));
         // A slice being rebalanced lists an endpoint twice: active wins.
-        if (!inserted && a.state == EndpointState::kActive) it->second = EndpointState::kActive;
+        if (!inserted && a.state == EndpointState::kActive) it->second = {EndpointState::kActive, a.pod};
       }
     }
-    for (const auto& [ap, state] : endpoints) {
+    for (const auto& [ap, st] : endpoints) {
       Endpoint ep;
       ep.address = ap.first;
       ep.port = ap.second;
-      ep.state = state;
+      ep.state = st.first;
+      ep.pod = *st.second;
       s.endpoints.push_back(ep);
     }
     out.push_back(SharedServices::make(std::move(s)));
@@ -892,16 +920,16 @@ BuildResult assemble(const std::vector<const ServiceBuild*>& builds, AssembleNot
 }  // namespace
 
 ServiceBuild buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& slices,
-                          const std::map<std::string, PodObj>* pods) {
+                          const std::map<std::string, PodObj>* pods, const MappingOptions& opts) {
   ServiceBuild b;
   b.usesPods = hasPolicy(svc);
-  buildService(svc, slices, pods, b.services, b.warnings);
+  buildService(svc, slices, pods, opts, b.services, b.warnings);
   return b;
 }
 
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
                           const std::map<std::string, EndpointSliceObj>& slices,
-                          const std::map<std::string, PodObj>* pods) {
+                          const std::map<std::string, PodObj>* pods, const MappingOptions& opts) {
   // Slices by (namespace, service name), each list in slice-key order.
   std::map<std::pair<std::string, std::string>, std::vector<const EndpointSliceObj*>> index;
   for (const auto& [key, slice] : slices) {
@@ -912,7 +940,7 @@ BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
   static const std::vector<const EndpointSliceObj*> kNone;
   for (const auto& [key, svc] : services) {
     auto it = index.find({svc.meta.nameSpace, svc.meta.name});
-    builds.push_back(buildService(svc, it == index.end() ? kNone : it->second, pods));
+    builds.push_back(buildService(svc, it == index.end() ? kNone : it->second, pods, opts));
   }
   std::vector<const ServiceBuild*> all;
   for (auto& b : builds) all.push_back(&b);
@@ -975,7 +1003,7 @@ BuildResult SnapshotCache::build(const std::map<std::string, ServiceObj>& servic
     if (auto it = slicesOf_.find({svc->second.meta.nameSpace, svc->second.meta.name}); it != slicesOf_.end())
       for (const std::string& sk : it->second)
         if (auto sl = slices.find(sk); sl != slices.end()) svcSlices.push_back(&sl->second);
-    ServiceBuild now = buildService(svc->second, svcSlices, pods);
+    ServiceBuild now = buildService(svc->second, svcSlices, pods, opts_);
     if (now.warnings.empty()) warned_.erase(key);
     else warned_.insert(key);
     if (was == builds_.end()) {

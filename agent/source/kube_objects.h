@@ -46,6 +46,15 @@
 //    terminating (not started yet, failing its readiness probe) → omitted.
 //  - The same address:port from several slices (slices being rebalanced)
 //    appears once; active wins over draining.
+//  - spec.internalTrafficPolicy Local keeps only the endpoints whose nodeName
+//    is MappingOptions::nodeName (none there: the Service has no endpoints,
+//    and connects are refused, as kube-proxy drops them); without a node
+//    name, every endpoint, with a warning.
+//  - algorithm: aimesh.io/lb-algorithm, else maglev when spec.sessionAffinity
+//    is ClientIP (one client pod always reaches one endpoint while the
+//    endpoints stay; no timeout), else MappingOptions::defaultAlgorithm.
+//    Not read: sessionAffinityConfig, trafficDistribution, topology hints,
+//    externalTrafficPolicy, loadBalancerSourceRanges (docs/kubernetes.md).
 //  - Annotations on the Service (bad values are warnings naming the Service,
 //    annotation and value; the default is kept):
 //      aimesh.io/lb-algorithm          random|maglev|least_conn|latency|bounded_hash → algorithm
@@ -126,6 +135,10 @@ struct ServiceObj {
   std::string type = "ClusterIP";       // ClusterIP, NodePort, LoadBalancer, ExternalName
   std::vector<std::string> clusterIPs;  // spec.clusterIPs, or [spec.clusterIP]; unparsed
   std::vector<ServicePort> ports;
+  // spec.internalTrafficPolicy ("Cluster" when absent) and
+  // spec.sessionAffinity ("None" when absent), as written.
+  std::string internalTrafficPolicy = "Cluster";
+  std::string sessionAffinity = "None";
 
   bool headless() const;  // clusterIP "None", or no cluster IP at all
   auto operator<=>(const ServiceObj&) const = default;
@@ -142,6 +155,7 @@ struct SliceEndpoint {
   std::vector<std::string> addresses;  // unparsed
   std::optional<bool> ready, serving, terminating;
   std::string nodeName;
+  std::string pod;  // targetRef.name when targetRef.kind is Pod
   auto operator<=>(const SliceEndpoint&) const = default;
 };
 
@@ -212,9 +226,21 @@ struct BuildResult {
 // services, slices and pods keyed by "namespace/name" (the key is only for
 // lookup; the names used come from each object's metadata). pods: the pods
 // of this node, or nullptr when they are not watched.
+// How Services map beyond their own fields: the agent's settings.
+struct MappingOptions {
+  // The algorithm of a Service without aimesh.io/lb-algorithm (and without
+  // sessionAffinity ClientIP, which maps to maglev).
+  Algorithm defaultAlgorithm = Algorithm::kRandom;
+  // This node (--node-name): a Service with internalTrafficPolicy Local
+  // keeps only the endpoints on it. "" = unknown (then Local is not
+  // honoured, with a warning).
+  std::string nodeName;
+  auto operator<=>(const MappingOptions&) const = default;
+};
+
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
                           const std::map<std::string, EndpointSliceObj>& slices,
-                          const std::map<std::string, PodObj>* pods = nullptr);
+                          const std::map<std::string, PodObj>* pods = nullptr, const MappingOptions& opts = {});
 
 // What one Service object maps to: a Snapshot service per supported port,
 // the warnings about it and its slices, and whether it has a workload
@@ -226,7 +252,7 @@ struct ServiceBuild {
   bool usesPods = false;
 };
 ServiceBuild buildService(const ServiceObj& svc, const std::vector<const EndpointSliceObj*>& slices,
-                          const std::map<std::string, PodObj>* pods);
+                          const std::map<std::string, PodObj>* pods, const MappingOptions& opts = {});
 
 // What assemble() decided beyond the builds: its own warnings, and the
 // services it skipped or trimmed (a second port of one name, an address
@@ -253,6 +279,11 @@ class SnapshotCache {
   void sliceChanged(const std::string& key, const EndpointSliceObj* before, const EndpointSliceObj* after);
   void podsChanged();
   void reset();  // anything may have changed (a store replaced by a list)
+  // Every Service is built with these from the next build() on.
+  void setOptions(const MappingOptions& opts) {
+    if (opts != opts_) all_ = true;
+    opts_ = opts;
+  }
   BuildResult build(const std::map<std::string, ServiceObj>& services,
                     const std::map<std::string, EndpointSliceObj>& slices,
                     const std::map<std::string, PodObj>* pods = nullptr);
@@ -261,6 +292,7 @@ class SnapshotCache {
 
  private:
   size_t patched_ = 0;
+  MappingOptions opts_;
   std::map<std::string, ServiceBuild> builds_;  // by Service store key
   std::map<std::pair<std::string, std::string>, std::set<std::string>> slicesOf_;  // (namespace, service) -> slice keys
   std::set<std::string> dirty_;

@@ -101,7 +101,7 @@ PoolMembers poolMembers(const InferencePoolObj& pool, const std::map<std::string
       auto addr = IpAddr::parse(text);
       if (!addr) continue;
       for (uint16_t port : pool.targetPorts)
-        (standing ? standby : out.endpoints).push_back(Endpoint{*addr, port, 1, state});
+        (standing ? standby : out.endpoints).push_back(Endpoint{*addr, port, 1, state, pod.meta.name});
     }
   }
   if (out.ready == 0 && pool.failOpen && !standby.empty()) {

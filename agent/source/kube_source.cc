@@ -113,7 +113,9 @@ std::chrono::milliseconds backoff(int attempt, std::chrono::milliseconds base, s
 
 }  // namespace
 
-KubeSource::KubeSource(KubeClient client, KubeSourceOptions opts) : client_(std::move(client)), opts_(std::move(opts)) {}
+KubeSource::KubeSource(KubeClient client, KubeSourceOptions opts) : client_(std::move(client)), opts_(std::move(opts)) {
+  cache_.setOptions({.defaultAlgorithm = opts_.defaultAlgorithm, .nodeName = opts_.nodeName});
+}
 
 Result<std::unique_ptr<KubeSource>> KubeSource::start(KubeClient client, KubeSourceOptions opts) {
   std::unique_ptr<KubeSource> s(new KubeSource(std::move(client), std::move(opts)));

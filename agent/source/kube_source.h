@@ -38,6 +38,8 @@ namespace aimesh {
 
 struct KubeSourceOptions {
   std::string serviceSelector;  // label selector for the Services the mesh manages ("" = all)
+  // The algorithm of Services that name none (kube::MappingOptions).
+  Algorithm defaultAlgorithm = Algorithm::kRandom;
   std::chrono::seconds watchTimeout{300};  // asked of the server per watch, jittered down to 1/2
   std::chrono::milliseconds backoffMin{200};
   std::chrono::milliseconds backoffMax{30000};

@@ -659,7 +659,7 @@ class StateParser {
       yaml::Node item = f.value[i];
       std::string p = indexPath(path, i);
       if (!expectMap(item, p, "{address: 10.0.1.5, port: 8000}")) continue;
-      Fields ef = collect(item, p, {"address", "port", "weight", "state"});
+      Fields ef = collect(item, p, {"address", "port", "weight", "state", "pod"});
       Endpoint ep;
       bool ok = true;
       if (const Field* a = find(ef, "address")) {
@@ -695,6 +695,13 @@ class StateParser {
             error(markOf(*st), sp, "must be one of active, draining, terminating, got '" + *s + "'");
             ok = false;
           }
+        } else {
+          ok = false;
+        }
+      }
+      if (const Field* pod = find(ef, "pod"); pod != nullptr && !pod->value.IsNull()) {
+        if (auto s = readString(*pod, joinPath(p, "pod"))) {
+          ep.pod = *s;
         } else {
           ok = false;
         }

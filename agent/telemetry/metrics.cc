@@ -96,7 +96,7 @@ void renderClosed(std::string& out, const std::vector<Labelled>& eps,
     s.port = c->port;
     for (uint8_t r = 1; r < AIMESH_CLOSE_MAX; ++r)
       if (c->byReason[r])
-        out += fmt::format("aimesh_endpoint_connections_closed_total{{{},endpoint=\"{}\",reason=\"{}\"}} {}\n",
+        out += fmt::format("aimesh_endpoint_connections_closed_total{{{},destination_endpoint=\"{}\",reason=\"{}\"}} {}\n",
                            serviceLabels(s), escapeLabel(c->endpoint), closeReasonName(r), c->byReason[r]);
   }
 }
@@ -303,8 +303,8 @@ void renderRoutes(std::string& out, const view::Routes* routes) {
   std::vector<std::pair<const view::RouteBackend*, std::string>> rows;
   for (const view::Route& r : (routes ? *routes : kNone).routes)
     for (const view::RouteBackend& b : r.backends)
-      rows.emplace_back(&b, joinLabels({{"service", r.name},
-                                        {"namespace", r.nameSpace},
+      rows.emplace_back(&b, joinLabels({{"destination_service", r.name},
+                                        {"destination_namespace", r.nameSpace},
                                         {"port", std::to_string(r.port)},
                                         {"protocol", r.protocol},
                                         {"backend_service", b.service}}));
@@ -432,8 +432,8 @@ void renderClients(std::string& out, const view::Clients* clients) {
   std::vector<std::string> labels;
   for (const view::ClientRow& r : rows)
     labels.push_back(joinLabels({{"client", r.client},
-                                 {"service", r.service},
-                                 {"namespace", r.nameSpace},
+                                 {"destination_service", r.service},
+                                 {"destination_namespace", r.nameSpace},
                                  {"port", std::to_string(r.port)},
                                  {"protocol", r.protocol}}));
   auto counter = [&](const char* name, const char* help, uint64_t view::ClientRow::* member) {
@@ -544,8 +544,8 @@ const std::vector<HistogramFamily>& histogramFamilies() {
 }
 
 LabelPairs serviceLabelPairs(const ServiceInfo& s) {
-  return {{"service", s.name},
-          {"namespace", s.nameSpace},
+  return {{"destination_service", s.name},
+          {"destination_namespace", s.nameSpace},
           {"model", s.model},
           {"port", std::to_string(s.port.port)},
           {"protocol", toString(s.port.protocol)}};
@@ -553,7 +553,8 @@ LabelPairs serviceLabelPairs(const ServiceInfo& s) {
 
 LabelPairs endpointLabelPairs(const EndpointRow& r) {
   LabelPairs out = serviceLabelPairs(*r.service);
-  out.emplace_back("endpoint", r.name);
+  out.emplace_back("destination_endpoint", r.name);
+  if (r.backend && !r.backend->endpoint.pod.empty()) out.emplace_back("destination_pod", r.backend->endpoint.pod.str());
   return out;
 }
 

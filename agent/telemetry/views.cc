@@ -94,7 +94,7 @@ view::EndpointList buildEndpoints(const IdIndex& idx, const ServiceFilter& filte
       const BackendInfo& b = *r.backend;
       const BackendCounters* c = r.counters;
       view::Endpoint e{.service = s.name, .nameSpace = s.nameSpace, .address = b.endpoint.address.toString(),
-                       .port = b.targetPort, .protocol = toString(s.port.protocol), .weight = b.endpoint.weight,
+                       .port = b.targetPort, .protocol = toString(s.port.protocol), .pod = b.endpoint.pod.str(), .weight = b.endpoint.weight,
                        .state = toString(b.endpoint.state), .backendId = bid,
                        .connections = c ? c->connects : 0, .datagrams = c ? c->datagrams : 0};
       if (const BackendTelemetry* t = r.telemetry) {

@@ -156,6 +156,7 @@ struct Endpoint {
   std::string address;
   uint16_t port = 0;
   std::string protocol;
+  std::string pod;  // "" when not known (state file without pod:, non-Pod targetRef)
   uint32_t weight = 0;
   std::string state;
   uint32_t backendId = 0;
@@ -176,7 +177,8 @@ struct Endpoint {
 };
 AIMESH_VIEW_FIELDS(Endpoint) {
   v("service", s.service), v("namespace", s.nameSpace), v("address", s.address), v("port", s.port),
-      v("protocol", s.protocol), v("weight", s.weight), v("state", s.state), v("backend_id", s.backendId),
+      v("protocol", s.protocol), v("pod", s.pod), v("weight", s.weight), v("state", s.state),
+      v("backend_id", s.backendId),
       v("connections", s.connections), v("datagrams", s.datagrams), v("in_flight", s.inFlight),
       v("idle_connections", s.idleConnections), v("ttft_ewma_ms", s.ttftEwmaMs),
       v("failure_penalty", s.failurePenalty), v("consecutive_failures", s.consecutiveFailures),

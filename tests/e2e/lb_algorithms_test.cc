@@ -273,7 +273,7 @@ TEST_F(LbE2e, RefusingBackendIsPenalizedThenSkippedForABackOffThenTriedAgain) {
   EXPECT_GT(bad["ejected_for_seconds"].get<double>(), 1.6) << "the second back-off is twice the first";
 
   std::string metrics = httplib::Client(agent_->metricsUrlPath()).Get("/metrics")->body;
-  EXPECT_NE(metrics.find("aimesh_endpoint_ejections_total{service=\"llm\",namespace=\"ml\""), std::string::npos);
+  EXPECT_NE(metrics.find("aimesh_endpoint_ejections_total{destination_service=\"llm\",destination_namespace=\"ml\""), std::string::npos);
   EXPECT_NE(metrics.find("aimesh_datapath_reasons_total{reason=\"ejected_skipped\"}"), std::string::npos);
 }
 
@@ -372,7 +372,7 @@ TEST_F(LbE2e, LeastConnCountsTheModelServersOwnQueue) {
   EXPECT_GE(r["seen"].value("10.77.0.2", 0), 18) << r.dump();
   std::string metrics = httplib::Client(agent_->metricsUrlPath()).Get("/metrics")->body;
   EXPECT_NE(metrics.find("aimesh_agent_model_scrapes_total{result=\"ok\"}"), std::string::npos);
-  EXPECT_NE(metrics.find("aimesh_endpoint_queued_requests{service=\"llm\""), std::string::npos);
+  EXPECT_NE(metrics.find("aimesh_endpoint_queued_requests{destination_service=\"llm\""), std::string::npos);
 }
 
 }  // namespace

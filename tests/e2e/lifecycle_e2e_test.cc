@@ -120,7 +120,7 @@ class LifecycleE2e : public testing::AgentE2e {
     auto res = httplib::Client(agent_->metricsUrlPath()).Get("/metrics");
     if (!res) return 0;
     std::istringstream in(res->body);
-    std::string want = fmt::format("endpoint=\"{}\",reason=\"{}\"}}", endpoint, reason);
+    std::string want = fmt::format("destination_endpoint=\"{}\",reason=\"{}\"}}", endpoint, reason);
     for (std::string line; std::getline(in, line);)
       if (line.starts_with("aimesh_endpoint_connections_closed_total{") && line.find(want) != std::string::npos)
         return std::stoull(line.substr(line.rfind(' ') + 1));

@@ -27,8 +27,11 @@ constexpr int kServices = 10000;
 // about as much after a change (a change is applied incrementally), and
 // held 195 MiB before issue 17's changes. The bounds leave 2-4 MiB for a
 // CI machine whose libraries touch more pages (RssFile is ~18 MiB of it).
-constexpr double kReadyBoundMiB = 52;
-constexpr double kAfterChangeBoundMiB = 54;
+// Endpoint::pod (the destination_pod label, 8 bytes an endpoint in every
+// copy of the snapshot and index) took ready from 49.8 to 51.4 MiB; the
+// bounds moved by 1.5 MiB with it (issue 19).
+constexpr double kReadyBoundMiB = 53.5;
+constexpr double kAfterChangeBoundMiB = 55.5;
 
 // ml/probe at 10.96.0.10 with the name servers given, then 9,999 services of
 // four addresses nothing answers on.
@@ -62,6 +65,8 @@ TEST_F(ScaleE2e, TenThousandServicesStayUnderTheMemoryBoundAndScrapeOnlyWhatCarr
   serve("10.77.0.3", "new");
   startAgent(bigState({"10.77.0.2"}), {"--max-services", "16384", "--max-backends", "65536"});
   double ready = rssMiB(agent_->pid());
+  std::cout << "VmRSS at ready with " << kServices << " services: " << ready << " MiB\n";
+  RecordProperty("ready_rss_mib", std::to_string(ready));
   EXPECT_GT(ready, 0);
   EXPECT_LT(ready, kReadyBoundMiB) << "VmRSS at ready with 10,000 services";
   EXPECT_EQ(api("status")["services"], kServices);
@@ -88,8 +93,8 @@ TEST_F(ScaleE2e, TenThousandServicesStayUnderTheMemoryBoundAndScrapeOnlyWhatCarr
   c.set_read_timeout(30, 0);
   auto res = c.Get("/metrics");
   ASSERT_TRUE(res && res->status == 200);
-  EXPECT_EQ(res->body.find("service=\"svc-"), std::string::npos) << "an idle service has series";
-  EXPECT_NE(res->body.find("service=\"probe\""), std::string::npos);
+  EXPECT_EQ(res->body.find("destination_service=\"svc-"), std::string::npos) << "an idle service has series";
+  EXPECT_NE(res->body.find("destination_service=\"probe\""), std::string::npos);
   EXPECT_LT(res->body.size(), 1u << 20) << "a scrape with one service carrying traffic";
 }
 

@@ -725,11 +725,11 @@ TEST_F(SockLbE2e, ClientsAreCountedPerCgroupAndServiceAndForgottenWhenTheCgroupG
   auto got = http.Get("/metrics");
   ASSERT_TRUE(got && got->status == 200);
   const std::string& metrics = got->body;
-  EXPECT_NE(metrics.find("aimesh_client_connections_total{client=\"/allowed\",service=\"guarded\",namespace=\"ml\","
+  EXPECT_NE(metrics.find("aimesh_client_connections_total{client=\"/allowed\",destination_service=\"guarded\",destination_namespace=\"ml\","
                          "port=\"8000\",protocol=\"TCP\"} 4\n"),
             std::string::npos)
       << metrics;
-  EXPECT_NE(metrics.find("aimesh_client_refused_total{client=\"/denied\",service=\"guarded\",namespace=\"ml\","
+  EXPECT_NE(metrics.find("aimesh_client_refused_total{client=\"/denied\",destination_service=\"guarded\",destination_namespace=\"ml\","
                          "port=\"8000\",protocol=\"UDP\",reason=\"denied\"} 3\n"),
             std::string::npos);
 

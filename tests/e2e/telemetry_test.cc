@@ -197,10 +197,12 @@ TEST_F(TelemetryE2e, ThreeHundredEndpointsOfOneServiceAllHaveHistograms) {
     counts.clear();
     std::istringstream in(body);
     for (std::string line; std::getline(in, line);) {
-      auto brace = line.find('{'), ep = line.find("endpoint=\"");
+      const std::string needle = "destination_endpoint=\"";
+      auto brace = line.find('{'), ep = line.find(needle);
       if (line.starts_with("#") || line.find("_seconds_count{") == std::string::npos || ep == std::string::npos) continue;
-      auto epEnd = line.find('"', ep + 10);
-      counts[line.substr(0, brace)][line.substr(ep + 10, epEnd - ep - 10)] = std::stoull(line.substr(line.rfind(' ') + 1));
+      ep += needle.size();
+      auto epEnd = line.find('"', ep);
+      counts[line.substr(0, brace)][line.substr(ep, epEnd - ep)] = std::stoull(line.substr(line.rfind(' ') + 1));
     }
     if (counts["aimesh_endpoint_rtt_seconds_count"].size() == size_t(n)) break;
     std::this_thread::sleep_for(100ms);
@@ -364,7 +366,7 @@ TEST_F(TelemetryE2e, TimedSocketsAreCountedInTheirTupleSlotWhileOpen) {
   auto res = c.Get("/metrics");
   ASSERT_TRUE(res);
   for (auto [svc, want] : {std::pair{"timed4", " 1"}, {"timed6", " 1"}, {"untimed", " 0"}}) {
-    auto at = res->body.find(std::string("\naimesh_endpoint_requests_total{service=\"") + svc + "\"");
+    auto at = res->body.find(std::string("\naimesh_endpoint_requests_total{destination_service=\"") + svc + "\"");
     ASSERT_NE(at, std::string::npos) << svc;
     auto eol = res->body.find('\n', at + 1);
     EXPECT_EQ(res->body.substr(eol - 2, 2), want) << res->body.substr(at, eol - at);
@@ -419,8 +421,8 @@ TEST_F(TelemetryE2e, ActiveConnectionsAndRefusedConnectsAreCounted) {
   httplib::Client c(addr.substr(0, colon), std::stoi(addr.substr(colon + 1)));
   auto res = c.Get("/metrics");
   ASSERT_TRUE(res);
-  EXPECT_NE(res->body.find("aimesh_endpoint_connection_failures_total{service=\"dead\",namespace=\"ml\",model=\"\","
-                           "port=\"8000\",protocol=\"TCP\",endpoint=\"10.77.0.3:8000\",reason=\"refused\"} 1"),
+  EXPECT_NE(res->body.find("aimesh_endpoint_connection_failures_total{destination_service=\"dead\",destination_namespace=\"ml\",model=\"\","
+                           "port=\"8000\",protocol=\"TCP\",destination_endpoint=\"10.77.0.3:8000\",reason=\"refused\"} 1"),
             std::string::npos);
 
   // docs/metrics.md and the live exposition list the same families and types.

@@ -288,7 +288,7 @@ TEST_F(SplitE2e, GuardTripsASlowCanaryAndGivesItsShareBackWhenHealthy) {
   httplib::Client m(agent_->metricsUrlPath());
   auto res = m.Get("/metrics");
   ASSERT_TRUE(res && res->status == 200);
-  EXPECT_NE(res->body.find("aimesh_split_guard_trips_total{service=\"llama\",namespace=\"ml\",port=\"8000\",protocol="
+  EXPECT_NE(res->body.find("aimesh_split_guard_trips_total{destination_service=\"llama\",destination_namespace=\"ml\",port=\"8000\",protocol="
                       "\"TCP\",backend_service=\"ml/llama-v2\"} 1"),
             std::string::npos);
 }

@@ -153,10 +153,10 @@ TEST_F(AgentTest, AppliesTheSourcesStateAndAnswersFromTheReader) {
   EXPECT_EQ(ask<view::EndpointList>("endpoints").endpoints.at(0).inFlight, 4);
 
   std::string metrics = agent->metricsText();
-  EXPECT_NE(metrics.find("aimesh_service_connections_total{service=\"llm\",namespace=\"ml\",model=\"m\",port=\"8000\","
+  EXPECT_NE(metrics.find("aimesh_service_connections_total{destination_service=\"llm\",destination_namespace=\"ml\",model=\"m\",port=\"8000\","
                          "protocol=\"TCP\"} 5\n"),
             std::string::npos);
-  EXPECT_NE(metrics.find("endpoint=\"10.77.0.2:8000\"} 4\n"), std::string::npos);
+  EXPECT_NE(metrics.find("destination_endpoint=\"10.77.0.2:8000\"} 4\n"), std::string::npos);
   EXPECT_NE(metrics.find("aimesh_agent_ready 1\n"), std::string::npos);
 }
 
@@ -232,7 +232,7 @@ TEST_F(AgentTest, ClientsComeFromTheReaderInTheApiAndInMetrics) {
   EXPECT_EQ(v.clients[0].connections, 3u);
   EXPECT_EQ(v.clients[0].requests, 9u);
   std::string metrics = agent->metricsText();
-  EXPECT_NE(metrics.find("aimesh_client_requests_total{client=\"cgroup:4242\",service=\"llm\""), std::string::npos)
+  EXPECT_NE(metrics.find("aimesh_client_requests_total{client=\"cgroup:4242\",destination_service=\"llm\""), std::string::npos)
       << metrics;
   EXPECT_NE(metrics.find("aimesh_client_pairs 2\n"), std::string::npos);
 }

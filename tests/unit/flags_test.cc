@@ -242,6 +242,8 @@ const std::vector<SetCase>& setCases() {
       {{"--kubeconfig", "/k"}, [](auto& f) { EXPECT_EQ(f.kubeconfig, "/k"); }},
       {{"--kubernetes-context", "ctx", "--kubeconfig", "/k"}, [](auto& f) { EXPECT_EQ(f.kubeContext, "ctx"); }},
       {{"--kubernetes-selector", "app=x"}, [](auto& f) { EXPECT_EQ(f.agent.kubeOptions.serviceSelector, "app=x"); }},
+      {{"--default-algorithm", "least_conn"},
+       [](auto& f) { EXPECT_EQ(f.agent.kubeOptions.defaultAlgorithm, Algorithm::kLeastConn); }},
       {{"--kubernetes-watch-timeout-seconds", "5"}, [](auto& f) { EXPECT_EQ(f.agent.kubeOptions.watchTimeout, 5s); }},
       {{"--kubernetes-backoff-max-ms", "100"}, [](auto& f) { EXPECT_EQ(f.agent.kubeOptions.backoffMax, 100ms); }},
       {{"--node-name", "n1"}, [](auto& f) { EXPECT_EQ(f.agent.kubeOptions.nodeName, "n1"); }},
@@ -379,6 +381,7 @@ TEST(AgentFlags, BadValuesAreRefusedNamingTheFlag) {
       {{"--resync-seconds", "1.5"}, "--resync-seconds"},
       {{"--resync-seconds", "99999999999"}, "--resync-seconds"},  // does not fit the flag's int
       {{"--log-level", "verbose"}, "--log-level"},
+      {{"--default-algorithm", "round_robin"}, "--default-algorithm"},
       {{"--telemetry", "maybe"}, "--telemetry"},
       {{"--ct-tcp-timeout-seconds", "0"}, "--ct-tcp-timeout-seconds"},
       {{"--ct-udp-timeout-seconds", "86401"}, "--ct-udp-timeout-seconds"},

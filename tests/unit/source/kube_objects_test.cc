@@ -100,8 +100,12 @@ EndpointSliceObj slice(const std::string& ns, const std::string& name, const std
   return s;
 }
 
-Endpoint active(const std::string& addr, uint16_t p) { return Endpoint{ip(addr), p, 1, EndpointState::kActive}; }
-Endpoint draining(const std::string& addr, uint16_t p) { return Endpoint{ip(addr), p, 1, EndpointState::kDraining}; }
+Endpoint active(const std::string& addr, uint16_t p, const std::string& pod = "") {
+  return Endpoint{ip(addr), p, 1, EndpointState::kActive, pod};
+}
+Endpoint draining(const std::string& addr, uint16_t p, const std::string& pod = "") {
+  return Endpoint{ip(addr), p, 1, EndpointState::kDraining, pod};
+}
 
 BuildResult build(const std::vector<ServiceObj>& services, const std::vector<EndpointSliceObj>& slices) {
   std::map<std::string, ServiceObj> sm;
@@ -174,6 +178,7 @@ TEST(KubeDecodeTest, FixtureEndpointSlices) {
   ASSERT_EQ(v4.endpoints.size(), 5u);
   SliceEndpoint first = endpoint({"10.244.1.17"}, true, true, false);
   first.nodeName = "gpu-node-1";
+  first.pod = "llama-chat-6d9f7c5b8-x7kq2";  // targetRef
   EXPECT_EQ(v4.endpoints[0], first);
   EXPECT_EQ(v4.endpoints[2].addresses, std::vector<std::string>{"10.244.3.9"});
   EXPECT_EQ(v4.endpoints[2].ready, false);
@@ -602,7 +607,7 @@ TEST(KubeSnapshotTest, FixturesMapToGoldenSnapshot) {
     s.nameSpace = "kube-system";
     s.vips = {ip("10.96.0.10")};
     s.ports = {PortSpec{p, proto}};
-    s.endpoints = {active("10.244.0.2", p), active("10.244.0.3", p)};
+    s.endpoints = {active("10.244.0.2", p, "coredns-5d78c9869d-8t4xq"), active("10.244.0.3", p, "coredns-5d78c9869d-lw2f6")};
     return s;
   };
   want.services.push_back(dns("dns", 53, Protocol::kUdp));
@@ -620,10 +625,13 @@ TEST(KubeSnapshotTest, FixturesMapToGoldenSnapshot) {
     s.modelMetrics = ModelMetricsSpec{8000, "/metrics"};
     // Sorted by address: IPv4-mapped (::ffff:…) before fd00::/8. The
     // endpoint that has not started (10.244.1.30) is left out.
-    s.endpoints = {active("10.244.1.17", target),       active("10.244.2.23", target),
-                   draining("10.244.3.9", target),      draining("10.244.3.12", target),
-                   active("fd00:10:244:1::11", target), active("fd00:10:244:2::17", target),
-                   draining("fd00:10:244:3::9", target)};
+    // Each endpoint carries its targetRef pod.
+    const std::string x7 = "llama-chat-6d9f7c5b8-x7kq2", p4 = "llama-chat-6d9f7c5b8-p4m8w",
+                      r2 = "llama-chat-6d9f7c5b8-r2n5t", z9 = "llama-chat-6d9f7c5b8-z9h3c";
+    s.endpoints = {active("10.244.1.17", target, x7),       active("10.244.2.23", target, p4),
+                   draining("10.244.3.9", target, r2),      draining("10.244.3.12", target, z9),
+                   active("fd00:10:244:1::11", target, x7), active("fd00:10:244:2::17", target, p4),
+                   draining("fd00:10:244:3::9", target, r2)};
     return s;
   };
   want.services.push_back(llama("grpc", 9000, 9000));
@@ -1446,6 +1454,127 @@ TEST(KubeSnapshotCacheTest, BuildsWhatBuildSnapshotBuildsUnderRandomChurn) {
 }
 
 }  // namespace cache
+
+// ---- Service fields beyond ports, and the agent's mapping options -----------
+
+namespace fields {
+
+BuildResult buildOpts(const std::vector<ServiceObj>& services, const std::vector<EndpointSliceObj>& slices,
+                      const MappingOptions& opts) {
+  std::map<std::string, ServiceObj> sm;
+  for (const auto& s : services) sm.emplace(s.meta.key(), s);
+  std::map<std::string, EndpointSliceObj> em;
+  for (const auto& s : slices) em.emplace(s.meta.key(), s);
+  return buildSnapshot(sm, em, nullptr, opts);
+}
+
+SliceEndpoint on(const std::string& addr, const std::string& node) {
+  SliceEndpoint e = endpoint({addr});
+  e.nodeName = node;
+  return e;
+}
+
+std::vector<EndpointSliceObj> twoNodes() {
+  return {slice("ml", "llama-a", "llama", "IPv4", {{"", 8000, Protocol::kTcp}},
+                {on("10.244.0.1", "n1"), on("10.244.1.1", "n2"), on("10.244.0.2", "n1")})};
+}
+
+TEST(KubeDecodeTest, TrafficPolicyAffinityAndTargetRefAreRead) {
+  json svc = minimalService();
+  auto plain = decodeService(svc);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->internalTrafficPolicy, "Cluster");
+  EXPECT_EQ(plain->sessionAffinity, "None");
+  svc["spec"]["internalTrafficPolicy"] = "Local";
+  svc["spec"]["sessionAffinity"] = "ClientIP";
+  auto set = decodeService(svc);
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->internalTrafficPolicy, "Local");
+  EXPECT_EQ(set->sessionAffinity, "ClientIP");
+  svc["spec"]["sessionAffinity"] = 3;
+  auto bad = decodeService(svc);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message(), HasSubstr("spec.sessionAffinity"));
+
+  json sl = minimalSlice();
+  sl["endpoints"][0]["targetRef"] = {{"kind", "Pod"}, {"name", "llama-7d9f-x2"}, {"namespace", "ml"}};
+  sl["endpoints"].push_back({{"addresses", {"10.244.0.8"}}, {"targetRef", {{"kind", "Node"}, {"name", "n1"}}}});
+  auto e = decodeEndpointSlice(sl);
+  ASSERT_TRUE(e.ok()) << e.error().message();
+  EXPECT_EQ(e->endpoints.at(0).pod, "llama-7d9f-x2");
+  EXPECT_EQ(e->endpoints.at(1).pod, "");  // not a Pod
+  sl["endpoints"][0]["targetRef"]["name"] = 7;
+  auto badRef = decodeEndpointSlice(sl);
+  ASSERT_FALSE(badRef.ok());
+  EXPECT_THAT(badRef.error().message(), HasSubstr("endpoints[0].targetRef.name"));
+}
+
+TEST(KubeSnapshotTest, EndpointsCarryTheirPod) {
+  SliceEndpoint a = endpoint({"10.244.0.1"}), b = endpoint({"10.244.0.2"});
+  a.pod = "llama-0";
+  BuildResult r = build({service("ml", "llama", {"10.96.0.5"}, {port("", 8000)})},
+                        {slice("ml", "llama-a", "llama", "IPv4", {{"", 8000, Protocol::kTcp}}, {a, b})});
+  const auto& eps = r.snapshot.services.at(0).endpoints;
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_EQ(eps[0].pod, "llama-0");
+  EXPECT_EQ(eps[1].pod, "");
+}
+
+TEST(KubeSnapshotTest, AlgorithmIsAnnotationThenClientIPThenTheDefault) {
+  ServiceObj plain = service("ml", "a", {"10.96.0.5"}, {port("", 8000)});
+  ServiceObj sticky = service("ml", "b", {"10.96.0.6"}, {port("", 8000)});
+  sticky.sessionAffinity = "ClientIP";
+  ServiceObj named = sticky;
+  named.meta.name = "c";
+  named.clusterIPs = {"10.96.0.7"};
+  named.meta.annotations[kAlgorithmAnnotation] = "latency";
+  MappingOptions opts{.defaultAlgorithm = Algorithm::kLeastConn};
+  BuildResult r = buildOpts({plain, sticky, named}, {}, opts);
+  EXPECT_EQ(findService(r.snapshot, "ml/a")->algorithm, Algorithm::kLeastConn);
+  EXPECT_EQ(findService(r.snapshot, "ml/b")->algorithm, Algorithm::kMaglev);
+  EXPECT_EQ(findService(r.snapshot, "ml/c")->algorithm, Algorithm::kLatency);
+  // Without options: the agent's own default.
+  EXPECT_EQ(findService(build({plain}, {}).snapshot, "ml/a")->algorithm, Algorithm::kRandom);
+}
+
+TEST(KubeSnapshotTest, InternalTrafficPolicyLocalKeepsThisNodesEndpoints) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("", 8000)});
+  s.internalTrafficPolicy = "Local";
+  BuildResult n1 = buildOpts({s}, twoNodes(), {.nodeName = "n1"});
+  EXPECT_THAT(n1.snapshot.services.at(0).endpoints, ElementsAre(active("10.244.0.1", 8000), active("10.244.0.2", 8000)));
+  EXPECT_TRUE(n1.warnings.empty());
+  // No endpoint on this node: none at all (connects are refused).
+  BuildResult n3 = buildOpts({s}, twoNodes(), {.nodeName = "n3"});
+  EXPECT_TRUE(n3.snapshot.services.at(0).endpoints.empty());
+  // The node unknown: every endpoint, and a warning naming the Service.
+  BuildResult unknown = buildOpts({s}, twoNodes(), {});
+  EXPECT_EQ(unknown.snapshot.services.at(0).endpoints.size(), 3u);
+  ASSERT_EQ(unknown.warnings.size(), 1u);
+  EXPECT_THAT(unknown.warnings[0], HasSubstr("Service ml/llama: internalTrafficPolicy Local needs"));
+  // Cluster (the default) ignores the node.
+  s.internalTrafficPolicy = "Cluster";
+  EXPECT_EQ(buildOpts({s}, twoNodes(), {.nodeName = "n1"}).snapshot.services.at(0).endpoints.size(), 3u);
+}
+
+TEST(KubeSnapshotCacheTest, NewOptionsRebuildEveryService) {
+  ServiceObj s = service("ml", "llama", {"10.96.0.5"}, {port("", 8000)});
+  s.internalTrafficPolicy = "Local";
+  std::map<std::string, ServiceObj> sm{{s.meta.key(), s}};
+  std::map<std::string, EndpointSliceObj> em;
+  for (auto& sl : twoNodes()) em.emplace(sl.meta.key(), sl);
+  SnapshotCache cache;
+  cache.setOptions({.defaultAlgorithm = Algorithm::kLeastConn, .nodeName = "n2"});
+  BuildResult first = cache.build(sm, em);
+  EXPECT_EQ(first.snapshot.services.at(0).endpoints.size(), 1u);
+  EXPECT_EQ(first.snapshot.services.at(0).algorithm, Algorithm::kLeastConn);
+  EXPECT_EQ(first.snapshot, buildSnapshot(sm, em, nullptr, {.defaultAlgorithm = Algorithm::kLeastConn, .nodeName = "n2"}).snapshot);
+  cache.setOptions({.defaultAlgorithm = Algorithm::kLatency, .nodeName = "n1"});
+  BuildResult second = cache.build(sm, em);
+  EXPECT_EQ(second.snapshot.services.at(0).endpoints.size(), 2u);
+  EXPECT_EQ(second.snapshot.services.at(0).algorithm, Algorithm::kLatency);
+}
+
+}  // namespace fields
 
 }  // namespace
 }  // namespace aimesh::kube

@@ -55,8 +55,9 @@ InferencePoolObj pool(const json& j) {
   return p.ok() ? *p : InferencePoolObj{};
 }
 
-Endpoint ep(const std::string& addr, uint16_t port, EndpointState st = EndpointState::kActive) {
-  return Endpoint{*IpAddr::parse(addr), port, 1, st};
+Endpoint ep(const std::string& addr, uint16_t port, const std::string& pod,
+            EndpointState st = EndpointState::kActive) {
+  return Endpoint{*IpAddr::parse(addr), port, 1, st, pod};
 }
 
 TEST(KubePools, TheFixturesDecodeAsPublished) {
@@ -85,8 +86,10 @@ TEST(KubePools, TheFixturesDecodeAsPublished) {
   EXPECT_EQ(m.standby, 1u);
   EXPECT_EQ(m.draining, 1u);
   EXPECT_FALSE(m.failedOpen);
-  EXPECT_THAT(m.endpoints, ElementsAre(ep("10.244.1.17", 8000), ep("10.244.1.40", 8000, EndpointState::kDraining),
-                                       ep("10.244.2.23", 8000), ep("fd00:10:244:1::17", 8000)));
+  EXPECT_THAT(m.endpoints, ElementsAre(ep("10.244.1.17", 8000, "vllm-llama-7d9c5b6f8-4xk2p"),
+                                       ep("10.244.1.40", 8000, "vllm-llama-7d9c5b6f8-r8d2n", EndpointState::kDraining),
+                                       ep("10.244.2.23", 8000, "vllm-llama-7d9c5b6f8-9hq7w"),
+                                       ep("fd00:10:244:1::17", 8000, "vllm-llama-7d9c5b6f8-4xk2p")));
 }
 
 TEST(KubePools, DefaultsAndDecodeErrorsNameTheField) {
@@ -132,8 +135,8 @@ TEST(KubePools, MembersAreMatchingPodsOfThePoolNamespaceOnEveryTargetPort) {
   add(done);
   add(podJson("ml", "g", "10.0.0.7", false));          // standing by
   PoolMembers m = poolMembers(p, pods);
-  EXPECT_THAT(m.endpoints, ElementsAre(ep("10.0.0.1", 8000), ep("10.0.0.1", 8001), ep("10.0.0.2", 8000),
-                                       ep("10.0.0.2", 8001)));
+  EXPECT_THAT(m.endpoints, ElementsAre(ep("10.0.0.1", 8000, "b"), ep("10.0.0.1", 8001, "b"), ep("10.0.0.2", 8000, "a"),
+                                       ep("10.0.0.2", 8001, "a")));
   EXPECT_EQ(m.ready, 2u);
   EXPECT_EQ(m.standby, 1u);
 }
@@ -148,7 +151,7 @@ TEST(KubePools, FailOpenTakesTheNotReadyMembersOnlyWhenNoneIsReady) {
   InferencePoolObj close = pool(poolJson("ml", "p", {8000}, "FailClose"));
   PoolMembers mo = poolMembers(open, pods), mc = poolMembers(close, pods);
   EXPECT_TRUE(mo.failedOpen);
-  EXPECT_THAT(mo.endpoints, ElementsAre(ep("10.0.0.1", 8000), ep("10.0.0.2", 8000)));
+  EXPECT_THAT(mo.endpoints, ElementsAre(ep("10.0.0.1", 8000, "a"), ep("10.0.0.2", 8000, "b")));
   EXPECT_FALSE(mc.failedOpen);
   EXPECT_THAT(mc.endpoints, IsEmpty());
   // One ready member: FailOpen uses it alone.
@@ -156,7 +159,7 @@ TEST(KubePools, FailOpenTakesTheNotReadyMembersOnlyWhenNoneIsReady) {
   pods[ready.meta.key()] = ready;
   mo = poolMembers(open, pods);
   EXPECT_FALSE(mo.failedOpen);
-  EXPECT_THAT(mo.endpoints, ElementsAre(ep("10.0.0.3", 8000)));
+  EXPECT_THAT(mo.endpoints, ElementsAre(ep("10.0.0.3", 8000, "c")));
 }
 
 // ---- routes to a pool ------------------------------------------------------
@@ -223,7 +226,7 @@ TEST(KubePools, ARouteToAPoolMakesTheParentBalanceItsReadyMembers) {
   w.route(poolRoute("ml", "llama-route", "llama", json::array({poolRef("llama-pool")})));
   BuildResult b = w.build();
   const Service& s = llama(b);
-  EXPECT_THAT(s.endpoints, ElementsAre(ep("10.0.0.1", 8000)));
+  EXPECT_THAT(s.endpoints, ElementsAre(ep("10.0.0.1", 8000, "a")));
   EXPECT_TRUE(s.split.empty());
   EXPECT_EQ(s.algorithm, Algorithm::kLatency);
   ASSERT_TRUE(s.modelMetrics);
@@ -242,7 +245,7 @@ TEST(KubePools, ARouteToAPoolMakesTheParentBalanceItsReadyMembers) {
   w.pools["ml/llama-pool"].failOpen = true;
   w.pods["ml/a"].ready = false;
   b = w.build();
-  EXPECT_THAT(llama(b).endpoints, ElementsAre(ep("10.0.0.1", 8000), ep("10.0.0.2", 8000)));
+  EXPECT_THAT(llama(b).endpoints, ElementsAre(ep("10.0.0.1", 8000, "a"), ep("10.0.0.2", 8000, "b")));
   EXPECT_FALSE(llama(b).failClose);
 
   // The parent's own annotations win over the pool defaults.
@@ -292,7 +295,7 @@ TEST(KubePools, PoolRoutesThatCannotBeAppliedAreReported) {
     PodObj o = pod(podJson("serving", "s", "10.0.1.1", true));
     w.pods[o.meta.key()] = o;
     BuildResult b = w.build();
-    EXPECT_THAT(llama(b).endpoints, ElementsAre(ep("10.0.1.1", 8000)));
+    EXPECT_THAT(llama(b).endpoints, ElementsAre(ep("10.0.1.1", 8000, "s")));
   }
   {
     World w;

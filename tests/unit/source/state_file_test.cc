@@ -162,6 +162,29 @@ TEST(StateFileTest, EndpointDefaultsApplied) {
   EXPECT_EQ(eps[1].address, ip("10.0.0.2"));
 }
 
+TEST(StateFileTest, EndpointPodIsKeptAndMustBeAString) {
+  ParseResult r = parse(R"(services:
+  - name: a
+    vips: [10.96.0.1]
+    ports: [{port: 80}]
+    endpoints:
+      - {address: 10.0.0.1, pod: vllm-0}
+      - {address: 10.0.0.2}
+)");
+  ASSERT_TRUE(r.snapshot.has_value()) << dump(r);
+  EXPECT_EQ(r.snapshot->services[0].endpoints[0].pod, "vllm-0");
+  EXPECT_EQ(r.snapshot->services[0].endpoints[1].pod, "");
+  ParseResult bad = parse(R"(services:
+  - name: a
+    vips: [10.96.0.1]
+    ports: [{port: 80}]
+    endpoints:
+      - {address: 10.0.0.1, pod: [x]}
+)");
+  EXPECT_FALSE(bad.snapshot.has_value());
+  EXPECT_NE(dump(bad).find("services[0].endpoints[0].pod"), std::string::npos) << dump(bad);
+}
+
 TEST(StateFileTest, ServiceWithoutBackendsIsValid) {
   for (const char* endpoints : {"    endpoints: []\n", "    endpoints:\n", ""}) {
     std::string text = std::string("services:\n  - name: a\n    vips: [10.96.0.1]\n    ports: [{port: 80}]\n") +

@@ -195,8 +195,8 @@ TEST(BuildClientsTest, MetricsHaveASeriesPerRowAndThePairCount) {
   in.stats = &stats;
   in.clients = &v;
   std::string text = renderMetrics(in);
-  const std::string a = "client=\"/a\",service=\"llm\",namespace=\"ml\",port=\"8000\",protocol=\"TCP\"";
-  const std::string other = "client=\"other\",service=\"llm\",namespace=\"ml\",port=\"8000\",protocol=\"TCP\"";
+  const std::string a = "client=\"/a\",destination_service=\"llm\",destination_namespace=\"ml\",port=\"8000\",protocol=\"TCP\"";
+  const std::string other = "client=\"other\",destination_service=\"llm\",destination_namespace=\"ml\",port=\"8000\",protocol=\"TCP\"";
   EXPECT_NE(text.find("aimesh_client_connections_total{" + a + "} 5\n"), std::string::npos) << text;
   EXPECT_NE(text.find("aimesh_client_requests_total{" + a + "} 7\n"), std::string::npos);
   EXPECT_NE(text.find("aimesh_client_refused_total{" + a + ",reason=\"no_backend\"} 1\n"), std::string::npos);

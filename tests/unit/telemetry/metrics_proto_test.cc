@@ -161,7 +161,7 @@ TEST(MetricsProtobufTest, EveryTextFamilyAndNativeHistogramsDecode) {
   std::map<std::string, std::string> labels;
   for (auto& l : ttft.metric(0).label()) labels[l.name()] = l.value();
   EXPECT_EQ(labels["model"], "we\"ird\\model\nx");
-  EXPECT_EQ(labels["endpoint"], "10.0.0.1:8000");
+  EXPECT_EQ(labels["destination_endpoint"], "10.0.0.1:8000");
 }
 
 // protoc --decode reads what the agent encodes against the published schema.

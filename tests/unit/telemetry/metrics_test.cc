@@ -79,7 +79,7 @@ struct Fixture {
     index.services[2] = odd;
 
     index.backends[1] = BackendInfo{1, Endpoint{ip("10.0.0.1"), 0, 1, EndpointState::kActive}, 8000};
-    index.backends[2] = BackendInfo{1, Endpoint{ip("fd00::2"), 9000, 3, EndpointState::kDraining}, 9000};
+    index.backends[2] = BackendInfo{1, Endpoint{ip("fd00::2"), 9000, 3, EndpointState::kDraining, "chat-1"}, 9000};
     index.backends[3] = BackendInfo{2, Endpoint{ip("10.0.0.3"), 0, 0, EndpointState::kActive}, 53};
 
     stats.services[1] = ServiceCounters{5, 0, 2};
@@ -126,8 +126,8 @@ struct Fixture {
 TEST(Metrics, SplitsHaveTheirBackendsWeightsAndGuard) {
   Fixture f;
   std::string text = renderMetrics(f.in);
-  const std::string v1 = R"({service="llama",namespace="ml",port="8000",protocol="TCP",backend_service="ml/llama-v1"})";
-  const std::string v2 = R"({service="llama",namespace="ml",port="8000",protocol="TCP",backend_service="ml/llama-v2"})";
+  const std::string v1 = R"({destination_service="llama",destination_namespace="ml",port="8000",protocol="TCP",backend_service="ml/llama-v1"})";
+  const std::string v2 = R"({destination_service="llama",destination_namespace="ml",port="8000",protocol="TCP",backend_service="ml/llama-v2"})";
   for (const std::string& line :
        {"aimesh_split_backend_connections_total" + v1 + " 950", "aimesh_split_backend_connections_total" + v2 + " 50",
         "aimesh_split_backend_weight" + v2 + " 5", "aimesh_split_backend_effective_weight" + v2 + " 0",
@@ -138,9 +138,9 @@ TEST(Metrics, SplitsHaveTheirBackendsWeightsAndGuard) {
   EXPECT_EQ(renderMetrics(f.in).find("aimesh_split_backend_weight{"), std::string::npos);
 }
 
-constexpr const char* kChat = R"(service="chat",namespace="ml",model="llama-3-8b",port="8000",protocol="TCP")";
+constexpr const char* kChat = R"(destination_service="chat",destination_namespace="ml",model="llama-3-8b",port="8000",protocol="TCP")";
 constexpr const char* kOdd =
-    R"(service="we\"ird\\name",namespace="default",model="a\nb",port="53",protocol="UDP")";
+    R"(destination_service="we\"ird\\name",destination_namespace="default",model="a\nb",port="53",protocol="UDP")";
 
 TEST(MetricsEscape, EscapesBackslashQuoteAndNewline) {
   EXPECT_EQ(escapeLabel("plain-1.2_x"), "plain-1.2_x");
@@ -171,9 +171,10 @@ TEST(MetricsRender, ServiceCountersWithLabelsOnlyForServicesUsedHere) {
 TEST(MetricsRender, EndpointSeriesCarryServiceLabelsAndEndpoint) {
   Fixture f;
   std::string out = renderMetrics(f.in);
-  const std::string a = std::string(kChat) + ",endpoint=\"10.0.0.1:8000\"";
-  const std::string b = std::string(kChat) + ",endpoint=\"[fd00::2]:9000\"";
-  const std::string c = std::string(kOdd) + ",endpoint=\"10.0.0.3:53\"";
+  const std::string a = std::string(kChat) + ",destination_endpoint=\"10.0.0.1:8000\"";
+  // A known pod is the last label; an unknown one has none.
+  const std::string b = std::string(kChat) + ",destination_endpoint=\"[fd00::2]:9000\",destination_pod=\"chat-1\"";
+  const std::string c = std::string(kOdd) + ",destination_endpoint=\"10.0.0.3:53\"";
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + a + "} 4")) << out;
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + b + "} 1"));
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_datagrams_total{" + a + "} 0"));
@@ -200,7 +201,7 @@ TEST(MetricsRender, AnEndpointWithOnlyTelemetryHasSeriesAndSoDoesItsService) {
   Fixture f;
   f.telemetry[3].counters.failed_refused = 1;
   std::string out = renderMetrics(f.in);
-  const std::string c = std::string(kOdd) + ",endpoint=\"10.0.0.3:53\"";
+  const std::string c = std::string(kOdd) + ",destination_endpoint=\"10.0.0.3:53\"";
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connections_total{" + c + "} 0")) << out;
   EXPECT_TRUE(hasLine(out, "aimesh_endpoint_connection_failures_total{" + c + ",reason=\"refused\"} 1"));
   EXPECT_TRUE(hasLine(out, "aimesh_service_connections_total{" + std::string(kOdd) + "} 0"));

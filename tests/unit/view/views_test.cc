@@ -25,7 +25,8 @@ TEST(ViewsTest, KeysAreTheApisSnakeCaseNames) {
   EXPECT_EQ(j.at("in_flight"), 1);
   EXPECT_EQ(j.at("ttft_ewma_ms").dump(), "0.0") << "a double stays a double in JSON";
   EXPECT_FALSE(j.contains("queued_requests")) << "empty optionals are left out";
-  EXPECT_EQ(j.size(), 17u);
+  EXPECT_EQ(j.at("pod"), "") << "an unknown pod is an empty string";
+  EXPECT_EQ(j.size(), 18u);
 }
 
 TEST(ViewsTest, EveryViewRoundTrips) {
