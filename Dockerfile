@@ -36,7 +36,10 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release \
  && for src in bpf/*.bpf.c; do cp "/build/bpf/$(basename "$src" .c).o" /out/bpf/; done
 
 # ---- runtime: shared libraries only, plus what the chart's bpffs init
-# container runs (sh, stat, mount).
+# container runs (sh, stat, mount). The package list below is the only list
+# of runtime packages: scripts/build-image.sh (the image CI builds without
+# Docker) reads it from here (the names after the install command up to the
+# line starting with "&&") and takes the LABELs below too.
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="aimesh" \

@@ -44,6 +44,12 @@ PACKAGES=(
   haproxy iptables nftables
   # chart tests: scripts/install-helm.sh unpacks helm from an npm package
   unzip
+  # the image without Docker or a registry (scripts/build-image.sh and the
+  # image_run test, tests/image/image_test.sh): mmdebstrap makes the Debian
+  # root file system from the package mirror, umoci the OCI image and the
+  # runtime bundle, runc runs the agent from it (not crun: crun 1.8 refuses
+  # hosts with hybrid v1+v2 cgroups)
+  mmdebstrap umoci runc
 )
 
 if [ "$(id -u)" -ne 0 ]; then
