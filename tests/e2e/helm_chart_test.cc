@@ -1,5 +1,6 @@
-// e2e: the Helm chart (helm/aimesh) as the real helm renders it. `helm lint`
-// and `helm template` run over the default values and two non-default value
+// e2e: the Helm chart (helm/aimesh) as the real helm renders it. The chart
+// is packaged first (`helm package`, as CI ships it) and `helm lint` and
+// `helm template` run on the .tgz, over the default values and two non-default value
 // sets; the rendered multi-document YAML is parsed with yaml-cpp and checked
 // object by object (capabilities, mounts, RBAC rules, the agent's config
 // file, ...); values.schema.json must reject bad values with a non-zero exit;
@@ -172,9 +173,53 @@ struct Rendered {
   }
 };
 
+// Runs helm with HOME, the XDG dirs and helm's own inside `dir` (no user
+// config, no network, no cluster).
+ProcResult runHelm(const std::string& helm, const std::string& dir, const Strings& args) {
+  Strings argv{helm};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return runProgram(argv, {{"HOME", dir + "/home"},
+                           {"XDG_CONFIG_HOME", dir + "/config"},
+                           {"XDG_CACHE_HOME", dir + "/cache"},
+                           {"XDG_DATA_HOME", dir + "/data"},
+                           {"HELM_CONFIG_HOME", dir + "/config/helm"},
+                           {"HELM_CACHE_HOME", dir + "/cache/helm"},
+                           {"HELM_DATA_HOME", dir + "/data/helm"},
+                           {"KUBECONFIG", dir + "/no-kubeconfig"}});
+}
+
+std::string makeHelmDir() {
+  std::string dir = tempDir();
+  for (auto sub : {"home", "config", "cache", "data"}) fs::create_directories(dir + "/" + sub);
+  return dir;
+}
+
 // A temporary HOME for helm, value files, config files; removed at the end.
+// The chart the tests lint and render is the package `helm package` makes
+// of helm/aimesh once per suite (chart_), what CI publishes and a release
+// installs: a file the package leaves out (.helmignore) fails here.
 class HelmChart : public ::testing::Test {
  protected:
+  static void SetUpTestSuite() {
+    std::string helm = findHelm();
+    if (helm.empty() || !fs::is_directory(kChart)) return;  // SetUp says why
+    packageDir_ = makeHelmDir();
+    ProcResult r = runHelm(helm, packageDir_, {"package", kChart, "--destination", packageDir_ + "/out"});
+    if (r.status != 0) {
+      packageError_ = r.out + r.err;
+      return;
+    }
+    for (auto& e : fs::directory_iterator(packageDir_ + "/out"))
+      if (e.path().extension() == ".tgz") chart_ = e.path().string();
+    if (chart_.empty()) packageError_ = "no .tgz in " + packageDir_ + "/out:\n" + r.out;
+  }
+  static void TearDownTestSuite() {
+    if (!packageDir_.empty()) removeTree(packageDir_);
+    packageDir_.clear();
+    chart_.clear();
+    packageError_.clear();
+  }
+
   void SetUp() override {
     helm_ = findHelm();
     const char* env = std::getenv("AIMESH_HELM");
@@ -183,25 +228,14 @@ class HelmChart : public ::testing::Test {
                                    "/.tools/bin/helm, none on PATH): run scripts/install-helm.sh, which installs "
                                    "it into <repo>/.tools/bin";
     ASSERT_TRUE(fs::is_directory(kChart)) << kChart;
-    dir_ = tempDir();
-    for (auto sub : {"home", "config", "cache", "data"}) fs::create_directories(dir_ + "/" + sub);
+    ASSERT_FALSE(chart_.empty()) << "helm package " << kChart << " failed:\n" << packageError_;
+    dir_ = makeHelmDir();
   }
   void TearDown() override {
     if (!dir_.empty()) removeTree(dir_);
   }
 
-  ProcResult helm(const Strings& args) {
-    Strings argv{helm_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return runProgram(argv, {{"HOME", dir_ + "/home"},
-                             {"XDG_CONFIG_HOME", dir_ + "/config"},
-                             {"XDG_CACHE_HOME", dir_ + "/cache"},
-                             {"XDG_DATA_HOME", dir_ + "/data"},
-                             {"HELM_CONFIG_HOME", dir_ + "/config/helm"},
-                             {"HELM_CACHE_HOME", dir_ + "/cache/helm"},
-                             {"HELM_DATA_HOME", dir_ + "/data/helm"},
-                             {"KUBECONFIG", dir_ + "/no-kubeconfig"}});
-  }
+  ProcResult helm(const Strings& args) { return runHelm(helm_, dir_, args); }
 
   // A values file in the temp dir; returns {"-f", path}.
   Strings values(const std::string& name, const std::string& yaml) {
@@ -210,10 +244,10 @@ class HelmChart : public ::testing::Test {
     return {"-f", p};
   }
 
-  // `helm template RELEASE CHART -n NAMESPACE args...`, parsed.
+  // `helm template RELEASE CHART -n NAMESPACE args...` of the package, parsed.
   Rendered render(const Strings& args, const std::string& release = "aimesh",
                   const std::string& ns = "kube-system") {
-    Strings a{"template", release, kChart, "--namespace", ns};
+    Strings a{"template", release, chart_, "--namespace", ns};
     a.insert(a.end(), args.begin(), args.end());
     ProcResult r = helm(a);
     Rendered out;
@@ -229,6 +263,7 @@ class HelmChart : public ::testing::Test {
   }
 
   std::string helm_, dir_;
+  static inline std::string packageDir_, chart_, packageError_;
 };
 
 // ---- YAML helpers --------------------------------------------------------------
@@ -314,7 +349,8 @@ agent:
   logLevel: debug
   telemetry: false
   connectionLifecycle: false
-  kubernetesSelector: "aimesh.io/mesh=enabled"
+  kubernetesSelector: "tier=inference"
+  defaultAlgorithm: latency
   resyncSeconds: 60
   tuning:
     ejectAfter: 5
@@ -384,11 +420,29 @@ metrics:
 
 TEST_F(HelmChart, LintPassesForEveryValueSet) {
   for (const Strings& extra : {Strings{}, values("custom.yaml", kValuesCustom), values("paths.yaml", kValuesPaths)}) {
-    Strings a{"lint", kChart, "--strict", "--namespace", "kube-system"};
+    Strings a{"lint", chart_, "--strict", "--namespace", "kube-system"};
     a.insert(a.end(), extra.begin(), extra.end());
     ProcResult r = helm(a);
     EXPECT_EQ(r.status, 0) << "helm lint " << (extra.empty() ? "(defaults)" : extra[1]) << ":\n"
                            << r.out << r.err;
+  }
+}
+
+// The package is named after Chart.yaml and renders exactly as the folder
+// does (a template or values file left out of it would show here).
+TEST_F(HelmChart, PackageRendersLikeTheChartFolder) {
+  auto meta = YAML::LoadFile(kChart + "/Chart.yaml");
+  EXPECT_EQ(fs::path(chart_).filename().string(), str(meta["name"]) + "-" + str(meta["version"]) + ".tgz");
+  for (const Strings& extra : {Strings{}, values("custom.yaml", kValuesCustom)}) {
+    Strings fromDir{"template", "aimesh", kChart, "--namespace", "kube-system"};
+    Strings fromPackage{"template", "aimesh", chart_, "--namespace", "kube-system"};
+    fromDir.insert(fromDir.end(), extra.begin(), extra.end());
+    fromPackage.insert(fromPackage.end(), extra.begin(), extra.end());
+    ProcResult d = helm(fromDir), p = helm(fromPackage);
+    ASSERT_EQ(d.status, 0) << d.err;
+    ASSERT_EQ(p.status, 0) << p.err;
+    EXPECT_EQ(p.out, d.out) << "helm template of " << chart_ << " differs from " << kChart
+                            << (extra.empty() ? " (defaults)" : " with " + extra[1]);
   }
 }
 
@@ -635,6 +689,9 @@ TEST_F(HelmChart, ConfigMapHoldsTheAgentSettings) {
       {"resync-seconds", "30"},
       {"connection-lifecycle", "true"},
       {"netns-dir", q("/var/run/netns")},  // the netns volume's mountPath
+      // Opt-in by label, least_conn unless a Service says otherwise.
+      {"kubernetes-selector", q("aimesh.io/mesh=enabled")},
+      {"default-algorithm", q("least_conn")},
   };
   EXPECT_EQ(conf, want);
   EXPECT_EQ(str(r.one("ConfigMap")["metadata"]["name"]), "aimesh");
@@ -670,7 +727,8 @@ TEST_F(HelmChart, CustomValues) {
   EXPECT_EQ(envOf(agent)["HTTPS_PROXY"], "http://proxy:3128");
 
   auto conf = agentConf(r);
-  EXPECT_EQ(conf["kubernetes-selector"], q("aimesh.io/mesh=enabled"));
+  EXPECT_EQ(conf["kubernetes-selector"], q("tier=inference"));
+  EXPECT_EQ(conf["default-algorithm"], q("latency"));
   EXPECT_EQ(conf["log-level"], q("debug"));
   EXPECT_EQ(conf["telemetry"], "false");
   EXPECT_EQ(conf["connection-lifecycle"], "false");
@@ -789,8 +847,21 @@ TEST_F(HelmChart, AppArmorUnconfinedByFieldOrByAnnotationPerKubeVersion) {
   EXPECT_FALSE(agentContainer(off)["securityContext"]["appArmorProfile"]);
 }
 
+// Every Service through the mesh is a deliberate choice: both values, or
+// neither.
+TEST_F(HelmChart, MeshingAllServicesTakesBothValues) {
+  auto all = agentConf(render({"--set", "agent.kubernetesSelector=", "--set", "agent.meshAllServices=true"}));
+  EXPECT_EQ(all.count("kubernetes-selector"), 0u) << "no selector: every Service";
+  ProcResult empty = helm({"template", "aimesh", chart_, "--set", "agent.kubernetesSelector="});
+  EXPECT_NE(empty.status, 0);
+  EXPECT_NE(empty.err.find("agent.meshAllServices"), std::string::npos) << empty.err;
+  ProcResult both = helm({"template", "aimesh", chart_, "--set", "agent.meshAllServices=true"});
+  EXPECT_NE(both.status, 0);
+  EXPECT_NE(both.err.find("agent.kubernetesSelector"), std::string::npos) << both.err;
+}
+
 TEST_F(HelmChart, RefusesKubernetesBefore121) {
-  ProcResult r = helm({"template", "aimesh", kChart, "--kube-version", "1.20.0"});
+  ProcResult r = helm({"template", "aimesh", chart_, "--kube-version", "1.20.0"});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("kubeVersion"), std::string::npos) << r.err;
 }
@@ -806,6 +877,7 @@ TEST_F(HelmChart, SchemaAndTemplatesRejectBadValues) {
       {{"--set", "metrics.port=0"}, "metrics.port"},
       {{"--set", "metrics.bindAddress=localhost"}, "metrics.bindAddress"},
       {{"--set", "agent.logLevel=verbose"}, "agent.logLevel"},
+      {{"--set", "agent.defaultAlgorithm=round_robin"}, "agent.defaultAlgorithm"},
       {{"--set-string", "agent.telemetry=yes"}, "agent.telemetry"},
       {{"--set-string", "agent.connectionLifecycle=yes"}, "agent.connectionLifecycle"},
       {{"--set", "agent.netnsDir=var/run/netns"}, "agent.netnsDir"},
@@ -832,7 +904,7 @@ TEST_F(HelmChart, SchemaAndTemplatesRejectBadValues) {
   };
   for (auto& b : bad) {
     std::string what = b.args[1];
-    Strings t{"template", "aimesh", kChart};
+    Strings t{"template", "aimesh", chart_};
     t.insert(t.end(), b.args.begin(), b.args.end());
     ProcResult r = helm(t);
     EXPECT_NE(r.status, 0) << "helm template accepted " << what << ":\n" << r.out;
@@ -841,10 +913,10 @@ TEST_F(HelmChart, SchemaAndTemplatesRejectBadValues) {
   }
   // helm lint fails on the same schema errors.
   for (const char* set : {"metrics.port=70000", "agent.logLevel=verbose"}) {
-    ProcResult r = helm({"lint", kChart, "--set", set});
+    ProcResult r = helm({"lint", chart_, "--set", set});
     EXPECT_NE(r.status, 0) << "helm lint accepted " << set << ":\n" << r.out;
   }
-  ProcResult r = helm({"lint", kChart, "--set-string", "metrics.port=abc"});
+  ProcResult r = helm({"lint", chart_, "--set-string", "metrics.port=abc"});
   EXPECT_NE(r.status, 0) << "helm lint accepted metrics.port=abc";
 }
 
@@ -1039,6 +1111,117 @@ TEST_F(HelmChart, ImageRuntimeStageInstallsThePackageOfEveryLibraryTheBinariesLi
           << so << " (" << path << ") comes from package '" << pkg << "', which the runtime stage does not install";
     }
     EXPECT_GE(n, 5) << run.out;
+  }
+}
+
+}  // namespace
+}  // namespace aimesh::testing
+
+// ---- the PrometheusRule and the Grafana dashboard ConfigMap ------------------
+
+namespace aimesh::testing {
+namespace {
+
+// yaml-cpp node -> JSON with every scalar as a string: compares documents
+// regardless of key order and formatting.
+json yamlAsJson(const YAML::Node& n) {
+  if (n.IsMap()) {
+    json o = json::object();
+    for (auto kv : n) o[kv.first.as<std::string>()] = yamlAsJson(kv.second);
+    return o;
+  }
+  if (n.IsSequence()) {
+    json a = json::array();
+    for (auto x : n) a.push_back(yamlAsJson(x));
+    return a;
+  }
+  if (n.IsScalar()) return n.as<std::string>();
+  return nullptr;
+}
+
+// Off by default; on, the PrometheusRule's spec is files/alerts.yaml (the
+// file promtool tests) and the dashboard ConfigMap holds files/dashboard.json
+// under the Grafana sidecar's label; label, namespace and job overrides.
+TEST_F(HelmChart, PrometheusRuleAndDashboardConfigMapWhenEnabled) {
+  const std::string alertsFile = kChart + "/files/alerts.yaml", dashboardFile = kChart + "/files/dashboard.json";
+  auto defaults = render({});
+  EXPECT_TRUE(defaults.all("PrometheusRule").empty());
+  EXPECT_EQ(defaults.all("ConfigMap").size(), 1u) << "the dashboard ConfigMap is off by default";
+
+  auto r = render({"--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.dashboard.enabled=true", "--set",
+                   "metrics.prometheusRule.labels.release=kps"});
+  auto rule = r.one("PrometheusRule");
+  ASSERT_TRUE(rule.IsMap());
+  EXPECT_EQ(str(rule["apiVersion"]), "monitoring.coreos.com/v1");
+  EXPECT_EQ(str(rule["metadata"]["name"]), "aimesh");
+  EXPECT_EQ(str(rule["metadata"]["namespace"]), "kube-system");
+  EXPECT_EQ(str(rule["metadata"]["labels"]["app.kubernetes.io/name"]), "aimesh");
+  EXPECT_EQ(str(rule["metadata"]["labels"]["app.kubernetes.io/managed-by"]), "Helm");
+  EXPECT_EQ(str(rule["metadata"]["labels"]["release"]), "kps");
+  YAML::Node file = YAML::LoadFile(alertsFile);
+  EXPECT_EQ(yamlAsJson(rule["spec"]), yamlAsJson(file)) << "the PrometheusRule's spec is not files/alerts.yaml";
+  size_t rules = 0;
+  for (auto g : rule["spec"]["groups"])
+    for (auto a : g["rules"]) {
+      ++rules;
+      SCOPED_TRACE(str(a["alert"]));
+      EXPECT_FALSE(str(a["expr"]).empty());
+      EXPECT_TRUE(str(a["labels"]["severity"]) == "critical" || str(a["labels"]["severity"]) == "warning" ||
+                  str(a["labels"]["severity"]) == "info");
+      EXPECT_FALSE(str(a["annotations"]["summary"]).empty());
+      EXPECT_FALSE(str(a["annotations"]["description"]).empty());
+    }
+  EXPECT_GE(rules, 10u);
+
+  std::vector<YAML::Node> dashboards;
+  for (auto& cm : r.all("ConfigMap"))
+    if (cm["data"]["aimesh.json"]) dashboards.push_back(cm);
+  ASSERT_EQ(dashboards.size(), 1u);
+  auto cm = dashboards[0];
+  EXPECT_EQ(str(cm["metadata"]["name"]), "aimesh-dashboard");
+  EXPECT_EQ(str(cm["metadata"]["namespace"]), "kube-system");
+  EXPECT_EQ(str(cm["metadata"]["labels"]["grafana_dashboard"]), "1");
+  EXPECT_EQ(str(cm["metadata"]["labels"]["app.kubernetes.io/name"]), "aimesh");
+  json dash = json::parse(str(cm["data"]["aimesh.json"]), nullptr, false);
+  ASSERT_FALSE(dash.is_discarded()) << "the ConfigMap's aimesh.json is not JSON";
+  EXPECT_EQ(dash, json::parse(readFile(dashboardFile)));
+  EXPECT_GE(dash.value("schemaVersion", 0), 36);
+  EXPECT_FALSE(dash.value("uid", "").empty());
+  EXPECT_GT(dash["panels"].size(), 10u);
+
+  // Overrides: the sidecar's label and Grafana's namespace; with
+  // nameOverride the ServiceMonitor's job label changes, and the rules follow.
+  auto o = render({"--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.dashboard.enabled=true", "--set",
+                   "metrics.dashboard.label.key=grafana.io/dashboard", "--set-string",
+                   "metrics.dashboard.label.value=aimesh", "--set", "metrics.dashboard.namespace=monitoring", "--set",
+                   "metrics.dashboard.annotations.grafana_folder=Mesh", "--set", "nameOverride=mesh"});
+  for (auto& c : o.all("ConfigMap")) {
+    if (!c["data"]["aimesh.json"]) continue;
+    EXPECT_EQ(str(c["metadata"]["namespace"]), "monitoring");
+    EXPECT_EQ(str(c["metadata"]["labels"]["grafana.io/dashboard"]), "aimesh");
+    EXPECT_FALSE(c["metadata"]["labels"]["grafana_dashboard"]);
+    EXPECT_EQ(str(c["metadata"]["annotations"]["grafana_folder"]), "Mesh");
+    std::string text = str(c["data"]["aimesh.json"]);
+    EXPECT_NE(text.find(R"(job=\"mesh\")"), std::string::npos);
+    EXPECT_EQ(text.find(R"(job=\"aimesh\")"), std::string::npos);
+    EXPECT_FALSE(json::parse(text, nullptr, false).is_discarded());
+  }
+  auto renamed = o.one("PrometheusRule");
+  std::string exprs;
+  for (auto g : renamed["spec"]["groups"])
+    for (auto a : g["rules"]) exprs += str(a["expr"]) + "\n";
+  EXPECT_NE(exprs.find("up{job=\"mesh\"}"), std::string::npos) << exprs;
+  EXPECT_EQ(exprs.find("job=\"aimesh\""), std::string::npos) << exprs;
+
+  ProcResult lint = helm({"lint", chart_, "--strict", "--set", "metrics.prometheusRule.enabled=true", "--set",
+                          "metrics.dashboard.enabled=true"});
+  EXPECT_EQ(lint.status, 0) << lint.out << lint.err;
+  for (Strings bad : {Strings{"--set-string", "metrics.prometheusRule.enabled=yes"},
+                      Strings{"--set", "metrics.prometheusRule.for=5m"},
+                      Strings{"--set", "metrics.dashboard.label.key=bad key"},
+                      Strings{"--set", "metrics.dashboard.namespace=Not_A_Namespace"}}) {
+    ProcResult t = helm({"template", "aimesh", chart_, bad[0], bad[1]});
+    EXPECT_NE(t.status, 0) << "helm template accepted " << bad[1];
   }
 }
 

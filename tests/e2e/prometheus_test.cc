@@ -251,7 +251,9 @@ class PrometheusE2e : public AgentE2e {
 
   // Prometheus scraping `target` every second (with `feature` enabled, if
   // any); its port once ready, 0 if it did not come up within 15 s.
-  int startScrapingPrometheus(const std::string& target, const char* feature = nullptr) {
+  // `jobExtra`: more YAML for the scrape job (4-space indented keys).
+  int startScrapingPrometheus(const std::string& target, const char* feature = nullptr,
+                              const std::string& jobExtra = "") {
     std::string config = dir_ + "/prometheus.yml";
     writeFile(config, "global:\n"
                       "  scrape_interval: 1s\n"
@@ -259,9 +261,10 @@ class PrometheusE2e : public AgentE2e {
                       "  evaluation_interval: 1s\n"
                       "scrape_configs:\n"
                       "  - job_name: aimesh\n"
-                      "    metrics_path: /metrics\n"
-                      "    static_configs:\n"
-                      "      - targets: ['" +
+                      "    metrics_path: /metrics\n" +
+                          jobExtra +
+                          "    static_configs:\n"
+                          "      - targets: ['" +
                           target + "']\n");
     int port = freeLocalPort();
     if (port <= 0) return 0;
@@ -292,8 +295,8 @@ TEST_F(PrometheusE2e, PromtoolAcceptsLiveMetrics) {
   // Wait for the last close so every family has its final values.
   for (int i = 0; i < 50; ++i) {
     auto r = getMetrics(false);
-    if (r && r->body.find("aimesh_endpoint_connections_closed_total{service=\"llm\",namespace=\"ml\",model=\"stand-"
-                          "in\",port=\"8000\",protocol=\"TCP\",endpoint=\"10.77.0.2:8000\",reason=\"other\"} " +
+    if (r && r->body.find("aimesh_endpoint_connections_closed_total{destination_service=\"llm\",destination_namespace=\"ml\",model=\"stand-"
+                          "in\",port=\"8000\",protocol=\"TCP\",destination_endpoint=\"10.77.0.2:8000\",reason=\"other\"} " +
                           std::to_string(requests) + "\n") != std::string::npos)
       break;
     std::this_thread::sleep_for(20ms);
@@ -366,7 +369,7 @@ TEST_F(PrometheusE2e, RealPrometheusScrapesAndAnswersHistogramQuantile) {
   while (std::chrono::steady_clock::now() < deadline) {
     up = promValue("up{job=\"aimesh\"}");
     scrapes = promValue("count_over_time(up{job=\"aimesh\"}[5m])");
-    reqs = promValue("sum(aimesh_endpoint_requests_total{service=\"llm\"})");
+    reqs = promValue("sum(aimesh_endpoint_requests_total{destination_service=\"llm\"})");
     if (up == 1 && scrapes >= 2 && reqs == requests) break;
     std::this_thread::sleep_for(250ms);
   }
@@ -431,6 +434,70 @@ TEST_F(PrometheusE2e, RealPrometheusScrapesAndAnswersHistogramQuantile) {
   EXPECT_NEAR(p50, ttftMs / 1e3, 0.20 * ttftMs / 1e3);
 }
 
+// The target labels the Prometheus Operator gives a ServiceMonitor target
+// (the chart's: honorLabels false, jobLabel app.kubernetes.io/name), set by
+// relabelling as the operator's generated scrape config sets them from
+// Kubernetes service discovery. No series of the agent may carry a label of
+// the same name: Prometheus would keep the target's and rename the agent's
+// exported_*, and every query in metrics.md would miss.
+const char* kServiceMonitorJob = R"(    honor_labels: false
+    relabel_configs:
+      - {target_label: namespace, replacement: kube-system}
+      - {target_label: service, replacement: aimesh-metrics}
+      - {target_label: pod, replacement: aimesh-x7k2p}
+      - {target_label: container, replacement: agent}
+      - {target_label: endpoint, replacement: metrics}
+      - {target_label: job, replacement: aimesh}
+)";
+
+TEST_F(PrometheusE2e, ServiceMonitorRelabellingLeavesNoExportedLabel) {
+  startModelServer("10.77.0.2", 5, 2, 3);
+  startAgent(R"(services:
+  - name: llm
+    namespace: ml
+    model: stand-in
+    vips: [10.96.0.40]
+    ports: [{port: 8000}]
+    endpoints:
+      - {address: 10.77.0.2, port: 8000, pod: vllm-0}
+)");
+  int port = startScrapingPrometheus(agent_->metricsUrlPath(), nullptr, kServiceMonitorJob);
+  ASSERT_GT(port, 0) << "prometheus did not become ready; log:\n" << readFile(dir_ + "/prometheus.log");
+  json client = streamCompletions(5, 3);
+  ASSERT_EQ(client["ok"], 5) << client.dump();
+
+  // Every series of the target once a scrape after the requests is in.
+  json all;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (promValue("sum(aimesh_endpoint_requests_total{destination_service=\"llm\"})") == 5) {
+      all = promQuery("{job=\"aimesh\"}");
+      break;
+    }
+    std::this_thread::sleep_for(250ms);
+  }
+  ASSERT_FALSE(all.is_null()) << "the requests never reached Prometheus; log:\n" << readFile(dir_ + "/prometheus.log");
+  ASSERT_GT(all["result"].size(), 100u);
+  size_t endpointSeries = 0;
+  for (const json& s : all["result"]) {
+    const json& m = s["metric"];
+    for (auto& [k, v] : m.items()) EXPECT_NE(k.rfind("exported_", 0), 0u) << m.dump();
+    // The operator's target labels are the agent's own, on every series.
+    EXPECT_EQ(m.value("service", ""), "aimesh-metrics") << m.dump();
+    EXPECT_EQ(m.value("namespace", ""), "kube-system") << m.dump();
+    EXPECT_EQ(m.value("pod", ""), "aimesh-x7k2p") << m.dump();
+    if (m.value("__name__", "").rfind("aimesh_endpoint_", 0) == 0) {
+      ++endpointSeries;
+      EXPECT_EQ(m.value("destination_service", ""), "llm") << m.dump();
+      EXPECT_EQ(m.value("destination_namespace", ""), "ml") << m.dump();
+      EXPECT_EQ(m.value("destination_endpoint", ""), "10.77.0.2:8000") << m.dump();
+      EXPECT_EQ(m.value("destination_pod", ""), "vllm-0") << m.dump();
+    }
+  }
+  EXPECT_GT(endpointSeries, 20u);
+  std::cout << all["result"].size() << " series, " << endpointSeries << " endpoint series, no exported_* label\n";
+}
+
 // Native histograms: a Prometheus with --enable-feature=native-histograms
 // asks for the protobuf format and gets the kernel's own schema-3 buckets.
 // Its histogram_quantile() must then agree with the kernel's percentiles
@@ -456,7 +523,7 @@ class PrometheusNativeE2e : public PrometheusE2e {
     while (!caughtUp && std::chrono::steady_clock::now() < deadline) {
       caughtUp = true;
       for (auto& [m, family] : families)
-        caughtUp &= promValue("histogram_count(" + family + "{service=\"llm\"})") == metrics[m]["count"].get<double>();
+        caughtUp &= promValue("histogram_count(" + family + "{destination_service=\"llm\"})") == metrics[m]["count"].get<double>();
       if (!caughtUp) std::this_thread::sleep_for(250ms);
     }
     ASSERT_TRUE(caughtUp) << "Prometheus never saw the kernel's counts " << metrics.dump() << "; log:\n"
@@ -466,7 +533,7 @@ class PrometheusNativeE2e : public PrometheusE2e {
     for (auto& [m, family] : families) {
       for (auto [q, key] : {std::pair{0.5, "p50"}, {0.99, "p99"}}) {
         double kernel = metrics[m][key].get<double>();
-        double prom = promValue("histogram_quantile(" + std::to_string(q) + ", " + family + "{service=\"llm\"})");
+        double prom = promValue("histogram_quantile(" + std::to_string(q) + ", " + family + "{destination_service=\"llm\"})");
         std::cout << m << " " << key << ": Prometheus " << prom * 1e3 << " ms, kernel " << kernel * 1e3
                   << " ms, configured " << (m == "ttft" ? ttftMs : gapMs) << " ms\n";
         RecordProperty(m + "_" + key + "_prometheus_ms", std::to_string(prom * 1e3));
@@ -482,6 +549,290 @@ TEST_F(PrometheusNativeE2e, QuantilesWithinFivePercentOfTheKernelAt20ms) {
 
 TEST_F(PrometheusNativeE2e, QuantilesWithinFivePercentOfTheKernelAt400ms) {
   expectNativeQuantilesMatchTheKernel(400, 400, 3, 6);
+}
+
+}  // namespace
+}  // namespace aimesh::testing
+
+// ---- the chart's alert rules and Grafana dashboard, on a live agent ---------
+//
+// helm/aimesh/files/alerts.yaml (the PrometheusRule's rules) loaded by a real
+// Prometheus that scrapes a live agent as a ServiceMonitor target, and every
+// query of helm/aimesh/files/dashboard.json asked of that Prometheus.
+#include <regex>
+#include <set>
+#include <yaml-cpp/yaml.h>
+
+namespace aimesh::testing {
+namespace {
+
+const std::string kAlertsFile = AIMESH_SOURCE_DIR "/helm/aimesh/files/alerts.yaml";
+const std::string kDashboardFile = AIMESH_SOURCE_DIR "/helm/aimesh/files/dashboard.json";
+
+// Every service kind the dashboard shows: llm (streamed completions, its
+// model server's queue scraped: model_metrics), a guarded split of llm and
+// llm-canary (the same stand-in), and `empty`, which has no endpoint and
+// refuses.
+const char* kChartState = R"(services:
+  - name: llm
+    namespace: ml
+    model: stand-in
+    vips: [10.96.0.40]
+    ports: [{port: 8000}]
+    model_metrics: {port: 8000}
+    endpoints:
+      - {address: 10.77.0.2, port: 8000, pod: vllm-0}
+  - {name: llm-canary, namespace: ml, vips: [10.96.0.43], ports: [{port: 8000}], endpoints: [{address: 10.77.0.2}]}
+  - name: llm-split
+    namespace: ml
+    vips: [10.96.0.41]
+    ports: [{port: 8000}]
+    split: [{service: llm, weight: 50}, {service: llm-canary, weight: 50}]
+    canary_guard: {min_samples: 1000}
+  - {name: empty, namespace: ml, vips: [10.96.0.42], ports: [{port: 8000}], endpoints: []}
+)";
+
+// Dashboard panels whose queries need what this test does not produce. Each
+// entry: panel title -> why. Empty today: the test produces every family the
+// dashboard asks for.
+const std::map<std::string, std::string> kPanelsWithoutLiveData = {};
+
+// Every panel (rows' nested panels too) of a Grafana dashboard.
+void collectPanels(const json& panels, std::vector<json>& out) {
+  if (!panels.is_array()) return;
+  for (const json& p : panels) {
+    if (p.value("type", "") == "row") collectPanels(p.value("panels", json::array()), out);
+    else out.push_back(p);
+  }
+}
+
+// A dashboard expression as Grafana sends it with every variable at "All"
+// (allValue .*) and a 1-minute rate interval.
+std::string substituteVariables(std::string expr) {
+  static const std::vector<std::pair<std::string, std::string>> subs = {
+      {"$__rate_interval", "1m"},
+      {"$destination_namespace", ".*"},
+      {"$destination_service", ".*"},
+      {"$node", ".*"},
+  };
+  for (auto& [from, to] : subs)
+    for (size_t at = expr.find(from); at != std::string::npos; at = expr.find(from, at + to.size()))
+      expr.replace(at, from.size(), to);
+  return expr;
+}
+
+TEST_F(PrometheusE2e, ChartAlertRulesLoadAndDashboardQueriesAnswerOnALiveAgent) {
+  auto t0 = std::chrono::steady_clock::now();
+  YAML::Node alerts = YAML::LoadFile(kAlertsFile);
+  json dashboard = json::parse(readFile(kDashboardFile), nullptr, false);
+  ASSERT_FALSE(dashboard.is_discarded()) << kDashboardFile << " is not JSON";
+  size_t ruleCount = 0;
+  std::set<std::string> groupNames;
+  for (auto g : alerts["groups"]) {
+    groupNames.insert(g["name"].as<std::string>());
+    ruleCount += g["rules"].size();
+  }
+  ASSERT_GT(ruleCount, 5u);
+
+  startModelServer("10.77.0.2", 20, 5, 4);
+  startAgent(kChartState, {"--scrape-netns", sandbox_->client().name(), "--scrape-interval-ms", "200"});
+  ASSERT_FALSE(agent_->metricsUrlPath().empty());
+
+  // Prometheus as the operator configures it for the chart: the
+  // ServiceMonitor's target labels, the chart's node relabelling, and the
+  // PrometheusRule's rules (its spec is alerts.yaml as is).
+  std::string config = dir_ + "/prometheus-rules.yml";
+  writeFile(config, "global:\n"
+                    "  scrape_interval: 1s\n"
+                    "  scrape_timeout: 1s\n"
+                    "  evaluation_interval: 1s\n"
+                    "rule_files:\n"
+                    "  - " + kAlertsFile + "\n"
+                    "scrape_configs:\n"
+                    "  - job_name: aimesh\n"
+                    "    metrics_path: /metrics\n" +
+                        std::string(kServiceMonitorJob) +
+                        "      - {target_label: node, replacement: node-a}\n"
+                        "    static_configs:\n"
+                        "      - targets: ['" + agent_->metricsUrlPath() + "']\n");
+  int port = freeLocalPort();
+  ASSERT_GT(port, 0);
+  startPrometheus(config, port);
+  bool ready = false;
+  for (int i = 0; i < 150 && !ready && prometheusRunning(); ++i) {  // up to 15 s
+    httplib::Client c("127.0.0.1", port);
+    c.set_connection_timeout(0, 200000);
+    auto r = c.Get("/-/ready");
+    ready = r && r->status == 200;
+    if (!ready) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(ready) << "prometheus did not become ready; log:\n" << readFile(dir_ + "/prometheus.log");
+
+  // Traffic: streamed completions to llm, some through the split, calls to
+  // the service with no endpoint (refused).
+  json client = streamCompletions(10, 4);
+  ASSERT_EQ(client["ok"], 10) << client.dump();
+  std::string side = runClient([] {
+    int split = 0, refused = 0;
+    for (int i = 0; i < 10; ++i) {
+      httplib::Client c("10.96.0.41", 8000);
+      c.set_read_timeout(5, 0);
+      auto r = c.Post("/v1/completions", R"({"prompt":"hi","stream":true,"max_tokens":2})", "application/json");
+      split += r && r->status == 200;
+    }
+    for (int i = 0; i < 3; ++i) {
+      httplib::Client c("10.96.0.42", 8000);
+      c.set_connection_timeout(1, 0);
+      refused += !c.Get("/");
+    }
+    return json{{"split", split}, {"refused", refused}}.dump();
+  });
+  json sideJ = json::parse(side, nullptr, false);
+  ASSERT_EQ(sideJ.value("split", -1), 10) << side;
+  ASSERT_EQ(sideJ.value("refused", -1), 3) << side;
+
+  // Until Prometheus holds a scrape after the traffic, the model server's
+  // queue, and every rule evaluated at least once.
+  auto rulesNow = [&] {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(3, 0);
+    auto r = c.Get("/api/v1/rules");
+    return r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+  };
+  auto allEvaluated = [](const json& rules) {
+    if (!rules.is_object() || rules.value("status", "") != "success") return false;
+    for (const json& g : rules["data"]["groups"])
+      for (const json& r : g["rules"])
+        if (r.value("health", "") == "unknown" || r.value("lastEvaluation", "").rfind("0001-", 0) == 0) return false;
+    return true;
+  };
+  json rules;
+  bool caughtUp = false;
+  auto deadline = std::chrono::steady_clock::now() + 25s;
+  while (!caughtUp && std::chrono::steady_clock::now() < deadline) {
+    rules = rulesNow();
+    caughtUp = promValue("sum(aimesh_endpoint_requests_total{destination_service=\"llm\"})") >= 10 &&
+               promValue("sum(aimesh_service_refused_total{destination_service=\"empty\"})") == 3 &&
+               promValue("count(aimesh_endpoint_queued_requests)") >= 1 &&
+               promValue("count_over_time(up{job=\"aimesh\"}[1m])") >= 3 && allEvaluated(rules);
+    if (!caughtUp) std::this_thread::sleep_for(250ms);
+  }
+  ASSERT_TRUE(caughtUp) << "Prometheus never caught up; /api/v1/rules: " << rules.dump()
+                        << "\nlog:\n" << readFile(dir_ + "/prometheus.log");
+
+  // (i) Every group and rule of alerts.yaml loaded, evaluated, no error.
+  std::set<std::string> loadedGroups;
+  size_t loadedRules = 0;
+  for (const json& g : rules["data"]["groups"]) {
+    loadedGroups.insert(g.value("name", ""));
+    EXPECT_EQ(g.value("file", ""), kAlertsFile);
+    for (const json& r : g["rules"]) {
+      ++loadedRules;
+      EXPECT_EQ(r.value("health", ""), "ok") << r.dump();
+      EXPECT_EQ(r.value("lastError", ""), "") << r.dump();
+      EXPECT_EQ(r.value("type", ""), "alerting") << r.dump();
+    }
+  }
+  EXPECT_EQ(loadedGroups, groupNames);
+  EXPECT_EQ(loadedRules, ruleCount);
+
+  // The only alert active on this healthy agent: `empty` refusing (pending:
+  // it fires after 5 minutes), naming the service and the node. Its series
+  // entered Prometheus at 3, which rate() does not count: two more refusals.
+  std::string more = runClient([] {
+    int refused = 0;
+    for (int i = 0; i < 2; ++i) {
+      httplib::Client c("10.96.0.42", 8000);
+      c.set_connection_timeout(1, 0);
+      refused += !c.Get("/");
+    }
+    return std::to_string(refused);
+  });
+  EXPECT_EQ(more, "2");
+  json active;
+  for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+    active = promQuery("ALERTS");
+    if (!active.is_null() && !active["result"].empty()) break;
+    std::this_thread::sleep_for(250ms);
+  }
+  ASSERT_FALSE(active.is_null());
+  std::set<std::string> activeNames;
+  for (const json& a : active["result"]) activeNames.insert(a["metric"].value("alertname", ""));
+  EXPECT_EQ(activeNames, std::set<std::string>{"AimeshServiceRefusingConnections"})
+      << active.dump() << "\nrefused samples: "
+      << promQuery("aimesh_service_refused_total{destination_service=\"empty\"}[1m]").dump();
+  json refusing = promQuery("ALERTS{alertname=\"AimeshServiceRefusingConnections\"}");
+  ASSERT_FALSE(refusing.is_null());
+  ASSERT_EQ(refusing["result"].size(), 1u) << refusing.dump();
+  const json& alert = refusing["result"][0]["metric"];
+  EXPECT_EQ(alert.value("alertstate", ""), "pending");
+  EXPECT_EQ(alert.value("destination_service", ""), "empty");
+  EXPECT_EQ(alert.value("destination_namespace", ""), "ml");
+  EXPECT_EQ(alert.value("node", ""), "node-a");
+  EXPECT_EQ(alert.value("pod", ""), "aimesh-x7k2p");
+  EXPECT_EQ(alert.value("severity", ""), "warning");
+
+  // (iii) Every metric family an alert reads is in the live scrape.
+  static const std::regex family(R"(\b(aimesh_[a-z0-9_]+|process_[a-z_]+|up)\b)");
+  std::set<std::string> families;
+  for (auto g : alerts["groups"])
+    for (auto r : g["rules"]) {
+      std::string expr = r["expr"].as<std::string>();
+      for (std::sregex_iterator it(expr.begin(), expr.end(), family), end; it != end; ++it) families.insert((*it)[1]);
+    }
+  EXPECT_GE(families.size(), 12u);
+  for (const auto& f : families) {
+    json d = promQuery("count(" + f + "{job=\"aimesh\"})");
+    EXPECT_TRUE(!d.is_null() && !d["result"].empty()) << "alert family " << f << " not in the live scrape";
+  }
+
+  // (ii) Every query of every dashboard panel answers, variables at "All".
+  std::vector<json> panels;
+  collectPanels(dashboard["panels"], panels);
+  ASSERT_GT(panels.size(), 10u);
+  size_t asked = 0;
+  std::set<std::string> titles;
+  for (const json& p : panels) {
+    std::string title = p.value("title", "");
+    titles.insert(title);
+    EXPECT_EQ(p["datasource"].value("uid", ""), "${datasource}") << title;
+    if (kPanelsWithoutLiveData.count(title)) continue;
+    for (const json& t : p["targets"]) {
+      std::string expr = substituteVariables(t.value("expr", ""));
+      json d = promQuery(expr);
+      ++asked;
+      EXPECT_FALSE(d.is_null()) << "panel \"" << title << "\": Prometheus rejected " << expr;
+      if (!d.is_null()) {
+        EXPECT_FALSE(d["result"].empty()) << "panel \"" << title << "\": no data for " << expr;
+      }
+    }
+  }
+  for (auto& [title, why] : kPanelsWithoutLiveData) EXPECT_TRUE(titles.count(title)) << "excluded panel gone: " << title;
+
+  // The variables' label_values(SELECTOR, LABEL) queries find this agent's
+  // node, namespace and services.
+  static const std::regex labelValues(R"(^label_values\((.*),\s*([a-z_]+)\)$)");
+  std::map<std::string, std::set<std::string>> varValues;
+  for (const json& v : dashboard["templating"]["list"]) {
+    if (v.value("type", "") != "query") continue;
+    std::smatch m;
+    std::string def = v.value("definition", "");
+    ASSERT_TRUE(std::regex_match(def, m, labelValues)) << def;
+    json d = promQuery("group by (" + m[2].str() + ") (" + substituteVariables(m[1].str()) + ")");
+    ASSERT_FALSE(d.is_null()) << def;
+    for (const json& s : d["result"]) varValues[v.value("name", "")].insert(s["metric"].value(m[2].str(), ""));
+  }
+  EXPECT_EQ(varValues["node"], std::set<std::string>{"node-a"});
+  EXPECT_EQ(varValues["destination_namespace"], std::set<std::string>{"ml"});
+  EXPECT_TRUE(varValues["destination_service"].count("llm") && varValues["destination_service"].count("empty"))
+      << ::testing::PrintToString(varValues["destination_service"]);
+
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << loadedRules << " rules in " << loadedGroups.size() << " groups loaded and evaluated; "
+            << families.size() << " alert families scraped; " << panels.size() << " panels, " << asked
+            << " queries answered with data; " << kPanelsWithoutLiveData.size() << " panels excluded; took " << took
+            << " s\n";
+  EXPECT_LT(took, 60);
 }
 
 }  // namespace

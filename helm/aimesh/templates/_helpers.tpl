@@ -136,9 +136,15 @@ replace these.
   "telemetry" $v.agent.telemetry
   "resync-seconds" (int $v.agent.resyncSeconds)
   "connection-lifecycle" (eq (include "aimesh.connectionLifecycle" .) "true")
+  "default-algorithm" $v.agent.defaultAlgorithm
 -}}
 {{- if $v.agent.kubernetesSelector -}}
+{{- if $v.agent.meshAllServices -}}
+{{- fail "agent.meshAllServices=true meshes every Service: it needs agent.kubernetesSelector=\"\"" -}}
+{{- end -}}
 {{- $_ := set $conf "kubernetes-selector" $v.agent.kubernetesSelector -}}
+{{- else if not $v.agent.meshAllServices -}}
+{{- fail "agent.kubernetesSelector is empty, which meshes every Service (kube-dns and default/kubernetes included): set agent.meshAllServices=true to mean it" -}}
 {{- end -}}
 {{- /* Only with the DaemonSet's mount of that directory. */ -}}
 {{- with include "aimesh.netnsDir" . -}}
@@ -168,6 +174,7 @@ replace these.
   "telemetry" "agent.telemetry"
   "resync-seconds" "agent.resyncSeconds"
   "kubernetes-selector" "agent.kubernetesSelector"
+  "default-algorithm" "agent.defaultAlgorithm"
   "connection-lifecycle" "agent.connectionLifecycle"
   "netns-dir" "agent.netnsDir (the DaemonSet mounts it)"
 -}}
