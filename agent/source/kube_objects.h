@@ -223,9 +223,6 @@ struct BuildResult {
   std::vector<std::string> warnings;  // one per skipped object or field, naming it
 };
 
-// services, slices and pods keyed by "namespace/name" (the key is only for
-// lookup; the names used come from each object's metadata). pods: the pods
-// of this node, or nullptr when they are not watched.
 // How Services map beyond their own fields: the agent's settings.
 struct MappingOptions {
   // The algorithm of a Service without aimesh.io/lb-algorithm (and without
@@ -238,6 +235,9 @@ struct MappingOptions {
   auto operator<=>(const MappingOptions&) const = default;
 };
 
+// services, slices and pods keyed by "namespace/name" (the key is only for
+// lookup; the names used come from each object's metadata). pods: the pods
+// of this node, or nullptr when they are not watched.
 BuildResult buildSnapshot(const std::map<std::string, ServiceObj>& services,
                           const std::map<std::string, EndpointSliceObj>& slices,
                           const std::map<std::string, PodObj>* pods = nullptr, const MappingOptions& opts = {});
